@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages nodexd needs to build, run and test (idempotent; run as root).
+set -euo pipefail
+
+packages=(
+  build-essential cmake pkg-config     # toolchain
+  erlang-nox erlang-dev                # erl, epmd, erlc and erl_interface (ei)
+  libmicrohttpd-dev                    # HTTP server
+  libyaml-dev                          # configuration file parser
+  libcmocka-dev                        # unit tests
+  clang                                # libFuzzer drivers
+  curl                                 # README example, smoke tests
+  python3 python3-pytest               # integration tests
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "deps: missing packages: ${missing[*]} (run as root, or install them)" >&2
+    exit 1
+  fi
+  echo "deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi

@@ -1,0 +1,125 @@
+/* config: the daemon's configuration, read from one YAML file or from the embedded default. */
+#ifndef NODEX_CONFIG_H
+#define NODEX_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "log.h"
+
+/* X-macro tables: enum values and their config spellings from one list. */
+#define CNODE_DIRECTIONS(X)                                                                        \
+    X(CNODE_DIRECTION_BACK, "back")   /* the C-node connects to nodexd (Nodex convention) */       \
+    X(CNODE_DIRECTION_TO, "to")       /* the C-node publishes itself; nodexd connects to it */     \
+    X(CNODE_DIRECTION_ADOPT, "adopt") /* no process: an already-running node, by name */
+
+#define CNODE_PROTOCOLS(X)                                                                         \
+    X(CNODE_PROTOCOL_RAW, "raw")           /* send the request to a registered name */             \
+    X(CNODE_PROTOCOL_GEN_CALL, "gen_call") /* {'$gen_call', {Pid, Ref}, Request} */
+
+#define CNODE_RESTARTS(X)                                                                          \
+    X(CNODE_RESTART_PERMANENT, "permanent") /* always restarted */                                 \
+    X(CNODE_RESTART_TRANSIENT, "transient") /* restarted unless it exited with status 0 */         \
+    X(CNODE_RESTART_TEMPORARY, "temporary") /* never restarted */
+
+#define X(id, name) id,
+typedef enum cnode_direction { CNODE_DIRECTIONS(X) } cnode_direction;
+typedef enum cnode_protocol { CNODE_PROTOCOLS(X) } cnode_protocol;
+typedef enum cnode_restart { CNODE_RESTARTS(X) } cnode_restart;
+#undef X
+
+const char *cnode_direction_name(cnode_direction v);
+const char *cnode_protocol_name(cnode_protocol v);
+const char *cnode_restart_name(cnode_restart v);
+
+/* How replies are recognised among the messages that reach a call's pid. */
+typedef enum reply_filter_kind {
+    REPLY_FILTER_ANY,  /* the first message is the reply */
+    REPLY_FILTER_TAG,  /* only {Tag, Reply} with Tag == reply_tag (an atom); answers Reply */
+    REPLY_FILTER_NODE, /* only {Node, Reply} with Node == the C-node's node name atom */
+} reply_filter_kind;
+
+/* One name=value environment entry; value is a template (see template.h). */
+typedef struct config_env {
+    char *name;
+    char *value;
+} config_env;
+
+/* One registered C-node. All strings are owned by the config. */
+typedef struct config_cnode {
+    char *name;       /* API name: /cnodes/{name} */
+    char *executable; /* path; a bare name is looked up beside nodexd, then in ../libexec/nodex */
+    char **args;      /* argv[1..] templates, NULL-terminated (never NULL; may be empty) */
+    size_t arg_count;
+    config_env *env; /* extra environment entries */
+    size_t env_count;
+    char *cwd;        /* working directory, NULL = nodexd's */
+    char *sname;      /* the C-node's short name template, default "{gateway_sname}_{name}" */
+    char *hostname;   /* NULL = the gateway's host part */
+    char *node;       /* adopt/to: full node name to connect to; NULL = {sname}@{hostname} */
+    char *ready_line; /* template, default "{sname}@{hostname} ready" */
+    unsigned spawn_inactive_timeout_ms; /* default 5000 */
+    cnode_direction direction;
+    cnode_protocol protocol;
+    char *registered_name; /* raw protocol target, default "nil" */
+    reply_filter_kind reply_filter;
+    char *reply_tag;              /* REPLY_FILTER_TAG only, else NULL */
+    unsigned call_timeout_ms;     /* default 5000 */
+    unsigned max_call_timeout_ms; /* cap on ?timeout_ms=, default 300000 */
+    cnode_restart restart;
+    unsigned max_restarts;        /* default 3 ... */
+    unsigned max_seconds;         /* ... in 5 s; beyond it the C-node is failed */
+    unsigned backoff_initial_ms;  /* default 100, doubling per consecutive restart */
+    unsigned backoff_max_ms;      /* default 5000 */
+    unsigned shutdown_timeout_ms; /* SIGTERM, then SIGKILL after this; default 2000 */
+    unsigned connect_timeout_ms;  /* direction to/adopt: per attempt; default 2000 */
+    unsigned max_in_flight;       /* calls in flight on this C-node; over it 503; default 10000 */
+} config_cnode;
+
+typedef struct config {
+    char *source; /* file name, or "<embedded default>" */
+    /* node */
+    char *node_name;       /* "nodexd@127.0.0.1"; a name without '@' gets "@<hostname>" */
+    bool longnames;        /* derived: the host part has a dot or is an IP address */
+    char *cookie;          /* literal cookie (discouraged), NULL if not given */
+    char *cookie_file;     /* default "~/.erlang.cookie" */
+    char *cookie_env;      /* environment variable holding the cookie, default "NODEX_COOKIE" */
+    char *dist_listen;     /* address the distribution listener binds, default "127.0.0.1" */
+    unsigned dist_port;    /* 0 = ephemeral */
+    unsigned tick_time_ms; /* a peer silent this long is down; default 4000 */
+    bool start_epmd;       /* run `epmd -daemon` when none answers; default true */
+    /* http */
+    char *http_listen;                  /* "127.0.0.1:8080"; port 0 = ephemeral */
+    unsigned http_threads;              /* default 2 */
+    size_t max_body_bytes;              /* default 8 MiB; over it 413 */
+    unsigned http_connection_timeout_s; /* idle keep-alive timeout, default 60 */
+    /* terms */
+    unsigned term_max_depth; /* default 512 */
+    size_t term_max_bytes;   /* default 64 MiB */
+    /* logging */
+    log_level log_level;
+    /* C-nodes */
+    config_cnode *cnodes;
+    size_t cnode_count;
+} config;
+
+/* Error report: "file:line: key: what is wrong". */
+typedef struct config_error {
+    char message[512];
+} config_error;
+
+/* Parses YAML from a file. Returns a config the caller frees with config_free, or NULL with `err`
+ * filled. Unknown keys, bad types and out-of-range values are errors naming file, line and key. */
+config *config_load_file(const char *path, config_error *err);
+/* Parses YAML from memory; `source` names it in errors. Same contract as config_load_file. */
+config *config_load_string(const char *yaml, size_t len, const char *source, config_error *err);
+/* The embedded default: the example C-node as "example", HTTP on 127.0.0.1:8080. */
+config *config_load_default(config_error *err);
+/* The embedded default's YAML text (printed by `nodexd --print-default-config`). */
+extern const char config_default_yaml[];
+/* Finds a C-node by API name, or NULL. */
+const config_cnode *config_find_cnode(const config *cfg, const char *name);
+/* Frees the config and everything it owns. NULL is allowed. */
+void config_free(config *cfg);
+
+#endif

@@ -1,0 +1,351 @@
+/* dist: one Erlang distribution connection after the handshake: framing, dispatch and sends. */
+#include "dist.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Control message types of the distribution protocol (erts/doc dist_protocol). */
+enum {
+    DOP_SEND = 2,
+    DOP_REG_SEND = 6,
+    DOP_SEND_TT = 12,
+    DOP_REG_SEND_TT = 16,
+    DOP_SEND_SENDER = 22,
+    DOP_SEND_SENDER_TT = 23,
+    DOP_ALIAS_SEND = 33,
+    DOP_ALIAS_SEND_TT = 34,
+};
+
+#define DIST_VERSION_BYTE 131
+#define DIST_PASS_THROUGH 'p'
+
+static const char *const dist_close_texts[] = {
+#define X(id, text) text,
+    DIST_CLOSE_REASONS(X)
+#undef X
+};
+
+const char *dist_close_reason_text(dist_close_reason reason) {
+    return (unsigned)reason < sizeof dist_close_texts / sizeof dist_close_texts[0]
+               ? dist_close_texts[reason]
+               : "unknown";
+}
+
+int64_t dist_now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+dist_conn *dist_conn_new(int fd, const char *peer, size_t max_packet) {
+    dist_conn *c = calloc(1, sizeof *c);
+    if (!c) return NULL;
+    int flags = fcntl(fd, F_GETFL);
+    if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) {
+        free(c);
+        return NULL;
+    }
+    c->fd = fd;
+    snprintf(c->peer, sizeof c->peer, "%s", peer);
+    atomic_init(&c->refs, 1);
+    atomic_init(&c->broken, false);
+    int64_t now = dist_now_ms();
+    atomic_init(&c->last_recv_ms, now);
+    atomic_init(&c->last_send_ms, now);
+    pthread_mutex_init(&c->send_lock, NULL);
+    c->max_packet = max_packet;
+    return c;
+}
+
+void dist_conn_ref(dist_conn *c) {
+    atomic_fetch_add(&c->refs, 1);
+}
+
+void dist_conn_unref(dist_conn *c) {
+    if (!c || atomic_fetch_sub(&c->refs, 1) != 1) return;
+    ei_close_connection(c->fd); /* also drops ei's per-fd bookkeeping */
+    pthread_mutex_destroy(&c->send_lock);
+    free(c->rbuf);
+    free(c);
+}
+
+void dist_conn_shutdown(dist_conn *c) {
+    atomic_store(&c->broken, true);
+    shutdown(c->fd, SHUT_RDWR);
+}
+
+/* Writes the whole iovec, waiting for socket space with poll (never select: fds may be >= 1024).
+ * Caller holds send_lock. */
+static int dist_writev_all(dist_conn *c, struct iovec *iov, int iovcnt, int timeout_ms) {
+    int64_t deadline = dist_now_ms() + timeout_ms;
+    while (iovcnt > 0) {
+        ssize_t n = writev(c->fd, iov, iovcnt);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            if (errno != EAGAIN) return -1;
+            int64_t left = deadline - dist_now_ms();
+            if (left <= 0) return -1;
+            struct pollfd pfd = {.fd = c->fd, .events = POLLOUT};
+            if (poll(&pfd, 1, (int)left) < 0 && errno != EINTR) return -1;
+            continue;
+        }
+        while (iovcnt > 0 && (size_t)n >= iov->iov_len) {
+            n -= (ssize_t)iov->iov_len;
+            iov++;
+            iovcnt--;
+        }
+        if (iovcnt > 0) {
+            iov->iov_base = (char *)iov->iov_base + n;
+            iov->iov_len -= (size_t)n;
+        }
+    }
+    return 0;
+}
+
+/* Sends one pass-through packet: [len]['p'][131 control][131 prefix msg]. */
+static int dist_send_packet(dist_conn *c, const char *ctrl, size_t ctrl_len, const char *prefix,
+                            size_t prefix_len, const char *msg, size_t msg_len, int timeout_ms) {
+    if (atomic_load(&c->broken)) return -1;
+    size_t total = 1 + ctrl_len + 1 + prefix_len + msg_len;
+    if (total > UINT32_MAX) return -1;
+    unsigned char head[5] = {(unsigned char)(total >> 24), (unsigned char)(total >> 16),
+                             (unsigned char)(total >> 8), (unsigned char)total,
+                             DIST_PASS_THROUGH};
+    static const unsigned char version = DIST_VERSION_BYTE;
+    struct iovec iov[5] = {
+        {head, sizeof head},
+        {(void *)ctrl, ctrl_len},
+        {(void *)&version, 1},
+        {(void *)prefix, prefix_len},
+        {(void *)msg, msg_len},
+    };
+    pthread_mutex_lock(&c->send_lock);
+    int rc = dist_writev_all(c, iov, 5, timeout_ms);
+    pthread_mutex_unlock(&c->send_lock);
+    if (rc != 0) {
+        dist_conn_shutdown(c);
+        return -1;
+    }
+    atomic_store(&c->last_send_ms, dist_now_ms());
+    return 0;
+}
+
+int dist_send_reg(dist_conn *c, const erlang_pid *from, const char *to_name, const char *prefix,
+                  size_t prefix_len, const char *msg, size_t msg_len, int timeout_ms) {
+    char ctrl[MAXATOMLEN_UTF8 * 3 + 64];
+    int i = 0;
+    /* {REG_SEND, From, '', ToName} */
+    if (ei_encode_version(ctrl, &i) || ei_encode_tuple_header(ctrl, &i, 4) ||
+        ei_encode_long(ctrl, &i, DOP_REG_SEND) || ei_encode_pid(ctrl, &i, from) ||
+        ei_encode_atom(ctrl, &i, "") || ei_encode_atom(ctrl, &i, to_name))
+        return -1;
+    return dist_send_packet(c, ctrl, (size_t)i, prefix, prefix_len, msg, msg_len, timeout_ms);
+}
+
+int dist_send_pid(dist_conn *c, const erlang_pid *to, const char *prefix, size_t prefix_len,
+                  const char *msg, size_t msg_len, int timeout_ms) {
+    char ctrl[MAXATOMLEN_UTF8 * 2 + 64];
+    int i = 0;
+    /* {SEND, '', To} */
+    if (ei_encode_version(ctrl, &i) || ei_encode_tuple_header(ctrl, &i, 3) ||
+        ei_encode_long(ctrl, &i, DOP_SEND) || ei_encode_atom(ctrl, &i, "") ||
+        ei_encode_pid(ctrl, &i, to))
+        return -1;
+    return dist_send_packet(c, ctrl, (size_t)i, prefix, prefix_len, msg, msg_len, timeout_ms);
+}
+
+int dist_send_tick(dist_conn *c, int timeout_ms) {
+    if (atomic_load(&c->broken)) return -1;
+    static const unsigned char tick[4] = {0, 0, 0, 0};
+    struct iovec iov = {(void *)tick, sizeof tick};
+    pthread_mutex_lock(&c->send_lock);
+    int rc = dist_writev_all(c, &iov, 1, timeout_ms);
+    pthread_mutex_unlock(&c->send_lock);
+    if (rc != 0) {
+        dist_conn_shutdown(c);
+        return -1;
+    }
+    atomic_store(&c->last_send_ms, dist_now_ms());
+    return 0;
+}
+
+/* Size in bytes of the atom encoded at buf[idx], checking the bounds; -1 if not an atom. */
+static long dist_atom_size(const char *buf, size_t len, size_t idx) {
+    if (idx + 2 > len) return -1;
+    unsigned char tag = (unsigned char)buf[idx];
+    size_t size;
+    if (tag == ERL_SMALL_ATOM_EXT || tag == ERL_SMALL_ATOM_UTF8_EXT) {
+        size = 2 + (unsigned char)buf[idx + 1];
+    } else if (tag == ERL_ATOM_EXT || tag == ERL_ATOM_UTF8_EXT) {
+        if (idx + 3 > len) return -1;
+        size = 3 + (((size_t)(unsigned char)buf[idx + 1] << 8) | (unsigned char)buf[idx + 2]);
+    } else {
+        return -1;
+    }
+    return idx + size <= len ? (long)size : -1;
+}
+
+/* Decodes a pid with bounds checks (ei_decode_pid itself reads without any). */
+static int dist_decode_pid(const char *buf, size_t len, int *idx, erlang_pid *pid) {
+    if ((size_t)*idx >= len) return -1;
+    unsigned char tag = (unsigned char)buf[*idx];
+    if (tag != ERL_PID_EXT && tag != ERL_NEW_PID_EXT) return -1;
+    long asize = dist_atom_size(buf, len, (size_t)*idx + 1);
+    if (asize < 0 || (size_t)asize > MAXATOMLEN_UTF8 + 2) return -1;
+    size_t need = 1 + (size_t)asize + (tag == ERL_NEW_PID_EXT ? 12 : 9);
+    if ((size_t)*idx + need > len) return -1;
+    return ei_decode_pid(buf, idx, pid) < 0 ? -1 : 0;
+}
+
+/* Skips one atom, small integer or pid with bounds checks: all a control tuple's slots hold. */
+static int dist_skip_small_term(const char *buf, size_t len, int *idx) {
+    if ((size_t)*idx >= len) return -1;
+    unsigned char tag = (unsigned char)buf[*idx];
+    size_t size;
+    switch (tag) {
+    case ERL_SMALL_INTEGER_EXT: size = 2; break;
+    case ERL_INTEGER_EXT: size = 5; break;
+    case ERL_NIL_EXT: size = 1; break;
+    case ERL_PID_EXT:
+    case ERL_NEW_PID_EXT: {
+        erlang_pid p;
+        return dist_decode_pid(buf, len, idx, &p);
+    }
+    default: {
+        long asize = dist_atom_size(buf, len, (size_t)*idx);
+        if (asize < 0) return -1;
+        size = (size_t)asize;
+    }
+    }
+    if ((size_t)*idx + size > len) return -1;
+    *idx += (int)size;
+    return 0;
+}
+
+/* Parses one pass-through packet and dispatches its message, if it carries one. */
+static int dist_dispatch(dist_conn *c, const char *p, size_t len,
+                         void (*on_message)(void *, dist_conn *, const dist_message *), void *ctx) {
+    if (len < 1 || p[0] != DIST_PASS_THROUGH) return -1;
+    const char *buf = p + 1;
+    size_t blen = len - 1;
+    int idx = 0, version, arity;
+    long type;
+    if (blen < 4 || ei_decode_version(buf, &idx, &version) < 0 || version != DIST_VERSION_BYTE)
+        return -1;
+    if ((size_t)idx + 2 > blen || (unsigned char)buf[idx] != ERL_SMALL_TUPLE_EXT) return -1;
+    if (ei_decode_tuple_header(buf, &idx, &arity) < 0 || arity < 1) return -1;
+    if ((size_t)idx + 2 > blen || (unsigned char)buf[idx] != ERL_SMALL_INTEGER_EXT ||
+        ei_decode_long(buf, &idx, &type) < 0)
+        return -1;
+
+    dist_message m = {.type = type};
+    char to_name[MAXATOMLEN_UTF8];
+    switch (type) {
+    case DOP_SEND:      /* {2, Unused, ToPid} */
+    case DOP_SEND_TT:   /* {12, Unused, ToPid, Trace} */
+    case DOP_SEND_SENDER:    /* {22, FromPid, ToPid} */
+    case DOP_SEND_SENDER_TT: /* {23, FromPid, ToPid, Trace} */
+        if (arity < 3 || dist_skip_small_term(buf, blen, &idx) < 0 ||
+            dist_decode_pid(buf, blen, &idx, &m.to) < 0)
+            return -1;
+        m.to_pid = true;
+        break;
+    case DOP_REG_SEND:    /* {6, FromPid, Unused, ToName} */
+    case DOP_REG_SEND_TT: /* {16, FromPid, Unused, ToName, Trace} */
+        if (arity < 4 || dist_skip_small_term(buf, blen, &idx) < 0 ||
+            dist_skip_small_term(buf, blen, &idx) < 0)
+            return -1;
+        if ((size_t)idx + 3 > blen) return -1;
+        if (dist_atom_size(buf, blen, (size_t)idx) < 0 || ei_decode_atom(buf, &idx, to_name) < 0)
+            return -1;
+        m.to_name = to_name;
+        break;
+    default:
+        return 0; /* link, exit, monitor, alias sends...: nothing for us */
+    }
+    /* Skip what is left of the control tuple (trace token): find the message's version byte.
+     * Control tuples we accept end with the element just read, except the _TT forms. */
+    if (type == DOP_SEND_TT || type == DOP_SEND_SENDER_TT || type == DOP_REG_SEND_TT) {
+        /* The trace token {Flags, Label, Serial, FromPid, Prev}: skip its five slots. */
+        int tarity;
+        if ((size_t)idx + 2 > blen || (unsigned char)buf[idx] != ERL_SMALL_TUPLE_EXT ||
+            ei_decode_tuple_header(buf, &idx, &tarity) < 0)
+            return -1;
+        for (int k = 0; k < tarity; k++)
+            if (dist_skip_small_term(buf, blen, &idx) < 0) return -1;
+    }
+    if ((size_t)idx >= blen || (unsigned char)buf[idx] != DIST_VERSION_BYTE) return -1;
+    idx++;
+    m.msg = buf + idx;
+    m.msg_len = blen - (size_t)idx;
+    on_message(ctx, c, &m);
+    return 0;
+}
+
+dist_close_reason dist_read(dist_conn *c, void (*on_message)(void *, dist_conn *,
+                                                             const dist_message *),
+                            void *ctx) {
+    for (;;) {
+        if (c->rcap - c->rlen < 65536) {
+            size_t cap = c->rcap ? c->rcap * 2 : 131072;
+            char *nb = realloc(c->rbuf, cap);
+            if (!nb) return DIST_NO_MEMORY;
+            c->rbuf = nb;
+            c->rcap = cap;
+        }
+        ssize_t n = read(c->fd, c->rbuf + c->rlen, c->rcap - c->rlen);
+        if (n == 0) return DIST_CLOSED_BY_PEER;
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            if (errno == EAGAIN) break;
+            return DIST_READ_ERROR;
+        }
+        c->rlen += (size_t)n;
+        atomic_store(&c->last_recv_ms, dist_now_ms());
+        /* Dispatch every complete packet in the buffer. */
+        size_t off = 0;
+        while (c->rlen - off >= 4) {
+            const unsigned char *h = (const unsigned char *)c->rbuf + off;
+            size_t plen = ((size_t)h[0] << 24) | ((size_t)h[1] << 16) | ((size_t)h[2] << 8) | h[3];
+            if (plen > c->max_packet) return DIST_TOO_LARGE;
+            if (c->rlen - off - 4 < plen) {
+                /* Incomplete: make sure the buffer can hold it. */
+                if (plen + 4 > c->rcap) {
+                    char *nb = realloc(c->rbuf, plen + 4 + 65536);
+                    if (!nb) return DIST_NO_MEMORY;
+                    c->rbuf = nb;
+                    c->rcap = plen + 4 + 65536;
+                }
+                break;
+            }
+            if (plen == 0) {
+                /* A tick: answer it, as ei does, so peers that expect it stay happy. */
+                if (dist_send_tick(c, 1000) != 0) return DIST_READ_ERROR;
+            } else if (dist_dispatch(c, c->rbuf + off + 4, plen, on_message, ctx) != 0) {
+                return DIST_PROTOCOL_ERROR;
+            }
+            off += 4 + plen;
+        }
+        if (off) {
+            memmove(c->rbuf, c->rbuf + off, c->rlen - off);
+            c->rlen -= off;
+        }
+        /* Shrink a buffer that grew for one large packet. */
+        if (c->rcap > (1u << 20) && c->rlen < 65536) {
+            char *nb = realloc(c->rbuf, 131072);
+            if (nb) {
+                c->rbuf = nb;
+                c->rcap = 131072;
+            }
+        }
+        if ((size_t)n < 65536) break; /* drained; epoll is level-triggered anyway */
+    }
+    return DIST_OPEN;
+}

@@ -1,0 +1,97 @@
+/* dist: one Erlang distribution connection after the handshake: framing, dispatch and sends. */
+#ifndef NODEX_DIST_H
+#define NODEX_DIST_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <ei.h>
+
+/* Why dist_read stopped reading a connection. */
+#define DIST_CLOSE_REASONS(X)                                                                      \
+    X(DIST_OPEN, "open")                                                                           \
+    X(DIST_CLOSED_BY_PEER, "connection closed by peer")                                            \
+    X(DIST_READ_ERROR, "read error")                                                               \
+    X(DIST_PROTOCOL_ERROR, "distribution protocol error")                                          \
+    X(DIST_TOO_LARGE, "packet over the size limit")                                                \
+    X(DIST_NO_MEMORY, "out of memory")
+
+typedef enum dist_close_reason {
+#define X(id, text) id,
+    DIST_CLOSE_REASONS(X)
+#undef X
+} dist_close_reason;
+
+/* Describes a close reason ("connection closed by peer"). */
+const char *dist_close_reason_text(dist_close_reason reason);
+
+/* One message that reached us, as dispatched by dist_read. Pointers are into the connection's
+ * read buffer: valid only during the callback. */
+typedef struct dist_message {
+    long type;           /* control message type: 2 SEND, 6 REG_SEND, 22 SEND_SENDER, ... */
+    bool to_pid;         /* true when addressed to a pid (then `to` is set) */
+    erlang_pid to;       /* recipient pid (to_pid only) */
+    const char *to_name; /* recipient registered name (REG_SEND only), else NULL */
+    const char *msg;     /* the message term, starting AFTER its version byte */
+    size_t msg_len;      /* bytes from msg to the end of the packet (may include trailing bytes) */
+} dist_message;
+
+/* A connection. Created by dist_conn_new on a handshaken fd; shared between the event loop (the
+ * only reader) and any thread that sends (sends are serialized by an internal lock). Reference
+ * counted: the creator holds one reference; the fd is closed when the last one is dropped. */
+typedef struct dist_conn {
+    int fd;
+    char peer[MAXNODELEN * 4]; /* peer node name */
+    atomic_int refs;
+    atomic_bool broken;        /* a send failed or the reader closed it */
+    atomic_llong last_recv_ms; /* monotonic ms of the last byte received */
+    atomic_llong last_send_ms; /* monotonic ms of the last completed send */
+    pthread_mutex_t send_lock;
+    /* reader state (event loop thread only) */
+    char *rbuf;
+    size_t rlen, rcap;
+    size_t max_packet;
+    void *owner; /* the event loop's context for this connection */
+} dist_conn;
+
+/* Wraps a connected, handshaken fd (made non-blocking here). Returns NULL when out of memory
+ * (the fd is then left open for the caller). max_packet bounds one incoming packet. */
+dist_conn *dist_conn_new(int fd, const char *peer, size_t max_packet);
+/* Adds a reference (any thread). */
+void dist_conn_ref(dist_conn *c);
+/* Drops a reference (any thread); the last one closes the fd and frees. */
+void dist_conn_unref(dist_conn *c);
+/* Marks the connection broken and shuts the socket down so the reader sees the end at once. */
+void dist_conn_shutdown(dist_conn *c);
+
+/* Reads what the socket has (never blocks) and calls on_message for each complete message; ticks
+ * are answered and not passed on; control messages without payload are ignored. Event loop
+ * thread only. Returns DIST_OPEN while the connection lives, else why it ended. */
+dist_close_reason dist_read(dist_conn *c, void (*on_message)(void *ctx, dist_conn *c,
+                                                             const dist_message *m),
+                            void *ctx);
+
+/* Sends `msg` (an encoded term WITHOUT version byte, len bytes) to the registered name `to_name`
+ * on the peer, with `from` as sender pid; `prefix`/`prefix_len` (may be 0) are bytes of encoded
+ * term placed before msg (used to wrap msg in an envelope). Any thread; serialized per
+ * connection; waits at most timeout_ms for socket space. Returns 0, or -1 (then the connection is
+ * marked broken and shut down). */
+int dist_send_reg(dist_conn *c, const erlang_pid *from, const char *to_name, const char *prefix,
+                  size_t prefix_len, const char *msg, size_t msg_len, int timeout_ms);
+/* Same, addressed to a pid. */
+int dist_send_pid(dist_conn *c, const erlang_pid *to, const char *prefix, size_t prefix_len,
+                  const char *msg, size_t msg_len, int timeout_ms);
+/* Sends a tick (an empty packet). Returns 0 or -1 as above. */
+int dist_send_tick(dist_conn *c, int timeout_ms);
+
+/* Monotonic clock in milliseconds. */
+int64_t dist_now_ms(void);
+/* A 64-bit key that identifies one of OUR pids (num and serial; creation and node are ours). */
+static inline uint64_t dist_pid_key(const erlang_pid *p) {
+    return ((uint64_t)p->serial << 32) | p->num;
+}
+
+#endif

@@ -1,0 +1,1309 @@
+/* gateway: the hidden Erlang node: event loop, C-node supervision and the multiplexed call path. */
+#include "gateway.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <limits.h>
+#include <netdb.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "child.h"
+#include "dist.h"
+#include "log.h"
+#include "template.h"
+
+#define GW_SWEEP_MS         50   /* supervisor timers and ticks are checked this often */
+#define GW_SEND_TIMEOUT_MS  5000 /* a peer that takes no bytes this long is broken */
+#define GW_MAX_PACKET       (256u << 20)
+#define GW_HANDSHAKE_MS     5000
+#define GW_MAX_RESTART_LOG  64
+
+static const char *const cnode_state_names[] = {
+#define X(id, name) name,
+    CNODE_STATES(X)
+#undef X
+};
+static const int gateway_error_https[] = {
+#define X(id, http, code) http,
+    GATEWAY_ERRORS(X)
+#undef X
+};
+static const char *const gateway_error_codes[] = {
+#define X(id, http, code) code,
+    GATEWAY_ERRORS(X)
+#undef X
+};
+
+const char *cnode_state_name(cnode_state s) {
+    return cnode_state_names[s];
+}
+int gateway_error_http(gateway_error e) {
+    return gateway_error_https[e];
+}
+const char *gateway_error_code(gateway_error e) {
+    return gateway_error_codes[e];
+}
+
+/* Supervisor phases: finer than the public states. */
+typedef enum gw_phase {
+    PHASE_IDLE,       /* not started yet */
+    PHASE_SPAWNED,    /* process running, waiting for the ready line and/or the connection */
+    PHASE_CONNECTING, /* a connector thread is connecting to the node */
+    PHASE_UP,
+    PHASE_STOPPING,   /* signalled after a failure; waiting for the exit */
+    PHASE_BACKOFF,
+    PHASE_FAILED,
+    PHASE_STOPPED,
+} gw_phase;
+
+/* What an epoll registration refers to. */
+typedef enum gw_watch_kind { WATCH_WAKE, WATCH_SIGNAL, WATCH_CONN, WATCH_CHILD_OUT } gw_watch_kind;
+
+typedef struct gw_watch {
+    gw_watch_kind kind;
+    int stream; /* WATCH_CHILD_OUT: 0 stdout, 1 stderr */
+    void *ptr;  /* gw_conn* or gw_cnode* */
+} gw_watch;
+
+typedef struct gw_cnode gw_cnode;
+
+/* A live distribution connection and its epoll registration (event loop thread only). */
+typedef struct gw_conn {
+    dist_conn *dc;
+    gw_cnode *cnode; /* NULL for other peers (Erlang nodes that connected in) */
+    gw_watch watch;
+    bool closed;          /* closed during this loop iteration; freed at its end */
+    struct gw_conn *next; /* in gw->conns, or in gw->graveyard once closed */
+} gw_conn;
+
+struct gw_cnode {
+    const config_cnode *cfg;
+    gateway *gw;
+    char *executable; /* resolved path; NULL for adopt */
+    char sname[MAXATOMLEN];
+    char hostname[MAXATOMLEN];
+    char node[MAXNODELEN * 4]; /* the node name it has in the cluster */
+    char *ready_line;
+    /* supervisor (loop thread) */
+    gw_phase phase;
+    int64_t deadline_ms; /* of the current phase; INT64_MAX for none */
+    bool ready_seen;
+    bool kill_sent;
+    child *proc;
+    gw_watch out_watch[2];
+    gw_conn *conn;
+    unsigned connect_generation;
+    unsigned consecutive_failures;
+    int64_t restart_log[GW_MAX_RESTART_LOG];
+    size_t restart_log_len;
+    /* shared with API threads: guarded by gw->mu */
+    cnode_state state;
+    dist_conn *live; /* the connection calls use; a reference is held */
+    call_list calls;
+    pid_t os_pid;
+    unsigned restarts;
+    char last_exit[96];
+    char last_error[192];
+    int64_t up_since_ms;
+    uint64_t calls_total;
+    uint64_t dropped;
+};
+
+/* Handed from the acceptor and connector threads to the loop. */
+typedef struct gw_handoff {
+    int fd;            /* -1: a failed connect */
+    char peer[MAXNODELEN * 4];
+    gw_cnode *cnode;   /* connector result: for whom; NULL for an accepted connection */
+    unsigned generation;
+    char error[128];
+    struct gw_handoff *next;
+} gw_handoff;
+
+struct gateway {
+    const config *cfg;
+    ei_cnode ec;
+    char node_name[MAXNODELEN * 4];
+    char sname[MAXATOMLEN];
+    char hostname[MAXATOMLEN];
+    char *cookie;
+    int listen_fd;
+    int publish_fd;
+    int epfd, wake_fd, sig_fd;
+    gw_watch wake_watch, sig_watch;
+    pthread_t acceptor;
+    bool acceptor_started;
+    atomic_int connectors; /* running connector threads */
+    atomic_bool stop_requested;
+    gw_cnode *cnodes;
+    size_t cnode_count;
+    gw_conn *conns;
+    gw_conn *graveyard; /* closed connections, freed after the current epoll batch */
+    /* handoff queue */
+    pthread_mutex_t handoff_mu;
+    gw_handoff *handoffs;
+    /* call path: guarded by mu */
+    pthread_mutex_t mu;
+    call_registry registry;
+    bool shutting_down;
+    uint64_t dropped_unknown; /* messages to pids of no call, on non-C-node connections */
+};
+
+/* ------------------------------------------------------------------------------------------ */
+/* Small helpers */
+
+static void gw_wake(gateway *gw) {
+    uint64_t one = 1;
+    ssize_t n = write(gw->wake_fd, &one, sizeof one);
+    (void)n; /* a full counter still wakes the loop */
+}
+
+static int gw_epoll_add(gateway *gw, int fd, gw_watch *w) {
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = w};
+    return epoll_ctl(gw->epfd, EPOLL_CTL_ADD, fd, &ev);
+}
+
+static void gw_epoll_del(gateway *gw, int fd) {
+    epoll_ctl(gw->epfd, EPOLL_CTL_DEL, fd, NULL);
+}
+
+/* Looks for a bare executable name beside nodexd, then in ../libexec/nodex. */
+static char *gw_resolve_executable(const char *name, char *err, size_t err_len) {
+    if (strchr(name, '/')) {
+        if (access(name, X_OK) == 0) return strdup(name);
+        snprintf(err, err_len, "executable %s: %s", name, strerror(errno));
+        return NULL;
+    }
+    char self[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n > 0) {
+        self[n] = '\0';
+        char *slash = strrchr(self, '/');
+        if (slash) *slash = '\0';
+        const char *const dirs[] = {"%s/%s", "%s/../libexec/nodex/%s"};
+        for (size_t i = 0; i < 2; i++) {
+            char path[PATH_MAX * 2];
+            snprintf(path, sizeof path, dirs[i], self, name);
+            if (access(path, X_OK) == 0) return realpath(path, NULL);
+        }
+    }
+    snprintf(err, err_len, "executable %s: not found beside nodexd or in ../libexec/nodex", name);
+    return NULL;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Completing calls (never under gw->mu: on_done may take the frontend's locks) */
+
+static void gw_complete(call *c, call_outcome outcome, const char *detail) {
+    c->outcome = outcome;
+    if (detail) snprintf(c->detail, sizeof c->detail, "%s", detail);
+    c->on_done(c, c->ctx);
+}
+
+/* Unregisters every call of the C-node and completes them with `outcome`. Loop thread. */
+static void gw_fail_calls(gw_cnode *cn, call_outcome outcome, const char *detail) {
+    gateway *gw = cn->gw;
+    call *failed = NULL;
+    pthread_mutex_lock(&gw->mu);
+    while (cn->calls.head) {
+        call *c = cn->calls.head;
+        call_registry_remove(&gw->registry, &cn->calls, c);
+        c->hash_next = failed;
+        failed = c;
+    }
+    pthread_mutex_unlock(&gw->mu);
+    while (failed) {
+        call *next = failed->hash_next;
+        failed->hash_next = NULL;
+        gw_complete(failed, outcome, detail);
+        failed = next;
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Connections */
+
+/* Closes a connection; its memory lives until gw_conn_bury so that later events of the same
+ * epoll batch can still look at it (and skip it). */
+static void gw_conn_close(gateway *gw, gw_conn *gc) {
+    gw_epoll_del(gw, gc->dc->fd);
+    for (gw_conn **pp = &gw->conns; *pp; pp = &(*pp)->next) {
+        if (*pp == gc) {
+            *pp = gc->next;
+            break;
+        }
+    }
+    dist_conn_shutdown(gc->dc);
+    gc->closed = true;
+    gc->next = gw->graveyard;
+    gw->graveyard = gc;
+}
+
+static void gw_conn_bury(gateway *gw) {
+    while (gw->graveyard) {
+        gw_conn *gc = gw->graveyard;
+        gw->graveyard = gc->next;
+        dist_conn_unref(gc->dc);
+        free(gc);
+    }
+}
+
+static gw_conn *gw_conn_add(gateway *gw, int fd, const char *peer) {
+    gw_conn *gc = calloc(1, sizeof *gc);
+    dist_conn *dc = gc ? dist_conn_new(fd, peer, GW_MAX_PACKET) : NULL;
+    if (!dc) {
+        free(gc);
+        ei_close_connection(fd);
+        return NULL;
+    }
+    gc->dc = dc;
+    gc->watch = (gw_watch){.kind = WATCH_CONN, .ptr = gc};
+    if (gw_epoll_add(gw, fd, &gc->watch) != 0) {
+        dist_conn_unref(dc);
+        free(gc);
+        return NULL;
+    }
+    gc->next = gw->conns;
+    gw->conns = gc;
+    return gc;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Supervisor */
+
+static void gw_set_state(gw_cnode *cn, cnode_state s) {
+    if (cn->state == s) return;
+    log_info("cnode %s: %s -> %s", cn->cfg->name, cnode_state_name(cn->state), cnode_state_name(s));
+    pthread_mutex_lock(&cn->gw->mu);
+    cn->state = s;
+    cn->up_since_ms = s == CNODE_UP ? dist_now_ms() : 0;
+    pthread_mutex_unlock(&cn->gw->mu);
+}
+
+static void gw_set_error(gw_cnode *cn, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void gw_set_error(gw_cnode *cn, const char *fmt, ...) {
+    char msg[sizeof cn->last_error];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    pthread_mutex_lock(&cn->gw->mu);
+    memcpy(cn->last_error, msg, sizeof msg);
+    pthread_mutex_unlock(&cn->gw->mu);
+}
+
+static void gw_cnode_close_output(gw_cnode *cn) {
+    for (int s = 0; s < 2; s++) {
+        int fd = cn->proc ? child_output_fd(cn->proc, s) : -1;
+        if (fd >= 0) gw_epoll_del(cn->gw, fd);
+    }
+}
+
+/* Drops the C-node's connection (if any) from the call path and closes it. */
+static void gw_cnode_disconnect(gw_cnode *cn) {
+    gateway *gw = cn->gw;
+    pthread_mutex_lock(&gw->mu);
+    dist_conn *live = cn->live;
+    cn->live = NULL;
+    pthread_mutex_unlock(&gw->mu);
+    if (live) dist_conn_unref(live);
+    if (cn->conn) {
+        gw_conn_close(gw, cn->conn);
+        cn->conn = NULL;
+    }
+}
+
+static void gw_cnode_start(gw_cnode *cn);
+static void *gw_connector_main(void *arg);
+
+/* Restart decision once the C-node is gone (process reaped, or never had one). */
+static void gw_cnode_after_exit(gw_cnode *cn, bool normal_exit) {
+    int64_t now = dist_now_ms();
+    const config_cnode *cfg = cn->cfg;
+    if (cn->gw->shutting_down) {
+        cn->phase = PHASE_STOPPED;
+        gw_set_state(cn, CNODE_STOPPED);
+        return;
+    }
+    if (cfg->restart == CNODE_RESTART_TEMPORARY ||
+        (cfg->restart == CNODE_RESTART_TRANSIENT && normal_exit)) {
+        cn->phase = PHASE_STOPPED;
+        cn->deadline_ms = INT64_MAX;
+        gw_set_state(cn, CNODE_STOPPED);
+        return;
+    }
+    /* Restart intensity, as OTP: more than max_restarts within max_seconds means failed. */
+    size_t kept = 0;
+    for (size_t i = 0; i < cn->restart_log_len; i++)
+        if (now - cn->restart_log[i] < (int64_t)cfg->max_seconds * 1000)
+            cn->restart_log[kept++] = cn->restart_log[i];
+    cn->restart_log_len = kept;
+    if (kept >= cfg->max_restarts || kept >= GW_MAX_RESTART_LOG) {
+        cn->phase = PHASE_FAILED;
+        cn->deadline_ms = INT64_MAX;
+        log_error("cnode %s: failed: more than %u restarts in %u s (last: %s)", cfg->name,
+                  cfg->max_restarts, cfg->max_seconds, cn->last_error);
+        gw_set_state(cn, CNODE_FAILED);
+        return;
+    }
+    cn->restart_log[cn->restart_log_len++] = now;
+    uint64_t backoff = cfg->backoff_initial_ms;
+    for (unsigned i = 0; i < cn->consecutive_failures && backoff < cfg->backoff_max_ms; i++)
+        backoff *= 2;
+    if (backoff > cfg->backoff_max_ms) backoff = cfg->backoff_max_ms;
+    cn->consecutive_failures++;
+    cn->phase = PHASE_BACKOFF;
+    cn->deadline_ms = now + (int64_t)backoff;
+    gw_set_state(cn, CNODE_RESTARTING);
+}
+
+/* The C-node is lost or failed to start: fail its calls, stop its process, then decide. */
+static void gw_cnode_down(gw_cnode *cn, bool kill_now, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void gw_cnode_down(gw_cnode *cn, bool kill_now, const char *fmt, ...) {
+    char reason[160];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(reason, sizeof reason, fmt, ap);
+    va_end(ap);
+    log_warn("cnode %s: down: %s", cn->cfg->name, reason);
+    gw_set_error(cn, "%s", reason);
+    cn->connect_generation++; /* any connector still running is now stale */
+    gw_cnode_disconnect(cn);
+    char detail[200];
+    snprintf(detail, sizeof detail, "C-node %s went down during the call: %s", cn->cfg->name,
+             reason);
+    gw_fail_calls(cn, CALL_UNAVAILABLE, detail);
+    if (cn->proc && !child_exited(cn->proc)) {
+        child_signal(cn->proc, kill_now ? SIGKILL : SIGTERM);
+        cn->kill_sent = kill_now;
+        cn->phase = PHASE_STOPPING;
+        cn->deadline_ms = dist_now_ms() + cn->cfg->shutdown_timeout_ms;
+        gw_set_state(cn, CNODE_DOWN);
+        return;
+    }
+    gw_set_state(cn, CNODE_DOWN);
+    gw_cnode_after_exit(cn, false);
+}
+
+/* Reaps the process once it exited; records how. Returns true if it had exited. */
+static bool gw_cnode_reap(gw_cnode *cn) {
+    int status;
+    if (!cn->proc || !child_poll_exit(cn->proc, &status)) return false;
+    char how[96];
+    child_describe_status(status, how, sizeof how);
+    gw_cnode_close_output(cn);
+    /* Read what is left in the pipes so the last lines are logged. */
+    child_free(cn->proc);
+    cn->proc = NULL;
+    pthread_mutex_lock(&cn->gw->mu);
+    snprintf(cn->last_exit, sizeof cn->last_exit, "%s", how);
+    cn->os_pid = 0;
+    pthread_mutex_unlock(&cn->gw->mu);
+    bool normal = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    switch (cn->phase) {
+    case PHASE_SPAWNED:
+        log_warn("cnode %s: exited before it was up: %s", cn->cfg->name, how);
+        gw_set_error(cn, "exited before it was up: %s", how);
+        gw_cnode_disconnect(cn);
+        gw_fail_calls(cn, CALL_UNAVAILABLE, "C-node exited");
+        gw_set_state(cn, CNODE_DOWN);
+        gw_cnode_after_exit(cn, normal);
+        break;
+    case PHASE_UP:
+    case PHASE_CONNECTING:
+        log_warn("cnode %s: process %s", cn->cfg->name, how);
+        gw_set_error(cn, "process %s", how);
+        cn->connect_generation++;
+        gw_cnode_disconnect(cn);
+        gw_fail_calls(cn, CALL_UNAVAILABLE, "C-node process exited during the call");
+        gw_set_state(cn, CNODE_DOWN);
+        gw_cnode_after_exit(cn, normal);
+        break;
+    case PHASE_STOPPING: gw_cnode_after_exit(cn, normal && !cn->kill_sent); break;
+    default: break;
+    }
+    return true;
+}
+
+static void gw_cnode_became_up(gw_cnode *cn) {
+    gateway *gw = cn->gw;
+    cn->phase = PHASE_UP;
+    cn->deadline_ms = INT64_MAX;
+    dist_conn_ref(cn->conn->dc);
+    pthread_mutex_lock(&gw->mu);
+    cn->live = cn->conn->dc;
+    cn->last_error[0] = '\0';
+    pthread_mutex_unlock(&gw->mu);
+    gw_set_state(cn, CNODE_UP);
+}
+
+static void gw_start_connector(gw_cnode *cn) {
+    gw_handoff *job = calloc(1, sizeof *job);
+    if (!job) {
+        gw_cnode_down(cn, true, "out of memory starting a connection");
+        return;
+    }
+    job->cnode = cn;
+    job->generation = ++cn->connect_generation;
+    snprintf(job->peer, sizeof job->peer, "%s", cn->node);
+    cn->phase = PHASE_CONNECTING;
+    cn->deadline_ms = dist_now_ms() + cn->cfg->connect_timeout_ms + 1000;
+    atomic_fetch_add(&cn->gw->connectors, 1);
+    pthread_t t;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    if (pthread_create(&t, &attr, gw_connector_main, job) != 0) {
+        atomic_fetch_sub(&cn->gw->connectors, 1);
+        free(job);
+        gw_cnode_down(cn, true, "cannot start a connector thread");
+    }
+    pthread_attr_destroy(&attr);
+}
+
+static void gw_on_child_line(void *ctx, int stream, const char *line, size_t len) {
+    gw_cnode *cn = ctx;
+    log_info("[%s%s] %.*s", cn->cfg->name, stream ? " stderr" : "", (int)len, line);
+    if (cn->ready_seen || cn->phase != PHASE_SPAWNED) return;
+    if (strlen(cn->ready_line) != len || memcmp(cn->ready_line, line, len) != 0) return;
+    cn->ready_seen = true;
+    if (cn->cfg->direction == CNODE_DIRECTION_TO) {
+        gw_start_connector(cn);
+    } else if (cn->conn) {
+        gw_cnode_became_up(cn);
+    }
+    /* direction back without a connection yet: wait for it within the spawn timeout */
+}
+
+static void gw_cnode_spawn(gw_cnode *cn) {
+    gateway *gw = cn->gw;
+    const config_cnode *cfg = cn->cfg;
+    const template_var vars[] = {
+        {"sname", cn->sname},          {"hostname", cn->hostname},  {"cookie", gw->cookie},
+        {"gateway_sname", gw->sname},  {"gateway_node", gw->node_name}, {"name", cfg->name},
+        {"node", cn->node},
+    };
+    size_t nvars = sizeof vars / sizeof vars[0];
+    size_t argc = cfg->arg_count;
+    char **argv = calloc(argc + 2, sizeof *argv);
+    char **envp = calloc(cfg->env_count + 1, sizeof *envp);
+    bool ok = argv && envp;
+    if (ok) argv[0] = cn->executable;
+    for (size_t i = 0; ok && i < argc; i++) ok = (argv[i + 1] = template_expand(cfg->args[i], vars, nvars, NULL)) != NULL;
+    for (size_t i = 0; ok && i < cfg->env_count; i++) {
+        char *v = template_expand(cfg->env[i].value, vars, nvars, NULL);
+        ok = v && asprintf(&envp[i], "%s=%s", cfg->env[i].name, v) >= 0;
+        if (!ok) envp[i] = NULL;
+        free(v);
+    }
+    child *proc = NULL;
+    if (ok) {
+        child_spec spec = {.argv = (const char *const *)argv, .env = (const char *const *)envp,
+                           .cwd = cfg->cwd};
+        proc = child_spawn(&spec);
+    }
+    int spawn_errno = errno;
+    for (size_t i = 1; argv && i <= argc; i++) free(argv[i]);
+    for (size_t i = 0; envp && i < cfg->env_count; i++) free(envp[i]);
+    free(argv);
+    free(envp);
+    if (!proc) {
+        gw_set_error(cn, "cannot start %s: %s", cn->executable, ok ? strerror(spawn_errno) : "out of memory");
+        gw_set_state(cn, CNODE_DOWN);
+        gw_cnode_after_exit(cn, false);
+        return;
+    }
+    cn->proc = proc;
+    cn->ready_seen = false;
+    cn->kill_sent = false;
+    for (int s = 0; s < 2; s++) {
+        cn->out_watch[s] = (gw_watch){.kind = WATCH_CHILD_OUT, .stream = s, .ptr = cn};
+        gw_epoll_add(gw, child_output_fd(proc, s), &cn->out_watch[s]);
+    }
+    pthread_mutex_lock(&gw->mu);
+    cn->os_pid = child_pid(proc);
+    pthread_mutex_unlock(&gw->mu);
+    cn->phase = PHASE_SPAWNED;
+    cn->deadline_ms = dist_now_ms() + cfg->spawn_inactive_timeout_ms;
+    log_info("cnode %s: started %s as pid %d (node %s)", cfg->name, cn->executable,
+             (int)cn->os_pid, cn->node);
+}
+
+static void gw_cnode_start(gw_cnode *cn) {
+    if (cn->phase == PHASE_BACKOFF) {
+        pthread_mutex_lock(&cn->gw->mu);
+        cn->restarts++;
+        pthread_mutex_unlock(&cn->gw->mu);
+    }
+    gw_set_state(cn, CNODE_STARTING);
+    if (cn->cfg->direction == CNODE_DIRECTION_ADOPT) gw_start_connector(cn);
+    else gw_cnode_spawn(cn);
+}
+
+/* Phase deadlines: spawn timeout, connect timeout, kill escalation, backoff. */
+static void gw_cnode_timers(gw_cnode *cn, int64_t now) {
+    if (now < cn->deadline_ms) return;
+    cn->deadline_ms = INT64_MAX;
+    switch (cn->phase) {
+    case PHASE_SPAWNED:
+        gw_cnode_down(cn, true, cn->ready_seen ? "ready line seen but no connection within %u ms"
+                                               : "no ready line within %u ms (spawn_inactive_timeout)",
+                      cn->cfg->spawn_inactive_timeout_ms);
+        break;
+    case PHASE_CONNECTING: gw_cnode_down(cn, true, "could not connect to %s in time", cn->node); break;
+    case PHASE_STOPPING:
+        if (cn->proc && !child_exited(cn->proc)) {
+            log_warn("cnode %s: did not exit in %u ms; SIGKILL", cn->cfg->name,
+                     cn->cfg->shutdown_timeout_ms);
+            child_signal(cn->proc, SIGKILL);
+            cn->kill_sent = true;
+        }
+        break;
+    case PHASE_BACKOFF: gw_cnode_start(cn); break;
+    default: break;
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Threads that block in ei: the acceptor and the connectors. */
+
+static void gw_handoff_push(gateway *gw, gw_handoff *h) {
+    pthread_mutex_lock(&gw->handoff_mu);
+    h->next = gw->handoffs;
+    gw->handoffs = h;
+    pthread_mutex_unlock(&gw->handoff_mu);
+    gw_wake(gw);
+}
+
+static void *gw_acceptor_main(void *arg) {
+    gateway *gw = arg;
+    ei_cnode ec = gw->ec; /* a private copy: ei state is not shared across threads */
+    while (!atomic_load(&gw->stop_requested)) {
+        ErlConnect conp;
+        int fd = ei_accept(&ec, gw->listen_fd, &conp);
+        if (fd < 0) {
+            if (atomic_load(&gw->stop_requested)) break;
+            if (errno == EMFILE || errno == ENFILE) {
+                log_warn("accept: out of descriptors");
+                usleep(100000);
+            }
+            continue;
+        }
+        /* The handshake ran under the listener's receive timeout; the loop wants none. */
+        struct timeval none = {0, 0};
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &none, sizeof none);
+        gw_handoff *h = calloc(1, sizeof *h);
+        if (!h) {
+            ei_close_connection(fd);
+            continue;
+        }
+        h->fd = fd;
+        snprintf(h->peer, sizeof h->peer, "%s", conp.nodename);
+        gw_handoff_push(gw, h);
+    }
+    return NULL;
+}
+
+static void *gw_connector_main(void *arg) {
+    gw_handoff *job = arg;
+    gateway *gw = job->cnode->gw;
+    ei_cnode ec = gw->ec;
+    int64_t deadline = dist_now_ms() + job->cnode->cfg->connect_timeout_ms;
+    int fd = -1;
+    /* "Retrying briefly": the node may need a moment to appear in epmd. */
+    while (!atomic_load(&gw->stop_requested)) {
+        fd = ei_connect(&ec, job->peer);
+        if (fd >= 0 || dist_now_ms() >= deadline) break;
+        usleep(50000);
+    }
+    job->fd = fd < 0 ? -1 : fd;
+    if (fd < 0) snprintf(job->error, sizeof job->error, "cannot connect to %.100s", job->peer);
+    gw_handoff_push(gw, job);
+    atomic_fetch_sub(&gw->connectors, 1);
+    return NULL;
+}
+
+static gw_cnode *gw_cnode_by_node(gateway *gw, const char *node) {
+    for (size_t i = 0; i < gw->cnode_count; i++)
+        if (gw->cnodes[i].cfg->direction == CNODE_DIRECTION_BACK &&
+            strcmp(gw->cnodes[i].node, node) == 0)
+            return &gw->cnodes[i];
+    return NULL;
+}
+
+static void gw_handle_handoffs(gateway *gw) {
+    pthread_mutex_lock(&gw->handoff_mu);
+    gw_handoff *h = gw->handoffs;
+    gw->handoffs = NULL;
+    pthread_mutex_unlock(&gw->handoff_mu);
+    while (h) {
+        gw_handoff *next = h->next;
+        if (h->cnode) { /* connector result */
+            gw_cnode *cn = h->cnode;
+            bool current = h->generation == cn->connect_generation && cn->phase == PHASE_CONNECTING;
+            if (!current) {
+                if (h->fd >= 0) ei_close_connection(h->fd);
+            } else if (h->fd < 0) {
+                gw_cnode_down(cn, cn->cfg->direction != CNODE_DIRECTION_ADOPT, "%s", h->error);
+            } else if ((cn->conn = gw_conn_add(gw, h->fd, h->peer)) != NULL) {
+                cn->conn->cnode = cn;
+                log_info("cnode %s: connected to %s", cn->cfg->name, h->peer);
+                gw_cnode_became_up(cn);
+            } else {
+                gw_cnode_down(cn, true, "cannot watch the connection");
+            }
+        } else { /* accepted */
+            gw_cnode *cn = gw_cnode_by_node(gw, h->peer);
+            if (cn && (cn->phase != PHASE_SPAWNED || cn->conn)) {
+                log_warn("connection from %s while it is not expected; closed", h->peer);
+                ei_close_connection(h->fd);
+            } else {
+                gw_conn *gc = gw_conn_add(gw, h->fd, h->peer);
+                if (gc && cn) {
+                    gc->cnode = cn;
+                    cn->conn = gc;
+                    log_info("cnode %s: connected back from %s", cn->cfg->name, h->peer);
+                    if (cn->ready_seen) gw_cnode_became_up(cn);
+                } else if (gc) {
+                    log_info("node %s connected", h->peer);
+                }
+            }
+        }
+        free(h);
+        h = next;
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Replies */
+
+/* Decodes {Tag, Reply} at msg: returns the offset of Reply if Tag is the atom `tag`, else -1. */
+static long gw_match_tagged(const char *msg, size_t len, const char *tag) {
+    if (len < 4 || (unsigned char)msg[0] != ERL_SMALL_TUPLE_EXT || msg[1] != 2) return -1;
+    size_t i = 2;
+    unsigned char t = (unsigned char)msg[i];
+    size_t alen, hdr;
+    if (t == ERL_SMALL_ATOM_UTF8_EXT || t == ERL_SMALL_ATOM_EXT) {
+        alen = (unsigned char)msg[i + 1];
+        hdr = 2;
+    } else if ((t == ERL_ATOM_UTF8_EXT || t == ERL_ATOM_EXT) && i + 3 <= len) {
+        alen = ((size_t)(unsigned char)msg[i + 1] << 8) | (unsigned char)msg[i + 2];
+        hdr = 3;
+    } else {
+        return -1;
+    }
+    if (i + hdr + alen >= len) return -1;
+    if (strlen(tag) != alen || memcmp(msg + i + hdr, tag, alen) != 0) return -1;
+    return (long)(i + hdr + alen);
+}
+
+/* Decodes {Ref, Reply} at msg: returns Reply's offset if Ref equals `ref`, else -1. */
+static long gw_match_ref(const char *msg, size_t len, const erlang_ref *ref) {
+    if (len < 4 || (unsigned char)msg[0] != ERL_SMALL_TUPLE_EXT || msg[1] != 2) return -1;
+    if ((unsigned char)msg[2] != ERL_NEWER_REFERENCE_EXT && (unsigned char)msg[2] != ERL_NEW_REFERENCE_EXT)
+        return -1;
+    /* NEWER_REFERENCE_EXT: tag, 2-byte len, node atom, 4-byte creation, len*4 bytes */
+    if (len < 8) return -1;
+    size_t n = ((size_t)(unsigned char)msg[3] << 8) | (unsigned char)msg[4];
+    size_t i = 5;
+    unsigned char t = (unsigned char)msg[i];
+    size_t alen, hdr;
+    if (t == ERL_SMALL_ATOM_UTF8_EXT || t == ERL_SMALL_ATOM_EXT) {
+        if (i + 2 > len) return -1;
+        alen = (unsigned char)msg[i + 1];
+        hdr = 2;
+    } else if ((t == ERL_ATOM_UTF8_EXT || t == ERL_ATOM_EXT) && i + 3 <= len) {
+        alen = ((size_t)(unsigned char)msg[i + 1] << 8) | (unsigned char)msg[i + 2];
+        hdr = 3;
+    } else {
+        return -1;
+    }
+    size_t cre = (unsigned char)msg[2] == ERL_NEWER_REFERENCE_EXT ? 4 : 1;
+    size_t end = i + hdr + alen + cre + 4 * n;
+    if (n > 5 || end >= len) return -1;
+    int idx = 2;
+    erlang_ref got;
+    if (ei_decode_ref(msg, &idx, &got) < 0 || (size_t)idx != end) return -1;
+    if (got.len != ref->len || strcmp(got.node, ref->node) != 0) return -1;
+    for (int k = 0; k < got.len; k++)
+        if (got.n[k] != ref->n[k]) return -1;
+    return (long)end;
+}
+
+static void gw_on_message(void *ctx, dist_conn *dc, const dist_message *m) {
+    gateway *gw = ctx;
+    gw_conn *gc = dc->owner;
+    if (!m->to_pid) {
+        log_debug("message to registered name %s from %s ignored", m->to_name ? m->to_name : "?",
+                  dc->peer);
+        return;
+    }
+    uint64_t key = dist_pid_key(&m->to);
+    pthread_mutex_lock(&gw->mu);
+    call *c = strcmp(m->to.node, gw->node_name) == 0 ? call_registry_find(&gw->registry, key) : NULL;
+    long offset = -1;
+    if (c) {
+        gw_cnode *owner = c->cnode;
+        const config_cnode *cfg = owner->cfg;
+        if (cfg->protocol == CNODE_PROTOCOL_GEN_CALL) offset = gw_match_ref(m->msg, m->msg_len, &c->ref);
+        else if (cfg->reply_filter == REPLY_FILTER_ANY) offset = 0;
+        else if (cfg->reply_filter == REPLY_FILTER_TAG) offset = gw_match_tagged(m->msg, m->msg_len, cfg->reply_tag);
+        else offset = gw_match_tagged(m->msg, m->msg_len, owner->node);
+        if (offset >= 0) call_registry_remove(&gw->registry, &owner->calls, c);
+        else owner->dropped++;
+    } else if (gc && gc->cnode) {
+        gc->cnode->dropped++;
+    } else {
+        gw->dropped_unknown++;
+    }
+    pthread_mutex_unlock(&gw->mu);
+    if (!c || offset < 0) return;
+    c->reply = malloc(m->msg_len ? m->msg_len : 1);
+    if (!c->reply) {
+        gw_complete(c, CALL_UNAVAILABLE, "out of memory storing the reply");
+        return;
+    }
+    memcpy(c->reply, m->msg, m->msg_len);
+    c->reply_len = m->msg_len;
+    c->reply_offset = (size_t)offset;
+    gw_complete(c, CALL_REPLIED, NULL);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* The loop */
+
+static void gw_expire_calls(gateway *gw, int64_t now) {
+    call *expired = NULL;
+    pthread_mutex_lock(&gw->mu);
+    call *c;
+    while ((c = call_registry_expired(&gw->registry, now)) != NULL) {
+        call_registry_remove(&gw->registry, &((gw_cnode *)c->cnode)->calls, c);
+        c->hash_next = expired;
+        expired = c;
+    }
+    pthread_mutex_unlock(&gw->mu);
+    while (expired) {
+        call *next = expired->hash_next;
+        expired->hash_next = NULL;
+        gw_complete(expired, CALL_TIMEOUT, "no reply within the call's timeout");
+        expired = next;
+    }
+}
+
+/* Ticks idle connections and declares silent ones down: ei never ticks on its own. */
+static void gw_tick_connections(gateway *gw, int64_t now) {
+    int64_t tick = gw->cfg->tick_time_ms;
+    for (gw_conn *gc = gw->conns, *next; gc; gc = next) {
+        next = gc->next;
+        dist_conn *dc = gc->dc;
+        bool silent = now - atomic_load(&dc->last_recv_ms) > tick;
+        if (!silent && now - atomic_load(&dc->last_send_ms) >= tick / 4)
+            dist_send_tick(dc, 100);
+        if (!silent && !atomic_load(&dc->broken)) continue;
+        const char *why = silent ? "no answer to ticks (tick_time)" : "send failed";
+        if (gc->cnode) {
+            gw_cnode_down(gc->cnode, true, "%s: %s", dc->peer, why);
+        } else {
+            log_warn("node %s: %s; disconnected", dc->peer, why);
+            gw_conn_close(gw, gc);
+        }
+    }
+}
+
+static void gw_on_conn_readable(gateway *gw, gw_conn *gc) {
+    gc->dc->owner = gc;
+    dist_close_reason r = dist_read(gc->dc, gw_on_message, gw);
+    if (r == DIST_OPEN) return;
+    if (gc->cnode) {
+        gw_cnode *cn = gc->cnode;
+        /* The process usually exits right after its connection drops: give it the shutdown
+         * timeout, then it is killed. */
+        gw_cnode_down(cn, false, "%s: %s", gc->dc->peer, dist_close_reason_text(r));
+    } else {
+        log_info("node %s disconnected: %s", gc->dc->peer, dist_close_reason_text(r));
+        gw_conn_close(gw, gc);
+    }
+}
+
+static void gw_on_child_output(gw_cnode *cn, int stream) {
+    if (!cn->proc) return;
+    int fd = child_output_fd(cn->proc, stream);
+    int r = child_read_lines(cn->proc, stream, gw_on_child_line, cn);
+    if (r <= 0 && fd >= 0) gw_epoll_del(cn->gw, fd);
+}
+
+static void gw_reap_all(gateway *gw) {
+    for (size_t i = 0; i < gw->cnode_count; i++) gw_cnode_reap(&gw->cnodes[i]);
+}
+
+static bool gw_handle_signals(gateway *gw) {
+    struct signalfd_siginfo si;
+    bool stop = false;
+    while (read(gw->sig_fd, &si, sizeof si) == sizeof si) {
+        if (si.ssi_signo == SIGCHLD) gw_reap_all(gw);
+        else {
+            log_info("signal %d: stopping", (int)si.ssi_signo);
+            stop = true;
+        }
+    }
+    return stop;
+}
+
+/* Stops every C-node: close connections (Nodex C-nodes then exit 0), SIGTERM, SIGKILL late. */
+static void gw_stop_all(gateway *gw) {
+    int64_t deadline = 0, now = dist_now_ms();
+    for (size_t i = 0; i < gw->cnode_count; i++) {
+        gw_cnode *cn = &gw->cnodes[i];
+        cn->connect_generation++;
+        gw_cnode_disconnect(cn);
+        gw_fail_calls(cn, CALL_SHUTDOWN, "the gateway is shutting down");
+        if (cn->proc) {
+            child_signal(cn->proc, SIGTERM);
+            int64_t d = now + cn->cfg->shutdown_timeout_ms;
+            if (d > deadline) deadline = d;
+        }
+        cn->phase = PHASE_STOPPING;
+    }
+    bool killed = false;
+    for (;;) {
+        bool running = false;
+        for (size_t i = 0; i < gw->cnode_count; i++) {
+            gw_cnode *cn = &gw->cnodes[i];
+            if (!cn->proc) continue;
+            gw_cnode_reap(cn);
+            if (!cn->proc) continue;
+            running = true;
+            if (killed || dist_now_ms() < now + cn->cfg->shutdown_timeout_ms) continue;
+            log_warn("cnode %s: did not stop in %u ms; SIGKILL", cn->cfg->name, cn->cfg->shutdown_timeout_ms);
+            child_signal(cn->proc, SIGKILL);
+        }
+        if (!running) break;
+        if (dist_now_ms() > deadline + 1000) killed = true;
+        usleep(10000);
+    }
+    for (size_t i = 0; i < gw->cnode_count; i++) {
+        gw_cnode *cn = &gw->cnodes[i];
+        cn->phase = PHASE_STOPPED;
+        gw_set_state(cn, CNODE_STOPPED);
+    }
+    while (gw->conns) gw_conn_close(gw, gw->conns);
+    gw_conn_bury(gw);
+}
+
+int gateway_run(gateway *gw, void (*on_started)(void *ctx), void *ctx) {
+    for (size_t i = 0; i < gw->cnode_count; i++) gw_cnode_start(&gw->cnodes[i]);
+    if (on_started) on_started(ctx);
+    int64_t next_sweep = 0;
+    int rc = 0;
+    struct epoll_event events[64];
+    while (!atomic_load(&gw->stop_requested)) {
+        int64_t now = dist_now_ms();
+        if (now >= next_sweep) {
+            for (size_t i = 0; i < gw->cnode_count; i++) gw_cnode_timers(&gw->cnodes[i], now);
+            gw_tick_connections(gw, now);
+            next_sweep = now + GW_SWEEP_MS;
+        }
+        pthread_mutex_lock(&gw->mu);
+        int64_t next_call = call_registry_next_deadline(&gw->registry);
+        pthread_mutex_unlock(&gw->mu);
+        int64_t wake = next_call < next_sweep ? next_call : next_sweep;
+        int timeout = wake <= now ? 0 : (int)(wake - now);
+        int n = epoll_wait(gw->epfd, events, 64, timeout);
+        if (n < 0 && errno != EINTR) {
+            log_error("epoll_wait: %s", strerror(errno));
+            rc = -1;
+            break;
+        }
+        for (int i = 0; i < n; i++) {
+            gw_watch *w = events[i].data.ptr;
+            switch (w->kind) {
+            case WATCH_WAKE: {
+                uint64_t v;
+                ssize_t r = read(gw->wake_fd, &v, sizeof v);
+                (void)r;
+                gw_handle_handoffs(gw);
+                break;
+            }
+            case WATCH_SIGNAL:
+                if (gw_handle_signals(gw)) atomic_store(&gw->stop_requested, true);
+                break;
+            case WATCH_CONN:
+                if (!((gw_conn *)w->ptr)->closed) gw_on_conn_readable(gw, w->ptr);
+                break;
+            case WATCH_CHILD_OUT: gw_on_child_output(w->ptr, w->stream); break;
+            }
+        }
+        gw_conn_bury(gw);
+        gw_expire_calls(gw, dist_now_ms());
+    }
+    pthread_mutex_lock(&gw->mu);
+    gw->shutting_down = true;
+    pthread_mutex_unlock(&gw->mu);
+    gw_stop_all(gw);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Construction */
+
+void gateway_block_signals(void) {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGCHLD);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+}
+
+/* Splits "name@host" (or plain "name") into the gateway's sname and hostname. */
+static int gw_split_node(gateway *gw, const char *node, char *err, size_t err_len) {
+    const char *at = strchr(node, '@');
+    size_t alive = at ? (size_t)(at - node) : strlen(node);
+    if (alive == 0 || alive >= sizeof gw->sname) {
+        snprintf(err, err_len, "node.name %s: bad alive part", node);
+        return -1;
+    }
+    memcpy(gw->sname, node, alive);
+    gw->sname[alive] = '\0';
+    if (at) {
+        snprintf(gw->hostname, sizeof gw->hostname, "%s", at + 1);
+    } else if (gethostname(gw->hostname, sizeof gw->hostname) != 0) {
+        snprintf(err, err_len, "gethostname: %s", strerror(errno));
+        return -1;
+    } else {
+        char *dot = strchr(gw->hostname, '.');
+        if (dot) *dot = '\0';
+    }
+    if (!gw->hostname[0]) {
+        snprintf(err, err_len, "node.name %s: empty host part", node);
+        return -1;
+    }
+    snprintf(gw->node_name, sizeof gw->node_name, "%s@%s", gw->sname, gw->hostname);
+    return 0;
+}
+
+static int gw_cnode_init(gateway *gw, gw_cnode *cn, const config_cnode *cfg, char *err,
+                         size_t err_len) {
+    cn->cfg = cfg;
+    cn->gw = gw;
+    cn->phase = PHASE_IDLE;
+    cn->state = CNODE_STARTING;
+    cn->deadline_ms = INT64_MAX;
+    snprintf(cn->hostname, sizeof cn->hostname, "%s", cfg->hostname ? cfg->hostname : gw->hostname);
+    const template_var base[] = {{"name", cfg->name}, {"gateway_sname", gw->sname},
+                                 {"hostname", cn->hostname}, {"gateway_node", gw->node_name}};
+    char *sname = template_expand(cfg->sname ? cfg->sname : "{gateway_sname}_{name}", base, 4, NULL);
+    if (!sname || strlen(sname) >= sizeof cn->sname) {
+        snprintf(err, err_len, "cnode %s: bad sname", cfg->name);
+        free(sname);
+        return -1;
+    }
+    snprintf(cn->sname, sizeof cn->sname, "%s", sname);
+    free(sname);
+    const template_var vars[] = {{"name", cfg->name},         {"gateway_sname", gw->sname},
+                                 {"hostname", cn->hostname},  {"gateway_node", gw->node_name},
+                                 {"sname", cn->sname}};
+    if (cfg->node) {
+        char *node = template_expand(cfg->node, vars, 5, NULL);
+        if (!node || strlen(node) >= sizeof cn->node || !strchr(node, '@')) {
+            snprintf(err, err_len, "cnode %s: bad node name", cfg->name);
+            free(node);
+            return -1;
+        }
+        snprintf(cn->node, sizeof cn->node, "%s", node);
+        free(node);
+    } else {
+        snprintf(cn->node, sizeof cn->node, "%s@%s", cn->sname, cn->hostname);
+    }
+    const template_var rvars[] = {{"name", cfg->name},        {"gateway_sname", gw->sname},
+                                  {"hostname", cn->hostname}, {"gateway_node", gw->node_name},
+                                  {"sname", cn->sname},       {"node", cn->node}};
+    cn->ready_line = template_expand(cfg->ready_line ? cfg->ready_line : "{sname}@{hostname} ready",
+                                     rvars, 6, NULL);
+    if (!cn->ready_line) {
+        snprintf(err, err_len, "cnode %s: bad ready_line", cfg->name);
+        return -1;
+    }
+    if (cfg->direction != CNODE_DIRECTION_ADOPT) {
+        char why[256];
+        cn->executable = gw_resolve_executable(cfg->executable, why, sizeof why);
+        if (!cn->executable) {
+            snprintf(err, err_len, "cnode %s: %s", cfg->name, why);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+gateway *gateway_new(const config *cfg, const char *cookie, char *err, size_t err_len) {
+    gateway *gw = calloc(1, sizeof *gw);
+    if (!gw) {
+        snprintf(err, err_len, "out of memory");
+        return NULL;
+    }
+    gw->cfg = cfg;
+    gw->listen_fd = gw->publish_fd = gw->epfd = gw->wake_fd = gw->sig_fd = -1;
+    pthread_mutex_init(&gw->mu, NULL);
+    pthread_mutex_init(&gw->handoff_mu, NULL);
+    atomic_init(&gw->connectors, 0);
+    atomic_init(&gw->stop_requested, false);
+    if (!(gw->cookie = strdup(cookie)) || call_registry_init(&gw->registry) != 0) {
+        snprintf(err, err_len, "out of memory");
+        goto fail;
+    }
+    if (gw_split_node(gw, cfg->node_name, err, err_len) != 0) goto fail;
+    if (ei_init() != 0) {
+        snprintf(err, err_len, "ei_init failed");
+        goto fail;
+    }
+    struct in_addr addr;
+    if (inet_pton(AF_INET, cfg->dist_listen, &addr) != 1) {
+        snprintf(err, err_len, "node.listen %s: not an IPv4 address", cfg->dist_listen);
+        goto fail;
+    }
+    /* A creation that differs per incarnation, as the node's pids must. */
+    unsigned creation = (unsigned)time(NULL) ^ ((unsigned)getpid() << 16);
+    if (creation == 0) creation = 1;
+    if (ei_connect_xinit(&gw->ec, gw->hostname, gw->sname, gw->node_name, &addr, gw->cookie,
+                         creation) < 0) {
+        snprintf(err, err_len, "ei_connect_xinit failed for %s", gw->node_name);
+        goto fail;
+    }
+    int port = (int)cfg->dist_port;
+    gw->listen_fd = ei_xlisten(&gw->ec, &addr, &port, 128);
+    if (gw->listen_fd < 0) {
+        snprintf(err, err_len, "cannot listen on %s:%u: %s", cfg->dist_listen, cfg->dist_port,
+                 strerror(errno));
+        goto fail;
+    }
+    /* Bounds each handshake: accepted sockets inherit the listener's receive timeout. */
+    struct timeval hs = {GW_HANDSHAKE_MS / 1000, 0};
+    setsockopt(gw->listen_fd, SOL_SOCKET, SO_RCVTIMEO, &hs, sizeof hs);
+    gw->publish_fd = ei_publish(&gw->ec, port);
+    if (gw->publish_fd < 0) {
+        snprintf(err, err_len,
+                 "cannot register %s with epmd (is epmd running? is the name already taken?)",
+                 gw->node_name);
+        goto fail;
+    }
+    gw->cnode_count = cfg->cnode_count;
+    gw->cnodes = calloc(cfg->cnode_count ? cfg->cnode_count : 1, sizeof *gw->cnodes);
+    if (!gw->cnodes) {
+        snprintf(err, err_len, "out of memory");
+        goto fail;
+    }
+    for (size_t i = 0; i < cfg->cnode_count; i++)
+        if (gw_cnode_init(gw, &gw->cnodes[i], &cfg->cnodes[i], err, err_len) != 0) goto fail;
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGCHLD);
+    gw->epfd = epoll_create1(EPOLL_CLOEXEC);
+    gw->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    gw->sig_fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+    gw->wake_watch = (gw_watch){.kind = WATCH_WAKE};
+    gw->sig_watch = (gw_watch){.kind = WATCH_SIGNAL};
+    if (gw->epfd < 0 || gw->wake_fd < 0 || gw->sig_fd < 0 ||
+        gw_epoll_add(gw, gw->wake_fd, &gw->wake_watch) != 0 ||
+        gw_epoll_add(gw, gw->sig_fd, &gw->sig_watch) != 0) {
+        snprintf(err, err_len, "event loop setup: %s", strerror(errno));
+        goto fail;
+    }
+    if (pthread_create(&gw->acceptor, NULL, gw_acceptor_main, gw) != 0) {
+        snprintf(err, err_len, "cannot start the acceptor thread");
+        goto fail;
+    }
+    gw->acceptor_started = true;
+    log_info("node %s listening for distribution on %s:%d", gw->node_name, cfg->dist_listen, port);
+    return gw;
+fail:
+    gateway_free(gw);
+    return NULL;
+}
+
+const char *gateway_node_name(const gateway *gw) {
+    return gw->node_name;
+}
+
+void gateway_request_stop(gateway *gw) {
+    atomic_store(&gw->stop_requested, true);
+    gw_wake(gw);
+}
+
+void gateway_free(gateway *gw) {
+    if (!gw) return;
+    atomic_store(&gw->stop_requested, true);
+    if (gw->acceptor_started) {
+        shutdown(gw->listen_fd, SHUT_RDWR); /* wakes accept() */
+        pthread_join(gw->acceptor, NULL);
+    }
+    /* Connector threads end within their connect timeout; wait for them (bounded). */
+    for (int i = 0; i < 600 && atomic_load(&gw->connectors) > 0; i++) usleep(10000);
+    bool connectors_left = atomic_load(&gw->connectors) > 0;
+    for (size_t i = 0; i < gw->cnode_count; i++) {
+        gw_cnode *cn = &gw->cnodes[i];
+        if (cn->live) dist_conn_unref(cn->live);
+        if (cn->conn) gw_conn_close(gw, cn->conn);
+        child_free(cn->proc);
+        free(cn->executable);
+        free(cn->ready_line);
+    }
+    while (gw->conns) gw_conn_close(gw, gw->conns);
+    gw_conn_bury(gw);
+    for (gw_handoff *h = gw->handoffs, *next; h; h = next) {
+        next = h->next;
+        if (h->fd >= 0) ei_close_connection(h->fd);
+        free(h);
+    }
+    if (gw->publish_fd >= 0) close(gw->publish_fd);
+    if (gw->listen_fd >= 0) close(gw->listen_fd);
+    if (gw->epfd >= 0) close(gw->epfd);
+    if (gw->wake_fd >= 0) close(gw->wake_fd);
+    if (gw->sig_fd >= 0) close(gw->sig_fd);
+    call_registry_destroy(&gw->registry);
+    free(gw->cnodes);
+    free(gw->cookie);
+    if (connectors_left) return; /* a connector still holds gw: leave it (process is exiting) */
+    pthread_mutex_destroy(&gw->mu);
+    pthread_mutex_destroy(&gw->handoff_mu);
+    free(gw);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* The call path (any thread) */
+
+void gateway_make_pid(gateway *gw, erlang_pid *pid) {
+    pthread_mutex_lock(&gw->mu);
+    ei_make_pid(&gw->ec, pid);
+    pthread_mutex_unlock(&gw->mu);
+}
+
+static gw_cnode *gw_find_cnode(gateway *gw, const char *name) {
+    for (size_t i = 0; i < gw->cnode_count; i++)
+        if (strcmp(gw->cnodes[i].cfg->name, name) == 0) return &gw->cnodes[i];
+    return NULL;
+}
+
+gateway_error gateway_call(gateway *gw, const char *name, call *c, const char *msg,
+                           size_t msg_len, unsigned timeout_ms) {
+    gw_cnode *cn = gw_find_cnode(gw, name);
+    if (!cn) return GATEWAY_NOT_FOUND;
+    const config_cnode *cfg = cn->cfg;
+    c->cnode = cn;
+    c->key = dist_pid_key(&c->pid);
+    c->deadline_ms = dist_now_ms() + (timeout_ms ? timeout_ms : cfg->call_timeout_ms);
+    call_clear(c);
+    char prefix[MAXATOMLEN_UTF8 * 2 + 128];
+    int plen = 0;
+    pthread_mutex_lock(&gw->mu);
+    gateway_error e = GATEWAY_OK;
+    dist_conn *dc = cn->live;
+    if (gw->shutting_down) e = GATEWAY_SHUTTING_DOWN;
+    else if (!dc || cn->state != CNODE_UP) e = GATEWAY_UNAVAILABLE;
+    else if (cn->calls.count >= cfg->max_in_flight) e = GATEWAY_OVERLOADED;
+    else {
+        if (cfg->protocol == CNODE_PROTOCOL_GEN_CALL) {
+            /* {'$gen_call', {Pid, Ref}, Request}: the request's bytes follow the prefix. */
+            ei_make_ref(&gw->ec, &c->ref);
+            ei_encode_tuple_header(prefix, &plen, 3);
+            ei_encode_atom(prefix, &plen, "$gen_call");
+            ei_encode_tuple_header(prefix, &plen, 2);
+            ei_encode_pid(prefix, &plen, &c->pid);
+            ei_encode_ref(prefix, &plen, &c->ref);
+        }
+        if (call_registry_add(&gw->registry, &cn->calls, c) != 0) e = GATEWAY_NO_MEMORY;
+        else {
+            cn->calls_total++;
+            dist_conn_ref(dc);
+        }
+    }
+    pthread_mutex_unlock(&gw->mu);
+    if (e != GATEWAY_OK) return e;
+    /* From here the loop owns the outcome: a failed send shuts the connection down, which the
+     * loop sees and answers every call on it, this one included, with 503. */
+    bool wake = false;
+    pthread_mutex_lock(&gw->mu);
+    wake = call_registry_next_deadline(&gw->registry) == c->deadline_ms;
+    pthread_mutex_unlock(&gw->mu);
+    dist_send_reg(dc, &c->pid, cfg->registered_name, prefix, (size_t)plen, msg, msg_len,
+                  GW_SEND_TIMEOUT_MS);
+    dist_conn_unref(dc);
+    if (wake) gw_wake(gw); /* the loop may be sleeping past this call's deadline */
+    return GATEWAY_OK;
+}
+
+gateway_error gateway_cast(gateway *gw, const char *name, const char *msg, size_t msg_len) {
+    gw_cnode *cn = gw_find_cnode(gw, name);
+    if (!cn) return GATEWAY_NOT_FOUND;
+    erlang_pid from;
+    pthread_mutex_lock(&gw->mu);
+    dist_conn *dc = cn->state == CNODE_UP && !gw->shutting_down ? cn->live : NULL;
+    if (dc) dist_conn_ref(dc);
+    ei_make_pid(&gw->ec, &from);
+    pthread_mutex_unlock(&gw->mu);
+    if (!dc) return gw->shutting_down ? GATEWAY_SHUTTING_DOWN : GATEWAY_UNAVAILABLE;
+    int rc = dist_send_reg(dc, &from, cn->cfg->registered_name, NULL, 0, msg, msg_len,
+                           GW_SEND_TIMEOUT_MS);
+    dist_conn_unref(dc);
+    return rc == 0 ? GATEWAY_OK : GATEWAY_UNAVAILABLE;
+}
+
+size_t gateway_cnode_count(const gateway *gw) {
+    return gw->cnode_count;
+}
+
+int gateway_cnode_info_at(gateway *gw, size_t index, gateway_cnode_info *out) {
+    if (index >= gw->cnode_count) return -1;
+    gw_cnode *cn = &gw->cnodes[index];
+    int64_t now = dist_now_ms();
+    pthread_mutex_lock(&gw->mu);
+    out->name = cn->cfg->name;
+    out->state = cn->state;
+    snprintf(out->node, sizeof out->node, "%s", cn->node);
+    out->os_pid = cn->os_pid;
+    out->restarts = cn->restarts;
+    snprintf(out->last_exit, sizeof out->last_exit, "%s", cn->last_exit);
+    snprintf(out->last_error, sizeof out->last_error, "%s", cn->last_error);
+    out->in_flight = cn->calls.count;
+    out->uptime_ms = cn->state == CNODE_UP ? now - cn->up_since_ms : 0;
+    out->calls_total = cn->calls_total;
+    out->dropped_messages = cn->dropped;
+    out->direction = cn->cfg->direction;
+    out->protocol = cn->cfg->protocol;
+    pthread_mutex_unlock(&gw->mu);
+    return 0;
+}
+
+int gateway_cnode_info_by_name(gateway *gw, const char *name, gateway_cnode_info *out) {
+    gw_cnode *cn = gw_find_cnode(gw, name);
+    return cn ? gateway_cnode_info_at(gw, (size_t)(cn - gw->cnodes), out) : -1;
+}
+
+bool gateway_is_ready(gateway *gw) {
+    bool ready = true;
+    pthread_mutex_lock(&gw->mu);
+    for (size_t i = 0; i < gw->cnode_count && ready; i++) {
+        const gw_cnode *cn = &gw->cnodes[i];
+        bool should_run = cn->state != CNODE_STOPPED;
+        if (should_run && cn->state != CNODE_UP) ready = false;
+    }
+    if (gw->shutting_down) ready = false;
+    pthread_mutex_unlock(&gw->mu);
+    return ready;
+}

@@ -1,0 +1,112 @@
+/* gateway: the hidden Erlang node: event loop, C-node supervision and the multiplexed call path. */
+#ifndef NODEX_GATEWAY_H
+#define NODEX_GATEWAY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <ei.h>
+
+#include "call.h"
+#include "config.h"
+
+/* Externally visible C-node states, from one list. */
+#define CNODE_STATES(X)                                                                            \
+    X(CNODE_STARTING, "starting")     /* spawned or connecting, not yet usable */                 \
+    X(CNODE_UP, "up")                 /* connected: calls go through */                            \
+    X(CNODE_DOWN, "down")             /* lost; being stopped before a restart decision */          \
+    X(CNODE_RESTARTING, "restarting") /* waiting out the backoff before the next start */          \
+    X(CNODE_FAILED, "failed")         /* too many restarts: given up, the gateway lives on */      \
+    X(CNODE_STOPPED, "stopped")       /* ended and not to be restarted */
+
+typedef enum cnode_state {
+#define X(id, name) id,
+    CNODE_STATES(X)
+#undef X
+} cnode_state;
+
+/* "up", "failed", ... */
+const char *cnode_state_name(cnode_state s);
+
+/* Results of the synchronous part of gateway_call / gateway_cast, from one list. */
+#define GATEWAY_ERRORS(X)                                                                          \
+    X(GATEWAY_OK, 200, "ok")                                                                       \
+    X(GATEWAY_NOT_FOUND, 404, "not_found")                                                         \
+    X(GATEWAY_UNAVAILABLE, 503, "unavailable")                                                     \
+    X(GATEWAY_OVERLOADED, 503, "overloaded")                                                       \
+    X(GATEWAY_SHUTTING_DOWN, 503, "shutting_down")                                                 \
+    X(GATEWAY_NO_MEMORY, 500, "out_of_memory")
+
+typedef enum gateway_error {
+#define X(id, http, code) id,
+    GATEWAY_ERRORS(X)
+#undef X
+} gateway_error;
+
+int gateway_error_http(gateway_error e);
+const char *gateway_error_code(gateway_error e);
+
+/* A snapshot of one C-node for the API. */
+typedef struct gateway_cnode_info {
+    const char *name; /* points into the config */
+    cnode_state state;
+    char node[MAXNODELEN * 4];
+    pid_t os_pid; /* 0 when no process */
+    unsigned restarts;
+    char last_exit[96];   /* "exit status 3", "killed by signal 9 (Killed)", or "" */
+    char last_error[192]; /* why it last went down or failed to start, or "" */
+    size_t in_flight;
+    int64_t uptime_ms;    /* time since it came up; 0 when not up */
+    uint64_t calls_total;
+    uint64_t dropped_messages; /* replies after their call ended, filtered or unmatched messages */
+    cnode_direction direction;
+    cnode_protocol protocol;
+} gateway_cnode_info;
+
+typedef struct gateway gateway;
+
+/* Creates the node: initializes ei with the config's node name and `cookie`, binds the
+ * distribution listener and publishes it in epmd (which must be running). Resolves executables.
+ * Spawns nothing yet. Returns NULL with a message in err. The caller frees with gateway_free;
+ * `cfg` must outlive the gateway. Call from the main thread before any other thread exists. */
+gateway *gateway_new(const config *cfg, const char *cookie, char *err, size_t err_len);
+/* The node name ("nodexd@127.0.0.1"). */
+const char *gateway_node_name(const gateway *gw);
+/* Runs the event loop on the calling thread (children are spawned from it, so it must live as
+ * long as the process: PR_SET_PDEATHSIG follows the spawning thread) until SIGTERM/SIGINT or
+ * gateway_request_stop. `on_started` (may be NULL) runs once the C-nodes have been started.
+ * Then fails calls still in flight with CALL_SHUTDOWN and stops every C-node (SIGTERM, SIGKILL
+ * after its shutdown timeout). Returns 0, or -1 on a fatal loop error. The signals must be
+ * blocked in every thread before any thread is created (see gateway_block_signals). */
+int gateway_run(gateway *gw, void (*on_started)(void *ctx), void *ctx);
+/* Blocks SIGTERM, SIGINT, SIGCHLD and ignores SIGPIPE in the calling thread: call in main()
+ * before creating threads so they all inherit the mask. */
+void gateway_block_signals(void);
+/* Asks the loop to stop (any thread). */
+void gateway_request_stop(gateway *gw);
+/* Frees everything. The loop must have returned. */
+void gateway_free(gateway *gw);
+
+/* Makes a fresh pid for a call (any thread). Fill c->pid with it before encoding a request that
+ * refers to its own pid. */
+void gateway_make_pid(gateway *gw, erlang_pid *pid);
+/* Starts a call: `msg` (encoded term without version byte) goes to the C-node per its protocol;
+ * c->pid must come from gateway_make_pid; c->on_done/c->ctx set. timeout_ms 0 means the C-node's
+ * default. On GATEWAY_OK the call is in flight and on_done runs exactly once later, on another
+ * thread; on any other result on_done is never called. Any thread. */
+gateway_error gateway_call(gateway *gw, const char *cnode, call *c, const char *msg,
+                           size_t msg_len, unsigned timeout_ms);
+/* Sends `msg` to the C-node without waiting for anything. Any thread. */
+gateway_error gateway_cast(gateway *gw, const char *cnode, const char *msg, size_t msg_len);
+/* Number of configured C-nodes. */
+size_t gateway_cnode_count(const gateway *gw);
+/* Snapshot of the C-node at `index` (any thread). Returns 0, or -1 when out of range. */
+int gateway_cnode_info_at(gateway *gw, size_t index, gateway_cnode_info *out);
+/* Snapshot by name. Returns 0, or -1 when unknown. */
+int gateway_cnode_info_by_name(gateway *gw, const char *name, gateway_cnode_info *out);
+/* True when every C-node that should run is up (for /readyz). */
+bool gateway_is_ready(gateway *gw);
+
+#endif

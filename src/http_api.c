@@ -1,0 +1,543 @@
+/* http_api: the HTTP/1.1 front end (libmicrohttpd): routes, content negotiation, async calls. */
+#include "http_api.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "log.h"
+#include "strbuf.h"
+#include "term.h"
+
+/* Media types, from one list: id, MIME type. */
+#define HTTP_FORMATS(X)                                                                            \
+    X(FORMAT_JSON, "application/json")                                                             \
+    X(FORMAT_TEXT, "application/x-erlang-text")                                                    \
+    X(FORMAT_ETF, "application/x-erlang-binary")
+
+typedef enum http_format {
+#define X(id, mime) id,
+    HTTP_FORMATS(X)
+#undef X
+    FORMAT_NONE
+} http_format;
+
+static const char *const http_format_mime[] = {
+#define X(id, mime) mime,
+    HTTP_FORMATS(X)
+#undef X
+};
+
+struct http_api {
+    struct MHD_Daemon *daemon;
+    const config *cfg;
+    gateway *gw;
+    term_limits limits;
+    char address[80];
+};
+
+typedef enum request_kind { REQ_CALL, REQ_CAST } request_kind;
+
+/* One HTTP request's state (MHD's con_cls). Freed by the completion callback. */
+typedef struct http_request {
+    http_api *api;
+    struct MHD_Connection *conn;
+    strbuf body;
+    bool too_large;
+    bool have_response;      /* an early error response is queued, the body is discarded */
+    request_kind kind;
+    const config_cnode *cnode;
+    http_format in, out;
+    unsigned timeout_ms;
+    bool submitted;
+    gateway_error refused;   /* gateway_call's refusal, answered after the resume */
+    atomic_bool done;        /* set by the gateway's loop before it resumes us */
+    call call;
+} http_request;
+
+/* ------------------------------------------------------------------------------------------ */
+/* Responses */
+
+static enum MHD_Result http_send(struct MHD_Connection *conn, unsigned status, const char *type,
+                                 strbuf *body) {
+    size_t len;
+    char *data = strbuf_detach(body, &len);
+    struct MHD_Response *r = MHD_create_response_from_buffer(len, data, MHD_RESPMEM_MUST_FREE);
+    if (!r) {
+        free(data);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
+    if (status == 503) MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, "1");
+    enum MHD_Result ret = MHD_queue_response(conn, status, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+/* Queues {"error":{"code":..., "message":...}}. */
+static enum MHD_Result http_error(struct MHD_Connection *conn, unsigned status, const char *code,
+                                  const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static enum MHD_Result http_error(struct MHD_Connection *conn, unsigned status, const char *code,
+                                  const char *fmt, ...) {
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    strbuf sb = {0};
+    strbuf_puts(&sb, "{\"error\":{\"code\":");
+    strbuf_json_string(&sb, code, strlen(code));
+    strbuf_puts(&sb, ",\"message\":");
+    strbuf_json_string(&sb, msg, strlen(msg));
+    strbuf_puts(&sb, "}}");
+    return http_send(conn, status, "application/json", &sb);
+}
+
+static enum MHD_Result http_method_not_allowed(struct MHD_Connection *conn, const char *allow) {
+    strbuf sb = {0};
+    strbuf_printf(&sb, "{\"error\":{\"code\":\"method_not_allowed\",\"message\":\"use %s\"}}",
+                  allow);
+    size_t len;
+    char *data = strbuf_detach(&sb, &len);
+    struct MHD_Response *r = MHD_create_response_from_buffer(len, data, MHD_RESPMEM_MUST_FREE);
+    if (!r) {
+        free(data);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, allow);
+    enum MHD_Result ret = MHD_queue_response(conn, MHD_HTTP_METHOD_NOT_ALLOWED, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Content negotiation */
+
+static http_format http_format_of(const char *value, size_t len) {
+    while (len && (*value == ' ' || *value == '\t')) value++, len--;
+    while (len && (value[len - 1] == ' ' || value[len - 1] == '\t')) len--;
+    for (int f = 0; f < FORMAT_NONE; f++)
+        if (strlen(http_format_mime[f]) == len && strncasecmp(value, http_format_mime[f], len) == 0)
+            return (http_format)f;
+    return FORMAT_NONE;
+}
+
+/* The request body's format: Content-Type without parameters; absent means JSON. */
+static http_format http_content_type(struct MHD_Connection *conn, bool *present) {
+    const char *ct = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Type");
+    *present = ct != NULL;
+    if (!ct) return FORMAT_JSON;
+    size_t len = strcspn(ct, ";");
+    /* `curl -d` labels every body form-urlencoded: take it as the default, JSON. */
+    if (len == 33 && strncasecmp(ct, "application/x-www-form-urlencoded", 33) == 0)
+        return FORMAT_JSON;
+    return http_format_of(ct, len);
+}
+
+/* The reply's format from Accept: the first listed type we produce; absent or a wildcard means
+ * the request's own format. FORMAT_NONE: nothing acceptable (406). */
+static http_format http_accept(struct MHD_Connection *conn, http_format in) {
+    const char *acc = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Accept");
+    if (!acc || !*acc) return in;
+    const char *p = acc;
+    while (*p) {
+        size_t item = strcspn(p, ",");
+        size_t type = strcspn(p, ";,");
+        const char *t = p;
+        size_t tl = type;
+        while (tl && (*t == ' ' || *t == '\t')) t++, tl--;
+        while (tl && (t[tl - 1] == ' ' || t[tl - 1] == '\t')) tl--;
+        if ((tl == 3 && strncmp(t, "*/*", 3) == 0) ||
+            (tl == 13 && strncasecmp(t, "application/*", 13) == 0))
+            return in;
+        http_format f = http_format_of(t, tl);
+        if (f != FORMAT_NONE) return f;
+        p += item;
+        if (*p == ',') p++;
+    }
+    return FORMAT_NONE;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Status documents */
+
+static void http_json_cnode(strbuf *sb, const gateway_cnode_info *i) {
+    strbuf_puts(sb, "{\"name\":");
+    strbuf_json_string(sb, i->name, strlen(i->name));
+    strbuf_printf(sb, ",\"state\":\"%s\",\"node\":", cnode_state_name(i->state));
+    strbuf_json_string(sb, i->node, strlen(i->node));
+    if (i->os_pid) strbuf_printf(sb, ",\"os_pid\":%d", (int)i->os_pid);
+    else strbuf_puts(sb, ",\"os_pid\":null");
+    strbuf_printf(sb, ",\"restarts\":%u,\"last_exit\":", i->restarts);
+    if (i->last_exit[0]) strbuf_json_string(sb, i->last_exit, strlen(i->last_exit));
+    else strbuf_puts(sb, "null");
+    strbuf_puts(sb, ",\"last_error\":");
+    if (i->last_error[0]) strbuf_json_string(sb, i->last_error, strlen(i->last_error));
+    else strbuf_puts(sb, "null");
+    strbuf_printf(sb,
+                  ",\"in_flight\":%zu,\"uptime_ms\":%lld,\"calls_total\":%llu,"
+                  "\"dropped_messages\":%llu,\"direction\":\"%s\",\"protocol\":\"%s\"}",
+                  i->in_flight, (long long)i->uptime_ms, (unsigned long long)i->calls_total,
+                  (unsigned long long)i->dropped_messages, cnode_direction_name(i->direction),
+                  cnode_protocol_name(i->protocol));
+}
+
+static enum MHD_Result http_list_cnodes(http_api *api, struct MHD_Connection *conn) {
+    strbuf sb = {0};
+    strbuf_puts(&sb, "{\"cnodes\":[");
+    for (size_t k = 0; k < gateway_cnode_count(api->gw); k++) {
+        gateway_cnode_info info;
+        if (gateway_cnode_info_at(api->gw, k, &info) != 0) continue;
+        if (k) strbuf_putc(&sb, ',');
+        http_json_cnode(&sb, &info);
+    }
+    strbuf_puts(&sb, "]}");
+    return http_send(conn, MHD_HTTP_OK, "application/json", &sb);
+}
+
+static enum MHD_Result http_get_cnode(http_api *api, struct MHD_Connection *conn,
+                                      const char *name) {
+    gateway_cnode_info info;
+    if (gateway_cnode_info_by_name(api->gw, name, &info) != 0)
+        return http_error(conn, MHD_HTTP_NOT_FOUND, "not_found", "no C-node named '%.64s'", name);
+    strbuf sb = {0};
+    http_json_cnode(&sb, &info);
+    return http_send(conn, MHD_HTTP_OK, "application/json", &sb);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Calls */
+
+/* Runs on the gateway's loop thread: the call ended; wake the suspended connection. */
+static void http_call_done(call *c, void *ctx) {
+    http_request *req = ctx;
+    (void)c;
+    struct MHD_Connection *conn = req->conn;
+    atomic_store(&req->done, true);
+    MHD_resume_connection(conn); /* req may be freed by an MHD thread from here on */
+}
+
+static enum MHD_Result http_call_response(http_request *req) {
+    call *c = &req->call;
+    struct MHD_Connection *conn = req->conn;
+    if (req->refused != GATEWAY_OK)
+        return http_error(conn, (unsigned)gateway_error_http(req->refused),
+                          gateway_error_code(req->refused), "C-node %s is not available (%s)",
+                          req->cnode->name, gateway_error_code(req->refused));
+    if (c->outcome != CALL_REPLIED) {
+        const char *cn = req->cnode->name;
+        if (c->outcome == CALL_TIMEOUT)
+            return http_error(conn, 504, "timeout", "C-node %s did not reply within %u ms", cn,
+                              req->timeout_ms);
+        return http_error(conn, (unsigned)call_outcome_http(c->outcome),
+                          call_outcome_code(c->outcome), "%s", c->detail);
+    }
+    strbuf sb = {0};
+    term_error err = {0};
+    int idx = (int)c->reply_offset;
+    int rc;
+    switch (req->out) {
+    case FORMAT_TEXT: rc = term_to_text(c->reply, c->reply_len, &idx, &req->api->limits, &sb, &err); break;
+    case FORMAT_ETF: rc = term_to_etf(c->reply, c->reply_len, &idx, &req->api->limits, &sb, &err); break;
+    default: rc = term_to_json(c->reply, c->reply_len, &idx, &req->api->limits, &sb, &err); break;
+    }
+    if (rc != 0) {
+        strbuf_free(&sb);
+        return http_error(conn, MHD_HTTP_BAD_GATEWAY, "bad_reply",
+                          "C-node %s sent a reply that cannot be decoded: %s", req->cnode->name,
+                          err.message);
+    }
+    return http_send(conn, MHD_HTTP_OK, http_format_mime[req->out], &sb);
+}
+
+/* The whole body is in: encode the term and send it. */
+static enum MHD_Result http_call_submit(http_request *req) {
+    http_api *api = req->api;
+    struct MHD_Connection *conn = req->conn;
+    if (req->too_large)
+        return http_error(conn, MHD_HTTP_CONTENT_TOO_LARGE, "payload_too_large",
+                          "request body over %zu bytes", api->cfg->max_body_bytes);
+    ei_x_buff x;
+    if (ei_x_new(&x) != 0) return http_error(conn, 500, "out_of_memory", "out of memory");
+    call *c = &req->call;
+    gateway_make_pid(api->gw, &c->pid);
+    term_error err = {0};
+    const char *body = req->body.data ? req->body.data : "";
+    int rc;
+    switch (req->in) {
+    case FORMAT_TEXT: rc = term_from_text(body, req->body.len, &api->limits, &c->pid, &x, &err); break;
+    case FORMAT_ETF: rc = term_from_etf(body, req->body.len, &api->limits, &x, &err); break;
+    default: rc = term_from_json(body, req->body.len, &api->limits, &c->pid, &x, &err); break;
+    }
+    if (rc != 0) {
+        ei_x_free(&x);
+        return http_error(conn, (unsigned)term_status_http(err.status),
+                          term_status_name(err.status), "%s", err.message);
+    }
+    gateway_error ge;
+    if (req->kind == REQ_CAST) {
+        ge = gateway_cast(api->gw, req->cnode->name, x.buff, (size_t)x.index);
+        ei_x_free(&x);
+        if (ge != GATEWAY_OK) goto gateway_failed;
+        strbuf sb = {0};
+        strbuf_puts(&sb, "{\"status\":\"accepted\"}");
+        return http_send(conn, MHD_HTTP_ACCEPTED, "application/json", &sb);
+    }
+    c->on_done = http_call_done;
+    c->ctx = req;
+    /* Suspend before submitting: the reply may arrive before this handler returns. */
+    MHD_suspend_connection(conn);
+    req->submitted = true;
+    ge = gateway_call(api->gw, req->cnode->name, c, x.buff, (size_t)x.index, req->timeout_ms);
+    ei_x_free(&x);
+    if (ge == GATEWAY_OK) return MHD_YES;
+    /* Refused: answer from the resumed call like any other outcome (no response may be queued
+     * on a connection suspended in this very handler call). */
+    req->refused = ge;
+    atomic_store(&req->done, true);
+    MHD_resume_connection(conn);
+    return MHD_YES;
+gateway_failed:
+    return http_error(conn, (unsigned)gateway_error_http(ge), gateway_error_code(ge),
+                      "C-node %s is not available (%s)", req->cnode->name, gateway_error_code(ge));
+}
+
+/* Validates a call/cast request before its body arrives. Returns MHD_YES with a response
+ * queued on error (have_response), or MHD_YES to go on reading. */
+static enum MHD_Result http_call_begin(http_request *req, const char *name, request_kind kind) {
+    http_api *api = req->api;
+    struct MHD_Connection *conn = req->conn;
+    req->kind = kind;
+    req->cnode = config_find_cnode(api->cfg, name);
+    req->have_response = true;
+    if (!req->cnode)
+        return http_error(conn, MHD_HTTP_NOT_FOUND, "not_found", "no C-node named '%.64s'", name);
+    bool present;
+    req->in = http_content_type(conn, &present);
+    if (req->in == FORMAT_NONE)
+        return http_error(conn, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type",
+                          "Content-Type must be application/json, application/x-erlang-text or "
+                          "application/x-erlang-binary");
+    req->out = http_accept(conn, req->in);
+    if (req->out == FORMAT_NONE)
+        return http_error(conn, MHD_HTTP_NOT_ACCEPTABLE, "not_acceptable",
+                          "Accept must allow application/json, application/x-erlang-text or "
+                          "application/x-erlang-binary");
+    const char *t = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "timeout_ms");
+    req->timeout_ms = req->cnode->call_timeout_ms;
+    if (t) {
+        char *end;
+        errno = 0;
+        unsigned long long v = strtoull(t, &end, 10);
+        if (!*t || *end || errno || v == 0 || v > req->cnode->max_call_timeout_ms || t[0] == '-')
+            return http_error(conn, MHD_HTTP_BAD_REQUEST, "bad_request",
+                              "timeout_ms must be an integer from 1 to %u",
+                              req->cnode->max_call_timeout_ms);
+        req->timeout_ms = (unsigned)v;
+    }
+    req->have_response = false;
+    return MHD_YES;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Routing */
+
+/* Splits "/cnodes/NAME/ACTION": returns the number of segments after "/cnodes" (0, 1 or 2). */
+static int http_split_cnode_path(const char *url, char *name, size_t name_len, char *action,
+                                 size_t action_len) {
+    const char *p = url + strlen("/cnodes");
+    if (!*p) return 0;
+    if (*p != '/') return -1;
+    p++;
+    size_t n = strcspn(p, "/");
+    if (n == 0 || n >= name_len) return -1;
+    memcpy(name, p, n);
+    name[n] = '\0';
+    p += n;
+    if (!*p) return 1;
+    p++;
+    n = strlen(p);
+    if (n == 0 || n >= action_len || strchr(p, '/')) return -1;
+    memcpy(action, p, n + 1);
+    return 2;
+}
+
+static enum MHD_Result http_route(http_request *req, const char *url, const char *method) {
+    http_api *api = req->api;
+    struct MHD_Connection *conn = req->conn;
+    bool get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
+    bool post = strcmp(method, "POST") == 0;
+    if (strcmp(url, "/healthz") == 0) {
+        if (!get) return http_method_not_allowed(conn, "GET");
+        strbuf sb = {0};
+        strbuf_puts(&sb, "{\"status\":\"ok\"}");
+        return http_send(conn, MHD_HTTP_OK, "application/json", &sb);
+    }
+    if (strcmp(url, "/readyz") == 0) {
+        if (!get) return http_method_not_allowed(conn, "GET");
+        bool ready = gateway_is_ready(api->gw);
+        strbuf sb = {0};
+        strbuf_printf(&sb, "{\"status\":\"%s\"}", ready ? "ready" : "not_ready");
+        return http_send(conn, ready ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE,
+                         "application/json", &sb);
+    }
+    if (strncmp(url, "/cnodes", 7) == 0) {
+        char name[128], action[32];
+        int segs = http_split_cnode_path(url, name, sizeof name, action, sizeof action);
+        if (segs == 0) {
+            if (!get) return http_method_not_allowed(conn, "GET");
+            return http_list_cnodes(api, conn);
+        }
+        if (segs == 1) {
+            if (!get) return http_method_not_allowed(conn, "GET");
+            return http_get_cnode(api, conn, name);
+        }
+        if (segs == 2 && (strcmp(action, "call") == 0 || strcmp(action, "cast") == 0)) {
+            if (!post) return http_method_not_allowed(conn, "POST");
+            enum MHD_Result r = http_call_begin(req, name, strcmp(action, "call") == 0 ? REQ_CALL : REQ_CAST);
+            return req->have_response ? r : http_call_submit(req);
+        }
+    }
+    return http_error(conn, MHD_HTTP_NOT_FOUND, "not_found", "no route for %s %.200s", method, url);
+}
+
+static enum MHD_Result http_handler(void *cls, struct MHD_Connection *conn, const char *url,
+                                    const char *method, const char *version,
+                                    const char *upload_data, size_t *upload_data_size,
+                                    void **con_cls) {
+    (void)version;
+    http_api *api = cls;
+    http_request *req = *con_cls;
+    if (!req) {
+        /* First call: headers only. Responses wait for the next call (a response queued now
+         * would close the connection), except a body we already know is too large. */
+        req = calloc(1, sizeof *req);
+        if (!req) return MHD_NO;
+        req->api = api;
+        req->conn = conn;
+        atomic_init(&req->done, false);
+        *con_cls = req;
+        const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
+        if (cl && strtoull(cl, NULL, 10) > api->cfg->max_body_bytes) {
+            req->have_response = true;
+            return http_error(conn, MHD_HTTP_CONTENT_TOO_LARGE, "payload_too_large",
+                              "request body of %s bytes is over the limit of %zu", cl,
+                              api->cfg->max_body_bytes);
+        }
+        return MHD_YES;
+    }
+    if (req->have_response) {
+        *upload_data_size = 0; /* discard the rest of a body already answered */
+        return MHD_YES;
+    }
+    if (*upload_data_size) {
+        if (!req->too_large) {
+            if (req->body.len + *upload_data_size > api->cfg->max_body_bytes ||
+                strbuf_append(&req->body, upload_data, *upload_data_size) != 0) {
+                req->too_large = true;
+                strbuf_free(&req->body);
+            }
+        }
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    if (req->submitted) {
+        if (!atomic_load(&req->done)) return MHD_YES; /* not our wake-up yet */
+        req->have_response = true;
+        return http_call_response(req);
+    }
+    /* The whole request is in. */
+    enum MHD_Result r = http_route(req, url, method);
+    if (!req->submitted) req->have_response = true;
+    return r;
+}
+
+static void http_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                           enum MHD_RequestTerminationCode toe) {
+    (void)cls;
+    (void)conn;
+    (void)toe;
+    http_request *req = *con_cls;
+    if (!req) return;
+    strbuf_free(&req->body);
+    call_clear(&req->call);
+    free(req);
+    *con_cls = NULL;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+
+static int http_parse_listen(const char *listen, struct sockaddr_in *sa, char *err, size_t err_len) {
+    const char *colon = strrchr(listen, ':');
+    char host[64];
+    if (!colon || (size_t)(colon - listen) >= sizeof host) {
+        snprintf(err, err_len, "http.listen %s: expected HOST:PORT", listen);
+        return -1;
+    }
+    memcpy(host, listen, (size_t)(colon - listen));
+    host[colon - listen] = '\0';
+    char *end;
+    unsigned long port = strtoul(colon + 1, &end, 10);
+    memset(sa, 0, sizeof *sa);
+    sa->sin_family = AF_INET;
+    sa->sin_port = htons((uint16_t)port);
+    if (*end || port > 65535 || inet_pton(AF_INET, host, &sa->sin_addr) != 1) {
+        snprintf(err, err_len, "http.listen %s: expected IPv4:PORT", listen);
+        return -1;
+    }
+    return 0;
+}
+
+http_api *http_api_start(const config *cfg, gateway *gw, char *err, size_t err_len) {
+    http_api *h = calloc(1, sizeof *h);
+    if (!h) {
+        snprintf(err, err_len, "out of memory");
+        return NULL;
+    }
+    h->cfg = cfg;
+    h->gw = gw;
+    h->limits.max_depth = cfg->term_max_depth;
+    h->limits.max_bytes = cfg->term_max_bytes;
+    struct sockaddr_in sa;
+    if (http_parse_listen(cfg->http_listen, &sa, err, err_len) != 0) {
+        free(h);
+        return NULL;
+    }
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
+                     MHD_USE_ERROR_LOG;
+    h->daemon = MHD_start_daemon(
+        flags, ntohs(sa.sin_port), NULL, NULL, http_handler, h, MHD_OPTION_SOCK_ADDR,
+        (struct sockaddr *)&sa, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)cfg->http_threads,
+        MHD_OPTION_NOTIFY_COMPLETED, http_completed, h, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)cfg->http_connection_timeout_s, MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u,
+        MHD_OPTION_END);
+    if (!h->daemon) {
+        snprintf(err, err_len, "cannot listen for HTTP on %s: %s", cfg->http_listen,
+                 strerror(errno));
+        free(h);
+        return NULL;
+    }
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(h->daemon, MHD_DAEMON_INFO_BIND_PORT);
+    char host[INET_ADDRSTRLEN];
+    inet_ntop(AF_INET, &sa.sin_addr, host, sizeof host);
+    snprintf(h->address, sizeof h->address, "%s:%u", host,
+             info ? (unsigned)info->port : (unsigned)ntohs(sa.sin_port));
+    return h;
+}
+
+const char *http_api_address(const http_api *h) {
+    return h->address;
+}
+
+void http_api_stop(http_api *h) {
+    if (!h) return;
+    MHD_stop_daemon(h->daemon);
+    free(h);
+}

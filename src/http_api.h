@@ -1,0 +1,19 @@
+/* http_api: the HTTP/1.1 front end (libmicrohttpd): routes, content negotiation, async calls. */
+#ifndef NODEX_HTTP_API_H
+#define NODEX_HTTP_API_H
+
+#include "config.h"
+#include "gateway.h"
+
+typedef struct http_api http_api;
+
+/* Starts the server on cfg->http_listen with cfg->http_threads epoll threads. Handlers never
+ * block on a C-node: calls suspend their connection and are resumed by the gateway's loop.
+ * Returns NULL with a message in err. `cfg` and `gw` must outlive the server. */
+http_api *http_api_start(const config *cfg, gateway *gw, char *err, size_t err_len);
+/* The bound "host:port" (port resolved when the config asked for 0). */
+const char *http_api_address(const http_api *h);
+/* Stops the server: every call must have completed (gateway_run returned). Frees it. */
+void http_api_stop(http_api *h);
+
+#endif

@@ -1,0 +1,122 @@
+/* main: nodexd's command line: load the config, join the cluster, serve HTTP until signalled. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "cookie.h"
+#include "epmd.h"
+#include "gateway.h"
+#include "http_api.h"
+#include "log.h"
+
+static void usage(FILE *out) {
+    fputs("usage: nodexd [--config FILE] [--check-config FILE] [--print-default-config] [--help]\n"
+          "\n"
+          "nodexd joins an Erlang cluster as a hidden node, starts and supervises C-nodes and\n"
+          "serves calls into them over HTTP.\n"
+          "\n"
+          "  --config FILE         read the YAML configuration FILE (default: embedded config\n"
+          "                        serving the example C-node as 'example' on 127.0.0.1:8080)\n"
+          "  --check-config FILE   validate FILE, print \"config OK\" or the error, and exit\n"
+          "  --print-default-config  print the embedded default configuration\n"
+          "  --help                this text\n"
+          "\n"
+          "Cookie: $NODEX_COOKIE, node.cookie_file (default ~/.erlang.cookie) or node.cookie.\n"
+          "Docs: docs/http.md, docs/configuration.md, docs/terms.md\n",
+          out);
+}
+
+typedef struct started_ctx {
+    http_api *http;
+    gateway *gw;
+} started_ctx;
+
+static void on_started(void *arg) {
+    started_ctx *s = arg;
+    /* Tests and scripts wait for this line: it carries the resolved port. */
+    printf("nodexd ready http=%s node=%s\n", http_api_address(s->http), gateway_node_name(s->gw));
+    fflush(stdout);
+}
+
+int main(int argc, char **argv) {
+    const char *config_path = NULL;
+    bool check_only = false;
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"check-config", required_argument, NULL, 'k'},
+        {"print-default-config", no_argument, NULL, 'p'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    int opt;
+    while ((opt = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
+        switch (opt) {
+        case 'c': config_path = optarg; break;
+        case 'k':
+            config_path = optarg;
+            check_only = true;
+            break;
+        case 'p': fputs(config_default_yaml, stdout); return 0;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "nodexd: unexpected argument '%s'\n", argv[optind]);
+        usage(stderr);
+        return 2;
+    }
+
+    config_error cerr = {{0}};
+    config *cfg = config_path ? config_load_file(config_path, &cerr) : config_load_default(&cerr);
+    if (!cfg) {
+        fprintf(stderr, "%s\n", cerr.message);
+        return 2;
+    }
+    if (check_only) {
+        puts("config OK");
+        config_free(cfg);
+        return 0;
+    }
+    log_set_level(cfg->log_level);
+
+    /* Every thread created from here on inherits this mask; the loop reads signals via signalfd. */
+    gateway_block_signals();
+
+    int rc = 1;
+    char err[512];
+    char cookie[1024];
+    gateway *gw = NULL;
+    http_api *http = NULL;
+    if (cookie_resolve(cfg->cookie, cfg->cookie_env, cfg->cookie_file, 1, cookie, sizeof cookie,
+                       err, sizeof err) != 0) {
+        log_error("cookie: %s", err);
+        goto out;
+    }
+    if (cfg->start_epmd ? epmd_ensure(3000, err, sizeof err) != 0 : !epmd_is_running(1000)) {
+        log_error("epmd: %s", cfg->start_epmd ? err : "not running (node.start_epmd is false)");
+        goto out;
+    }
+    gw = gateway_new(cfg, cookie, err, sizeof err);
+    memset(cookie, 0, sizeof cookie);
+    if (!gw) {
+        log_error("%s", err);
+        goto out;
+    }
+    http = http_api_start(cfg, gw, err, sizeof err);
+    if (!http) {
+        log_error("%s", err);
+        goto out;
+    }
+    log_info("HTTP on %s, config %s", http_api_address(http), cfg->source);
+    started_ctx sctx = {http, gw};
+    rc = gateway_run(gw, on_started, &sctx) == 0 ? 0 : 1;
+    log_info("stopped");
+out:
+    http_api_stop(http);
+    gateway_free(gw);
+    config_free(cfg);
+    return rc;
+}

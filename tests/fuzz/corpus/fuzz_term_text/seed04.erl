@@ -1,0 +1,1 @@
+'quoted atom\n'

@@ -1,0 +1,1 @@
+"string with \x{20ac} and \"quotes\""

@@ -1,0 +1,1 @@
+#Pid<WHcKbm9kZXhAaG9zdAAAAAEAAAAAAAAABw==>

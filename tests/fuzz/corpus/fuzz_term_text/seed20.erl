@@ -1,0 +1,1 @@
+#Fun<cXcFbGlzdHN3A21hcGEC>
