@@ -235,9 +235,32 @@ int term_format_double(strbuf *out, double d) {
         snprintf(buf, sizeof buf, "%.*g", prec, d);
         if (strtod(buf, NULL) == d) break;
     }
+    char *e = strchr(buf, 'e');
+    long x = e ? strtol(e + 1, NULL, 10) : 0;
+    if (e && x >= -5 && x < 16) {
+        /* %g chose an exponent for a modest number (1e+02): write the same digits positionally. */
+        char digits[24];
+        size_t nd = 0;
+        bool neg = buf[0] == '-';
+        for (const char *c = buf + neg; c < e; c++)
+            if (*c != '.') digits[nd++] = *c;
+        char pos[64];
+        size_t k = 0;
+        if (neg) pos[k++] = '-';
+        if (x >= 0) {
+            for (long j = 0; j <= x; j++) pos[k++] = (size_t)j < nd ? digits[j] : '0';
+            pos[k++] = '.';
+            if ((size_t)x + 1 >= nd) pos[k++] = '0';
+            for (size_t j = (size_t)x + 1; j < nd; j++) pos[k++] = digits[j];
+        } else {
+            pos[k++] = '0', pos[k++] = '.';
+            for (long j = 0; j < -x - 1; j++) pos[k++] = '0';
+            for (size_t j = 0; j < nd; j++) pos[k++] = digits[j];
+        }
+        return strbuf_append(out, pos, k);
+    }
     /* Erlang needs a '.' with digits on both sides, so "1e+20" becomes "1.0e+20". */
     if (strchr(buf, '.')) return strbuf_puts(out, buf);
-    char *e = strchr(buf, 'e');
     if (!e) return strbuf_printf(out, "%s.0", buf);
     return strbuf_printf(out, "%.*s.0%s", (int)(e - buf), buf, e);
 }

@@ -277,7 +277,9 @@ def test_cnode_spec(name, mode="serve", *extra, **overrides):
 
 
 def example_cnode_spec(name="example", **overrides):
-    spec = {"name": name, "executable": EXAMPLE_CNODE, "backoff_initial_ms": 50}
+    # args spelled out: only the README test relies on the default argv template.
+    spec = {"name": name, "executable": EXAMPLE_CNODE, "backoff_initial_ms": 50,
+            "args": ["{sname}", "{hostname}", "{cookie}", "{gateway_sname}"]}
     spec.update(overrides)
     return spec
 

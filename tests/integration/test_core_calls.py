@@ -1,0 +1,304 @@
+"""test_core_calls: calls through nodexd: content types, multiplexing, late replies, filters, protocols."""
+
+import http.client
+import json
+import struct
+import threading
+import time
+
+import pytest
+
+import nodex_harness as nx
+from nodex_harness import J, atom, tup
+
+PONG_HELLO = '{"$tuple":[{"$atom":"pong"},"hello world"]}'
+
+
+@pytest.fixture(scope="module")
+def gw(session):
+    """One nodexd shared by the read-only tests of this module."""
+    cnodes = [
+        nx.example_cnode_spec("example"),
+        nx.test_cnode_spec("t"),
+        nx.test_cnode_spec("tagged", reply_filter={"tag": "reply"}),
+        nx.test_cnode_spec("bynode", reply_filter="node"),
+        nx.test_cnode_spec("gc", protocol="gen_call"),
+    ]
+    d = nx.Nodexd(session, cnodes)
+    d.start()
+    for c in cnodes:
+        d.wait_up(c["name"])
+    yield d
+    d.close()
+
+
+def test_readme_curl_example_returns_exactly_pong_hello_world(session, nodexd):
+    # The embedded default, except for a free HTTP port and a unique node name.
+    d = nodexd([{"name": "example", "executable": "example_cnode"}])
+    d.wait_up("example")
+    r = d.call("example", '{"$tuple":[{"$atom":"ping"},"hello world"]}')
+    assert r.status == 200, r
+    assert r.headers.get("content-type", "").startswith("application/json"), r.headers
+    assert r.body.decode().strip() == PONG_HELLO
+
+
+def test_json_call_without_content_type_defaults_to_json(gw):
+    r = gw.call("example", '{"$tuple":[{"$atom":"ping"},"hello world"]}', content_type=None)
+    assert r.status == 200, r
+    assert r.json() == json.loads(PONG_HELLO)
+
+
+def test_erlang_text_round_trip(gw):
+    r = gw.call("example", '{ping, <<"hello world">>}.', content_type="application/x-erlang-text")
+    assert r.status == 200, r
+    assert r.headers["content-type"].startswith("application/x-erlang-text"), r.headers
+    assert r.body.decode().strip().rstrip(".").replace(" ", "") == '{pong,<<"helloworld">>}'
+
+
+def etf_ping(payload: bytes) -> bytes:
+    """{ping, <<payload>>} in ETF (SMALL_TUPLE, SMALL_ATOM_UTF8, BINARY)."""
+    return (b"\x83h\x02" + b"w\x04ping" + b"m" + struct.pack(">I", len(payload)) + payload)
+
+
+def etf_pong(payload: bytes) -> bytes:
+    return (b"\x83h\x02" + b"w\x04pong" + b"m" + struct.pack(">I", len(payload)) + payload)
+
+
+def test_etf_round_trip_is_byte_exact(gw):
+    payload = bytes(range(256))
+    r = gw.call("example", etf_ping(payload), content_type="application/x-erlang-binary")
+    assert r.status == 200, r
+    assert r.headers["content-type"].startswith("application/x-erlang-binary"), r.headers
+    assert r.body == etf_pong(payload)
+
+
+def test_accept_header_converts_json_request_to_etf_reply(gw):
+    r = gw.call("example", '{"$tuple":[{"$atom":"ping"},"hi"]}', accept="application/x-erlang-binary")
+    assert r.status == 200, r
+    assert r.body == etf_pong(b"hi")
+
+
+def test_etf_request_with_json_accept(gw):
+    r = gw.call("example", etf_ping(b"hello world"), content_type="application/x-erlang-binary",
+                accept="application/json")
+    assert r.status == 200, r
+    assert r.body.decode().strip() == PONG_HELLO
+
+
+def test_unknown_request_gets_error_unknown_call(gw):
+    r = gw.call("example", {"$atom": "what"})
+    assert r.status == 200, r
+    assert r.json() == tup(atom("error"), atom("unknown_call"))
+
+
+def test_200_concurrent_calls_with_distinct_payloads_each_get_their_own_reply(gw):
+    n_threads, per_thread = 20, 10
+    errors, done = [], []
+
+    def worker(t):
+        conn = gw.connection(timeout=30)
+        try:
+            for i in range(per_thread):
+                payload = f"payload-{t}-{i}-" + "x" * (t * 37 + i)
+                r = gw.call("t", tup(atom("ping"), payload), conn=conn)
+                if r.status != 200 or r.json() != tup(atom("pong"), payload):
+                    errors.append((payload, r))
+                else:
+                    done.append(payload)
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append((t, repr(e)))
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(n_threads)]
+    barrier_start = time.monotonic()
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(60)
+    assert not errors, errors[:5]
+    assert len(done) == n_threads * per_thread
+    assert len(set(done)) == 200
+    print(f"200 calls in {time.monotonic() - barrier_start:.2f}s")
+
+
+def test_concurrent_slow_calls_are_in_flight_together(gw):
+    # 20 calls sleeping 300 ms each on one single-threaded C-node take 20 x 300 ms in the C-node,
+    # but the HTTP side must not serialize: they all must be accepted at once (no blocked thread).
+    results = []
+
+    def one(i):
+        r = gw.call("t", tup(atom("ping"), f"p{i}"), timeout_ms=10000)
+        results.append(r.status)
+
+    slow = threading.Thread(target=lambda: results.append(
+        gw.call("t", tup(atom("sleep"), 1000, "s"), timeout_ms=10000).status))
+    slow.start()
+    time.sleep(0.1)
+    t0 = time.monotonic()
+    # While the C-node sleeps, /healthz and other C-nodes answer at once.
+    r = gw.request("GET", "/healthz")
+    assert r.status == 200 and r.elapsed < 0.5, r
+    r = gw.call("example", tup(atom("ping"), "x"))
+    assert r.status == 200 and time.monotonic() - t0 < 0.8, r
+    ths = [threading.Thread(target=one, args=(i,)) for i in range(20)]
+    for th in ths:
+        th.start()
+    for th in ths + [slow]:
+        th.join(30)
+    assert results.count(200) == 21, results
+
+
+def test_late_reply_never_reaches_a_later_call(session, nodexd):
+    d = nodexd([nx.test_cnode_spec("t")])
+    d.wait_up("t")
+    before = d.info("t")["dropped_messages"]
+    r = d.call("t", tup(atom("sleep"), 1500, "a"), timeout_ms=300)
+    assert r.status == 504, r
+    assert r.json()["error"]["code"] == "timeout"
+    assert 0.25 < r.elapsed < 1.2, r
+    r = d.call("t", tup(atom("ping"), "b"))  # queued behind the sleep: answered after the late reply
+    assert r.status == 200, r
+    assert r.json() == tup(atom("pong"), "b"), "a late reply reached a later call"
+    info = nx.wait_until(lambda: (lambda i: i if i["dropped_messages"] >= before + 1 else None)(
+        d.info("t")), 5, what="dropped_messages to count the late reply")
+    assert info["dropped_messages"] == before + 1
+    assert info["in_flight"] == 0
+
+
+def test_garbage_reply_is_502_bad_reply(session, nodexd):
+    d = nodexd([nx.test_cnode_spec("t")])
+    d.wait_up("t")
+    r = d.call("t", atom("garbage"), timeout_ms=3000)
+    assert r.status == 502, r
+    assert r.json()["error"]["code"] == "bad_reply"
+    assert r.elapsed < 2.0, r
+
+
+def test_trailing_bytes_after_reply_term_are_ignored(gw):
+    r = gw.call("t", tup(atom("trailing"), "tr"))
+    assert r.status == 200, r
+    assert r.json() == tup(atom("pong"), "tr")
+
+
+def test_unsolicited_messages_are_counted_and_the_call_still_answered(gw):
+    before = gw.info("t")["dropped_messages"]
+    r = gw.call("t", tup(atom("unsolicited"), 5))
+    assert r.status == 200, r
+    assert r.json() == atom("ok")
+    info = nx.wait_until(lambda: (lambda i: i if i["dropped_messages"] >= before + 5 else None)(
+        gw.info("t")), 5, what="5 dropped messages")
+    assert info["dropped_messages"] == before + 5
+
+
+def test_second_reply_to_a_finished_call_is_dropped(gw):
+    before = gw.info("t")["dropped_messages"]
+    r = gw.call("t", tup(atom("twice"), "w"))
+    assert r.status == 200 and r.json() == tup(atom("pong"), "w"), r
+    r = gw.call("t", tup(atom("ping"), "after"))
+    assert r.json() == tup(atom("pong"), "after"), r
+    nx.wait_until(lambda: gw.info("t")["dropped_messages"] >= before + 1, 5, what="drop count")
+
+
+def test_flood_of_big_messages_keeps_calls_correct(gw):
+    results = []
+
+    def pinger():
+        for i in range(30):
+            r = gw.call("t", tup(atom("ping"), f"f{i}"), timeout_ms=10000)
+            results.append(r.status == 200 and r.json() == tup(atom("pong"), f"f{i}"))
+
+    th = threading.Thread(target=pinger)
+    th.start()
+    # raw protocol, filter any: the first flood message is the reply.
+    r = gw.call("tagged", tup(atom("flood"), 200, 65536), timeout_ms=15000)
+    assert r.status == 200, r
+    assert r.json() == tup(atom("flooded"), 200)
+    th.join(30)
+    assert results and all(results), results
+
+
+def test_big_reply_of_4_mib(gw):
+    size = 4 << 20
+    r = gw.call("t", tup(atom("big"), size), accept="application/x-erlang-binary", timeout_ms=15000)
+    assert r.status == 200, r
+    assert r.body[:2] == b"\x83m" and struct.unpack(">I", r.body[2:6])[0] == size
+    assert r.body[6:] == b"b" * size
+
+
+def test_reply_filter_tag_skips_other_messages(gw):
+    r = gw.call("tagged", tup(atom("noise"), 5, "n"))
+    assert r.status == 200, r
+    assert r.json() == tup(atom("pong"), "n")
+
+
+def test_reply_filter_any_takes_the_first_message(gw):
+    r = gw.call("t", tup(atom("noise"), 2, "n"))
+    assert r.status == 200, r
+    assert r.json() == tup(atom("noise"), 1)
+
+
+def test_reply_filter_node_answers_the_node_tagged_reply(gw):
+    r = gw.call("bynode", tup(atom("node_tagged"), "nt"))
+    assert r.status == 200, r
+    assert r.json() == tup(atom("pong"), "nt")
+    info = gw.info("bynode")
+    assert info["node"].startswith(gw.sname), info
+
+
+def test_gen_call_protocol(gw):
+    r = gw.call("gc", tup(atom("ping"), "g"))
+    assert r.status == 200, r
+    assert r.json() == tup(atom("pong"), "g")
+    assert gw.info("gc")["protocol"] == "gen_call"
+
+
+def test_pid_self_in_request_receives_the_reply(gw):
+    r = gw.call("t", tup(atom("reply_to"), {"$pid": "self"}, "rt"))
+    assert r.status == 200, r
+    assert r.json() == tup(atom("pong"), "rt")
+
+
+def test_pid_self_in_text_request(gw):
+    r = gw.call("t", "{reply_to, self(), rt}", content_type="application/x-erlang-text",
+                accept="application/json")
+    assert r.status == 200, r
+    assert r.json() == tup(atom("pong"), atom("rt"))
+
+
+def test_keep_alive_serves_several_requests_on_one_connection(gw):
+    conn = gw.connection()
+    try:
+        for i in range(10):
+            r = gw.call("example", tup(atom("ping"), f"k{i}"), conn=conn)
+            assert r.status == 200 and r.json() == tup(atom("pong"), f"k{i}"), r
+            assert r.headers.get("connection", "").lower() != "close", r.headers
+        r = gw.request("GET", "/healthz", conn=conn)
+        assert r.status == 200, r
+        r = gw.request("GET", "/cnodes/nope", conn=conn)
+        assert r.status == 404, r
+        r = gw.call("example", tup(atom("ping"), "last"), conn=conn)
+        assert r.status == 200, r
+        sock = conn.sock
+        assert sock is not None  # still the same open connection
+    finally:
+        conn.close()
+
+
+def test_cast_returns_202_accepted(gw):
+    r = gw.call("t", tup(atom("ping"), "c"), cast=True)
+    assert r.status == 202, r
+    assert r.json() == {"status": "accepted"}
+
+
+def test_get_cnode_reports_the_documented_fields(gw):
+    info = gw.info("t")
+    for key in ("name", "state", "node", "os_pid", "restarts", "last_exit", "in_flight",
+                "uptime_ms", "dropped_messages", "direction", "protocol"):
+        assert key in info, (key, info)
+    assert info["name"] == "t" and info["state"] == "up"
+    assert info["node"] == f"{gw.sname}_t@127.0.0.1"
+    assert isinstance(info["os_pid"], int) and nx.proc_alive(info["os_pid"])
+    assert info["direction"] == "back" and info["protocol"] == "raw"
+    all_ = gw.get_json("/cnodes")
+    assert sorted(c["name"] for c in all_["cnodes"]) == ["bynode", "example", "gc", "t", "tagged"]
