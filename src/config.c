@@ -595,8 +595,15 @@ static int cnode_defaults(config_cnode *cn) {
     cn->shutdown_timeout_ms = 2000;
     cn->connect_timeout_ms = 2000;
     cn->max_in_flight = 10000;
-    cn->args = calloc(1, sizeof *cn->args); /* always NULL-terminated, even when empty */
+    /* The Nodex convention: <sname> <hostname> <cookie> <gateway-sname>. */
+    static const char *const nodex_args[] = {"{sname}", "{hostname}", "{cookie}",
+                                             "{gateway_sname}"};
+    cn->args = calloc(COUNT(nodex_args) + 1, sizeof *cn->args); /* always NULL-terminated */
     if (!cn->args) return -1;
+    for (size_t i = 0; i < COUNT(nodex_args); i++) {
+        if (!(cn->args[i] = strdup(nodex_args[i]))) return -1;
+        cn->arg_count = i + 1;
+    }
     static const char *const src[] = {"{gateway_sname}_{name}", "{sname}@{hostname} ready", "nil"};
     char **const dst[] = {&cn->sname, &cn->ready_line, &cn->registered_name};
     return strdup_all(src, dst, COUNT(src));

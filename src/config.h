@@ -49,7 +49,7 @@ typedef struct config_env {
 typedef struct config_cnode {
     char *name;       /* API name: /cnodes/{name} */
     char *executable; /* path; a bare name is looked up beside nodexd, then in ../libexec/nodex */
-    char **args;      /* argv[1..] templates, NULL-terminated (never NULL; may be empty) */
+    char **args;      /* argv[1..] templates, NULL-terminated (never NULL); default: the Nodex convention */
     size_t arg_count;
     config_env *env; /* extra environment entries */
     size_t env_count;

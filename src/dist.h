@@ -84,7 +84,8 @@ int dist_send_reg(dist_conn *c, const erlang_pid *from, const char *to_name, con
 /* Same, addressed to a pid. */
 int dist_send_pid(dist_conn *c, const erlang_pid *to, const char *prefix, size_t prefix_len,
                   const char *msg, size_t msg_len, int timeout_ms);
-/* Sends a tick (an empty packet). Returns 0 or -1 as above. */
+/* Sends a tick (an empty packet) unless another send is in progress (that is traffic enough).
+ * Returns 0 or -1 as above. */
 int dist_send_tick(dist_conn *c, int timeout_ms);
 
 /* Monotonic clock in milliseconds. */

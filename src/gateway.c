@@ -338,6 +338,17 @@ static void gw_cnode_after_exit(gw_cnode *cn, bool normal_exit) {
         gw_set_state(cn, CNODE_STOPPED);
         return;
     }
+    if (cfg->direction == CNODE_DIRECTION_ADOPT) {
+        /* Not ours to give up on: reconnect with backoff for as long as we run. */
+        uint64_t backoff = cfg->backoff_initial_ms;
+        for (unsigned i = 0; i < cn->consecutive_failures && backoff < cfg->backoff_max_ms; i++)
+            backoff *= 2;
+        cn->consecutive_failures++;
+        cn->phase = PHASE_BACKOFF;
+        cn->deadline_ms = now + (int64_t)(backoff < cfg->backoff_max_ms ? backoff : cfg->backoff_max_ms);
+        gw_set_state(cn, CNODE_RESTARTING);
+        return;
+    }
     if (cfg->restart == CNODE_RESTART_TEMPORARY ||
         (cfg->restart == CNODE_RESTART_TRANSIENT && normal_exit)) {
         cn->phase = PHASE_STOPPED;
@@ -443,6 +454,7 @@ static void gw_cnode_became_up(gw_cnode *cn) {
     gateway *gw = cn->gw;
     cn->phase = PHASE_UP;
     cn->deadline_ms = INT64_MAX;
+    cn->consecutive_failures = 0;
     dist_conn_ref(cn->conn->dc);
     pthread_mutex_lock(&gw->mu);
     cn->live = cn->conn->dc;
@@ -1233,18 +1245,16 @@ gateway_error gateway_call(gateway *gw, const char *name, call *c, const char *m
             dist_conn_ref(dc);
         }
     }
+    /* The loop may be sleeping past this call's deadline if it is now the earliest. */
+    bool wake = e == GATEWAY_OK && call_registry_next_deadline(&gw->registry) == c->deadline_ms;
     pthread_mutex_unlock(&gw->mu);
     if (e != GATEWAY_OK) return e;
     /* From here the loop owns the outcome: a failed send shuts the connection down, which the
      * loop sees and answers every call on it, this one included, with 503. */
-    bool wake = false;
-    pthread_mutex_lock(&gw->mu);
-    wake = call_registry_next_deadline(&gw->registry) == c->deadline_ms;
-    pthread_mutex_unlock(&gw->mu);
     dist_send_reg(dc, &c->pid, cfg->registered_name, prefix, (size_t)plen, msg, msg_len,
                   GW_SEND_TIMEOUT_MS);
     dist_conn_unref(dc);
-    if (wake) gw_wake(gw); /* the loop may be sleeping past this call's deadline */
+    if (wake) gw_wake(gw);
     return GATEWAY_OK;
 }
 

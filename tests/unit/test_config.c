@@ -79,8 +79,12 @@ static void test_omitted_keys_get_documented_defaults(void **state) {
     assert_int_equal(cfg->log_level, LOG_INFO);
     const config_cnode *cn = &cfg->cnodes[0];
     assert_non_null(cn->args);
-    assert_null(cn->args[0]);
-    assert_int_equal(cn->arg_count, 0);
+    assert_int_equal(cn->arg_count, 4); /* the Nodex convention */
+    assert_string_equal(cn->args[0], "{sname}");
+    assert_string_equal(cn->args[1], "{hostname}");
+    assert_string_equal(cn->args[2], "{cookie}");
+    assert_string_equal(cn->args[3], "{gateway_sname}");
+    assert_null(cn->args[4]);
     assert_int_equal(cn->env_count, 0);
     assert_null(cn->cwd);
     assert_string_equal(cn->sname, "{gateway_sname}_{name}");

@@ -1,0 +1,225 @@
+"""test_core_supervisor: C-node failures, liveness, restart policies and nodexd's own shutdown."""
+
+import os
+import signal
+import threading
+import time
+
+import nodex_harness as nx
+from nodex_harness import atom, tup
+
+
+def call_in_thread(d, name, body, timeout_ms):
+    out = {}
+
+    def run():
+        out["r"] = d.call(name, body, timeout_ms=timeout_ms)
+
+    th = threading.Thread(target=run)
+    th.start()
+    return th, out
+
+
+def wait_in_flight(d, name, n=1):
+    nx.wait_until(lambda: d.info(name)["in_flight"] >= n, 5, what=f"{n} call(s) in flight")
+
+
+def test_kill_9_fails_in_flight_calls_with_503_fast_and_restart_serves(nodexd):
+    d = nodexd([nx.test_cnode_spec("t")])
+    old = d.wait_up("t")["os_pid"]
+    calls = [call_in_thread(d, "t", tup(atom("sleep"), 8000, f"s{i}"), 10000) for i in range(3)]
+    wait_in_flight(d, "t", 1)
+    time.sleep(0.1)
+    t0 = time.monotonic()
+    os.kill(old, signal.SIGKILL)
+    for th, out in calls:
+        th.join(10)
+        r = out["r"]
+        assert r.status == 503, r
+        assert r.json()["error"]["code"] == "unavailable"
+        assert "retry-after" in r.headers, r.headers
+    assert time.monotonic() - t0 < 1.0, "in-flight calls were not failed fast"
+    info = d.wait_new_pid("t", old)
+    assert info["restarts"] >= 1
+    assert "signal 9" in (info["last_exit"] or ""), info
+    r = d.call("t", tup(atom("ping"), "after"))
+    assert r.status == 200 and r.json() == tup(atom("pong"), "after"), r
+
+
+def test_sigstop_hang_is_noticed_within_tick_time_and_restarted(nodexd):
+    d = nodexd([nx.test_cnode_spec("t")], node={"tick_time_ms": 1000})
+    old = d.wait_up("t")["os_pid"]
+    t0 = time.monotonic()
+    r = d.call("t", atom("hang"), timeout_ms=20000)
+    elapsed = time.monotonic() - t0
+    assert r.status == 503, r
+    assert elapsed < 3.0 * nx.SLOW, f"hang noticed after {elapsed:.2f}s (tick_time 1 s)"
+    info = d.wait_new_pid("t", old)
+    assert not nx.proc_alive(old), "the hung process was not killed"
+    r = d.call("t", tup(atom("ping"), "x"))
+    assert r.status == 200, r
+    assert info["restarts"] >= 1
+
+
+def test_idle_hung_cnode_is_declared_down_by_ticks(nodexd):
+    d = nodexd([nx.test_cnode_spec("t")], node={"tick_time_ms": 1000})
+    old = d.wait_up("t")["os_pid"]
+    os.kill(old, signal.SIGSTOP)  # no call in flight: only nodexd's own ticking can notice
+    try:
+        d.wait_new_pid("t", old, timeout=6)
+    finally:
+        try:
+            os.kill(old, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def test_crash_mid_call_is_503_fast(nodexd):
+    d = nodexd([nx.test_cnode_spec("t")])
+    old = d.wait_up("t")["os_pid"]
+    r = d.call("t", atom("crash"), timeout_ms=10000)
+    assert r.status == 503, r
+    assert r.elapsed < 1.0, r
+    info = d.wait_new_pid("t", old)
+    assert "signal 6" in (info["last_exit"] or ""), info
+    assert d.call("t", tup(atom("ping"), "x")).status == 200
+
+
+def test_never_ready_ends_failed_and_gateway_serves_others(nodexd):
+    d = nodexd([
+        nx.test_cnode_spec("never", "never_ready", spawn_inactive_timeout_ms=300, max_restarts=2,
+                           max_seconds=30),
+        nx.test_cnode_spec("t"),
+    ])
+    d.wait_up("t")
+    info = d.wait_for_state("never", "failed", timeout=10)
+    assert info["restarts"] == 2, info
+    assert info["os_pid"] is None
+    assert info["last_exit"] or info.get("last_error"), info
+    text = d.log_text()
+    assert "starting" in text and "a line ending in CRLF" in text, "child output not logged"
+    assert "CRLF\r" not in text, "\\r\\n not stripped"
+    assert "never_ready: stderr line" in text
+    r = d.call("never", tup(atom("ping"), "x"))
+    assert r.status == 503, r
+    assert d.call("t", tup(atom("ping"), "x")).status == 200
+
+
+def test_exit_before_ready_reports_exit_status_3(nodexd):
+    d = nodexd([nx.test_cnode_spec("e", "exit_before_ready", max_restarts=1, max_seconds=30)])
+    info = d.wait_for_state("e", "failed", timeout=10)
+    assert info["last_exit"] == "exit status 3", info
+
+
+def test_signal_before_ready_reports_the_signal(nodexd):
+    d = nodexd([nx.test_cnode_spec("s", "signal_before_ready", restart="temporary")])
+    info = d.wait_for_state("s", "stopped", timeout=10)
+    last = info["last_exit"] or ""
+    expected = "signal 6" if nx.SANITIZE else "signal 11"
+    assert last.startswith("killed by signal") and expected in last, info
+
+
+def test_slow_ready_within_spawn_timeout_comes_up(nodexd):
+    d = nodexd([nx.test_cnode_spec("slow", "slow_ready", "700")])
+    info = d.wait_up("slow", timeout=8)
+    assert info["restarts"] == 0, info
+
+
+def test_ready_line_without_connection_is_not_up(nodexd):
+    d = nodexd([nx.test_cnode_spec("nc", "ready_then_no_connect", spawn_inactive_timeout_ms=500,
+                                   restart="temporary")])
+    time.sleep(0.3)
+    assert d.info("nc")["state"] != "up"
+    info = d.wait_for_state("nc", "stopped", timeout=10)
+    assert info["os_pid"] is None
+
+
+def test_temporary_is_not_restarted(nodexd):
+    d = nodexd([nx.test_cnode_spec("t", restart="temporary")])
+    d.wait_up("t")
+    r = d.call("t", tup(atom("exit"), 3))
+    assert r.status == 503, r
+    info = d.wait_for_state("t", "stopped", timeout=5)
+    assert info["restarts"] == 0 and info["last_exit"] == "exit status 3", info
+    time.sleep(0.5)
+    assert d.info("t")["state"] == "stopped"
+
+
+def test_transient_exit_0_is_not_restarted(nodexd):
+    d = nodexd([nx.test_cnode_spec("t", restart="transient")])
+    d.wait_up("t")
+    d.call("t", tup(atom("exit"), 0))
+    info = d.wait_for_state("t", "stopped", timeout=5)
+    assert info["last_exit"] == "exit status 0", info
+    time.sleep(0.5)
+    assert d.info("t")["restarts"] == 0
+
+
+def test_transient_exit_3_is_restarted(nodexd):
+    d = nodexd([nx.test_cnode_spec("t", restart="transient")])
+    old = d.wait_up("t")["os_pid"]
+    d.call("t", tup(atom("exit"), 3))
+    info = d.wait_new_pid("t", old)
+    assert info["restarts"] == 1 and info["last_exit"] == "exit status 3", info
+
+
+def test_max_restarts_marks_failed_and_gateway_lives(nodexd):
+    d = nodexd([nx.test_cnode_spec("t", max_restarts=2, max_seconds=30), nx.test_cnode_spec("ok")])
+    for _ in range(3):
+        old = d.wait_up("t")["os_pid"]
+        d.call("t", tup(atom("exit"), 5))
+        nx.wait_until(lambda: d.info("t")["os_pid"] != old, 5, what="the exit to be seen")
+    info = d.wait_for_state("t", "failed", timeout=5)
+    assert info["restarts"] == 2, info
+    assert d.request("GET", "/healthz").status == 200
+    assert d.request("GET", "/readyz").status == 503
+    assert d.call("ok", tup(atom("ping"), "x")).status == 200
+    assert d.proc.poll() is None
+
+
+def test_nodexd_sigkill_leaves_no_child_behind(nodexd):
+    d = nodexd([nx.test_cnode_spec("a"), nx.test_cnode_spec("b"), nx.example_cnode_spec("c")])
+    pids = [d.wait_up(n)["os_pid"] for n in ("a", "b", "c")]
+    d.record_pids()
+    d.proc.send_signal(signal.SIGKILL)
+    d.proc.wait(5)
+    t0 = time.monotonic()
+    left = d.survivors(wait=2.0)
+    assert not left, f"children survived nodexd's SIGKILL for 2 s: {left} (of {pids})"
+    print(f"children gone {time.monotonic() - t0:.2f}s after SIGKILL")
+
+
+def test_sigterm_exits_0_and_stops_children(nodexd):
+    d = nodexd([nx.test_cnode_spec("a"), nx.example_cnode_spec("c")])
+    for n in ("a", "c"):
+        d.wait_up(n)
+    status = d.stop(signal.SIGTERM)
+    assert status == 0, d.log_tail()
+    assert not d.survivors(wait=0.5), "children alive after nodexd exited"
+
+
+def test_sigint_exits_0(nodexd):
+    d = nodexd([nx.test_cnode_spec("a")])
+    d.wait_up("a")
+    assert d.stop(signal.SIGINT) == 0, d.log_tail()
+
+
+def test_sigterm_kills_a_child_ignoring_sigterm_after_shutdown_timeout(nodexd):
+    # A SIGSTOPped child cannot act on SIGTERM: only the SIGKILL after shutdown_timeout_ms ends it.
+    d = nodexd([nx.test_cnode_spec("a", shutdown_timeout_ms=500)], node={"tick_time_ms": 60000})
+    pid = d.wait_up("a")["os_pid"]
+    os.kill(pid, signal.SIGSTOP)
+    t0 = time.monotonic()
+    assert d.stop(signal.SIGTERM) == 0, d.log_tail()
+    assert time.monotonic() - t0 < 5.0 * nx.SLOW
+    assert not d.survivors(wait=1.0)
+
+
+def test_calls_while_restarting_get_503_with_retry_after(nodexd):
+    d = nodexd([nx.test_cnode_spec("t", backoff_initial_ms=2000, backoff_max_ms=2000)])
+    old = d.wait_up("t")["os_pid"]
+    os.kill(old, signal.SIGKILL)
+    nx.wait_until(lambda: d.info("t")["state"] in ("down", "restarting"), 3, what="not up")
+    r = d.call("t", tup(atom("ping"), "x"), timeout_ms=5000)
+    assert r.status == 503 and r.elapsed < 1.0, r
+    assert "retry-after" in r.headers

@@ -1,0 +1,324 @@
+/* test_strbuf: growth, binary bytes, printf (short and long), JSON escaping, detach/reset/free. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "strbuf.h"
+
+static void test_zeroed_strbuf_is_valid_and_empty(void **state) {
+    (void)state;
+    strbuf sb = {0};
+    assert_int_equal(sb.len, 0);
+    assert_null(sb.data);
+    assert_int_equal(strbuf_puts(&sb, ""), 0);
+    assert_non_null(sb.data);
+    assert_int_equal(sb.len, 0);
+    assert_string_equal(sb.data, "");
+    strbuf_free(&sb);
+}
+
+static void test_append_grows_and_keeps_content_nul_terminated(void **state) {
+    (void)state;
+    strbuf sb = {0};
+    char expect[10000];
+    for (size_t i = 0; i < sizeof expect; i++) {
+        char ch = (char)('a' + i % 26);
+        expect[i] = ch;
+        assert_int_equal(strbuf_putc(&sb, ch), 0);
+        assert_int_equal(sb.len, i + 1);
+        assert_true(sb.cap > sb.len); /* room for the NUL */
+        assert_int_equal(sb.data[sb.len], '\0');
+    }
+    assert_memory_equal(sb.data, expect, sizeof expect);
+    /* one big append on top */
+    char *big = malloc(1 << 20);
+    assert_non_null(big);
+    memset(big, 'Z', 1 << 20);
+    assert_int_equal(strbuf_append(&sb, big, 1 << 20), 0);
+    assert_int_equal(sb.len, sizeof expect + (1 << 20));
+    assert_memory_equal(sb.data, expect, sizeof expect);
+    assert_memory_equal(sb.data + sizeof expect, big, 1 << 20);
+    assert_int_equal(sb.data[sb.len], '\0');
+    free(big);
+    strbuf_free(&sb);
+}
+
+static void test_reserve_gives_room_without_changing_length(void **state) {
+    (void)state;
+    strbuf sb = {0};
+    assert_int_equal(strbuf_puts(&sb, "abc"), 0);
+    assert_int_equal(strbuf_reserve(&sb, 5000), 0);
+    assert_true(sb.cap >= 3 + 5000 + 1);
+    assert_int_equal(sb.len, 3);
+    assert_string_equal(sb.data, "abc");
+    char *before = sb.data;
+    /* appending what was reserved must not reallocate */
+    char fill[5000];
+    memset(fill, 'x', sizeof fill);
+    assert_int_equal(strbuf_append(&sb, fill, sizeof fill), 0);
+    assert_ptr_equal(sb.data, before);
+    strbuf_free(&sb);
+}
+
+static void test_reserve_absurd_size_fails_and_leaves_buffer_unchanged(void **state) {
+    (void)state;
+    strbuf sb = {0};
+    assert_int_equal(strbuf_puts(&sb, "keep"), 0);
+    assert_int_equal(strbuf_reserve(&sb, SIZE_MAX - 2), -1);
+    assert_int_equal(strbuf_append(&sb, "x", SIZE_MAX - 2), -1);
+    assert_int_equal(sb.len, 4);
+    assert_string_equal(sb.data, "keep");
+    strbuf_free(&sb);
+}
+
+static void test_binary_bytes_with_nuls_are_kept(void **state) {
+    (void)state;
+    strbuf sb = {0};
+    const char bin[] = {'a', '\0', 'b', '\0', '\0', (char)0xff, (char)0x80, 'c'};
+    assert_int_equal(strbuf_append(&sb, bin, sizeof bin), 0);
+    assert_int_equal(strbuf_append(&sb, bin, sizeof bin), 0);
+    assert_int_equal(sb.len, 2 * sizeof bin);
+    assert_memory_equal(sb.data, bin, sizeof bin);
+    assert_memory_equal(sb.data + sizeof bin, bin, sizeof bin);
+    assert_int_equal(sb.data[sb.len], '\0');
+    assert_int_equal(strbuf_putc(&sb, '\0'), 0);
+    assert_int_equal(sb.len, 2 * sizeof bin + 1);
+    strbuf_free(&sb);
+}
+
+static void test_append_zero_bytes_is_a_noop(void **state) {
+    (void)state;
+    strbuf sb = {0};
+    assert_int_equal(strbuf_puts(&sb, "x"), 0);
+    assert_int_equal(strbuf_append(&sb, "ignored", 0), 0);
+    assert_int_equal(sb.len, 1);
+    assert_string_equal(sb.data, "x");
+    strbuf_free(&sb);
+}
+
+static void test_printf_short_output_appends(void **state) {
+    (void)state;
+    strbuf sb = {0};
+    assert_int_equal(strbuf_puts(&sb, "head:"), 0);
+    assert_int_equal(strbuf_printf(&sb, "%d-%s-%05.1f", 42, "str", 3.14159), 0);
+    assert_string_equal(sb.data, "head:42-str-003.1");
+    assert_int_equal(sb.len, strlen("head:42-str-003.1"));
+    assert_int_equal(strbuf_printf(&sb, "%s", ""), 0);
+    assert_int_equal(sb.len, strlen("head:42-str-003.1"));
+    strbuf_free(&sb);
+}
+
+/* Output lengths around the 256-byte stack buffer inside strbuf_printf. */
+static void test_printf_long_output_over_256_bytes_is_complete(void **state) {
+    (void)state;
+    static const size_t lens[] = {254, 255, 256, 257, 1000, 100000};
+    for (size_t k = 0; k < sizeof lens / sizeof lens[0]; k++) {
+        size_t n = lens[k];
+        char *arg = malloc(n + 1);
+        assert_non_null(arg);
+        for (size_t i = 0; i < n; i++) arg[i] = (char)('A' + i % 23);
+        arg[n] = '\0';
+        strbuf sb = {0};
+        assert_int_equal(strbuf_puts(&sb, "pre"), 0);
+        assert_int_equal(strbuf_printf(&sb, "<%s|%zu>", arg, n), 0);
+        char tail[32];
+        int tl = snprintf(tail, sizeof tail, "|%zu>", n);
+        assert_int_equal(sb.len, 3 + 1 + n + (size_t)tl);
+        assert_memory_equal(sb.data, "pre<", 4);
+        assert_memory_equal(sb.data + 4, arg, n);
+        assert_string_equal(sb.data + 4 + n, tail);
+        assert_int_equal(sb.data[sb.len], '\0');
+        assert_int_equal(strlen(sb.data), sb.len);
+        free(arg);
+        strbuf_free(&sb);
+    }
+}
+
+static char *json(const char *s, size_t len) {
+    strbuf sb = {0};
+    assert_int_equal(strbuf_json_string(&sb, s, len), 0);
+    return strbuf_detach(&sb, NULL);
+}
+
+static void test_json_string_plain_text_is_quoted(void **state) {
+    (void)state;
+    char *out = json("hello world", 11);
+    assert_string_equal(out, "\"hello world\"");
+    free(out);
+    out = json("", 0);
+    assert_string_equal(out, "\"\"");
+    free(out);
+}
+
+static void test_json_string_escapes_quote_and_backslash(void **state) {
+    (void)state;
+    char *out = json("a\"b\\c\"", 6);
+    assert_string_equal(out, "\"a\\\"b\\\\c\\\"\"");
+    free(out);
+    out = json("\\", 1);
+    assert_string_equal(out, "\"\\\\\"");
+    free(out);
+}
+
+static void test_json_string_escapes_named_control_chars(void **state) {
+    (void)state;
+    char *out = json("\n\r\t\b\f", 5);
+    assert_string_equal(out, "\"\\n\\r\\t\\b\\f\"");
+    free(out);
+}
+
+static void test_json_string_escapes_other_control_chars_as_u00xx(void **state) {
+    (void)state;
+    for (int c = 0; c < 0x20; c++) {
+        if (c == '\n' || c == '\r' || c == '\t' || c == '\b' || c == '\f') continue;
+        char in[3] = {'x', (char)c, 'y'};
+        char expect[16];
+        snprintf(expect, sizeof expect, "\"x\\u%04xy\"", c);
+        strbuf sb = {0};
+        assert_int_equal(strbuf_json_string(&sb, in, 3), 0);
+        assert_int_equal(sb.len, strlen(expect));
+        assert_string_equal(sb.data, expect);
+        strbuf_free(&sb);
+    }
+    /* NUL in the middle is escaped, not a terminator */
+    strbuf sb = {0};
+    assert_int_equal(strbuf_json_string(&sb, "a\0b\x1f", 4), 0);
+    assert_string_equal(sb.data, "\"a\\u0000b\\u001f\"");
+    strbuf_free(&sb);
+}
+
+static void test_json_string_passes_utf8_and_high_bytes_through(void **state) {
+    (void)state;
+    const char *utf8 = "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80 \x7f";
+    char *out = json(utf8, strlen(utf8));
+    char expect[64];
+    snprintf(expect, sizeof expect, "\"%s\"", utf8);
+    assert_string_equal(out, expect);
+    free(out);
+}
+
+static void test_json_string_mixed_runs_and_escapes_long_input(void **state) {
+    (void)state;
+    /* Many alternating verbatim runs and escapes, long enough to force growth. */
+    strbuf in = {0}, expect = {0};
+    assert_int_equal(strbuf_putc(&expect, '"'), 0);
+    for (int i = 0; i < 3000; i++) {
+        assert_int_equal(strbuf_puts(&in, "abc\"d\\"), 0);
+        assert_int_equal(strbuf_putc(&in, (char)(i % 32)), 0);
+        assert_int_equal(strbuf_puts(&expect, "abc\\\"d\\\\"), 0);
+        int c = i % 32;
+        switch (c) {
+        case '\n': assert_int_equal(strbuf_puts(&expect, "\\n"), 0); break;
+        case '\r': assert_int_equal(strbuf_puts(&expect, "\\r"), 0); break;
+        case '\t': assert_int_equal(strbuf_puts(&expect, "\\t"), 0); break;
+        case '\b': assert_int_equal(strbuf_puts(&expect, "\\b"), 0); break;
+        case '\f': assert_int_equal(strbuf_puts(&expect, "\\f"), 0); break;
+        default: assert_int_equal(strbuf_printf(&expect, "\\u%04x", c), 0);
+        }
+    }
+    assert_int_equal(strbuf_puts(&in, "tail"), 0);
+    assert_int_equal(strbuf_puts(&expect, "tail\""), 0);
+    strbuf out = {0};
+    assert_int_equal(strbuf_puts(&out, "{"), 0);
+    assert_int_equal(strbuf_json_string(&out, in.data, in.len), 0);
+    assert_int_equal(out.len, expect.len + 1);
+    assert_memory_equal(out.data + 1, expect.data, expect.len);
+    strbuf_free(&in);
+    strbuf_free(&expect);
+    strbuf_free(&out);
+}
+
+static void test_reset_empties_and_keeps_memory(void **state) {
+    (void)state;
+    strbuf sb = {0};
+    assert_int_equal(strbuf_puts(&sb, "some text that is here"), 0);
+    char *mem = sb.data;
+    size_t cap = sb.cap;
+    strbuf_reset(&sb);
+    assert_int_equal(sb.len, 0);
+    assert_ptr_equal(sb.data, mem);
+    assert_int_equal(sb.cap, cap);
+    assert_string_equal(sb.data, "");
+    assert_int_equal(strbuf_puts(&sb, "new"), 0);
+    assert_string_equal(sb.data, "new");
+    strbuf_free(&sb);
+}
+
+static void test_reset_and_free_of_empty_buffer_are_safe(void **state) {
+    (void)state;
+    strbuf sb = {0};
+    strbuf_reset(&sb);
+    assert_null(sb.data);
+    assert_int_equal(sb.len, 0);
+    strbuf_free(&sb);
+    strbuf_free(&sb); /* twice: still empty and valid */
+    assert_null(sb.data);
+    assert_int_equal(sb.len, 0);
+    assert_int_equal(sb.cap, 0);
+    assert_int_equal(strbuf_puts(&sb, "reuse"), 0); /* reusable after free */
+    assert_string_equal(sb.data, "reuse");
+    strbuf_free(&sb);
+}
+
+static void test_detach_hands_over_data_and_empties(void **state) {
+    (void)state;
+    strbuf sb = {0};
+    assert_int_equal(strbuf_append(&sb, "ab\0cd", 5), 0);
+    size_t len = 99;
+    char *d = strbuf_detach(&sb, &len);
+    assert_non_null(d);
+    assert_int_equal(len, 5);
+    assert_memory_equal(d, "ab\0cd", 6); /* including the terminating NUL */
+    assert_null(sb.data);
+    assert_int_equal(sb.len, 0);
+    assert_int_equal(sb.cap, 0);
+    free(d);
+    assert_int_equal(strbuf_puts(&sb, "again"), 0);
+    assert_string_equal(sb.data, "again");
+    strbuf_free(&sb);
+}
+
+static void test_detach_of_empty_buffer_returns_freeable_empty_string(void **state) {
+    (void)state;
+    strbuf sb = {0};
+    size_t len = 99;
+    char *d = strbuf_detach(&sb, &len);
+    assert_non_null(d);
+    assert_int_equal(len, 0);
+    assert_string_equal(d, "");
+    free(d);
+    d = strbuf_detach(&sb, NULL); /* len pointer optional */
+    assert_non_null(d);
+    free(d);
+    assert_null(sb.data);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_zeroed_strbuf_is_valid_and_empty),
+        cmocka_unit_test(test_append_grows_and_keeps_content_nul_terminated),
+        cmocka_unit_test(test_reserve_gives_room_without_changing_length),
+        cmocka_unit_test(test_reserve_absurd_size_fails_and_leaves_buffer_unchanged),
+        cmocka_unit_test(test_binary_bytes_with_nuls_are_kept),
+        cmocka_unit_test(test_append_zero_bytes_is_a_noop),
+        cmocka_unit_test(test_printf_short_output_appends),
+        cmocka_unit_test(test_printf_long_output_over_256_bytes_is_complete),
+        cmocka_unit_test(test_json_string_plain_text_is_quoted),
+        cmocka_unit_test(test_json_string_escapes_quote_and_backslash),
+        cmocka_unit_test(test_json_string_escapes_named_control_chars),
+        cmocka_unit_test(test_json_string_escapes_other_control_chars_as_u00xx),
+        cmocka_unit_test(test_json_string_passes_utf8_and_high_bytes_through),
+        cmocka_unit_test(test_json_string_mixed_runs_and_escapes_long_input),
+        cmocka_unit_test(test_reset_empties_and_keeps_memory),
+        cmocka_unit_test(test_reset_and_free_of_empty_buffer_are_safe),
+        cmocka_unit_test(test_detach_hands_over_data_and_empties),
+        cmocka_unit_test(test_detach_of_empty_buffer_returns_freeable_empty_string),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
