@@ -31,6 +31,10 @@ typedef struct call call;
 /* Called exactly once when the call ends, from the event loop thread (or from the thread that
  * stops the gateway). The callee owns the call again from then on. */
 typedef void (*call_done_fn)(call *c, void *ctx);
+/* Streaming calls only: called for every message that reaches the call's pid and is NOT its
+ * reply (it failed the reply filter), on the event loop thread, while the call stays in flight.
+ * `msg` (no version byte) is valid only during the callback; the callee must not block. */
+typedef void (*call_message_fn)(call *c, const char *msg, size_t len, void *ctx);
 
 /* One in-flight call. Owned by the frontend that made it (HTTP request, gRPC call); while
  * registered, the registry only links it and fills the result. */
@@ -41,6 +45,7 @@ struct call {
     int64_t deadline_ms;   /* monotonic */
     void *cnode;           /* the gateway's C-node record */
     call_done_fn on_done;
+    call_message_fn on_message; /* NULL: such messages are dropped and counted */
     void *ctx;
     /* result, valid once on_done ran */
     call_outcome outcome;

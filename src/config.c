@@ -403,7 +403,9 @@ static int set_args(parse_ctx *c, yaml_node_t *v, const char *path, void *target
     if (v->type != YAML_SEQUENCE_NODE)
         return fail(c, v, path, "expected a sequence, got %s", describe(c, v));
     size_t n = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
-    free(cn->args); /* the empty default */
+    for (size_t i = 0; i < cn->arg_count; i++) free(cn->args[i]); /* the default */
+    free(cn->args);
+    cn->arg_count = 0;
     cn->args = calloc(n + 1, sizeof *cn->args);
     if (!cn->args) return fail_oom(c, v, path);
     for (size_t i = 0; i < n; i++) {
@@ -524,6 +526,76 @@ static const field_spec http_fields[] = {
     UINT(config, "connection_timeout_s", http_connection_timeout_s, 0, 86400),
 };
 
+/* "host:port", or null to disable the gRPC server. */
+static int set_grpc_listen(parse_ctx *c, yaml_node_t *v, const char *path, void *target) {
+    if (v->type == YAML_SCALAR_NODE &&
+        (strcmp((const char *)v->data.scalar.value, "null") == 0 ||
+         strcmp((const char *)v->data.scalar.value, "~") == 0 || v->data.scalar.length == 0) &&
+        v->data.scalar.style == YAML_PLAIN_SCALAR_STYLE) {
+        free(*(char **)target);
+        *(char **)target = NULL;
+        return 0;
+    }
+    return set_http_listen(c, v, path, target);
+}
+
+static const field_spec grpc_fields[] = {
+    CUSTOM(config, "listen", grpc_listen, set_grpc_listen),
+    UINT(config, "threads", grpc_threads, 1, 64),
+    UINT(config, "max_concurrent_streams", grpc_max_concurrent_streams, 1, 1000000),
+    UINT(config, "max_in_flight", grpc_max_in_flight, 1, 10000000),
+    SIZE(config, "max_message_bytes", grpc_max_message_bytes, 1, INT_MAX),
+};
+
+/* A sequence of plain strings into a NULL-terminated array and its count. */
+static int set_string_list(parse_ctx *c, yaml_node_t *v, const char *path, char ***list,
+                           size_t *count) {
+    if (is_null(v)) return 0;
+    if (v->type != YAML_SEQUENCE_NODE)
+        return fail(c, v, path, "expected a sequence, got %s", describe(c, v));
+    size_t n = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
+    for (size_t i = 0; i < *count; i++) free((*list)[i]);
+    free(*list);
+    *count = 0;
+    *list = calloc(n + 1, sizeof **list);
+    if (!*list) return fail_oom(c, v, path);
+    for (size_t i = 0; i < n; i++) {
+        yaml_node_t *item = node_at(c, v->data.sequence.items.start[i]);
+        key_path sub;
+        snprintf(sub, sizeof sub, "%s[%zu]", path, i);
+        if (!item) return fail(c, v, sub, "malformed sequence");
+        if (get_string(c, item, sub, 0, &(*list)[i])) return -1;
+        *count = i + 1;
+    }
+    return 0;
+}
+
+static int set_erl_args(parse_ctx *c, yaml_node_t *v, const char *path, void *target) {
+    config *cfg = target;
+    return set_string_list(c, v, path, &cfg->erl_args, &cfg->erl_arg_count);
+}
+
+static int set_code_paths(parse_ctx *c, yaml_node_t *v, const char *path, void *target) {
+    config *cfg = target;
+    return set_string_list(c, v, path, &cfg->code_paths, &cfg->code_path_count);
+}
+
+static const field_spec erlang_nodes_fields[] = {
+    STR(config, "erl", erl_executable, 0),
+    STR(config, "name_prefix", child_prefix, 0),
+    UINT(config, "count", child_count, 0, 1000),
+    WHOLE("erl_args", set_erl_args),
+    WHOLE("code_paths", set_code_paths),
+    UINT(config, "ready_timeout_ms", child_ready_timeout_ms, 1, HOUR_MS),
+    UINT(config, "shutdown_timeout_ms", child_shutdown_timeout_ms, 0, HOUR_MS),
+    CUSTOM(config, "restart", child_restart, set_restart),
+    UINT(config, "max_restarts", child_max_restarts, 0, 1000000),
+    UINT(config, "max_seconds", child_max_seconds, 1, 86400),
+    UINT(config, "max_children", max_children, 0, 10000),
+    UINT(config, "rpc_timeout_ms", rpc_timeout_ms, 1, DAY_MS),
+    UINT(config, "max_rpc_timeout_ms", max_rpc_timeout_ms, 1, DAY_MS),
+};
+
 static const field_spec terms_fields[] = {
     UINT(config, "max_depth", term_max_depth, 1, 65536),
     SIZE(config, "max_bytes", term_max_bytes, 1, INT_MAX),
@@ -570,6 +642,8 @@ SECTION_SETTER(set_node_section, node_fields)
 SECTION_SETTER(set_http_section, http_fields)
 SECTION_SETTER(set_terms_section, terms_fields)
 SECTION_SETTER(set_log_section, log_fields)
+SECTION_SETTER(set_grpc_section, grpc_fields)
+SECTION_SETTER(set_erlang_nodes_section, erlang_nodes_fields)
 #undef SECTION_SETTER
 
 static int strdup_all(const char *const *src, char **const *dst, size_t n) {
@@ -669,6 +743,7 @@ static int set_cnodes(parse_ctx *c, yaml_node_t *v, const char *path, void *targ
 static const field_spec top_fields[] = {
     WHOLE("node", set_node_section),   WHOLE("http", set_http_section),
     WHOLE("terms", set_terms_section), WHOLE("log", set_log_section),
+    WHOLE("grpc", set_grpc_section),   WHOLE("erlang_nodes", set_erlang_nodes_section),
     WHOLE("cnodes", set_cnodes),
 };
 
@@ -686,10 +761,30 @@ static config *config_new(const char *source) {
     cfg->term_max_depth = 512;
     cfg->term_max_bytes = 64u << 20;
     cfg->log_level = LOG_INFO;
+    cfg->grpc_threads = 2;
+    cfg->grpc_max_concurrent_streams = 1000;
+    cfg->grpc_max_in_flight = 10000;
+    cfg->grpc_max_message_bytes = 8u << 20;
+    cfg->child_ready_timeout_ms = 15000;
+    cfg->child_shutdown_timeout_ms = 5000;
+    cfg->child_restart = CNODE_RESTART_PERMANENT;
+    cfg->child_max_restarts = 3;
+    cfg->child_max_seconds = 5;
+    cfg->max_children = 64;
+    cfg->rpc_timeout_ms = 5000;
+    cfg->max_rpc_timeout_ms = 300000;
+    cfg->erl_args = calloc(1, sizeof *cfg->erl_args);
+    cfg->code_paths = calloc(1, sizeof *cfg->code_paths);
+    if (!cfg->erl_args || !cfg->code_paths) {
+        config_free(cfg);
+        return NULL;
+    }
     const char *const src[] = {source,         "nodexd@127.0.0.1", "~/.erlang.cookie",
-                               "NODEX_COOKIE", "127.0.0.1",        "127.0.0.1:8080"};
-    char **const dst[] = {&cfg->source,     &cfg->node_name,   &cfg->cookie_file,
-                          &cfg->cookie_env, &cfg->dist_listen, &cfg->http_listen};
+                               "NODEX_COOKIE", "127.0.0.1",        "127.0.0.1:8080",
+                               "127.0.0.1:50051", "erl",           "child"};
+    char **const dst[] = {&cfg->source,      &cfg->node_name,      &cfg->cookie_file,
+                          &cfg->cookie_env,  &cfg->dist_listen,    &cfg->http_listen,
+                          &cfg->grpc_listen, &cfg->erl_executable, &cfg->child_prefix};
     if (strdup_all(src, dst, COUNT(src))) {
         config_free(cfg);
         return NULL;
@@ -829,8 +924,14 @@ void config_free(config *cfg) {
     if (!cfg) return;
     for (size_t i = 0; i < cfg->cnode_count; i++) cnode_free(&cfg->cnodes[i]);
     free(cfg->cnodes);
-    char *strings[] = {cfg->source,     cfg->node_name,   cfg->cookie,     cfg->cookie_file,
-                       cfg->cookie_env, cfg->dist_listen, cfg->http_listen};
+    char *strings[] = {cfg->source,      cfg->node_name,   cfg->cookie,
+                       cfg->cookie_file, cfg->cookie_env,  cfg->dist_listen,
+                       cfg->http_listen, cfg->grpc_listen, cfg->erl_executable,
+                       cfg->child_prefix};
     for (size_t i = 0; i < COUNT(strings); i++) free(strings[i]);
+    for (size_t i = 0; cfg->erl_args && i < cfg->erl_arg_count; i++) free(cfg->erl_args[i]);
+    for (size_t i = 0; cfg->code_paths && i < cfg->code_path_count; i++) free(cfg->code_paths[i]);
+    free(cfg->erl_args);
+    free(cfg->code_paths);
     free(cfg);
 }

@@ -123,6 +123,14 @@ struct gw_cnode {
     uint64_t dropped;
 };
 
+/* One Watch subscriber. */
+typedef struct gw_subscriber {
+    uint64_t id;
+    gateway_event_fn fn;
+    void *ctx;
+    struct gw_subscriber *next;
+} gw_subscriber;
+
 /* Handed from the acceptor and connector threads to the loop. */
 typedef struct gw_handoff {
     int fd;            /* -1: a failed connect */
@@ -159,7 +167,12 @@ struct gateway {
     pthread_mutex_t mu;
     call_registry registry;
     bool shutting_down;
-    uint64_t dropped_unknown; /* messages to pids of no call, on non-C-node connections */
+    uint64_t dropped_unknown;
+    /* events: guarded by sub_mu, held while callbacks run (so unsubscribe waits for them) */
+    pthread_mutex_t sub_mu;
+    gw_subscriber *subscribers;
+    uint64_t next_subscription;
+    uint64_t event_seq; /* messages to pids of no call, on non-C-node connections */
 };
 
 /* ------------------------------------------------------------------------------------------ */
@@ -284,6 +297,24 @@ static gw_conn *gw_conn_add(gateway *gw, int fd, const char *peer) {
 /* ------------------------------------------------------------------------------------------ */
 /* Supervisor */
 
+static void gw_emit(gateway *gw, const gw_cnode *cn, cnode_state s) {
+    pthread_mutex_lock(&gw->sub_mu);
+    if (gw->subscribers) {
+        gateway_event ev = {.seq = ++gw->event_seq, .state = s, .os_pid = cn->os_pid};
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ev.time_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+        snprintf(ev.name, sizeof ev.name, "%s", cn->cfg->name);
+        snprintf(ev.node, sizeof ev.node, "%s", cn->node);
+        if (s == CNODE_DOWN || s == CNODE_FAILED || s == CNODE_RESTARTING)
+            snprintf(ev.reason, sizeof ev.reason, "%s", cn->last_error);
+        for (gw_subscriber *sub = gw->subscribers; sub; sub = sub->next) sub->fn(&ev, sub->ctx);
+    } else {
+        ++gw->event_seq;
+    }
+    pthread_mutex_unlock(&gw->sub_mu);
+}
+
 static void gw_set_state(gw_cnode *cn, cnode_state s) {
     if (cn->state == s) return;
     log_info("cnode %s: %s -> %s", cn->cfg->name, cnode_state_name(cn->state), cnode_state_name(s));
@@ -291,6 +322,7 @@ static void gw_set_state(gw_cnode *cn, cnode_state s) {
     cn->state = s;
     cn->up_since_ms = s == CNODE_UP ? dist_now_ms() : 0;
     pthread_mutex_unlock(&cn->gw->mu);
+    gw_emit(cn->gw, cn, s);
 }
 
 static void gw_set_error(gw_cnode *cn, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -776,12 +808,15 @@ static void gw_on_message(void *ctx, dist_conn *dc, const dist_message *m) {
         else if (cfg->reply_filter == REPLY_FILTER_TAG) offset = gw_match_tagged(m->msg, m->msg_len, cfg->reply_tag);
         else offset = gw_match_tagged(m->msg, m->msg_len, owner->node);
         if (offset >= 0) call_registry_remove(&gw->registry, &owner->calls, c);
-        else owner->dropped++;
+        else if (!c->on_message) owner->dropped++;
     } else if (gc && gc->cnode) {
         gc->cnode->dropped++;
     } else {
         gw->dropped_unknown++;
     }
+    /* A streaming call's other messages: passed on while the call is still registered (only
+     * this thread unregisters calls, so it stays valid). */
+    if (c && offset < 0 && c->on_message) c->on_message(c, m->msg, m->msg_len, c->ctx);
     pthread_mutex_unlock(&gw->mu);
     if (!c || offset < 0) return;
     c->reply = malloc(m->msg_len ? m->msg_len : 1);
@@ -1072,6 +1107,7 @@ gateway *gateway_new(const config *cfg, const char *cookie, char *err, size_t er
     gw->listen_fd = gw->publish_fd = gw->epfd = gw->wake_fd = gw->sig_fd = -1;
     pthread_mutex_init(&gw->mu, NULL);
     pthread_mutex_init(&gw->handoff_mu, NULL);
+    pthread_mutex_init(&gw->sub_mu, NULL);
     atomic_init(&gw->connectors, 0);
     atomic_init(&gw->stop_requested, false);
     if (!(gw->cookie = strdup(cookie)) || call_registry_init(&gw->registry) != 0) {
@@ -1194,6 +1230,11 @@ void gateway_free(gateway *gw) {
     if (connectors_left) return; /* a connector still holds gw: leave it (process is exiting) */
     pthread_mutex_destroy(&gw->mu);
     pthread_mutex_destroy(&gw->handoff_mu);
+    for (gw_subscriber *sub = gw->subscribers, *next; sub; sub = next) {
+        next = sub->next;
+        free(sub);
+    }
+    pthread_mutex_destroy(&gw->sub_mu);
     free(gw);
 }
 
@@ -1316,4 +1357,30 @@ bool gateway_is_ready(gateway *gw) {
     if (gw->shutting_down) ready = false;
     pthread_mutex_unlock(&gw->mu);
     return ready;
+}
+
+uint64_t gateway_subscribe(gateway *gw, gateway_event_fn fn, void *ctx) {
+    gw_subscriber *sub = calloc(1, sizeof *sub);
+    if (!sub) return 0;
+    sub->fn = fn;
+    sub->ctx = ctx;
+    pthread_mutex_lock(&gw->sub_mu);
+    sub->id = ++gw->next_subscription;
+    sub->next = gw->subscribers;
+    gw->subscribers = sub;
+    pthread_mutex_unlock(&gw->sub_mu);
+    return sub->id;
+}
+
+void gateway_unsubscribe(gateway *gw, uint64_t id) {
+    pthread_mutex_lock(&gw->sub_mu);
+    for (gw_subscriber **pp = &gw->subscribers; *pp; pp = &(*pp)->next) {
+        if ((*pp)->id == id) {
+            gw_subscriber *sub = *pp;
+            *pp = sub->next;
+            free(sub);
+            break;
+        }
+    }
+    pthread_mutex_unlock(&gw->sub_mu);
 }

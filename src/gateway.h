@@ -93,6 +93,7 @@ void gateway_free(gateway *gw);
  * refers to its own pid. */
 void gateway_make_pid(gateway *gw, erlang_pid *pid);
 /* Starts a call: `msg` (encoded term without version byte) goes to the C-node per its protocol;
+ * with c->on_message set it is a streaming call (messages before the reply are passed on);
  * c->pid must come from gateway_make_pid; c->on_done/c->ctx set. timeout_ms 0 means the C-node's
  * default. On GATEWAY_OK the call is in flight and on_done runs exactly once later, on another
  * thread; on any other result on_done is never called. Any thread. */
@@ -100,6 +101,32 @@ gateway_error gateway_call(gateway *gw, const char *cnode, call *c, const char *
                            size_t msg_len, unsigned timeout_ms);
 /* Sends `msg` to the C-node without waiting for anything. Any thread. */
 gateway_error gateway_cast(gateway *gw, const char *cnode, const char *msg, size_t msg_len);
+/* --- Lifecycle events (for Watch streams) ---------------------------------------------- */
+
+/* One state change of a C-node or an Erlang node. */
+typedef struct gateway_event {
+    uint64_t seq;        /* increases by one per event */
+    int64_t time_ms;     /* wall clock, ms since the epoch */
+    bool erlang_node;    /* false: a C-node; true: an Erlang node (child or peer) */
+    char name[128];      /* the C-node's API name, or the Erlang node's name */
+    char node[MAXNODELEN * 4];
+    cnode_state state;   /* the state entered */
+    char reason[192];    /* why (down, failed, restarting), else "" */
+    pid_t os_pid;        /* 0 when none */
+} gateway_event;
+
+/* Receives events on the event loop thread; it must not block and must not call
+ * gateway_subscribe or gateway_unsubscribe. `ev` is valid only during the call. */
+typedef void (*gateway_event_fn)(const gateway_event *ev, void *ctx);
+/* Registers `fn` for every state change from now on. Returns a subscription id (> 0), or 0
+ * when out of memory. Any thread. */
+uint64_t gateway_subscribe(gateway *gw, gateway_event_fn fn, void *ctx);
+/* Ends a subscription: when this returns, `fn` is not running and never runs again. Any thread
+ * but the loop thread. */
+void gateway_unsubscribe(gateway *gw, uint64_t id);
+
+/* --- C-nodes -------------------------------------------------------------------------- */
+
 /* Number of configured C-nodes. */
 size_t gateway_cnode_count(const gateway *gw);
 /* Snapshot of the C-node at `index` (any thread). Returns 0, or -1 when out of range. */

@@ -1,4 +1,5 @@
-/* term: lossless conversion between ei-encoded Erlang terms and JSON, Erlang text syntax and ETF. */
+/* term: lossless conversion between ei-encoded Erlang terms and JSON, Erlang text syntax and ETF.
+ */
 #ifndef NODEX_TERM_H
 #define NODEX_TERM_H
 
@@ -76,7 +77,7 @@ int term_to_json(const char *buf, size_t buf_len, int *index, const term_limits 
 int term_to_text(const char *buf, size_t buf_len, int *index, const term_limits *limits,
                  strbuf *out, term_error *err);
 /* A term as standalone ETF: version byte 131 followed by the term's bytes, copied exactly. */
-int term_to_etf(const char *buf, size_t buf_len, int *index, const term_limits *limits,
-                strbuf *out, term_error *err);
+int term_to_etf(const char *buf, size_t buf_len, int *index, const term_limits *limits, strbuf *out,
+                term_error *err);
 
 #endif

@@ -1,6 +1,7 @@
 /* term_common: error helpers, integer/float/base64/UTF-8 primitives and the bounded ETF walker. */
 #include "term_common.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -231,7 +232,10 @@ int term_enc_charlist(ei_x_buff *x, const uint32_t *cps, size_t n) {
 
 int term_format_double(strbuf *out, double d) {
     char buf[48];
-    for (int prec = 1; prec <= 17; prec++) {
+    /* For normal doubles a 15-digit %g that reads back is already the shortest form; only
+     * subnormals need the search from 1 digit. */
+    int first = fabs(d) >= DBL_MIN || d == 0 ? 15 : 1;
+    for (int prec = first; prec <= 17; prec++) {
         snprintf(buf, sizeof buf, "%.*g", prec, d);
         if (strtod(buf, NULL) == d) break;
     }
@@ -386,12 +390,14 @@ typedef struct walker {
     size_t n;
     unsigned max_depth;
     term_error *err;
+    strbuf *map_flags; /* when set: one byte per map in preorder, 1 if it prints as a JSON object */
 } walker;
 
 #define NEED(w, i, k)                                                                              \
     do {                                                                                           \
         if ((w)->n - (i) < (size_t)(k))                                                            \
-            return term_fail((w)->err, TERM_ERR_SYNTAX, "ETF truncated at offset %zu", (size_t)(i)); \
+            return term_fail((w)->err, TERM_ERR_SYNTAX, "ETF truncated at offset %zu",             \
+                             (size_t)(i));                                                         \
     } while (0)
 
 static int walk_atom(const walker *w, size_t *i) {
@@ -466,8 +472,14 @@ static int walk(const walker *w, size_t *i, unsigned depth) {
     NEED(w, at, 1);
     const unsigned char *p = w->b + at;
     switch (p[0]) {
-    case ERL_SMALL_INTEGER_EXT: NEED(w, at, 2); *i = at + 2; return 0;
-    case ERL_INTEGER_EXT: NEED(w, at, 5); *i = at + 5; return 0;
+    case ERL_SMALL_INTEGER_EXT:
+        NEED(w, at, 2);
+        *i = at + 2;
+        return 0;
+    case ERL_INTEGER_EXT:
+        NEED(w, at, 5);
+        *i = at + 5;
+        return 0;
     case NEW_FLOAT_EXT: {
         NEED(w, at, 9);
         uint64_t bits = (uint64_t)term_be32(p + 1) << 32 | term_be32(p + 5);
@@ -502,8 +514,8 @@ static int walk(const walker *w, size_t *i, unsigned depth) {
     case ERL_REFERENCE_EXT: {
         size_t j = at + 1;
         if (walk_atom(w, &j) != 0) return -1;
-        size_t tail = p[0] == ERL_PID_EXT       ? 9
-                      : p[0] == ERL_NEW_PID_EXT ? 12
+        size_t tail = p[0] == ERL_PID_EXT                                 ? 9
+                      : p[0] == ERL_NEW_PID_EXT                           ? 12
                       : p[0] == ERL_PORT_EXT || p[0] == ERL_REFERENCE_EXT ? 5
                       : p[0] == ERL_NEW_PORT_EXT                          ? 8
                                                                           : 12;
@@ -582,7 +594,21 @@ static int walk(const walker *w, size_t *i, unsigned depth) {
         *i = at + 5;
         if (pairs > (w->n - *i) / 2)
             return term_fail(w->err, TERM_ERR_SYNTAX, "ETF truncated at offset %zu", *i);
-        return walk_seq(w, i, depth + 1, pairs * 2);
+        if (!w->map_flags) return walk_seq(w, i, depth + 1, pairs * 2);
+        size_t slot = w->map_flags->len;
+        if (strbuf_putc(w->map_flags, 1) != 0)
+            return term_fail(w->err, TERM_ERR_NOMEM, "out of memory");
+        for (size_t k = 0; k < pairs; k++) {
+            size_t key = *i;
+            if (walk(w, i, depth + 1) != 0) return -1;
+            const unsigned char *kp = w->b + key;
+            bool plain = kp[0] == ERL_BINARY_EXT &&
+                         term_utf8_count((const char *)kp + 5, term_be32(kp + 1)) >= 0 &&
+                         !(pairs == 1 && term_be32(kp + 1) > 0 && kp[5] == '$');
+            if (!plain) w->map_flags->data[slot] = 0;
+            if (walk(w, i, depth + 1) != 0) return -1;
+        }
+        return 0;
     }
     case ERL_NEW_FUN_EXT: {
         NEED(w, at, 30);
@@ -632,15 +658,42 @@ static int walk(const walker *w, size_t *i, unsigned depth) {
 
 int term_etf_check(const char *buf, size_t buf_len, int *index, const term_limits *limits,
                    term_error *err) {
+    return term_etf_check_maps(buf, buf_len, index, limits, err, NULL);
+}
+
+int term_etf_check_maps(const char *buf, size_t buf_len, int *index, const term_limits *limits,
+                        term_error *err, strbuf *map_flags) {
     term_limits lim = term_limits_effective(limits);
     if (*index < 0 || (size_t)*index > buf_len)
         return term_fail(err, TERM_ERR_SYNTAX, "ETF: index %d outside the buffer", *index);
-    walker w = {(const unsigned char *)buf, buf_len, lim.max_depth, err};
+    walker w = {(const unsigned char *)buf, buf_len, lim.max_depth, err, map_flags};
     size_t i = (size_t)*index;
     if (walk(&w, &i, 0) != 0) return -1;
     if (i > INT32_MAX) return term_fail(err, TERM_ERR_SIZE, "ETF term too large");
     *index = (int)i;
     return 0;
+}
+
+size_t term_atom_utf8(const char *buf, int *i, char *out) {
+    const unsigned char *p = (const unsigned char *)buf + *i;
+    bool small = p[0] == ERL_SMALL_ATOM_EXT || p[0] == ERL_SMALL_ATOM_UTF8_EXT;
+    size_t hl = small ? 2 : 3, len = small ? p[1] : term_be16(p + 1);
+    *i += (int)(hl + len);
+    if (p[0] == ERL_ATOM_UTF8_EXT || p[0] == ERL_SMALL_ATOM_UTF8_EXT) {
+        memcpy(out, p + hl, len);
+        return len;
+    }
+    size_t n = 0; /* latin1: at most 255 characters, 510 bytes as UTF-8 */
+    for (size_t k = 0; k < len; k++) {
+        unsigned char c = p[hl + k];
+        if (c < 0x80) {
+            out[n++] = (char)c;
+        } else {
+            out[n++] = (char)(0xc0 | c >> 6);
+            out[n++] = (char)(0x80 | (c & 0x3f));
+        }
+    }
+    return n;
 }
 
 const char *term_opaque_kind(unsigned char tag) {
@@ -674,6 +727,12 @@ int term_enc_opaque(ei_x_buff *x, const char *kind, const char *bytes, size_t n,
 }
 
 /* ---- encoders that patch headers ------------------------------------------------------------ */
+
+int term_enc_binary(ei_x_buff *x, const void *p, size_t n) {
+    unsigned char h[5] = {ERL_BINARY_EXT, (unsigned char)(n >> 24), (unsigned char)(n >> 16),
+                          (unsigned char)(n >> 8), (unsigned char)n};
+    return term_x_append(x, h, 5) == 0 && term_x_append(x, p, n) == 0 ? 0 : -1;
+}
 
 int term_hdr_reserve(ei_x_buff *x) {
     static const char zeros[5] = {0};

@@ -60,12 +60,22 @@ int term_utf8_put(strbuf *out, uint32_t cp);
  * 255 characters. Only after this succeeds may ei_decode_* touch the term. Returns 0 or -1. */
 int term_etf_check(const char *buf, size_t buf_len, int *index, const term_limits *limits,
                    term_error *err);
+/* term_etf_check that also records, per map in preorder, 1 when all keys are UTF-8 binaries (and
+ * not a lone "$..." key), so the JSON renderer need not look ahead. */
+int term_etf_check_maps(const char *buf, size_t buf_len, int *index, const term_limits *limits,
+                        term_error *err, strbuf *map_flags);
+/* Reads the validated atom at buf[*i] as UTF-8 into out (MAXATOMLEN_UTF8 bytes) and advances *i;
+ * returns its length (atoms may hold NUL bytes, so no strlen). */
+size_t term_atom_utf8(const char *buf, int *i, char *out);
 /* Class of an opaque ETF tag: "pid", "ref", "port", "fun", or NULL for other tags. */
 const char *term_opaque_kind(unsigned char tag);
 /* Validates decoded opaque bytes as exactly one term of the given kind and appends them to x.
  * `where` names the location for the error message. Returns 0 or -1. */
 int term_enc_opaque(ei_x_buff *x, const char *kind, const char *bytes, size_t n, term_error *err,
                     const char *where);
+
+/* Encodes a BINARY_EXT (what ei_x_encode_binary writes, in one pass). Returns 0 or -1. */
+int term_enc_binary(ei_x_buff *x, const void *p, size_t n);
 
 /* Structure helpers for encoders that learn counts only at the end (no intermediate tree). */
 /* Reserves a 5-byte LIST_EXT/MAP_EXT/LARGE_TUPLE_EXT header; returns its offset or -1. */

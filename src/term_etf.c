@@ -21,8 +21,8 @@ int term_from_etf(const char *etf, size_t len, const term_limits *limits, ei_x_b
     return term_ok(err);
 }
 
-int term_to_etf(const char *buf, size_t buf_len, int *index, const term_limits *limits,
-                strbuf *out, term_error *err) {
+int term_to_etf(const char *buf, size_t buf_len, int *index, const term_limits *limits, strbuf *out,
+                term_error *err) {
     term_limits lim = term_limits_effective(limits);
     int end = *index;
     if (term_etf_check(buf, buf_len, &end, &lim, err) != 0) return -1;

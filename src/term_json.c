@@ -41,8 +41,8 @@ static void path_format(const jpath *path, char *out, size_t cap) {
     while (n > 0 && len < cap) {
         const jpath *p = steps[--n];
         if (p->key)
-            len += (size_t)snprintf(out + len, cap - len, ".%.*s", (int)(p->klen > 40 ? 40 : p->klen),
-                                    p->key);
+            len += (size_t)snprintf(out + len, cap - len, ".%.*s",
+                                    (int)(p->klen > 40 ? 40 : p->klen), p->key);
         else
             len += (size_t)snprintf(out + len, cap - len, "[%zu]", p->idx);
     }
@@ -84,10 +84,14 @@ static int hex4(const char *s, uint32_t *v) {
     for (int k = 0; k < 4; k++) {
         char c = s[k];
         unsigned d;
-        if (c >= '0' && c <= '9') d = (unsigned)(c - '0');
-        else if (c >= 'a' && c <= 'f') d = (unsigned)(c - 'a' + 10);
-        else if (c >= 'A' && c <= 'F') d = (unsigned)(c - 'A' + 10);
-        else return -1;
+        if (c >= '0' && c <= '9')
+            d = (unsigned)(c - '0');
+        else if (c >= 'a' && c <= 'f')
+            d = (unsigned)(c - 'a' + 10);
+        else if (c >= 'A' && c <= 'F')
+            d = (unsigned)(c - 'A' + 10);
+        else
+            return -1;
         *v = *v << 4 | d;
     }
     return 0;
@@ -152,10 +156,12 @@ static int jnumber(jparser *p, const jpath *path) {
     bool neg = false, is_float = false;
     if (k < p->n && s[k] == '-') neg = true, k++;
     size_t dstart = k;
-    if (k < p->n && s[k] == '0') k++;
+    if (k < p->n && s[k] == '0')
+        k++;
     else if (k < p->n && s[k] >= '1' && s[k] <= '9')
         while (k < p->n && s[k] >= '0' && s[k] <= '9') k++;
-    else return jfail(p, path, TERM_ERR_SYNTAX, "bad number");
+    else
+        return jfail(p, path, TERM_ERR_SYNTAX, "bad number");
     size_t dend = k;
     if (k < p->n && s[k] == '.') {
         is_float = true;
@@ -200,7 +206,7 @@ static int enc_atom(jparser *p, const jpath *path, const char *s, size_t len) {
     if (chars < 0 || chars > 255)
         return jfail(p, path, TERM_ERR_TAG, "atom longer than 255 characters");
     return ei_x_encode_atom_len_as(p->x, s, (int)len, ERLANG_UTF8, ERLANG_UTF8) == 0 ? 0
-                                                                                    : jnomem(p);
+                                                                                     : jnomem(p);
 }
 
 static int jvalue(jparser *p, const jpath *path, unsigned depth);
@@ -314,13 +320,15 @@ static int jbits(jparser *p, const jpath *path) {
         return jfail(p, path, TERM_ERR_TAG, "$bits needs \"bytes\" holding exactly bits/8 bytes");
     unsigned rem = (unsigned)(bits % 8);
     if (rem == 0)
-        return ei_x_encode_binary(p->x, p->aux.data ? p->aux.data : "", (long)p->aux.len) == 0
-                   ? 0
-                   : jnomem(p);
+        return term_enc_binary(p->x, p->aux.data ? p->aux.data : "", p->aux.len) == 0 ? 0
+                                                                                      : jnomem(p);
     p->aux.data[p->aux.len - 1] &= (char)(0xff << (8 - rem)); /* padding bits are not data */
-    unsigned char h[6] = {ERL_BIT_BINARY_EXT,         (unsigned char)(p->aux.len >> 24),
-                          (unsigned char)(p->aux.len >> 16), (unsigned char)(p->aux.len >> 8),
-                          (unsigned char)p->aux.len,  (unsigned char)rem};
+    unsigned char h[6] = {ERL_BIT_BINARY_EXT,
+                          (unsigned char)(p->aux.len >> 24),
+                          (unsigned char)(p->aux.len >> 16),
+                          (unsigned char)(p->aux.len >> 8),
+                          (unsigned char)p->aux.len,
+                          (unsigned char)rem};
     if (term_x_append(p->x, h, 6) != 0 || term_x_append(p->x, p->aux.data, p->aux.len) != 0)
         return jnomem(p);
     return 0;
@@ -349,9 +357,8 @@ static int jtag(jparser *p, const jpath *path, unsigned depth, const char *tag) 
         strbuf_reset(&p->aux);
         if (term_base64_decode(&p->aux, p->str.data ? p->str.data : "", p->str.len) != 0)
             return jfail(p, path, TERM_ERR_TAG, "$binary value is not base64");
-        return ei_x_encode_binary(p->x, p->aux.data ? p->aux.data : "", (long)p->aux.len) == 0
-                   ? 0
-                   : jnomem(p);
+        return term_enc_binary(p->x, p->aux.data ? p->aux.data : "", p->aux.len) == 0 ? 0
+                                                                                      : jnomem(p);
     }
     if (strcmp(tag, "$charlist") == 0) {
         if (jstring(p, path, &p->str) != 0) return -1;
@@ -460,7 +467,7 @@ static int jobject(jparser *p, const jpath *path, unsigned depth) {
     if (hdr < 0) return jnomem(p);
     size_t n = 0;
     for (;;) {
-        if (ei_x_encode_binary(p->x, p->str.data ? p->str.data : "", (long)p->str.len) != 0)
+        if (term_enc_binary(p->x, p->str.data ? p->str.data : "", p->str.len) != 0)
             return jnomem(p);
         char key[48];
         size_t klen = p->str.len < sizeof key ? p->str.len : sizeof key - 1;
@@ -486,9 +493,8 @@ static int jliteral(jparser *p, const jpath *path, const char *word) {
     if (p->n - p->i < len || memcmp(p->s + p->i, word, len) != 0)
         return jfail(p, path, TERM_ERR_SYNTAX, "unexpected character");
     p->i += len;
-    return ei_x_encode_atom_len_as(p->x, word, (int)len, ERLANG_UTF8, ERLANG_UTF8) == 0
-               ? 0
-               : jnomem(p);
+    return ei_x_encode_atom_len_as(p->x, word, (int)len, ERLANG_UTF8, ERLANG_UTF8) == 0 ? 0
+                                                                                        : jnomem(p);
 }
 
 static int jvalue(jparser *p, const jpath *path, unsigned depth) {
@@ -500,9 +506,8 @@ static int jvalue(jparser *p, const jpath *path, unsigned depth) {
     case '[': return jlist(p, path, depth);
     case '"':
         if (jstring(p, path, &p->str) != 0) return -1;
-        return ei_x_encode_binary(p->x, p->str.data ? p->str.data : "", (long)p->str.len) == 0
-                   ? 0
-                   : jnomem(p);
+        return term_enc_binary(p->x, p->str.data ? p->str.data : "", p->str.len) == 0 ? 0
+                                                                                      : jnomem(p);
     case 't': return jliteral(p, path, "true");
     case 'f': return jliteral(p, path, "false");
     case 'n': return jliteral(p, path, "null");
@@ -518,8 +523,8 @@ int term_from_json(const char *json, size_t len, const term_limits *limits, cons
     if (len > lim.max_bytes)
         return term_fail(err, TERM_ERR_SIZE, "JSON input of %zu bytes is over the limit of %zu",
                          len, lim.max_bytes);
-    jparser p = {.s = json, .n = len, .max_depth = lim.max_depth, .self = self, .x = out,
-                 .err = err};
+    jparser p = {
+        .s = json, .n = len, .max_depth = lim.max_depth, .self = self, .x = out, .err = err};
     int start = out->index;
     int rc = jvalue(&p, NULL, 0);
     if (rc == 0) {
@@ -543,6 +548,8 @@ typedef struct jrender {
     strbuf *out;
     term_error *err;
     strbuf tmp;
+    strbuf map_flags; /* from term_etf_check_maps */
+    size_t next_map;
 } jrender;
 
 static int rnomem(jrender *r) {
@@ -575,15 +582,7 @@ static bool is_utf8_binary(const unsigned char *p) {
 static int rmap(jrender *r, int *i) {
     const unsigned char *p = (const unsigned char *)r->b + *i;
     size_t pairs = term_be32(p + 1);
-    bool plain = true;
-    int k = *i + 5;
-    for (size_t j = 0; plain && j < pairs; j++) {
-        const unsigned char *key = (const unsigned char *)r->b + k;
-        plain = is_utf8_binary(key);
-        /* A lone "$..." key would read back as a tag. */
-        if (plain && pairs == 1 && term_be32(key + 1) > 0 && key[5] == '$') plain = false;
-        k = rskip(r, rskip(r, k));
-    }
+    bool plain = r->map_flags.data[r->next_map++] != 0;
     *i += 5;
     if (!plain) {
         if (strbuf_puts(r->out, "{\"$map\":[") != 0) return rnomem(r);
@@ -681,8 +680,10 @@ static int rterm(jrender *r, int *i) {
         size_t hl = p[0] == ERL_SMALL_BIG_EXT ? 3 : 6;
         size_t len = hl == 3 ? p[1] : term_be32(p + 1);
         if (len > TERM_BIG_MAX_BYTES)
-            return term_fail(r->err, TERM_ERR_UNSUPPORTED, "bignum of %zu bytes at offset %d is "
-                             "too large to print", len, *i);
+            return term_fail(r->err, TERM_ERR_UNSUPPORTED,
+                             "bignum of %zu bytes at offset %d is "
+                             "too large to print",
+                             len, *i);
         rc = term_mag_to_decimal(r->out, p[hl - 1], p + hl, len);
         *i += (int)(hl + len);
         break;
@@ -700,12 +701,13 @@ static int rterm(jrender *r, int *i) {
     case ERL_ATOM_UTF8_EXT:
     case ERL_SMALL_ATOM_UTF8_EXT: {
         char name[MAXATOMLEN_UTF8];
-        if (ei_decode_atom_as(r->b, i, name, sizeof name, ERLANG_UTF8, NULL, NULL) < 0)
-            return term_fail(r->err, TERM_ERR_SYNTAX, "bad atom at offset %d", *i);
-        if (!strcmp(name, "true") || !strcmp(name, "false") || !strcmp(name, "null"))
+        size_t len = term_atom_utf8(r->b, i, name);
+        name[len] = '\0';
+        if (strlen(name) == len &&
+            (!strcmp(name, "true") || !strcmp(name, "false") || !strcmp(name, "null")))
             rc = strbuf_puts(r->out, name);
         else
-            rc = strbuf_puts(r->out, "{\"$atom\":") || strbuf_json_string(r->out, name, strlen(name)) ||
+            rc = strbuf_puts(r->out, "{\"$atom\":") || strbuf_json_string(r->out, name, len) ||
                  strbuf_putc(r->out, '}');
         break;
     }
@@ -761,12 +763,16 @@ int term_to_json(const char *buf, size_t buf_len, int *index, const term_limits 
     if (!err) err = &local;
     err->status = TERM_OK;
     int end = *index;
-    if (term_etf_check(buf, buf_len, &end, &lim, err) != 0) return -1;
-    size_t mark = out->len;
     jrender r = {.b = buf, .n = buf_len, .out = out, .err = err};
+    if (term_etf_check_maps(buf, buf_len, &end, &lim, err, &r.map_flags) != 0) {
+        strbuf_free(&r.map_flags);
+        return -1;
+    }
+    size_t mark = out->len;
     int i = *index;
     int rc = rterm(&r, &i);
     strbuf_free(&r.tmp);
+    strbuf_free(&r.map_flags);
     if (rc == 0 && out->len - mark > lim.max_bytes)
         rc = term_fail(err, TERM_ERR_SIZE, "JSON output is over the limit of %zu bytes",
                        lim.max_bytes);

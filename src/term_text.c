@@ -18,8 +18,8 @@ typedef struct tparser {
     strbuf aux;
 } tparser;
 
-__attribute__((format(printf, 3, 4))) static int tfail(tparser *p, term_status st,
-                                                       const char *fmt, ...) {
+__attribute__((format(printf, 3, 4))) static int tfail(tparser *p, term_status st, const char *fmt,
+                                                       ...) {
     char what[200];
     va_list ap;
     va_start(ap, fmt);
@@ -138,7 +138,8 @@ static int tquoted(tparser *p, char quote, size_t *count) {
     p->i++;
     *count = 0;
     for (;;) {
-        if (p->i >= p->n) return tfail(p, TERM_ERR_SYNTAX, "unterminated %s", quote == '"' ? "string" : "atom");
+        if (p->i >= p->n)
+            return tfail(p, TERM_ERR_SYNTAX, "unterminated %s", quote == '"' ? "string" : "atom");
         if (p->s[p->i] == quote) {
             p->i++;
             return 0;
@@ -218,6 +219,16 @@ static int tnumber(tparser *p, int64_t *int_out, bool *is_int) {
         if (!isfinite(d)) return tfail(p, TERM_ERR_UNSUPPORTED, "float out of range");
         return ei_x_encode_double(p->x, d) == 0 ? 0 : tnomem(p);
     }
+    if (base == 10 && de - ds <= 18) {
+        int64_t v = 0;
+        for (size_t k = ds; k < de; k++) v = v * 10 + (p->s[k] - '0');
+        v = neg ? -v : v;
+        if (int_out) {
+            *int_out = v, *is_int = true;
+            return 0;
+        }
+        return term_enc_int64(p->x, v) == 0 ? 0 : tnomem(p);
+    }
     uint8_t *mag;
     size_t mlen;
     int rc = term_mag_from_digits(p->s + ds, de - ds, base, &mag, &mlen);
@@ -240,6 +251,10 @@ static int tnumber(tparser *p, int64_t *int_out, bool *is_int) {
 
 /* Appends the low `size` bits of v, most significant first, at bit position *nbits of dst. */
 static int put_bits(strbuf *dst, size_t *nbits, uint64_t v, unsigned size) {
+    if (size == 8 && *nbits % 8 == 0) {
+        *nbits += 8;
+        return strbuf_putc(dst, (char)v);
+    }
     for (unsigned k = size; k > 0; k--) {
         if (*nbits % 8 == 0 && strbuf_putc(dst, 0) != 0) return -1;
         if ((v >> (k - 1)) & 1) dst->data[*nbits / 8] |= (char)(0x80 >> (*nbits % 8));
@@ -290,7 +305,8 @@ static int tbinary(tparser *p) {
             tws(p);
             size_t d0 = p->i;
             unsigned long s = 0;
-            while (p->i < p->n && is_digit(p->s[p->i]) && s <= 64) s = s * 10 + (unsigned)(p->s[p->i++] - '0');
+            while (p->i < p->n && is_digit(p->s[p->i]) && s <= 64)
+                s = s * 10 + (unsigned)(p->s[p->i++] - '0');
             if (p->i == d0 || s == 0 || s > 64) {
                 rc = tfail(p, TERM_ERR_UNSUPPORTED, "segment size must be 1..64 bits");
                 goto done;
@@ -337,11 +353,14 @@ static int tbinary(tparser *p) {
 done:
     if (rc == 0) {
         if (nbits % 8 == 0) {
-            rc = ei_x_encode_binary(p->x, bits.data ? bits.data : "", (long)bits.len);
+            rc = term_enc_binary(p->x, bits.data ? bits.data : "", bits.len);
         } else {
-            unsigned char h[6] = {ERL_BIT_BINARY_EXT,        (unsigned char)(bits.len >> 24),
-                                  (unsigned char)(bits.len >> 16), (unsigned char)(bits.len >> 8),
-                                  (unsigned char)bits.len,   (unsigned char)(nbits % 8)};
+            unsigned char h[6] = {ERL_BIT_BINARY_EXT,
+                                  (unsigned char)(bits.len >> 24),
+                                  (unsigned char)(bits.len >> 16),
+                                  (unsigned char)(bits.len >> 8),
+                                  (unsigned char)bits.len,
+                                  (unsigned char)(nbits % 8)};
             rc = term_x_append(p->x, h, 6) || term_x_append(p->x, bits.data, bits.len);
         }
         if (rc != 0) rc = tnomem(p);
@@ -448,8 +467,7 @@ static int tvalue(tparser *p, unsigned depth) {
         tws(p);
         if (!tpeek(p, "}")) {
             for (;;) {
-                if (tvalue(p, depth + 1) != 0 || texpect(p, "=>") != 0 ||
-                    tvalue(p, depth + 1) != 0)
+                if (tvalue(p, depth + 1) != 0 || texpect(p, "=>") != 0 || tvalue(p, depth + 1) != 0)
                     return -1;
                 n++;
                 tws(p);
@@ -515,8 +533,8 @@ int term_from_text(const char *text, size_t len, const term_limits *limits, cons
     if (len > lim.max_bytes)
         return term_fail(err, TERM_ERR_SIZE, "text input of %zu bytes is over the limit of %zu",
                          len, lim.max_bytes);
-    tparser p = {.s = text, .n = len, .max_depth = lim.max_depth, .self = self, .x = out,
-                 .err = err};
+    tparser p = {
+        .s = text, .n = len, .max_depth = lim.max_depth, .self = self, .x = out, .err = err};
     int start = out->index;
     int rc = tvalue(&p, 0);
     if (rc == 0) {
@@ -548,10 +566,9 @@ static int tr_nomem(trender *r) {
 
 static bool atom_needs_quotes(const char *s, size_t len) {
     static const char *const reserved[] = {
-        "after", "and",  "andalso", "band", "begin", "bnot",    "bor",  "bsl",   "bsr",
-        "bxor",  "case", "catch",   "cond", "div",   "end",     "fun",  "if",    "let",
-        "not",   "of",   "or",      "orelse", "receive", "rem", "try",  "when",  "xor",
-        "maybe", "else"};
+        "after", "and",    "andalso", "band", "begin", "bnot", "bor", "bsl",   "bsr", "bxor",
+        "case",  "catch",  "cond",    "div",  "end",   "fun",  "if",  "let",   "not", "of",
+        "or",    "orelse", "receive", "rem",  "try",   "when", "xor", "maybe", "else"};
     if (len == 0 || s[0] < 'a' || s[0] > 'z') return true;
     for (size_t k = 0; k < len; k++)
         if (!is_alnum(s[k])) return true;
@@ -566,12 +583,18 @@ static int put_quoted(strbuf *out, const char *s, size_t len, char quote) {
     for (size_t k = 0; k < len; k++) {
         unsigned char c = (unsigned char)s[k];
         int rc;
-        if (c == (unsigned char)quote || c == '\\') rc = strbuf_putc(out, '\\') || strbuf_putc(out, (char)c);
-        else if (c == '\n') rc = strbuf_puts(out, "\\n");
-        else if (c == '\t') rc = strbuf_puts(out, "\\t");
-        else if (c == '\r') rc = strbuf_puts(out, "\\r");
-        else if (c < 0x20 || c == 0x7f) rc = strbuf_printf(out, "\\x{%X}", c);
-        else rc = strbuf_putc(out, (char)c);
+        if (c == (unsigned char)quote || c == '\\')
+            rc = strbuf_putc(out, '\\') || strbuf_putc(out, (char)c);
+        else if (c == '\n')
+            rc = strbuf_puts(out, "\\n");
+        else if (c == '\t')
+            rc = strbuf_puts(out, "\\t");
+        else if (c == '\r')
+            rc = strbuf_puts(out, "\\r");
+        else if (c < 0x20 || c == 0x7f)
+            rc = strbuf_printf(out, "\\x{%X}", c);
+        else
+            rc = strbuf_putc(out, (char)c);
         if (rc != 0) return -1;
     }
     return strbuf_putc(out, quote);
@@ -598,9 +621,12 @@ static bool list_is_string(const trender *r, int i, size_t n) {
     size_t k = (size_t)i + 5;
     for (size_t j = 0; j < n; j++) {
         uint32_t v;
-        if (b[k] == ERL_SMALL_INTEGER_EXT) v = b[k + 1], k += 2;
-        else if (b[k] == ERL_INTEGER_EXT) v = term_be32(b + k + 1), k += 5;
-        else return false;
+        if (b[k] == ERL_SMALL_INTEGER_EXT)
+            v = b[k + 1], k += 2;
+        else if (b[k] == ERL_INTEGER_EXT)
+            v = term_be32(b + k + 1), k += 5;
+        else
+            return false;
         if (!printable_cp(v)) return false;
     }
     return b[k] == ERL_NIL_EXT;
@@ -612,8 +638,10 @@ static int tr_string_cps(trender *r, int *i, size_t n) {
     int rc = 0;
     for (size_t j = 0; rc == 0 && j < n; j++) {
         uint32_t v;
-        if (b[*i] == ERL_SMALL_INTEGER_EXT) v = b[*i + 1], *i += 2;
-        else v = term_be32(b + *i + 1), *i += 5;
+        if (b[*i] == ERL_SMALL_INTEGER_EXT)
+            v = b[*i + 1], *i += 2;
+        else
+            v = term_be32(b + *i + 1), *i += 5;
         rc = term_utf8_put(&s, v);
     }
     (*i)++; /* NIL */
@@ -687,9 +715,7 @@ static int tr_term(trender *r, int *i) {
     case ERL_ATOM_UTF8_EXT:
     case ERL_SMALL_ATOM_UTF8_EXT: {
         char name[MAXATOMLEN_UTF8];
-        if (ei_decode_atom_as(r->b, i, name, sizeof name, ERLANG_UTF8, NULL, NULL) < 0)
-            return term_fail(r->err, TERM_ERR_SYNTAX, "bad atom at offset %d", *i);
-        size_t len = strlen(name);
+        size_t len = term_atom_utf8(r->b, i, name);
         rc = atom_needs_quotes(name, len) ? put_quoted(o, name, len, '\'') : strbuf_puts(o, name);
         break;
     }
@@ -773,7 +799,7 @@ static int tr_term(trender *r, int *i) {
         const term_limits deep = {TERM_DEPTH_HARD_MAX, 0};
         (void)term_etf_check(r->b, r->n, &end, &deep, &e);
         static const char *const names[] = {"Pid", "Ref", "Port", "Fun"};
-        const char *name = kind[0] == 'p' ? (kind[1] == 'i' ? names[0] : names[2])
+        const char *name = kind[0] == 'p'   ? (kind[1] == 'i' ? names[0] : names[2])
                            : kind[0] == 'r' ? names[1]
                                             : names[3];
         rc = strbuf_printf(o, "#%s<", name) ||
