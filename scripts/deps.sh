@@ -11,6 +11,13 @@ packages=(
   clang                                # libFuzzer drivers
   curl                                 # README example, smoke tests
   python3 python3-pytest               # integration tests
+  libgrpc-dev                          # gRPC C core (grpc, gpr): the gRPC server
+  libprotobuf-c-dev                    # protobuf-c runtime: gRPC message (un)packing
+  protobuf-c-compiler                  # protoc-c: C code for proto/nodex/v1/nodex.proto
+  python3-grpcio python3-protobuf      # gRPC integration tests and the Python client
+  protobuf-compiler protobuf-compiler-grpc  # protoc + grpc_python_plugin: Python stubs
+  yamllint                             # lint of deploy/ YAML (tests/integration/test_deploy_lint.py)
+  shellcheck                           # lint of the shell scripts (same test)
 )
 
 missing=()

@@ -26,6 +26,9 @@ const char *call_outcome_code(call_outcome o) {
 void call_clear(call *c) {
     free(c->reply);
     c->reply = NULL;
+    free(c->outbox);
+    c->outbox = NULL;
+    c->outbox_len = 0;
     c->reply_len = c->reply_offset = 0;
     c->outcome = CALL_PENDING;
     c->detail[0] = '\0';

@@ -53,6 +53,8 @@ struct call {
     size_t reply_len;
     size_t reply_offset;   /* where the reply term starts inside `reply` (after a filter's tag) */
     char detail[160];      /* human-readable reason for errors */
+    char *outbox;          /* message waiting for its node's connection (rpc), freed by call_clear */
+    size_t outbox_len;
     /* registry links */
     call *hash_next;
     call *node_prev, *node_next;

@@ -524,6 +524,7 @@ static const field_spec http_fields[] = {
     UINT(config, "threads", http_threads, 1, 1024),
     SIZE(config, "max_body_bytes", max_body_bytes, 1, INT_MAX),
     UINT(config, "connection_timeout_s", http_connection_timeout_s, 0, 86400),
+    UINT(config, "max_connections", http_max_connections, 1, 1000000),
 };
 
 /* "host:port", or null to disable the gRPC server. */
@@ -758,6 +759,7 @@ static config *config_new(const char *source) {
     cfg->http_threads = 2;
     cfg->max_body_bytes = 8u << 20;
     cfg->http_connection_timeout_s = 60;
+    cfg->http_max_connections = 10000;
     cfg->term_max_depth = 512;
     cfg->term_max_bytes = 64u << 20;
     cfg->log_level = LOG_INFO;

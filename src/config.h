@@ -93,6 +93,7 @@ typedef struct config {
     unsigned http_threads;              /* default 2 */
     size_t max_body_bytes;              /* default 8 MiB; over it 413 */
     unsigned http_connection_timeout_s; /* idle keep-alive timeout, default 60 */
+    unsigned http_max_connections;      /* concurrent HTTP connections, default 10000 */
     /* grpc */
     char *grpc_listen;       /* "127.0.0.1:50051"; NULL (yaml null) disables the gRPC server */
     unsigned grpc_threads;   /* completion-queue threads, default 2 */

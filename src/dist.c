@@ -1,6 +1,8 @@
 /* dist: one Erlang distribution connection after the handshake: framing, dispatch and sends. */
 #include "dist.h"
 
+#include "term.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -86,7 +88,9 @@ void dist_conn_shutdown(dist_conn *c) {
 static int dist_writev_all(dist_conn *c, struct iovec *iov, int iovcnt, int timeout_ms) {
     int64_t deadline = dist_now_ms() + timeout_ms;
     while (iovcnt > 0) {
-        ssize_t n = writev(c->fd, iov, iovcnt);
+        /* sendmsg for MSG_NOSIGNAL: a dead peer is an error return, never a SIGPIPE. */
+        struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)iovcnt};
+        ssize_t n = sendmsg(c->fd, &mh, MSG_NOSIGNAL);
         if (n < 0) {
             if (errno == EINTR) continue;
             if (errno != EAGAIN) return -1;
@@ -264,7 +268,8 @@ static int dist_dispatch(dist_conn *c, const char *p, size_t len,
             dist_skip_small_term(buf, blen, &idx) < 0)
             return -1;
         if ((size_t)idx + 3 > blen) return -1;
-        if (dist_atom_size(buf, blen, (size_t)idx) < 0 || ei_decode_atom(buf, &idx, to_name) < 0)
+        if (dist_atom_size(buf, blen, (size_t)idx) < 0 ||
+            ei_decode_atom_as(buf, &idx, to_name, sizeof to_name, ERLANG_UTF8, NULL, NULL) < 0)
             return -1;
         m.to_name = to_name;
         break;
@@ -274,13 +279,9 @@ static int dist_dispatch(dist_conn *c, const char *p, size_t len,
     /* Skip what is left of the control tuple (trace token): find the message's version byte.
      * Control tuples we accept end with the element just read, except the _TT forms. */
     if (type == DOP_SEND_TT || type == DOP_SEND_SENDER_TT || type == DOP_REG_SEND_TT) {
-        /* The trace token {Flags, Label, Serial, FromPid, Prev}: skip its five slots. */
-        int tarity;
-        if ((size_t)idx + 2 > blen || (unsigned char)buf[idx] != ERL_SMALL_TUPLE_EXT ||
-            ei_decode_tuple_header(buf, &idx, &tarity) < 0)
-            return -1;
-        for (int k = 0; k < tarity; k++)
-            if (dist_skip_small_term(buf, blen, &idx) < 0) return -1;
+        /* The trace token: its label may be any term, so skip it with the bounded walker. */
+        term_error err;
+        if (term_validate(buf, blen, &idx, &term_limits_default, &err) != 0) return -1;
     }
     if ((size_t)idx >= blen || (unsigned char)buf[idx] != DIST_VERSION_BYTE) return -1;
     idx++;

@@ -2,7 +2,10 @@
 #include "gateway.h"
 
 #include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <netdb.h>
 #include <pthread.h>
@@ -25,11 +28,13 @@
 #include "dist.h"
 #include "log.h"
 #include "template.h"
+#include "term.h"
 
 #define GW_SWEEP_MS         50   /* supervisor timers and ticks are checked this often */
 #define GW_SEND_TIMEOUT_MS  5000 /* a peer that takes no bytes this long is broken */
 #define GW_MAX_PACKET       (256u << 20)
-#define GW_HANDSHAKE_MS     5000
+#define GW_HANDSHAKE_MS     3000
+#define GW_ACCEPTORS        4 /* a stalled handshake holds one acceptor, not all of them */
 #define GW_MAX_RESTART_LOG  64
 
 static const char *const cnode_state_names[] = {
@@ -81,6 +86,13 @@ typedef struct gw_watch {
 
 typedef struct gw_cnode gw_cnode;
 
+/* What a supervised entry is. C-nodes come from the config; Erlang nodes come and go. */
+typedef enum gw_entry_kind {
+    ENTRY_CNODE, /* a configured C-node */
+    ENTRY_CHILD, /* a child Erlang node started by nodexd */
+    ENTRY_PEER,  /* another node of the cluster, connected for rpc or because it connected */
+} gw_entry_kind;
+
 /* A live distribution connection and its epoll registration (event loop thread only). */
 typedef struct gw_conn {
     dist_conn *dc;
@@ -93,6 +105,15 @@ typedef struct gw_conn {
 struct gw_cnode {
     const config_cnode *cfg;
     gateway *gw;
+    gw_entry_kind kind;
+    config_cnode own_cfg; /* children and peers: their synthesized config (cfg points here) */
+    unsigned child_index; /* children: N of <prefix>N */
+    bool removing;        /* being stopped for good: retire instead of restarting */
+    bool stop_requested;  /* gateway_stop_node asked; the loop acts on it (guarded by mu) */
+    bool retired;         /* off the list; memory kept until gateway_free */
+    unsigned stop_stage;  /* PHASE_STOPPING: 0 asked to stop, 1 SIGTERM sent */
+    gw_cnode *next;         /* in gw->nodes (Erlang nodes only) */
+    gw_cnode *retired_next; /* in gw->retired */
     char *executable; /* resolved path; NULL for adopt */
     char sname[MAXATOMLEN];
     char hostname[MAXATOMLEN];
@@ -141,6 +162,15 @@ typedef struct gw_handoff {
     struct gw_handoff *next;
 } gw_handoff;
 
+/* A POST /nodes in progress: reported once all its children are up, or one went down. */
+typedef struct gw_spawn_request {
+    gw_cnode **children;
+    size_t count;
+    gateway_spawn_fn done;
+    void *ctx;
+    struct gw_spawn_request *next;
+} gw_spawn_request;
+
 struct gateway {
     const config *cfg;
     ei_cnode ec;
@@ -152,12 +182,18 @@ struct gateway {
     int publish_fd;
     int epfd, wake_fd, sig_fd;
     gw_watch wake_watch, sig_watch;
-    pthread_t acceptor;
-    bool acceptor_started;
+    pthread_t acceptors[GW_ACCEPTORS];
+    size_t acceptor_count;
     atomic_int connectors; /* running connector threads */
     atomic_bool stop_requested;
-    gw_cnode *cnodes;
+    gw_cnode *cnodes; /* the configured C-nodes: fixed for the gateway's life */
     size_t cnode_count;
+    gw_cnode *nodes;   /* Erlang nodes: prepended under mu by any thread, unlinked by the loop */
+    gw_cnode *retired; /* unlinked entries, freed by gateway_free */
+    unsigned child_max_index;
+    char *child_home;  /* private HOME holding .erlang.cookie for child nodes */
+    struct gw_spawn_request *spawns; /* loop thread only, after the handoff */
+    struct gw_spawn_request *spawn_queue; /* guarded by mu */
     gw_conn *conns;
     gw_conn *graveyard; /* closed connections, freed after the current epoll batch */
     /* handoff queue */
@@ -295,6 +331,51 @@ static gw_conn *gw_conn_add(gateway *gw, int fd, const char *peer) {
 }
 
 /* ------------------------------------------------------------------------------------------ */
+/* Entries: configured C-nodes, then Erlang nodes */
+
+static gw_cnode *gw_nodes_head(gateway *gw) {
+    pthread_mutex_lock(&gw->mu);
+    gw_cnode *head = gw->nodes;
+    pthread_mutex_unlock(&gw->mu);
+    return head;
+}
+
+/* The entry after `prev` (NULL: the first). Loop thread: the only one that unlinks entries. */
+static gw_cnode *gw_entry_next(gateway *gw, gw_cnode *prev) {
+    if (!prev) return gw->cnode_count ? &gw->cnodes[0] : gw_nodes_head(gw);
+    if (prev->kind == ENTRY_CNODE) {
+        size_t i = (size_t)(prev - gw->cnodes) + 1;
+        return i < gw->cnode_count ? &gw->cnodes[i] : gw_nodes_head(gw);
+    }
+    return prev->next;
+}
+
+/* Takes an Erlang-node entry off the list for good (its calls were already failed). */
+static void gw_entry_retire(gw_cnode *cn) {
+    gateway *gw = cn->gw;
+    if (cn->kind == ENTRY_CNODE || cn->retired) return;
+    pthread_mutex_lock(&gw->mu);
+    for (gw_cnode **pp = &gw->nodes; *pp; pp = &(*pp)->next) {
+        if (*pp == cn) {
+            *pp = cn->next;
+            break;
+        }
+    }
+    cn->retired = true;
+    cn->retired_next = gw->retired;
+    gw->retired = cn;
+    pthread_mutex_unlock(&gw->mu);
+    log_info("node %s: forgotten", cn->node);
+}
+
+/* Finds an Erlang-node entry by node name (caller holds mu). */
+static gw_cnode *gw_find_node_locked(gateway *gw, const char *node) {
+    for (gw_cnode *cn = gw->nodes; cn; cn = cn->next)
+        if (strcmp(cn->node, node) == 0) return cn;
+    return NULL;
+}
+
+/* ------------------------------------------------------------------------------------------ */
 /* Supervisor */
 
 static void gw_emit(gateway *gw, const gw_cnode *cn, cnode_state s) {
@@ -365,9 +446,11 @@ static void *gw_connector_main(void *arg);
 static void gw_cnode_after_exit(gw_cnode *cn, bool normal_exit) {
     int64_t now = dist_now_ms();
     const config_cnode *cfg = cn->cfg;
-    if (cn->gw->shutting_down) {
+    if (cn->gw->shutting_down || cn->removing || cn->kind == ENTRY_PEER) {
         cn->phase = PHASE_STOPPED;
+        cn->deadline_ms = INT64_MAX;
         gw_set_state(cn, CNODE_STOPPED);
+        if (!cn->gw->shutting_down) gw_entry_retire(cn);
         return;
     }
     if (cfg->direction == CNODE_DIRECTION_ADOPT) {
@@ -488,11 +571,29 @@ static void gw_cnode_became_up(gw_cnode *cn) {
     cn->deadline_ms = INT64_MAX;
     cn->consecutive_failures = 0;
     dist_conn_ref(cn->conn->dc);
+    /* Calls that waited for this connection (rpc to a node not yet connected) go out now.
+     * Only this thread unregisters calls, so the pointers stay valid after the unlock. */
+    call **waiting = NULL;
+    size_t n = 0;
     pthread_mutex_lock(&gw->mu);
     cn->live = cn->conn->dc;
     cn->last_error[0] = '\0';
+    size_t queued = 0;
+    for (call *c = cn->calls.head; c; c = c->node_next) queued += c->outbox != NULL;
+    if (queued && (waiting = malloc(queued * sizeof *waiting)) != NULL)
+        for (call *c = cn->calls.head; c; c = c->node_next)
+            if (c->outbox) waiting[n++] = c;
     pthread_mutex_unlock(&gw->mu);
     gw_set_state(cn, CNODE_UP);
+    for (size_t i = 0; i < n; i++) {
+        call *c = waiting[i];
+        dist_send_reg(cn->conn->dc, &c->pid, cn->cfg->registered_name, NULL, 0, c->outbox,
+                      c->outbox_len, GW_SEND_TIMEOUT_MS);
+        free(c->outbox);
+        c->outbox = NULL;
+    }
+    free(waiting);
+    /* Out of memory for the list: the waiting calls time out (504) rather than hang. */
 }
 
 static void gw_start_connector(gw_cnode *cn) {
@@ -598,6 +699,29 @@ static void gw_cnode_start(gw_cnode *cn) {
     else gw_cnode_spawn(cn);
 }
 
+static void gw_send_init_stop(gw_cnode *cn);
+
+/* Stops a child node for good: init:stop (a {stop, stop} message to `init`), then SIGTERM,
+ * then SIGKILL, each after half the shutdown timeout; then the entry is retired. */
+static void gw_child_stop(gw_cnode *cn) {
+    cn->removing = true;
+    cn->connect_generation++;
+    if (cn->conn) gw_send_init_stop(cn);
+    gw_set_error(cn, "stopped on request");
+    gw_fail_calls(cn, CALL_UNAVAILABLE, "the node is being stopped");
+    if (cn->proc && !child_exited(cn->proc)) {
+        cn->phase = PHASE_STOPPING;
+        cn->stop_stage = cn->conn ? 0 : 1;
+        if (!cn->conn) child_signal(cn->proc, SIGTERM);
+        cn->deadline_ms = dist_now_ms() + cn->cfg->shutdown_timeout_ms / 2 + 1;
+        gw_set_state(cn, CNODE_DOWN);
+        return; /* the connection closes when the node exits */
+    }
+    gw_cnode_disconnect(cn);
+    gw_set_state(cn, CNODE_DOWN);
+    gw_cnode_after_exit(cn, true);
+}
+
 /* Phase deadlines: spawn timeout, connect timeout, kill escalation, backoff. */
 static void gw_cnode_timers(gw_cnode *cn, int64_t now) {
     if (now < cn->deadline_ms) return;
@@ -610,12 +734,17 @@ static void gw_cnode_timers(gw_cnode *cn, int64_t now) {
         break;
     case PHASE_CONNECTING: gw_cnode_down(cn, true, "could not connect to %s in time", cn->node); break;
     case PHASE_STOPPING:
-        if (cn->proc && !child_exited(cn->proc)) {
-            log_warn("cnode %s: did not exit in %u ms; SIGKILL", cn->cfg->name,
-                     cn->cfg->shutdown_timeout_ms);
-            child_signal(cn->proc, SIGKILL);
-            cn->kill_sent = true;
+        if (!cn->proc || child_exited(cn->proc)) break;
+        if (cn->stop_stage == 0 && cn->kind == ENTRY_CHILD) {
+            /* init:stop was not enough: SIGTERM (which also runs init:stop in the VM) */
+            child_signal(cn->proc, SIGTERM);
+            cn->stop_stage = 1;
+            cn->deadline_ms = now + cn->cfg->shutdown_timeout_ms / 2 + 1;
+            break;
         }
+        log_warn("%s: did not exit in time; SIGKILL", cn->cfg->name);
+        child_signal(cn->proc, SIGKILL);
+        cn->kill_sent = true;
         break;
     case PHASE_BACKOFF: gw_cnode_start(cn); break;
     default: break;
@@ -689,6 +818,155 @@ static gw_cnode *gw_cnode_by_node(gateway *gw, const char *node) {
     return NULL;
 }
 
+/* Looks a program up on $PATH (execve does not search). Returns a malloc'd path or NULL. */
+static char *gw_which(const char *name) {
+    if (strchr(name, '/')) return access(name, X_OK) == 0 ? strdup(name) : NULL;
+    const char *path = getenv("PATH");
+    if (!path) path = "/usr/local/bin:/usr/bin:/bin";
+    while (*path) {
+        size_t n = strcspn(path, ":");
+        char *cand;
+        if (asprintf(&cand, "%.*s/%s", (int)n, path, name) < 0) return NULL;
+        if (access(cand, X_OK) == 0) return cand;
+        free(cand);
+        path += n + (path[n] == ':');
+    }
+    return NULL;
+}
+
+/* Doubles braces so a literal argument survives template expansion. */
+static char *gw_template_literal(const char *s) {
+    size_t n = strlen(s), extra = 0;
+    for (size_t i = 0; i < n; i++) extra += s[i] == '{' || s[i] == '}';
+    char *out = malloc(n + extra + 1), *p = out;
+    if (!out) return NULL;
+    for (size_t i = 0; i < n; i++) {
+        *p++ = s[i];
+        if (s[i] == '{' || s[i] == '}') *p++ = s[i];
+    }
+    *p = '\0';
+    return out;
+}
+
+static void gw_entry_free(gw_cnode *cn) {
+    config_cnode *o = &cn->own_cfg;
+    for (size_t i = 0; i < o->arg_count; i++) free(o->args[i]);
+    free(o->args);
+    for (size_t i = 0; i < o->env_count; i++) {
+        free(o->env[i].name);
+        free(o->env[i].value);
+    }
+    free(o->env);
+    char *strings[] = {o->name, o->executable, o->sname, o->hostname, o->node, o->ready_line,
+                       o->registered_name, o->reply_tag};
+    for (size_t i = 0; i < sizeof strings / sizeof strings[0]; i++) free(strings[i]);
+    child_free(cn->proc);
+    free(cn->executable);
+    free(cn->ready_line);
+    free(cn);
+}
+
+/* Builds a child's argv: erl -noinput -name|-sname Node -pa Dirs... ExtraArgs... -eval ready. */
+static int gw_child_args(gateway *gw, config_cnode *o) {
+    const config *cfg = gw->cfg;
+    size_t n = 3 + 2 * cfg->code_path_count + cfg->erl_arg_count + 2;
+    o->args = calloc(n + 1, sizeof *o->args);
+    if (!o->args) return -1;
+    const char *fixed[] = {"-noinput", cfg->longnames ? "-name" : "-sname", o->node};
+    for (size_t i = 0; i < 3; i++)
+        if (!(o->args[o->arg_count++] = gw_template_literal(fixed[i]))) return -1;
+    for (size_t i = 0; i < cfg->code_path_count; i++) {
+        if (!(o->args[o->arg_count++] = strdup("-pa"))) return -1;
+        if (!(o->args[o->arg_count++] = gw_template_literal(cfg->code_paths[i]))) return -1;
+    }
+    for (size_t i = 0; i < cfg->erl_arg_count; i++)
+        if (!(o->args[o->arg_count++] = gw_template_literal(cfg->erl_args[i]))) return -1;
+    /* The ready line nodexd waits for, printed once the node is distributed. */
+    if (!(o->args[o->arg_count++] = strdup("-eval"))) return -1;
+    if (!(o->args[o->arg_count++] = strdup("io:format(\"~s ready~n\", [node()])"))) return -1;
+    return 0;
+}
+
+/* Creates an Erlang-node entry and links it (any thread). Children get a process spec; peers
+ * are connected to (or were accepted). Returns NULL when out of memory or when the child's
+ * `erl` cannot be found. */
+static gw_cnode *gw_node_entry_new(gateway *gw, gw_entry_kind kind, const char *node) {
+    const config *cfg = gw->cfg;
+    gw_cnode *cn = calloc(1, sizeof *cn);
+    if (!cn) return NULL;
+    config_cnode *o = &cn->own_cfg;
+    cn->gw = gw;
+    cn->kind = kind;
+    cn->cfg = o;
+    cn->phase = PHASE_IDLE;
+    cn->state = CNODE_STARTING;
+    cn->deadline_ms = INT64_MAX;
+    snprintf(cn->node, sizeof cn->node, "%s", node);
+    const char *at = strchr(node, '@');
+    snprintf(cn->sname, sizeof cn->sname, "%.*s", at ? (int)(at - node) : 0, node);
+    snprintf(cn->hostname, sizeof cn->hostname, "%s", at ? at + 1 : "");
+    o->direction = kind == ENTRY_CHILD ? CNODE_DIRECTION_TO : CNODE_DIRECTION_ADOPT;
+    o->protocol = CNODE_PROTOCOL_RAW;
+    o->reply_filter = REPLY_FILTER_TAG; /* rpc answers {rex, Reply} */
+    o->call_timeout_ms = cfg->rpc_timeout_ms;
+    o->max_call_timeout_ms = cfg->max_rpc_timeout_ms;
+    o->restart = kind == ENTRY_CHILD ? cfg->child_restart : CNODE_RESTART_TEMPORARY;
+    o->max_restarts = cfg->child_max_restarts;
+    o->max_seconds = cfg->child_max_seconds;
+    o->backoff_initial_ms = 100;
+    o->backoff_max_ms = 5000;
+    o->shutdown_timeout_ms = cfg->child_shutdown_timeout_ms;
+    o->spawn_inactive_timeout_ms = cfg->child_ready_timeout_ms;
+    o->connect_timeout_ms = kind == ENTRY_CHILD ? 5000 : 3000;
+    o->max_in_flight = 100000;
+    bool ok = (o->name = strdup(node)) && (o->registered_name = strdup("rex")) &&
+              (o->reply_tag = strdup("rex")) && (o->node = strdup(node));
+    if (ok && kind == ENTRY_CHILD) {
+        /* argv is world-readable: the cookie reaches children through a private HOME. */
+        ok = (o->env = calloc(1, sizeof *o->env)) != NULL &&
+             (o->env[0].name = strdup("HOME")) && (o->env[0].value = strdup(gw->child_home));
+        o->env_count = ok ? 1 : 0;
+        ok = ok && gw_child_args(gw, o) == 0 && (cn->executable = gw_which(cfg->erl_executable)) &&
+             (cn->ready_line = malloc(strlen(node) + 7));
+        if (ok) sprintf(cn->ready_line, "%s ready", node);
+    }
+    if (!ok) {
+        if (o->env && !o->env_count) {
+            free(o->env[0].name);
+            free(o->env[0].value);
+        }
+        gw_entry_free(cn);
+        return NULL;
+    }
+    pthread_mutex_lock(&gw->mu);
+    cn->next = gw->nodes;
+    gw->nodes = cn;
+    pthread_mutex_unlock(&gw->mu);
+    return cn;
+}
+
+/* A node connected in that is not a C-node of ours: a peer (an Erlang node, usually). If an
+ * entry is already connecting to it, this connection serves it. */
+static void gw_accept_peer(gateway *gw, gw_conn *gc, const char *node) {
+    pthread_mutex_lock(&gw->mu);
+    gw_cnode *cn = gw_find_node_locked(gw, node);
+    pthread_mutex_unlock(&gw->mu);
+    if (cn && cn->conn) {
+        log_warn("node %s connected twice; closing the new connection", node);
+        gw_conn_close(gw, gc);
+        return;
+    }
+    if (!cn && !(cn = gw_node_entry_new(gw, ENTRY_PEER, node))) {
+        gw_conn_close(gw, gc);
+        return;
+    }
+    log_info("node %s connected", node);
+    cn->connect_generation++; /* a connector of ours still running is now stale */
+    gc->cnode = cn;
+    cn->conn = gc;
+    gw_cnode_became_up(cn);
+}
+
 static void gw_handle_handoffs(gateway *gw) {
     pthread_mutex_lock(&gw->handoff_mu);
     gw_handoff *h = gw->handoffs;
@@ -723,7 +1001,7 @@ static void gw_handle_handoffs(gateway *gw) {
                     log_info("cnode %s: connected back from %s", cn->cfg->name, h->peer);
                     if (cn->ready_seen) gw_cnode_became_up(cn);
                 } else if (gc) {
-                    log_info("node %s connected", h->peer);
+                    gw_accept_peer(gw, gc, h->peer);
                 }
             }
         }
@@ -788,12 +1066,45 @@ static long gw_match_ref(const char *msg, size_t len, const erlang_ref *ref) {
     return (long)end;
 }
 
+/* net_adm:ping/1 asks net_kernel {'$gen_call', {From, Tag}, {is_auth, Node}}: answer
+ * {Tag, yes} to From, as an Erlang node does (Tag may be [alias | Ref]: copied verbatim). */
+static void gw_answer_net_kernel(dist_conn *dc, const dist_message *m) {
+    const char *b = m->msg;
+    int i = 0, arity, tag_start, tag_end;
+    term_error err;
+    if (term_validate(b, m->msg_len, &i, &term_limits_default, &err) != 0) return;
+    /* Validated: ei may decode it now without reading out of bounds. */
+    char atom[MAXATOMLEN_UTF8];
+    erlang_pid from;
+    i = 0;
+    if (ei_decode_tuple_header(b, &i, &arity) < 0 || arity != 3 ||
+        ei_decode_atom(b, &i, atom) < 0 || strcmp(atom, "$gen_call") != 0 ||
+        ei_decode_tuple_header(b, &i, &arity) < 0 || arity != 2 || ei_decode_pid(b, &i, &from) < 0)
+        return;
+    tag_start = i;
+    if (ei_skip_term(b, &i) < 0) return;
+    tag_end = i;
+    if (ei_decode_tuple_header(b, &i, &arity) < 0 || arity != 2 ||
+        ei_decode_atom(b, &i, atom) < 0 || strcmp(atom, "is_auth") != 0)
+        return;
+    char reply[1200];
+    int r = 0;
+    if (tag_end - tag_start > (int)sizeof reply - 16) return;
+    ei_encode_tuple_header(reply, &r, 2);
+    memcpy(reply + r, b + tag_start, (size_t)(tag_end - tag_start));
+    r += tag_end - tag_start;
+    ei_encode_atom(reply, &r, "yes");
+    dist_send_pid(dc, &from, NULL, 0, reply, (size_t)r, 1000);
+}
+
 static void gw_on_message(void *ctx, dist_conn *dc, const dist_message *m) {
     gateway *gw = ctx;
     gw_conn *gc = dc->owner;
     if (!m->to_pid) {
-        log_debug("message to registered name %s from %s ignored", m->to_name ? m->to_name : "?",
-                  dc->peer);
+        if (m->to_name && strcmp(m->to_name, "net_kernel") == 0) gw_answer_net_kernel(dc, m);
+        else
+            log_debug("message to registered name %s from %s ignored",
+                      m->to_name ? m->to_name : "?", dc->peer);
         return;
     }
     uint64_t key = dist_pid_key(&m->to);
@@ -894,7 +1205,10 @@ static void gw_on_child_output(gw_cnode *cn, int stream) {
 }
 
 static void gw_reap_all(gateway *gw) {
-    for (size_t i = 0; i < gw->cnode_count; i++) gw_cnode_reap(&gw->cnodes[i]);
+    for (gw_cnode *cn = gw_entry_next(gw, NULL), *nx; cn; cn = nx) {
+        nx = gw_entry_next(gw, cn);
+        gw_cnode_reap(cn);
+    }
 }
 
 static bool gw_handle_signals(gateway *gw) {
@@ -910,40 +1224,55 @@ static bool gw_handle_signals(gateway *gw) {
     return stop;
 }
 
-/* Stops every C-node: close connections (Nodex C-nodes then exit 0), SIGTERM, SIGKILL late. */
+/* Tells a child node's `init` to stop: {stop, stop}, what init:stop/0 sends. */
+static void gw_send_init_stop(gw_cnode *cn) {
+    static const char stop_msg[] = {ERL_SMALL_TUPLE_EXT, 2, ERL_SMALL_ATOM_UTF8_EXT, 4, 's',
+                                    't', 'o', 'p', ERL_SMALL_ATOM_UTF8_EXT, 4, 's', 't',
+                                    'o', 'p'};
+    erlang_pid from;
+    gateway_make_pid(cn->gw, &from);
+    dist_send_reg(cn->conn->dc, &from, "init", NULL, 0, stop_msg, sizeof stop_msg, 1000);
+}
+
+/* Stops everything: C-nodes get SIGTERM (and their connection closed: Nodex C-nodes then exit
+ * 0); child Erlang nodes get init:stop, then SIGTERM at half their shutdown timeout; whatever
+ * still runs at its shutdown timeout gets SIGKILL. Every process is reaped. */
 static void gw_stop_all(gateway *gw) {
-    int64_t deadline = 0, now = dist_now_ms();
-    for (size_t i = 0; i < gw->cnode_count; i++) {
-        gw_cnode *cn = &gw->cnodes[i];
+    int64_t start = dist_now_ms();
+    for (gw_cnode *cn = gw_entry_next(gw, NULL); cn; cn = gw_entry_next(gw, cn)) {
         cn->connect_generation++;
+        if (cn->kind == ENTRY_CHILD && cn->conn) gw_send_init_stop(cn);
         gw_cnode_disconnect(cn);
         gw_fail_calls(cn, CALL_SHUTDOWN, "the gateway is shutting down");
-        if (cn->proc) {
+        cn->stop_stage = 0;
+        if (cn->proc && cn->kind != ENTRY_CHILD) {
             child_signal(cn->proc, SIGTERM);
-            int64_t d = now + cn->cfg->shutdown_timeout_ms;
-            if (d > deadline) deadline = d;
+            cn->stop_stage = 1;
         }
         cn->phase = PHASE_STOPPING;
     }
-    bool killed = false;
     for (;;) {
         bool running = false;
-        for (size_t i = 0; i < gw->cnode_count; i++) {
-            gw_cnode *cn = &gw->cnodes[i];
+        int64_t waited = dist_now_ms() - start;
+        for (gw_cnode *cn = gw_entry_next(gw, NULL); cn; cn = gw_entry_next(gw, cn)) {
             if (!cn->proc) continue;
             gw_cnode_reap(cn);
             if (!cn->proc) continue;
             running = true;
-            if (killed || dist_now_ms() < now + cn->cfg->shutdown_timeout_ms) continue;
-            log_warn("cnode %s: did not stop in %u ms; SIGKILL", cn->cfg->name, cn->cfg->shutdown_timeout_ms);
-            child_signal(cn->proc, SIGKILL);
+            unsigned t = cn->cfg->shutdown_timeout_ms;
+            if (cn->stop_stage == 0 && waited >= t / 2) {
+                child_signal(cn->proc, SIGTERM);
+                cn->stop_stage = 1;
+            } else if (cn->stop_stage == 1 && waited >= t) {
+                log_warn("%s: did not stop in %u ms; SIGKILL", cn->cfg->name, t);
+                child_signal(cn->proc, SIGKILL);
+                cn->stop_stage = 2;
+            }
         }
         if (!running) break;
-        if (dist_now_ms() > deadline + 1000) killed = true;
         usleep(10000);
     }
-    for (size_t i = 0; i < gw->cnode_count; i++) {
-        gw_cnode *cn = &gw->cnodes[i];
+    for (gw_cnode *cn = gw_entry_next(gw, NULL); cn; cn = gw_entry_next(gw, cn)) {
         cn->phase = PHASE_STOPPED;
         gw_set_state(cn, CNODE_STOPPED);
     }
@@ -951,8 +1280,79 @@ static void gw_stop_all(gateway *gw) {
     gw_conn_bury(gw);
 }
 
+/* Reports spawn requests whose children are all up, or of which one went down. */
+static void gw_check_spawns(gateway *gw) {
+    pthread_mutex_lock(&gw->mu);
+    gw_spawn_request *q = gw->spawn_queue;
+    gw->spawn_queue = NULL;
+    pthread_mutex_unlock(&gw->mu);
+    while (q) {
+        gw_spawn_request *next = q->next;
+        q->next = gw->spawns;
+        gw->spawns = q;
+        q = next;
+    }
+    for (gw_spawn_request **pp = &gw->spawns; *pp;) {
+        gw_spawn_request *r = *pp;
+        size_t up = 0;
+        const char *error = NULL;
+        const char *names[r->count ? r->count : 1];
+        for (size_t i = 0; i < r->count; i++) {
+            gw_cnode *cn = r->children[i];
+            if (cn->state == CNODE_UP) names[up++] = cn->node;
+            else if (cn->state != CNODE_STARTING && !error) error = cn->last_error[0] ? cn->last_error : "the node went down while starting";
+        }
+        if (up < r->count && !error && !gw->shutting_down) {
+            pp = &r->next;
+            continue;
+        }
+        if (gw->shutting_down && !error) error = "the gateway is shutting down";
+        if (error) {
+            char msg[300];
+            snprintf(msg, sizeof msg, "%s", error);
+            r->done(r->ctx, names, up, msg);
+        } else {
+            r->done(r->ctx, names, up, NULL);
+        }
+        *pp = r->next;
+        free(r->children);
+        free(r);
+    }
+}
+
+/* Starts new Erlang-node entries, acts on stop requests and runs every phase timer. */
+static void gw_service_entries(gateway *gw, int64_t now) {
+    for (gw_cnode *cn = gw_entry_next(gw, NULL), *nx; cn; cn = nx) {
+        nx = gw_entry_next(gw, cn);
+        if (cn->kind != ENTRY_CNODE) {
+            pthread_mutex_lock(&gw->mu);
+            bool stop = cn->stop_requested && !cn->removing;
+            pthread_mutex_unlock(&gw->mu);
+            if (stop) {
+                gw_child_stop(cn);
+                continue;
+            }
+            if (cn->phase == PHASE_IDLE) {
+                gw_cnode_start(cn);
+                continue;
+            }
+        }
+        gw_cnode_timers(cn, now);
+    }
+    gw_check_spawns(gw);
+}
+
 int gateway_run(gateway *gw, void (*on_started)(void *ctx), void *ctx) {
     for (size_t i = 0; i < gw->cnode_count; i++) gw_cnode_start(&gw->cnodes[i]);
+    for (unsigned i = 0; i < gw->cfg->child_count; i++) {
+        char node[MAXNODELEN * 4];
+        snprintf(node, sizeof node, "%s%u@%s", gw->cfg->child_prefix, ++gw->child_max_index,
+                 gw->hostname);
+        gw_cnode *cn = gw_node_entry_new(gw, ENTRY_CHILD, node);
+        if (!cn) log_error("cannot set up child node %s (is %s installed?)", node, gw->cfg->erl_executable);
+        else cn->child_index = gw->child_max_index;
+    }
+    gw_service_entries(gw, dist_now_ms());
     if (on_started) on_started(ctx);
     int64_t next_sweep = 0;
     int rc = 0;
@@ -960,7 +1360,7 @@ int gateway_run(gateway *gw, void (*on_started)(void *ctx), void *ctx) {
     while (!atomic_load(&gw->stop_requested)) {
         int64_t now = dist_now_ms();
         if (now >= next_sweep) {
-            for (size_t i = 0; i < gw->cnode_count; i++) gw_cnode_timers(&gw->cnodes[i], now);
+            gw_service_entries(gw, now);
             gw_tick_connections(gw, now);
             next_sweep = now + GW_SWEEP_MS;
         }
@@ -983,6 +1383,7 @@ int gateway_run(gateway *gw, void (*on_started)(void *ctx), void *ctx) {
                 ssize_t r = read(gw->wake_fd, &v, sizeof v);
                 (void)r;
                 gw_handle_handoffs(gw);
+                next_sweep = 0; /* requests from API threads (rpc, spawn, stop) */
                 break;
             }
             case WATCH_SIGNAL:
@@ -1001,6 +1402,7 @@ int gateway_run(gateway *gw, void (*on_started)(void *ctx), void *ctx) {
     gw->shutting_down = true;
     pthread_mutex_unlock(&gw->mu);
     gw_stop_all(gw);
+    gw_check_spawns(gw); /* report spawns still waiting: the gateway is shutting down */
     return rc;
 }
 
@@ -1097,6 +1499,44 @@ static int gw_cnode_init(gateway *gw, gw_cnode *cn, const config_cnode *cfg, cha
     return 0;
 }
 
+/* Child Erlang nodes read the cookie from $HOME/.erlang.cookie: a private directory (0700)
+ * with the file (0400), removed by gateway_free. */
+static int gw_child_home_create(gateway *gw, char *err, size_t err_len) {
+    const char *tmp = getenv("TMPDIR");
+    if (asprintf(&gw->child_home, "%s/nodexd-%d-XXXXXX", tmp && *tmp ? tmp : "/tmp",
+                 (int)getpid()) < 0) {
+        gw->child_home = NULL;
+        snprintf(err, err_len, "out of memory");
+        return -1;
+    }
+    if (!mkdtemp(gw->child_home)) {
+        snprintf(err, err_len, "cannot create a directory for child nodes: %s", strerror(errno));
+        free(gw->child_home);
+        gw->child_home = NULL;
+        return -1;
+    }
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/.erlang.cookie", gw->child_home);
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0400);
+    size_t len = strlen(gw->cookie);
+    if (fd < 0 || write(fd, gw->cookie, len) != (ssize_t)len) {
+        snprintf(err, err_len, "cannot write the child nodes' cookie file: %s", strerror(errno));
+        if (fd >= 0) close(fd);
+        return -1;
+    }
+    close(fd);
+    return 0;
+}
+
+static void gw_child_home_remove(gateway *gw) {
+    if (!gw->child_home) return;
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/.erlang.cookie", gw->child_home);
+    unlink(path);
+    rmdir(gw->child_home);
+    free(gw->child_home);
+}
+
 gateway *gateway_new(const config *cfg, const char *cookie, char *err, size_t err_len) {
     gateway *gw = calloc(1, sizeof *gw);
     if (!gw) {
@@ -1139,9 +1579,13 @@ gateway *gateway_new(const config *cfg, const char *cookie, char *err, size_t er
                  strerror(errno));
         goto fail;
     }
-    /* Bounds each handshake: accepted sockets inherit the listener's receive timeout. */
+    /* Bounds each handshake: accepted sockets inherit the listener's receive timeout. And a
+     * connection that sends nothing is never handed to accept() at all (TCP_DEFER_ACCEPT), so
+     * idle connections to the port cannot hold the acceptors. */
     struct timeval hs = {GW_HANDSHAKE_MS / 1000, 0};
     setsockopt(gw->listen_fd, SOL_SOCKET, SO_RCVTIMEO, &hs, sizeof hs);
+    int defer_s = 30;
+    setsockopt(gw->listen_fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &defer_s, sizeof defer_s);
     gw->publish_fd = ei_publish(&gw->ec, port);
     if (gw->publish_fd < 0) {
         snprintf(err, err_len,
@@ -1157,6 +1601,7 @@ gateway *gateway_new(const config *cfg, const char *cookie, char *err, size_t er
     }
     for (size_t i = 0; i < cfg->cnode_count; i++)
         if (gw_cnode_init(gw, &gw->cnodes[i], &cfg->cnodes[i], err, err_len) != 0) goto fail;
+    if (gw_child_home_create(gw, err, err_len) != 0) goto fail;
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
@@ -1173,11 +1618,13 @@ gateway *gateway_new(const config *cfg, const char *cookie, char *err, size_t er
         snprintf(err, err_len, "event loop setup: %s", strerror(errno));
         goto fail;
     }
-    if (pthread_create(&gw->acceptor, NULL, gw_acceptor_main, gw) != 0) {
-        snprintf(err, err_len, "cannot start the acceptor thread");
-        goto fail;
+    for (size_t i = 0; i < GW_ACCEPTORS; i++) {
+        if (pthread_create(&gw->acceptors[i], NULL, gw_acceptor_main, gw) != 0) {
+            snprintf(err, err_len, "cannot start the acceptor threads");
+            goto fail;
+        }
+        gw->acceptor_count++;
     }
-    gw->acceptor_started = true;
     log_info("node %s listening for distribution on %s:%d", gw->node_name, cfg->dist_listen, port);
     return gw;
 fail:
@@ -1197,10 +1644,8 @@ void gateway_request_stop(gateway *gw) {
 void gateway_free(gateway *gw) {
     if (!gw) return;
     atomic_store(&gw->stop_requested, true);
-    if (gw->acceptor_started) {
-        shutdown(gw->listen_fd, SHUT_RDWR); /* wakes accept() */
-        pthread_join(gw->acceptor, NULL);
-    }
+    if (gw->acceptor_count) shutdown(gw->listen_fd, SHUT_RDWR); /* wakes accept() */
+    for (size_t i = 0; i < gw->acceptor_count; i++) pthread_join(gw->acceptors[i], NULL);
     /* Connector threads end within their connect timeout; wait for them (bounded). */
     for (int i = 0; i < 600 && atomic_load(&gw->connectors) > 0; i++) usleep(10000);
     bool connectors_left = atomic_load(&gw->connectors) > 0;
@@ -1212,6 +1657,25 @@ void gateway_free(gateway *gw) {
         free(cn->executable);
         free(cn->ready_line);
     }
+    for (gw_cnode *cn = gw->nodes, *next; cn; cn = next) {
+        next = cn->next;
+        if (cn->live) dist_conn_unref(cn->live);
+        if (cn->conn) gw_conn_close(gw, cn->conn);
+        gw_entry_free(cn);
+    }
+    for (gw_cnode *cn = gw->retired, *next; cn; cn = next) {
+        next = cn->retired_next;
+        if (cn->live) dist_conn_unref(cn->live);
+        if (cn->conn) gw_conn_close(gw, cn->conn);
+        gw_entry_free(cn);
+    }
+    gw->nodes = gw->retired = NULL;
+    for (gw_spawn_request *r = gw->spawn_queue, *next; r; r = next) {
+        next = r->next;
+        free(r->children);
+        free(r);
+    }
+    gw_child_home_remove(gw);
     while (gw->conns) gw_conn_close(gw, gw->conns);
     gw_conn_bury(gw);
     for (gw_handoff *h = gw->handoffs, *next; h; h = next) {
@@ -1383,4 +1847,165 @@ void gateway_unsubscribe(gateway *gw, uint64_t id) {
         }
     }
     pthread_mutex_unlock(&gw->sub_mu);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Erlang nodes (any thread) */
+
+/* A node name nodexd will try to reach: alive@host, printable, no spaces. */
+static bool gw_valid_node_name(const char *node) {
+    const char *at = strchr(node, '@');
+    size_t len = strlen(node);
+    if (!at || at == node || !at[1] || strchr(at + 1, '@') || len >= MAXATOMLEN) return false;
+    for (const char *p = node; *p; p++)
+        if ((unsigned char)*p <= ' ' || *p == '\'' || *p == '"') return false;
+    return true;
+}
+
+gateway_error gateway_rpc(gateway *gw, const char *node, call *c, const char *module,
+                          const char *function, const char *args, size_t args_len,
+                          unsigned timeout_ms) {
+    if (!gw_valid_node_name(node) || strcmp(node, gw->node_name) == 0 || !*module || !*function)
+        return GATEWAY_BAD_REQUEST;
+    /* {Pid, {call, Module, Function, Args, user}} for rex */
+    ei_x_buff x;
+    if (ei_x_new(&x) != 0) return GATEWAY_NO_MEMORY;
+    if (ei_x_encode_tuple_header(&x, 2) || ei_x_encode_pid(&x, &c->pid) ||
+        ei_x_encode_tuple_header(&x, 5) || ei_x_encode_atom(&x, "call") ||
+        ei_x_encode_atom(&x, module) || ei_x_encode_atom(&x, function) ||
+        ei_x_append_buf(&x, args, (int)args_len) || ei_x_encode_atom(&x, "user")) {
+        ei_x_free(&x);
+        return GATEWAY_BAD_REQUEST; /* an atom over 255 characters */
+    }
+    call_clear(c);
+    c->key = dist_pid_key(&c->pid);
+    gateway_error e = GATEWAY_OK;
+    bool created = false;
+    dist_conn *dc = NULL;
+    pthread_mutex_lock(&gw->mu);
+    gw_cnode *cn = gw_find_node_locked(gw, node);
+    if (gw->shutting_down) e = GATEWAY_SHUTTING_DOWN;
+    else if (cn && (cn->removing || cn->stop_requested)) e = GATEWAY_UNAVAILABLE;
+    else if (cn && cn->live) dc = cn->live;
+    else if (cn && cn->state != CNODE_STARTING) e = GATEWAY_UNAVAILABLE;
+    pthread_mutex_unlock(&gw->mu);
+    if (e == GATEWAY_OK && !cn) {
+        /* Not known yet: connect on demand (the loop starts it). Two threads may race to
+         * create it; the loser's entry simply finds the connection taken and is retired. */
+        if (!(cn = gw_node_entry_new(gw, ENTRY_PEER, node))) e = GATEWAY_NO_MEMORY;
+        created = true;
+    }
+    if (e != GATEWAY_OK) {
+        ei_x_free(&x);
+        return e;
+    }
+    c->cnode = cn;
+    c->deadline_ms = dist_now_ms() + (timeout_ms ? timeout_ms : cn->cfg->call_timeout_ms);
+    pthread_mutex_lock(&gw->mu);
+    dc = cn->live;
+    if (!dc) { /* waits in the call until the node is connected */
+        c->outbox = x.buff;
+        c->outbox_len = (size_t)x.index;
+        x.buff = NULL;
+    } else {
+        dist_conn_ref(dc);
+    }
+    if (call_registry_add(&gw->registry, &cn->calls, c) != 0) e = GATEWAY_NO_MEMORY;
+    else cn->calls_total++;
+    pthread_mutex_unlock(&gw->mu);
+    if (e != GATEWAY_OK) {
+        if (dc) dist_conn_unref(dc);
+        ei_x_free(&x);
+        return e;
+    }
+    if (dc) {
+        dist_send_reg(dc, &c->pid, "rex", NULL, 0, x.buff, (size_t)x.index, GW_SEND_TIMEOUT_MS);
+        dist_conn_unref(dc);
+    }
+    if (x.buff) ei_x_free(&x);
+    (void)created;
+    gw_wake(gw); /* a new deadline, and maybe a connection to start */
+    return GATEWAY_OK;
+}
+
+int gateway_list_nodes(gateway *gw, gateway_node_info **out) {
+    pthread_mutex_lock(&gw->mu);
+    size_t n = 0;
+    for (gw_cnode *cn = gw->nodes; cn; cn = cn->next) n++;
+    gateway_node_info *list = calloc(n ? n : 1, sizeof *list);
+    if (!list) {
+        pthread_mutex_unlock(&gw->mu);
+        return -1;
+    }
+    size_t i = 0;
+    for (gw_cnode *cn = gw->nodes; cn; cn = cn->next, i++) {
+        gateway_node_info *ni = &list[i];
+        snprintf(ni->node, sizeof ni->node, "%s", cn->node);
+        ni->connected = cn->live != NULL;
+        ni->child = cn->kind == ENTRY_CHILD;
+        ni->state = cn->state;
+        ni->os_pid = cn->os_pid;
+        ni->restarts = cn->restarts;
+    }
+    pthread_mutex_unlock(&gw->mu);
+    *out = list;
+    return (int)n;
+}
+
+gateway_error gateway_spawn_nodes(gateway *gw, unsigned count, gateway_spawn_fn done, void *ctx) {
+    gw_spawn_request *r = calloc(1, sizeof *r);
+    if (!r || !(r->children = calloc(count ? count : 1, sizeof *r->children))) {
+        free(r);
+        return GATEWAY_NO_MEMORY;
+    }
+    r->done = done;
+    r->ctx = ctx;
+    pthread_mutex_lock(&gw->mu);
+    size_t children = 0;
+    for (gw_cnode *cn = gw->nodes; cn; cn = cn->next)
+        children += cn->kind == ENTRY_CHILD && !cn->removing && !cn->stop_requested;
+    gateway_error e = GATEWAY_OK;
+    if (gw->shutting_down) e = GATEWAY_SHUTTING_DOWN;
+    else if (count == 0 || children + count > gw->cfg->max_children) e = GATEWAY_BAD_REQUEST;
+    unsigned first = gw->child_max_index + 1;
+    if (e == GATEWAY_OK) gw->child_max_index += count; /* numbering goes on from the highest */
+    pthread_mutex_unlock(&gw->mu);
+    for (unsigned i = 0; e == GATEWAY_OK && i < count; i++) {
+        char node[MAXNODELEN * 4];
+        snprintf(node, sizeof node, "%s%u@%s", gw->cfg->child_prefix, first + i, gw->hostname);
+        gw_cnode *cn = gw_node_entry_new(gw, ENTRY_CHILD, node);
+        if (!cn) {
+            e = GATEWAY_UNAVAILABLE; /* `erl` not found, or out of memory */
+            break;
+        }
+        cn->child_index = first + i;
+        r->children[r->count++] = cn;
+    }
+    if (e != GATEWAY_OK) {
+        /* Entries made so far are stopped again by the loop. */
+        pthread_mutex_lock(&gw->mu);
+        for (size_t i = 0; i < r->count; i++) r->children[i]->stop_requested = true;
+        pthread_mutex_unlock(&gw->mu);
+        free(r->children);
+        free(r);
+        gw_wake(gw);
+        return e;
+    }
+    pthread_mutex_lock(&gw->mu);
+    r->next = gw->spawn_queue;
+    gw->spawn_queue = r;
+    pthread_mutex_unlock(&gw->mu);
+    gw_wake(gw);
+    return GATEWAY_OK;
+}
+
+gateway_error gateway_stop_node(gateway *gw, const char *node) {
+    pthread_mutex_lock(&gw->mu);
+    gw_cnode *cn = gw_find_node_locked(gw, node);
+    gateway_error e = cn && cn->kind == ENTRY_CHILD && !cn->removing ? GATEWAY_OK
+                                                                      : GATEWAY_NOT_FOUND;
+    if (e == GATEWAY_OK) cn->stop_requested = true;
+    pthread_mutex_unlock(&gw->mu);
+    if (e == GATEWAY_OK) gw_wake(gw);
+    return e;
 }

@@ -33,6 +33,7 @@ const char *cnode_state_name(cnode_state s);
 /* Results of the synchronous part of gateway_call / gateway_cast, from one list. */
 #define GATEWAY_ERRORS(X)                                                                          \
     X(GATEWAY_OK, 200, "ok")                                                                       \
+    X(GATEWAY_BAD_REQUEST, 400, "bad_request")                                                     \
     X(GATEWAY_NOT_FOUND, 404, "not_found")                                                         \
     X(GATEWAY_UNAVAILABLE, 503, "unavailable")                                                     \
     X(GATEWAY_OVERLOADED, 503, "overloaded")                                                       \
@@ -133,6 +134,40 @@ size_t gateway_cnode_count(const gateway *gw);
 int gateway_cnode_info_at(gateway *gw, size_t index, gateway_cnode_info *out);
 /* Snapshot by name. Returns 0, or -1 when unknown. */
 int gateway_cnode_info_by_name(gateway *gw, const char *name, gateway_cnode_info *out);
+/* --- Erlang nodes ----------------------------------------------------------------------- */
+
+/* A snapshot of one Erlang node: a child started by nodexd, or a peer connected either way. */
+typedef struct gateway_node_info {
+    char node[MAXNODELEN * 4];
+    bool connected;
+    bool child;        /* started and supervised by nodexd */
+    cnode_state state; /* children: their supervisor state; peers: up */
+    pid_t os_pid;      /* children only, 0 otherwise */
+    unsigned restarts;
+} gateway_node_info;
+
+/* Snapshot of every known Erlang node (C-nodes are listed by gateway_cnode_info_at). Returns
+ * how many, with *out malloc'd (the caller frees it), or -1 when out of memory. Any thread. */
+int gateway_list_nodes(gateway *gw, gateway_node_info **out);
+/* rpc:call(node, module, function, args): sends {Pid, {call, M, F, Args, user}} to `rex` on
+ * `node` from c->pid, connecting to the node on demand through epmd. `args` is an encoded list
+ * without version byte. The reply {rex, Reply} completes the call (CALL_REPLIED with
+ * c->reply_offset at Reply; a {badrpc, Reason} Reply is the caller's to interpret); an
+ * unreachable node completes it with CALL_UNAVAILABLE. Same on_done contract as gateway_call. */
+gateway_error gateway_rpc(gateway *gw, const char *node, call *c, const char *module,
+                          const char *function, const char *args, size_t args_len,
+                          unsigned timeout_ms);
+/* Reports the outcome of gateway_spawn_nodes once, on the loop thread: the new nodes' names
+ * (valid during the call) when all came up, or `error` (names then holds those that did). */
+typedef void (*gateway_spawn_fn)(void *ctx, const char *const *nodes, size_t count,
+                                 const char *error);
+/* Starts `count` child Erlang nodes named <prefix><N>@<host>, numbering on from the highest
+ * existing index. On GATEWAY_OK `done` runs later exactly once. Any thread. */
+gateway_error gateway_spawn_nodes(gateway *gw, unsigned count, gateway_spawn_fn done, void *ctx);
+/* Stops a child node (init:stop, then SIGTERM, then SIGKILL) and forgets it. Returns
+ * GATEWAY_NOT_FOUND when `node` is not a child. Asynchronous: events report the stop. */
+gateway_error gateway_stop_node(gateway *gw, const char *node);
+
 /* True when every C-node that should run is up (for /readyz). */
 bool gateway_is_ready(gateway *gw);
 

@@ -517,6 +517,7 @@ http_api *http_api_start(const config *cfg, gateway *gw, char *err, size_t err_l
         (struct sockaddr *)&sa, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)cfg->http_threads,
         MHD_OPTION_NOTIFY_COMPLETED, http_completed, h, MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned)cfg->http_connection_timeout_s, MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->http_max_connections,
         MHD_OPTION_END);
     if (!h->daemon) {
         snprintf(err, err_len, "cannot listen for HTTP on %s: %s", cfg->http_listen,

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "config.h"
 #include "cookie.h"
@@ -81,6 +82,12 @@ int main(int argc, char **argv) {
         return 0;
     }
     log_set_level(cfg->log_level);
+    /* A gateway holds a descriptor per client and per node: take all the kernel allows. */
+    struct rlimit nofile;
+    if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+        nofile.rlim_cur = nofile.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &nofile);
+    }
 
     /* Every thread created from here on inherits this mask; the loop reads signals via signalfd. */
     gateway_block_signals();

@@ -80,4 +80,10 @@ int term_to_text(const char *buf, size_t buf_len, int *index, const term_limits 
 int term_to_etf(const char *buf, size_t buf_len, int *index, const term_limits *limits, strbuf *out,
                 term_error *err);
 
+/* Validates one complete encoded term at buf[*index] (no version byte) within buf_len, with the
+ * depth limit; on success advances *index past it, after which ei_decode_* calls on that term
+ * cannot read out of bounds. Returns 0, or -1 with `err` filled. Thread-safe. */
+int term_validate(const char *buf, size_t buf_len, int *index, const term_limits *limits,
+                  term_error *err);
+
 #endif

@@ -10,24 +10,21 @@
 
 const term_limits term_limits_default = {.max_depth = 512, .max_bytes = 64u << 20};
 
-const char *term_status_name(term_status status) {
-    switch (status) {
-#define X(id, name, http)                                                                          \
-    case id: return name;
-        TERM_ERRORS(X)
+#define X(id, name, http) name,
+static const char *const status_names[] = {TERM_ERRORS(X)};
 #undef X
-    }
-    return "unknown";
+#define X(id, name, http) http,
+static const int status_http[] = {TERM_ERRORS(X)};
+#undef X
+
+const char *term_status_name(term_status status) {
+    size_t k = (size_t)status;
+    return k < sizeof status_names / sizeof *status_names ? status_names[k] : "unknown";
 }
 
 int term_status_http(term_status status) {
-    switch (status) {
-#define X(id, name, http)                                                                          \
-    case id: return http;
-        TERM_ERRORS(X)
-#undef X
-    }
-    return 500;
+    size_t k = (size_t)status;
+    return k < sizeof status_http / sizeof *status_http ? status_http[k] : 500;
 }
 
 term_limits term_limits_effective(const term_limits *l) {
@@ -252,7 +249,7 @@ int term_format_double(strbuf *out, double d) {
         size_t k = 0;
         if (neg) pos[k++] = '-';
         if (x >= 0) {
-            for (long j = 0; j <= x; j++) pos[k++] = (size_t)j < nd ? digits[j] : '0';
+            for (long j = 0; j <= x; j++) pos[k++] = (char)((size_t)j < nd ? digits[j] : '0');
             pos[k++] = '.';
             if ((size_t)x + 1 >= nd) pos[k++] = '0';
             for (size_t j = (size_t)x + 1; j < nd; j++) pos[k++] = digits[j];
@@ -287,7 +284,7 @@ int term_base64_encode(strbuf *out, const void *p, size_t n) {
         uint32_t v = (uint32_t)s[k] << 16 | (k + 1 < n ? (uint32_t)s[k + 1] << 8 : 0);
         *o++ = b64[v >> 18];
         *o++ = b64[(v >> 12) & 63];
-        *o++ = k + 1 < n ? b64[(v >> 6) & 63] : '=';
+        *o++ = (char)(k + 1 < n ? b64[(v >> 6) & 63] : '=');
         *o++ = '=';
     }
     out->len = (size_t)(o - out->data);
@@ -627,7 +624,8 @@ static int walk(const walker *w, size_t *i, unsigned depth) {
     }
     case ERL_EXPORT_EXT: {
         size_t j = at + 1;
-        if (walk_atom(w, &j) != 0 || walk_atom(w, &j) != 0) return -1;
+        if (walk_atom(w, &j) != 0) return -1; /* module */
+        if (walk_atom(w, &j) != 0) return -1; /* function */
         NEED(w, j, 2);
         if (w->b[j] != ERL_SMALL_INTEGER_EXT)
             return term_fail(w->err, TERM_ERR_SYNTAX, "ETF: bad export arity at offset %zu", j);

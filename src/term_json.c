@@ -2,6 +2,8 @@
 #include "term_common.h"
 
 #include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -27,11 +29,12 @@ typedef struct jparser {
 } jparser;
 
 static void path_format(const jpath *path, char *out, size_t cap) {
-    const jpath *steps[24];
+    enum { MAX_STEPS = 24 };
+    const jpath *steps[MAX_STEPS];
     size_t n = 0;
     bool cut = false;
     for (const jpath *p = path; p; p = p->up) {
-        if (n == sizeof steps / sizeof *steps) {
+        if (n == MAX_STEPS) {
             cut = true;
             break;
         }
@@ -48,8 +51,10 @@ static void path_format(const jpath *path, char *out, size_t cap) {
     }
 }
 
-__attribute__((format(printf, 4, 5))) static int jfail(jparser *p, const jpath *path,
-                                                       term_status st, const char *fmt, ...) {
+static int jfail(jparser *p, const jpath *path, term_status st, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static int jfail(jparser *p, const jpath *path, term_status st, const char *fmt, ...) {
     char what[160], where[96];
     va_list ap;
     va_start(ap, fmt);
@@ -264,7 +269,7 @@ static int jlist(jparser *p, const jpath *path, unsigned depth) {
 
 /* Returns the offset just past the JSON value at `at` without validating it (the real parse does);
  * iterative so hostile nesting cannot exhaust the stack. */
-static size_t jskip(const jparser *p, size_t at) {
+static size_t jskip(const jparser *p, size_t at, size_t max_level) {
     size_t k = at, level = 0;
     while (k < p->n) {
         char c = p->s[k++];
@@ -273,7 +278,8 @@ static size_t jskip(const jparser *p, size_t at) {
             k++;
             if (level == 0) return k;
         } else if (c == '[' || c == '{') {
-            level++;
+            /* Past the depth budget the parse fails anyway: stop, so deep input stays linear. */
+            if (++level > max_level) return k;
         } else if (c == ']' || c == '}') {
             if (level <= 1) return k;
             level--;
@@ -322,7 +328,8 @@ static int jbits(jparser *p, const jpath *path) {
     if (rem == 0)
         return term_enc_binary(p->x, p->aux.data ? p->aux.data : "", p->aux.len) == 0 ? 0
                                                                                       : jnomem(p);
-    p->aux.data[p->aux.len - 1] &= (char)(0xff << (8 - rem)); /* padding bits are not data */
+    char *last = &p->aux.data[p->aux.len - 1]; /* padding bits are not data */
+    *last = (char)((unsigned char)*last & (0xffu << (8 - rem)));
     unsigned char h[6] = {ERL_BIT_BINARY_EXT,
                           (unsigned char)(p->aux.len >> 24),
                           (unsigned char)(p->aux.len >> 16),
@@ -452,7 +459,7 @@ static int jobject(jparser *p, const jpath *path, unsigned depth) {
     if (jstring(p, path, &p->str) != 0 || jexpect(p, path, ':') != 0) return -1;
     if (p->str.len > 0 && p->str.data[0] == '$') {
         jws(p);
-        size_t after = jskip(p, p->i);
+        size_t after = jskip(p, p->i, (size_t)(p->max_depth - depth) + 2);
         while (after < p->n && strchr(" \t\r\n", p->s[after])) after++;
         if (after < p->n && p->s[after] == '}') {
             char tag[48];
@@ -646,7 +653,8 @@ static int rbits(jrender *r, int *i) {
     unsigned bits = p[5];
     strbuf_reset(&r->tmp);
     if (strbuf_append(&r->tmp, p + 6, len) != 0) return rnomem(r);
-    r->tmp.data[len - 1] &= (char)(0xff << (8 - bits));
+    char *last = &r->tmp.data[len - 1];
+    *last = (char)((unsigned char)*last & (0xffu << (8 - bits)));
     *i += 6 + (int)len;
     if (bits == 8) {
         if (term_utf8_count(r->tmp.data, len) >= 0)

@@ -2,6 +2,8 @@
 #include "term_common.h"
 
 #include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -18,8 +20,10 @@ typedef struct tparser {
     strbuf aux;
 } tparser;
 
-__attribute__((format(printf, 3, 4))) static int tfail(tparser *p, term_status st, const char *fmt,
-                                                       ...) {
+static int tfail(tparser *p, term_status st, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int tfail(tparser *p, term_status st, const char *fmt, ...) {
     char what[200];
     va_list ap;
     va_start(ap, fmt);
@@ -257,7 +261,8 @@ static int put_bits(strbuf *dst, size_t *nbits, uint64_t v, unsigned size) {
     }
     for (unsigned k = size; k > 0; k--) {
         if (*nbits % 8 == 0 && strbuf_putc(dst, 0) != 0) return -1;
-        if ((v >> (k - 1)) & 1) dst->data[*nbits / 8] |= (char)(0x80 >> (*nbits % 8));
+        char *byte = &dst->data[*nbits / 8];
+        if ((v >> (k - 1)) & 1) *byte = (char)((unsigned char)*byte | (0x80u >> (*nbits % 8)));
         (*nbits)++;
     }
     return 0;
@@ -716,7 +721,8 @@ static int tr_term(trender *r, int *i) {
     case ERL_SMALL_ATOM_UTF8_EXT: {
         char name[MAXATOMLEN_UTF8];
         size_t len = term_atom_utf8(r->b, i, name);
-        rc = atom_needs_quotes(name, len) ? put_quoted(o, name, len, '\'') : strbuf_puts(o, name);
+        rc = atom_needs_quotes(name, len) ? put_quoted(o, name, len, '\'')
+                                          : strbuf_append(o, name, len);
         break;
     }
     case ERL_BINARY_EXT: {

@@ -1,4 +1,5 @@
-/* fuzz_term_etf: every reply decoder (to JSON, text, ETF) and the ETF input check on hostile bytes. */
+/* fuzz_term_etf: every reply decoder (to JSON, text, ETF) and the ETF input check on hostile bytes.
+ */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>

@@ -1,4 +1,5 @@
-/* fuzz_term_text: Erlang text decoder on hostile input; whatever it accepts must round-trip exactly. */
+/* fuzz_term_text: Erlang text decoder on hostile input; whatever it accepts must round-trip
+ * exactly. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>

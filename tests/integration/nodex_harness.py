@@ -224,6 +224,16 @@ class Session:
             return None
         return re.findall(r"name (\S+) at port", data[4:].decode(errors="replace"))
 
+    def epmd_port_of(self, sname):
+        """Distribution port registered for `sname` (PORT_PLEASE2_REQ), or None."""
+        with socket.create_connection((HOST, self.epmd_port), timeout=2) as s:
+            req = b"z" + sname.encode()
+            s.sendall(struct.pack(">H", len(req)) + req)
+            data = s.recv(1024)
+        if len(data) < 4 or data[0] != 119 or data[1] != 0:
+            return None
+        return struct.unpack(">H", data[2:4])[0]
+
     def erl_eval(self, expr, timeout=30.0, name=None):
         """Runs `expr` (Erlang expressions, without the final '.') on a fresh long-named erl node
         sharing our cookie and epmd; returns (exit status, output)."""

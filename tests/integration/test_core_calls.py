@@ -122,7 +122,7 @@ def test_200_concurrent_calls_with_distinct_payloads_each_get_their_own_reply(gw
     print(f"200 calls in {time.monotonic() - barrier_start:.2f}s")
 
 
-def test_concurrent_slow_calls_are_in_flight_together(gw):
+def test_a_slow_call_blocks_no_server_thread(gw):
     # 20 calls sleeping 300 ms each on one single-threaded C-node take 20 x 300 ms in the C-node,
     # but the HTTP side must not serialize: they all must be accepted at once (no blocked thread).
     results = []

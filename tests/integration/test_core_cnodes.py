@@ -112,7 +112,9 @@ erlang:disconnect_node(TON),
 Is("serve_to_exit_0", 0, ExitOf(TOP)),
 {NP, R3, _} = Start("@TEST@", "@T8@", ["never_ready"]),
 Is("never_ready", timeout, R3),
-port_close(NP),
+{os_pid, NPid} = erlang:port_info(NP, os_pid),
+os:cmd("kill -9 " ++ integer_to_list(NPid)),
+Is("never_ready_killed", 137, ExitOf(NP)),
 done.
 '''
 
@@ -130,11 +132,18 @@ def test_cnodes_behave_as_documented_against_real_erl(session, tmp_path):
     path.write_text(script)
     expr = (f'case file:script("{path}") of {{ok, R}} -> io:format("RESULT ~p~n", [R]); '
             f'E -> io:format("SCRIPT ERROR ~p~n", [E]) end')
-    status, out = session.erl_eval(expr, timeout=90, name=gw)
+    try:
+        status, out = session.erl_eval(expr, timeout=90, name=gw)
+    finally:
+        # The C-nodes are the erl node's children: none may outlive the test.
+        left = [p for n in names.values() for p in nx.pids_with_arg(n)]
+        for pid in left:
+            os.kill(pid, 9)
     print(out)
+    assert not left, f"C-nodes survived: {left}"
     assert status == 0, out
     fails = [l for l in out.splitlines() if l.startswith("FAIL")]
     assert not fails, out
     assert "RESULT done" in out, out
     oks = [l for l in out.splitlines() if l.startswith("OK ")]
-    assert len(oks) == 34, out
+    assert len(oks) == 35, out

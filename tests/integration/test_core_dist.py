@@ -86,32 +86,91 @@ def test_wrong_cookie_erl_node_is_refused(session, nodexd, tmp_path):
     assert d.call("t", tup(atom("ping"), "x")).status == 200
 
 
-def test_more_than_1024_descriptors(session, nodexd):
+def hold_connections(d, port, n):
+    """Opens n idle TCP connections to nodexd's `port`; fails unless nodexd accepts them all."""
+    socks = []
+    try:
+        for _ in range(n):
+            socks.append(socket.create_connection((nx.HOST, port), timeout=3))
+    except OSError as e:
+        for s in socks:
+            s.close()
+        raise AssertionError(f"connection {len(socks) + 1} to nodexd's port {port} failed ({e}): "
+                             "nodexd stopped accepting") from None
+    fd_dir = f"/proc/{d.proc.pid}/fd"
+    count = 0
+
+    def enough():
+        nonlocal count
+        count = len(os.listdir(fd_dir))
+        return count > n
+
+    try:
+        nx.wait_until(enough, 10 * nx.SLOW, what="nodexd to accept the connections")
+    except AssertionError:
+        for s in socks:
+            s.close()
+        raise AssertionError(f"nodexd holds only {count} descriptors after {n} connections to "
+                             f"port {port} (a connection limit near FD_SETSIZE?)") from None
+    return socks
+
+
+def check_calls_on_high_descriptors(d, old_pid):
+    # A restarted C-node's connection lands above 1024; ticks and calls must work on it.
+    os.kill(old_pid, signal.SIGKILL)
+    d.wait_new_pid("t", old_pid)
+    r = d.call("t", tup(atom("ping"), "high"), timeout_ms=5000)
+    assert r.status == 200 and r.json() == tup(atom("pong"), "high"), r
+    time.sleep(2.5)  # idle for more than two tick times: nodexd ticks the high descriptor
+    r = d.call("t", tup(atom("sleep"), 200, "s"), timeout_ms=5000)
+    assert r.status == 200 and r.json() == tup(atom("slept"), "s"), r
+    assert d.proc.poll() is None, d.log_tail()
+    assert d.info("t")["restarts"] == 1
+
+
+def test_more_than_1024_http_connections_and_a_call_still_works(session, nodexd):
     d = nodexd([nx.test_cnode_spec("t")], node={"tick_time_ms": 1000}, nofile=4096,
                http={"connection_timeout_s": 120})
     old = d.wait_up("t")["os_pid"]
-    socks = []
+    socks = hold_connections(d, d.port, 1100)
     try:
-        for _ in range(1100):
-            s = socket.create_connection((nx.HOST, d.port), timeout=5)
-            socks.append(s)
-        nfds = nx.wait_until(
-            lambda: (lambda n: n if n > 1100 else None)(len(os.listdir(f"/proc/{d.proc.pid}/fd"))),
-            10 * nx.SLOW, what="nodexd to hold over 1100 descriptors")
-        print(f"nodexd holds {nfds} descriptors")
-        # A call on a new HTTP connection (fd > 1024 in nodexd).
-        r = d.call("t", tup(atom("ping"), "high"), timeout_ms=5000)
-        assert r.status == 200 and r.json() == tup(atom("pong"), "high"), r
-        # A restarted C-node's connection now lands above 1024 too; ticks and calls must work on it.
-        os.kill(old, signal.SIGKILL)
-        d.wait_new_pid("t", old)
-        r = d.call("t", tup(atom("ping"), "high2"), timeout_ms=5000)
-        assert r.status == 200 and r.json() == tup(atom("pong"), "high2"), r
-        time.sleep(2.5)  # idle for more than two tick times
-        r = d.call("t", tup(atom("sleep"), 200, "s"), timeout_ms=5000)
-        assert r.status == 200 and r.json() == tup(atom("slept"), "s"), r
-        assert d.proc.poll() is None, d.log_tail()
-        assert d.info("t")["restarts"] == 1
+        r = d.call("t", tup(atom("ping"), "new-connection"), timeout_ms=5000, timeout=10)
+        assert r.status == 200 and r.json() == tup(atom("pong"), "new-connection"), r
+        check_calls_on_high_descriptors(d, old)
     finally:
         for s in socks:
+            s.close()
+
+
+def test_cnode_connection_above_fd_1024_works(session, nodexd):
+    # Idle connections to the distribution port push nodexd's descriptors past 1024 without
+    # depending on the HTTP server's connection limit.
+    d = nodexd([nx.test_cnode_spec("t")], node={"tick_time_ms": 1000}, nofile=4096)
+    old = d.wait_up("t")["os_pid"]
+    dist_port = session.epmd_port_of(d.sname)
+    assert dist_port, "nodexd is not registered in epmd"
+    socks = hold_connections(d, dist_port, 1100)
+    try:
+        check_calls_on_high_descriptors(d, old)
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_idle_connection_to_distribution_port_does_not_block_cnode_connects(session, nodexd):
+    # A peer that connects and never handshakes must not stall the acceptor (nor C-node restarts).
+    d = nodexd([nx.test_cnode_spec("t")])
+    old = d.wait_up("t")["os_pid"]
+    dist_port = session.epmd_port_of(d.sname)
+    idle = [socket.create_connection((nx.HOST, dist_port), timeout=3) for _ in range(3)]
+    try:
+        time.sleep(0.2)
+        t0 = time.monotonic()
+        os.kill(old, signal.SIGKILL)
+        d.wait_new_pid("t", old, timeout=10)
+        took = time.monotonic() - t0
+        assert took < 1.5 * nx.SLOW, f"restart took {took:.1f}s behind idle dist connections"
+        assert d.call("t", tup(atom("ping"), "x")).status == 200
+    finally:
+        for s in idle:
             s.close()

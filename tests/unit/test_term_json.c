@@ -34,8 +34,7 @@ static term_status json_as_text(const char *json, char *text, size_t cap, term_e
 static void expect_text(const char *json, const char *text) {
     char got[1024];
     term_error err;
-    if (json_as_text(json, got, sizeof got, &err) != TERM_OK)
-        fail_msg("%s: %s", json, err.message);
+    if (json_as_text(json, got, sizeof got, &err) != TERM_OK) fail_msg("%s: %s", json, err.message);
     if (strcmp(got, text) != 0) fail_msg("%s -> %s, want %s", json, got, text);
 }
 
@@ -43,7 +42,8 @@ static void expect_error(const char *json, term_status st, const char *needle) {
     char got[1024];
     term_error err;
     term_status s = json_as_text(json, got, sizeof got, &err);
-    if (s != st) fail_msg("%s: status %s, want %s", json, term_status_name(s), term_status_name(st));
+    if (s != st)
+        fail_msg("%s: status %s, want %s", json, term_status_name(s), term_status_name(st));
     if (needle && !strstr(err.message, needle))
         fail_msg("%s: message '%s' lacks '%s'", json, err.message, needle);
 }
@@ -72,7 +72,8 @@ static void expect_json(const char *text, const char *json) {
 
 static void test_seed_example_is_tuple_of_atom_and_binary(void **state) {
     (void)state;
-    expect_text("{\"$tuple\":[{\"$atom\":\"ping\"},\"hello world\"]}", "{ping,<<\"hello world\">>}");
+    expect_text("{\"$tuple\":[{\"$atom\":\"ping\"},\"hello world\"]}",
+                "{ping,<<\"hello world\">>}");
 }
 
 static void test_scalars_map_to_binary_integer_float_atoms(void **state) {
@@ -92,7 +93,8 @@ static void test_big_integer_encodes_as_small_big_ext(void **state) {
     ei_x_new(&x);
     term_error err;
     assert_int_equal(term_from_json("18446744073709551616", 20, NULL, NULL, &x, &err), 0);
-    const unsigned char want[] = {110, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1}; /* term_to_binary(1 bsl 64) */
+    const unsigned char want[] = {110, 9, 0, 0, 0, 0,
+                                  0,   0, 0, 0, 0, 1}; /* term_to_binary(1 bsl 64) */
     assert_int_equal(x.index, sizeof want);
     assert_memory_equal(x.buff, want, sizeof want);
     ei_x_free(&x);
@@ -187,7 +189,7 @@ static void test_errors_name_the_json_path(void **state) {
     expect_error("[1,2,]", TERM_ERR_SYNTAX, "$[2]");
     char big[600] = "{\"$atom\":\"";
     memset(big + strlen(big), 'a', 300);
-    strcpy(big + 10 + 300, "\"}");
+    memcpy(big + 10 + 300, "\"}", 3);
     expect_error(big, TERM_ERR_TAG, "255");
 }
 

@@ -1,4 +1,5 @@
-/* test_term_roundtrip: seeded random terms of every type survive ei -> JSON/text/ETF -> ei exactly. */
+/* test_term_roundtrip: seeded random terms of every type survive ei -> JSON/text/ETF -> ei exactly.
+ */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -29,16 +30,16 @@ static unsigned pick(unsigned n) {
 static void gen(ei_x_buff *x, unsigned depth);
 
 static void gen_atom(ei_x_buff *x) {
-    static const char *const atoms[] = {"ok",   "true", "false", "null", "hello world", "and",
-                                        "Caps", "é",    "日本",  "a'b\\c", "",          "$x",
-                                        "with\nnewline", "self", "nodex@host"};
+    static const char *const atoms[] = {
+        "ok",   "true",   "false", "null", "hello world",   "and",  "Caps",      "é",
+        "日本", "a'b\\c", "",      "$x",   "with\nnewline", "self", "nodex@host"};
     const char *a = atoms[pick(sizeof atoms / sizeof *atoms)];
     assert_int_equal(ei_x_encode_atom_len_as(x, a, (int)strlen(a), ERLANG_UTF8, ERLANG_UTF8), 0);
 }
 
 static void gen_utf8(strbuf *s, unsigned max) {
-    static const uint32_t pool[] = {'a', 'z', ' ', '"', '\\', '\n', 0x7f, 0xe9, 0x20ac, 0x1f600,
-                                    '$', '\'', 0x1, '%', 0xa0, 0xff};
+    static const uint32_t pool[] = {'a',    'z',     ' ', '"',  '\\', '\n', 0x7f, 0xe9,
+                                    0x20ac, 0x1f600, '$', '\'', 0x1,  '%',  0xa0, 0xff};
     unsigned n = pick(max);
     for (unsigned k = 0; k < n; k++) term_utf8_put(s, pool[pick(sizeof pool / sizeof *pool)]);
 }
@@ -71,7 +72,7 @@ static void gen(ei_x_buff *x, unsigned depth) {
     case 6: {
         strbuf s = {0};
         gen_utf8(&s, 12);
-        ei_x_encode_binary(x, s.data ? s.data : "", (long)s.len);
+        ei_x_encode_binary(x, s.data ? s.data : "", (int)s.len);
         strbuf_free(&s);
         break;
     }
@@ -79,7 +80,7 @@ static void gen(ei_x_buff *x, unsigned depth) {
         char b[16];
         unsigned n = pick(16);
         for (unsigned k = 0; k < n; k++) b[k] = (char)rnd();
-        ei_x_encode_binary(x, b, n);
+        ei_x_encode_binary(x, b, (int)n);
         break;
     }
     case 8: {
@@ -124,8 +125,10 @@ static void gen(ei_x_buff *x, unsigned depth) {
         unsigned n = 1 + pick(3);
         int hdr = term_hdr_reserve(x);
         for (unsigned k = 0; k < n; k++) gen(x, depth + 1);
-        if (pick(2)) gen_atom(x);
-        else ei_x_encode_double(x, 2.5);
+        if (pick(2))
+            gen_atom(x);
+        else
+            ei_x_encode_double(x, 2.5);
         term_improper_close(x, hdr, n);
         break;
     }
@@ -139,7 +142,7 @@ static void gen(ei_x_buff *x, unsigned depth) {
                 if (pick(4) == 0) strbuf_putc(&s, '$');
                 gen_utf8(&s, 6);
                 strbuf_printf(&s, "%u", k);
-                ei_x_encode_binary(x, s.data, (long)s.len);
+                ei_x_encode_binary(x, s.data, (int)s.len);
                 strbuf_free(&s);
             } else {
                 gen(x, depth + 1);
@@ -151,36 +154,35 @@ static void gen(ei_x_buff *x, unsigned depth) {
     }
     case 17: {
         erlang_pid pid = {.num = (unsigned)pick(1 << 15), .serial = pick(8), .creation = 7};
-        strcpy(pid.node, pick(2) ? "nodex@host" : "gw@127.0.0.1");
+        snprintf(pid.node, sizeof pid.node, "%s", pick(2) ? "nodex@host" : "gw@127.0.0.1");
         ei_x_encode_pid(x, &pid);
         break;
     }
     case 18: {
-        erlang_ref ref = {.len = 3, .n = {pick(1 << 18), (unsigned)rnd(), (unsigned)rnd()},
-                          .creation = 3};
-        strcpy(ref.node, "nodex@host");
+        erlang_ref ref = {
+            .len = 3, .n = {pick(1 << 18), (unsigned)rnd(), (unsigned)rnd()}, .creation = 3};
+        snprintf(ref.node, sizeof ref.node, "nodex@host");
         if (pick(2)) {
             ei_x_encode_ref(x, &ref);
         } else {
             erlang_port port = {.id = rnd() & 0xfffffff, .creation = 5};
-            strcpy(port.node, "nodex@host");
+            snprintf(port.node, sizeof port.node, "nodex@host");
             ei_x_encode_port(x, &port);
         }
         break;
     }
     default: {
-        static const unsigned char fun[] = {113, 119, 5, 'l', 'i', 's', 't', 's', 119, 3,
-                                            'm', 'a', 'p', 97, 2};
+        static const unsigned char fun[] = {113, 119, 5,   'l', 'i', 's', 't', 's',
+                                            119, 3,   'm', 'a', 'p', 97,  2};
         term_x_append(x, fun, sizeof fun);
         break;
     }
     }
 }
 
-typedef int (*render_fn)(const char *, size_t, int *, const term_limits *, strbuf *,
-                         term_error *);
-typedef int (*parse_fn)(const char *, size_t, const term_limits *, const erlang_pid *,
-                        ei_x_buff *, term_error *);
+typedef int (*render_fn)(const char *, size_t, int *, const term_limits *, strbuf *, term_error *);
+typedef int (*parse_fn)(const char *, size_t, const term_limits *, const erlang_pid *, ei_x_buff *,
+                        term_error *);
 
 static int parse_etf(const char *s, size_t n, const term_limits *l, const erlang_pid *self,
                      ei_x_buff *x, term_error *e) {

@@ -39,8 +39,7 @@ static void expect_error(const char *text, term_status st, const char *needle) {
     ei_x_new(&x);
     term_error err;
     if (term_from_text(text, strlen(text), NULL, NULL, &x, &err) == 0) fail_msg("%s parsed", text);
-    if (err.status != st)
-        fail_msg("%s: %s (%s)", text, term_status_name(err.status), err.message);
+    if (err.status != st) fail_msg("%s: %s (%s)", text, term_status_name(err.status), err.message);
     if (needle && !strstr(err.message, needle))
         fail_msg("%s: message '%s' lacks '%s'", text, err.message, needle);
     ei_x_free(&x);
@@ -195,7 +194,7 @@ static void test_errors_give_the_offset(void **state) {
     expect_error("{a}.x", TERM_ERR_SYNTAX, "offset 4");
     char big[400] = "'";
     memset(big + 1, 'a', 300);
-    strcpy(big + 301, "'");
+    memcpy(big + 301, "'", 2);
     expect_error(big, TERM_ERR_SYNTAX, "255");
 }
 
