@@ -516,6 +516,7 @@ static const field_spec node_fields[] = {
     CUSTOM(config, "listen", dist_listen, set_ip_address),
     UINT(config, "port", dist_port, 0, 65535),
     UINT(config, "tick_time_ms", tick_time_ms, 100, HOUR_MS),
+    UINT(config, "peer_tick_time_ms", peer_tick_time_ms, 1000, HOUR_MS),
     BOOL(config, "start_epmd", start_epmd),
 };
 
@@ -755,6 +756,7 @@ static config *config_new(const char *source) {
     if (!cfg) return NULL;
     cfg->dist_port = 0;
     cfg->tick_time_ms = 4000;
+    cfg->peer_tick_time_ms = 60000;
     cfg->start_epmd = true;
     cfg->http_threads = 2;
     cfg->max_body_bytes = 8u << 20;

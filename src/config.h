@@ -87,6 +87,8 @@ typedef struct config {
     char *dist_listen;     /* address the distribution listener binds, default "127.0.0.1" */
     unsigned dist_port;    /* 0 = ephemeral */
     unsigned tick_time_ms; /* a peer silent this long is down; default 4000 */
+    unsigned peer_tick_time_ms; /* same for other Erlang nodes, which tick at their own
+                                   net_ticktime (default 60 s); default 60000 */
     bool start_epmd;       /* run `epmd -daemon` when none answers; default true */
     /* http */
     char *http_listen;                  /* "127.0.0.1:8080"; port 0 = ephemeral */

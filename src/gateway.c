@@ -378,6 +378,11 @@ static gw_cnode *gw_find_node_locked(gateway *gw, const char *node) {
 /* ------------------------------------------------------------------------------------------ */
 /* Supervisor */
 
+/* "cnode" or "node", for log lines. */
+static const char *gw_what(const gw_cnode *cn) {
+    return cn->kind == ENTRY_CNODE ? "cnode" : "node";
+}
+
 static void gw_emit(gateway *gw, const gw_cnode *cn, cnode_state s) {
     pthread_mutex_lock(&gw->sub_mu);
     if (gw->subscribers) {
@@ -398,7 +403,7 @@ static void gw_emit(gateway *gw, const gw_cnode *cn, cnode_state s) {
 
 static void gw_set_state(gw_cnode *cn, cnode_state s) {
     if (cn->state == s) return;
-    log_info("cnode %s: %s -> %s", cn->cfg->name, cnode_state_name(cn->state), cnode_state_name(s));
+    log_info("%s %s: %s -> %s", gw_what(cn), cn->cfg->name, cnode_state_name(cn->state), cnode_state_name(s));
     pthread_mutex_lock(&cn->gw->mu);
     cn->state = s;
     cn->up_since_ms = s == CNODE_UP ? dist_now_ms() : 0;
@@ -480,7 +485,7 @@ static void gw_cnode_after_exit(gw_cnode *cn, bool normal_exit) {
     if (kept >= cfg->max_restarts || kept >= GW_MAX_RESTART_LOG) {
         cn->phase = PHASE_FAILED;
         cn->deadline_ms = INT64_MAX;
-        log_error("cnode %s: failed: more than %u restarts in %u s (last: %s)", cfg->name,
+        log_error("%s %s: failed: more than %u restarts in %u s (last: %s)", gw_what(cn), cfg->name,
                   cfg->max_restarts, cfg->max_seconds, cn->last_error);
         gw_set_state(cn, CNODE_FAILED);
         return;
@@ -505,12 +510,13 @@ static void gw_cnode_down(gw_cnode *cn, bool kill_now, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(reason, sizeof reason, fmt, ap);
     va_end(ap);
-    log_warn("cnode %s: down: %s", cn->cfg->name, reason);
+    const char *what = cn->kind == ENTRY_CNODE ? "C-node" : "node";
+    log_warn("%s %s: down: %s", what, cn->cfg->name, reason);
     gw_set_error(cn, "%s", reason);
     cn->connect_generation++; /* any connector still running is now stale */
     gw_cnode_disconnect(cn);
     char detail[200];
-    snprintf(detail, sizeof detail, "C-node %s went down during the call: %s", cn->cfg->name,
+    snprintf(detail, sizeof detail, "%s %s went down during the call: %s", what, cn->cfg->name,
              reason);
     gw_fail_calls(cn, CALL_UNAVAILABLE, detail);
     if (cn->proc && !child_exited(cn->proc)) {
@@ -542,7 +548,7 @@ static bool gw_cnode_reap(gw_cnode *cn) {
     bool normal = WIFEXITED(status) && WEXITSTATUS(status) == 0;
     switch (cn->phase) {
     case PHASE_SPAWNED:
-        log_warn("cnode %s: exited before it was up: %s", cn->cfg->name, how);
+        log_warn("%s %s: exited before it was up: %s", gw_what(cn), cn->cfg->name, how);
         gw_set_error(cn, "exited before it was up: %s", how);
         gw_cnode_disconnect(cn);
         gw_fail_calls(cn, CALL_UNAVAILABLE, "C-node exited");
@@ -551,7 +557,7 @@ static bool gw_cnode_reap(gw_cnode *cn) {
         break;
     case PHASE_UP:
     case PHASE_CONNECTING:
-        log_warn("cnode %s: process %s", cn->cfg->name, how);
+        log_warn("%s %s: process %s", gw_what(cn), cn->cfg->name, how);
         gw_set_error(cn, "process %s", how);
         cn->connect_generation++;
         gw_cnode_disconnect(cn);
@@ -684,7 +690,7 @@ static void gw_cnode_spawn(gw_cnode *cn) {
     pthread_mutex_unlock(&gw->mu);
     cn->phase = PHASE_SPAWNED;
     cn->deadline_ms = dist_now_ms() + cfg->spawn_inactive_timeout_ms;
-    log_info("cnode %s: started %s as pid %d (node %s)", cfg->name, cn->executable,
+    log_info("%s %s: started %s as pid %d (node %s)", gw_what(cn), cfg->name, cn->executable,
              (int)cn->os_pid, cn->node);
 }
 
@@ -869,11 +875,15 @@ static void gw_entry_free(gw_cnode *cn) {
 /* Builds a child's argv: erl -noinput -name|-sname Node -pa Dirs... ExtraArgs... -eval ready. */
 static int gw_child_args(gateway *gw, config_cnode *o) {
     const config *cfg = gw->cfg;
-    size_t n = 3 + 2 * cfg->code_path_count + cfg->erl_arg_count + 2;
+    size_t n = 6 + 2 * cfg->code_path_count + cfg->erl_arg_count + 2;
     o->args = calloc(n + 1, sizeof *o->args);
     if (!o->args) return -1;
-    const char *fixed[] = {"-noinput", cfg->longnames ? "-name" : "-sname", o->node};
-    for (size_t i = 0; i < 3; i++)
+    /* The child ticks at our pace, so a hung child is noticed within node.tick_time_ms. */
+    char ticktime[16];
+    snprintf(ticktime, sizeof ticktime, "%u", (cfg->tick_time_ms + 999) / 1000);
+    const char *fixed[] = {"-noinput", cfg->longnames ? "-name" : "-sname", o->node,
+                           "-kernel", "net_ticktime", ticktime};
+    for (size_t i = 0; i < 6; i++)
         if (!(o->args[o->arg_count++] = gw_template_literal(fixed[i]))) return -1;
     for (size_t i = 0; i < cfg->code_path_count; i++) {
         if (!(o->args[o->arg_count++] = strdup("-pa"))) return -1;
@@ -983,7 +993,7 @@ static void gw_handle_handoffs(gateway *gw) {
                 gw_cnode_down(cn, cn->cfg->direction != CNODE_DIRECTION_ADOPT, "%s", h->error);
             } else if ((cn->conn = gw_conn_add(gw, h->fd, h->peer)) != NULL) {
                 cn->conn->cnode = cn;
-                log_info("cnode %s: connected to %s", cn->cfg->name, h->peer);
+                log_info("%s %s: connected to %s", gw_what(cn), cn->cfg->name, h->peer);
                 gw_cnode_became_up(cn);
             } else {
                 gw_cnode_down(cn, true, "cannot watch the connection");
@@ -1168,7 +1178,11 @@ static void gw_tick_connections(gateway *gw, int64_t now) {
     for (gw_conn *gc = gw->conns, *next; gc; gc = next) {
         next = gc->next;
         dist_conn *dc = gc->dc;
-        bool silent = now - atomic_load(&dc->last_recv_ms) > tick;
+        /* C-nodes answer our ticks and children tick at our pace (net_ticktime is set for
+         * them); other Erlang nodes tick at their own net_ticktime, which we cannot know. */
+        int64_t silence = gc->cnode && gc->cnode->kind == ENTRY_PEER ? gw->cfg->peer_tick_time_ms
+                                                                     : tick;
+        bool silent = now - atomic_load(&dc->last_recv_ms) > silence;
         if (!silent && now - atomic_load(&dc->last_send_ms) >= tick / 4)
             dist_send_tick(dc, 100);
         if (!silent && !atomic_load(&dc->broken)) continue;

@@ -42,7 +42,7 @@ struct http_api {
     char address[80];
 };
 
-typedef enum request_kind { REQ_CALL, REQ_CAST } request_kind;
+typedef enum request_kind { REQ_CALL, REQ_CAST, REQ_RPC, REQ_LOAD, REQ_SPAWN } request_kind;
 
 /* One HTTP request's state (MHD's con_cls). Freed by the completion callback. */
 typedef struct http_request {
@@ -52,7 +52,11 @@ typedef struct http_request {
     bool too_large;
     bool have_response;      /* an early error response is queued, the body is discarded */
     request_kind kind;
-    const config_cnode *cnode;
+    const config_cnode *cnode; /* REQ_CALL, REQ_CAST */
+    char target[256];          /* the C-node's or node's name, for messages */
+    char module[256];          /* REQ_LOAD */
+    strbuf spawned;            /* REQ_SPAWN: the JSON document (or error message) to answer */
+    bool spawn_failed;
     http_format in, out;
     unsigned timeout_ms;
     bool submitted;
@@ -224,21 +228,27 @@ static void http_call_done(call *c, void *ctx) {
     MHD_resume_connection(conn); /* req may be freed by an MHD thread from here on */
 }
 
+static enum MHD_Result http_rpc_response(http_request *req);
+
 static enum MHD_Result http_call_response(http_request *req) {
     call *c = &req->call;
     struct MHD_Connection *conn = req->conn;
+    const char *what = req->kind == REQ_CALL ? "C-node" : "node";
     if (req->refused != GATEWAY_OK)
         return http_error(conn, (unsigned)gateway_error_http(req->refused),
-                          gateway_error_code(req->refused), "C-node %s is not available (%s)",
-                          req->cnode->name, gateway_error_code(req->refused));
+                          gateway_error_code(req->refused), "%s %s is not available (%s)", what,
+                          req->target, gateway_error_code(req->refused));
+    if (req->kind == REQ_SPAWN)
+        return http_send(conn, req->spawn_failed ? MHD_HTTP_SERVICE_UNAVAILABLE : MHD_HTTP_CREATED,
+                         "application/json", &req->spawned);
     if (c->outcome != CALL_REPLIED) {
-        const char *cn = req->cnode->name;
         if (c->outcome == CALL_TIMEOUT)
-            return http_error(conn, 504, "timeout", "C-node %s did not reply within %u ms", cn,
-                              req->timeout_ms);
+            return http_error(conn, 504, "timeout", "%s %s did not reply within %u ms", what,
+                              req->target, req->timeout_ms);
         return http_error(conn, (unsigned)call_outcome_http(c->outcome),
                           call_outcome_code(c->outcome), "%s", c->detail);
     }
+    if (req->kind == REQ_RPC || req->kind == REQ_LOAD) return http_rpc_response(req);
     strbuf sb = {0};
     term_error err = {0};
     int idx = (int)c->reply_offset;
@@ -251,7 +261,7 @@ static enum MHD_Result http_call_response(http_request *req) {
     if (rc != 0) {
         strbuf_free(&sb);
         return http_error(conn, MHD_HTTP_BAD_GATEWAY, "bad_reply",
-                          "C-node %s sent a reply that cannot be decoded: %s", req->cnode->name,
+                          "C-node %s sent a reply that cannot be decoded: %s", req->target,
                           err.message);
     }
     return http_send(conn, MHD_HTTP_OK, http_format_mime[req->out], &sb);
@@ -306,7 +316,7 @@ static enum MHD_Result http_call_submit(http_request *req) {
     return MHD_YES;
 gateway_failed:
     return http_error(conn, (unsigned)gateway_error_http(ge), gateway_error_code(ge),
-                      "C-node %s is not available (%s)", req->cnode->name, gateway_error_code(ge));
+                      "C-node %s is not available (%s)", req->target, gateway_error_code(ge));
 }
 
 /* Validates a call/cast request before its body arrives. Returns MHD_YES with a response
@@ -316,6 +326,7 @@ static enum MHD_Result http_call_begin(http_request *req, const char *name, requ
     struct MHD_Connection *conn = req->conn;
     req->kind = kind;
     req->cnode = config_find_cnode(api->cfg, name);
+    snprintf(req->target, sizeof req->target, "%s", name);
     req->have_response = true;
     if (!req->cnode)
         return http_error(conn, MHD_HTTP_NOT_FOUND, "not_found", "no C-node named '%.64s'", name);
@@ -344,6 +355,428 @@ static enum MHD_Result http_call_begin(http_request *req, const char *name, requ
     }
     req->have_response = false;
     return MHD_YES;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Erlang nodes: list, spawn, stop, rpc, load code */
+
+static enum MHD_Result http_list_nodes(http_api *api, struct MHD_Connection *conn) {
+    gateway_node_info *nodes;
+    int n = gateway_list_nodes(api->gw, &nodes);
+    if (n < 0) return http_error(conn, 500, "out_of_memory", "out of memory");
+    strbuf sb = {0};
+    strbuf_printf(&sb, "{\"self\":");
+    const char *self = gateway_node_name(api->gw);
+    strbuf_json_string(&sb, self, strlen(self));
+    strbuf_puts(&sb, ",\"nodes\":[");
+    for (int i = 0; i < n; i++) {
+        const gateway_node_info *ni = &nodes[i];
+        if (i) strbuf_putc(&sb, ',');
+        strbuf_puts(&sb, "{\"node\":");
+        strbuf_json_string(&sb, ni->node, strlen(ni->node));
+        strbuf_printf(&sb, ",\"connected\":%s,\"child\":%s,\"state\":\"%s\",\"os_pid\":",
+                      ni->connected ? "true" : "false", ni->child ? "true" : "false",
+                      cnode_state_name(ni->state));
+        if (ni->os_pid) strbuf_printf(&sb, "%d", (int)ni->os_pid);
+        else strbuf_puts(&sb, "null");
+        strbuf_printf(&sb, ",\"restarts\":%u}", ni->restarts);
+    }
+    strbuf_puts(&sb, "]}");
+    free(nodes);
+    return http_send(conn, MHD_HTTP_OK, "application/json", &sb);
+}
+
+/* Runs on the gateway's loop thread when the children of POST /nodes are up (or not). */
+static void http_spawn_done(void *ctx, const char *const *nodes, size_t count, const char *error) {
+    http_request *req = ctx;
+    strbuf *sb = &req->spawned;
+    req->spawn_failed = error != NULL;
+    if (error) {
+        strbuf_puts(sb, "{\"error\":{\"code\":\"spawn_failed\",\"message\":");
+        strbuf_json_string(sb, error, strlen(error));
+        strbuf_puts(sb, ",\"nodes\":[");
+    } else {
+        strbuf_puts(sb, "{\"nodes\":[");
+    }
+    for (size_t i = 0; i < count; i++) {
+        if (i) strbuf_putc(sb, ',');
+        strbuf_json_string(sb, nodes[i], strlen(nodes[i]));
+    }
+    strbuf_puts(sb, error ? "]}}" : "]}");
+    struct MHD_Connection *conn = req->conn;
+    atomic_store(&req->done, true);
+    MHD_resume_connection(conn);
+}
+
+/* Reads an unsigned integer field of a JSON object body such as {"count":2}. */
+static int http_body_count(http_request *req, unsigned *count, char *why, size_t why_len) {
+    ei_x_buff x;
+    term_error err = {0};
+    if (ei_x_new(&x) != 0) return -1;
+    const char *body = req->body.data ? req->body.data : "";
+    int rc = -1;
+    if (req->body.len == 0) {
+        *count = 1;
+        rc = 0;
+    } else if (term_from_json(body, req->body.len, &req->api->limits, NULL, &x, &err) != 0) {
+        snprintf(why, why_len, "%s", err.message);
+    } else {
+        int i = 0, arity, type, size;
+        long v;
+        char key[16];
+        if (ei_decode_map_header(x.buff, &i, &arity) < 0) {
+            snprintf(why, why_len, "the body must be a JSON object such as {\"count\":2}");
+        } else {
+            *count = 1;
+            rc = 0;
+            for (int k = 0; k < arity && rc == 0; k++) {
+                long klen;
+                if (ei_get_type(x.buff, &i, &type, &size) < 0 || type != ERL_BINARY_EXT ||
+                    size >= (int)sizeof key || ei_decode_binary(x.buff, &i, key, &klen) < 0) {
+                    snprintf(why, why_len, "unexpected key in the body");
+                    rc = -1;
+                    break;
+                }
+                key[klen] = '\0';
+                if (strcmp(key, "count") != 0 || ei_decode_long(x.buff, &i, &v) < 0 || v < 1 ||
+                    v > 10000) {
+                    snprintf(why, why_len, "$.%s: expected \"count\", an integer from 1 to 10000",
+                             key);
+                    rc = -1;
+                    break;
+                }
+                *count = (unsigned)v;
+            }
+        }
+    }
+    ei_x_free(&x);
+    return rc;
+}
+
+static enum MHD_Result http_spawn_nodes(http_request *req) {
+    struct MHD_Connection *conn = req->conn;
+    unsigned count;
+    char why[300];
+    if (http_body_count(req, &count, why, sizeof why) != 0)
+        return http_error(conn, MHD_HTTP_BAD_REQUEST, "bad_request", "%s", why);
+    req->kind = REQ_SPAWN;
+    snprintf(req->target, sizeof req->target, "children");
+    MHD_suspend_connection(conn);
+    req->submitted = true;
+    gateway_error ge = gateway_spawn_nodes(req->api->gw, count, http_spawn_done, req);
+    if (ge == GATEWAY_OK) return MHD_YES;
+    req->submitted = false;
+    MHD_resume_connection(conn);
+    if (ge == GATEWAY_BAD_REQUEST)
+        return http_error(conn, MHD_HTTP_BAD_REQUEST, "bad_request",
+                          "count must be 1 or more, and at most erlang_nodes.max_children (%u) "
+                          "children in all",
+                          req->api->cfg->max_children);
+    return http_error(conn, (unsigned)gateway_error_http(ge), gateway_error_code(ge),
+                      "cannot start child nodes (%s)", gateway_error_code(ge));
+}
+
+/* Copies an atom or UTF-8 binary term at x[*i] into out as a C string. */
+static int http_decode_name(const char *buf, int *i, char *out, size_t out_len) {
+    int type, size;
+    if (ei_get_type(buf, i, &type, &size) < 0 || size < 1 || (size_t)size >= out_len) return -1;
+    if (type == ERL_BINARY_EXT) {
+        long len;
+        if (ei_decode_binary(buf, i, out, &len) < 0) return -1;
+        out[len] = '\0';
+        return memchr(out, '\0', (size_t)len) ? -1 : 0;
+    }
+    return ei_decode_atom_as(buf, i, out, (int)out_len, ERLANG_UTF8, NULL, NULL) < 0 ? -1 : 0;
+}
+
+/* Reads {M, F, Args} or #{module, function, args} from the encoded body into req and the
+ * args' bytes. Returns 0 or -1 with `why`. */
+static int http_parse_mfa(const char *buf, char *module, char *function, size_t name_len,
+                          int *args_start, int *args_end, char *why, size_t why_len) {
+    int i = 0, arity, type, size;
+    *args_start = -1;
+    module[0] = function[0] = '\0';
+    if (ei_get_type(buf, &i, &type, &size) < 0) goto bad;
+    if (type == ERL_SMALL_TUPLE_EXT || type == ERL_LARGE_TUPLE_EXT) {
+        if (ei_decode_tuple_header(buf, &i, &arity) < 0 || arity != 3) goto bad;
+        if (http_decode_name(buf, &i, module, name_len) < 0 ||
+            http_decode_name(buf, &i, function, name_len) < 0)
+            goto bad;
+        *args_start = i;
+    } else if (type == ERL_MAP_EXT) {
+        if (ei_decode_map_header(buf, &i, &arity) < 0) goto bad;
+        for (int k = 0; k < arity; k++) {
+            char key[16];
+            if (http_decode_name(buf, &i, key, sizeof key) < 0) {
+                snprintf(why, why_len, "the body's keys must be module, function and args");
+                return -1;
+            }
+            if (strcmp(key, "module") == 0) {
+                if (http_decode_name(buf, &i, module, name_len) < 0) {
+                    snprintf(why, why_len, "$.module: expected a string of 1 to 255 bytes");
+                    return -1;
+                }
+            } else if (strcmp(key, "function") == 0) {
+                if (http_decode_name(buf, &i, function, name_len) < 0) {
+                    snprintf(why, why_len, "$.function: expected a string of 1 to 255 bytes");
+                    return -1;
+                }
+            } else if (strcmp(key, "args") == 0) {
+                *args_start = i;
+                if (ei_skip_term(buf, &i) < 0) goto bad;
+            } else {
+                snprintf(why, why_len, "$.%s: unknown key (use module, function, args)", key);
+                return -1;
+            }
+        }
+    } else {
+        goto bad;
+    }
+    if (!module[0] || !function[0]) {
+        snprintf(why, why_len, "module and function are required");
+        return -1;
+    }
+    if (*args_start < 0) {
+        snprintf(why, why_len, "args is required (a list, [] for none)");
+        return -1;
+    }
+    i = *args_start;
+    if (ei_get_type(buf, &i, &type, &size) < 0 ||
+        (type != ERL_LIST_EXT && type != ERL_NIL_EXT && type != ERL_STRING_EXT)) {
+        snprintf(why, why_len, "args must be a list");
+        return -1;
+    }
+    if (ei_skip_term(buf, &i) < 0) goto bad;
+    *args_end = i;
+    return 0;
+bad:
+    snprintf(why, why_len,
+             "expected {\"module\":M,\"function\":F,\"args\":[...]} (or {M, F, Args} as a term)");
+    return -1;
+}
+
+/* Validates ?timeout_ms= against the rpc limit. Returns 0 or -1. */
+static int http_rpc_timeout(http_request *req) {
+    const config *cfg = req->api->cfg;
+    const char *t = MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, "timeout_ms");
+    req->timeout_ms = cfg->rpc_timeout_ms;
+    if (!t) return 0;
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(t, &end, 10);
+    if (!*t || *end || errno || v == 0 || v > cfg->max_rpc_timeout_ms || t[0] == '-') return -1;
+    req->timeout_ms = (unsigned)v;
+    return 0;
+}
+
+static enum MHD_Result http_rpc_submit(http_request *req, const char *module, const char *function,
+                                       const char *args, size_t args_len) {
+    struct MHD_Connection *conn = req->conn;
+    call *c = &req->call;
+    c->on_done = http_call_done;
+    c->ctx = req;
+    MHD_suspend_connection(conn);
+    req->submitted = true;
+    gateway_error ge = gateway_rpc(req->api->gw, req->target, c, module, function, args, args_len,
+                                   req->timeout_ms);
+    if (ge == GATEWAY_OK) return MHD_YES;
+    req->refused = ge;
+    atomic_store(&req->done, true);
+    MHD_resume_connection(conn);
+    return MHD_YES;
+}
+
+static enum MHD_Result http_rpc_begin(http_request *req, const char *node) {
+    http_api *api = req->api;
+    struct MHD_Connection *conn = req->conn;
+    req->kind = REQ_RPC;
+    snprintf(req->target, sizeof req->target, "%s", node);
+    bool present;
+    req->in = http_content_type(conn, &present);
+    if (req->in == FORMAT_NONE)
+        return http_error(conn, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type",
+                          "Content-Type must be application/json, application/x-erlang-text or "
+                          "application/x-erlang-binary");
+    req->out = http_accept(conn, req->in);
+    if (req->out == FORMAT_NONE)
+        return http_error(conn, MHD_HTTP_NOT_ACCEPTABLE, "not_acceptable",
+                          "Accept must allow application/json, application/x-erlang-text or "
+                          "application/x-erlang-binary");
+    if (http_rpc_timeout(req) != 0)
+        return http_error(conn, MHD_HTTP_BAD_REQUEST, "bad_request",
+                          "timeout_ms must be an integer from 1 to %u", api->cfg->max_rpc_timeout_ms);
+    if (req->too_large)
+        return http_error(conn, MHD_HTTP_CONTENT_TOO_LARGE, "payload_too_large",
+                          "request body over %zu bytes", api->cfg->max_body_bytes);
+    ei_x_buff x;
+    if (ei_x_new(&x) != 0) return http_error(conn, 500, "out_of_memory", "out of memory");
+    gateway_make_pid(api->gw, &req->call.pid);
+    term_error err = {0};
+    const char *body = req->body.data ? req->body.data : "";
+    int rc;
+    switch (req->in) {
+    case FORMAT_TEXT: rc = term_from_text(body, req->body.len, &api->limits, &req->call.pid, &x, &err); break;
+    case FORMAT_ETF: rc = term_from_etf(body, req->body.len, &api->limits, &x, &err); break;
+    default: rc = term_from_json(body, req->body.len, &api->limits, &req->call.pid, &x, &err); break;
+    }
+    if (rc != 0) {
+        ei_x_free(&x);
+        return http_error(conn, (unsigned)term_status_http(err.status), term_status_name(err.status),
+                          "%s", err.message);
+    }
+    char module[256], function[256], why[200];
+    int a0, a1;
+    if (http_parse_mfa(x.buff, module, function, sizeof module, &a0, &a1, why, sizeof why) != 0) {
+        ei_x_free(&x);
+        return http_error(conn, MHD_HTTP_BAD_REQUEST, "bad_request", "%s", why);
+    }
+    enum MHD_Result r = http_rpc_submit(req, module, function, x.buff + a0, (size_t)(a1 - a0));
+    ei_x_free(&x);
+    return r;
+}
+
+static enum MHD_Result http_load_begin(http_request *req, const char *node, const char *module) {
+    http_api *api = req->api;
+    struct MHD_Connection *conn = req->conn;
+    req->kind = REQ_LOAD;
+    req->out = FORMAT_JSON;
+    snprintf(req->target, sizeof req->target, "%s", node);
+    snprintf(req->module, sizeof req->module, "%s", module);
+    if (req->too_large)
+        return http_error(conn, MHD_HTTP_CONTENT_TOO_LARGE, "payload_too_large",
+                          "request body over %zu bytes", api->cfg->max_body_bytes);
+    if (req->body.len == 0)
+        return http_error(conn, MHD_HTTP_BAD_REQUEST, "bad_request",
+                          "the body must be the module's .beam file");
+    if (http_rpc_timeout(req) != 0)
+        return http_error(conn, MHD_HTTP_BAD_REQUEST, "bad_request",
+                          "timeout_ms must be an integer from 1 to %u", api->cfg->max_rpc_timeout_ms);
+    /* code:load_binary(Module, "Module.beam", Beam) */
+    char file[300];
+    snprintf(file, sizeof file, "%s.beam", module);
+    ei_x_buff x;
+    if (ei_x_new(&x) != 0) return http_error(conn, 500, "out_of_memory", "out of memory");
+    if (ei_x_encode_list_header(&x, 3) || ei_x_encode_atom(&x, module) ||
+        ei_x_encode_string(&x, file) ||
+        ei_x_encode_binary(&x, req->body.data, (long)req->body.len) || ei_x_encode_empty_list(&x)) {
+        ei_x_free(&x);
+        return http_error(conn, MHD_HTTP_BAD_REQUEST, "bad_request", "bad module name");
+    }
+    gateway_make_pid(api->gw, &req->call.pid);
+    enum MHD_Result r = http_rpc_submit(req, "code", "load_binary", x.buff, (size_t)x.index);
+    ei_x_free(&x);
+    return r;
+}
+
+/* rpc and load replies: {badrpc, Reason} is 502 with Reason; load wants {module, M}. */
+static enum MHD_Result http_rpc_response(http_request *req) {
+    call *c = &req->call;
+    struct MHD_Connection *conn = req->conn;
+    const char *buf = c->reply;
+    int i = (int)c->reply_offset, arity, type, size;
+    term_error err = {0};
+    int check = i;
+    if (term_validate(buf, c->reply_len, &check, &req->api->limits, &err) != 0)
+        return http_error(conn, MHD_HTTP_BAD_GATEWAY, "bad_reply",
+                          "node %s sent a reply that cannot be decoded: %s", req->target,
+                          err.message);
+    char tag[MAXATOMLEN_UTF8] = "";
+    int j = i;
+    bool pair = ei_get_type(buf, &j, &type, &size) == 0 && type == ERL_SMALL_TUPLE_EXT &&
+                ei_decode_tuple_header(buf, &j, &arity) == 0 && arity == 2 &&
+                ei_get_type(buf, &j, &type, &size) == 0 &&
+                (type == ERL_ATOM_EXT || type == ERL_SMALL_ATOM_UTF8_EXT ||
+                 type == ERL_ATOM_UTF8_EXT || type == ERL_SMALL_ATOM_EXT) &&
+                ei_decode_atom_as(buf, &j, tag, sizeof tag, ERLANG_UTF8, NULL, NULL) == 0;
+    /* j is now at the pair's second element when `pair` */
+    strbuf sb = {0};
+    if (pair && strcmp(tag, "badrpc") == 0) {
+        int k = j;
+        strbuf text = {0};
+        term_to_text(buf, c->reply_len, &k, &req->api->limits, &text, &err);
+        strbuf_puts(&sb, "{\"error\":{\"code\":\"badrpc\",\"message\":");
+        char msg[600];
+        snprintf(msg, sizeof msg, "rpc on %s failed: %s", req->target, text.data ? text.data : "?");
+        strbuf_json_string(&sb, msg, strlen(msg));
+        strbuf_puts(&sb, ",\"reason\":");
+        k = j;
+        if (term_to_json(buf, c->reply_len, &k, &req->api->limits, &sb, &err) != 0)
+            strbuf_puts(&sb, "null");
+        strbuf_puts(&sb, "}}");
+        strbuf_free(&text);
+        return http_send(conn, MHD_HTTP_BAD_GATEWAY, "application/json", &sb);
+    }
+    if (req->kind == REQ_LOAD) {
+        if (pair && strcmp(tag, "module") == 0) {
+            strbuf_puts(&sb, "{\"status\":\"loaded\",\"module\":");
+            strbuf_json_string(&sb, req->module, strlen(req->module));
+            strbuf_puts(&sb, ",\"node\":");
+            strbuf_json_string(&sb, req->target, strlen(req->target));
+            strbuf_putc(&sb, '}');
+            return http_send(conn, MHD_HTTP_OK, "application/json", &sb);
+        }
+        int k = i;
+        term_to_text(buf, c->reply_len, &k, &req->api->limits, &sb, &err);
+        enum MHD_Result r = http_error(conn, MHD_HTTP_BAD_REQUEST, "load_failed",
+                                       "code:load_binary(%s) on %s returned %.300s", req->module,
+                                       req->target, sb.data ? sb.data : "?");
+        strbuf_free(&sb);
+        return r;
+    }
+    int k = i;
+    int rc;
+    switch (req->out) {
+    case FORMAT_TEXT: rc = term_to_text(buf, c->reply_len, &k, &req->api->limits, &sb, &err); break;
+    case FORMAT_ETF: rc = term_to_etf(buf, c->reply_len, &k, &req->api->limits, &sb, &err); break;
+    default: rc = term_to_json(buf, c->reply_len, &k, &req->api->limits, &sb, &err); break;
+    }
+    if (rc != 0) {
+        strbuf_free(&sb);
+        return http_error(conn, MHD_HTTP_BAD_GATEWAY, "bad_reply", "%s", err.message);
+    }
+    return http_send(conn, MHD_HTTP_OK, http_format_mime[req->out], &sb);
+}
+
+/* /nodes, /nodes/{node}, /nodes/{node}/rpc, /nodes/{node}/modules/{module} */
+static enum MHD_Result http_route_nodes(http_request *req, const char *url, const char *method) {
+    struct MHD_Connection *conn = req->conn;
+    bool get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
+    const char *p = url + strlen("/nodes");
+    if (!*p) {
+        if (get) return http_list_nodes(req->api, conn);
+        if (strcmp(method, "POST") == 0) return http_spawn_nodes(req);
+        return http_method_not_allowed(conn, "GET, POST");
+    }
+    if (*p != '/') goto not_found;
+    p++;
+    char node[256];
+    size_t n = strcspn(p, "/");
+    if (n == 0 || n >= sizeof node) goto not_found;
+    memcpy(node, p, n);
+    node[n] = '\0';
+    p += n;
+    if (!*p) {
+        if (strcmp(method, "DELETE") != 0) return http_method_not_allowed(conn, "DELETE");
+        gateway_error ge = gateway_stop_node(req->api->gw, node);
+        if (ge == GATEWAY_NOT_FOUND)
+            return http_error(conn, MHD_HTTP_NOT_FOUND, "not_found",
+                              "no child node named '%.200s'", node);
+        strbuf sb = {0};
+        strbuf_puts(&sb, "{\"status\":\"stopping\",\"node\":");
+        strbuf_json_string(&sb, node, strlen(node));
+        strbuf_putc(&sb, '}');
+        return http_send(conn, MHD_HTTP_ACCEPTED, "application/json", &sb);
+    }
+    if (strcmp(p, "/rpc") == 0) {
+        if (strcmp(method, "POST") != 0) return http_method_not_allowed(conn, "POST");
+        return http_rpc_begin(req, node);
+    }
+    if (strncmp(p, "/modules/", 9) == 0 && p[9] && !strchr(p + 9, '/') && strlen(p + 9) < 256) {
+        if (strcmp(method, "PUT") != 0) return http_method_not_allowed(conn, "PUT");
+        return http_load_begin(req, node, p + 9);
+    }
+not_found:
+    return http_error(conn, MHD_HTTP_NOT_FOUND, "not_found", "no route for %s %.200s", method, url);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -405,6 +838,8 @@ static enum MHD_Result http_route(http_request *req, const char *url, const char
             return req->have_response ? r : http_call_submit(req);
         }
     }
+    if (strncmp(url, "/nodes", 6) == 0 && (url[6] == '\0' || url[6] == '/'))
+        return http_route_nodes(req, url, method);
     return http_error(conn, MHD_HTTP_NOT_FOUND, "not_found", "no route for %s %.200s", method, url);
 }
 
@@ -467,6 +902,7 @@ static void http_completed(void *cls, struct MHD_Connection *conn, void **con_cl
     http_request *req = *con_cls;
     if (!req) return;
     strbuf_free(&req->body);
+    strbuf_free(&req->spawned);
     call_clear(&req->call);
     free(req);
     *con_cls = NULL;

@@ -9,6 +9,7 @@
 #include "cookie.h"
 #include "epmd.h"
 #include "gateway.h"
+#include "grpc_api.h"
 #include "http_api.h"
 #include "log.h"
 
@@ -31,13 +32,16 @@ static void usage(FILE *out) {
 
 typedef struct started_ctx {
     http_api *http;
+    grpc_api *grpc; /* NULL when grpc.listen is null */
     gateway *gw;
 } started_ctx;
 
 static void on_started(void *arg) {
     started_ctx *s = arg;
     /* Tests and scripts wait for this line: it carries the resolved port. */
-    printf("nodexd ready http=%s node=%s\n", http_api_address(s->http), gateway_node_name(s->gw));
+    printf("nodexd ready http=%s node=%s%s%s\n", http_api_address(s->http),
+           gateway_node_name(s->gw), s->grpc ? " grpc=" : "",
+           s->grpc ? grpc_api_address(s->grpc) : "");
     fflush(stdout);
 }
 
@@ -97,6 +101,7 @@ int main(int argc, char **argv) {
     char cookie[1024];
     gateway *gw = NULL;
     http_api *http = NULL;
+    grpc_api *grpc = NULL;
     if (cookie_resolve(cfg->cookie, cfg->cookie_env, cfg->cookie_file, 1, cookie, sizeof cookie,
                        err, sizeof err) != 0) {
         log_error("cookie: %s", err);
@@ -118,10 +123,20 @@ int main(int argc, char **argv) {
         goto out;
     }
     log_info("HTTP on %s, config %s", http_api_address(http), cfg->source);
-    started_ctx sctx = {http, gw};
+    if (cfg->grpc_listen) {
+        grpc = grpc_api_start(cfg, gw, err, sizeof err); /* signals are blocked already */
+        if (!grpc) {
+            log_error("%s", err);
+            goto out;
+        }
+        log_info("gRPC on %s", grpc_api_address(grpc));
+    }
+    started_ctx sctx = {http, grpc, gw};
     rc = gateway_run(gw, on_started, &sctx) == 0 ? 0 : 1;
     log_info("stopped");
 out:
+    /* gateway_run failed every pending call (CALL_SHUTDOWN): stop the servers, then the gateway. */
+    grpc_api_stop(grpc);
     http_api_stop(http);
     gateway_free(gw);
     config_free(cfg);

@@ -34,7 +34,8 @@ static int on_request(nodex_request *req, void *user) {
 int main(int argc, char **argv) {
     nodex_cnode_options opts = {.on_request = on_request, .program = "echo_sdk"};
     for (int i = 5; i < argc; i++) {
-        if (strcmp(argv[i], "to") == 0) opts.direction = NODEX_DIRECTION_TO;
+        if (strcmp(argv[i], "to") == 0)
+            opts.direction = NODEX_DIRECTION_TO;
         else if (strcmp(argv[i], "workers") == 0 && i + 1 < argc)
             opts.workers = (unsigned)strtoul(argv[++i], NULL, 10);
     }

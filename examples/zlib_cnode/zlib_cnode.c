@@ -1,4 +1,5 @@
-/* zlib_cnode: a C-node that puts zlib (compress, inflate, CRC-32) behind nodexd, on libnodex_cnode. */
+/* zlib_cnode: a C-node that puts zlib (compress, inflate, CRC-32) behind nodexd, on libnodex_cnode.
+ */
 
 /*
  * usage: zlib_cnode <sname> <hostname> <cookie> <gateway-sname> [workers N] [max_inflate BYTES]
@@ -17,6 +18,7 @@
  * without blocking schedulers. Binaries are read in place from the received message: no copy.
  */
 
+#include <limits.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,8 +43,8 @@ static int decode_binary_ref(const char *buf, int *index, const unsigned char **
 /* Replies {ok, <<out[0..len)>>}. */
 static void reply_ok_binary(nodex_request *req, const void *out, size_t len) {
     ei_x_buff *r = nodex_reply_begin(req);
-    if (ei_x_encode_tuple_header(r, 2) < 0 || ei_x_encode_atom(r, "ok") < 0 ||
-        ei_x_encode_binary(r, out, (long)len) < 0) {
+    if (ei_x_encode_tuple_header(r, 2) < 0 || ei_x_encode_atom(r, "ok") < 0 || len > INT_MAX ||
+        ei_x_encode_binary(r, out, (int)len) < 0) {
         nodex_reply_error(req, "enomem");
         return;
     }
@@ -57,8 +59,10 @@ static void do_deflate(nodex_request *req, const unsigned char *in, size_t len, 
         return;
     }
     int rc = compress2(out, &out_len, in, (uLong)len, level);
-    if (rc == Z_OK) reply_ok_binary(req, out, out_len);
-    else nodex_reply_error(req, rc == Z_MEM_ERROR ? "enomem" : "badarg");
+    if (rc == Z_OK)
+        reply_ok_binary(req, out, out_len);
+    else
+        nodex_reply_error(req, rc == Z_MEM_ERROR ? "enomem" : "badarg");
     free(out);
 }
 
@@ -82,27 +86,35 @@ static void do_inflate(nodex_request *req, const unsigned char *in, size_t len, 
         int rc = inflate(&zs, Z_NO_FLUSH);
         used = cap - zs.avail_out;
         if (rc == Z_STREAM_END) break;
-        if (rc == Z_DATA_ERROR || rc == Z_NEED_DICT) error = "data_error";
-        else if (rc == Z_MEM_ERROR) error = "enomem";
-        else if (rc == Z_BUF_ERROR && zs.avail_in == 0 && zs.avail_out > 0) error = "truncated";
-        else if (zs.avail_out == 0) {
+        if (rc == Z_MEM_ERROR) {
+            error = "enomem";
+        } else if (rc == Z_DATA_ERROR || rc == Z_NEED_DICT || rc == Z_STREAM_ERROR) {
+            error = "data_error";
+        } else if (zs.avail_out == 0) { /* out of room: grow up to the limit */
             if (cap >= limit) {
                 error = "too_large";
                 break;
             }
             size_t next = cap * 2 > limit ? limit : cap * 2;
             unsigned char *grown = realloc(out, next);
-            if (!grown) error = "enomem";
-            else {
+            if (!grown) {
+                error = "enomem";
+            } else {
                 out = grown;
                 cap = next;
             }
-        } else if (zs.avail_in == 0) error = "truncated";
+        } else if (zs.avail_in == 0) { /* all input used, stream not ended */
+            error = "truncated";
+        } else if (rc == Z_BUF_ERROR) { /* room and input, yet no progress: not expected */
+            error = "buf_error";
+        }
     }
     inflateEnd(&zs);
     if (!error && used > max) error = "too_large";
-    if (error) nodex_reply_error(req, error);
-    else reply_ok_binary(req, out, used);
+    if (error)
+        nodex_reply_error(req, error);
+    else
+        reply_ok_binary(req, out, used);
     free(out);
 }
 
@@ -126,7 +138,7 @@ static int on_request(nodex_request *req, void *user) {
         ei_x_buff *r = nodex_reply_begin(req);
         ei_x_encode_tuple_header(r, 2);
         ei_x_encode_atom(r, "ok");
-        ei_x_encode_binary(r, zlibVersion(), (long)strlen(zlibVersion()));
+        ei_x_encode_binary(r, zlibVersion(), (int)strlen(zlibVersion()));
         nodex_reply_send(req);
         return 0;
     }
@@ -138,13 +150,16 @@ static int on_request(nodex_request *req, void *user) {
         nodex_reply_error(req, "badarg");
         return 0;
     }
-    if (strcmp(tag, "deflate") == 0) do_deflate(req, data, len, (int)level);
-    else if (strcmp(tag, "inflate") == 0 && arity == 2) do_inflate(req, data, len, cfg->max_inflate);
+    if (strcmp(tag, "deflate") == 0)
+        do_deflate(req, data, len, (int)level);
+    else if (strcmp(tag, "inflate") == 0 && arity == 2)
+        do_inflate(req, data, len, cfg->max_inflate);
     else if (strcmp(tag, "crc32") == 0 && arity == 2)
         reply_checksum(req, crc32(crc32(0L, Z_NULL, 0), data, (uInt)len));
     else if (strcmp(tag, "adler32") == 0 && arity == 2)
         reply_checksum(req, adler32(adler32(0L, Z_NULL, 0), data, (uInt)len));
-    else nodex_reply_error(req, "badarg");
+    else
+        nodex_reply_error(req, "badarg");
     return 0;
 }
 
@@ -152,7 +167,8 @@ int main(int argc, char **argv) {
     zconfig cfg = {.max_inflate = 64u << 20};
     nodex_cnode_options opts = {.on_request = on_request, .user = &cfg, .program = "zlib_cnode"};
     for (int i = 5; i + 1 < argc; i += 2) {
-        if (strcmp(argv[i], "workers") == 0) opts.workers = (unsigned)strtoul(argv[i + 1], NULL, 10);
+        if (strcmp(argv[i], "workers") == 0)
+            opts.workers = (unsigned)strtoul(argv[i + 1], NULL, 10);
         else if (strcmp(argv[i], "max_inflate") == 0)
             cfg.max_inflate = (size_t)strtoull(argv[i + 1], NULL, 10);
     }

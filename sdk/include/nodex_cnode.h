@@ -8,7 +8,8 @@
  *     static int on_request(nodex_request *req, void *user) {
  *         ei_x_buff *r = nodex_reply_begin(req);       // encode exactly one term into r
  *         ei_x_encode_atom(r, "ok");
- *         return nodex_reply_send(req) == NODEX_OK ? 0 : 0;
+ *         nodex_reply_send(req);                          // fails only if the gateway is gone
+ *         return 0;
  *     }
  *     int main(int argc, char **argv) {
  *         nodex_cnode_options o = {.on_request = on_request};
@@ -74,9 +75,9 @@ typedef struct nodex_worker nodex_worker;
 
 /* One received message, owned by the library: valid only during the callback it is passed to. */
 typedef struct nodex_request {
-    const char *buf;         /* the whole message as received, version byte first (read only) */
-    int index;               /* offset in buf where the request term starts (the Req of a gen_call) */
-    int len;                 /* bytes in buf; a peer may send trailing bytes after the term */
+    const char *buf; /* the whole message as received, version byte first (read only) */
+    int index;       /* offset in buf where the request term starts (the Req of a gen_call) */
+    int len;         /* bytes in buf; a peer may send trailing bytes after the term */
     nodex_request_kind kind; /* how it arrived */
     erlang_pid from;         /* the reply target (RAW: sender; GEN_CALL: Pid); unset for SEND */
     const char *to_name;     /* registered name it was sent to; "" for a send to a pid */
@@ -123,9 +124,11 @@ int nodex_args_parse(nodex_args *out, int argc, char **argv, const char *cookie_
                      size_t err_len);
 
 /* Becomes the node <sname>@<hostname>; BACK connects to the gateway, TO listens and publishes.
- * Prints nothing. On success *out is a new C-node the caller frees with nodex_cnode_close; `args`
- * and `opts` are copied (the strings they point to must outlive the C-node). On error returns a
- * negative status, *out is NULL and err says why. Call from one thread; calls ei_init. */
+ * Prints nothing. Sets SIGPIPE to ignored if it is at its default (a send to a gateway that went
+ * away must fail, not kill the process). On success *out is a new C-node the caller frees with
+ * nodex_cnode_close; `args` and `opts` are copied (the strings they point to must outlive the
+ * C-node). On error returns a negative status, *out is NULL and err says why. Call from one thread;
+ * calls ei_init. */
 int nodex_cnode_open(nodex_cnode **out, const nodex_args *args, const nodex_cnode_options *opts,
                      char *err, size_t err_len);
 
@@ -149,8 +152,10 @@ const char *nodex_cnode_node_name(const nodex_cnode *cn);
  * safe: serialize your own use of it. */
 ei_cnode *nodex_cnode_ei(nodex_cnode *cn);
 
-/* parse + open + run + close, with messages on stderr. Returns a process exit status: 0 when the
- * connection dropped or the C-node was stopped, 2 on bad usage, 1 on other errors. */
+/* parse + open + run + close, for main(): messages go to stderr, and SIGTERM/SIGINT handlers are
+ * installed that stop the C-node (nodexd stops C-nodes with SIGTERM). Returns a process exit
+ * status: 0 when the connection dropped or the C-node was stopped, 2 on bad usage, 1 on other
+ * errors. Call once per process. */
 int nodex_cnode_main(int argc, char **argv, const nodex_cnode_options *opts);
 
 /* Starts the reply to req: rewinds the calling thread's reply buffer (owned by the library),

@@ -7,7 +7,7 @@
 /* Fills req from a received message: buf[0..len) (version byte first, owned by the caller and
  * borrowed by req) and msg (NULL = a registered send with an unset sender). Detects the gen_call
  * envelope. Leaves req->cnode and req->reply NULL for the caller to set. Never allocates. */
-__attribute__((visibility("hidden"))) void
-nodex_request_decode(nodex_request *req, const char *buf, int len, const erlang_msg *msg);
+__attribute__((visibility("hidden"))) void nodex_request_decode(nodex_request *req, const char *buf,
+                                                                int len, const erlang_msg *msg);
 
 #endif /* NODEX_CNODE_INTERNAL_H */

@@ -1,4 +1,5 @@
-/* test_nodex_cnode: unit tests of the C-node SDK: argv, envelopes, replies, and a loopback gateway. */
+/* test_nodex_cnode: unit tests of the C-node SDK: argv, envelopes, replies, and a loopback gateway.
+ */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -22,7 +23,7 @@
 #include "nodex_cnode.h"
 #include "nodex_cnode_internal.h"
 
-#define HOST "127.0.0.1"
+#define HOST   "127.0.0.1"
 #define COOKIE "SDKTESTCOOKIE"
 
 /* ------------------------------------------------------------------------------------------ */
@@ -32,7 +33,7 @@ static int parse(nodex_args *a, const char *cookie_env, char *err, int n, ...) {
     char *argv[16];
     va_list ap;
     va_start(ap, n);
-    for (int i = 0; i < n; i++) argv[i] = va_arg(ap, char *);
+    for (int i = 0; i < n; i++) argv[i] = va_arg(ap, char *); // NOLINT(clang-analyzer-valist.*)
     va_end(ap);
     argv[n] = NULL;
     static char *keep[16]; /* the parsed pointers point into argv */
@@ -99,8 +100,7 @@ static void test_args_cookie_from_env(void **state) {
     assert_int_equal(parse(&a, "MY_CNODE_COOKIE", err, 5, "p", "cn", "h", "-", "gw"), NODEX_OK);
     assert_string_equal(a.cookie, "MINE");
     unsetenv("MY_CNODE_COOKIE");
-    assert_int_equal(parse(&a, "MY_CNODE_COOKIE", err, 5, "p", "cn", "h", "-", "gw"),
-                     NODEX_EUSAGE);
+    assert_int_equal(parse(&a, "MY_CNODE_COOKIE", err, 5, "p", "cn", "h", "-", "gw"), NODEX_EUSAGE);
     assert_non_null(strstr(err, "$MY_CNODE_COOKIE is not set"));
     setenv("NODEX_COOKIE", "", 1);
     assert_int_equal(parse(&a, NULL, err, 5, "p", "cn", "h", "", "gw"), NODEX_EUSAGE);
@@ -309,15 +309,16 @@ static int free_port(void) {
     int s = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     socklen_t len = sizeof a;
-    bind(s, (struct sockaddr *)&a, sizeof a);
-    getsockname(s, (struct sockaddr *)&a, &len);
-    close(s);
-    return ntohs(a.sin_port);
+    int ok = s >= 0 && bind(s, (struct sockaddr *)&a, sizeof a) == 0 &&
+             getsockname(s, (struct sockaddr *)&a, &len) == 0;
+    if (s >= 0) close(s);
+    return ok ? ntohs(a.sin_port) : 0;
 }
 
 static int port_answers(int port) {
     int s = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)port),
                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     int ok = connect(s, (struct sockaddr *)&a, sizeof a) == 0;
     close(s);
@@ -332,6 +333,7 @@ static void sleep_ms(long ms) {
 static int group_setup(void **state) {
     (void)state;
     int port = free_port();
+    if (port == 0) return -1;
     char port_s[16];
     snprintf(port_s, sizeof port_s, "%d", port);
     setenv("ERL_EPMD_PORT", port_s, 1); /* before the first ei call: ei reads it once */
@@ -406,11 +408,14 @@ static int echo_cb(nodex_request *req, void *user) {
 static void side_init(cnode_side *s, unsigned workers, nodex_direction dir, const char *tag) {
     memset(s, 0, sizeof *s);
     snprintf(s->sname, sizeof s->sname, "sdkcn%s%d", tag, (int)getpid());
-    s->args = (nodex_args){.sname = s->sname, .hostname = HOST, .cookie = COOKIE,
-                           .gateway_sname = gw_sname};
+    s->args = (nodex_args){
+        .sname = s->sname, .hostname = HOST, .cookie = COOKIE, .gateway_sname = gw_sname};
     s->ready = open_memstream(&s->ready_text, &s->ready_len);
-    s->opts = (nodex_cnode_options){.on_request = echo_cb, .user = s, .workers = workers,
-                                    .direction = dir, .ready_stream = s->ready};
+    s->opts = (nodex_cnode_options){.on_request = echo_cb,
+                                    .user = s,
+                                    .workers = workers,
+                                    .direction = dir,
+                                    .ready_stream = s->ready};
 }
 
 static void *side_main(void *arg) {
@@ -601,8 +606,8 @@ static void test_loopback_direction_to(void **state) {
 
 static void test_open_fails_without_gateway(void **state) {
     (void)state;
-    nodex_args a = {.sname = "sdklonely", .hostname = HOST, .cookie = COOKIE,
-                    .gateway_sname = "nosuchgateway"};
+    nodex_args a = {
+        .sname = "sdklonely", .hostname = HOST, .cookie = COOKIE, .gateway_sname = "nosuchgateway"};
     nodex_cnode_options o = {.on_request = echo_cb};
     nodex_cnode *cn = NULL;
     char err[256] = "";

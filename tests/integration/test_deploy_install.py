@@ -52,6 +52,11 @@ def processes_under(root):
     return pids
 
 
+def is_elf(path):
+    with open(path, "rb") as f:
+        return f.read(4) == b"\x7fELF"
+
+
 def curl(*args):
     r = subprocess.run(["curl", "-sS", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                        text=True, timeout=30)
@@ -133,11 +138,19 @@ def test_image_runtime_packages(prefix):
         r = subprocess.run(["apt-cache", "show", "--no-all-versions", p],
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         assert r.returncode == 0 and f"Package: {p}" in r.stdout, f"{p}: {r.stdout}"
-    base = {"libc6", "libgcc-s1"}  # Priority required: part of debian:12-slim
-    for binary in ("bin/nodexd", "libexec/nodex/example_cnode"):
-        dyn = subprocess.run(["readelf", "-d", os.path.join(prefix, binary)],
+    # In debian:12-slim: libc6 (and its dependency libgcc-s1), zlib1g (a dpkg pre-dependency).
+    base = {"libc6", "libgcc-s1", "zlib1g"}
+    ours = {os.path.basename(p) for p in glob.glob(os.path.join(prefix, "lib*", "**", "*.so*"),
+                                                   recursive=True)}
+    binaries = [p for d in ("bin", "libexec/nodex") for p in glob.glob(os.path.join(prefix, d, "*"))
+                if is_elf(p)]
+    assert os.path.join(prefix, "bin/nodexd") in binaries
+    for binary in binaries:
+        dyn = subprocess.run(["readelf", "-d", binary],
                              stdout=subprocess.PIPE, text=True, check=True).stdout
         for lib in re.findall(r"\(NEEDED\)\s+Shared library: \[([^\]]+)\]", dyn):
+            if lib in ours:
+                continue  # installed with nodex (the C-node SDK's shared library)
             r = subprocess.run(["dpkg", "-S", f"*/{lib}"], stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
             owners = {line.split(":")[0] for line in r.stdout.splitlines() if ":" in line}

@@ -138,6 +138,38 @@ def test_echo_sdk_with_real_erlang(session):
     assert "RESULT {{pong,via_gen_server},{pong,raw},{pong,again},0}" in out, out
 
 
+ZLIB_ERL_SCRIPT = r'''
+Cookie = atom_to_list(erlang:get_cookie()),
+[GwS, _] = string:split(atom_to_list(node()), "@"),
+Sname = "@SNAME@",
+Port = open_port({spawn_executable, "@EXE@"},
+                 [{args, [Sname, "127.0.0.1", Cookie, GwS, "workers", "3"]}, {line, 65536},
+                  exit_status, stderr_to_stdout]),
+Ready = Sname ++ "@127.0.0.1 ready",
+receive {Port, {data, {eol, Ready}}} -> ok after 10000 -> exit(no_ready_line) end,
+N = list_to_atom(Sname ++ "@127.0.0.1"),
+Data = crypto:strong_rand_bytes(1048576),
+{ok, Z} = gen_server:call({nil, N}, {deflate, Data}, 10000),
+A = (zlib:uncompress(Z) =:= Data),
+B = (gen_server:call({nil, N}, {inflate, zlib:compress(Data)}, 10000) =:= {ok, Data}),
+C = (gen_server:call({nil, N}, {crc32, Data}, 10000) =:= erlang:crc32(Data)),
+D = gen_server:call({nil, N}, {inflate, <<"junk">>}, 10000),
+{os_pid, OsPid} = erlang:port_info(Port, os_pid),
+os:cmd("kill -TERM " ++ integer_to_list(OsPid)),
+E = receive {Port, {exit_status, S}} -> S after 10000 -> still_running end,
+io:format("RESULT ~p~n", [{A, B, C, D, E}])
+'''
+
+
+def test_zlib_with_real_erlang_and_sigterm(session):
+    """erl checks our zlib against its own, then SIGTERM ends the C-node with status 0 (under
+    ASan that includes LeakSanitizer finding nothing)."""
+    script = ZLIB_ERL_SCRIPT.replace("@SNAME@", nx.unique("sdkz")).replace("@EXE@", ZLIB_CNODE)
+    status, out = session.erl_eval(script.strip(), timeout=60)
+    assert status == 0, out
+    assert "RESULT {true,true,true,{error,data_error},0}" in out, out
+
+
 # --- zlib_cnode: real work ----------------------------------------------------------------------
 
 @pytest.fixture(params=["single", "workers"])

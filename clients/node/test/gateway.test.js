@@ -16,7 +16,8 @@ let nodexd;
 let gw;
 
 before(async () => {
-  nodexd = await new Nodexd().start();
+  nodexd = new Nodexd();
+  await nodexd.start();
   gw = new Gateway(nodexd.grpcTarget);
   for (const name of ['example', 'test', 'tagged', 'victim']) await nodexd.waitUp(gw, name);
 });

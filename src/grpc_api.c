@@ -1,0 +1,1315 @@
+/* grpc_api: the gRPC front end (gRPC C core): service nodex.v1.Gateway, async calls and streams. */
+#include "grpc_api.h"
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <grpc/byte_buffer.h>
+#include <grpc/byte_buffer_reader.h>
+#include <grpc/grpc.h>
+#include <grpc/grpc_security.h>
+#include <grpc/slice.h>
+#include <grpc/support/alloc.h>
+#include <grpc/support/time.h>
+
+#include "log.h"
+#include "term_common.h"
+#include "term_pb.h"
+
+/* The methods of nodex.v1.Gateway, from one list: id, name, request message, handler. Every
+ * method takes one request message (unary or server-streaming). */
+#define GRPC_METHODS(X)                                                                            \
+    X(M_CALL, "Call", nodex__v1__call_request, m_call)                                             \
+    X(M_CALL_STREAM, "CallStream", nodex__v1__call_request, m_call_stream)                         \
+    X(M_CAST, "Cast", nodex__v1__cast_request, m_cast)                                             \
+    X(M_LIST_CNODES, "ListCnodes", nodex__v1__list_cnodes_request, m_list_cnodes)                  \
+    X(M_GET_CNODE, "GetCnode", nodex__v1__get_cnode_request, m_get_cnode)                          \
+    X(M_WATCH, "Watch", nodex__v1__watch_request, m_watch)                                         \
+    X(M_RPC, "Rpc", nodex__v1__rpc_request, m_rpc)                                                 \
+    X(M_LIST_NODES, "ListNodes", nodex__v1__list_nodes_request, m_list_nodes)                      \
+    X(M_SPAWN_NODES, "SpawnNodes", nodex__v1__spawn_nodes_request, m_spawn_nodes)                  \
+    X(M_STOP_NODE, "StopNode", nodex__v1__stop_node_request, m_stop_node)                          \
+    X(M_LOAD_MODULE, "LoadModule", nodex__v1__load_module_request, m_load_module)
+
+enum {
+#define X(id, name, msg, fn) id,
+    GRPC_METHODS(X)
+#undef X
+        M_COUNT,
+    M_UNREGISTERED = -1
+};
+
+#define GRPC_SERVICE_PREFIX     "/nodex.v1.Gateway/"
+#define GRPC_REQUESTS_PER_METHOD 4    /* request slots posted per method (and for unknown ones) */
+#define GRPC_STREAM_MAX_QUEUED  4096u /* messages queued on one stream before it is ended */
+#define GRPC_STOP_GRACE_MS      1000  /* how long grpc_api_stop lets answers go out */
+#define GRPC_THREAD_STACK       (8u << 20)
+#define GRPC_REQUEST_ID_KEY     "x-request-id" /* echoed in the initial metadata */
+
+#define container_of(p, type, member) ((type *)(void *)((char *)(p)-offsetof(type, member)))
+
+/* A completion-queue tag: what to do when its operation completes (on a cq thread). */
+typedef struct gtag {
+    void (*fn)(struct gtag *tag, bool ok);
+} gtag;
+
+/* One outgoing message. */
+typedef struct gmsg {
+    struct gmsg *next;
+    grpc_byte_buffer *bb;
+} gmsg;
+
+typedef struct gqueue {
+    gmsg *head, *tail;
+    size_t count;
+} gqueue;
+
+typedef struct gcall gcall;
+
+struct grpc_api {
+    const config *cfg;
+    gateway *gw;
+    term_limits limits;
+    unsigned wire_depth; /* message nesting a request may have (term_pb_check_depth) */
+    grpc_server *server;
+    grpc_completion_queue *cq;
+    void *methods[M_COUNT];
+    pthread_t *threads;
+    unsigned thread_count;
+    char address[160];
+    atomic_bool stopping;
+    gtag shutdown_tag;
+    /* guarded by mu */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;  /* live_count dropped, or the server shutdown completed */
+    gcall *live;        /* every call being served */
+    size_t live_count;
+    bool shutdown_done;
+};
+
+/* One gRPC call being served. Reference-counted: one reference per outstanding tag, one while
+ * a gateway callback (on_done, events, spawn) may still run, one for the handler running. */
+struct gcall {
+    grpc_api *api;
+    int method;
+    /* filled by gRPC when req_tag completes */
+    grpc_call *call;
+    gpr_timespec deadline;
+    grpc_metadata_array md;
+    grpc_call_details details; /* unregistered methods only */
+    grpc_byte_buffer *payload;
+    gtag req_tag, close_tag, send_tag;
+    atomic_uint refs;
+    gcall *live_prev, *live_next; /* api->live, under api->mu */
+    bool listed;
+    /* guarded by mu */
+    pthread_mutex_t mu;
+    int cancelled;    /* written by gRPC, valid once close_tag completed */
+    bool closed;      /* close_tag completed */
+    bool dead;        /* cancelled, or a send failed: nothing more goes out */
+    bool send_busy;   /* a send batch is outstanding (one at a time per call) */
+    bool md_sent, md_wanted, finishing, status_sent;
+    grpc_status_code status;
+    grpc_slice status_details;
+    bool has_details;
+    grpc_byte_buffer *sending;
+    gqueue out;
+    gqueue held;  /* Watch: events that arrived while the current states were being read */
+    bool holding;
+    grpc_metadata reply_md[1];
+    size_t reply_md_count;
+    uint64_t sub_id; /* Watch subscription */
+    /* the gateway call (Call, CallStream, Rpc, LoadModule) */
+    call gc;
+    bool as_etf;
+    unsigned timeout_ms;
+    char target[256]; /* C-node or node name, for messages */
+};
+
+typedef void (*method_fn)(gcall *g, const ProtobufCMessage *req);
+#define X(id, name, msg, fn) static void fn(gcall *g, const ProtobufCMessage *req);
+GRPC_METHODS(X)
+#undef X
+
+static const struct {
+    const char *path;
+    const ProtobufCMessageDescriptor *request;
+    method_fn handler;
+} grpc_methods[M_COUNT] = {
+#define X(id, name, msg, fn) [id] = {GRPC_SERVICE_PREFIX name, &msg##__descriptor, fn},
+    GRPC_METHODS(X)
+#undef X
+};
+
+_Static_assert(CNODE_STARTING + 1 == NODEX__V1__STATE__STARTING &&
+                   CNODE_STOPPED + 1 == NODEX__V1__STATE__STOPPED,
+               "cnode_state and nodex.v1.State must keep the same order");
+
+static Nodex__V1__State state_pb(cnode_state s) {
+    return (Nodex__V1__State)(s + 1);
+}
+
+static const char *method_name(const gcall *g) {
+    return g->method >= 0 ? grpc_methods[g->method].path + strlen(GRPC_SERVICE_PREFIX) : "?";
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Call lifetime */
+
+static void on_request(gtag *t, bool ok);
+static void on_close(gtag *t, bool ok);
+static void on_sent(gtag *t, bool ok);
+
+static gcall *gcall_new(grpc_api *api, int method) {
+    gcall *g = calloc(1, sizeof *g);
+    if (!g) return NULL;
+    g->api = api;
+    g->method = method;
+    atomic_init(&g->refs, 1);
+    pthread_mutex_init(&g->mu, NULL);
+    grpc_metadata_array_init(&g->md);
+    grpc_call_details_init(&g->details);
+    g->req_tag.fn = on_request;
+    g->close_tag.fn = on_close;
+    g->send_tag.fn = on_sent;
+    return g;
+}
+
+static void gqueue_push(gqueue *q, gmsg *m) {
+    m->next = NULL;
+    if (q->tail) q->tail->next = m;
+    else q->head = m;
+    q->tail = m;
+    q->count++;
+}
+
+static gmsg *gqueue_pop(gqueue *q) {
+    gmsg *m = q->head;
+    if (!m) return NULL;
+    q->head = m->next;
+    if (!q->head) q->tail = NULL;
+    q->count--;
+    return m;
+}
+
+static void gqueue_clear(gqueue *q) {
+    gmsg *m;
+    while ((m = gqueue_pop(q))) {
+        grpc_byte_buffer_destroy(m->bb);
+        free(m);
+    }
+}
+
+static void gcall_free(gcall *g) {
+    grpc_api *api = g->api;
+    if (g->listed) {
+        pthread_mutex_lock(&api->mu);
+        if (g->live_prev) g->live_prev->live_next = g->live_next;
+        else api->live = g->live_next;
+        if (g->live_next) g->live_next->live_prev = g->live_prev;
+        api->live_count--;
+        pthread_cond_broadcast(&api->cv);
+        pthread_mutex_unlock(&api->mu);
+    }
+    gqueue_clear(&g->out);
+    gqueue_clear(&g->held);
+    if (g->sending) grpc_byte_buffer_destroy(g->sending);
+    if (g->has_details) grpc_slice_unref(g->status_details);
+    if (g->payload) grpc_byte_buffer_destroy(g->payload);
+    grpc_metadata_array_destroy(&g->md);
+    grpc_call_details_destroy(&g->details);
+    if (g->call) grpc_call_unref(g->call);
+    call_clear(&g->gc);
+    pthread_mutex_destroy(&g->mu);
+    free(g);
+}
+
+static void gcall_ref(gcall *g) {
+    atomic_fetch_add(&g->refs, 1);
+}
+
+/* Takes a reference unless the call is already being freed. */
+static bool gcall_ref_live(gcall *g) {
+    unsigned n = atomic_load(&g->refs);
+    while (n)
+        if (atomic_compare_exchange_weak(&g->refs, &n, n + 1)) return true;
+    return false;
+}
+
+static void gcall_unref(gcall *g) {
+    if (atomic_fetch_sub(&g->refs, 1) == 1) gcall_free(g);
+}
+
+/* The first request metadata entry named `key` (lower-case), or NULL. */
+static const grpc_metadata *gcall_metadata_entry(const gcall *g, const char *key) {
+    size_t kl = strlen(key);
+    for (size_t i = 0; i < g->md.count; i++) {
+        const grpc_metadata *m = &g->md.metadata[i];
+        if (GRPC_SLICE_LENGTH(m->key) == kl && memcmp(GRPC_SLICE_START_PTR(m->key), key, kl) == 0)
+            return m;
+    }
+    return NULL;
+}
+
+/* The first value of request metadata `key` (lower-case) with its length, or NULL: for logging
+ * and later authentication. Valid while the call lives. */
+static const char *gcall_metadata(const gcall *g, const char *key, size_t *len) {
+    const grpc_metadata *m = gcall_metadata_entry(g, key);
+    if (!m) return NULL;
+    *len = GRPC_SLICE_LENGTH(m->value);
+    return (const char *)GRPC_SLICE_START_PTR(m->value);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Sending: one batch at a time per call, all under g->mu */
+
+static void gcall_pump_locked(gcall *g) {
+    if (g->send_busy || g->status_sent || g->dead) return;
+    bool finish_now = g->finishing && g->out.count <= 1;
+    if (!g->out.head && !g->finishing && !(g->md_wanted && !g->md_sent)) return;
+    grpc_op ops[3];
+    memset(ops, 0, sizeof ops);
+    size_t n = 0;
+    if (!g->md_sent) {
+        ops[n].op = GRPC_OP_SEND_INITIAL_METADATA;
+        ops[n].data.send_initial_metadata.count = g->reply_md_count;
+        ops[n].data.send_initial_metadata.metadata = g->reply_md_count ? g->reply_md : NULL;
+        n++;
+        g->md_sent = true;
+    }
+    gmsg *m = gqueue_pop(&g->out);
+    if (m) {
+        ops[n].op = GRPC_OP_SEND_MESSAGE;
+        ops[n].data.send_message.send_message = m->bb;
+        g->sending = m->bb;
+        free(m);
+        n++;
+    }
+    if (finish_now) {
+        ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+        ops[n].data.send_status_from_server.status = g->status;
+        ops[n].data.send_status_from_server.status_details =
+            g->has_details ? &g->status_details : NULL;
+        n++;
+        g->status_sent = true;
+    }
+    g->send_busy = true;
+    gcall_ref(g);
+    grpc_call_error e = grpc_call_start_batch(g->call, ops, n, &g->send_tag, NULL);
+    if (e != GRPC_CALL_OK) {
+        log_warn("grpc %s: start_batch failed (%d)", method_name(g), (int)e);
+        g->send_busy = false;
+        g->dead = true;
+        if (g->sending) grpc_byte_buffer_destroy(g->sending);
+        g->sending = NULL;
+        gqueue_clear(&g->out);
+        atomic_fetch_sub(&g->refs, 1); /* never the last one: our caller holds one */
+    }
+}
+
+/* Ends the call with `code` once the queued messages are out. Later answers are ignored. */
+static void gcall_finish_locked(gcall *g, grpc_status_code code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void gcall_finish_locked(gcall *g, grpc_status_code code, const char *fmt, ...) {
+    if (g->finishing || g->dead) return;
+    g->finishing = true;
+    g->status = code;
+    if (fmt) {
+        char msg[512];
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(msg, sizeof msg, fmt, ap);
+        va_end(ap);
+        g->status_details = grpc_slice_from_copied_string(msg);
+        g->has_details = true;
+        log_debug("grpc %s: status %d: %s", method_name(g), (int)code, msg);
+    }
+    gcall_pump_locked(g);
+}
+
+/* Packs `msg` and queues it on `q` (g->out or g->held); a message over grpc.max_message_bytes
+ * or a stream whose client does not keep up ends the call with RESOURCE_EXHAUSTED. */
+static void gcall_send_locked(gcall *g, const ProtobufCMessage *msg, gqueue *q) {
+    if (g->finishing || g->dead) return;
+    size_t max = g->api->cfg->grpc_max_message_bytes;
+    size_t n = protobuf_c_message_get_packed_size(msg);
+    if (n > max) {
+        gcall_finish_locked(g, GRPC_STATUS_RESOURCE_EXHAUSTED,
+                            "reply of %zu bytes is over grpc.max_message_bytes (%zu)", n, max);
+        return;
+    }
+    if (q->count >= GRPC_STREAM_MAX_QUEUED) {
+        gqueue_clear(&g->out);
+        gqueue_clear(&g->held);
+        gcall_finish_locked(g, GRPC_STATUS_RESOURCE_EXHAUSTED,
+                            "the client does not read the stream fast enough (%u messages "
+                            "queued)",
+                            GRPC_STREAM_MAX_QUEUED);
+        return;
+    }
+    uint8_t *buf = malloc(n ? n : 1);
+    gmsg *m = malloc(sizeof *m);
+    if (!buf || !m) {
+        free(buf);
+        free(m);
+        gcall_finish_locked(g, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        return;
+    }
+    protobuf_c_message_pack(msg, buf);
+    grpc_slice s = grpc_slice_new(buf, n, free); /* the slice owns buf from here */
+    m->bb = grpc_raw_byte_buffer_create(&s, 1);
+    grpc_slice_unref(s);
+    gqueue_push(q, m);
+    if (q == &g->out) gcall_pump_locked(g);
+}
+
+/* A unary answer: `msg`, then OK. */
+static void gcall_reply_locked(gcall *g, const ProtobufCMessage *msg) {
+    gcall_send_locked(g, msg, &g->out);
+    gcall_finish_locked(g, GRPC_STATUS_OK, NULL);
+}
+
+static void gcall_reply(gcall *g, const ProtobufCMessage *msg) {
+    pthread_mutex_lock(&g->mu);
+    gcall_reply_locked(g, msg);
+    pthread_mutex_unlock(&g->mu);
+}
+
+static void gcall_fail(gcall *g, grpc_status_code code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void gcall_fail(gcall *g, grpc_status_code code, const char *fmt, ...) {
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    pthread_mutex_lock(&g->mu);
+    gcall_finish_locked(g, code, "%s", msg);
+    pthread_mutex_unlock(&g->mu);
+}
+
+static void on_sent(gtag *t, bool ok) {
+    gcall *g = container_of(t, gcall, send_tag);
+    pthread_mutex_lock(&g->mu);
+    g->send_busy = false;
+    if (g->sending) grpc_byte_buffer_destroy(g->sending);
+    g->sending = NULL;
+    if (!ok) {
+        g->dead = true;
+        gqueue_clear(&g->out);
+        gqueue_clear(&g->held);
+    } else {
+        gcall_pump_locked(g);
+    }
+    pthread_mutex_unlock(&g->mu);
+    gcall_unref(g);
+}
+
+/* RECV_CLOSE_ON_SERVER completed: the call is over (cancelled by the client, its deadline, or
+ * our status went out). A Watch subscription ends here, on a cq thread, never the loop's. */
+static void on_close(gtag *t, bool ok) {
+    gcall *g = container_of(t, gcall, close_tag);
+    pthread_mutex_lock(&g->mu);
+    g->closed = true;
+    bool cancelled = g->cancelled || !ok;
+    if (cancelled) {
+        g->dead = true;
+        gqueue_clear(&g->out);
+        gqueue_clear(&g->held);
+    }
+    uint64_t sub = g->sub_id;
+    g->sub_id = 0;
+    pthread_mutex_unlock(&g->mu);
+    if (cancelled) log_debug("grpc %s: cancelled (client cancel or deadline)", method_name(g));
+    if (sub) {
+        gateway_unsubscribe(g->api->gw, sub);
+        gcall_unref(g);
+    }
+    gcall_unref(g);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Status mapping, deadlines */
+
+static grpc_status_code status_of_gateway(gateway_error e) {
+    switch (e) {
+    case GATEWAY_OK: return GRPC_STATUS_OK;
+    case GATEWAY_BAD_REQUEST: return GRPC_STATUS_INVALID_ARGUMENT;
+    case GATEWAY_NOT_FOUND: return GRPC_STATUS_NOT_FOUND;
+    case GATEWAY_OVERLOADED:
+    case GATEWAY_NO_MEMORY: return GRPC_STATUS_RESOURCE_EXHAUSTED;
+    case GATEWAY_UNAVAILABLE:
+    case GATEWAY_SHUTTING_DOWN: return GRPC_STATUS_UNAVAILABLE;
+    }
+    return GRPC_STATUS_INTERNAL;
+}
+
+static grpc_status_code status_of_term(term_status s) {
+    return s == TERM_ERR_SIZE || s == TERM_ERR_NOMEM ? GRPC_STATUS_RESOURCE_EXHAUSTED
+                                                     : GRPC_STATUS_INVALID_ARGUMENT;
+}
+
+/* Milliseconds left until the client's deadline, or -1 when it set none. */
+static long long gcall_deadline_left(const gcall *g) {
+    if (g->deadline.tv_sec == INT64_MAX ||
+        gpr_time_cmp(g->deadline, gpr_inf_future(g->deadline.clock_type)) == 0)
+        return -1;
+    gpr_timespec d = gpr_convert_clock_type(g->deadline, GPR_CLOCK_MONOTONIC);
+    int64_t ms = gpr_time_to_millis(gpr_time_sub(d, gpr_now(GPR_CLOCK_MONOTONIC)));
+    return ms < 0 ? 0 : ms;
+}
+
+/* The call timeout: `requested` (already checked against the cap) or the client's deadline,
+ * whichever is smaller; with neither, `deflt`. Fails the call and returns -1 when the deadline
+ * has already passed. */
+static int gcall_timeout(gcall *g, unsigned requested, unsigned deflt, unsigned max,
+                         unsigned *out) {
+    long long left = gcall_deadline_left(g);
+    if (left == 0) {
+        gcall_fail(g, GRPC_STATUS_DEADLINE_EXCEEDED, "the deadline passed before the call began");
+        return -1;
+    }
+    unsigned t = requested ? requested : deflt;
+    if (left > 0 && (!requested || (unsigned long long)left < requested))
+        t = (unsigned long long)left < max ? (unsigned)left : max;
+    *out = t ? t : 1;
+    return 0;
+}
+
+static bool atom_ok(const char *s) {
+    long n = term_utf8_count(s, strlen(s));
+    return n > 0 && n <= 255;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Replies of gateway calls (loop thread) */
+
+static void answer_payload(gcall *g, const char *what) {
+    call *c = &g->gc;
+    term_pb_arena arena = {0};
+    term_error err = {0};
+    Nodex__V1__Payload p = NODEX__V1__PAYLOAD__INIT;
+    int idx = (int)c->reply_offset;
+    if (term_pb_payload_from_ei(c->reply, c->reply_len, &idx, &g->api->limits, g->as_etf, &arena,
+                                &p, &err) != 0) {
+        gcall_finish_locked(g, GRPC_STATUS_INTERNAL, "%s %s sent a reply that cannot be converted: %s",
+                            what, g->target, err.message);
+    } else if (g->method == M_CALL) {
+        Nodex__V1__CallReply r = NODEX__V1__CALL_REPLY__INIT;
+        r.reply = &p;
+        gcall_reply_locked(g, &r.base);
+    } else {
+        Nodex__V1__CallStreamMessage r = NODEX__V1__CALL_STREAM_MESSAGE__INIT;
+        r.message = &p;
+        r.final = true;
+        gcall_reply_locked(g, &r.base);
+    }
+    term_pb_arena_free(&arena);
+}
+
+/* Reads {Tag, Value} at *idx of validated bytes: Tag's name into tag, *idx at Value. */
+static bool tagged_pair(const char *buf, int *idx, char tag[MAXATOMLEN_UTF8]) {
+    int i = *idx, arity;
+    if (ei_decode_tuple_header(buf, &i, &arity) != 0 || arity != 2) return false;
+    unsigned char t = (unsigned char)buf[i];
+    if (t != ERL_ATOM_EXT && t != ERL_SMALL_ATOM_EXT && t != ERL_ATOM_UTF8_EXT &&
+        t != ERL_SMALL_ATOM_UTF8_EXT)
+        return false;
+    size_t n = term_atom_utf8(buf, &i, tag);
+    tag[n] = '\0';
+    *idx = i;
+    return true;
+}
+
+/* The term at idx as Erlang text, for status messages. */
+static void text_of(const gcall *g, int idx, char *out, size_t cap) {
+    strbuf sb = {0};
+    term_error err;
+    const call *c = &g->gc;
+    if (term_to_text(c->reply, c->reply_len, &idx, &g->api->limits, &sb, &err) == 0)
+        snprintf(out, cap, "%.*s", (int)(sb.len < cap ? sb.len : cap - 1), sb.data);
+    else snprintf(out, cap, "(unprintable)");
+    strbuf_free(&sb);
+}
+
+static void answer_rpc(gcall *g) {
+    call *c = &g->gc;
+    term_error err = {0};
+    int idx = (int)c->reply_offset, end = idx;
+    if (term_etf_check(c->reply, c->reply_len, &end, &g->api->limits, &err) != 0) {
+        gcall_finish_locked(g, GRPC_STATUS_INTERNAL, "node %s sent a reply that cannot be decoded: %s",
+                            g->target, err.message);
+        return;
+    }
+    char tag[MAXATOMLEN_UTF8];
+    int inner = idx;
+    bool pair = tagged_pair(c->reply, &inner, tag);
+    if (g->method == M_LOAD_MODULE) {
+        char text[400];
+        if (pair && strcmp(tag, "module") == 0) {
+            Nodex__V1__LoadModuleReply r = NODEX__V1__LOAD_MODULE_REPLY__INIT;
+            gcall_reply_locked(g, &r.base);
+        } else if (pair && strcmp(tag, "error") == 0) {
+            text_of(g, inner, text, sizeof text);
+            gcall_finish_locked(g, GRPC_STATUS_INVALID_ARGUMENT,
+                                "code:load_binary on %s failed: %s", g->target, text);
+        } else if (pair && strcmp(tag, "badrpc") == 0) {
+            text_of(g, inner, text, sizeof text);
+            bool down = strcmp(text, "nodedown") == 0;
+            gcall_finish_locked(g, down ? GRPC_STATUS_UNAVAILABLE : GRPC_STATUS_INTERNAL,
+                                "rpc to %s failed: %s", g->target, text);
+        } else {
+            text_of(g, idx, text, sizeof text);
+            gcall_finish_locked(g, GRPC_STATUS_INTERNAL, "code:load_binary on %s returned %s",
+                                g->target, text);
+        }
+        return;
+    }
+    bool badrpc = pair && strcmp(tag, "badrpc") == 0;
+    term_pb_arena arena = {0};
+    Nodex__V1__Payload p = NODEX__V1__PAYLOAD__INIT;
+    int at = badrpc ? inner : idx;
+    if (term_pb_payload_from_ei(c->reply, c->reply_len, &at, &g->api->limits, g->as_etf, &arena,
+                                &p, &err) != 0) {
+        gcall_finish_locked(g, GRPC_STATUS_INTERNAL, "node %s sent a reply that cannot be converted: %s",
+                            g->target, err.message);
+    } else {
+        Nodex__V1__RpcReply r = NODEX__V1__RPC_REPLY__INIT;
+        r.outcome_case =
+            badrpc ? NODEX__V1__RPC_REPLY__OUTCOME_BADRPC : NODEX__V1__RPC_REPLY__OUTCOME_RESULT;
+        if (badrpc) r.badrpc = &p;
+        else r.result = &p;
+        gcall_reply_locked(g, &r.base);
+    }
+    term_pb_arena_free(&arena);
+}
+
+/* The gateway call ended (loop thread, or the thread stopping the gateway). */
+static void on_call_done(call *c, void *ctx) {
+    gcall *g = ctx;
+    bool rpc = g->method == M_RPC || g->method == M_LOAD_MODULE;
+    const char *what = rpc ? "node" : "C-node";
+    pthread_mutex_lock(&g->mu);
+    if (g->dead || g->finishing) {
+        /* cancelled: the reply (if any) is dropped */
+    } else if (c->outcome == CALL_TIMEOUT) {
+        gcall_finish_locked(g, GRPC_STATUS_DEADLINE_EXCEEDED, "%s %s did not reply within %u ms",
+                            what, g->target, g->timeout_ms);
+    } else if (c->outcome != CALL_REPLIED) {
+        gcall_finish_locked(g, GRPC_STATUS_UNAVAILABLE, "%s %s: %s", what, g->target,
+                            c->detail[0] ? c->detail : call_outcome_code(c->outcome));
+    } else if (rpc) {
+        answer_rpc(g);
+    } else {
+        answer_payload(g, what);
+    }
+    pthread_mutex_unlock(&g->mu);
+    gcall_unref(g);
+}
+
+/* CallStream: a message before the reply (loop thread, under the gateway's lock). */
+static void on_call_message(call *c, const char *msg, size_t len, void *ctx) {
+    (void)c;
+    gcall *g = ctx;
+    pthread_mutex_lock(&g->mu);
+    if (!g->dead && !g->finishing) {
+        term_pb_arena arena = {0};
+        term_error err = {0};
+        Nodex__V1__Payload p = NODEX__V1__PAYLOAD__INIT;
+        int idx = 0;
+        if (term_pb_payload_from_ei(msg, len, &idx, &g->api->limits, g->as_etf, &arena, &p,
+                                    &err) != 0) {
+            gcall_finish_locked(g, GRPC_STATUS_INTERNAL,
+                                "C-node %s sent a message that cannot be converted: %s",
+                                g->target, err.message);
+        } else {
+            Nodex__V1__CallStreamMessage m = NODEX__V1__CALL_STREAM_MESSAGE__INIT;
+            m.message = &p;
+            gcall_send_locked(g, &m.base, &g->out);
+        }
+        term_pb_arena_free(&arena);
+    }
+    pthread_mutex_unlock(&g->mu);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Methods (cq threads; the request message is valid during the call only) */
+
+static void call_common(gcall *g, const Nodex__V1__CallRequest *r, bool stream) {
+    grpc_api *api = g->api;
+    const config_cnode *cn = config_find_cnode(api->cfg, r->cnode);
+    if (!cn) return gcall_fail(g, GRPC_STATUS_NOT_FOUND, "no C-node named '%.64s'", r->cnode);
+    snprintf(g->target, sizeof g->target, "%s", cn->name);
+    if (r->timeout_ms > cn->max_call_timeout_ms)
+        return gcall_fail(g, GRPC_STATUS_INVALID_ARGUMENT,
+                          "timeout_ms must be at most %u for C-node %s", cn->max_call_timeout_ms,
+                          cn->name);
+    if (gcall_timeout(g, r->timeout_ms, cn->call_timeout_ms, cn->max_call_timeout_ms,
+                      &g->timeout_ms) != 0)
+        return;
+    g->as_etf = r->reply_as_etf;
+    call *c = &g->gc;
+    gateway_make_pid(api->gw, &c->pid);
+    ei_x_buff x;
+    if (ei_x_new(&x) != 0) return gcall_fail(g, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+    term_error err = {0};
+    if (term_pb_payload_to_ei(r->request, &api->limits, &c->pid, &x, &err) != 0) {
+        ei_x_free(&x);
+        return gcall_fail(g, status_of_term(err.status), "request: %s", err.message);
+    }
+    c->on_done = on_call_done;
+    c->on_message = stream ? on_call_message : NULL;
+    c->ctx = g;
+    gcall_ref(g); /* for on_done */
+    gateway_error ge = gateway_call(api->gw, cn->name, c, x.buff, (size_t)x.index, g->timeout_ms);
+    ei_x_free(&x);
+    if (ge != GATEWAY_OK) {
+        atomic_fetch_sub(&g->refs, 1); /* on_done never runs; the handler still holds one */
+        gcall_fail(g, status_of_gateway(ge), "C-node %s is not available (%s)", cn->name,
+                   gateway_error_code(ge));
+    }
+}
+
+static void m_call(gcall *g, const ProtobufCMessage *req) {
+    call_common(g, (const Nodex__V1__CallRequest *)req, false);
+}
+
+static void m_call_stream(gcall *g, const ProtobufCMessage *req) {
+    call_common(g, (const Nodex__V1__CallRequest *)req, true);
+}
+
+static void m_cast(gcall *g, const ProtobufCMessage *req) {
+    const Nodex__V1__CastRequest *r = (const Nodex__V1__CastRequest *)req;
+    grpc_api *api = g->api;
+    const config_cnode *cn = config_find_cnode(api->cfg, r->cnode);
+    if (!cn) return gcall_fail(g, GRPC_STATUS_NOT_FOUND, "no C-node named '%.64s'", r->cnode);
+    ei_x_buff x;
+    if (ei_x_new(&x) != 0) return gcall_fail(g, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+    term_error err = {0};
+    if (term_pb_payload_to_ei(r->message, &api->limits, NULL, &x, &err) != 0) {
+        ei_x_free(&x);
+        return gcall_fail(g, status_of_term(err.status), "message: %s", err.message);
+    }
+    gateway_error ge = gateway_cast(api->gw, cn->name, x.buff, (size_t)x.index);
+    ei_x_free(&x);
+    if (ge != GATEWAY_OK)
+        return gcall_fail(g, status_of_gateway(ge), "C-node %s is not available (%s)", cn->name,
+                          gateway_error_code(ge));
+    Nodex__V1__CastReply reply = NODEX__V1__CAST_REPLY__INIT;
+    gcall_reply(g, &reply.base);
+}
+
+static void cnode_info_pb(Nodex__V1__CnodeInfo *o, gateway_cnode_info *i) {
+    nodex__v1__cnode_info__init(o);
+    o->name = (char *)i->name;
+    o->state = state_pb(i->state);
+    o->node = i->node;
+    o->os_pid = (int32_t)i->os_pid;
+    o->restarts = i->restarts;
+    o->last_exit = i->last_exit;
+    o->last_error = i->last_error;
+    o->in_flight = i->in_flight;
+    o->uptime_ms = i->uptime_ms;
+    o->calls_total = i->calls_total;
+    o->dropped_messages = i->dropped_messages;
+    o->direction = (char *)cnode_direction_name(i->direction);
+    o->protocol = (char *)cnode_protocol_name(i->protocol);
+}
+
+static void m_list_cnodes(gcall *g, const ProtobufCMessage *req) {
+    (void)req;
+    gateway *gw = g->api->gw;
+    size_t n = gateway_cnode_count(gw), k = 0;
+    gateway_cnode_info *infos = calloc(n ? n : 1, sizeof *infos);
+    Nodex__V1__CnodeInfo *pbs = calloc(n ? n : 1, sizeof *pbs);
+    Nodex__V1__CnodeInfo **ptrs = calloc(n ? n : 1, sizeof *ptrs);
+    if (!infos || !pbs || !ptrs) {
+        gcall_fail(g, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+    } else {
+        for (size_t i = 0; i < n; i++) {
+            if (gateway_cnode_info_at(gw, i, &infos[k]) != 0) continue;
+            cnode_info_pb(&pbs[k], &infos[k]);
+            ptrs[k] = &pbs[k];
+            k++;
+        }
+        Nodex__V1__ListCnodesReply r = NODEX__V1__LIST_CNODES_REPLY__INIT;
+        r.n_cnodes = k;
+        r.cnodes = ptrs;
+        gcall_reply(g, &r.base);
+    }
+    free(infos);
+    free(pbs);
+    free(ptrs);
+}
+
+static void m_get_cnode(gcall *g, const ProtobufCMessage *req) {
+    const Nodex__V1__GetCnodeRequest *r = (const Nodex__V1__GetCnodeRequest *)req;
+    gateway_cnode_info info;
+    if (gateway_cnode_info_by_name(g->api->gw, r->name, &info) != 0)
+        return gcall_fail(g, GRPC_STATUS_NOT_FOUND, "no C-node named '%.64s'", r->name);
+    Nodex__V1__CnodeInfo o;
+    cnode_info_pb(&o, &info);
+    gcall_reply(g, &o.base);
+}
+
+/* --- Watch --- */
+
+static int64_t wall_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void event_pb(Nodex__V1__Event *e, const gateway_event *ev) {
+    nodex__v1__event__init(e);
+    e->seq = ev->seq;
+    e->time_ms = ev->time_ms;
+    e->kind = ev->erlang_node ? NODEX__V1__EVENT__KIND__ERLANG_NODE : NODEX__V1__EVENT__KIND__CNODE;
+    e->name = (char *)ev->name;
+    e->node = (char *)ev->node;
+    e->state = state_pb(ev->state);
+    e->reason = (char *)ev->reason;
+    e->os_pid = (int32_t)ev->os_pid;
+}
+
+/* A lifecycle event (loop thread, must not block): queued for the stream. */
+static void on_event(const gateway_event *ev, void *ctx) {
+    gcall *g = ctx;
+    Nodex__V1__Event e;
+    event_pb(&e, ev);
+    pthread_mutex_lock(&g->mu);
+    gcall_send_locked(g, &e.base, g->holding ? &g->held : &g->out);
+    pthread_mutex_unlock(&g->mu);
+}
+
+static void m_watch(gcall *g, const ProtobufCMessage *req) {
+    const Nodex__V1__WatchRequest *r = (const Nodex__V1__WatchRequest *)req;
+    gateway *gw = g->api->gw;
+    pthread_mutex_lock(&g->mu);
+    bool over = g->closed || g->dead;
+    g->holding = true;   /* events queue up behind the current states */
+    g->md_wanted = true; /* the client sees the stream open at once */
+    gcall_pump_locked(g);
+    pthread_mutex_unlock(&g->mu);
+    if (over) return;
+    gcall_ref(g); /* for the subscription */
+    uint64_t id = gateway_subscribe(gw, on_event, g);
+    if (!id) {
+        atomic_fetch_sub(&g->refs, 1);
+        return gcall_fail(g, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+    }
+    /* The current states, read after subscribing so that no change is missed. */
+    size_t n = r->include_current ? gateway_cnode_count(gw) : 0;
+    gateway_cnode_info *infos = n ? calloc(n, sizeof *infos) : NULL;
+    gateway_node_info *nodes = NULL;
+    int node_count = r->include_current ? gateway_list_nodes(gw, &nodes) : 0;
+    if (n && !infos) n = 0;
+    if (node_count < 0) node_count = 0;
+    int64_t now = wall_ms();
+    pthread_mutex_lock(&g->mu);
+    for (size_t i = 0; i < n; i++) {
+        if (gateway_cnode_info_at(gw, i, &infos[i]) != 0) continue;
+        gateway_event ev = {.time_ms = now, .state = infos[i].state, .os_pid = infos[i].os_pid};
+        snprintf(ev.name, sizeof ev.name, "%s", infos[i].name);
+        snprintf(ev.node, sizeof ev.node, "%s", infos[i].node);
+        if (infos[i].state == CNODE_DOWN || infos[i].state == CNODE_FAILED ||
+            infos[i].state == CNODE_RESTARTING)
+            snprintf(ev.reason, sizeof ev.reason, "%s", infos[i].last_error);
+        Nodex__V1__Event e;
+        event_pb(&e, &ev);
+        gcall_send_locked(g, &e.base, &g->out);
+    }
+    for (int i = 0; i < node_count; i++) {
+        gateway_event ev = {.time_ms = now, .erlang_node = true, .state = nodes[i].state,
+                            .os_pid = nodes[i].os_pid};
+        snprintf(ev.name, sizeof ev.name, "%.*s", (int)sizeof ev.name - 1, nodes[i].node);
+        snprintf(ev.node, sizeof ev.node, "%s", nodes[i].node);
+        Nodex__V1__Event e;
+        event_pb(&e, &ev);
+        gcall_send_locked(g, &e.base, &g->out);
+    }
+    gmsg *m;
+    while ((m = gqueue_pop(&g->held))) {
+        if (g->dead || g->finishing) {
+            grpc_byte_buffer_destroy(m->bb);
+            free(m);
+        } else {
+            gqueue_push(&g->out, m);
+        }
+    }
+    g->holding = false;
+    gcall_pump_locked(g);
+    bool closed = g->closed;
+    if (!closed) g->sub_id = id; /* on_close unsubscribes */
+    pthread_mutex_unlock(&g->mu);
+    free(infos);
+    free(nodes);
+    if (closed) {
+        gateway_unsubscribe(gw, id);
+        gcall_unref(g);
+    }
+}
+
+/* --- Erlang nodes --- */
+
+static void rpc_common(gcall *g, const char *node, const char *module, const char *function,
+                       const char *args, size_t args_len, unsigned requested) {
+    grpc_api *api = g->api;
+    const config *cfg = api->cfg;
+    if (requested > cfg->max_rpc_timeout_ms)
+        return gcall_fail(g, GRPC_STATUS_INVALID_ARGUMENT, "timeout_ms must be at most %u",
+                          cfg->max_rpc_timeout_ms);
+    if (gcall_timeout(g, requested, cfg->rpc_timeout_ms, cfg->max_rpc_timeout_ms,
+                      &g->timeout_ms) != 0)
+        return;
+    call *c = &g->gc;
+    c->on_done = on_call_done;
+    c->on_message = NULL;
+    c->ctx = g;
+    gcall_ref(g);
+    gateway_error ge = gateway_rpc(api->gw, node, c, module, function, args, args_len,
+                                   g->timeout_ms);
+    if (ge != GATEWAY_OK) {
+        atomic_fetch_sub(&g->refs, 1);
+        gcall_fail(g, status_of_gateway(ge), "rpc to %s: %s", node, gateway_error_code(ge));
+    }
+}
+
+static void m_rpc(gcall *g, const ProtobufCMessage *req) {
+    const Nodex__V1__RpcRequest *r = (const Nodex__V1__RpcRequest *)req;
+    grpc_api *api = g->api;
+    if (!*r->node || !atom_ok(r->node) || !atom_ok(r->module) || !atom_ok(r->function))
+        return gcall_fail(g, GRPC_STATUS_INVALID_ARGUMENT,
+                          "node, module and function must be names of 1 to 255 characters");
+    snprintf(g->target, sizeof g->target, "%s", r->node);
+    g->as_etf = r->reply_as_etf;
+    gateway_make_pid(api->gw, &g->gc.pid);
+    ei_x_buff x;
+    if (ei_x_new(&x) != 0) return gcall_fail(g, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+    term_error err = {0};
+    if (!r->args) {
+        ei_x_encode_empty_list(&x);
+    } else if (term_pb_payload_to_ei(r->args, &api->limits, &g->gc.pid, &x, &err) != 0) {
+        ei_x_free(&x);
+        return gcall_fail(g, status_of_term(err.status), "args: %s", err.message);
+    }
+    unsigned char t = (unsigned char)x.buff[0];
+    if (t != ERL_NIL_EXT && t != ERL_STRING_EXT && t != ERL_LIST_EXT) {
+        ei_x_free(&x);
+        return gcall_fail(g, GRPC_STATUS_INVALID_ARGUMENT, "args must be a list");
+    }
+    rpc_common(g, r->node, r->module, r->function, x.buff, (size_t)x.index, r->timeout_ms);
+    ei_x_free(&x);
+}
+
+static void m_load_module(gcall *g, const ProtobufCMessage *req) {
+    const Nodex__V1__LoadModuleRequest *r = (const Nodex__V1__LoadModuleRequest *)req;
+    grpc_api *api = g->api;
+    if (!*r->node || !atom_ok(r->node) || !atom_ok(r->module))
+        return gcall_fail(g, GRPC_STATUS_INVALID_ARGUMENT,
+                          "node and module must be names of 1 to 255 characters");
+    if (r->beam.len == 0) return gcall_fail(g, GRPC_STATUS_INVALID_ARGUMENT, "beam is empty");
+    snprintf(g->target, sizeof g->target, "%s", r->node);
+    gateway_make_pid(api->gw, &g->gc.pid);
+    /* [Module, "Module.beam", Beam] for code:load_binary/3 */
+    size_t ml = strlen(r->module);
+    uint32_t cps[255 + 5];
+    size_t n = 0, i = 0;
+    while (i < ml && n < 255) term_utf8_next((const unsigned char *)r->module, ml, &i, &cps[n++]);
+    memcpy(&cps[n], (const uint32_t[]){'.', 'b', 'e', 'a', 'm'}, 5 * sizeof cps[0]);
+    n += 5;
+    ei_x_buff x;
+    if (ei_x_new(&x) != 0) return gcall_fail(g, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+    if (ei_x_encode_list_header(&x, 3) != 0 ||
+        ei_x_encode_atom_len_as(&x, r->module, (int)ml, ERLANG_UTF8, ERLANG_UTF8) != 0 ||
+        term_enc_charlist(&x, cps, n) != 0 ||
+        term_enc_binary(&x, r->beam.data, r->beam.len) != 0 || ei_x_encode_empty_list(&x) != 0) {
+        ei_x_free(&x);
+        return gcall_fail(g, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+    }
+    rpc_common(g, r->node, "code", "load_binary", x.buff, (size_t)x.index, 0);
+    ei_x_free(&x);
+}
+
+static void m_list_nodes(gcall *g, const ProtobufCMessage *req) {
+    (void)req;
+    gateway_node_info *nodes = NULL;
+    int n = gateway_list_nodes(g->api->gw, &nodes);
+    if (n < 0) return gcall_fail(g, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+    size_t count = (size_t)n;
+    Nodex__V1__NodeInfo *pbs = calloc(count ? count : 1, sizeof *pbs);
+    Nodex__V1__NodeInfo **ptrs = calloc(count ? count : 1, sizeof *ptrs);
+    if (!pbs || !ptrs) {
+        gcall_fail(g, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+    } else {
+        for (size_t i = 0; i < count; i++) {
+            nodex__v1__node_info__init(&pbs[i]);
+            pbs[i].node = nodes[i].node;
+            pbs[i].connected = nodes[i].connected;
+            pbs[i].child = nodes[i].child;
+            pbs[i].state = state_pb(nodes[i].state);
+            pbs[i].os_pid = (int32_t)nodes[i].os_pid;
+            pbs[i].restarts = nodes[i].restarts;
+            ptrs[i] = &pbs[i];
+        }
+        Nodex__V1__ListNodesReply r = NODEX__V1__LIST_NODES_REPLY__INIT;
+        r.n_nodes = count;
+        r.nodes = ptrs;
+        gcall_reply(g, &r.base);
+    }
+    free(pbs);
+    free(ptrs);
+    free(nodes);
+}
+
+/* SpawnNodes finished (loop thread). */
+static void on_spawned(void *ctx, const char *const *nodes, size_t count, const char *error) {
+    gcall *g = ctx;
+    pthread_mutex_lock(&g->mu);
+    if (error) {
+        gcall_finish_locked(g, GRPC_STATUS_UNAVAILABLE, "%s (%zu of %u nodes came up)", error,
+                            count, g->timeout_ms);
+    } else {
+        Nodex__V1__SpawnNodesReply r = NODEX__V1__SPAWN_NODES_REPLY__INIT;
+        r.n_nodes = count;
+        r.nodes = (char **)nodes;
+        gcall_reply_locked(g, &r.base);
+    }
+    pthread_mutex_unlock(&g->mu);
+    gcall_unref(g);
+}
+
+static void m_spawn_nodes(gcall *g, const ProtobufCMessage *req) {
+    const Nodex__V1__SpawnNodesRequest *r = (const Nodex__V1__SpawnNodesRequest *)req;
+    if (r->count == 0) return gcall_fail(g, GRPC_STATUS_INVALID_ARGUMENT, "count must be >= 1");
+    g->timeout_ms = r->count; /* kept for the error message */
+    gcall_ref(g);
+    gateway_error ge = gateway_spawn_nodes(g->api->gw, r->count, on_spawned, g);
+    if (ge != GATEWAY_OK) {
+        atomic_fetch_sub(&g->refs, 1);
+        if (ge == GATEWAY_BAD_REQUEST)
+            return gcall_fail(g, GRPC_STATUS_RESOURCE_EXHAUSTED,
+                              "%u more nodes would exceed erlang_nodes.max_children (%u)",
+                              r->count, g->api->cfg->max_children);
+        gcall_fail(g, status_of_gateway(ge), "cannot spawn nodes (%s)", gateway_error_code(ge));
+    }
+}
+
+static void m_stop_node(gcall *g, const ProtobufCMessage *req) {
+    const Nodex__V1__StopNodeRequest *r = (const Nodex__V1__StopNodeRequest *)req;
+    gateway_error ge = gateway_stop_node(g->api->gw, r->node);
+    if (ge == GATEWAY_NOT_FOUND)
+        return gcall_fail(g, GRPC_STATUS_NOT_FOUND, "no child node named '%.200s'", r->node);
+    if (ge != GATEWAY_OK)
+        return gcall_fail(g, status_of_gateway(ge), "cannot stop %s (%s)", r->node,
+                          gateway_error_code(ge));
+    Nodex__V1__StopNodeReply reply = NODEX__V1__STOP_NODE_REPLY__INIT;
+    gcall_reply(g, &reply.base);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Requests */
+
+static int gcall_post(grpc_api *api, int method) {
+    gcall *g = gcall_new(api, method);
+    if (!g) return -1;
+    grpc_call_error e =
+        method == M_UNREGISTERED
+            ? grpc_server_request_call(api->server, &g->call, &g->details, &g->md, api->cq,
+                                       api->cq, &g->req_tag)
+            : grpc_server_request_registered_call(api->server, api->methods[method], &g->call,
+                                                  &g->deadline, &g->md, &g->payload, api->cq,
+                                                  api->cq, &g->req_tag);
+    if (e != GRPC_CALL_OK) {
+        gcall_unref(g);
+        return -1;
+    }
+    return 0;
+}
+
+static void gcall_log(const gcall *g) {
+    char *peer = grpc_call_get_peer(g->call);
+    log_debug("grpc %s from %s, %zu metadata", method_name(g), peer ? peer : "?", g->md.count);
+    gpr_free(peer);
+    for (size_t i = 0; i < g->md.count; i++) {
+        const grpc_metadata *m = &g->md.metadata[i];
+        size_t kl = GRPC_SLICE_LENGTH(m->key), vl = GRPC_SLICE_LENGTH(m->value);
+        const char *k = (const char *)GRPC_SLICE_START_PTR(m->key);
+        if (kl > 4 && memcmp(k + kl - 4, "-bin", 4) == 0)
+            log_debug("  %.*s: (%zu bytes)", (int)kl, k, vl);
+        else
+            log_debug("  %.*s: %.*s", (int)kl, k, (int)(vl > 200 ? 200 : vl),
+                      (const char *)GRPC_SLICE_START_PTR(m->value));
+    }
+}
+
+/* Decodes the request message and runs the method's handler. */
+static void gcall_dispatch(gcall *g) {
+    grpc_api *api = g->api;
+    if (!g->payload)
+        return gcall_fail(g, GRPC_STATUS_INVALID_ARGUMENT, "no request message");
+    grpc_byte_buffer_reader reader;
+    if (!grpc_byte_buffer_reader_init(&reader, g->payload))
+        return gcall_fail(g, GRPC_STATUS_INTERNAL, "cannot read the request message");
+    grpc_slice s = grpc_byte_buffer_reader_readall(&reader);
+    grpc_byte_buffer_reader_destroy(&reader);
+    const uint8_t *data = GRPC_SLICE_START_PTR(s);
+    size_t len = GRPC_SLICE_LENGTH(s);
+    const ProtobufCMessageDescriptor *desc = grpc_methods[g->method].request;
+    ProtobufCMessage *req = NULL;
+    if (term_pb_check_depth(desc, data, len, api->wire_depth) != 0)
+        gcall_fail(g, GRPC_STATUS_INVALID_ARGUMENT,
+                   "request message is malformed or nested deeper than terms.max_depth allows");
+    else if (!(req = protobuf_c_message_unpack(desc, NULL, len, data)))
+        gcall_fail(g, GRPC_STATUS_INVALID_ARGUMENT, "request is not a valid %s message",
+                   desc->name);
+    grpc_slice_unref(s);
+    if (!req) return;
+    grpc_methods[g->method].handler(g, req);
+    protobuf_c_message_free_unpacked(req, NULL);
+}
+
+/* A call arrived (cq thread). */
+static void on_request(gtag *t, bool ok) {
+    gcall *g = container_of(t, gcall, req_tag);
+    grpc_api *api = g->api;
+    if (!ok) { /* the server is shutting down */
+        gcall_unref(g);
+        return;
+    }
+    if (!atomic_load(&api->stopping) && gcall_post(api, g->method) != 0)
+        log_error("grpc: cannot post a request slot for %s", method_name(g));
+    pthread_mutex_lock(&api->mu);
+    g->live_next = api->live;
+    if (api->live) api->live->live_prev = g;
+    api->live = g;
+    g->listed = true;
+    bool over = ++api->live_count > api->cfg->grpc_max_in_flight;
+    pthread_mutex_unlock(&api->mu);
+    if (g->method == M_UNREGISTERED) g->deadline = g->details.deadline;
+    /* RECV_CLOSE_ON_SERVER first: the only signal of cancellation. */
+    grpc_op op;
+    memset(&op, 0, sizeof op);
+    op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+    op.data.recv_close_on_server.cancelled = &g->cancelled;
+    gcall_ref(g);
+    if (grpc_call_start_batch(g->call, &op, 1, &g->close_tag, NULL) != GRPC_CALL_OK) {
+        atomic_fetch_sub(&g->refs, 1);
+        g->dead = true;
+    }
+    size_t id_len;
+    if (gcall_metadata(g, GRPC_REQUEST_ID_KEY, &id_len)) {
+        /* echoed: the slices belong to the call, which outlives every batch */
+        g->reply_md[0] = *gcall_metadata_entry(g, GRPC_REQUEST_ID_KEY);
+        g->reply_md_count = 1;
+        log_debug("grpc %s: %s %.*s", method_name(g), GRPC_REQUEST_ID_KEY, (int)id_len,
+                  (const char *)GRPC_SLICE_START_PTR(g->reply_md[0].value));
+    }
+    if (g->method == M_UNREGISTERED) {
+        char *m = grpc_slice_to_c_string(g->details.method);
+        log_debug("grpc: unknown method %s", m);
+        gcall_fail(g, GRPC_STATUS_UNIMPLEMENTED, "method %.200s is not implemented", m);
+        gpr_free(m);
+    } else {
+        gcall_log(g);
+        if (over)
+            gcall_fail(g, GRPC_STATUS_RESOURCE_EXHAUSTED,
+                       "over grpc.max_in_flight (%u calls in progress)",
+                       api->cfg->grpc_max_in_flight);
+        else if (atomic_load(&api->stopping))
+            gcall_fail(g, GRPC_STATUS_UNAVAILABLE, "nodexd is shutting down");
+        else gcall_dispatch(g);
+    }
+    gcall_unref(g);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Server */
+
+static void *cq_thread(void *arg) {
+    grpc_api *api = arg;
+    for (;;) {
+        grpc_event ev =
+            grpc_completion_queue_next(api->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+        if (ev.type == GRPC_QUEUE_SHUTDOWN) break;
+        if (ev.type != GRPC_OP_COMPLETE) continue;
+        gtag *t = ev.tag;
+        t->fn(t, ev.success != 0);
+    }
+    return NULL;
+}
+
+static void on_shutdown(gtag *t, bool ok) {
+    (void)ok;
+    grpc_api *api = container_of(t, grpc_api, shutdown_tag);
+    pthread_mutex_lock(&api->mu);
+    api->shutdown_done = true;
+    pthread_cond_broadcast(&api->cv);
+    pthread_mutex_unlock(&api->mu);
+}
+
+static void deadline_in(struct timespec *ts, long ms) {
+    clock_gettime(CLOCK_MONOTONIC, ts);
+    ts->tv_sec += ms / 1000;
+    ts->tv_nsec += (ms % 1000) * 1000000L;
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000L;
+    }
+}
+
+/* Drains and destroys the completion queue (no threads running). */
+static void cq_drain_destroy(grpc_completion_queue *cq) {
+    grpc_completion_queue_shutdown(cq);
+    while (grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
+           GRPC_QUEUE_SHUTDOWN) {
+    }
+    grpc_completion_queue_destroy(cq);
+}
+
+grpc_api *grpc_api_start(const config *cfg, gateway *gw, char *err, size_t err_len) {
+    grpc_api *api = calloc(1, sizeof *api);
+    if (!api) {
+        snprintf(err, err_len, "out of memory");
+        return NULL;
+    }
+    api->cfg = cfg;
+    api->gw = gw;
+    api->limits.max_depth = cfg->term_max_depth;
+    api->limits.max_bytes = cfg->term_max_bytes;
+    api->wire_depth = term_pb_wire_depth(cfg->term_max_depth, 2);
+    api->shutdown_tag.fn = on_shutdown;
+    atomic_init(&api->stopping, false);
+    pthread_mutex_init(&api->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&api->cv, &ca);
+    pthread_condattr_destroy(&ca);
+
+    grpc_init();
+    int max_msg = cfg->grpc_max_message_bytes > INT32_MAX ? INT32_MAX
+                                                          : (int)cfg->grpc_max_message_bytes;
+    grpc_arg args[4] = {
+        {.type = GRPC_ARG_INTEGER,
+         .key = (char *)GRPC_ARG_MAX_CONCURRENT_STREAMS,
+         .value.integer = (int)cfg->grpc_max_concurrent_streams},
+        {.type = GRPC_ARG_INTEGER,
+         .key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
+         .value.integer = max_msg},
+        {.type = GRPC_ARG_INTEGER,
+         .key = (char *)GRPC_ARG_MAX_SEND_MESSAGE_LENGTH,
+         .value.integer = max_msg},
+        /* a second nodexd on the same port must fail, not share it */
+        {.type = GRPC_ARG_INTEGER, .key = (char *)GRPC_ARG_ALLOW_REUSEPORT, .value.integer = 0},
+    };
+    grpc_channel_args chargs = {sizeof args / sizeof args[0], args};
+    api->server = grpc_server_create(&chargs, NULL);
+    api->cq = grpc_completion_queue_create_for_next(NULL);
+    grpc_server_register_completion_queue(api->server, api->cq, NULL);
+    for (int m = 0; m < M_COUNT; m++)
+        api->methods[m] = grpc_server_register_method(api->server, grpc_methods[m].path, NULL,
+                                                      GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
+    grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
+    int port = grpc_server_add_http2_port(api->server, cfg->grpc_listen, creds);
+    grpc_server_credentials_release(creds);
+    if (port == 0) {
+        snprintf(err, err_len, "cannot listen for gRPC on %s (address in use or invalid)",
+                 cfg->grpc_listen);
+        grpc_server_destroy(api->server);
+        cq_drain_destroy(api->cq);
+        grpc_shutdown_blocking();
+        pthread_cond_destroy(&api->cv);
+        pthread_mutex_destroy(&api->mu);
+        free(api);
+        return NULL;
+    }
+    const char *colon = strrchr(cfg->grpc_listen, ':');
+    int host_len = colon ? (int)(colon - cfg->grpc_listen) : (int)strlen(cfg->grpc_listen);
+    snprintf(api->address, sizeof api->address, "%.*s:%d", host_len, cfg->grpc_listen, port);
+    grpc_server_start(api->server);
+
+    unsigned threads = cfg->grpc_threads ? cfg->grpc_threads : 1;
+    api->threads = calloc(threads, sizeof *api->threads);
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, GRPC_THREAD_STACK);
+    for (unsigned i = 0; api->threads && i < threads; i++) {
+        if (pthread_create(&api->threads[i], &attr, cq_thread, api) != 0) break;
+        api->thread_count++;
+    }
+    pthread_attr_destroy(&attr);
+    bool posted = api->thread_count > 0;
+    for (int m = M_UNREGISTERED; posted && m < M_COUNT; m++)
+        for (int k = 0; posted && k < GRPC_REQUESTS_PER_METHOD; k++)
+            posted = gcall_post(api, m) == 0;
+    if (!posted) {
+        snprintf(err, err_len, "cannot start the gRPC server threads");
+        grpc_api_stop(api);
+        return NULL;
+    }
+    return api;
+}
+
+const char *grpc_api_address(const grpc_api *api) {
+    return api->address;
+}
+
+void grpc_api_stop(grpc_api *api) {
+    if (!api) return;
+    atomic_store(&api->stopping, true);
+    grpc_server_shutdown_and_notify(api->server, api->cq, &api->shutdown_tag);
+    /* Answer what is still open (Watch streams; calls a gateway callback still owes). */
+    pthread_mutex_lock(&api->mu);
+    size_t n = 0;
+    gcall **open = calloc(api->live_count ? api->live_count : 1, sizeof *open);
+    for (gcall *g = api->live; g && open; g = g->live_next)
+        if (gcall_ref_live(g)) open[n++] = g;
+    pthread_mutex_unlock(&api->mu);
+    for (size_t i = 0; i < n; i++) {
+        gcall_fail(open[i], GRPC_STATUS_UNAVAILABLE, "nodexd is shutting down");
+        gcall_unref(open[i]);
+    }
+    free(open);
+    /* Grace: let those answers go out. */
+    struct timespec until;
+    deadline_in(&until, GRPC_STOP_GRACE_MS);
+    pthread_mutex_lock(&api->mu);
+    while (api->live_count > 0 && pthread_cond_timedwait(&api->cv, &api->mu, &until) == 0) {
+    }
+    pthread_mutex_unlock(&api->mu);
+    grpc_server_cancel_all_calls(api->server);
+    if (api->thread_count == 0) {
+        /* never started serving: take the shutdown tag here */
+        while (!api->shutdown_done) {
+            grpc_event ev =
+                grpc_completion_queue_next(api->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+            if (ev.type == GRPC_OP_COMPLETE) ((gtag *)ev.tag)->fn(ev.tag, ev.success != 0);
+        }
+    }
+    pthread_mutex_lock(&api->mu);
+    while (!api->shutdown_done) pthread_cond_wait(&api->cv, &api->mu);
+    pthread_mutex_unlock(&api->mu);
+    grpc_server_destroy(api->server);
+    grpc_completion_queue_shutdown(api->cq);
+    for (unsigned i = 0; i < api->thread_count; i++) pthread_join(api->threads[i], NULL);
+    free(api->threads);
+    if (api->thread_count == 0) {
+        while (grpc_completion_queue_next(api->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
+               GRPC_QUEUE_SHUTDOWN) {
+        }
+    }
+    if (api->live_count)
+        log_warn("grpc: %zu calls still held by the gateway at shutdown", api->live_count);
+    grpc_completion_queue_destroy(api->cq);
+    grpc_shutdown_blocking();
+    pthread_cond_destroy(&api->cv);
+    pthread_mutex_destroy(&api->mu);
+    free(api);
+}
