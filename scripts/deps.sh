@@ -8,6 +8,7 @@ packages=(
   libmicrohttpd-dev                    # HTTP server
   libyaml-dev                          # configuration file parser
   libcmocka-dev                        # unit tests
+  zlib1g-dev                           # examples/zlib_cnode (the SDK's real-world example C-node)
   clang                                # libFuzzer drivers
   curl                                 # README example, smoke tests
   python3 python3-pytest               # integration tests
@@ -18,7 +19,11 @@ packages=(
   protobuf-compiler protobuf-compiler-grpc  # protoc + grpc_python_plugin: Python stubs
   yamllint                             # lint of deploy/ YAML (tests/integration/test_deploy_lint.py)
   shellcheck                           # lint of the shell scripts (same test)
+  systemd                              # systemd-analyze verify of deploy/systemd (same test)
 )
+# The Node.js client's tests need node and npm; the machine image ships Node 20 with npm, and
+# Debian's nodejs + npm packages serve where it does not.
+command -v node >/dev/null && command -v npm >/dev/null || packages+=(nodejs npm)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -45,12 +45,12 @@ enum {
     M_UNREGISTERED = -1
 };
 
-#define GRPC_SERVICE_PREFIX     "/nodex.v1.Gateway/"
-#define GRPC_REQUESTS_PER_METHOD 4    /* request slots posted per method (and for unknown ones) */
-#define GRPC_STREAM_MAX_QUEUED  4096u /* messages queued on one stream before it is ended */
-#define GRPC_STOP_GRACE_MS      1000  /* how long grpc_api_stop lets answers go out */
-#define GRPC_THREAD_STACK       (8u << 20)
-#define GRPC_REQUEST_ID_KEY     "x-request-id" /* echoed in the initial metadata */
+#define GRPC_SERVICE_PREFIX      "/nodex.v1.Gateway/"
+#define GRPC_REQUESTS_PER_METHOD 4     /* request slots posted per method (and for unknown ones) */
+#define GRPC_STREAM_MAX_QUEUED   4096u /* messages queued on one stream before it is ended */
+#define GRPC_STOP_GRACE_MS       1000  /* how long grpc_api_stop lets answers go out */
+#define GRPC_THREAD_STACK        (8u << 20)
+#define GRPC_REQUEST_ID_KEY      "x-request-id" /* echoed in the initial metadata */
 
 #define container_of(p, type, member) ((type *)(void *)((char *)(p)-offsetof(type, member)))
 
@@ -87,8 +87,8 @@ struct grpc_api {
     gtag shutdown_tag;
     /* guarded by mu */
     pthread_mutex_t mu;
-    pthread_cond_t cv;  /* live_count dropped, or the server shutdown completed */
-    gcall *live;        /* every call being served */
+    pthread_cond_t cv; /* live_count dropped, or the server shutdown completed */
+    gcall *live;       /* every call being served */
     size_t live_count;
     bool shutdown_done;
 };
@@ -98,6 +98,7 @@ struct grpc_api {
 struct gcall {
     grpc_api *api;
     int method;
+    bool listed; /* on api->live */
     /* filled by gRPC when req_tag completes */
     grpc_call *call;
     gpr_timespec deadline;
@@ -107,21 +108,19 @@ struct gcall {
     gtag req_tag, close_tag, send_tag;
     atomic_uint refs;
     gcall *live_prev, *live_next; /* api->live, under api->mu */
-    bool listed;
     /* guarded by mu */
     pthread_mutex_t mu;
-    int cancelled;    /* written by gRPC, valid once close_tag completed */
-    bool closed;      /* close_tag completed */
-    bool dead;        /* cancelled, or a send failed: nothing more goes out */
-    bool send_busy;   /* a send batch is outstanding (one at a time per call) */
-    bool md_sent, md_wanted, finishing, status_sent;
+    int cancelled;  /* written by gRPC, valid once close_tag completed */
+    bool closed;    /* close_tag completed */
+    bool dead;      /* cancelled, or a send failed: nothing more goes out */
+    bool send_busy; /* a send batch is outstanding (one at a time per call) */
+    bool md_sent, md_wanted, finishing, status_sent, has_details;
+    bool holding; /* Watch: events go to `held` */
     grpc_status_code status;
     grpc_slice status_details;
-    bool has_details;
     grpc_byte_buffer *sending;
     gqueue out;
-    gqueue held;  /* Watch: events that arrived while the current states were being read */
-    bool holding;
+    gqueue held; /* Watch: events that arrived while the current states were being read */
     grpc_metadata reply_md[1];
     size_t reply_md_count;
     uint64_t sub_id; /* Watch subscription */
@@ -183,8 +182,10 @@ static gcall *gcall_new(grpc_api *api, int method) {
 
 static void gqueue_push(gqueue *q, gmsg *m) {
     m->next = NULL;
-    if (q->tail) q->tail->next = m;
-    else q->head = m;
+    if (q->tail)
+        q->tail->next = m;
+    else
+        q->head = m;
     q->tail = m;
     q->count++;
 }
@@ -210,8 +211,10 @@ static void gcall_free(gcall *g) {
     grpc_api *api = g->api;
     if (g->listed) {
         pthread_mutex_lock(&api->mu);
-        if (g->live_prev) g->live_prev->live_next = g->live_next;
-        else api->live = g->live_next;
+        if (g->live_prev)
+            g->live_prev->live_next = g->live_next;
+        else
+            api->live = g->live_next;
         if (g->live_next) g->live_next->live_prev = g->live_prev;
         api->live_count--;
         pthread_cond_broadcast(&api->cv);
@@ -498,8 +501,9 @@ static void answer_payload(gcall *g, const char *what) {
     int idx = (int)c->reply_offset;
     if (term_pb_payload_from_ei(c->reply, c->reply_len, &idx, &g->api->limits, g->as_etf, &arena,
                                 &p, &err) != 0) {
-        gcall_finish_locked(g, GRPC_STATUS_INTERNAL, "%s %s sent a reply that cannot be converted: %s",
-                            what, g->target, err.message);
+        gcall_finish_locked(g, GRPC_STATUS_INTERNAL,
+                            "%s %s sent a reply that cannot be converted: %s", what, g->target,
+                            err.message);
     } else if (g->method == M_CALL) {
         Nodex__V1__CallReply r = NODEX__V1__CALL_REPLY__INIT;
         r.reply = &p;
@@ -534,7 +538,8 @@ static void text_of(const gcall *g, int idx, char *out, size_t cap) {
     const call *c = &g->gc;
     if (term_to_text(c->reply, c->reply_len, &idx, &g->api->limits, &sb, &err) == 0)
         snprintf(out, cap, "%.*s", (int)(sb.len < cap ? sb.len : cap - 1), sb.data);
-    else snprintf(out, cap, "(unprintable)");
+    else
+        snprintf(out, cap, "(unprintable)");
     strbuf_free(&sb);
 }
 
@@ -543,8 +548,9 @@ static void answer_rpc(gcall *g) {
     term_error err = {0};
     int idx = (int)c->reply_offset, end = idx;
     if (term_etf_check(c->reply, c->reply_len, &end, &g->api->limits, &err) != 0) {
-        gcall_finish_locked(g, GRPC_STATUS_INTERNAL, "node %s sent a reply that cannot be decoded: %s",
-                            g->target, err.message);
+        gcall_finish_locked(g, GRPC_STATUS_INTERNAL,
+                            "node %s sent a reply that cannot be decoded: %s", g->target,
+                            err.message);
         return;
     }
     char tag[MAXATOMLEN_UTF8];
@@ -575,16 +581,19 @@ static void answer_rpc(gcall *g) {
     term_pb_arena arena = {0};
     Nodex__V1__Payload p = NODEX__V1__PAYLOAD__INIT;
     int at = badrpc ? inner : idx;
-    if (term_pb_payload_from_ei(c->reply, c->reply_len, &at, &g->api->limits, g->as_etf, &arena,
-                                &p, &err) != 0) {
-        gcall_finish_locked(g, GRPC_STATUS_INTERNAL, "node %s sent a reply that cannot be converted: %s",
-                            g->target, err.message);
+    if (term_pb_payload_from_ei(c->reply, c->reply_len, &at, &g->api->limits, g->as_etf, &arena, &p,
+                                &err) != 0) {
+        gcall_finish_locked(g, GRPC_STATUS_INTERNAL,
+                            "node %s sent a reply that cannot be converted: %s", g->target,
+                            err.message);
     } else {
         Nodex__V1__RpcReply r = NODEX__V1__RPC_REPLY__INIT;
         r.outcome_case =
             badrpc ? NODEX__V1__RPC_REPLY__OUTCOME_BADRPC : NODEX__V1__RPC_REPLY__OUTCOME_RESULT;
-        if (badrpc) r.badrpc = &p;
-        else r.result = &p;
+        if (badrpc)
+            r.badrpc = &p;
+        else
+            r.result = &p;
         gcall_reply_locked(g, &r.base);
     }
     term_pb_arena_free(&arena);
@@ -623,11 +632,11 @@ static void on_call_message(call *c, const char *msg, size_t len, void *ctx) {
         term_error err = {0};
         Nodex__V1__Payload p = NODEX__V1__PAYLOAD__INIT;
         int idx = 0;
-        if (term_pb_payload_from_ei(msg, len, &idx, &g->api->limits, g->as_etf, &arena, &p,
-                                    &err) != 0) {
+        if (term_pb_payload_from_ei(msg, len, &idx, &g->api->limits, g->as_etf, &arena, &p, &err) !=
+            0) {
             gcall_finish_locked(g, GRPC_STATUS_INTERNAL,
-                                "C-node %s sent a message that cannot be converted: %s",
-                                g->target, err.message);
+                                "C-node %s sent a message that cannot be converted: %s", g->target,
+                                err.message);
         } else {
             Nodex__V1__CallStreamMessage m = NODEX__V1__CALL_STREAM_MESSAGE__INIT;
             m.message = &p;
@@ -728,7 +737,8 @@ static void m_list_cnodes(gcall *g, const ProtobufCMessage *req) {
     size_t n = gateway_cnode_count(gw), k = 0;
     gateway_cnode_info *infos = calloc(n ? n : 1, sizeof *infos);
     Nodex__V1__CnodeInfo *pbs = calloc(n ? n : 1, sizeof *pbs);
-    Nodex__V1__CnodeInfo **ptrs = calloc(n ? n : 1, sizeof *ptrs);
+    Nodex__V1__CnodeInfo **ptrs = calloc(
+        n ? n : 1, sizeof *ptrs); /* NOLINT(bugprone-sizeof-expression): an array of pointers */
     if (!infos || !pbs || !ptrs) {
         gcall_fail(g, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
     } else {
@@ -826,7 +836,9 @@ static void m_watch(gcall *g, const ProtobufCMessage *req) {
         gcall_send_locked(g, &e.base, &g->out);
     }
     for (int i = 0; i < node_count; i++) {
-        gateway_event ev = {.time_ms = now, .erlang_node = true, .state = nodes[i].state,
+        gateway_event ev = {.time_ms = now,
+                            .erlang_node = true,
+                            .state = nodes[i].state,
                             .os_pid = nodes[i].os_pid};
         snprintf(ev.name, sizeof ev.name, "%.*s", (int)sizeof ev.name - 1, nodes[i].node);
         snprintf(ev.node, sizeof ev.node, "%s", nodes[i].node);
@@ -865,16 +877,16 @@ static void rpc_common(gcall *g, const char *node, const char *module, const cha
     if (requested > cfg->max_rpc_timeout_ms)
         return gcall_fail(g, GRPC_STATUS_INVALID_ARGUMENT, "timeout_ms must be at most %u",
                           cfg->max_rpc_timeout_ms);
-    if (gcall_timeout(g, requested, cfg->rpc_timeout_ms, cfg->max_rpc_timeout_ms,
-                      &g->timeout_ms) != 0)
+    if (gcall_timeout(g, requested, cfg->rpc_timeout_ms, cfg->max_rpc_timeout_ms, &g->timeout_ms) !=
+        0)
         return;
     call *c = &g->gc;
     c->on_done = on_call_done;
     c->on_message = NULL;
     c->ctx = g;
     gcall_ref(g);
-    gateway_error ge = gateway_rpc(api->gw, node, c, module, function, args, args_len,
-                                   g->timeout_ms);
+    gateway_error ge =
+        gateway_rpc(api->gw, node, c, module, function, args, args_len, g->timeout_ms);
     if (ge != GATEWAY_OK) {
         atomic_fetch_sub(&g->refs, 1);
         gcall_fail(g, status_of_gateway(ge), "rpc to %s: %s", node, gateway_error_code(ge));
@@ -928,8 +940,8 @@ static void m_load_module(gcall *g, const ProtobufCMessage *req) {
     if (ei_x_new(&x) != 0) return gcall_fail(g, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
     if (ei_x_encode_list_header(&x, 3) != 0 ||
         ei_x_encode_atom_len_as(&x, r->module, (int)ml, ERLANG_UTF8, ERLANG_UTF8) != 0 ||
-        term_enc_charlist(&x, cps, n) != 0 ||
-        term_enc_binary(&x, r->beam.data, r->beam.len) != 0 || ei_x_encode_empty_list(&x) != 0) {
+        term_enc_charlist(&x, cps, n) != 0 || term_enc_binary(&x, r->beam.data, r->beam.len) != 0 ||
+        ei_x_encode_empty_list(&x) != 0) {
         ei_x_free(&x);
         return gcall_fail(g, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
     }
@@ -944,7 +956,9 @@ static void m_list_nodes(gcall *g, const ProtobufCMessage *req) {
     if (n < 0) return gcall_fail(g, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
     size_t count = (size_t)n;
     Nodex__V1__NodeInfo *pbs = calloc(count ? count : 1, sizeof *pbs);
-    Nodex__V1__NodeInfo **ptrs = calloc(count ? count : 1, sizeof *ptrs);
+    Nodex__V1__NodeInfo **ptrs =
+        calloc(count ? count : 1,
+               sizeof *ptrs); /* NOLINT(bugprone-sizeof-expression): an array of pointers */
     if (!pbs || !ptrs) {
         gcall_fail(g, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
     } else {
@@ -995,8 +1009,8 @@ static void m_spawn_nodes(gcall *g, const ProtobufCMessage *req) {
         atomic_fetch_sub(&g->refs, 1);
         if (ge == GATEWAY_BAD_REQUEST)
             return gcall_fail(g, GRPC_STATUS_RESOURCE_EXHAUSTED,
-                              "%u more nodes would exceed erlang_nodes.max_children (%u)",
-                              r->count, g->api->cfg->max_children);
+                              "%u more nodes would exceed erlang_nodes.max_children (%u)", r->count,
+                              g->api->cfg->max_children);
         gcall_fail(g, status_of_gateway(ge), "cannot spawn nodes (%s)", gateway_error_code(ge));
     }
 }
@@ -1019,13 +1033,12 @@ static void m_stop_node(gcall *g, const ProtobufCMessage *req) {
 static int gcall_post(grpc_api *api, int method) {
     gcall *g = gcall_new(api, method);
     if (!g) return -1;
-    grpc_call_error e =
-        method == M_UNREGISTERED
-            ? grpc_server_request_call(api->server, &g->call, &g->details, &g->md, api->cq,
-                                       api->cq, &g->req_tag)
-            : grpc_server_request_registered_call(api->server, api->methods[method], &g->call,
-                                                  &g->deadline, &g->md, &g->payload, api->cq,
-                                                  api->cq, &g->req_tag);
+    grpc_call_error e = method == M_UNREGISTERED
+                            ? grpc_server_request_call(api->server, &g->call, &g->details, &g->md,
+                                                       api->cq, api->cq, &g->req_tag)
+                            : grpc_server_request_registered_call(
+                                  api->server, api->methods[method], &g->call, &g->deadline, &g->md,
+                                  &g->payload, api->cq, api->cq, &g->req_tag);
     if (e != GRPC_CALL_OK) {
         gcall_unref(g);
         return -1;
@@ -1052,8 +1065,7 @@ static void gcall_log(const gcall *g) {
 /* Decodes the request message and runs the method's handler. */
 static void gcall_dispatch(gcall *g) {
     grpc_api *api = g->api;
-    if (!g->payload)
-        return gcall_fail(g, GRPC_STATUS_INVALID_ARGUMENT, "no request message");
+    if (!g->payload) return gcall_fail(g, GRPC_STATUS_INVALID_ARGUMENT, "no request message");
     grpc_byte_buffer_reader reader;
     if (!grpc_byte_buffer_reader_init(&reader, g->payload))
         return gcall_fail(g, GRPC_STATUS_INTERNAL, "cannot read the request message");
@@ -1124,7 +1136,8 @@ static void on_request(gtag *t, bool ok) {
                        api->cfg->grpc_max_in_flight);
         else if (atomic_load(&api->stopping))
             gcall_fail(g, GRPC_STATUS_UNAVAILABLE, "nodexd is shutting down");
-        else gcall_dispatch(g);
+        else
+            gcall_dispatch(g);
     }
     gcall_unref(g);
 }
@@ -1194,8 +1207,8 @@ grpc_api *grpc_api_start(const config *cfg, gateway *gw, char *err, size_t err_l
     pthread_condattr_destroy(&ca);
 
     grpc_init();
-    int max_msg = cfg->grpc_max_message_bytes > INT32_MAX ? INT32_MAX
-                                                          : (int)cfg->grpc_max_message_bytes;
+    int max_msg =
+        cfg->grpc_max_message_bytes > INT32_MAX ? INT32_MAX : (int)cfg->grpc_max_message_bytes;
     grpc_arg args[4] = {
         {.type = GRPC_ARG_INTEGER,
          .key = (char *)GRPC_ARG_MAX_CONCURRENT_STREAMS,
@@ -1268,7 +1281,9 @@ void grpc_api_stop(grpc_api *api) {
     /* Answer what is still open (Watch streams; calls a gateway callback still owes). */
     pthread_mutex_lock(&api->mu);
     size_t n = 0;
-    gcall **open = calloc(api->live_count ? api->live_count : 1, sizeof *open);
+    gcall **open =
+        calloc(api->live_count ? api->live_count : 1,
+               sizeof *open); /* NOLINT(bugprone-sizeof-expression): an array of pointers */
     for (gcall *g = api->live; g && open; g = g->live_next)
         if (gcall_ref_live(g)) open[n++] = g;
     pthread_mutex_unlock(&api->mu);

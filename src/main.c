@@ -12,6 +12,7 @@
 #include "grpc_api.h"
 #include "http_api.h"
 #include "log.h"
+#include "sdnotify.h"
 
 static void usage(FILE *out) {
     fputs("usage: nodexd [--config FILE] [--check-config FILE] [--print-default-config] [--help]\n"
@@ -43,6 +44,8 @@ static void on_started(void *arg) {
            gateway_node_name(s->gw), s->grpc ? " grpc=" : "",
            s->grpc ? grpc_api_address(s->grpc) : "");
     fflush(stdout);
+    sdnotify_status("serving http=%s node=%s", http_api_address(s->http), gateway_node_name(s->gw));
+    sdnotify_ready();
 }
 
 int main(int argc, char **argv) {
@@ -133,6 +136,7 @@ int main(int argc, char **argv) {
     }
     started_ctx sctx = {http, grpc, gw};
     rc = gateway_run(gw, on_started, &sctx) == 0 ? 0 : 1;
+    sdnotify_stopping();
     log_info("stopped");
 out:
     /* gateway_run failed every pending call (CALL_SHUTDOWN): stop the servers, then the gateway. */

@@ -23,7 +23,7 @@ typedef struct pb_path {
 } pb_path;
 
 static void path_format(const pb_path *path, char *out, size_t cap) {
-    const pb_path *chain[48];
+    const pb_path *chain[48] = {0};
     size_t n = 0;
     bool cut = false;
     for (const pb_path *p = path; p; p = p->up) {
@@ -109,13 +109,13 @@ static int enc_big(pb_enc *e, const char *s, const pb_path *path) {
     const char *digits = s + neg;
     size_t nd = n - neg;
     if (nd == 0 || strspn(digits, "0123456789") != nd)
-        return efail(e, path, TERM_ERR_SYNTAX, "big_int must be decimal digits with an optional "
-                                               "'-'");
+        return efail(e, path, TERM_ERR_SYNTAX,
+                     "big_int must be decimal digits with an optional "
+                     "'-'");
     uint8_t *mag = NULL;
     size_t mag_len = 0;
     int rc = term_mag_from_digits(digits, nd, 10, &mag, &mag_len);
-    if (rc == -2)
-        return efail(e, path, TERM_ERR_SIZE, "big_int over %u bytes", TERM_BIG_MAX_BYTES);
+    if (rc == -2) return efail(e, path, TERM_ERR_SIZE, "big_int over %u bytes", TERM_BIG_MAX_BYTES);
     if (rc != 0) return enomem(e);
     rc = term_enc_int_mag(e->x, neg, mag, mag_len);
     free(mag);
@@ -133,12 +133,13 @@ static int enc_bits(pb_enc *e, const Nodex__V1__BitString *b, const pb_path *pat
         return term_enc_binary(e->x, b->data.data, b->data.len) == 0 ? 0 : enomem(e);
     size_t len = b->data.len;
     unsigned last = (unsigned)(b->bits % 8);
-    unsigned char h[6] = {ERL_BIT_BINARY_EXT,      (unsigned char)(len >> 24),
+    unsigned char h[6] = {ERL_BIT_BINARY_EXT,         (unsigned char)(len >> 24),
                           (unsigned char)(len >> 16), (unsigned char)(len >> 8),
-                          (unsigned char)len,      (unsigned char)last};
+                          (unsigned char)len,         (unsigned char)last};
     if (term_x_append(e->x, h, 6) != 0 || term_x_append(e->x, b->data.data, len) != 0)
         return enomem(e);
-    e->x->buff[e->x->index - 1] &= (char)(0xffu << (8 - last));
+    unsigned char *tail = (unsigned char *)e->x->buff + e->x->index - 1;
+    *tail &= (unsigned char)(0xffu << (8 - last));
     return 0;
 }
 
@@ -171,8 +172,9 @@ static int enc_term(pb_enc *e, const Nodex__V1__Term *t, const pb_path *path, un
     case NODEX__V1__TERM__KIND_BIG_INT: return enc_big(e, t->big_int ? t->big_int : "", path);
     case NODEX__V1__TERM__KIND_FLOAT:
         if (!isfinite(t->float_))
-            return efail(e, path, TERM_ERR_UNSUPPORTED, "float must be finite (Erlang has no "
-                                                        "NaN or infinity)");
+            return efail(e, path, TERM_ERR_UNSUPPORTED,
+                         "float must be finite (Erlang has no "
+                         "NaN or infinity)");
         return ei_x_encode_double(e->x, t->float_) == 0 ? 0 : enomem(e);
     case NODEX__V1__TERM__KIND_BINARY:
         return term_enc_binary(e->x, t->binary.data, t->binary.len) == 0 ? 0 : enomem(e);
@@ -206,8 +208,7 @@ static int enc_term(pb_enc *e, const Nodex__V1__Term *t, const pb_path *path, un
             pb_path entry = {&here, NULL, k};
             pb_path key = {&entry, "key", 0}, value = {&entry, "value", 0};
             if (!me || !me->key) return efail(e, &entry, TERM_ERR_SYNTAX, "map entry without key");
-            if (!me->value)
-                return efail(e, &entry, TERM_ERR_SYNTAX, "map entry without value");
+            if (!me->value) return efail(e, &entry, TERM_ERR_SYNTAX, "map entry without value");
             if (enc_term(e, me->key, &key, depth + 1) != 0 ||
                 enc_term(e, me->value, &value, depth + 1) != 0)
                 return -1;
@@ -319,7 +320,8 @@ static int dec_items(pb_dec *d, int *i, size_t n, Nodex__V1__Term ***items) {
     *items = NULL;
     if (n == 0) return 0;
     if (n > d->n) return term_fail(d->err, TERM_ERR_SYNTAX, "ETF: bad length");
-    *items = arena_alloc(d->a, n * sizeof **items);
+    *items = arena_alloc(
+        d->a, n * sizeof **items); /* NOLINT(bugprone-sizeof-expression): an array of pointers */
     if (!*items) return dnomem(d);
     for (size_t k = 0; k < n; k++)
         if (dec_term(d, i, &(*items)[k]) != 0) return -1;
@@ -402,8 +404,10 @@ static int dec_opaque(pb_dec *d, int *i, const char *kind, Nodex__V1__Term *t) {
     *i = end;
     switch (kind[0]) {
     case 'p':
-        if (kind[1] == 'i') t->kind_case = NODEX__V1__TERM__KIND_PID, t->pid = o;
-        else t->kind_case = NODEX__V1__TERM__KIND_PORT, t->port = o;
+        if (kind[1] == 'i')
+            t->kind_case = NODEX__V1__TERM__KIND_PID, t->pid = o;
+        else
+            t->kind_case = NODEX__V1__TERM__KIND_PORT, t->port = o;
         break;
     case 'r': t->kind_case = NODEX__V1__TERM__KIND_REF, t->ref = o; break;
     default: t->kind_case = NODEX__V1__TERM__KIND_FUN, t->fun = o; break;
@@ -465,6 +469,7 @@ static int dec_term(pb_dec *d, int *i, Nodex__V1__Term **out) {
         t->kind_case = NODEX__V1__TERM__KIND_LIST;
         if (!(t->list = new_list(d))) return dnomem(d);
         t->list->n_elements = len;
+        /* NOLINTNEXTLINE(bugprone-sizeof-expression): an array of pointers */
         t->list->elements = len ? arena_alloc(d->a, len * sizeof *t->list->elements) : NULL;
         if (len && !t->list->elements) return dnomem(d);
         for (size_t k = 0; k < len; k++) {
@@ -507,6 +512,7 @@ static int dec_term(pb_dec *d, int *i, Nodex__V1__Term **out) {
         *i += 5;
         if (pairs > d->n) return term_fail(d->err, TERM_ERR_SYNTAX, "ETF: bad map size");
         Nodex__V1__Map *m = arena_alloc(d->a, sizeof *m);
+        /* NOLINTNEXTLINE(bugprone-sizeof-expression): an array of pointers */
         Nodex__V1__MapEntry **entries = pairs ? arena_alloc(d->a, pairs * sizeof *entries) : NULL;
         if (!m || (pairs && !entries)) return dnomem(d);
         nodex__v1__map__init(m);
@@ -548,11 +554,11 @@ int term_pb_from_ei(const char *buf, size_t buf_len, int *index, const term_limi
     return term_ok(err);
 }
 
-int term_pb_payload_from_ei(const char *buf, size_t buf_len, int *index,
-                            const term_limits *limits, bool as_etf, term_pb_arena *arena,
-                            Nodex__V1__Payload *out, term_error *err) {
+int term_pb_payload_from_ei(const char *buf, size_t buf_len, int *index, const term_limits *limits,
+                            bool as_etf, term_pb_arena *arena, Nodex__V1__Payload *out,
+                            term_error *err) {
     if (!as_etf) {
-        Nodex__V1__Term *t;
+        Nodex__V1__Term *t = NULL;
         if (term_pb_from_ei(buf, buf_len, index, limits, arena, &t, err) != 0) return -1;
         out->value_case = NODEX__V1__PAYLOAD__VALUE_TERM;
         out->term = t;

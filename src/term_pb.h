@@ -48,15 +48,15 @@ int term_pb_from_ei(const char *buf, size_t buf_len, int *index, const term_limi
 /* Fills `out` (already initialized with NODEX__V1__PAYLOAD__INIT) with the term at buf[*index]:
  * as ETF (version byte 131 + the term's exact bytes, copied into the arena) when `as_etf`, else
  * as a Term tree (see term_pb_from_ei). Returns 0, or -1 with `err` filled. */
-int term_pb_payload_from_ei(const char *buf, size_t buf_len, int *index,
-                            const term_limits *limits, bool as_etf, term_pb_arena *arena,
-                            Nodex__V1__Payload *out, term_error *err);
+int term_pb_payload_from_ei(const char *buf, size_t buf_len, int *index, const term_limits *limits,
+                            bool as_etf, term_pb_arena *arena, Nodex__V1__Payload *out,
+                            term_error *err);
 
 /* --- wire checks --------------------------------------------------------------------------- */
 
 /* protobuf-c's unpacker recurses once per nested message with no limit: this walks serialized
- * bytes of message type `desc` (recursing at most max_depth deep) and returns 0 when they nest at most
- * `max_depth` messages deep (the top message is depth 1), -1 when deeper or not well-formed
+ * bytes of message type `desc` (recursing at most max_depth deep) and returns 0 when they nest at
+ * most `max_depth` messages deep (the top message is depth 1), -1 when deeper or not well-formed
  * wire format. Call before protobuf_c_message_unpack on untrusted input. */
 int term_pb_check_depth(const ProtobufCMessageDescriptor *desc, const uint8_t *data, size_t len,
                         unsigned max_depth);

@@ -40,10 +40,10 @@ static const char usage_text[] =
     "exit status: 0 success, 1 gRPC error (status and message on stderr), 2 usage error\n";
 
 static const char *status_names[] = {
-    "OK",        "CANCELLED",          "UNKNOWN",      "INVALID_ARGUMENT", "DEADLINE_EXCEEDED",
-    "NOT_FOUND", "ALREADY_EXISTS",     "PERMISSION_DENIED", "RESOURCE_EXHAUSTED",
-    "FAILED_PRECONDITION", "ABORTED",  "OUT_OF_RANGE", "UNIMPLEMENTED",    "INTERNAL",
-    "UNAVAILABLE", "DATA_LOSS",        "UNAUTHENTICATED"};
+    "OK",        "CANCELLED",      "UNKNOWN",           "INVALID_ARGUMENT",   "DEADLINE_EXCEEDED",
+    "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
+    "ABORTED",   "OUT_OF_RANGE",   "UNIMPLEMENTED",     "INTERNAL",           "UNAVAILABLE",
+    "DATA_LOSS", "UNAUTHENTICATED"};
 
 static const char *state_names[] = {"unspecified", "starting", "up",     "down",
                                     "restarting",  "failed",   "stopped"};
@@ -129,8 +129,8 @@ static int term_of_text(const char *text, ei_x_buff *x, term_pb_arena *arena,
         return -1;
     }
     int idx = 0;
-    if (term_pb_from_ei(x->buff, (size_t)x->index, &idx, &term_limits_default, arena, out,
-                        &err) != 0) {
+    if (term_pb_from_ei(x->buff, (size_t)x->index, &idx, &term_limits_default, arena, out, &err) !=
+        0) {
         fprintf(stderr, "nodex: bad term: %s\n", err.message);
         return -1;
     }
@@ -148,8 +148,7 @@ static int print_payload(FILE *f, const Nodex__V1__Payload *p, const char *end) 
     if (!p) {
         fprintf(stderr, "nodex: empty reply\n");
     } else if (term_pb_payload_to_ei(p, &term_limits_default, NULL, &x, &err) != 0 ||
-               term_to_text(x.buff, (size_t)x.index, &idx, &term_limits_default, &sb, &err) !=
-                   0) {
+               term_to_text(x.buff, (size_t)x.index, &idx, &term_limits_default, &sb, &err) != 0) {
         fprintf(stderr, "nodex: undecodable reply: %s\n", err.message);
     } else {
         fprintf(f, "%s%s", sb.data ? sb.data : "", end);
@@ -186,8 +185,8 @@ static bool run_batch(client *c, rpc_call *rc, const grpc_op *ops, size_t n) {
         exit(EXIT_GRPC);
     }
     for (bool cancelled = false;;) {
-        gpr_timespec wake = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
-                                         gpr_time_from_millis(200, GPR_TIMESPAN));
+        gpr_timespec wake =
+            gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(200, GPR_TIMESPAN));
         grpc_event ev = grpc_completion_queue_pluck(c->cq, tag, wake, NULL);
         if (ev.type == GRPC_OP_COMPLETE) return ev.success != 0;
         if (interrupted && !cancelled) {
@@ -402,9 +401,12 @@ static void print_quoted(const char *s) {
     putchar('"');
     for (; *s; s++) {
         unsigned char ch = (unsigned char)*s;
-        if (ch == '"' || ch == '\\') printf("\\%c", ch);
-        else if (ch < 0x20) printf("\\x%02x", ch);
-        else putchar(ch);
+        if (ch == '"' || ch == '\\')
+            printf("\\%c", ch);
+        else if (ch < 0x20)
+            printf("\\x%02x", ch);
+        else
+            putchar(ch);
     }
     putchar('"');
 }
@@ -638,21 +640,33 @@ int main(int argc, char **argv) {
                                 : gpr_inf_future(GPR_CLOCK_MONOTONIC);
 
     int code;
-    if (strcmp(cmd, "call") == 0) code = cmd_call(&c, args[0], args[1], false);
-    else if (strcmp(cmd, "stream") == 0) code = cmd_call(&c, args[0], args[1], true);
-    else if (strcmp(cmd, "cast") == 0) code = cmd_cast(&c, args[0], args[1]);
-    else if (strcmp(cmd, "list") == 0) code = cmd_list(&c);
-    else if (strcmp(cmd, "get") == 0) code = cmd_get(&c, args[0]);
-    else if (strcmp(cmd, "watch") == 0) code = cmd_watch(&c, current);
-    else if (strcmp(cmd, "rpc") == 0) code = cmd_rpc(&c, args[0], args[1], args[2], args[3]);
-    else if (strcmp(cmd, "nodes") == 0) code = cmd_nodes(&c);
-    else if (strcmp(cmd, "spawn") == 0) code = cmd_spawn(&c, (unsigned)count);
-    else if (strcmp(cmd, "stop") == 0) code = cmd_stop(&c, args[0]);
-    else code = cmd_load(&c, args[0], args[1], args[2]);
+    if (strcmp(cmd, "call") == 0)
+        code = cmd_call(&c, args[0], args[1], false);
+    else if (strcmp(cmd, "stream") == 0)
+        code = cmd_call(&c, args[0], args[1], true);
+    else if (strcmp(cmd, "cast") == 0)
+        code = cmd_cast(&c, args[0], args[1]);
+    else if (strcmp(cmd, "list") == 0)
+        code = cmd_list(&c);
+    else if (strcmp(cmd, "get") == 0)
+        code = cmd_get(&c, args[0]);
+    else if (strcmp(cmd, "watch") == 0)
+        code = cmd_watch(&c, current);
+    else if (strcmp(cmd, "rpc") == 0)
+        code = cmd_rpc(&c, args[0], args[1], args[2], args[3]);
+    else if (strcmp(cmd, "nodes") == 0)
+        code = cmd_nodes(&c);
+    else if (strcmp(cmd, "spawn") == 0)
+        code = cmd_spawn(&c, (unsigned)count);
+    else if (strcmp(cmd, "stop") == 0)
+        code = cmd_stop(&c, args[0]);
+    else
+        code = cmd_load(&c, args[0], args[1], args[2]);
 
     grpc_completion_queue_shutdown(c.cq);
-    while (grpc_completion_queue_pluck(c.cq, NULL, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL)
-               .type != GRPC_QUEUE_SHUTDOWN) {
+    while (
+        grpc_completion_queue_pluck(c.cq, NULL, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL).type !=
+        GRPC_QUEUE_SHUTDOWN) {
     }
     grpc_completion_queue_destroy(c.cq);
     grpc_channel_destroy(c.channel);

@@ -6,14 +6,14 @@
  * The whole API. A C-node built on it:
  *
  *     static int on_request(nodex_request *req, void *user) {
- *         ei_x_buff *r = nodex_reply_begin(req);       // encode exactly one term into r
+ *         ei_x_buff *r = nodex_reply_begin(req);   // encode exactly one term into r
  *         ei_x_encode_atom(r, "ok");
- *         nodex_reply_send(req);                          // fails only if the gateway is gone
+ *         nodex_reply_send(req);                    // fails only if the gateway is gone
  *         return 0;
  *     }
  *     int main(int argc, char **argv) {
  *         nodex_cnode_options o = {.on_request = on_request};
- *         return nodex_cnode_main(argc, argv, &o);      // 0 when the gateway lets us go
+ *         return nodex_cnode_main(argc, argv, &o);  // 0 when the gateway lets us go
  *     }
  *
  * Protocol handled for the author: argv `<sname> <hostname> <cookie> <gateway-sname> [extra...]`
@@ -25,8 +25,10 @@
  *
  * Threads: without workers every callback runs on the thread that called nodex_cnode_run (the
  * receive thread). With `workers` = N > 0, callbacks run on N worker threads, concurrently and in
- * any order; the receive thread keeps answering ticks meanwhile. All functions here are safe to
- * call from any callback unless said otherwise.
+ * any order; the receive thread keeps answering ticks meanwhile. One mutex serializes every
+ * write on the connection (replies, sends, and the tocks ei writes while receiving), so a large
+ * incoming message delays replies until it is read. All functions here are safe to call from any
+ * callback unless said otherwise.
  *
  * Memory: nothing is allocated per message that is not freed; receive and reply buffers are
  * reused. nodex_cnode_close frees everything nodex_cnode_open allocated.
@@ -133,7 +135,8 @@ int nodex_cnode_open(nodex_cnode **out, const nodex_args *args, const nodex_cnod
                      char *err, size_t err_len);
 
 /* Prints the ready line, (TO) accepts the gateway, then serves messages until the connection
- * drops (NODEX_DISCONNECTED), nodex_cnode_stop (NODEX_STOPPED) or an error (negative). Blocks
+ * drops (NODEX_DISCONNECTED), nodex_cnode_stop or `init ! {stop, stop}` (NODEX_STOPPED) or an
+ * error (negative); messages to the registered name `init` never reach callbacks. Blocks
  * the calling thread, which becomes the receive thread; starts and joins the workers. Call once.
  * Returning rather than exiting leaves the exit status to the caller: exit 0 on a drop. */
 int nodex_cnode_run(nodex_cnode *cn);

@@ -455,6 +455,20 @@ static int link_alive(int fd) {
     return n > 0 || (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR));
 }
 
+/* Messages to the registered name `init` are the node's, not the author's: 0 = not one, 1 = one
+ * to ignore, 2 = `init ! {stop, stop}`, how a gateway asks an Erlang node (or C-node) to stop. */
+static int init_message(const nodex_job *j) {
+    long t = j->msg.msgtype;
+    if ((t != ERL_REG_SEND && t != ERL_REG_SEND_TT) || strcmp(j->msg.toname, "init") != 0) return 0;
+    int i = 0, version = 0, arity = 0;
+    char a[MAXATOMLEN_UTF8], b[MAXATOMLEN_UTF8];
+    int stop = ei_decode_version(j->in.buff, &i, &version) == 0 &&
+               ei_decode_tuple_header(j->in.buff, &i, &arity) == 0 && arity == 2 &&
+               ei_decode_atom(j->in.buff, &i, a) == 0 && ei_decode_atom(j->in.buff, &i, b) == 0 &&
+               strcmp(a, "stop") == 0 && strcmp(b, "stop") == 0;
+    return stop ? 2 : 1;
+}
+
 /* Waits until fd is readable (1) or a stop was asked (0). */
 static int wait_readable(nodex_cnode *cn, int fd) {
     for (;;) {
@@ -509,6 +523,12 @@ static int receive_loop(nodex_cnode *cn, int fd) {
         long t = j->msg.msgtype;
         if (t != ERL_SEND && t != ERL_REG_SEND && t != ERL_SEND_TT && t != ERL_REG_SEND_TT)
             continue; /* link, unlink, exit, monitor signals: nothing to answer */
+        int init = init_message(j);
+        if (init == 2) {
+            status = NODEX_STOPPED;
+            break;
+        }
+        if (init == 1) continue;
         if (cn->thread_count == 0) {
             handle(cn, j, &reply);
             continue;

@@ -25,7 +25,10 @@ NODEXD = os.path.join(BUILD_DIR, "nodexd")
 EXAMPLE_CNODE = os.path.join(BUILD_DIR, "example_cnode")
 TEST_CNODE = os.path.join(BUILD_DIR, "tests", "test_cnode")
 
-READY_RE = re.compile(r"^nodexd ready http=(?P<host>[^\s:]+):(?P<port>\d+) node=(?P<node>\S+)$")
+READY_RE = re.compile(
+    r"^nodexd ready http=(?P<host>[^\s:]+):(?P<port>\d+) node=(?P<node>\S+)"
+    r"(?: grpc=(?P<grpc_host>[^\s:]+):(?P<grpc_port>\d+))?$"
+)
 HOST = "127.0.0.1"
 
 
@@ -305,6 +308,7 @@ class Nodexd:
         self.config = {
             "node": {"name": self.node_name, "tick_time_ms": 4000, **(node or {})},
             "http": {"listen": f"{HOST}:0", **(http or {})},
+            "grpc": {"listen": f"{HOST}:0"},
             "cnodes": cnodes,
         }
         if extra:

@@ -2,10 +2,13 @@
 installs its npm dependencies first with `npm ci` unless node_modules is already up to date.
 A missing node or npm is a failure, not a skip."""
 
+import fcntl
+import json
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 
 import clients_harness as ch
 
@@ -22,7 +25,6 @@ def _installed_lock_is_current():
     for f in ("package-lock.json", "package.json"):
         if os.path.getmtime(os.path.join(NODE_DIR, f)) > mtime:
             return False
-    import json
     with open(os.path.join(NODE_DIR, "package-lock.json")) as f:
         lock = json.load(f)
     return all(os.path.isdir(os.path.join(NODE_DIR, p))
@@ -34,11 +36,16 @@ def test_node_client_suite():
     npm = shutil.which("npm")
     assert node, "node not found on PATH (Node.js 18+ is required for clients/node)"
     assert npm, "npm not found on PATH (needed for `npm ci` in clients/node)"
-    if not _installed_lock_is_current():
-        r = subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--prefer-offline"],
-                           cwd=NODE_DIR, capture_output=True, text=True, timeout=300)
-        assert r.returncode == 0, f"npm ci failed ({r.returncode}):\n{r.stdout}\n{r.stderr}"
-    r = subprocess.run([node, "--test", "--test-reporter=spec", "test/"], cwd=NODE_DIR,
+    # One npm ci at a time (plain and sanitized suites may run side by side).
+    with open(os.path.join(tempfile.gettempdir(), "nodex-clients-node-npm.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not _installed_lock_is_current():
+            r = subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--prefer-offline"],
+                               cwd=NODE_DIR, capture_output=True, text=True, timeout=300)
+            assert r.returncode == 0, f"npm ci failed ({r.returncode}):\n{r.stdout}\n{r.stderr}"
+    tests = sorted(f"test/{f}" for f in os.listdir(os.path.join(NODE_DIR, "test"))
+                   if f.endswith(".test.js"))
+    r = subprocess.run([node, "--test", "--test-reporter=spec", *tests], cwd=NODE_DIR,
                        env=dict(os.environ), capture_output=True, text=True, timeout=540)
     print(r.stdout[-20000:])
     print(r.stderr[-5000:], file=sys.stderr)

@@ -4,6 +4,7 @@ import base64
 import json
 import os
 import threading
+import time
 import zlib
 
 import pytest
@@ -89,6 +90,18 @@ def test_echo_sdk_modes(nodexd, mode):
     r = d.call("echo", "hello", content_type="application/x-erlang-text")
     assert r.status == 200 and r.body.decode() == "{error,unknown_call}", r
     assert d.info("echo")["direction"] == ("to" if mode == "to" else "back")
+
+
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_echo_sdk_answers_ticks_when_idle(nodexd, workers):
+    """tick_time 1 s: an idle C-node must answer nodexd's ticks or be declared down."""
+    d = nodexd([spec("echo", ECHO_SDK, "workers", workers)], node={"tick_time_ms": 1000})
+    d.wait_up("echo")
+    time.sleep(3.5)
+    info = d.info("echo")
+    assert info["state"] == "up" and info["restarts"] == 0, info
+    r = d.call("echo", "{ping, idle}", content_type="application/x-erlang-text")
+    assert r.status == 200 and r.body.decode() == "{pong,idle}", r
 
 
 def test_echo_sdk_cookie_from_env(nodexd):

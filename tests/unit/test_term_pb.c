@@ -57,15 +57,45 @@ static void roundtrip(const char *text) {
 static void test_roundtrip_every_type(void **state) {
     (void)state;
     static const char *const terms[] = {
-        "ok", "'hello world'", "'é'", "'日本'", "''", "true",
-        "0", "255", "256", "-1", "2147483647", "-2147483648", "2147483648",
-        "9223372036854775807", "-9223372036854775808", "9223372036854775808",
-        "-9223372036854775809", "123456789012345678901234567890123456789",
-        "1.0", "-0.0", "0.1", "1.5e300",
-        "<<>>", "<<\"hi\">>", "<<255,0,1>>", "<<1,2,3:5>>", "<<1:1>>",
-        "[]", "\"abc\"", "[1,2,300]", "[a|b]", "[1,2|<<\"t\">>]", "[[]]",
-        "{}", "{a,1,<<\"x\">>}", "#{}", "#{a => 1, <<\"k\">> => [1,{2}]}",
-        "self()", "{self(), [self()]}",
+        "ok",
+        "'hello world'",
+        "'é'",
+        "'日本'",
+        "''",
+        "true",
+        "0",
+        "255",
+        "256",
+        "-1",
+        "2147483647",
+        "-2147483648",
+        "2147483648",
+        "9223372036854775807",
+        "-9223372036854775808",
+        "9223372036854775808",
+        "-9223372036854775809",
+        "123456789012345678901234567890123456789",
+        "1.0",
+        "-0.0",
+        "0.1",
+        "1.5e300",
+        "<<>>",
+        "<<\"hi\">>",
+        "<<255,0,1>>",
+        "<<1,2,3:5>>",
+        "<<1:1>>",
+        "[]",
+        "\"abc\"",
+        "[1,2,300]",
+        "[a|b]",
+        "[1,2|<<\"t\">>]",
+        "[[]]",
+        "{}",
+        "{a,1,<<\"x\">>}",
+        "#{}",
+        "#{a => 1, <<\"k\">> => [1,{2}]}",
+        "self()",
+        "{self(), [self()]}",
         "{deep, [{nested, #{k => [1.5, \"s\", <<7:3>>]}}]}",
     };
     for (size_t i = 0; i < sizeof terms / sizeof terms[0]; i++) roundtrip(terms[i]);
@@ -101,8 +131,8 @@ static void test_int_and_big_forms(void **state) {
 static void test_latin1_atom_and_string(void **state) {
     (void)state;
     /* ATOM_EXT 'é' (latin1) and STRING_EXT "ab" */
-    const char buf[] = {ERL_SMALL_TUPLE_EXT, 2, ERL_ATOM_EXT, 0, 1, (char)0xe9,
-                        ERL_STRING_EXT, 0, 2, 'a', 'b'};
+    const char buf[] = {
+        ERL_SMALL_TUPLE_EXT, 2, ERL_ATOM_EXT, 0, 1, (char)0xe9, ERL_STRING_EXT, 0, 2, 'a', 'b'};
     term_pb_arena arena = {0};
     Nodex__V1__Term *t;
     term_error err;
@@ -147,8 +177,8 @@ static void expect_error(const Nodex__V1__Term *t, const erlang_pid *self, term_
     ei_x_new(&x);
     assert_int_equal(term_pb_to_ei(t, NULL, self, &x, &err), -1);
     if (err.status != status)
-        fail_msg("expected %s, got %s: %s", term_status_name(status),
-                 term_status_name(err.status), err.message);
+        fail_msg("expected %s, got %s: %s", term_status_name(status), term_status_name(err.status),
+                 err.message);
     ei_x_free(&x);
 }
 
@@ -265,8 +295,8 @@ static void test_depth_limits(void **state) {
     assert_int_equal(term_pb_check_depth(&nodex__v1__term__descriptor, p, wire.len, 6001), 0);
     assert_int_equal(term_pb_check_depth(&nodex__v1__term__descriptor, p, wire.len, 6000), -1);
     assert_int_equal(term_pb_check_depth(&nodex__v1__term__descriptor, p, wire.len - 1, 7000), -1);
-    Nodex__V1__Term *t = (Nodex__V1__Term *)protobuf_c_message_unpack(
-        &nodex__v1__term__descriptor, NULL, wire.len, p);
+    Nodex__V1__Term *t = (Nodex__V1__Term *)protobuf_c_message_unpack(&nodex__v1__term__descriptor,
+                                                                      NULL, wire.len, p);
     assert_non_null(t);
     ei_x_buff x;
     term_error err;

@@ -184,7 +184,12 @@ test('node operations: spawn, rpc, load_module, stop', { timeout: 120000 }, asyn
   } finally {
     await gw.stopNode(node, { timeout: 30000 });
   }
-  assert.ok(!(await gw.listNodes()).some((n) => n.node === node && n.connected));
+  // StopNode answers once the stop has begun; the node leaves the cluster shortly after.
+  const deadline = Date.now() + 15000;
+  while ((await gw.listNodes()).some((n) => n.node === node && n.connected)) {
+    assert.ok(Date.now() < deadline, `${node} still connected after stopNode`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
 });
 
 test('unreachable gateway: UNAVAILABLE', async () => {
@@ -199,4 +204,25 @@ test('unreachable gateway: UNAVAILABLE', async () => {
 
 test('Atom class is exported for instanceof checks', () => {
   assert.ok(atom('x') instanceof Atom);
+});
+
+test('the README example runs', async () => {
+  const { readFileSync: read, writeFileSync: write, rmSync: rm } = await import('node:fs');
+  const { execFile } = await import('node:child_process');
+  const root = path.join(path.dirname(new URL(import.meta.url).pathname), '..');
+  const readme = read(path.join(root, 'README.md'), 'utf8');
+  const code = readme.split('```js\n')[1].split('```')[0].replace("'localhost:50051'", `'${nodexd.grpcTarget}'`);
+  // Inside the package, 'nodex-client' resolves to itself (package self-reference).
+  const file = path.join(root, `.readme-example-${process.pid}.mjs`);
+  write(file, code);
+  try {
+    const out = await new Promise((resolve, reject) => {
+      execFile(process.execPath, [file], { timeout: 30000 }, (err, stdout, stderr) =>
+        (err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(stdout)));
+    });
+    assert.match(out, /^true hello$/m);
+    assert.match(out, /^NOT_FOUND /m);
+  } finally {
+    rm(file, { force: true });
+  }
 });
