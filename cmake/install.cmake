@@ -4,8 +4,8 @@ include(GNUInstallDirs)
 
 install(TARGETS nodexd RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
 # The nodex CLI, once a target of that name exists.
-if(TARGET nodex)
-  install(TARGETS nodex RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
+if(TARGET nodex_cli)
+  install(TARGETS nodex_cli RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
 endif()
 
 # Example C-nodes: nodexd looks bare executable names up beside itself, then in ../libexec/nodex.

@@ -1587,7 +1587,7 @@ gateway *gateway_new(const config *cfg, const char *cookie, char *err, size_t er
         goto fail;
     }
     int port = (int)cfg->dist_port;
-    gw->listen_fd = ei_xlisten(&gw->ec, &addr, &port, 128);
+    gw->listen_fd = ei_xlisten(&gw->ec, &addr, &port, 1024);
     if (gw->listen_fd < 0) {
         snprintf(err, err_len, "cannot listen on %s:%u: %s", cfg->dist_listen, cfg->dist_port,
                  strerror(errno));

@@ -591,3 +591,12 @@ def test_child_dying_while_starting_is_503_spawn_failed(nodexd):
     assert e is None or (e["state"] in ("down", "stopped") and not e["connected"]), e
     assert d.stop() == 0
     assert_clean_exit(d)
+
+
+def test_missing_erl_is_logged_and_spawn_is_503(nodexd):
+    d = nodexd([], extra=nodes_config(count=1, erl="/nonexistent/erl"))
+    assert list_nodes(d)["nodes"] == []
+    assert "cannot set up child node child1@" in d.log_text(), d.log_tail()
+    r = d.request("POST", "/nodes", '{"count":1}')
+    assert r.status == 503 and r.json()["error"]["code"] == "unavailable", r
+    assert list_nodes(d)["nodes"] == []
