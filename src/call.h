@@ -33,7 +33,8 @@ typedef struct call call;
 typedef void (*call_done_fn)(call *c, void *ctx);
 /* Streaming calls only: called for every message that reaches the call's pid and is NOT its
  * reply (it failed the reply filter), on the event loop thread, while the call stays in flight.
- * `msg` (no version byte) is valid only during the callback; the callee must not block. */
+ * `msg` (no version byte) is valid only during the callback; the callee must not block. No
+ * gateway lock is held. */
 typedef void (*call_message_fn)(call *c, const char *msg, size_t len, void *ctx);
 
 /* One in-flight call. Owned by the frontend that made it (HTTP request, gRPC call); while

@@ -1135,10 +1135,10 @@ static void gw_on_message(void *ctx, dist_conn *dc, const dist_message *m) {
     } else {
         gw->dropped_unknown++;
     }
-    /* A streaming call's other messages: passed on while the call is still registered (only
-     * this thread unregisters calls, so it stays valid). */
-    if (c && offset < 0 && c->on_message) c->on_message(c, m->msg, m->msg_len, c->ctx);
     pthread_mutex_unlock(&gw->mu);
+    /* A streaming call's other messages: passed on while the call stays registered (only this
+     * thread unregisters calls, so it is still valid after the unlock). */
+    if (c && offset < 0 && c->on_message) c->on_message(c, m->msg, m->msg_len, c->ctx);
     if (!c || offset < 0) return;
     c->reply = malloc(m->msg_len ? m->msg_len : 1);
     if (!c->reply) {

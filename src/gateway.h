@@ -109,7 +109,7 @@ typedef struct gateway_event {
     uint64_t seq;        /* increases by one per event */
     int64_t time_ms;     /* wall clock, ms since the epoch */
     bool erlang_node;    /* false: a C-node; true: an Erlang node (child or peer) */
-    char name[128];      /* the C-node's API name, or the Erlang node's name */
+    char name[MAXNODELEN * 4]; /* the C-node's API name, or the Erlang node's name */
     char node[MAXNODELEN * 4];
     cnode_state state;   /* the state entered */
     char reason[192];    /* why (down, failed, restarting), else "" */

@@ -3,6 +3,9 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <pthread.h>
+#include <time.h>
+#include <unistd.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <stdatomic.h>
@@ -11,6 +14,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "http_stream.h"
 #include "log.h"
 #include "strbuf.h"
 #include "term.h"
@@ -34,12 +38,28 @@ static const char *const http_format_mime[] = {
 #undef X
 };
 
+/* One GET /events stream: lifecycle events as Server-Sent Events or NDJSON. */
+typedef struct http_watch {
+    http_stream *stream;
+    uint64_t subscription;
+    bool ndjson;
+    atomic_llong last_write_ms;
+    struct http_watch *next;
+} http_watch;
+
 struct http_api {
     struct MHD_Daemon *daemon;
     const config *cfg;
     gateway *gw;
     term_limits limits;
     char address[80];
+    /* watch streams: the janitor thread sends keep-alives (so a gone client is noticed) and
+     * ends subscriptions of streams MHD has released */
+    pthread_mutex_t watch_mu;
+    http_watch *watches;
+    pthread_t janitor;
+    bool janitor_started;
+    atomic_bool stopping;
 };
 
 typedef enum request_kind { REQ_CALL, REQ_CAST, REQ_RPC, REQ_LOAD, REQ_SPAWN } request_kind;
@@ -321,7 +341,8 @@ gateway_failed:
 
 /* Validates a call/cast request before its body arrives. Returns MHD_YES with a response
  * queued on error (have_response), or MHD_YES to go on reading. */
-static enum MHD_Result http_call_begin(http_request *req, const char *name, request_kind kind) {
+static enum MHD_Result http_call_begin(http_request *req, const char *name, request_kind kind,
+                                       bool streaming) {
     http_api *api = req->api;
     struct MHD_Connection *conn = req->conn;
     req->kind = kind;
@@ -336,7 +357,7 @@ static enum MHD_Result http_call_begin(http_request *req, const char *name, requ
         return http_error(conn, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type",
                           "Content-Type must be application/json, application/x-erlang-text or "
                           "application/x-erlang-binary");
-    req->out = http_accept(conn, req->in);
+    req->out = streaming ? FORMAT_JSON : http_accept(conn, req->in);
     if (req->out == FORMAT_NONE)
         return http_error(conn, MHD_HTTP_NOT_ACCEPTABLE, "not_acceptable",
                           "Accept must allow application/json, application/x-erlang-text or "
@@ -780,6 +801,263 @@ not_found:
 }
 
 /* ------------------------------------------------------------------------------------------ */
+/* Streams: GET /events (Watch) and POST /cnodes/{name}/stream (CallStream) */
+
+#define HTTP_KEEPALIVE_MS 15000
+
+static int64_t http_now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void http_event_json(strbuf *sb, const gateway_event *ev) {
+    strbuf_printf(sb, "{\"seq\":%llu,\"time_ms\":%lld,\"kind\":\"%s\",\"name\":",
+                  (unsigned long long)ev->seq, (long long)ev->time_ms,
+                  ev->erlang_node ? "erlang_node" : "cnode");
+    strbuf_json_string(sb, ev->name, strlen(ev->name));
+    strbuf_puts(sb, ",\"node\":");
+    strbuf_json_string(sb, ev->node, strlen(ev->node));
+    strbuf_printf(sb, ",\"state\":\"%s\",\"reason\":", cnode_state_name(ev->state));
+    strbuf_json_string(sb, ev->reason, strlen(ev->reason));
+    if (ev->os_pid) strbuf_printf(sb, ",\"os_pid\":%d}", (int)ev->os_pid);
+    else strbuf_puts(sb, ",\"os_pid\":null}");
+}
+
+static void http_watch_send(http_watch *w, const gateway_event *ev) {
+    strbuf sb = {0};
+    if (w->ndjson) {
+        http_event_json(&sb, ev);
+        strbuf_putc(&sb, '\n');
+    } else {
+        strbuf_printf(&sb, "event: %s\nid: %llu\ndata: ", cnode_state_name(ev->state),
+                      (unsigned long long)ev->seq);
+        http_event_json(&sb, ev);
+        strbuf_puts(&sb, "\n\n");
+    }
+    if (sb.len) http_stream_write(w->stream, sb.data, sb.len);
+    atomic_store(&w->last_write_ms, http_now_ms());
+    strbuf_free(&sb);
+}
+
+/* The gateway's loop thread: one event, for one watcher. */
+static void http_watch_on_event(const gateway_event *ev, void *ctx) {
+    http_watch_send(ctx, ev);
+}
+
+/* Sends every known node's current state, as events with seq 0. */
+static void http_watch_snapshot(http_api *api, http_watch *w) {
+    for (size_t i = 0; i < gateway_cnode_count(api->gw); i++) {
+        gateway_cnode_info info;
+        if (gateway_cnode_info_at(api->gw, i, &info) != 0) continue;
+        gateway_event ev = {.state = info.state, .os_pid = info.os_pid};
+        snprintf(ev.name, sizeof ev.name, "%s", info.name);
+        snprintf(ev.node, sizeof ev.node, "%s", info.node);
+        snprintf(ev.reason, sizeof ev.reason, "%s", info.last_error);
+        http_watch_send(w, &ev);
+    }
+    gateway_node_info *nodes;
+    int n = gateway_list_nodes(api->gw, &nodes);
+    for (int i = 0; i < n; i++) {
+        gateway_event ev = {.erlang_node = true, .state = nodes[i].state, .os_pid = nodes[i].os_pid};
+        snprintf(ev.name, sizeof ev.name, "%s", nodes[i].node);
+        snprintf(ev.node, sizeof ev.node, "%s", nodes[i].node);
+        http_watch_send(w, &ev);
+    }
+    if (n >= 0) free(nodes);
+}
+
+static bool http_query_true(struct MHD_Connection *conn, const char *key) {
+    const char *v = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, key);
+    return v && (strcmp(v, "true") == 0 || strcmp(v, "1") == 0 || *v == '\0');
+}
+
+static enum MHD_Result http_watch_begin(http_api *api, struct MHD_Connection *conn) {
+    const char *acc = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Accept");
+    bool ndjson = acc && strstr(acc, "application/x-ndjson") && !strstr(acc, "text/event-stream");
+    if (acc && !ndjson && !strstr(acc, "text/event-stream") && !strstr(acc, "*/*"))
+        return http_error(conn, MHD_HTTP_NOT_ACCEPTABLE, "not_acceptable",
+                          "Accept must allow text/event-stream or application/x-ndjson");
+    http_watch *w = calloc(1, sizeof *w);
+    if (!w || !(w->stream = http_stream_new(conn))) {
+        free(w);
+        return http_error(conn, 500, "out_of_memory", "out of memory");
+    }
+    w->ndjson = ndjson;
+    atomic_init(&w->last_write_ms, http_now_ms());
+    struct MHD_Response *r = http_stream_response(w->stream);
+    if (!r) {
+        http_stream_unref(w->stream);
+        free(w);
+        return http_error(conn, 500, "out_of_memory", "out of memory");
+    }
+    /* Subscribe first, then the snapshot: a change in between is reported, never lost. */
+    w->subscription = gateway_subscribe(api->gw, http_watch_on_event, w);
+    if (http_query_true(conn, "include_current")) http_watch_snapshot(api, w);
+    pthread_mutex_lock(&api->watch_mu);
+    w->next = api->watches;
+    api->watches = w;
+    pthread_mutex_unlock(&api->watch_mu);
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE,
+                            ndjson ? "application/x-ndjson" : "text/event-stream");
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+    enum MHD_Result ret = MHD_queue_response(conn, MHD_HTTP_OK, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+static void http_watch_free(http_api *api, http_watch *w) {
+    if (w->subscription) gateway_unsubscribe(api->gw, w->subscription);
+    http_stream_unref(w->stream);
+    free(w);
+}
+
+/* Keep-alives and cleanup of watch streams; never called with MHD's locks held. */
+static void *http_janitor_main(void *arg) {
+    http_api *api = arg;
+    while (!atomic_load(&api->stopping)) {
+        usleep(200000);
+        int64_t now = http_now_ms();
+        pthread_mutex_lock(&api->watch_mu);
+        for (http_watch **pp = &api->watches; *pp;) {
+            http_watch *w = *pp;
+            if (http_stream_dead(w->stream)) {
+                *pp = w->next;
+                http_watch_free(api, w);
+                continue;
+            }
+            if (now - atomic_load(&w->last_write_ms) >= HTTP_KEEPALIVE_MS) {
+                const char *ka = w->ndjson ? "{\"keepalive\":true}\n" : ": keepalive\n\n";
+                http_stream_write(w->stream, ka, strlen(ka));
+                atomic_store(&w->last_write_ms, now);
+            }
+            pp = &w->next;
+        }
+        pthread_mutex_unlock(&api->watch_mu);
+    }
+    return NULL;
+}
+
+/* One POST /cnodes/{name}/stream in flight: owned by the gateway call until on_done. */
+typedef struct http_call_stream {
+    http_stream *stream;
+    http_api *api;
+    call call;
+    char target[256];
+    unsigned timeout_ms;
+} http_call_stream;
+
+static void http_call_stream_line(http_call_stream *cs, const char *msg, size_t len, size_t offset,
+                                  bool final) {
+    strbuf sb = {0};
+    term_error err = {0};
+    int idx = (int)offset;
+    strbuf_puts(&sb, "{\"message\":");
+    if (term_to_json(msg, len, &idx, &cs->api->limits, &sb, &err) != 0) {
+        strbuf_reset(&sb);
+        strbuf_puts(&sb, "{\"error\":{\"code\":\"bad_reply\",\"message\":");
+        strbuf_json_string(&sb, err.message, strlen(err.message));
+        strbuf_puts(&sb, "}}\n");
+    } else {
+        strbuf_printf(&sb, ",\"final\":%s}\n", final ? "true" : "false");
+    }
+    http_stream_write(cs->stream, sb.data, sb.len);
+    strbuf_free(&sb);
+}
+
+/* Loop thread: a message before the reply. */
+static void http_call_stream_message(call *c, const char *msg, size_t len, void *ctx) {
+    (void)c;
+    http_call_stream_line(ctx, msg, len, 0, false);
+}
+
+/* Loop thread: the reply, or why there is none; ends the body and frees the call. */
+static void http_call_stream_done(call *c, void *ctx) {
+    http_call_stream *cs = ctx;
+    if (c->outcome == CALL_REPLIED) {
+        http_call_stream_line(cs, c->reply, c->reply_len, c->reply_offset, true);
+    } else {
+        strbuf sb = {0};
+        char msg[300];
+        if (c->outcome == CALL_TIMEOUT)
+            snprintf(msg, sizeof msg, "C-node %s did not reply within %u ms", cs->target,
+                     cs->timeout_ms);
+        else
+            snprintf(msg, sizeof msg, "%s", c->detail);
+        strbuf_printf(&sb, "{\"error\":{\"code\":\"%s\",\"message\":", call_outcome_code(c->outcome));
+        strbuf_json_string(&sb, msg, strlen(msg));
+        strbuf_puts(&sb, "}}\n");
+        http_stream_write(cs->stream, sb.data, sb.len);
+        strbuf_free(&sb);
+    }
+    http_stream_end(cs->stream);
+    http_stream_unref(cs->stream);
+    call_clear(c);
+    free(cs);
+}
+
+static enum MHD_Result http_call_stream_submit(http_request *req) {
+    http_api *api = req->api;
+    struct MHD_Connection *conn = req->conn;
+    const char *acc = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Accept");
+    if (acc && !strstr(acc, "application/x-ndjson") && !strstr(acc, "application/json") &&
+        !strstr(acc, "*/*"))
+        return http_error(conn, MHD_HTTP_NOT_ACCEPTABLE, "not_acceptable",
+                          "Accept must allow application/x-ndjson");
+    if (req->too_large)
+        return http_error(conn, MHD_HTTP_CONTENT_TOO_LARGE, "payload_too_large",
+                          "request body over %zu bytes", api->cfg->max_body_bytes);
+    http_call_stream *cs = calloc(1, sizeof *cs);
+    if (!cs || !(cs->stream = http_stream_new(conn))) {
+        free(cs);
+        return http_error(conn, 500, "out_of_memory", "out of memory");
+    }
+    cs->api = api;
+    cs->timeout_ms = req->timeout_ms;
+    snprintf(cs->target, sizeof cs->target, "%s", req->target);
+    ei_x_buff x;
+    term_error err = {0};
+    int rc = -1;
+    gateway_make_pid(api->gw, &cs->call.pid);
+    if (ei_x_new(&x) == 0) {
+        const char *body = req->body.data ? req->body.data : "";
+        switch (req->in) {
+        case FORMAT_TEXT: rc = term_from_text(body, req->body.len, &api->limits, &cs->call.pid, &x, &err); break;
+        case FORMAT_ETF: rc = term_from_etf(body, req->body.len, &api->limits, &x, &err); break;
+        default: rc = term_from_json(body, req->body.len, &api->limits, &cs->call.pid, &x, &err); break;
+        }
+    } else {
+        err.status = TERM_ERR_NOMEM;
+        snprintf(err.message, sizeof err.message, "out of memory");
+    }
+    gateway_error ge = GATEWAY_OK;
+    if (rc == 0) {
+        cs->call.on_done = http_call_stream_done;
+        cs->call.on_message = http_call_stream_message;
+        cs->call.ctx = cs;
+        ge = gateway_call(api->gw, req->target, &cs->call, x.buff, (size_t)x.index, req->timeout_ms);
+    }
+    ei_x_free(&x);
+    if (rc != 0 || ge != GATEWAY_OK) {
+        http_stream_unref(cs->stream); /* the response's reference: no response was made */
+        http_stream_unref(cs->stream);
+        free(cs);
+        if (rc != 0)
+            return http_error(conn, (unsigned)term_status_http(err.status),
+                              term_status_name(err.status), "%s", err.message);
+        return http_error(conn, (unsigned)gateway_error_http(ge), gateway_error_code(ge),
+                          "C-node %s is not available (%s)", req->target, gateway_error_code(ge));
+    }
+    /* From here the call owns cs; the response reads what it writes. */
+    struct MHD_Response *r = http_stream_response(cs->stream);
+    if (!r) return MHD_NO; /* the call still ends and frees cs */
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/x-ndjson");
+    enum MHD_Result ret = MHD_queue_response(conn, MHD_HTTP_OK, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+/* ------------------------------------------------------------------------------------------ */
 /* Routing */
 
 /* Splits "/cnodes/NAME/ACTION": returns the number of segments after "/cnodes" (0, 1 or 2). */
@@ -832,11 +1110,21 @@ static enum MHD_Result http_route(http_request *req, const char *url, const char
             if (!get) return http_method_not_allowed(conn, "GET");
             return http_get_cnode(api, conn, name);
         }
+        if (segs == 2 && strcmp(action, "stream") == 0) {
+            if (!post) return http_method_not_allowed(conn, "POST");
+            enum MHD_Result r = http_call_begin(req, name, REQ_CALL, true);
+            return req->have_response ? r : http_call_stream_submit(req);
+        }
         if (segs == 2 && (strcmp(action, "call") == 0 || strcmp(action, "cast") == 0)) {
             if (!post) return http_method_not_allowed(conn, "POST");
-            enum MHD_Result r = http_call_begin(req, name, strcmp(action, "call") == 0 ? REQ_CALL : REQ_CAST);
+            enum MHD_Result r =
+                http_call_begin(req, name, strcmp(action, "call") == 0 ? REQ_CALL : REQ_CAST, false);
             return req->have_response ? r : http_call_submit(req);
         }
+    }
+    if (strcmp(url, "/events") == 0) {
+        if (!get) return http_method_not_allowed(conn, "GET");
+        return http_watch_begin(api, conn);
     }
     if (strncmp(url, "/nodes", 6) == 0 && (url[6] == '\0' || url[6] == '/'))
         return http_route_nodes(req, url, method);
@@ -931,6 +1219,15 @@ static int http_parse_listen(const char *listen, struct sockaddr_in *sa, char *e
     return 0;
 }
 
+/* libmicrohttpd's own messages (mostly clients that went away) are debug-level noise. */
+static void http_mhd_log(void *cls, const char *fmt, va_list ap) {
+    (void)cls;
+    char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    msg[strcspn(msg, "\n")] = '\0';
+    log_debug("http: %s", msg);
+}
+
 http_api *http_api_start(const config *cfg, gateway *gw, char *err, size_t err_len) {
     http_api *h = calloc(1, sizeof *h);
     if (!h) {
@@ -939,6 +1236,8 @@ http_api *http_api_start(const config *cfg, gateway *gw, char *err, size_t err_l
     }
     h->cfg = cfg;
     h->gw = gw;
+    pthread_mutex_init(&h->watch_mu, NULL);
+    atomic_init(&h->stopping, false);
     h->limits.max_depth = cfg->term_max_depth;
     h->limits.max_bytes = cfg->term_max_bytes;
     struct sockaddr_in sa;
@@ -954,10 +1253,11 @@ http_api *http_api_start(const config *cfg, gateway *gw, char *err, size_t err_l
         MHD_OPTION_NOTIFY_COMPLETED, http_completed, h, MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned)cfg->http_connection_timeout_s, MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->http_max_connections,
-        MHD_OPTION_END);
+        MHD_OPTION_EXTERNAL_LOGGER, http_mhd_log, NULL, MHD_OPTION_END);
     if (!h->daemon) {
         snprintf(err, err_len, "cannot listen for HTTP on %s: %s", cfg->http_listen,
                  strerror(errno));
+        pthread_mutex_destroy(&h->watch_mu);
         free(h);
         return NULL;
     }
@@ -966,6 +1266,8 @@ http_api *http_api_start(const config *cfg, gateway *gw, char *err, size_t err_l
     inet_ntop(AF_INET, &sa.sin_addr, host, sizeof host);
     snprintf(h->address, sizeof h->address, "%s:%u", host,
              info ? (unsigned)info->port : (unsigned)ntohs(sa.sin_port));
+    if (pthread_create(&h->janitor, NULL, http_janitor_main, h) == 0) h->janitor_started = true;
+    else log_warn("no janitor thread: watch streams of gone clients linger until shutdown");
     return h;
 }
 
@@ -975,6 +1277,22 @@ const char *http_api_address(const http_api *h) {
 
 void http_api_stop(http_api *h) {
     if (!h) return;
+    atomic_store(&h->stopping, true);
+    if (h->janitor_started) pthread_join(h->janitor, NULL);
+    /* No connection may stay suspended into MHD_stop_daemon: end every watch stream. */
+    pthread_mutex_lock(&h->watch_mu);
+    for (http_watch *w = h->watches; w; w = w->next) {
+        gateway_unsubscribe(h->gw, w->subscription);
+        w->subscription = 0;
+        http_stream_end(w->stream);
+    }
+    pthread_mutex_unlock(&h->watch_mu);
     MHD_stop_daemon(h->daemon);
+    while (h->watches) {
+        http_watch *w = h->watches;
+        h->watches = w->next;
+        http_watch_free(h, w);
+    }
+    pthread_mutex_destroy(&h->watch_mu);
     free(h);
 }

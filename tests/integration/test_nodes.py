@@ -600,3 +600,30 @@ def test_missing_erl_is_logged_and_spawn_is_503(nodexd):
     r = d.request("POST", "/nodes", '{"count":1}')
     assert r.status == 503 and r.json()["error"]["code"] == "unavailable", r
     assert list_nodes(d)["nodes"] == []
+
+
+def test_restart_policy_temporary_and_max_restarts(nodexd):
+    # temporary: a killed child is not restarted; it stays listed until deleted.
+    d = nodexd([], extra=nodes_config(count=1, name_prefix="tmp", restart="temporary"))
+    node = child(1, "tmp")
+    pid = wait_up(d, node)["os_pid"]
+    os.kill(pid, signal.SIGKILL)
+    e = wait_entry(d, node, lambda x: x and x["state"] == "stopped", "to be stopped", timeout=10)
+    assert e["restarts"] == 0 and not e["connected"], e
+    r = rpc(d, node, mfa("erlang", "node", []))
+    assert r.status == 503 and r.elapsed < 1.0, r
+    r = d.request("DELETE", f"/nodes/{node}")
+    assert r.status == 202, r
+    wait_entry(d, node, lambda x: x is None, "to be forgotten", timeout=10)
+
+    # permanent, max_restarts 1 in 30 s: the second death marks it failed.
+    d = nodexd([], extra=nodes_config(count=1, name_prefix="mr", max_restarts=1, max_seconds=30))
+    node = child(1, "mr")
+    first = wait_up(d, node)["os_pid"]
+    os.kill(first, signal.SIGKILL)
+    second = wait_up(d, node, pred=lambda x: x["os_pid"] not in (None, first))
+    assert second["restarts"] == 1, second
+    os.kill(second["os_pid"], signal.SIGKILL)
+    e = wait_entry(d, node, lambda x: x and x["state"] == "failed", "to be failed", timeout=10)
+    assert e["restarts"] == 1 and e["os_pid"] is None, e
+    assert rpc(d, node, mfa("erlang", "node", [])).status == 503

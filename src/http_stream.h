@@ -1,0 +1,32 @@
+/* http_stream: a streaming HTTP response body fed from any thread; the connection sleeps while
+ * the stream is empty (libmicrohttpd suspend/resume) instead of busy-polling. */
+#ifndef NODEX_HTTP_STREAM_H
+#define NODEX_HTTP_STREAM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <microhttpd.h>
+
+typedef struct http_stream http_stream;
+
+/* Creates a stream for `conn`. It starts with two references: one for the caller and one for
+ * the MHD response that http_stream_response makes (released when MHD is done with it). */
+http_stream *http_stream_new(struct MHD_Connection *conn);
+/* The response that sends what is written, chunked, until http_stream_end. Call once, from the
+ * connection's access handler; the caller queues it. NULL when out of memory (then the
+ * response's reference is dropped). */
+struct MHD_Response *http_stream_response(http_stream *s);
+/* Appends bytes; any thread; never blocks on the network. Returns 0, or -1 when the client is
+ * gone or memory is out. Must not be called after http_stream_end. */
+int http_stream_write(http_stream *s, const char *data, size_t len);
+/* Ends the body after what was written; any thread. Idempotent. */
+void http_stream_end(http_stream *s);
+/* True once MHD has released the response (the body was sent, or the client went away). */
+bool http_stream_dead(http_stream *s);
+/* Adds a reference (any thread). */
+void http_stream_ref(http_stream *s);
+/* Drops a reference (any thread); the last one frees the stream. */
+void http_stream_unref(http_stream *s);
+
+#endif

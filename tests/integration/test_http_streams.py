@@ -1,0 +1,198 @@
+"""test_http_streams: HTTP parity with gRPC's streams: GET /events (Watch) as Server-Sent Events
+or NDJSON, and POST /cnodes/{name}/stream (CallStream) as NDJSON."""
+
+import http.client
+import json
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+import nodex_harness as nx
+
+
+def open_events(d, accept=None, query=""):
+    conn = http.client.HTTPConnection(nx.HOST, d.port, timeout=20)
+    headers = {"Accept": accept} if accept else {}
+    conn.request("GET", "/events" + query, headers=headers)
+    resp = conn.getresponse()
+    return conn, resp
+
+
+def read_sse_events(resp, count, timeout=10.0):
+    """Reads `count` SSE events (skipping keep-alive comments) as (event, id, data) tuples."""
+    events, cur = [], {}
+    deadline = time.monotonic() + timeout * nx.SLOW
+    while len(events) < count and time.monotonic() < deadline:
+        line = resp.readline().decode().rstrip("\n")
+        if line == "":
+            if cur:
+                events.append((cur.get("event"), cur.get("id"), json.loads(cur["data"])))
+                cur = {}
+            continue
+        if line.startswith(":"):
+            continue
+        key, _, value = line.partition(": ")
+        cur[key] = value
+    return events
+
+
+def read_ndjson(resp, count, timeout=10.0):
+    out = []
+    deadline = time.monotonic() + timeout * nx.SLOW
+    while len(out) < count and time.monotonic() < deadline:
+        line = resp.readline()
+        if not line:
+            break
+        obj = json.loads(line)
+        if obj.get("keepalive"):
+            continue
+        out.append(obj)
+    return out
+
+
+@pytest.fixture
+def gw(session, nodexd):
+    d = nodexd([nx.test_cnode_spec("t", reply_filter={"tag": "reply"})],
+               node={"tick_time_ms": 1000})
+    d.wait_up("t")
+    return d
+
+
+def test_events_sse_reports_current_state_then_kill_and_restart(gw):
+    conn, resp = open_events(gw, query="?include_current=true")
+    try:
+        assert resp.status == 200
+        assert resp.getheader("content-type").startswith("text/event-stream")
+        (first,) = read_sse_events(resp, 1)
+        assert first[0] == "up" and first[2]["name"] == "t" and first[2]["kind"] == "cnode"
+        old = first[2]["os_pid"]
+        assert old == gw.info("t")["os_pid"]
+        os.kill(old, signal.SIGKILL)
+        events = read_sse_events(resp, 4)
+        states = [e[0] for e in events]
+        assert states == ["down", "restarting", "starting", "up"], events
+        assert events[0][2]["reason"], "a down event says why"
+        assert events[-1][2]["os_pid"] not in (None, old)
+        seqs = [int(e[1]) for e in events]
+        assert seqs == sorted(seqs) and seqs[0] > 0
+    finally:
+        conn.close()
+
+
+def test_events_ndjson_on_accept(gw):
+    conn, resp = open_events(gw, accept="application/x-ndjson")
+    try:
+        assert resp.getheader("content-type").startswith("application/x-ndjson")
+        os.kill(gw.info("t")["os_pid"], signal.SIGKILL)
+        events = read_ndjson(resp, 2)
+        assert [e["state"] for e in events] == ["down", "restarting"], events
+    finally:
+        conn.close()
+
+
+def test_events_unacceptable_accept_is_406(gw):
+    r = gw.request("GET", "/events", headers={"Accept": "application/xml"})
+    assert r.status == 406 and r.json()["error"]["code"] == "not_acceptable"
+
+
+def test_events_wrong_method_is_405(gw):
+    r = gw.request("POST", "/events", body="")
+    assert r.status == 405 and "GET" in r.headers["allow"]
+
+
+def test_many_watchers_see_the_same_event_and_gone_clients_are_dropped(gw):
+    watchers = [open_events(gw, accept="application/x-ndjson") for _ in range(20)]
+    try:
+        # Half the clients leave before anything happens: nodexd must not care.
+        for conn, _ in watchers[10:]:
+            conn.close()
+        time.sleep(0.3)
+        os.kill(gw.info("t")["os_pid"], signal.SIGKILL)
+        for conn, resp in watchers[:10]:
+            (ev,) = read_ndjson(resp, 1)
+            assert ev["state"] == "down" and ev["name"] == "t"
+        gw.wait_up("t")
+        r = gw.call("t", '{"$tuple":[{"$atom":"noise"},0,"ok"]}', timeout_ms=3000)
+        assert r.status == 200
+    finally:
+        for conn, _ in watchers[:10]:
+            conn.close()
+
+
+def stream_call(d, body, query="", content_type="application/x-erlang-text"):
+    conn = http.client.HTTPConnection(nx.HOST, d.port, timeout=20)
+    conn.request("POST", "/cnodes/t/stream" + query, body=body,
+                 headers={"Content-Type": content_type})
+    return conn, conn.getresponse()
+
+
+def test_call_stream_sends_every_message_then_the_final_reply(gw):
+    conn, resp = stream_call(gw, "{noise, 3, hi}")
+    try:
+        assert resp.status == 200
+        assert resp.getheader("content-type").startswith("application/x-ndjson")
+        lines = [json.loads(l) for l in resp.read().decode().splitlines()]
+        assert [l["final"] for l in lines] == [False, False, False, True], lines
+        assert [l["message"] for l in lines[:3]] == [
+            {"$tuple": [{"$atom": "noise"}, i]} for i in (1, 2, 3)]
+        assert lines[3]["message"] == {"$tuple": [{"$atom": "pong"}, {"$atom": "hi"}]}
+    finally:
+        conn.close()
+
+
+def test_call_stream_timeout_is_the_last_line(gw):
+    conn, resp = stream_call(gw, "{sleep, 800, x}", query="?timeout_ms=200")
+    try:
+        t0 = time.monotonic()
+        lines = [json.loads(l) for l in resp.read().decode().splitlines()]
+        assert lines == [{"error": {"code": "timeout",
+                                    "message": "C-node t did not reply within 200 ms"}}]
+        assert time.monotonic() - t0 < 0.8 * nx.SLOW
+    finally:
+        conn.close()
+
+
+def test_call_stream_errors_before_the_stream_are_real_statuses(gw):
+    r = gw.request("POST", "/cnodes/nosuch/stream", body="1",
+                   headers={"Content-Type": "application/json"})
+    assert r.status == 404 and r.json()["error"]["code"] == "not_found"
+    r = gw.request("POST", "/cnodes/t/stream", body="{bad",
+                   headers={"Content-Type": "application/x-erlang-text"})
+    assert r.status == 400, r
+    r = gw.request("GET", "/cnodes/t/stream")
+    assert r.status == 405
+
+
+def test_call_stream_kill_mid_stream_ends_with_unavailable_fast(gw):
+    conn, resp = stream_call(gw, "{sleep, 5000, x}", query="?timeout_ms=8000")
+    try:
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        os.kill(gw.info("t")["os_pid"], signal.SIGKILL)
+        lines = [json.loads(l) for l in resp.read().decode().splitlines()]
+        assert lines[-1]["error"]["code"] == "unavailable", lines
+        assert time.monotonic() - t0 < 1.5 * nx.SLOW
+    finally:
+        conn.close()
+
+
+def test_watch_open_at_shutdown_ends_cleanly(session, nodexd):
+    d = nodexd([nx.test_cnode_spec("t")])
+    d.wait_up("t")
+    conn, resp = open_events(d)
+    results = {}
+
+    def drain():
+        results["body"] = resp.read()
+
+    t = threading.Thread(target=drain)
+    t.start()
+    time.sleep(0.2)
+    d.stop()
+    t.join(10)
+    assert not t.is_alive(), "the event stream did not end at shutdown"
+    assert d.proc.returncode == 0
+    conn.close()
