@@ -14,7 +14,8 @@
     X(CALL_REPLIED, 200, "ok")                                                                     \
     X(CALL_TIMEOUT, 504, "timeout")                                                                \
     X(CALL_UNAVAILABLE, 503, "unavailable")                                                        \
-    X(CALL_SHUTDOWN, 503, "shutting_down")
+    X(CALL_SHUTDOWN, 503, "shutting_down")                                                         \
+    X(CALL_CANCELLED, 499, "cancelled") /* the caller gave up (gateway_cancel) */
 
 typedef enum call_outcome {
 #define X(id, http, code) id,

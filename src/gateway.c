@@ -1777,6 +1777,15 @@ gateway_error gateway_call(gateway *gw, const char *name, call *c, const char *m
     return GATEWAY_OK;
 }
 
+bool gateway_cancel(gateway *gw, call *c) {
+    pthread_mutex_lock(&gw->mu);
+    bool registered = c->registered;
+    if (registered) call_registry_remove(&gw->registry, &((gw_cnode *)c->cnode)->calls, c);
+    pthread_mutex_unlock(&gw->mu);
+    if (registered) gw_complete(c, CALL_CANCELLED, "the caller cancelled the call");
+    return registered;
+}
+
 gateway_error gateway_cast(gateway *gw, const char *name, const char *msg, size_t msg_len) {
     gw_cnode *cn = gw_find_cnode(gw, name);
     if (!cn) return GATEWAY_NOT_FOUND;

@@ -100,6 +100,12 @@ void gateway_make_pid(gateway *gw, erlang_pid *pid);
  * thread; on any other result on_done is never called. Any thread. */
 gateway_error gateway_call(gateway *gw, const char *cnode, call *c, const char *msg,
                            size_t msg_len, unsigned timeout_ms);
+/* Ends an in-flight call (gateway_call or gateway_rpc) because its caller gave up: if it is
+ * still registered it is unregistered and on_done runs on the calling thread with
+ * CALL_CANCELLED; a reply that comes later is dropped and counted. Returns true if it did;
+ * false when the call had already ended (its on_done ran or is running elsewhere). The caller
+ * must hold no lock that its on_done takes. Any thread. */
+bool gateway_cancel(gateway *gw, call *c);
 /* Sends `msg` to the C-node without waiting for anything. Any thread. */
 gateway_error gateway_cast(gateway *gw, const char *cnode, const char *msg, size_t msg_len);
 /* --- Lifecycle events (for Watch streams) ---------------------------------------------- */

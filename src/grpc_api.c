@@ -429,7 +429,11 @@ static void on_close(gtag *t, bool ok) {
     uint64_t sub = g->sub_id;
     g->sub_id = 0;
     pthread_mutex_unlock(&g->mu);
-    if (cancelled) log_debug("grpc %s: cancelled (client cancel or deadline)", method_name(g));
+    if (cancelled) {
+        log_debug("grpc %s: cancelled (client cancel or deadline)", method_name(g));
+        /* Free the gateway call now rather than at its timeout; its late reply is counted. */
+        gateway_cancel(g->api->gw, &g->gc);
+    }
     if (sub) {
         gateway_unsubscribe(g->api->gw, sub);
         gcall_unref(g);

@@ -26,7 +26,7 @@ def child(i, prefix="child"):
 
 def nodes_config(**overrides):
     """An erlang_nodes: section for the suite: generous start timeout (erl is slow on a loaded
-    machine), quick stop. gRPC is off: its default port would clash between nodexd instances."""
+    machine), quick stop. gRPC is off: it is not under test here."""
     spec = {
         "count": COUNT,
         "max_children": MAX_CHILDREN,

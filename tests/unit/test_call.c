@@ -51,13 +51,15 @@ static void test_outcome_tables_match_the_x_macro(void **state) {
         CALL_OUTCOMES(X)
 #undef X
     };
-    assert_int_equal(sizeof t / sizeof t[0], 5);
+    assert_int_equal(sizeof t / sizeof t[0], 6);
     for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
         assert_int_equal(call_outcome_http(t[i].o), t[i].http);
         assert_string_equal(call_outcome_code(t[i].o), t[i].code);
     }
     assert_int_equal(call_outcome_http(CALL_REPLIED), 200);
     assert_int_equal(call_outcome_http(CALL_TIMEOUT), 504);
+    assert_int_equal(call_outcome_http(CALL_CANCELLED), 499);
+    assert_string_equal(call_outcome_code(CALL_CANCELLED), "cancelled");
     assert_string_equal(call_outcome_code(CALL_TIMEOUT), "timeout");
     assert_int_equal(call_outcome_http(CALL_UNAVAILABLE), 503);
     assert_string_equal(call_outcome_code(CALL_SHUTDOWN), "shutting_down");
