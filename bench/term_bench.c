@@ -1,5 +1,6 @@
 /* term_bench: ns per encode and decode of a typical ~1 KiB request in JSON, text and ETF. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -32,8 +33,9 @@ typedef struct result {
     double enc, dec;
 } result;
 
-int main(void) {
-    enum { N = 100000 };
+int main(int argc, char **argv) {
+    /* argv[1]: iterations per measurement (default 100000; bench/run.sh --smoke uses fewer). */
+    const int N = argc > 1 && atoi(argv[1]) > 0 ? atoi(argv[1]) : 100000;
     term_error err;
     ei_x_buff base;
     ei_x_new(&base);

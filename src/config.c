@@ -632,6 +632,7 @@ static const field_spec cnode_fields[] = {
     UINT(config_cnode, "shutdown_timeout_ms", shutdown_timeout_ms, 0, HOUR_MS),
     UINT(config_cnode, "connect_timeout_ms", connect_timeout_ms, 1, HOUR_MS),
     UINT(config_cnode, "max_in_flight", max_in_flight, 1, 10000000),
+    UINT(config_cnode, "instances", instances, 1, 1024),
 };
 
 /* ---- sections ---- */
@@ -671,6 +672,7 @@ static int cnode_defaults(config_cnode *cn) {
     cn->shutdown_timeout_ms = 2000;
     cn->connect_timeout_ms = 2000;
     cn->max_in_flight = 10000;
+    cn->instances = 1;
     /* The Nodex convention: <sname> <hostname> <cookie> <gateway-sname>. */
     static const char *const nodex_args[] = {"{sname}", "{hostname}", "{cookie}",
                                              "{gateway_sname}"};

@@ -74,6 +74,8 @@ typedef struct config_cnode {
     unsigned shutdown_timeout_ms; /* SIGTERM, then SIGKILL after this; default 2000 */
     unsigned connect_timeout_ms;  /* direction to/adopt: per attempt; default 2000 */
     unsigned max_in_flight;       /* calls in flight on this C-node; over it 503; default 10000 */
+    unsigned instances;           /* processes serving this name; calls go to the least
+                                     loaded one that is up; default 1 */
 } config_cnode;
 
 typedef struct config {

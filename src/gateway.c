@@ -106,6 +106,8 @@ struct gw_cnode {
     const config_cnode *cfg;
     gateway *gw;
     gw_entry_kind kind;
+    unsigned instance;    /* C-nodes: 1..cfg->instances */
+    size_t group;         /* C-nodes: index of the configured C-node (its first instance) */
     config_cnode own_cfg; /* children and peers: their synthesized config (cfg points here) */
     unsigned child_index; /* children: N of <prefix>N */
     bool removing;        /* being stopped for good: retire instead of restarting */
@@ -186,8 +188,10 @@ struct gateway {
     size_t acceptor_count;
     atomic_int connectors; /* running connector threads */
     atomic_bool stop_requested;
-    gw_cnode *cnodes; /* the configured C-nodes: fixed for the gateway's life */
+    gw_cnode *cnodes; /* every instance of the configured C-nodes, fixed for the gateway's life */
     size_t cnode_count;
+    size_t *group_first; /* configured C-node i's first instance in cnodes */
+    size_t group_count;
     gw_cnode *nodes;   /* Erlang nodes: prepended under mu by any thread, unlinked by the loop */
     gw_cnode *retired; /* unlinked entries, freed by gateway_free */
     unsigned child_max_index;
@@ -1460,10 +1464,11 @@ static int gw_split_node(gateway *gw, const char *node, char *err, size_t err_le
     return 0;
 }
 
-static int gw_cnode_init(gateway *gw, gw_cnode *cn, const config_cnode *cfg, char *err,
-                         size_t err_len) {
+static int gw_cnode_init(gateway *gw, gw_cnode *cn, const config_cnode *cfg, unsigned instance,
+                         char *err, size_t err_len) {
     cn->cfg = cfg;
     cn->gw = gw;
+    cn->instance = instance;
     cn->phase = PHASE_IDLE;
     cn->state = CNODE_STARTING;
     cn->deadline_ms = INT64_MAX;
@@ -1471,16 +1476,23 @@ static int gw_cnode_init(gateway *gw, gw_cnode *cn, const config_cnode *cfg, cha
     const template_var base[] = {{"name", cfg->name}, {"gateway_sname", gw->sname},
                                  {"hostname", cn->hostname}, {"gateway_node", gw->node_name}};
     char *sname = template_expand(cfg->sname ? cfg->sname : "{gateway_sname}_{name}", base, 4, NULL);
-    if (!sname || strlen(sname) >= sizeof cn->sname) {
+    if (!sname || strlen(sname) + 12 >= sizeof cn->sname) {
         snprintf(err, err_len, "cnode %s: bad sname", cfg->name);
         free(sname);
         return -1;
     }
-    snprintf(cn->sname, sizeof cn->sname, "%s", sname);
+    /* A pool's instances need distinct node names: <sname>_<instance>. */
+    if (cfg->instances > 1) snprintf(cn->sname, sizeof cn->sname, "%s_%u", sname, instance);
+    else snprintf(cn->sname, sizeof cn->sname, "%s", sname);
     free(sname);
     const template_var vars[] = {{"name", cfg->name},         {"gateway_sname", gw->sname},
                                  {"hostname", cn->hostname},  {"gateway_node", gw->node_name},
                                  {"sname", cn->sname}};
+    if (cfg->node && cfg->instances > 1) {
+        snprintf(err, err_len, "cnode %s: `node` names one node, so `instances` must be 1",
+                 cfg->name);
+        return -1;
+    }
     if (cfg->node) {
         char *node = template_expand(cfg->node, vars, 5, NULL);
         if (!node || strlen(node) >= sizeof cn->node || !strchr(node, '@')) {
@@ -1607,14 +1619,22 @@ gateway *gateway_new(const config *cfg, const char *cookie, char *err, size_t er
                  gw->node_name);
         goto fail;
     }
-    gw->cnode_count = cfg->cnode_count;
-    gw->cnodes = calloc(cfg->cnode_count ? cfg->cnode_count : 1, sizeof *gw->cnodes);
-    if (!gw->cnodes) {
+    gw->group_count = cfg->cnode_count;
+    for (size_t i = 0; i < cfg->cnode_count; i++) gw->cnode_count += cfg->cnodes[i].instances;
+    gw->cnodes = calloc(gw->cnode_count ? gw->cnode_count : 1, sizeof *gw->cnodes);
+    gw->group_first = calloc(gw->group_count ? gw->group_count : 1, sizeof *gw->group_first);
+    if (!gw->cnodes || !gw->group_first) {
         snprintf(err, err_len, "out of memory");
         goto fail;
     }
-    for (size_t i = 0; i < cfg->cnode_count; i++)
-        if (gw_cnode_init(gw, &gw->cnodes[i], &cfg->cnodes[i], err, err_len) != 0) goto fail;
+    for (size_t i = 0, k = 0; i < cfg->cnode_count; i++) {
+        gw->group_first[i] = k;
+        for (unsigned j = 1; j <= cfg->cnodes[i].instances; j++, k++) {
+            gw->cnodes[k].group = i;
+            if (gw_cnode_init(gw, &gw->cnodes[k], &cfg->cnodes[i], j, err, err_len) != 0)
+                goto fail;
+        }
+    }
     if (gw_child_home_create(gw, err, err_len) != 0) goto fail;
     sigset_t set;
     sigemptyset(&set);
@@ -1704,6 +1724,7 @@ void gateway_free(gateway *gw) {
     if (gw->sig_fd >= 0) close(gw->sig_fd);
     call_registry_destroy(&gw->registry);
     free(gw->cnodes);
+    free(gw->group_first);
     free(gw->cookie);
     if (connectors_left) return; /* a connector still holds gw: leave it (process is exiting) */
     pthread_mutex_destroy(&gw->mu);
@@ -1725,24 +1746,40 @@ void gateway_make_pid(gateway *gw, erlang_pid *pid) {
     pthread_mutex_unlock(&gw->mu);
 }
 
+/* The first instance of the configured C-node `name`, or NULL. */
 static gw_cnode *gw_find_cnode(gateway *gw, const char *name) {
-    for (size_t i = 0; i < gw->cnode_count; i++)
-        if (strcmp(gw->cnodes[i].cfg->name, name) == 0) return &gw->cnodes[i];
+    for (size_t i = 0; i < gw->group_count; i++) {
+        gw_cnode *first = &gw->cnodes[gw->group_first[i]];
+        if (strcmp(first->cfg->name, name) == 0) return first;
+    }
     return NULL;
+}
+
+/* The instance a call goes to: the least loaded one that is up, else the first (whose state
+ * then explains the refusal). Caller holds mu. */
+static gw_cnode *gw_pick_instance(gw_cnode *first) {
+    gw_cnode *best = NULL;
+    for (unsigned i = 0; i < first->cfg->instances; i++) {
+        gw_cnode *cn = first + i;
+        if (cn->state != CNODE_UP || !cn->live) continue;
+        if (!best || cn->calls.count < best->calls.count) best = cn;
+    }
+    return best ? best : first;
 }
 
 gateway_error gateway_call(gateway *gw, const char *name, call *c, const char *msg,
                            size_t msg_len, unsigned timeout_ms) {
-    gw_cnode *cn = gw_find_cnode(gw, name);
-    if (!cn) return GATEWAY_NOT_FOUND;
-    const config_cnode *cfg = cn->cfg;
-    c->cnode = cn;
+    gw_cnode *first = gw_find_cnode(gw, name);
+    if (!first) return GATEWAY_NOT_FOUND;
+    const config_cnode *cfg = first->cfg;
     c->key = dist_pid_key(&c->pid);
     c->deadline_ms = dist_now_ms() + (timeout_ms ? timeout_ms : cfg->call_timeout_ms);
     call_clear(c);
     char prefix[MAXATOMLEN_UTF8 * 2 + 128];
     int plen = 0;
     pthread_mutex_lock(&gw->mu);
+    gw_cnode *cn = gw_pick_instance(first);
+    c->cnode = cn;
     gateway_error e = GATEWAY_OK;
     dist_conn *dc = cn->live;
     if (gw->shutting_down) e = GATEWAY_SHUTTING_DOWN;
@@ -1787,10 +1824,11 @@ bool gateway_cancel(gateway *gw, call *c) {
 }
 
 gateway_error gateway_cast(gateway *gw, const char *name, const char *msg, size_t msg_len) {
-    gw_cnode *cn = gw_find_cnode(gw, name);
-    if (!cn) return GATEWAY_NOT_FOUND;
+    gw_cnode *first = gw_find_cnode(gw, name);
+    if (!first) return GATEWAY_NOT_FOUND;
     erlang_pid from;
     pthread_mutex_lock(&gw->mu);
+    gw_cnode *cn = gw_pick_instance(first);
     dist_conn *dc = cn->state == CNODE_UP && !gw->shutting_down ? cn->live : NULL;
     if (dc) dist_conn_ref(dc);
     ei_make_pid(&gw->ec, &from);
@@ -1803,15 +1841,15 @@ gateway_error gateway_cast(gateway *gw, const char *name, const char *msg, size_
 }
 
 size_t gateway_cnode_count(const gateway *gw) {
-    return gw->cnode_count;
+    return gw->group_count;
 }
 
-int gateway_cnode_info_at(gateway *gw, size_t index, gateway_cnode_info *out) {
-    if (index >= gw->cnode_count) return -1;
-    gw_cnode *cn = &gw->cnodes[index];
-    int64_t now = dist_now_ms();
-    pthread_mutex_lock(&gw->mu);
+/* Fills `out` from one instance (caller holds mu). */
+static void gw_instance_info_locked(const gw_cnode *cn, int64_t now, gateway_cnode_info *out) {
     out->name = cn->cfg->name;
+    out->instance = cn->instance;
+    out->instances = cn->cfg->instances;
+    out->instances_up = cn->state == CNODE_UP;
     out->state = cn->state;
     snprintf(out->node, sizeof out->node, "%s", cn->node);
     out->os_pid = cn->os_pid;
@@ -1824,13 +1862,47 @@ int gateway_cnode_info_at(gateway *gw, size_t index, gateway_cnode_info *out) {
     out->dropped_messages = cn->dropped;
     out->direction = cn->cfg->direction;
     out->protocol = cn->cfg->protocol;
+}
+
+int gateway_cnode_info_at(gateway *gw, size_t index, gateway_cnode_info *out) {
+    if (index >= gw->group_count) return -1;
+    const gw_cnode *first = &gw->cnodes[gw->group_first[index]];
+    int64_t now = dist_now_ms();
+    pthread_mutex_lock(&gw->mu);
+    gw_instance_info_locked(first, now, out);
+    /* A pool reads as its first instance, with the counters summed and the best state. */
+    for (unsigned i = 1; i < first->cfg->instances; i++) {
+        gateway_cnode_info one;
+        gw_instance_info_locked(first + i, now, &one);
+        out->instances_up += one.instances_up;
+        out->restarts += one.restarts;
+        out->in_flight += one.in_flight;
+        out->calls_total += one.calls_total;
+        out->dropped_messages += one.dropped_messages;
+        if (out->state != CNODE_UP && one.state == CNODE_UP) {
+            out->state = CNODE_UP;
+            out->uptime_ms = one.uptime_ms;
+        }
+    }
+    out->instance = 0;
+    pthread_mutex_unlock(&gw->mu);
+    return 0;
+}
+
+int gateway_cnode_instance_at(gateway *gw, size_t index, unsigned instance,
+                              gateway_cnode_info *out) {
+    if (index >= gw->group_count) return -1;
+    const gw_cnode *first = &gw->cnodes[gw->group_first[index]];
+    if (instance < 1 || instance > first->cfg->instances) return -1;
+    pthread_mutex_lock(&gw->mu);
+    gw_instance_info_locked(first + instance - 1, dist_now_ms(), out);
     pthread_mutex_unlock(&gw->mu);
     return 0;
 }
 
 int gateway_cnode_info_by_name(gateway *gw, const char *name, gateway_cnode_info *out) {
     gw_cnode *cn = gw_find_cnode(gw, name);
-    return cn ? gateway_cnode_info_at(gw, (size_t)(cn - gw->cnodes), out) : -1;
+    return cn ? gateway_cnode_info_at(gw, cn->group, out) : -1;
 }
 
 bool gateway_is_ready(gateway *gw) {

@@ -52,6 +52,9 @@ const char *gateway_error_code(gateway_error e);
 /* A snapshot of one C-node for the API. */
 typedef struct gateway_cnode_info {
     const char *name; /* points into the config */
+    unsigned instance;     /* 1..instances for one instance; 0 for the pool as a whole */
+    unsigned instances;    /* processes configured for this name */
+    unsigned instances_up; /* of those, how many are up */
     cnode_state state;
     char node[MAXNODELEN * 4];
     pid_t os_pid; /* 0 when no process */
@@ -138,6 +141,11 @@ void gateway_unsubscribe(gateway *gw, uint64_t id);
 size_t gateway_cnode_count(const gateway *gw);
 /* Snapshot of the C-node at `index` (any thread). Returns 0, or -1 when out of range. */
 int gateway_cnode_info_at(gateway *gw, size_t index, gateway_cnode_info *out);
+/* Snapshot of one instance (1-based) of the C-node at `index`. Returns 0, or -1 when out of
+ * range. A pool's gateway_cnode_info_at reads as its first instance with summed counters and
+ * the best state. */
+int gateway_cnode_instance_at(gateway *gw, size_t index, unsigned instance,
+                              gateway_cnode_info *out);
 /* Snapshot by name. Returns 0, or -1 when unknown. */
 int gateway_cnode_info_by_name(gateway *gw, const char *name, gateway_cnode_info *out);
 /* --- Erlang nodes ----------------------------------------------------------------------- */

@@ -207,10 +207,11 @@ static void http_json_cnode(strbuf *sb, const gateway_cnode_info *i) {
     else strbuf_puts(sb, "null");
     strbuf_printf(sb,
                   ",\"in_flight\":%zu,\"uptime_ms\":%lld,\"calls_total\":%llu,"
-                  "\"dropped_messages\":%llu,\"direction\":\"%s\",\"protocol\":\"%s\"}",
+                  "\"dropped_messages\":%llu,\"direction\":\"%s\",\"protocol\":\"%s\","
+                  "\"instances\":%u,\"instances_up\":%u}",
                   i->in_flight, (long long)i->uptime_ms, (unsigned long long)i->calls_total,
                   (unsigned long long)i->dropped_messages, cnode_direction_name(i->direction),
-                  cnode_protocol_name(i->protocol));
+                  cnode_protocol_name(i->protocol), i->instances, i->instances_up);
 }
 
 static enum MHD_Result http_list_cnodes(http_api *api, struct MHD_Connection *conn) {
@@ -233,6 +234,31 @@ static enum MHD_Result http_get_cnode(http_api *api, struct MHD_Connection *conn
         return http_error(conn, MHD_HTTP_NOT_FOUND, "not_found", "no C-node named '%.64s'", name);
     strbuf sb = {0};
     http_json_cnode(&sb, &info);
+    if (info.instances > 1) {
+        /* A pool: each instance's own state, as {"...","pool":[{...},...]} */
+        sb.len--; /* reopen the object */
+        strbuf_puts(&sb, ",\"pool\":[");
+        size_t index = 0;
+        while (index < gateway_cnode_count(api->gw)) {
+            gateway_cnode_info probe;
+            if (gateway_cnode_info_at(api->gw, index, &probe) == 0 && strcmp(probe.name, name) == 0)
+                break;
+            index++;
+        }
+        for (unsigned k = 1; k <= info.instances; k++) {
+            gateway_cnode_info one;
+            if (gateway_cnode_instance_at(api->gw, index, k, &one) != 0) continue;
+            if (k > 1) strbuf_putc(&sb, ',');
+            strbuf_printf(&sb, "{\"instance\":%u,\"state\":\"%s\",\"node\":", k,
+                          cnode_state_name(one.state));
+            strbuf_json_string(&sb, one.node, strlen(one.node));
+            strbuf_printf(&sb, ",\"os_pid\":%d,\"in_flight\":%zu,\"calls_total\":%llu,"
+                               "\"restarts\":%u}",
+                          (int)one.os_pid, one.in_flight, (unsigned long long)one.calls_total,
+                          one.restarts);
+        }
+        strbuf_puts(&sb, "]}");
+    }
     return http_send(conn, MHD_HTTP_OK, "application/json", &sb);
 }
 

@@ -2,8 +2,10 @@
 rpc into children and other nodes, code loading, error mapping, and cleanup with nodexd."""
 
 import concurrent.futures
+import glob
 import json
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -137,6 +139,17 @@ def assert_clean_exit(d):
     text = d.log_text()
     for marker in ("AddressSanitizer", "LeakSanitizer", "runtime error:"):
         assert marker not in text, d.log_tail(200)
+
+
+def stop_clean(d):
+    """SIGTERM: nodexd exits 0, every child it had is gone, no sanitizer report."""
+    list_nodes(d)
+    pids = dict(d.child_pids)
+    assert d.stop() == 0, d.log_tail()
+    survivors = gone(pids, 3 * nx.SLOW)
+    kill_survivors(survivors)
+    assert not survivors, f"children survived nodexd: {survivors}\n" + d.log_tail()
+    assert_clean_exit(d)
 
 
 def etf_atom(a):
@@ -555,6 +568,10 @@ def test_children_die_when_nodexd_is_sigkilled(nodexd):
     d.proc.wait(10 * nx.SLOW)
     survivors = gone(pids, 5 * nx.SLOW)
     kill_survivors(survivors)
+    # A SIGKILLed nodexd cannot remove its children's private HOME (with the cookie file).
+    tmp = os.environ.get("TMPDIR") or "/tmp"
+    for home in glob.glob(os.path.join(tmp, f"nodexd-{d.proc.pid}-*")):
+        shutil.rmtree(home, ignore_errors=True)
     assert not survivors, f"children survived SIGKILL of nodexd: {survivors}"
 
 
@@ -575,8 +592,7 @@ def test_code_paths_and_erl_args_reach_the_child(nodexd, tmp_path):
     # Erlang strings are lists of character codes in JSON; the braces are passed literally.
     codes = [ord(ch) for ch in "{not_a_template}"]
     assert r.status == 200 and r.json() == tup(atom("ok"), [[codes]]), r
-    assert d.stop() == 0
-    assert_clean_exit(d)
+    stop_clean(d)
 
 
 def test_child_dying_while_starting_is_503_spawn_failed(nodexd):
@@ -589,8 +605,7 @@ def test_child_dying_while_starting_is_503_spawn_failed(nodexd):
     assert err["code"] == "spawn_failed" and err["nodes"] == [] and err["message"], err
     e = entry(d, child(1, "bad"))
     assert e is None or (e["state"] in ("down", "stopped") and not e["connected"]), e
-    assert d.stop() == 0
-    assert_clean_exit(d)
+    stop_clean(d)
 
 
 def test_missing_erl_is_logged_and_spawn_is_503(nodexd):
@@ -600,6 +615,7 @@ def test_missing_erl_is_logged_and_spawn_is_503(nodexd):
     r = d.request("POST", "/nodes", '{"count":1}')
     assert r.status == 503 and r.json()["error"]["code"] == "unavailable", r
     assert list_nodes(d)["nodes"] == []
+    stop_clean(d)
 
 
 def test_restart_policy_temporary_and_max_restarts(nodexd):
@@ -615,6 +631,7 @@ def test_restart_policy_temporary_and_max_restarts(nodexd):
     r = d.request("DELETE", f"/nodes/{node}")
     assert r.status == 202, r
     wait_entry(d, node, lambda x: x is None, "to be forgotten", timeout=10)
+    stop_clean(d)
 
     # permanent, max_restarts 1 in 30 s: the second death marks it failed.
     d = nodexd([], extra=nodes_config(count=1, name_prefix="mr", max_restarts=1, max_seconds=30))
@@ -627,3 +644,4 @@ def test_restart_policy_temporary_and_max_restarts(nodexd):
     e = wait_entry(d, node, lambda x: x and x["state"] == "failed", "to be failed", timeout=10)
     assert e["restarts"] == 1 and e["os_pid"] is None, e
     assert rpc(d, node, mfa("erlang", "node", [])).status == 503
+    stop_clean(d)

@@ -1,0 +1,605 @@
+#!/usr/bin/python3
+"""bench.py: every nodexd benchmark in one run, on loopback (driven by bench/run.sh).
+
+Starts a private epmd, Erlang nodes, the example C-node and nodexd through the integration
+harness (tests/integration/nodex_harness.py), measures each case, ends everything it started by
+pid, checks that nothing survived, and writes results.json, results.md and chart.png.
+Figures are compared only with baselines measured in the same run (see bench/README.md)."""
+
+import argparse
+import datetime
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PAYLOAD_NAMES = {16: "16B", 1024: "1KiB", 65536: "64KiB", 1048576: "1MiB"}
+MIB = 1024 * 1024
+
+
+def log(msg):
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# --- payloads -------------------------------------------------------------------------------------
+def payload_bytes(size):
+    pattern = b"abcdefghijklmnopqrstuvwxyz0123456789"
+    return (pattern * (size // len(pattern) + 1))[:size]
+
+
+def json_body(data):
+    return b'{"$tuple":[{"$atom":"ping"},"' + data + b'"]}'
+
+
+def _varint(n):
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def _field(num, data):  # length-delimited protobuf field
+    return _varint(num << 3 | 2) + _varint(len(data)) + data
+
+
+def pb_ping_term(atom, data):
+    """Term{tuple{[Term{atom}, Term{binary}]}} (proto/nodex/v1/nodex.proto)."""
+    tup = _field(1, _field(1, atom)) + _field(1, _field(5, data))
+    return _field(8, tup)
+
+
+def grpc_call_message(data):
+    return _field(1, b"example") + _field(2, _field(1, pb_ping_term(b"ping", data)))
+
+
+def grpc_frame(msg):
+    return b"\x00" + struct.pack(">I", len(msg)) + msg
+
+
+# --- process helpers ------------------------------------------------------------------------------
+def rss_mib(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return 0.0
+
+
+class RssSampler:
+    def __init__(self, pid, interval=0.05):
+        self.pid, self.interval, self.peak = pid, interval, 0.0
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, rss_mib(self.pid))
+            self._stop.wait(self.interval)
+
+    def __enter__(self):
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._t.join()
+
+
+def run_capture(session, argv, name, timeout, env=None):
+    """Runs one tool to completion as a session process (ended by pid on timeout)."""
+    p = session.spawn(argv, name, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                      env=env or session.env)
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        out, err = p.communicate()
+        raise RuntimeError(f"{name} timed out after {timeout}s\n{err.decode(errors='replace')}")
+    if p.returncode != 0:
+        raise RuntimeError(f"{name} exited {p.returncode}\n{err.decode(errors='replace')[-2000:]}")
+    return out.decode(errors="replace"), err.decode(errors="replace")
+
+
+def pct(sorted_vals, p):
+    if not sorted_vals:
+        return 0.0
+    return sorted_vals[min(len(sorted_vals) - 1, int(round(p * (len(sorted_vals) - 1))))]
+
+
+# --- cases ----------------------------------------------------------------------------------------
+def bench_term_codec(build, iters):
+    out = subprocess.run([os.path.join(build, "bench", "term_bench"), str(iters)],
+                         capture_output=True, text=True, timeout=300, check=True).stdout
+    res = {}
+    for m in re.finditer(r"^(\w+)\s+parse \(to ei\)\s+(\d+) ns/op\s+render \(from ei\)\s+(\d+) ns/op",
+                         out, re.M):
+        res[m.group(1)] = {"parse_us": int(m.group(2)) / 1000.0,
+                           "render_us": int(m.group(3)) / 1000.0,
+                           "total_us": (int(m.group(2)) + int(m.group(3))) / 1000.0}
+    m = re.search(r"request: (\d+) bytes of ETF, (\d+) JSON, (\d+) text", out)
+    if m:
+        res["request_bytes"] = {"etf": int(m.group(1)), "json": int(m.group(2)),
+                                "text": int(m.group(3))}
+    return res
+
+
+def bench_erlang(session, nh, ebin, dur_ms, procs, pids_seen):
+    tag = nh.unique("nxb")
+    remote = f"{tag}r@{nh.HOST}"
+    base = ["erl", "-noshell", "-args_file", session.erl_args_file, "-pa", ebin]
+    rp = session.spawn(base + ["-name", remote, "-run", "nodex_bench", "echo_node"], tag + "r")
+    nh.wait_until(lambda: f"{tag}r" in (session.epmd_names() or []), 20, what="remote erl node")
+    outfile = os.path.join(session.dir, tag + ".json")
+    p = session.spawn(base + ["-name", f"{tag}@{nh.HOST}", "-run", "nodex_bench", "main",
+                              nh.EXAMPLE_CNODE, remote, str(dur_ms),
+                              ",".join(map(str, procs)), outfile],
+                      tag, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    out_lines = []
+    for raw in iter(p.stdout.readline, b""):
+        line = raw.decode(errors="replace").strip()
+        out_lines.append(line)
+        m = re.match(r"cnode_os_pid (\d+)", line)
+        if m:
+            pids_seen.append(int(m.group(1)))
+    rc = p.wait(timeout=60 + dur_ms * 10 / 1000)
+    nh.end_process(rp)
+    if rc != 0 or not os.path.exists(outfile):
+        raise RuntimeError("Erlang bench failed:\n" + "\n".join(out_lines[-40:]))
+    with open(outfile) as f:
+        return json.load(f)
+
+
+def bench_raw_ei(session, nh, build, dur_ms, inflight, pids_seen):
+    exe = os.path.join(build, "bench", "raw_ei_bench")
+    out, err = run_capture(session, [exe, nh.EXAMPLE_CNODE, session.cookie, str(dur_ms),
+                                     ",".join(map(str, inflight))], "raw_ei_bench",
+                           timeout=60 + len(inflight) * dur_ms * 2 / 1000)
+    pids_seen += [int(x) for x in re.findall(r"cnode_os_pid (\d+)", err)]
+    res = {}
+    for line in out.splitlines():
+        if line.startswith("{"):
+            d = json.loads(line)
+            res[f"raw_ei.c{d['inflight']}"] = dict(d, concurrency=d["inflight"])
+    return res
+
+
+def _dur_us(text):
+    m = re.match(r"([\d.]+)(us|ms|s|m)$", text)
+    v, unit = float(m.group(1)), m.group(2)
+    return v * {"us": 1, "ms": 1e3, "s": 1e6, "m": 60e6}[unit]
+
+
+def run_wrk(session, port, body_path, conc, dur_s, workdir):
+    script = os.path.join(workdir, "post.lua")
+    if not os.path.exists(script):
+        with open(script, "w") as f:
+            f.write('local f = assert(io.open(os.getenv("BENCH_BODY"), "rb"))\n'
+                    'wrk.body = f:read("*a")\nf:close()\nwrk.method = "POST"\n'
+                    'wrk.headers["Content-Type"] = "application/json"\n')
+    env = dict(session.env, BENCH_BODY=body_path)
+    argv = ["wrk", "-t", str(min(2, conc)), "-c", str(conc), "-d", f"{dur_s}s", "--latency",
+            "--timeout", "10s", "-s", script, f"http://{session_host()}:{port}/cnodes/example/call"]
+    out, _ = run_capture(session, argv, "wrk", timeout=dur_s + 60, env=env)
+    lat = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.M))
+    m = re.search(r"(\d+) requests in ([\d.]+)(\w+),", out)
+    errors = sum(int(x) for x in re.findall(r"Non-2xx or 3xx responses: (\d+)", out))
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if sock:
+        errors += sum(int(x) for x in sock.groups())
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    return {"concurrency": conc, "calls": int(m.group(1)), "throughput_per_s": rps,
+            "us_per_op": 1e6 / rps if rps else 0.0, "p50_us": _dur_us(lat["50"]),
+            "p99_us": _dur_us(lat["99"]), "errors": errors}
+
+
+def run_h2load(session, port, body_path, conc, dur_s, workdir):
+    logf = os.path.join(workdir, "h2load.log")
+    if os.path.exists(logf):
+        os.unlink(logf)
+    argv = ["h2load", "-c", str(conc), "-m", "1", "-t", str(min(2, conc)), "-D", str(dur_s),
+            "-d", body_path, "-H", "content-type: application/grpc", "-H", "te: trailers",
+            "--log-file", logf, f"http://{session_host()}:{port}/nodex.v1.Gateway/Call"]
+    out, _ = run_capture(session, argv, "h2load", timeout=dur_s + 60)
+    m = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, "
+                  r"(\d+) failed, (\d+) errored, (\d+) timeout", out)
+    done, ok = int(m.group(3)), int(m.group(4))
+    lats = []
+    with open(logf) as f:
+        for line in f:
+            parts = line.split("\t")
+            if len(parts) >= 3 and parts[1] == "200":
+                lats.append(float(parts[2]))
+    lats.sort()
+    rps = ok / dur_s
+    return {"concurrency": conc, "calls": ok, "throughput_per_s": rps,
+            "us_per_op": 1e6 / rps if rps else 0.0, "p50_us": pct(lats, 0.50),
+            "p99_us": pct(lats, 0.99), "errors": done - ok}
+
+
+def session_host():
+    return "127.0.0.1"
+
+
+def check_http(port, data):
+    import http.client
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    c.request("POST", "/cnodes/example/call", json_body(data), {"Content-Type": "application/json"})
+    r = c.getresponse()
+    body = r.read()
+    c.close()
+    want = b'{"$tuple":[{"$atom":"pong"},"' + data + b'"]}'
+    if r.status != 200 or body != want:
+        raise RuntimeError(f"HTTP sanity call failed: {r.status} {body[:200]!r}")
+
+
+def check_grpc(port, data):
+    import grpc
+    with grpc.insecure_channel(f"127.0.0.1:{port}", options=[
+            ("grpc.max_receive_message_length", 8 * MIB)]) as ch:
+        reply = ch.unary_unary("/nodex.v1.Gateway/Call")(grpc_call_message(data), timeout=30)
+    want = _field(1, _field(1, pb_ping_term(b"pong", data)))  # CallReply{reply{term}}
+    if reply != want:
+        raise RuntimeError(f"gRPC sanity call failed: {reply[:200]!r}")
+
+
+def bench_nodexd(session, nh, payloads, conc_list, dur_s, workdir, pids_seen):
+    d = nh.Nodexd(session, [nh.example_cnode_spec("example")], http={"threads": 2})
+    d.start()
+    d.wait_up("example")
+    grpc_port = None
+    for _tag, line in d.lines:
+        m = nh.READY_RE.match(line)
+        if m and m.group("grpc_port"):
+            grpc_port = int(m.group("grpc_port"))
+    if not grpc_port:
+        raise RuntimeError("nodexd reported no gRPC port")
+    pid = d.proc.pid
+    pids_seen.append(d.info("example")["os_pid"])
+    time.sleep(1.0)
+    rss = {"idle_mib": rss_mib(pid)}
+    cases = {}
+    for size in payloads:
+        data = payload_bytes(size)
+        name = PAYLOAD_NAMES.get(size, f"{size}B")
+        check_http(d.port, data)
+        check_grpc(grpc_port, data)
+        bodies = {"http": os.path.join(workdir, f"http_{name}.json"),
+                  "grpc": os.path.join(workdir, f"grpc_{name}.bin")}
+        with open(bodies["http"], "wb") as f:
+            f.write(json_body(data))
+        with open(bodies["grpc"], "wb") as f:
+            f.write(grpc_frame(grpc_call_message(data)))
+        for proto, port, runner in (("http", d.port, run_wrk), ("grpc", grpc_port, run_h2load)):
+            for conc in conc_list:
+                before = d.info("example")["calls_total"]
+                with RssSampler(pid) as s:
+                    r = runner(session, port, bodies[proto], conc, dur_s, workdir)
+                r["rss_peak_mib"] = s.peak
+                r["cnode_calls"] = d.info("example")["calls_total"] - before
+                r["payload_bytes"] = size
+                cases[f"{proto}.{name}.c{conc}"] = r
+                log(f"{proto}.{name}.c{conc}: {r['throughput_per_s']:.0f}/s "
+                    f"p50 {r['p50_us']:.0f} us p99 {r['p99_us']:.0f} us "
+                    f"rss {s.peak:.1f} MiB errors {r['errors']}")
+    time.sleep(2.0)
+    rss["after_mib"] = rss_mib(pid)
+    d.close()
+    return cases, rss
+
+
+def profile_nodexd(session, nh, dur_s, workdir, out_dir):
+    """nodexd under callgrind with 64 HTTP connections (16 B payload); top functions by cost."""
+    wrapper = os.path.join(workdir, "nodexd-callgrind")
+    cg_out = os.path.join(workdir, "callgrind.out")
+    with open(wrapper, "w") as f:
+        f.write("#!/bin/sh\nexec valgrind --tool=callgrind --callgrind-out-file=%s %s \"$@\"\n"
+                % (cg_out, nh.NODEXD))
+    os.chmod(wrapper, 0o755)
+    saved = nh.NODEXD
+    nh.NODEXD = wrapper
+    try:
+        d = nh.Nodexd(session, [nh.example_cnode_spec("example", spawn_inactive_timeout_ms=60000)],
+                      http={"threads": 2})
+        d.start(timeout=120)
+    finally:
+        nh.NODEXD = saved
+    d.wait_up("example", timeout=60)
+    data = payload_bytes(16)
+    body = os.path.join(workdir, "http_profile.json")
+    with open(body, "wb") as f:
+        f.write(json_body(data))
+    check_http(d.port, data)
+    r = run_wrk(session, d.port, body, 64, dur_s, workdir)
+    d.stop(timeout=120)
+    d.close()
+    ann = subprocess.run(["callgrind_annotate", "--inclusive=no", cg_out], capture_output=True,
+                         text=True, timeout=120).stdout
+    inc = subprocess.run(["callgrind_annotate", "--inclusive=yes", cg_out], capture_output=True,
+                         text=True, timeout=120).stdout
+    with open(os.path.join(out_dir, "profile.txt"), "w") as f:
+        f.write(f"# nodexd under callgrind, wrk -c64 16 B JSON calls for {dur_s}s: "
+                f"{r['calls']} calls\n\n## self cost\n{ann}\n\n## inclusive cost\n{inc}\n")
+    top = []
+    for line in ann.splitlines():
+        m = re.match(r"^\s*([\d,]+)\s+\(\s*([\d.]+)%\)\s+(\S+):(\S+)", line)
+        if m:
+            top.append({"percent": float(m.group(2)), "function": m.group(4),
+                        "file": os.path.basename(m.group(3))})
+        if len(top) >= 15:
+            break
+    return {"tool": "valgrind --tool=callgrind", "calls": r["calls"], "top_self": top}
+
+
+# --- targets, report, chart -----------------------------------------------------------------------
+def compute_targets(cases, rss, small):
+    t = []
+    erl64 = cases["erl.cnode_direct_p64"]["throughput_per_s"]
+    erl_p50 = cases["erl.cnode_direct"]["p50_us"]
+    raw64 = cases["raw_ei.c64"]["throughput_per_s"]
+
+    def add(name, value, unit, target, ok):
+        t.append({"name": name, "value": round(value, 3), "unit": unit, "target": target,
+                  "pass": bool(ok)})
+
+    for proto, label, lat_budget in (("http", "HTTP", 30), ("grpc", "gRPC", 60)):
+        thr = cases[f"{proto}.{small}.c64"]["throughput_per_s"]
+        add(f"{label} throughput @64 / Erlang 64-process throughput", thr / erl64, "x",
+            ">= 1.0", thr / erl64 >= 1.0)
+        diff = cases[f"{proto}.{small}.c1"]["p50_us"] - erl_p50
+        add(f"{label} p50 @1 minus Erlang-direct p50", diff, "us", f"<= +{lat_budget}",
+            diff <= lat_budget)
+        added = raw64 / thr - 1.0 if thr else float("inf")
+        add(f"{label} cost added over the raw-ei floor @64 (raw/nodexd - 1)", added * 100, "%",
+            "<= 30", added <= 0.30)
+    add("nodexd RSS idle", rss["idle_mib"], "MiB", "<= 16", rss["idle_mib"] <= 16)
+    add(f"nodexd RSS peak under 64-connection load ({small} and 1KiB payloads)",
+        rss["load_peak_mib"], "MiB", "<= 64", rss["load_peak_mib"] <= 64)
+    add("nodexd RSS after the load (all payloads) minus idle", rss["after_mib"] - rss["idle_mib"],
+        "MiB", "<= 8 (back near idle)", rss["after_mib"] - rss["idle_mib"] <= 8)
+    return t
+
+
+SEED = {"erl.local": 1.90, "erl.cnode_direct": 37.30, "erl.cnode_genserver": 41.43,
+        "erl.remote": 48.64}
+
+
+def fmt(v, nd=1):
+    return f"{v:,.{nd}f}"
+
+
+def write_markdown(res, path):
+    c = res["cases"]
+    L = [f"# nodexd benchmarks, {res['meta']['timestamp']}", "",
+         f"{res['meta']['mode']} run on `{res['meta']['host']}` ({res['meta']['cpus']} CPUs), "
+         f"{res['meta']['duration_s']} s per case, git {res['meta']['git']}. "
+         "Compare figures only within this run.", "",
+         "## The seed's four cases (`{ping, <<\"hello\">>}`, one call at a time)", "",
+         "| case | README (MacBook) µs/op | this run µs/op | p50 µs | p99 µs |", "|---|---|---|---|---|"]
+    for k, label in (("erl.local", "local process"), ("erl.cnode_direct", "Erlang → C-node direct"),
+                     ("erl.cnode_genserver", "Erlang → C-node via GenServer"),
+                     ("erl.remote", "remote node (two erl nodes)")):
+        r = c[k]
+        L.append(f"| {label} | {SEED[k]:.2f} | {r['us_per_op']:.2f} | {r['p50_us']:.1f} | "
+                 f"{r['p99_us']:.1f} |")
+    L += ["", "## Baselines: Erlang processes and the raw ei floor (`{ping, <<\"hello\">>}`)", "",
+          "| case | in flight | calls/s | p50 µs | p99 µs |", "|---|---|---|---|---|"]
+    for k in sorted(k for k in c if k.startswith(("erl.cnode_direct", "raw_ei."))):
+        r = c[k]
+        L.append(f"| {k} | {r['concurrency']} | {fmt(r['throughput_per_s'], 0)} | "
+                 f"{r['p50_us']:.1f} | {r['p99_us']:.1f} |")
+    erl64 = c["erl.cnode_direct_p64"]["throughput_per_s"]
+    raw64 = c["raw_ei.c64"]["throughput_per_s"]
+    L += ["", "## nodexd (HTTP/1.1 keep-alive JSON via wrk; gRPC unary Call via h2load)", "",
+          "| case | payload | in flight | calls/s | × Erlang p64 | × raw-ei c64 | p50 µs | p99 µs "
+          "| RSS peak MiB | errors |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for k, r in c.items():
+        if not k.startswith(("http.", "grpc.")):
+            continue
+        proto, pl, _ = k.split(".")
+        L.append(f"| {proto} | {pl} | {r['concurrency']} | {fmt(r['throughput_per_s'], 0)} | "
+                 f"{r['throughput_per_s'] / erl64:.2f} | {r['throughput_per_s'] / raw64:.2f} | "
+                 f"{r['p50_us']:.0f} | {r['p99_us']:.0f} | {r['rss_peak_mib']:.1f} | {r['errors']} |")
+    rss = res["rss"]
+    L += ["", f"nodexd RSS: idle {rss['idle_mib']:.1f} MiB, peak under 64-connection load "
+          f"{rss['load_peak_mib']:.1f} MiB (small payloads; {rss['load_peak_all_mib']:.1f} MiB "
+          f"with every payload), after the load {rss['after_mib']:.1f} MiB.", ""]
+    tc = res.get("term_codec") or {}
+    if tc:
+        L += ["## Term codec (bench/term_bench, typical ~1 KiB request)", "",
+              "| format | parse µs | render µs | total µs |", "|---|---|---|---|"]
+        for f in ("json", "text", "etf"):
+            if f in tc:
+                L.append(f"| {f} | {tc[f]['parse_us']:.2f} | {tc[f]['render_us']:.2f} | "
+                         f"{tc[f]['total_us']:.2f} |")
+        L.append("")
+    L += ["## Targets", "", "| target | measured | goal | result |", "|---|---|---|---|"]
+    for t in res["targets"]:
+        L.append(f"| {t['name']} | {t['value']:.2f} {t['unit']} | {t['target']} {t['unit']} | "
+                 f"{'PASS' if t['pass'] else 'FAIL'} |")
+    prof = res.get("profile")
+    if prof:
+        L += ["", f"## Profile: nodexd under 64-connection HTTP load ({prof['tool']}, "
+              f"{prof['calls']} calls; full listing in profile.txt)", "",
+              "| self % | function | file |", "|---|---|---|"]
+        for p in prof["top_self"]:
+            L.append(f"| {p['percent']:.2f} | `{p['function']}` | {p['file']} |")
+    L += ["", f"Leftover processes after the run: {res['leftovers'] or 'none'}", ""]
+    with open(path, "w") as f:
+        f.write("\n".join(L))
+
+
+def write_chart(res, out_dir):
+    if not shutil.which("gnuplot"):
+        log("gnuplot not found: no chart")
+        return
+    c = res["cases"]
+    small = res["meta"]["small_payload"]
+    dat = os.path.join(out_dir, "chart_throughput.dat")
+    with open(dat, "w") as f:
+        f.write("conc erlang raw_ei http grpc\n")
+        for conc in (1, 16, 64):
+            erl = c["erl.cnode_direct"] if conc == 1 else c.get(f"erl.cnode_direct_p{conc}")
+            vals = [erl, c.get(f"raw_ei.c{conc}"), c.get(f"http.{small}.c{conc}"),
+                    c.get(f"grpc.{small}.c{conc}")]
+            f.write(f"{conc} " + " ".join(f"{(v or {}).get('throughput_per_s', 0) / 1000:.2f}"
+                                          for v in vals) + "\n")
+    dat2 = os.path.join(out_dir, "chart_payload.dat")
+    with open(dat2, "w") as f:
+        f.write("payload http grpc\n")
+        for size, name in PAYLOAD_NAMES.items():
+            h, g = c.get(f"http.{name}.c64"), c.get(f"grpc.{name}.c64")
+            if h and g:
+                f.write(f"{name} {h['throughput_per_s'] / 1000:.3f} {g['throughput_per_s'] / 1000:.3f}\n")
+    script = f"""
+set terminal pngcairo size 1200,500 font ",10"
+set output '{os.path.join(out_dir, "chart.png")}'
+set multiplot layout 1,2 title "nodexd benchmarks {res['meta']['timestamp']} (same run)"
+set style data histogram
+set style histogram clustered gap 1
+set style fill solid 0.8 border -1
+set grid ytics
+set key top left
+set ylabel "k calls/s"
+set title "Throughput by calls in flight ({small} payload)"
+set xlabel "calls in flight"
+plot '{dat}' using 2:xtic(1) title 'Erlang processes', '' using 3 title 'raw ei floor', \
+     '' using 4 title 'nodexd HTTP', '' using 5 title 'nodexd gRPC'
+set title "nodexd throughput at 64 in flight by payload"
+set xlabel "payload"
+set logscale y
+plot '{dat2}' using 2:xtic(1) title 'HTTP (JSON)', '' using 3 title 'gRPC'
+unset multiplot
+"""
+    gp = os.path.join(out_dir, "chart.gp")
+    with open(gp, "w") as f:
+        f.write(script)
+    r = subprocess.run(["gnuplot", gp], capture_output=True, text=True, timeout=60)
+    if r.returncode != 0:
+        log("gnuplot failed: " + r.stderr[-500:])
+        # pngcairo may be missing in gnuplot-nox builds: fall back to the png terminal
+        subprocess.run(["sed", "-i", "s/pngcairo/png/", gp], check=True)
+        subprocess.run(["gnuplot", gp], capture_output=True, text=True, timeout=60)
+
+
+def leftovers(session, own_pids):
+    """Live processes (other than us) that carry this run's epmd port and cookie in their env."""
+    marks = [f"ERL_EPMD_PORT={session.epmd_port}".encode(),
+             f"NODEX_COOKIE={session.cookie}".encode()]
+    found = []
+    for e in os.listdir("/proc"):
+        if not e.isdigit() or int(e) in own_pids:
+            continue
+        try:
+            with open(f"/proc/{e}/environ", "rb") as f:
+                env = f.read().split(b"\0")
+            with open(f"/proc/{e}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue
+        if all(m in env for m in marks) or session.cookie in cmd:
+            with open(f"/proc/{e}/stat") as f:
+                st = f.read()
+            if st[st.rindex(")") + 2] not in "ZX":
+                found.append(f"{e} {cmd[:80]}")
+    return found
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--smoke", action="store_true")
+    ap.add_argument("--build-dir", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--duration", type=float)
+    ap.add_argument("--no-profile", action="store_true")
+    args = ap.parse_args()
+
+    os.environ["NODEX_BUILD_DIR"] = args.build_dir
+    sys.path.insert(0, os.path.join(REPO, "tests", "integration"))
+    import nodex_harness as nh
+
+    smoke = args.smoke
+    dur = args.duration or (0.5 if smoke else 5.0)
+    payloads = [16] if smoke else [16, 1024, 65536, 1048576]
+    small = PAYLOAD_NAMES[16]
+    conc = [1, 16, 64]
+    ts = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    os.makedirs(args.out, exist_ok=True)
+    git = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True,
+                         text=True).stdout.strip() or "?"
+    dirty = subprocess.run(["git", "-C", REPO, "status", "--porcelain", "--", "src"],
+                           capture_output=True, text=True).stdout.strip()
+    res = {"meta": {"timestamp": ts, "mode": "smoke" if smoke else "full",
+                    "host": socket.gethostname(), "cpus": os.cpu_count(), "duration_s": dur,
+                    "git": git + ("+dirty src" if dirty else ""), "small_payload": small,
+                    "payloads": payloads, "concurrency": conc,
+                    "http_format": "application/json", "grpc_payload": "Term (structured)"},
+           "cases": {}}
+    t_start = time.monotonic()
+    log("term codec (bench/term_bench)")
+    res["term_codec"] = bench_term_codec(args.build_dir, 2000 if smoke else 100000)
+
+    session = nh.Session()
+    pids_seen = []
+    workdir = os.path.join(session.dir, "work")
+    os.mkdir(workdir)
+    ok = False
+    try:
+        ebin = os.path.join(session.dir, "ebin")
+        os.mkdir(ebin)
+        subprocess.run(["erlc", "-o", ebin, os.path.join(REPO, "bench", "erl", "nodex_bench.erl")],
+                       check=True)
+        log("Erlang cases (local, remote, C-node direct, GenServer, 16/64 processes)")
+        res["cases"].update(bench_erlang(session, nh, ebin, int(dur * 1000), [16, 64], pids_seen))
+        log("raw ei floor (1, 16, 64 in flight)")
+        res["cases"].update(bench_raw_ei(session, nh, args.build_dir, int(dur * 1000), conc,
+                                         pids_seen))
+        log("nodexd over HTTP and gRPC")
+        cases, rss = bench_nodexd(session, nh, payloads, conc, max(1, round(dur)) if not smoke
+                                  else 1, workdir, pids_seen)
+        res["cases"].update(cases)
+        rss["load_peak_mib"] = max(r["rss_peak_mib"] for k, r in cases.items()
+                                   if k.endswith(".c64") and r["payload_bytes"] <= 1024)
+        rss["load_peak_all_mib"] = max(r["rss_peak_mib"] for r in cases.values())
+        res["rss"] = rss
+        if not smoke and not args.no_profile and shutil.which("valgrind"):
+            log("profile: nodexd under callgrind, 64 HTTP connections")
+            res["profile"] = profile_nodexd(session, nh, 8, workdir, args.out)
+        ok = True
+    finally:
+        session.close()
+        time.sleep(0.3)
+        res["leftovers"] = leftovers(session, {os.getpid(), os.getppid()})
+        for pid in pids_seen:
+            if pid and nh.proc_alive(pid):
+                res["leftovers"].append(f"{pid} (C-node)")
+                os.kill(pid, signal.SIGKILL)
+        if not ok:
+            log(f"failed; leftovers: {res['leftovers'] or 'none'}")
+    res["targets"] = compute_targets(res["cases"], res["rss"], small)
+    res["meta"]["elapsed_s"] = round(time.monotonic() - t_start, 1)
+    with open(os.path.join(args.out, "results.json"), "w") as f:
+        json.dump(res, f, indent=1)
+    write_markdown(res, os.path.join(args.out, "results.md"))
+    write_chart(res, args.out)
+    log(f"done in {res['meta']['elapsed_s']} s: {args.out}; leftovers: {res['leftovers'] or 'none'}")
+    return 1 if res["leftovers"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
