@@ -26,6 +26,8 @@ enum {
 };
 
 #define DIST_VERSION_BYTE 131
+#define DIST_RBUF_INITIAL 4096      /* per-connection read buffer to start with */
+#define DIST_RBUF_KEEP    (64 << 10) /* a buffer grown past this shrinks back when drained */
 #define DIST_PASS_THROUGH 'p'
 
 static const char *const dist_close_texts[] = {
@@ -295,14 +297,16 @@ dist_close_reason dist_read(dist_conn *c, void (*on_message)(void *, dist_conn *
                                                              const dist_message *),
                             void *ctx) {
     for (;;) {
-        if (c->rcap - c->rlen < 65536) {
-            size_t cap = c->rcap ? c->rcap * 2 : 131072;
+        /* Small to start (a gateway may hold thousands of connections), doubled when full. */
+        if (c->rcap - c->rlen < 1024) {
+            size_t cap = c->rcap ? c->rcap * 2 : DIST_RBUF_INITIAL;
             char *nb = realloc(c->rbuf, cap);
             if (!nb) return DIST_NO_MEMORY;
             c->rbuf = nb;
             c->rcap = cap;
         }
-        ssize_t n = read(c->fd, c->rbuf + c->rlen, c->rcap - c->rlen);
+        size_t space = c->rcap - c->rlen;
+        ssize_t n = read(c->fd, c->rbuf + c->rlen, space);
         if (n == 0) return DIST_CLOSED_BY_PEER;
         if (n < 0) {
             if (errno == EINTR) continue;
@@ -339,15 +343,15 @@ dist_close_reason dist_read(dist_conn *c, void (*on_message)(void *, dist_conn *
             memmove(c->rbuf, c->rbuf + off, c->rlen - off);
             c->rlen -= off;
         }
-        /* Shrink a buffer that grew for one large packet. */
-        if (c->rcap > (1u << 20) && c->rlen < 65536) {
-            char *nb = realloc(c->rbuf, 131072);
+        /* Shrink a buffer that grew for a large packet once it is drained. */
+        if (c->rcap > DIST_RBUF_KEEP && c->rlen == 0) {
+            char *nb = realloc(c->rbuf, DIST_RBUF_INITIAL);
             if (nb) {
                 c->rbuf = nb;
-                c->rcap = 131072;
+                c->rcap = DIST_RBUF_INITIAL;
             }
         }
-        if ((size_t)n < 65536) break; /* drained; epoll is level-triggered anyway */
+        if ((size_t)n < space) break; /* the socket had less than we could take: drained */
     }
     return DIST_OPEN;
 }

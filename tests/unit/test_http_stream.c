@@ -56,7 +56,7 @@ static struct MHD_Daemon *daemon_;
 static int port_;
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
-static http_stream *served; /* the test's reference to the stream of the latest request */
+static http_stream *served;  /* the test's reference to the stream of the latest request */
 static const char *prewrite; /* written in the handler before the response is made */
 static int con_marker;
 
@@ -106,10 +106,9 @@ static int setup(void **state) {
     prewrite = NULL;
     served = NULL;
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    daemon_ = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
-                                   MHD_ALLOW_SUSPEND_RESUME,
-                               0, NULL, NULL, handler, NULL, MHD_OPTION_SOCK_ADDR,
-                               (struct sockaddr *)&sa, MHD_OPTION_END);
+    daemon_ = MHD_start_daemon(
+        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME, 0, NULL, NULL,
+        handler, NULL, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa, MHD_OPTION_END);
     if (!daemon_) return -1;
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(daemon_, MHD_DAEMON_INFO_BIND_PORT);
     port_ = info ? info->port : 0;
@@ -333,7 +332,8 @@ static void test_idle_connection_sleeps_and_wakes_on_a_write_from_another_thread
     int64_t cpu0 = cpu_ms(), wall0 = now_ms();
     sleep_ms(300);
     int64_t cpu_used = cpu_ms() - cpu0, wall = now_ms() - wall0;
-    if (cpu_used > 30) fail_msg("%lld ms of CPU while idle for %lld ms", (long long)cpu_used, (long long)wall);
+    if (cpu_used > 30)
+        fail_msg("%lld ms of CPU while idle for %lld ms", (long long)cpu_used, (long long)wall);
     assert_false(http_stream_dead(s));
 
     /* A write from another thread wakes the sleeping connection. */
@@ -518,32 +518,41 @@ static void *record_writer(void *arg) {
     return NULL;
 }
 
+typedef struct finisher {
+    http_stream *s;
+    pthread_t *writers;
+    delayed_write *d;
+} finisher;
+
+/* Joins the writers, then ends the body. */
+static void *finish_after_writers(void *arg) {
+    finisher *f = arg;
+    for (int i = 0; i < WRITERS; i++) pthread_join(f->writers[i], NULL);
+    http_stream_end(f->s);
+    return NULL;
+}
+
 static void test_writes_from_four_threads_interleave_whole(void **st) {
     (void)st;
     client *c = client_open();
     client_get(c);
     http_stream *s = take_stream();
     delayed_write d[WRITERS];
-    pthread_t t[WRITERS];
+    pthread_t t[WRITERS], fin;
     for (int i = 0; i < WRITERS; i++) {
         d[i] = (delayed_write){.s = s, .delay_ms = i, .rc = 1};
         assert_int_equal(pthread_create(&t[i], NULL, record_writer, &d[i]), 0);
     }
-    /* Read while they write. */
+    finisher f = {.s = s, .writers = t, .d = d};
+    assert_int_equal(pthread_create(&fin, NULL, finish_after_writers, &f), 0);
+    /* Read while they write, until the terminating chunk. */
     strbuf body = {0};
-    int joined = 0;
-    for (;;) {
-        long n = client_chunk(c, &body, 200);
-        if (n == 0) break;
-        if (n < 0 && joined == WRITERS) fail_msg("body stalled at %zu bytes", body.len);
-        if (n < 0 && joined < WRITERS) {
-            for (int i = 0; i < WRITERS; i++) pthread_join(t[i], NULL);
-            joined = WRITERS;
-            for (int i = 0; i < WRITERS; i++) assert_int_equal(d[i].rc, 0);
-            http_stream_end(s);
-        }
+    long n;
+    while ((n = client_chunk(c, &body, 10000)) > 0) {
     }
-    if (joined < WRITERS) fail_msg("body ended before the writers finished");
+    pthread_join(fin, NULL);
+    if (n < 0) fail_msg("body stalled at %zu bytes", body.len);
+    for (int i = 0; i < WRITERS; i++) assert_int_equal(d[i].rc, 0);
     /* Parse: <t:i:len> then exactly len bytes of 'A'+t; per thread, i counts up by one. */
     int next[WRITERS] = {0};
     size_t p = 0, records = 0;
@@ -581,8 +590,8 @@ int main(void) {
             test_idle_connection_sleeps_and_wakes_on_a_write_from_another_thread, setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_end_sends_the_terminating_chunk_and_releases_the_response, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_end_right_after_the_handler_gives_an_empty_chunked_body,
-                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_end_right_after_the_handler_gives_an_empty_chunked_body, setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_client_disconnect_makes_the_stream_dead_after_the_next_write, setup, teardown),
         cmocka_unit_test_setup_teardown(test_client_that_closed_politely_is_noticed_after_writes,
