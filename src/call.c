@@ -93,8 +93,7 @@ static void heap_down(call_registry *r, size_t i) {
     for (;;) {
         size_t l = 2 * i + 1, m = i;
         if (l < r->heap_len && r->heap[l]->deadline_ms < r->heap[m]->deadline_ms) m = l;
-        if (l + 1 < r->heap_len && r->heap[l + 1]->deadline_ms < r->heap[m]->deadline_ms)
-            m = l + 1;
+        if (l + 1 < r->heap_len && r->heap[l + 1]->deadline_ms < r->heap[m]->deadline_ms) m = l + 1;
         if (m == i) return;
         heap_swap(r, i, m);
         i = m;
@@ -146,8 +145,10 @@ void call_registry_remove(call_registry *r, call_list *owner, call *c) {
         heap_down(r, i);
         heap_up(r, i);
     }
-    if (c->node_prev) c->node_prev->node_next = c->node_next;
-    else owner->head = c->node_next;
+    if (c->node_prev)
+        c->node_prev->node_next = c->node_next;
+    else
+        owner->head = c->node_next;
     if (c->node_next) c->node_next->node_prev = c->node_prev;
     owner->count--;
     c->hash_next = c->node_prev = c->node_next = NULL;

@@ -41,21 +41,21 @@ typedef void (*call_message_fn)(call *c, const char *msg, size_t len, void *ctx)
 /* One in-flight call. Owned by the frontend that made it (HTTP request, gRPC call); while
  * registered, the registry only links it and fills the result. */
 struct call {
-    erlang_pid pid;        /* fresh per call: replies are matched by it */
-    erlang_ref ref;        /* gen_call protocol: the reference of the envelope */
-    uint64_t key;          /* dist_pid_key(&pid) */
-    int64_t deadline_ms;   /* monotonic */
-    void *cnode;           /* the gateway's C-node record */
+    erlang_pid pid;      /* fresh per call: replies are matched by it */
+    erlang_ref ref;      /* gen_call protocol: the reference of the envelope */
+    uint64_t key;        /* dist_pid_key(&pid) */
+    int64_t deadline_ms; /* monotonic */
+    void *cnode;         /* the gateway's C-node record */
     call_done_fn on_done;
     call_message_fn on_message; /* NULL: such messages are dropped and counted */
     void *ctx;
     /* result, valid once on_done ran */
     call_outcome outcome;
-    char *reply;           /* malloc'd message bytes (no version byte), freed by call_clear */
+    char *reply; /* malloc'd message bytes (no version byte), freed by call_clear */
     size_t reply_len;
-    size_t reply_offset;   /* where the reply term starts inside `reply` (after a filter's tag) */
-    char detail[160];      /* human-readable reason for errors */
-    char *outbox;          /* message waiting for its node's connection (rpc), freed by call_clear */
+    size_t reply_offset; /* where the reply term starts inside `reply` (after a filter's tag) */
+    char detail[160];    /* human-readable reason for errors */
+    char *outbox;        /* message waiting for its node's connection (rpc), freed by call_clear */
     size_t outbox_len;
     /* registry links */
     call *hash_next;
@@ -73,7 +73,7 @@ typedef struct call_registry {
     call **buckets;
     size_t bucket_count; /* power of two */
     size_t count;
-    call **heap;         /* min-heap by deadline_ms */
+    call **heap; /* min-heap by deadline_ms */
     size_t heap_len, heap_cap;
 } call_registry;
 

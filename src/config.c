@@ -785,9 +785,9 @@ static config *config_new(const char *source) {
         config_free(cfg);
         return NULL;
     }
-    const char *const src[] = {source,         "nodexd@127.0.0.1", "~/.erlang.cookie",
-                               "NODEX_COOKIE", "127.0.0.1",        "127.0.0.1:8080",
-                               "127.0.0.1:50051", "erl",           "child"};
+    const char *const src[] = {source,      "nodexd@127.0.0.1", "~/.erlang.cookie", "NODEX_COOKIE",
+                               "127.0.0.1", "127.0.0.1:8080",   "127.0.0.1:50051",  "erl",
+                               "child"};
     char **const dst[] = {&cfg->source,      &cfg->node_name,      &cfg->cookie_file,
                           &cfg->cookie_env,  &cfg->dist_listen,    &cfg->http_listen,
                           &cfg->grpc_listen, &cfg->erl_executable, &cfg->child_prefix};
@@ -930,10 +930,9 @@ void config_free(config *cfg) {
     if (!cfg) return;
     for (size_t i = 0; i < cfg->cnode_count; i++) cnode_free(&cfg->cnodes[i]);
     free(cfg->cnodes);
-    char *strings[] = {cfg->source,      cfg->node_name,   cfg->cookie,
-                       cfg->cookie_file, cfg->cookie_env,  cfg->dist_listen,
-                       cfg->http_listen, cfg->grpc_listen, cfg->erl_executable,
-                       cfg->child_prefix};
+    char *strings[] = {cfg->source,         cfg->node_name,   cfg->cookie,      cfg->cookie_file,
+                       cfg->cookie_env,     cfg->dist_listen, cfg->http_listen, cfg->grpc_listen,
+                       cfg->erl_executable, cfg->child_prefix};
     for (size_t i = 0; i < COUNT(strings); i++) free(strings[i]);
     for (size_t i = 0; cfg->erl_args && i < cfg->erl_arg_count; i++) free(cfg->erl_args[i]);
     for (size_t i = 0; cfg->code_paths && i < cfg->code_path_count; i++) free(cfg->code_paths[i]);

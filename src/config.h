@@ -49,7 +49,8 @@ typedef struct config_env {
 typedef struct config_cnode {
     char *name;       /* API name: /cnodes/{name} */
     char *executable; /* path; a bare name is looked up beside nodexd, then in ../libexec/nodex */
-    char **args;      /* argv[1..] templates, NULL-terminated (never NULL); default: the Nodex convention */
+    char **
+        args; /* argv[1..] templates, NULL-terminated (never NULL); default: the Nodex convention */
     size_t arg_count;
     config_env *env; /* extra environment entries */
     size_t env_count;
@@ -91,7 +92,7 @@ typedef struct config {
     unsigned tick_time_ms; /* a peer silent this long is down; default 4000 */
     unsigned peer_tick_time_ms; /* same for other Erlang nodes, which tick at their own
                                    net_ticktime (default 60 s); default 60000 */
-    bool start_epmd;       /* run `epmd -daemon` when none answers; default true */
+    bool start_epmd;            /* run `epmd -daemon` when none answers; default true */
     /* http */
     char *http_listen;                  /* "127.0.0.1:8080"; port 0 = ephemeral */
     unsigned http_threads;              /* default 2 */
@@ -99,28 +100,28 @@ typedef struct config {
     unsigned http_connection_timeout_s; /* idle keep-alive timeout, default 60 */
     unsigned http_max_connections;      /* concurrent HTTP connections, default 10000 */
     /* grpc */
-    char *grpc_listen;       /* "127.0.0.1:50051"; NULL (yaml null) disables the gRPC server */
-    unsigned grpc_threads;   /* completion-queue threads, default 2 */
+    char *grpc_listen;     /* "127.0.0.1:50051"; NULL (yaml null) disables the gRPC server */
+    unsigned grpc_threads; /* completion-queue threads, default 2 */
     unsigned grpc_max_concurrent_streams; /* per HTTP/2 connection, default 1000 */
     unsigned grpc_max_in_flight;          /* gRPC calls in progress at once; over it
                                              RESOURCE_EXHAUSTED; default 10000 */
     size_t grpc_max_message_bytes;        /* default 8 MiB */
     /* erlang_nodes: child Erlang nodes and rpc */
-    char *erl_executable;    /* default "erl" (looked up on PATH) */
-    char *child_prefix;      /* child node names are <prefix><N>@<gateway host>; default "child" */
-    unsigned child_count;    /* children started with nodexd, default 0 */
-    char **erl_args;         /* extra `erl` arguments, NULL-terminated (never NULL) */
+    char *erl_executable; /* default "erl" (looked up on PATH) */
+    char *child_prefix;   /* child node names are <prefix><N>@<gateway host>; default "child" */
+    unsigned child_count; /* children started with nodexd, default 0 */
+    char **erl_args;      /* extra `erl` arguments, NULL-terminated (never NULL) */
     size_t erl_arg_count;
-    char **code_paths;       /* directories added with -pa, NULL-terminated (never NULL) */
+    char **code_paths; /* directories added with -pa, NULL-terminated (never NULL) */
     size_t code_path_count;
-    unsigned child_ready_timeout_ms;   /* default 15000 */
+    unsigned child_ready_timeout_ms;    /* default 15000 */
     unsigned child_shutdown_timeout_ms; /* init:stop, then SIGTERM, then SIGKILL; default 5000 */
-    cnode_restart child_restart;       /* default permanent */
-    unsigned child_max_restarts;       /* default 3 ... */
-    unsigned child_max_seconds;        /* ... in 5 s */
-    unsigned max_children;             /* POST /nodes cap, default 64 */
-    unsigned rpc_timeout_ms;           /* default 5000 */
-    unsigned max_rpc_timeout_ms;       /* default 300000 */
+    cnode_restart child_restart;        /* default permanent */
+    unsigned child_max_restarts;        /* default 3 ... */
+    unsigned child_max_seconds;         /* ... in 5 s */
+    unsigned max_children;              /* POST /nodes cap, default 64 */
+    unsigned rpc_timeout_ms;            /* default 5000 */
+    unsigned max_rpc_timeout_ms;        /* default 300000 */
     /* terms */
     unsigned term_max_depth; /* default 512 */
     size_t term_max_bytes;   /* default 64 MiB */

@@ -26,7 +26,7 @@ enum {
 };
 
 #define DIST_VERSION_BYTE 131
-#define DIST_RBUF_INITIAL 4096      /* per-connection read buffer to start with */
+#define DIST_RBUF_INITIAL 4096       /* per-connection read buffer to start with */
 #define DIST_RBUF_KEEP    (64 << 10) /* a buffer grown past this shrinks back when drained */
 #define DIST_PASS_THROUGH 'p'
 
@@ -122,15 +122,11 @@ static int dist_send_packet(dist_conn *c, const char *ctrl, size_t ctrl_len, con
     size_t total = 1 + ctrl_len + 1 + prefix_len + msg_len;
     if (total > UINT32_MAX) return -1;
     unsigned char head[5] = {(unsigned char)(total >> 24), (unsigned char)(total >> 16),
-                             (unsigned char)(total >> 8), (unsigned char)total,
-                             DIST_PASS_THROUGH};
+                             (unsigned char)(total >> 8), (unsigned char)total, DIST_PASS_THROUGH};
     static const unsigned char version = DIST_VERSION_BYTE;
     struct iovec iov[5] = {
-        {head, sizeof head},
-        {(void *)ctrl, ctrl_len},
-        {(void *)&version, 1},
-        {(void *)prefix, prefix_len},
-        {(void *)msg, msg_len},
+        {head, sizeof head},          {(void *)ctrl, ctrl_len}, {(void *)&version, 1},
+        {(void *)prefix, prefix_len}, {(void *)msg, msg_len},
     };
     pthread_mutex_lock(&c->send_lock);
     int rc = dist_writev_all(c, iov, 5, timeout_ms);
@@ -255,8 +251,8 @@ static int dist_dispatch(dist_conn *c, const char *p, size_t len,
     dist_message m = {.type = type};
     char to_name[MAXATOMLEN_UTF8];
     switch (type) {
-    case DOP_SEND:      /* {2, Unused, ToPid} */
-    case DOP_SEND_TT:   /* {12, Unused, ToPid, Trace} */
+    case DOP_SEND:           /* {2, Unused, ToPid} */
+    case DOP_SEND_TT:        /* {12, Unused, ToPid, Trace} */
     case DOP_SEND_SENDER:    /* {22, FromPid, ToPid} */
     case DOP_SEND_SENDER_TT: /* {23, FromPid, ToPid, Trace} */
         if (arity < 3 || dist_skip_small_term(buf, blen, &idx) < 0 ||
@@ -275,8 +271,7 @@ static int dist_dispatch(dist_conn *c, const char *p, size_t len,
             return -1;
         m.to_name = to_name;
         break;
-    default:
-        return 0; /* link, exit, monitor, alias sends...: nothing for us */
+    default: return 0; /* link, exit, monitor, alias sends...: nothing for us */
     }
     /* Skip what is left of the control tuple (trace token): find the message's version byte.
      * Control tuples we accept end with the element just read, except the _TT forms. */
@@ -293,9 +288,8 @@ static int dist_dispatch(dist_conn *c, const char *p, size_t len,
     return 0;
 }
 
-dist_close_reason dist_read(dist_conn *c, void (*on_message)(void *, dist_conn *,
-                                                             const dist_message *),
-                            void *ctx) {
+dist_close_reason
+dist_read(dist_conn *c, void (*on_message)(void *, dist_conn *, const dist_message *), void *ctx) {
     for (;;) {
         /* Small to start (a gateway may hold thousands of connections), doubled when full. */
         if (c->rcap - c->rlen < 1024) {

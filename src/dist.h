@@ -70,8 +70,8 @@ void dist_conn_shutdown(dist_conn *c);
 /* Reads what the socket has (never blocks) and calls on_message for each complete message; ticks
  * are answered and not passed on; control messages without payload are ignored. Event loop
  * thread only. Returns DIST_OPEN while the connection lives, else why it ended. */
-dist_close_reason dist_read(dist_conn *c, void (*on_message)(void *ctx, dist_conn *c,
-                                                             const dist_message *m),
+dist_close_reason dist_read(dist_conn *c,
+                            void (*on_message)(void *ctx, dist_conn *c, const dist_message *m),
                             void *ctx);
 
 /* Sends `msg` (an encoded term WITHOUT version byte, len bytes) to the registered name `to_name`

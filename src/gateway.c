@@ -30,12 +30,12 @@
 #include "template.h"
 #include "term.h"
 
-#define GW_SWEEP_MS         50   /* supervisor timers and ticks are checked this often */
-#define GW_SEND_TIMEOUT_MS  5000 /* a peer that takes no bytes this long is broken */
-#define GW_MAX_PACKET       (256u << 20)
-#define GW_HANDSHAKE_MS     3000
-#define GW_ACCEPTORS        4 /* a stalled handshake holds one acceptor, not all of them */
-#define GW_MAX_RESTART_LOG  64
+#define GW_SWEEP_MS        50   /* supervisor timers and ticks are checked this often */
+#define GW_SEND_TIMEOUT_MS 5000 /* a peer that takes no bytes this long is broken */
+#define GW_MAX_PACKET      (256u << 20)
+#define GW_HANDSHAKE_MS    3000
+#define GW_ACCEPTORS       4 /* a stalled handshake holds one acceptor, not all of them */
+#define GW_MAX_RESTART_LOG 64
 
 static const char *const cnode_state_names[] = {
 #define X(id, name) name,
@@ -69,7 +69,7 @@ typedef enum gw_phase {
     PHASE_SPAWNED,    /* process running, waiting for the ready line and/or the connection */
     PHASE_CONNECTING, /* a connector thread is connecting to the node */
     PHASE_UP,
-    PHASE_STOPPING,   /* signalled after a failure; waiting for the exit */
+    PHASE_STOPPING, /* signalled after a failure; waiting for the exit */
     PHASE_BACKOFF,
     PHASE_FAILED,
     PHASE_STOPPED,
@@ -106,17 +106,17 @@ struct gw_cnode {
     const config_cnode *cfg;
     gateway *gw;
     gw_entry_kind kind;
-    unsigned instance;    /* C-nodes: 1..cfg->instances */
-    size_t group;         /* C-nodes: index of the configured C-node (its first instance) */
-    config_cnode own_cfg; /* children and peers: their synthesized config (cfg points here) */
-    unsigned child_index; /* children: N of <prefix>N */
-    bool removing;        /* being stopped for good: retire instead of restarting */
-    bool stop_requested;  /* gateway_stop_node asked; the loop acts on it (guarded by mu) */
-    bool retired;         /* off the list; memory kept until gateway_free */
-    unsigned stop_stage;  /* PHASE_STOPPING: 0 asked to stop, 1 SIGTERM sent */
+    unsigned instance;      /* C-nodes: 1..cfg->instances */
+    size_t group;           /* C-nodes: index of the configured C-node (its first instance) */
+    config_cnode own_cfg;   /* children and peers: their synthesized config (cfg points here) */
+    unsigned child_index;   /* children: N of <prefix>N */
+    bool removing;          /* being stopped for good: retire instead of restarting */
+    bool stop_requested;    /* gateway_stop_node asked; the loop acts on it (guarded by mu) */
+    bool retired;           /* off the list; memory kept until gateway_free */
+    unsigned stop_stage;    /* PHASE_STOPPING: 0 asked to stop, 1 SIGTERM sent */
     gw_cnode *next;         /* in gw->nodes (Erlang nodes only) */
     gw_cnode *retired_next; /* in gw->retired */
-    char *executable; /* resolved path; NULL for adopt */
+    char *executable;       /* resolved path; NULL for adopt */
     char sname[MAXATOMLEN];
     char hostname[MAXATOMLEN];
     char node[MAXNODELEN * 4]; /* the node name it has in the cluster */
@@ -156,9 +156,9 @@ typedef struct gw_subscriber {
 
 /* Handed from the acceptor and connector threads to the loop. */
 typedef struct gw_handoff {
-    int fd;            /* -1: a failed connect */
+    int fd; /* -1: a failed connect */
     char peer[MAXNODELEN * 4];
-    gw_cnode *cnode;   /* connector result: for whom; NULL for an accepted connection */
+    gw_cnode *cnode; /* connector result: for whom; NULL for an accepted connection */
     unsigned generation;
     char error[128];
     struct gw_handoff *next;
@@ -195,8 +195,8 @@ struct gateway {
     gw_cnode *nodes;   /* Erlang nodes: prepended under mu by any thread, unlinked by the loop */
     gw_cnode *retired; /* unlinked entries, freed by gateway_free */
     unsigned child_max_index;
-    char *child_home;  /* private HOME holding .erlang.cookie for child nodes */
-    struct gw_spawn_request *spawns; /* loop thread only, after the handoff */
+    char *child_home;                     /* private HOME holding .erlang.cookie for child nodes */
+    struct gw_spawn_request *spawns;      /* loop thread only, after the handoff */
     struct gw_spawn_request *spawn_queue; /* guarded by mu */
     gw_conn *conns;
     gw_conn *graveyard; /* closed connections, freed after the current epoll batch */
@@ -407,7 +407,8 @@ static void gw_emit(gateway *gw, const gw_cnode *cn, cnode_state s) {
 
 static void gw_set_state(gw_cnode *cn, cnode_state s) {
     if (cn->state == s) return;
-    log_info("%s %s: %s -> %s", gw_what(cn), cn->cfg->name, cnode_state_name(cn->state), cnode_state_name(s));
+    log_info("%s %s: %s -> %s", gw_what(cn), cn->cfg->name, cnode_state_name(cn->state),
+             cnode_state_name(s));
     pthread_mutex_lock(&cn->gw->mu);
     cn->state = s;
     cn->up_since_ms = s == CNODE_UP ? dist_now_ms() : 0;
@@ -469,7 +470,8 @@ static void gw_cnode_after_exit(gw_cnode *cn, bool normal_exit) {
             backoff *= 2;
         cn->consecutive_failures++;
         cn->phase = PHASE_BACKOFF;
-        cn->deadline_ms = now + (int64_t)(backoff < cfg->backoff_max_ms ? backoff : cfg->backoff_max_ms);
+        cn->deadline_ms =
+            now + (int64_t)(backoff < cfg->backoff_max_ms ? backoff : cfg->backoff_max_ms);
         gw_set_state(cn, CNODE_RESTARTING);
         return;
     }
@@ -648,8 +650,8 @@ static void gw_cnode_spawn(gw_cnode *cn) {
     gateway *gw = cn->gw;
     const config_cnode *cfg = cn->cfg;
     const template_var vars[] = {
-        {"sname", cn->sname},          {"hostname", cn->hostname},  {"cookie", gw->cookie},
-        {"gateway_sname", gw->sname},  {"gateway_node", gw->node_name}, {"name", cfg->name},
+        {"sname", cn->sname},         {"hostname", cn->hostname},      {"cookie", gw->cookie},
+        {"gateway_sname", gw->sname}, {"gateway_node", gw->node_name}, {"name", cfg->name},
         {"node", cn->node},
     };
     size_t nvars = sizeof vars / sizeof vars[0];
@@ -658,7 +660,8 @@ static void gw_cnode_spawn(gw_cnode *cn) {
     char **envp = calloc(cfg->env_count + 1, sizeof *envp);
     bool ok = argv && envp;
     if (ok) argv[0] = cn->executable;
-    for (size_t i = 0; ok && i < argc; i++) ok = (argv[i + 1] = template_expand(cfg->args[i], vars, nvars, NULL)) != NULL;
+    for (size_t i = 0; ok && i < argc; i++)
+        ok = (argv[i + 1] = template_expand(cfg->args[i], vars, nvars, NULL)) != NULL;
     for (size_t i = 0; ok && i < cfg->env_count; i++) {
         char *v = template_expand(cfg->env[i].value, vars, nvars, NULL);
         ok = v && asprintf(&envp[i], "%s=%s", cfg->env[i].name, v) >= 0;
@@ -667,8 +670,8 @@ static void gw_cnode_spawn(gw_cnode *cn) {
     }
     child *proc = NULL;
     if (ok) {
-        child_spec spec = {.argv = (const char *const *)argv, .env = (const char *const *)envp,
-                           .cwd = cfg->cwd};
+        child_spec spec = {
+            .argv = (const char *const *)argv, .env = (const char *const *)envp, .cwd = cfg->cwd};
         proc = child_spawn(&spec);
     }
     int spawn_errno = errno;
@@ -677,7 +680,8 @@ static void gw_cnode_spawn(gw_cnode *cn) {
     free(argv);
     free(envp);
     if (!proc) {
-        gw_set_error(cn, "cannot start %s: %s", cn->executable, ok ? strerror(spawn_errno) : "out of memory");
+        gw_set_error(cn, "cannot start %s: %s", cn->executable,
+                     ok ? strerror(spawn_errno) : "out of memory");
         gw_set_state(cn, CNODE_DOWN);
         gw_cnode_after_exit(cn, false);
         return;
@@ -705,8 +709,10 @@ static void gw_cnode_start(gw_cnode *cn) {
         pthread_mutex_unlock(&cn->gw->mu);
     }
     gw_set_state(cn, CNODE_STARTING);
-    if (cn->cfg->direction == CNODE_DIRECTION_ADOPT) gw_start_connector(cn);
-    else gw_cnode_spawn(cn);
+    if (cn->cfg->direction == CNODE_DIRECTION_ADOPT)
+        gw_start_connector(cn);
+    else
+        gw_cnode_spawn(cn);
 }
 
 static void gw_send_init_stop(gw_cnode *cn);
@@ -738,11 +744,14 @@ static void gw_cnode_timers(gw_cnode *cn, int64_t now) {
     cn->deadline_ms = INT64_MAX;
     switch (cn->phase) {
     case PHASE_SPAWNED:
-        gw_cnode_down(cn, true, cn->ready_seen ? "ready line seen but no connection within %u ms"
-                                               : "no ready line within %u ms (spawn_inactive_timeout)",
+        gw_cnode_down(cn, true,
+                      cn->ready_seen ? "ready line seen but no connection within %u ms"
+                                     : "no ready line within %u ms (spawn_inactive_timeout)",
                       cn->cfg->spawn_inactive_timeout_ms);
         break;
-    case PHASE_CONNECTING: gw_cnode_down(cn, true, "could not connect to %s in time", cn->node); break;
+    case PHASE_CONNECTING:
+        gw_cnode_down(cn, true, "could not connect to %s in time", cn->node);
+        break;
     case PHASE_STOPPING:
         if (!cn->proc || child_exited(cn->proc)) break;
         if (cn->stop_stage == 0 && cn->kind == ENTRY_CHILD) {
@@ -867,8 +876,8 @@ static void gw_entry_free(gw_cnode *cn) {
         free(o->env[i].value);
     }
     free(o->env);
-    char *strings[] = {o->name, o->executable, o->sname, o->hostname, o->node, o->ready_line,
-                       o->registered_name, o->reply_tag};
+    char *strings[] = {o->name, o->executable, o->sname,           o->hostname,
+                       o->node, o->ready_line, o->registered_name, o->reply_tag};
     for (size_t i = 0; i < sizeof strings / sizeof strings[0]; i++) free(strings[i]);
     child_free(cn->proc);
     free(cn->executable);
@@ -885,8 +894,9 @@ static int gw_child_args(gateway *gw, config_cnode *o) {
     /* The child ticks at our pace, so a hung child is noticed within node.tick_time_ms. */
     char ticktime[16];
     snprintf(ticktime, sizeof ticktime, "%u", (cfg->tick_time_ms + 999) / 1000);
-    const char *fixed[] = {"-noinput", cfg->longnames ? "-name" : "-sname", o->node,
-                           "-kernel", "net_ticktime", ticktime};
+    const char *fixed[] = {"-noinput",     cfg->longnames ? "-name" : "-sname",
+                           o->node,        "-kernel",
+                           "net_ticktime", ticktime};
     for (size_t i = 0; i < 6; i++)
         if (!(o->args[o->arg_count++] = gw_template_literal(fixed[i]))) return -1;
     for (size_t i = 0; i < cfg->code_path_count; i++) {
@@ -937,8 +947,8 @@ static gw_cnode *gw_node_entry_new(gateway *gw, gw_entry_kind kind, const char *
               (o->reply_tag = strdup("rex")) && (o->node = strdup(node));
     if (ok && kind == ENTRY_CHILD) {
         /* argv is world-readable: the cookie reaches children through a private HOME. */
-        ok = (o->env = calloc(1, sizeof *o->env)) != NULL &&
-             (o->env[0].name = strdup("HOME")) && (o->env[0].value = strdup(gw->child_home));
+        ok = (o->env = calloc(1, sizeof *o->env)) != NULL && (o->env[0].name = strdup("HOME")) &&
+             (o->env[0].value = strdup(gw->child_home));
         o->env_count = ok ? 1 : 0;
         ok = ok && gw_child_args(gw, o) == 0 && (cn->executable = gw_which(cfg->erl_executable)) &&
              (cn->ready_line = malloc(strlen(node) + 7));
@@ -1050,7 +1060,8 @@ static long gw_match_tagged(const char *msg, size_t len, const char *tag) {
 /* Decodes {Ref, Reply} at msg: returns Reply's offset if Ref equals `ref`, else -1. */
 static long gw_match_ref(const char *msg, size_t len, const erlang_ref *ref) {
     if (len < 4 || (unsigned char)msg[0] != ERL_SMALL_TUPLE_EXT || msg[1] != 2) return -1;
-    if ((unsigned char)msg[2] != ERL_NEWER_REFERENCE_EXT && (unsigned char)msg[2] != ERL_NEW_REFERENCE_EXT)
+    if ((unsigned char)msg[2] != ERL_NEWER_REFERENCE_EXT &&
+        (unsigned char)msg[2] != ERL_NEW_REFERENCE_EXT)
         return -1;
     /* NEWER_REFERENCE_EXT: tag, 2-byte len, node atom, 4-byte creation, len*4 bytes */
     if (len < 8) return -1;
@@ -1115,7 +1126,8 @@ static void gw_on_message(void *ctx, dist_conn *dc, const dist_message *m) {
     gateway *gw = ctx;
     gw_conn *gc = dc->owner;
     if (!m->to_pid) {
-        if (m->to_name && strcmp(m->to_name, "net_kernel") == 0) gw_answer_net_kernel(dc, m);
+        if (m->to_name && strcmp(m->to_name, "net_kernel") == 0)
+            gw_answer_net_kernel(dc, m);
         else
             log_debug("message to registered name %s from %s ignored",
                       m->to_name ? m->to_name : "?", dc->peer);
@@ -1123,17 +1135,24 @@ static void gw_on_message(void *ctx, dist_conn *dc, const dist_message *m) {
     }
     uint64_t key = dist_pid_key(&m->to);
     pthread_mutex_lock(&gw->mu);
-    call *c = strcmp(m->to.node, gw->node_name) == 0 ? call_registry_find(&gw->registry, key) : NULL;
+    call *c =
+        strcmp(m->to.node, gw->node_name) == 0 ? call_registry_find(&gw->registry, key) : NULL;
     long offset = -1;
     if (c) {
         gw_cnode *owner = c->cnode;
         const config_cnode *cfg = owner->cfg;
-        if (cfg->protocol == CNODE_PROTOCOL_GEN_CALL) offset = gw_match_ref(m->msg, m->msg_len, &c->ref);
-        else if (cfg->reply_filter == REPLY_FILTER_ANY) offset = 0;
-        else if (cfg->reply_filter == REPLY_FILTER_TAG) offset = gw_match_tagged(m->msg, m->msg_len, cfg->reply_tag);
-        else offset = gw_match_tagged(m->msg, m->msg_len, owner->node);
-        if (offset >= 0) call_registry_remove(&gw->registry, &owner->calls, c);
-        else if (!c->on_message) owner->dropped++;
+        if (cfg->protocol == CNODE_PROTOCOL_GEN_CALL)
+            offset = gw_match_ref(m->msg, m->msg_len, &c->ref);
+        else if (cfg->reply_filter == REPLY_FILTER_ANY)
+            offset = 0;
+        else if (cfg->reply_filter == REPLY_FILTER_TAG)
+            offset = gw_match_tagged(m->msg, m->msg_len, cfg->reply_tag);
+        else
+            offset = gw_match_tagged(m->msg, m->msg_len, owner->node);
+        if (offset >= 0)
+            call_registry_remove(&gw->registry, &owner->calls, c);
+        else if (!c->on_message)
+            owner->dropped++;
     } else if (gc && gc->cnode) {
         gc->cnode->dropped++;
     } else {
@@ -1184,11 +1203,10 @@ static void gw_tick_connections(gateway *gw, int64_t now) {
         dist_conn *dc = gc->dc;
         /* C-nodes answer our ticks and children tick at our pace (net_ticktime is set for
          * them); other Erlang nodes tick at their own net_ticktime, which we cannot know. */
-        int64_t silence = gc->cnode && gc->cnode->kind == ENTRY_PEER ? gw->cfg->peer_tick_time_ms
-                                                                     : tick;
+        int64_t silence =
+            gc->cnode && gc->cnode->kind == ENTRY_PEER ? gw->cfg->peer_tick_time_ms : tick;
         bool silent = now - atomic_load(&dc->last_recv_ms) > silence;
-        if (!silent && now - atomic_load(&dc->last_send_ms) >= tick / 4)
-            dist_send_tick(dc, 100);
+        if (!silent && now - atomic_load(&dc->last_send_ms) >= tick / 4) dist_send_tick(dc, 100);
         if (!silent && !atomic_load(&dc->broken)) continue;
         const char *why = silent ? "no answer to ticks (tick_time)" : "send failed";
         if (gc->cnode) {
@@ -1233,7 +1251,8 @@ static bool gw_handle_signals(gateway *gw) {
     struct signalfd_siginfo si;
     bool stop = false;
     while (read(gw->sig_fd, &si, sizeof si) == sizeof si) {
-        if (si.ssi_signo == SIGCHLD) gw_reap_all(gw);
+        if (si.ssi_signo == SIGCHLD)
+            gw_reap_all(gw);
         else {
             log_info("signal %d: stopping", (int)si.ssi_signo);
             stop = true;
@@ -1244,9 +1263,20 @@ static bool gw_handle_signals(gateway *gw) {
 
 /* Tells a child node's `init` to stop: {stop, stop}, what init:stop/0 sends. */
 static void gw_send_init_stop(gw_cnode *cn) {
-    static const char stop_msg[] = {ERL_SMALL_TUPLE_EXT, 2, ERL_SMALL_ATOM_UTF8_EXT, 4, 's',
-                                    't', 'o', 'p', ERL_SMALL_ATOM_UTF8_EXT, 4, 's', 't',
-                                    'o', 'p'};
+    static const char stop_msg[] = {ERL_SMALL_TUPLE_EXT,
+                                    2,
+                                    ERL_SMALL_ATOM_UTF8_EXT,
+                                    4,
+                                    's',
+                                    't',
+                                    'o',
+                                    'p',
+                                    ERL_SMALL_ATOM_UTF8_EXT,
+                                    4,
+                                    's',
+                                    't',
+                                    'o',
+                                    'p'};
     erlang_pid from;
     gateway_make_pid(cn->gw, &from);
     dist_send_reg(cn->conn->dc, &from, "init", NULL, 0, stop_msg, sizeof stop_msg, 1000);
@@ -1317,8 +1347,10 @@ static void gw_check_spawns(gateway *gw) {
         const char *names[r->count ? r->count : 1];
         for (size_t i = 0; i < r->count; i++) {
             gw_cnode *cn = r->children[i];
-            if (cn->state == CNODE_UP) names[up++] = cn->node;
-            else if (cn->state != CNODE_STARTING && !error) error = cn->last_error[0] ? cn->last_error : "the node went down while starting";
+            if (cn->state == CNODE_UP)
+                names[up++] = cn->node;
+            else if (cn->state != CNODE_STARTING && !error)
+                error = cn->last_error[0] ? cn->last_error : "the node went down while starting";
         }
         if (up < r->count && !error && !gw->shutting_down) {
             pp = &r->next;
@@ -1367,8 +1399,11 @@ int gateway_run(gateway *gw, void (*on_started)(void *ctx), void *ctx) {
         snprintf(node, sizeof node, "%s%u@%s", gw->cfg->child_prefix, ++gw->child_max_index,
                  gw->hostname);
         gw_cnode *cn = gw_node_entry_new(gw, ENTRY_CHILD, node);
-        if (!cn) log_error("cannot set up child node %s (is %s installed?)", node, gw->cfg->erl_executable);
-        else cn->child_index = gw->child_max_index;
+        if (!cn)
+            log_error("cannot set up child node %s (is %s installed?)", node,
+                      gw->cfg->erl_executable);
+        else
+            cn->child_index = gw->child_max_index;
     }
     gw_service_entries(gw, dist_now_ms());
     if (on_started) on_started(ctx);
@@ -1473,20 +1508,27 @@ static int gw_cnode_init(gateway *gw, gw_cnode *cn, const config_cnode *cfg, uns
     cn->state = CNODE_STARTING;
     cn->deadline_ms = INT64_MAX;
     snprintf(cn->hostname, sizeof cn->hostname, "%s", cfg->hostname ? cfg->hostname : gw->hostname);
-    const template_var base[] = {{"name", cfg->name}, {"gateway_sname", gw->sname},
-                                 {"hostname", cn->hostname}, {"gateway_node", gw->node_name}};
-    char *sname = template_expand(cfg->sname ? cfg->sname : "{gateway_sname}_{name}", base, 4, NULL);
+    const template_var base[] = {{"name", cfg->name},
+                                 {"gateway_sname", gw->sname},
+                                 {"hostname", cn->hostname},
+                                 {"gateway_node", gw->node_name}};
+    char *sname =
+        template_expand(cfg->sname ? cfg->sname : "{gateway_sname}_{name}", base, 4, NULL);
     if (!sname || strlen(sname) + 12 >= sizeof cn->sname) {
         snprintf(err, err_len, "cnode %s: bad sname", cfg->name);
         free(sname);
         return -1;
     }
     /* A pool's instances need distinct node names: <sname>_<instance>. */
-    if (cfg->instances > 1) snprintf(cn->sname, sizeof cn->sname, "%s_%u", sname, instance);
-    else snprintf(cn->sname, sizeof cn->sname, "%s", sname);
+    if (cfg->instances > 1)
+        snprintf(cn->sname, sizeof cn->sname, "%s_%u", sname, instance);
+    else
+        snprintf(cn->sname, sizeof cn->sname, "%s", sname);
     free(sname);
-    const template_var vars[] = {{"name", cfg->name},         {"gateway_sname", gw->sname},
-                                 {"hostname", cn->hostname},  {"gateway_node", gw->node_name},
+    const template_var vars[] = {{"name", cfg->name},
+                                 {"gateway_sname", gw->sname},
+                                 {"hostname", cn->hostname},
+                                 {"gateway_node", gw->node_name},
                                  {"sname", cn->sname}};
     if (cfg->node && cfg->instances > 1) {
         snprintf(err, err_len, "cnode %s: `node` names one node, so `instances` must be 1",
@@ -1631,8 +1673,7 @@ gateway *gateway_new(const config *cfg, const char *cookie, char *err, size_t er
         gw->group_first[i] = k;
         for (unsigned j = 1; j <= cfg->cnodes[i].instances; j++, k++) {
             gw->cnodes[k].group = i;
-            if (gw_cnode_init(gw, &gw->cnodes[k], &cfg->cnodes[i], j, err, err_len) != 0)
-                goto fail;
+            if (gw_cnode_init(gw, &gw->cnodes[k], &cfg->cnodes[i], j, err, err_len) != 0) goto fail;
         }
     }
     if (gw_child_home_create(gw, err, err_len) != 0) goto fail;
@@ -1767,8 +1808,8 @@ static gw_cnode *gw_pick_instance(gw_cnode *first) {
     return best ? best : first;
 }
 
-gateway_error gateway_call(gateway *gw, const char *name, call *c, const char *msg,
-                           size_t msg_len, unsigned timeout_ms) {
+gateway_error gateway_call(gateway *gw, const char *name, call *c, const char *msg, size_t msg_len,
+                           unsigned timeout_ms) {
     gw_cnode *first = gw_find_cnode(gw, name);
     if (!first) return GATEWAY_NOT_FOUND;
     const config_cnode *cfg = first->cfg;
@@ -1782,9 +1823,12 @@ gateway_error gateway_call(gateway *gw, const char *name, call *c, const char *m
     c->cnode = cn;
     gateway_error e = GATEWAY_OK;
     dist_conn *dc = cn->live;
-    if (gw->shutting_down) e = GATEWAY_SHUTTING_DOWN;
-    else if (!dc || cn->state != CNODE_UP) e = GATEWAY_UNAVAILABLE;
-    else if (cn->calls.count >= cfg->max_in_flight) e = GATEWAY_OVERLOADED;
+    if (gw->shutting_down)
+        e = GATEWAY_SHUTTING_DOWN;
+    else if (!dc || cn->state != CNODE_UP)
+        e = GATEWAY_UNAVAILABLE;
+    else if (cn->calls.count >= cfg->max_in_flight)
+        e = GATEWAY_OVERLOADED;
     else {
         if (cfg->protocol == CNODE_PROTOCOL_GEN_CALL) {
             /* {'$gen_call', {Pid, Ref}, Request}: the request's bytes follow the prefix. */
@@ -1795,7 +1839,8 @@ gateway_error gateway_call(gateway *gw, const char *name, call *c, const char *m
             ei_encode_pid(prefix, &plen, &c->pid);
             ei_encode_ref(prefix, &plen, &c->ref);
         }
-        if (call_registry_add(&gw->registry, &cn->calls, c) != 0) e = GATEWAY_NO_MEMORY;
+        if (call_registry_add(&gw->registry, &cn->calls, c) != 0)
+            e = GATEWAY_NO_MEMORY;
         else {
             cn->calls_total++;
             dist_conn_ref(dc);
@@ -1979,10 +2024,14 @@ gateway_error gateway_rpc(gateway *gw, const char *node, call *c, const char *mo
     dist_conn *dc = NULL;
     pthread_mutex_lock(&gw->mu);
     gw_cnode *cn = gw_find_node_locked(gw, node);
-    if (gw->shutting_down) e = GATEWAY_SHUTTING_DOWN;
-    else if (cn && (cn->removing || cn->stop_requested)) e = GATEWAY_UNAVAILABLE;
-    else if (cn && cn->live) dc = cn->live;
-    else if (cn && cn->state != CNODE_STARTING) e = GATEWAY_UNAVAILABLE;
+    if (gw->shutting_down)
+        e = GATEWAY_SHUTTING_DOWN;
+    else if (cn && (cn->removing || cn->stop_requested))
+        e = GATEWAY_UNAVAILABLE;
+    else if (cn && cn->live)
+        dc = cn->live;
+    else if (cn && cn->state != CNODE_STARTING)
+        e = GATEWAY_UNAVAILABLE;
     pthread_mutex_unlock(&gw->mu);
     if (e == GATEWAY_OK && !cn) {
         /* Not known yet: connect on demand (the loop starts it). Two threads may race to
@@ -2005,8 +2054,10 @@ gateway_error gateway_rpc(gateway *gw, const char *node, call *c, const char *mo
     } else {
         dist_conn_ref(dc);
     }
-    if (call_registry_add(&gw->registry, &cn->calls, c) != 0) e = GATEWAY_NO_MEMORY;
-    else cn->calls_total++;
+    if (call_registry_add(&gw->registry, &cn->calls, c) != 0)
+        e = GATEWAY_NO_MEMORY;
+    else
+        cn->calls_total++;
     pthread_mutex_unlock(&gw->mu);
     if (e != GATEWAY_OK) {
         if (dc) dist_conn_unref(dc);
@@ -2060,8 +2111,10 @@ gateway_error gateway_spawn_nodes(gateway *gw, unsigned count, gateway_spawn_fn 
     for (gw_cnode *cn = gw->nodes; cn; cn = cn->next)
         children += cn->kind == ENTRY_CHILD && !cn->removing && !cn->stop_requested;
     gateway_error e = GATEWAY_OK;
-    if (gw->shutting_down) e = GATEWAY_SHUTTING_DOWN;
-    else if (count == 0 || children + count > gw->cfg->max_children) e = GATEWAY_BAD_REQUEST;
+    if (gw->shutting_down)
+        e = GATEWAY_SHUTTING_DOWN;
+    else if (count == 0 || children + count > gw->cfg->max_children)
+        e = GATEWAY_BAD_REQUEST;
     unsigned first = gw->child_max_index + 1;
     if (e == GATEWAY_OK) gw->child_max_index += count; /* numbering goes on from the highest */
     pthread_mutex_unlock(&gw->mu);
@@ -2097,8 +2150,8 @@ gateway_error gateway_spawn_nodes(gateway *gw, unsigned count, gateway_spawn_fn 
 gateway_error gateway_stop_node(gateway *gw, const char *node) {
     pthread_mutex_lock(&gw->mu);
     gw_cnode *cn = gw_find_node_locked(gw, node);
-    gateway_error e = cn && cn->kind == ENTRY_CHILD && !cn->removing ? GATEWAY_OK
-                                                                      : GATEWAY_NOT_FOUND;
+    gateway_error e =
+        cn && cn->kind == ENTRY_CHILD && !cn->removing ? GATEWAY_OK : GATEWAY_NOT_FOUND;
     if (e == GATEWAY_OK) cn->stop_requested = true;
     pthread_mutex_unlock(&gw->mu);
     if (e == GATEWAY_OK) gw_wake(gw);

@@ -14,7 +14,7 @@
 
 /* Externally visible C-node states, from one list. */
 #define CNODE_STATES(X)                                                                            \
-    X(CNODE_STARTING, "starting")     /* spawned or connecting, not yet usable */                 \
+    X(CNODE_STARTING, "starting")     /* spawned or connecting, not yet usable */                  \
     X(CNODE_UP, "up")                 /* connected: calls go through */                            \
     X(CNODE_DOWN, "down")             /* lost; being stopped before a restart decision */          \
     X(CNODE_RESTARTING, "restarting") /* waiting out the backoff before the next start */          \
@@ -51,7 +51,7 @@ const char *gateway_error_code(gateway_error e);
 
 /* A snapshot of one C-node for the API. */
 typedef struct gateway_cnode_info {
-    const char *name; /* points into the config */
+    const char *name;      /* points into the config */
     unsigned instance;     /* 1..instances for one instance; 0 for the pool as a whole */
     unsigned instances;    /* processes configured for this name */
     unsigned instances_up; /* of those, how many are up */
@@ -62,7 +62,7 @@ typedef struct gateway_cnode_info {
     char last_exit[96];   /* "exit status 3", "killed by signal 9 (Killed)", or "" */
     char last_error[192]; /* why it last went down or failed to start, or "" */
     size_t in_flight;
-    int64_t uptime_ms;    /* time since it came up; 0 when not up */
+    int64_t uptime_ms; /* time since it came up; 0 when not up */
     uint64_t calls_total;
     uint64_t dropped_messages; /* replies after their call ended, filtered or unmatched messages */
     cnode_direction direction;
@@ -101,8 +101,8 @@ void gateway_make_pid(gateway *gw, erlang_pid *pid);
  * c->pid must come from gateway_make_pid; c->on_done/c->ctx set. timeout_ms 0 means the C-node's
  * default. On GATEWAY_OK the call is in flight and on_done runs exactly once later, on another
  * thread; on any other result on_done is never called. Any thread. */
-gateway_error gateway_call(gateway *gw, const char *cnode, call *c, const char *msg,
-                           size_t msg_len, unsigned timeout_ms);
+gateway_error gateway_call(gateway *gw, const char *cnode, call *c, const char *msg, size_t msg_len,
+                           unsigned timeout_ms);
 /* Ends an in-flight call (gateway_call or gateway_rpc) because its caller gave up: if it is
  * still registered it is unregistered and on_done runs on the calling thread with
  * CALL_CANCELLED; a reply that comes later is dropped and counted. Returns true if it did;
@@ -115,14 +115,14 @@ gateway_error gateway_cast(gateway *gw, const char *cnode, const char *msg, size
 
 /* One state change of a C-node or an Erlang node. */
 typedef struct gateway_event {
-    uint64_t seq;        /* increases by one per event */
-    int64_t time_ms;     /* wall clock, ms since the epoch */
-    bool erlang_node;    /* false: a C-node; true: an Erlang node (child or peer) */
+    uint64_t seq;              /* increases by one per event */
+    int64_t time_ms;           /* wall clock, ms since the epoch */
+    bool erlang_node;          /* false: a C-node; true: an Erlang node (child or peer) */
     char name[MAXNODELEN * 4]; /* the C-node's API name, or the Erlang node's name */
     char node[MAXNODELEN * 4];
-    cnode_state state;   /* the state entered */
-    char reason[192];    /* why (down, failed, restarting), else "" */
-    pid_t os_pid;        /* 0 when none */
+    cnode_state state; /* the state entered */
+    char reason[192];  /* why (down, failed, restarting), else "" */
+    pid_t os_pid;      /* 0 when none */
 } gateway_event;
 
 /* Receives events on the event loop thread; it must not block and must not call

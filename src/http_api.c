@@ -29,7 +29,7 @@ typedef enum http_format {
 #define X(id, mime) id,
     HTTP_FORMATS(X)
 #undef X
-    FORMAT_NONE
+        FORMAT_NONE
 } http_format;
 
 static const char *const http_format_mime[] = {
@@ -70,7 +70,7 @@ typedef struct http_request {
     struct MHD_Connection *conn;
     strbuf body;
     bool too_large;
-    bool have_response;      /* an early error response is queued, the body is discarded */
+    bool have_response; /* an early error response is queued, the body is discarded */
     request_kind kind;
     const config_cnode *cnode; /* REQ_CALL, REQ_CAST */
     char target[256];          /* the C-node's or node's name, for messages */
@@ -80,8 +80,8 @@ typedef struct http_request {
     http_format in, out;
     unsigned timeout_ms;
     bool submitted;
-    gateway_error refused;   /* gateway_call's refusal, answered after the resume */
-    atomic_bool done;        /* set by the gateway's loop before it resumes us */
+    gateway_error refused; /* gateway_call's refusal, answered after the resume */
+    atomic_bool done;      /* set by the gateway's loop before it resumes us */
     call call;
 } http_request;
 
@@ -197,14 +197,20 @@ static void http_json_cnode(strbuf *sb, const gateway_cnode_info *i) {
     strbuf_json_string(sb, i->name, strlen(i->name));
     strbuf_printf(sb, ",\"state\":\"%s\",\"node\":", cnode_state_name(i->state));
     strbuf_json_string(sb, i->node, strlen(i->node));
-    if (i->os_pid) strbuf_printf(sb, ",\"os_pid\":%d", (int)i->os_pid);
-    else strbuf_puts(sb, ",\"os_pid\":null");
+    if (i->os_pid)
+        strbuf_printf(sb, ",\"os_pid\":%d", (int)i->os_pid);
+    else
+        strbuf_puts(sb, ",\"os_pid\":null");
     strbuf_printf(sb, ",\"restarts\":%u,\"last_exit\":", i->restarts);
-    if (i->last_exit[0]) strbuf_json_string(sb, i->last_exit, strlen(i->last_exit));
-    else strbuf_puts(sb, "null");
+    if (i->last_exit[0])
+        strbuf_json_string(sb, i->last_exit, strlen(i->last_exit));
+    else
+        strbuf_puts(sb, "null");
     strbuf_puts(sb, ",\"last_error\":");
-    if (i->last_error[0]) strbuf_json_string(sb, i->last_error, strlen(i->last_error));
-    else strbuf_puts(sb, "null");
+    if (i->last_error[0])
+        strbuf_json_string(sb, i->last_error, strlen(i->last_error));
+    else
+        strbuf_puts(sb, "null");
     strbuf_printf(sb,
                   ",\"in_flight\":%zu,\"uptime_ms\":%lld,\"calls_total\":%llu,"
                   "\"dropped_messages\":%llu,\"direction\":\"%s\",\"protocol\":\"%s\","
@@ -252,8 +258,9 @@ static enum MHD_Result http_get_cnode(http_api *api, struct MHD_Connection *conn
             strbuf_printf(&sb, "{\"instance\":%u,\"state\":\"%s\",\"node\":", k,
                           cnode_state_name(one.state));
             strbuf_json_string(&sb, one.node, strlen(one.node));
-            strbuf_printf(&sb, ",\"os_pid\":%d,\"in_flight\":%zu,\"calls_total\":%llu,"
-                               "\"restarts\":%u}",
+            strbuf_printf(&sb,
+                          ",\"os_pid\":%d,\"in_flight\":%zu,\"calls_total\":%llu,"
+                          "\"restarts\":%u}",
                           (int)one.os_pid, one.in_flight, (unsigned long long)one.calls_total,
                           one.restarts);
         }
@@ -300,8 +307,12 @@ static enum MHD_Result http_call_response(http_request *req) {
     int idx = (int)c->reply_offset;
     int rc;
     switch (req->out) {
-    case FORMAT_TEXT: rc = term_to_text(c->reply, c->reply_len, &idx, &req->api->limits, &sb, &err); break;
-    case FORMAT_ETF: rc = term_to_etf(c->reply, c->reply_len, &idx, &req->api->limits, &sb, &err); break;
+    case FORMAT_TEXT:
+        rc = term_to_text(c->reply, c->reply_len, &idx, &req->api->limits, &sb, &err);
+        break;
+    case FORMAT_ETF:
+        rc = term_to_etf(c->reply, c->reply_len, &idx, &req->api->limits, &sb, &err);
+        break;
     default: rc = term_to_json(c->reply, c->reply_len, &idx, &req->api->limits, &sb, &err); break;
     }
     if (rc != 0) {
@@ -328,7 +339,9 @@ static enum MHD_Result http_call_submit(http_request *req) {
     const char *body = req->body.data ? req->body.data : "";
     int rc;
     switch (req->in) {
-    case FORMAT_TEXT: rc = term_from_text(body, req->body.len, &api->limits, &c->pid, &x, &err); break;
+    case FORMAT_TEXT:
+        rc = term_from_text(body, req->body.len, &api->limits, &c->pid, &x, &err);
+        break;
     case FORMAT_ETF: rc = term_from_etf(body, req->body.len, &api->limits, &x, &err); break;
     default: rc = term_from_json(body, req->body.len, &api->limits, &c->pid, &x, &err); break;
     }
@@ -424,8 +437,10 @@ static enum MHD_Result http_list_nodes(http_api *api, struct MHD_Connection *con
         strbuf_printf(&sb, ",\"connected\":%s,\"child\":%s,\"state\":\"%s\",\"os_pid\":",
                       ni->connected ? "true" : "false", ni->child ? "true" : "false",
                       cnode_state_name(ni->state));
-        if (ni->os_pid) strbuf_printf(&sb, "%d", (int)ni->os_pid);
-        else strbuf_puts(&sb, "null");
+        if (ni->os_pid)
+            strbuf_printf(&sb, "%d", (int)ni->os_pid);
+        else
+            strbuf_puts(&sb, "null");
         strbuf_printf(&sb, ",\"restarts\":%u}", ni->restarts);
     }
     strbuf_puts(&sb, "]}");
@@ -651,7 +666,8 @@ static enum MHD_Result http_rpc_begin(http_request *req, const char *node) {
                           "application/x-erlang-binary");
     if (http_rpc_timeout(req) != 0)
         return http_error(conn, MHD_HTTP_BAD_REQUEST, "bad_request",
-                          "timeout_ms must be an integer from 1 to %u", api->cfg->max_rpc_timeout_ms);
+                          "timeout_ms must be an integer from 1 to %u",
+                          api->cfg->max_rpc_timeout_ms);
     if (req->too_large)
         return http_error(conn, MHD_HTTP_CONTENT_TOO_LARGE, "payload_too_large",
                           "request body over %zu bytes", api->cfg->max_body_bytes);
@@ -662,14 +678,18 @@ static enum MHD_Result http_rpc_begin(http_request *req, const char *node) {
     const char *body = req->body.data ? req->body.data : "";
     int rc;
     switch (req->in) {
-    case FORMAT_TEXT: rc = term_from_text(body, req->body.len, &api->limits, &req->call.pid, &x, &err); break;
+    case FORMAT_TEXT:
+        rc = term_from_text(body, req->body.len, &api->limits, &req->call.pid, &x, &err);
+        break;
     case FORMAT_ETF: rc = term_from_etf(body, req->body.len, &api->limits, &x, &err); break;
-    default: rc = term_from_json(body, req->body.len, &api->limits, &req->call.pid, &x, &err); break;
+    default:
+        rc = term_from_json(body, req->body.len, &api->limits, &req->call.pid, &x, &err);
+        break;
     }
     if (rc != 0) {
         ei_x_free(&x);
-        return http_error(conn, (unsigned)term_status_http(err.status), term_status_name(err.status),
-                          "%s", err.message);
+        return http_error(conn, (unsigned)term_status_http(err.status),
+                          term_status_name(err.status), "%s", err.message);
     }
     char module[256], function[256], why[200];
     int a0, a1;
@@ -697,7 +717,8 @@ static enum MHD_Result http_load_begin(http_request *req, const char *node, cons
                           "the body must be the module's .beam file");
     if (http_rpc_timeout(req) != 0)
         return http_error(conn, MHD_HTTP_BAD_REQUEST, "bad_request",
-                          "timeout_ms must be an integer from 1 to %u", api->cfg->max_rpc_timeout_ms);
+                          "timeout_ms must be an integer from 1 to %u",
+                          api->cfg->max_rpc_timeout_ms);
     /* code:load_binary(Module, "Module.beam", Beam) */
     char file[300];
     snprintf(file, sizeof file, "%s.beam", module);
@@ -806,8 +827,8 @@ static enum MHD_Result http_route_nodes(http_request *req, const char *url, cons
         if (strcmp(method, "DELETE") != 0) return http_method_not_allowed(conn, "DELETE");
         gateway_error ge = gateway_stop_node(req->api->gw, node);
         if (ge == GATEWAY_NOT_FOUND)
-            return http_error(conn, MHD_HTTP_NOT_FOUND, "not_found",
-                              "no child node named '%.200s'", node);
+            return http_error(conn, MHD_HTTP_NOT_FOUND, "not_found", "no child node named '%.200s'",
+                              node);
         strbuf sb = {0};
         strbuf_puts(&sb, "{\"status\":\"stopping\",\"node\":");
         strbuf_json_string(&sb, node, strlen(node));
@@ -838,16 +859,18 @@ static int64_t http_now_ms(void) {
 }
 
 static void http_event_json(strbuf *sb, const gateway_event *ev) {
-    strbuf_printf(sb, "{\"seq\":%llu,\"time_ms\":%lld,\"kind\":\"%s\",\"name\":",
-                  (unsigned long long)ev->seq, (long long)ev->time_ms,
-                  ev->erlang_node ? "erlang_node" : "cnode");
+    strbuf_printf(
+        sb, "{\"seq\":%llu,\"time_ms\":%lld,\"kind\":\"%s\",\"name\":", (unsigned long long)ev->seq,
+        (long long)ev->time_ms, ev->erlang_node ? "erlang_node" : "cnode");
     strbuf_json_string(sb, ev->name, strlen(ev->name));
     strbuf_puts(sb, ",\"node\":");
     strbuf_json_string(sb, ev->node, strlen(ev->node));
     strbuf_printf(sb, ",\"state\":\"%s\",\"reason\":", cnode_state_name(ev->state));
     strbuf_json_string(sb, ev->reason, strlen(ev->reason));
-    if (ev->os_pid) strbuf_printf(sb, ",\"os_pid\":%d}", (int)ev->os_pid);
-    else strbuf_puts(sb, ",\"os_pid\":null}");
+    if (ev->os_pid)
+        strbuf_printf(sb, ",\"os_pid\":%d}", (int)ev->os_pid);
+    else
+        strbuf_puts(sb, ",\"os_pid\":null}");
 }
 
 static void http_watch_send(http_watch *w, const gateway_event *ev) {
@@ -885,7 +908,8 @@ static void http_watch_snapshot(http_api *api, http_watch *w) {
     gateway_node_info *nodes;
     int n = gateway_list_nodes(api->gw, &nodes);
     for (int i = 0; i < n; i++) {
-        gateway_event ev = {.erlang_node = true, .state = nodes[i].state, .os_pid = nodes[i].os_pid};
+        gateway_event ev = {
+            .erlang_node = true, .state = nodes[i].state, .os_pid = nodes[i].os_pid};
         snprintf(ev.name, sizeof ev.name, "%s", nodes[i].node);
         snprintf(ev.node, sizeof ev.node, "%s", nodes[i].node);
         http_watch_send(w, &ev);
@@ -1010,7 +1034,8 @@ static void http_call_stream_done(call *c, void *ctx) {
                      cs->timeout_ms);
         else
             snprintf(msg, sizeof msg, "%s", c->detail);
-        strbuf_printf(&sb, "{\"error\":{\"code\":\"%s\",\"message\":", call_outcome_code(c->outcome));
+        strbuf_printf(&sb,
+                      "{\"error\":{\"code\":\"%s\",\"message\":", call_outcome_code(c->outcome));
         strbuf_json_string(&sb, msg, strlen(msg));
         strbuf_puts(&sb, "}}\n");
         http_stream_write(cs->stream, sb.data, sb.len);
@@ -1048,9 +1073,13 @@ static enum MHD_Result http_call_stream_submit(http_request *req) {
     if (ei_x_new(&x) == 0) {
         const char *body = req->body.data ? req->body.data : "";
         switch (req->in) {
-        case FORMAT_TEXT: rc = term_from_text(body, req->body.len, &api->limits, &cs->call.pid, &x, &err); break;
+        case FORMAT_TEXT:
+            rc = term_from_text(body, req->body.len, &api->limits, &cs->call.pid, &x, &err);
+            break;
         case FORMAT_ETF: rc = term_from_etf(body, req->body.len, &api->limits, &x, &err); break;
-        default: rc = term_from_json(body, req->body.len, &api->limits, &cs->call.pid, &x, &err); break;
+        default:
+            rc = term_from_json(body, req->body.len, &api->limits, &cs->call.pid, &x, &err);
+            break;
         }
     } else {
         err.status = TERM_ERR_NOMEM;
@@ -1061,7 +1090,8 @@ static enum MHD_Result http_call_stream_submit(http_request *req) {
         cs->call.on_done = http_call_stream_done;
         cs->call.on_message = http_call_stream_message;
         cs->call.ctx = cs;
-        ge = gateway_call(api->gw, req->target, &cs->call, x.buff, (size_t)x.index, req->timeout_ms);
+        ge =
+            gateway_call(api->gw, req->target, &cs->call, x.buff, (size_t)x.index, req->timeout_ms);
     }
     ei_x_free(&x);
     if (rc != 0 || ge != GATEWAY_OK) {
@@ -1143,8 +1173,8 @@ static enum MHD_Result http_route(http_request *req, const char *url, const char
         }
         if (segs == 2 && (strcmp(action, "call") == 0 || strcmp(action, "cast") == 0)) {
             if (!post) return http_method_not_allowed(conn, "POST");
-            enum MHD_Result r =
-                http_call_begin(req, name, strcmp(action, "call") == 0 ? REQ_CALL : REQ_CAST, false);
+            enum MHD_Result r = http_call_begin(
+                req, name, strcmp(action, "call") == 0 ? REQ_CALL : REQ_CAST, false);
             return req->have_response ? r : http_call_submit(req);
         }
     }
@@ -1224,7 +1254,8 @@ static void http_completed(void *cls, struct MHD_Connection *conn, void **con_cl
 
 /* ------------------------------------------------------------------------------------------ */
 
-static int http_parse_listen(const char *listen, struct sockaddr_in *sa, char *err, size_t err_len) {
+static int http_parse_listen(const char *listen, struct sockaddr_in *sa, char *err,
+                             size_t err_len) {
     const char *colon = strrchr(listen, ':');
     char host[64];
     if (!colon || (size_t)(colon - listen) >= sizeof host) {
@@ -1292,8 +1323,10 @@ http_api *http_api_start(const config *cfg, gateway *gw, char *err, size_t err_l
     inet_ntop(AF_INET, &sa.sin_addr, host, sizeof host);
     snprintf(h->address, sizeof h->address, "%s:%u", host,
              info ? (unsigned)info->port : (unsigned)ntohs(sa.sin_port));
-    if (pthread_create(&h->janitor, NULL, http_janitor_main, h) == 0) h->janitor_started = true;
-    else log_warn("no janitor thread: watch streams of gone clients linger until shutdown");
+    if (pthread_create(&h->janitor, NULL, http_janitor_main, h) == 0)
+        h->janitor_started = true;
+    else
+        log_warn("no janitor thread: watch streams of gone clients linger until shutdown");
     return h;
 }
 

@@ -49,5 +49,6 @@ void log_msg(log_level level, const char *fmt, ...) {
     if (m < 0) m = 0;
     n = (size_t)(n + m) >= sizeof line - 1 ? (int)sizeof line - 2 : n + m;
     line[n++] = '\n';
-    fwrite(line, 1, (size_t)n, stderr); /* one write per line: lines from threads never interleave */
+    fwrite(line, 1, (size_t)n,
+           stderr); /* one write per line: lines from threads never interleave */
 }

@@ -7,9 +7,9 @@
 
 /* Owned by whoever declared it; release with strbuf_free. A zeroed strbuf is valid and empty. */
 typedef struct strbuf {
-    char *data;  /* NUL-terminated when non-NULL; may also hold binary bytes */
-    size_t len;  /* bytes used, not counting the terminating NUL */
-    size_t cap;  /* bytes allocated */
+    char *data; /* NUL-terminated when non-NULL; may also hold binary bytes */
+    size_t len; /* bytes used, not counting the terminating NUL */
+    size_t cap; /* bytes allocated */
 } strbuf;
 
 /* Ensures room for `extra` more bytes (plus the NUL). Returns 0, or -1 when out of memory. */

@@ -1,4 +1,5 @@
-/* term_validate: the public face of the codec's bounded ETF walker, for code that decodes with ei. */
+/* term_validate: the public face of the codec's bounded ETF walker, for code that decodes with ei.
+ */
 #include "term.h"
 #include "term_common.h"
 
