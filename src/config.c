@@ -646,8 +646,30 @@ SECTION_SETTER(set_http_section, http_fields)
 SECTION_SETTER(set_terms_section, terms_fields)
 SECTION_SETTER(set_log_section, log_fields)
 SECTION_SETTER(set_grpc_section, grpc_fields)
-SECTION_SETTER(set_erlang_nodes_section, erlang_nodes_fields)
 #undef SECTION_SETTER
+
+/* The erlang_nodes section, with the checks that span keys. */
+static int set_erlang_nodes_section(parse_ctx *c, yaml_node_t *v, const char *path,
+                                    void *target) {
+    config *cfg = target;
+    if (parse_mapping(c, v, path, erlang_nodes_fields, COUNT(erlang_nodes_fields), target))
+        return -1;
+    key_path sub;
+    const char *p = cfg->child_prefix;
+    if (!*p || strspn(p, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") !=
+                   strlen(p) || strlen(p) > 200) {
+        join_path(sub, path, "name_prefix");
+        return fail(c, mapping_get(c, v, "name_prefix"), sub,
+                    "expected letters, digits, '_' or '-' (a node name's alive part)");
+    }
+    if (cfg->rpc_timeout_ms > cfg->max_rpc_timeout_ms) {
+        join_path(sub, path, "rpc_timeout_ms");
+        return fail(c, mapping_get(c, v, "rpc_timeout_ms"), sub,
+                    "%u is above max_rpc_timeout_ms (%u)", cfg->rpc_timeout_ms,
+                    cfg->max_rpc_timeout_ms);
+    }
+    return 0;
+}
 
 static int strdup_all(const char *const *src, char **const *dst, size_t n) {
     for (size_t i = 0; i < n; i++) {

@@ -4,6 +4,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -816,10 +817,12 @@ static void *gw_connector_main(void *arg) {
     ei_cnode ec = gw->ec;
     int64_t deadline = dist_now_ms() + job->cnode->cfg->connect_timeout_ms;
     int fd = -1;
-    /* "Retrying briefly": the node may need a moment to appear in epmd. */
+    /* A C-node we just started ("to") may need a moment to appear in epmd: retry briefly.
+     * An adopted node or a peer is there or not: one attempt (adoption retries with backoff). */
+    bool retry = job->cnode->cfg->direction == CNODE_DIRECTION_TO;
     while (!atomic_load(&gw->stop_requested)) {
         fd = ei_connect(&ec, job->peer);
-        if (fd >= 0 || dist_now_ms() >= deadline) break;
+        if (fd >= 0 || !retry || dist_now_ms() >= deadline) break;
         usleep(50000);
     }
     job->fd = fd < 0 ? -1 : fd;
@@ -911,9 +914,9 @@ static int gw_child_args(gateway *gw, config_cnode *o) {
     return 0;
 }
 
-/* Creates an Erlang-node entry and links it (any thread). Children get a process spec; peers
- * are connected to (or were accepted). Returns NULL when out of memory or when the child's
- * `erl` cannot be found. */
+/* Creates an Erlang-node entry and links it (any thread), or returns the entry that already
+ * exists for `node`. Children get a process spec; peers are connected to (or were accepted).
+ * Returns NULL when out of memory or when the child's `erl` cannot be found. */
 static gw_cnode *gw_node_entry_new(gateway *gw, gw_entry_kind kind, const char *node) {
     const config *cfg = gw->cfg;
     gw_cnode *cn = calloc(1, sizeof *cn);
@@ -963,9 +966,16 @@ static gw_cnode *gw_node_entry_new(gateway *gw, gw_entry_kind kind, const char *
         return NULL;
     }
     pthread_mutex_lock(&gw->mu);
-    cn->next = gw->nodes;
-    gw->nodes = cn;
+    gw_cnode *existing = gw_find_node_locked(gw, node);
+    if (!existing) {
+        cn->next = gw->nodes;
+        gw->nodes = cn;
+    }
     pthread_mutex_unlock(&gw->mu);
+    if (existing) { /* another thread made it meanwhile: one entry per node */
+        gw_entry_free(cn);
+        return existing;
+    }
     return cn;
 }
 
@@ -1069,11 +1079,10 @@ static long gw_match_ref(const char *msg, size_t len, const erlang_ref *ref) {
     size_t i = 5;
     unsigned char t = (unsigned char)msg[i];
     size_t alen, hdr;
-    if (t == ERL_SMALL_ATOM_UTF8_EXT || t == ERL_SMALL_ATOM_EXT) {
-        if (i + 2 > len) return -1;
+    if (t == ERL_SMALL_ATOM_UTF8_EXT || t == ERL_SMALL_ATOM_EXT) { /* len >= 8: in bounds */
         alen = (unsigned char)msg[i + 1];
         hdr = 2;
-    } else if ((t == ERL_ATOM_UTF8_EXT || t == ERL_ATOM_EXT) && i + 3 <= len) {
+    } else if (t == ERL_ATOM_UTF8_EXT || t == ERL_ATOM_EXT) {
         alen = ((size_t)(unsigned char)msg[i + 1] << 8) | (unsigned char)msg[i + 2];
         hdr = 3;
     } else {
@@ -1569,8 +1578,30 @@ static int gw_cnode_init(gateway *gw, gw_cnode *cn, const config_cnode *cfg, uns
 
 /* Child Erlang nodes read the cookie from $HOME/.erlang.cookie: a private directory (0700)
  * with the file (0400), removed by gateway_free. */
+/* Removes the child-home directories of nodexds that died without cleaning up (SIGKILL):
+ * nodexd-<pid>-XXXXXX of ours whose pid no longer runs. */
+static void gw_child_home_sweep(const char *tmp) {
+    DIR *d = opendir(tmp);
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        int pid = 0, n = 0;
+        if (sscanf(e->d_name, "nodexd-%d-%n", &pid, &n) != 1 || n == 0 || pid <= 0) continue;
+        if (kill(pid, 0) == 0 || errno != ESRCH) continue;
+        char dir[PATH_MAX], file[PATH_MAX + 32];
+        struct stat st;
+        snprintf(dir, sizeof dir, "%s/%s", tmp, e->d_name);
+        if (lstat(dir, &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != getuid()) continue;
+        snprintf(file, sizeof file, "%s/.erlang.cookie", dir);
+        unlink(file);
+        rmdir(dir);
+    }
+    closedir(d);
+}
+
 static int gw_child_home_create(gateway *gw, char *err, size_t err_len) {
     const char *tmp = getenv("TMPDIR");
+    gw_child_home_sweep(tmp && *tmp ? tmp : "/tmp");
     if (asprintf(&gw->child_home, "%s/nodexd-%d-XXXXXX", tmp && *tmp ? tmp : "/tmp",
                  (int)getpid()) < 0) {
         gw->child_home = NULL;
@@ -2020,7 +2051,6 @@ gateway_error gateway_rpc(gateway *gw, const char *node, call *c, const char *mo
     call_clear(c);
     c->key = dist_pid_key(&c->pid);
     gateway_error e = GATEWAY_OK;
-    bool created = false;
     dist_conn *dc = NULL;
     pthread_mutex_lock(&gw->mu);
     gw_cnode *cn = gw_find_node_locked(gw, node);
@@ -2028,17 +2058,13 @@ gateway_error gateway_rpc(gateway *gw, const char *node, call *c, const char *mo
         e = GATEWAY_SHUTTING_DOWN;
     else if (cn && (cn->removing || cn->stop_requested))
         e = GATEWAY_UNAVAILABLE;
-    else if (cn && cn->live)
-        dc = cn->live;
-    else if (cn && cn->state != CNODE_STARTING)
+    else if (cn && !cn->live && cn->state != CNODE_STARTING)
         e = GATEWAY_UNAVAILABLE;
     pthread_mutex_unlock(&gw->mu);
-    if (e == GATEWAY_OK && !cn) {
-        /* Not known yet: connect on demand (the loop starts it). Two threads may race to
-         * create it; the loser's entry simply finds the connection taken and is retired. */
-        if (!(cn = gw_node_entry_new(gw, ENTRY_PEER, node))) e = GATEWAY_NO_MEMORY;
-        created = true;
-    }
+    /* Not known yet: connect on demand (the loop starts it). A racing thread that created it
+     * first gets its entry back from gw_node_entry_new. */
+    if (e == GATEWAY_OK && !cn && !(cn = gw_node_entry_new(gw, ENTRY_PEER, node)))
+        e = GATEWAY_NO_MEMORY;
     if (e != GATEWAY_OK) {
         ei_x_free(&x);
         return e;
@@ -2069,7 +2095,6 @@ gateway_error gateway_rpc(gateway *gw, const char *node, call *c, const char *mo
         dist_conn_unref(dc);
     }
     if (x.buff) ei_x_free(&x);
-    (void)created;
     gw_wake(gw); /* a new deadline, and maybe a connection to start */
     return GATEWAY_OK;
 }

@@ -52,7 +52,7 @@ struct http_api {
     const config *cfg;
     gateway *gw;
     term_limits limits;
-    char address[80];
+    char address[INET6_ADDRSTRLEN + 16];
     /* watch streams: the janitor thread sends keep-alives (so a gone client is noticed) and
      * ends subscriptions of streams MHD has released */
     pthread_mutex_t watch_mu;
@@ -287,6 +287,11 @@ static enum MHD_Result http_call_response(http_request *req) {
     call *c = &req->call;
     struct MHD_Connection *conn = req->conn;
     const char *what = req->kind == REQ_CALL ? "C-node" : "node";
+    if (req->refused == GATEWAY_BAD_REQUEST)
+        return http_error(conn, MHD_HTTP_BAD_REQUEST, "bad_request",
+                          "'%s' is not a node nodexd can call: expected name@host, not nodexd "
+                          "itself, with module and function atoms of at most 255 characters",
+                          req->target);
     if (req->refused != GATEWAY_OK)
         return http_error(conn, (unsigned)gateway_error_http(req->refused),
                           gateway_error_code(req->refused), "%s %s is not available (%s)", what,
@@ -1254,23 +1259,37 @@ static void http_completed(void *cls, struct MHD_Connection *conn, void **con_cl
 
 /* ------------------------------------------------------------------------------------------ */
 
-static int http_parse_listen(const char *listen, struct sockaddr_in *sa, char *err,
-                             size_t err_len) {
+/* "host:port" or "[v6]:port" into a socket address; host printed back into `host`. */
+static int http_parse_listen(const char *listen, struct sockaddr_storage *ss, socklen_t *len,
+                             char *host, size_t host_len, char *err, size_t err_len) {
     const char *colon = strrchr(listen, ':');
-    char host[64];
-    if (!colon || (size_t)(colon - listen) >= sizeof host) {
+    size_t hlen = colon ? (size_t)(colon - listen) : 0;
+    const char *h = listen;
+    if (hlen >= 2 && listen[0] == '[' && listen[hlen - 1] == ']') {
+        h++;
+        hlen -= 2;
+    }
+    char *end;
+    unsigned long port = colon ? strtoul(colon + 1, &end, 10) : 0;
+    if (!colon || !hlen || hlen >= host_len || !colon[1] || *end || port > 65535) {
         snprintf(err, err_len, "http.listen %s: expected HOST:PORT", listen);
         return -1;
     }
-    memcpy(host, listen, (size_t)(colon - listen));
-    host[colon - listen] = '\0';
-    char *end;
-    unsigned long port = strtoul(colon + 1, &end, 10);
-    memset(sa, 0, sizeof *sa);
-    sa->sin_family = AF_INET;
-    sa->sin_port = htons((uint16_t)port);
-    if (*end || port > 65535 || inet_pton(AF_INET, host, &sa->sin_addr) != 1) {
-        snprintf(err, err_len, "http.listen %s: expected IPv4:PORT", listen);
+    memcpy(host, h, hlen);
+    host[hlen] = '\0';
+    memset(ss, 0, sizeof *ss);
+    struct sockaddr_in *sa4 = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *sa6 = (struct sockaddr_in6 *)ss;
+    if (inet_pton(AF_INET, host, &sa4->sin_addr) == 1) {
+        sa4->sin_family = AF_INET;
+        sa4->sin_port = htons((uint16_t)port);
+        *len = sizeof *sa4;
+    } else if (inet_pton(AF_INET6, host, &sa6->sin6_addr) == 1) {
+        sa6->sin6_family = AF_INET6;
+        sa6->sin6_port = htons((uint16_t)port);
+        *len = sizeof *sa6;
+    } else {
+        snprintf(err, err_len, "http.listen %s: the host must be an IPv4 or IPv6 address", listen);
         return -1;
     }
     return 0;
@@ -1297,16 +1316,22 @@ http_api *http_api_start(const config *cfg, gateway *gw, char *err, size_t err_l
     atomic_init(&h->stopping, false);
     h->limits.max_depth = cfg->term_max_depth;
     h->limits.max_bytes = cfg->term_max_bytes;
-    struct sockaddr_in sa;
-    if (http_parse_listen(cfg->http_listen, &sa, err, err_len) != 0) {
+    struct sockaddr_storage ss;
+    socklen_t sslen;
+    char host[INET6_ADDRSTRLEN + 2];
+    if (http_parse_listen(cfg->http_listen, &ss, &sslen, host, sizeof host, err, err_len) != 0) {
+        pthread_mutex_destroy(&h->watch_mu);
         free(h);
         return NULL;
     }
+    bool v6 = ss.ss_family == AF_INET6;
+    unsigned port = ntohs(v6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                             : ((struct sockaddr_in *)&ss)->sin_port);
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
-                     MHD_USE_ERROR_LOG;
+                     MHD_USE_ERROR_LOG | (v6 ? MHD_USE_IPv6 : 0);
     h->daemon = MHD_start_daemon(
-        flags, ntohs(sa.sin_port), NULL, NULL, http_handler, h, MHD_OPTION_SOCK_ADDR,
-        (struct sockaddr *)&sa, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)cfg->http_threads,
+        flags, (uint16_t)port, NULL, NULL, http_handler, h, MHD_OPTION_SOCK_ADDR,
+        (struct sockaddr *)&ss, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)cfg->http_threads,
         MHD_OPTION_NOTIFY_COMPLETED, http_completed, h, MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned)cfg->http_connection_timeout_s, MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->http_max_connections,
@@ -1319,10 +1344,8 @@ http_api *http_api_start(const config *cfg, gateway *gw, char *err, size_t err_l
         return NULL;
     }
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(h->daemon, MHD_DAEMON_INFO_BIND_PORT);
-    char host[INET_ADDRSTRLEN];
-    inet_ntop(AF_INET, &sa.sin_addr, host, sizeof host);
-    snprintf(h->address, sizeof h->address, "%s:%u", host,
-             info ? (unsigned)info->port : (unsigned)ntohs(sa.sin_port));
+    snprintf(h->address, sizeof h->address, v6 ? "[%s]:%u" : "%s:%u", host,
+             info ? (unsigned)info->port : port);
     if (pthread_create(&h->janitor, NULL, http_janitor_main, h) == 0)
         h->janitor_started = true;
     else

@@ -1,0 +1,769 @@
+/* test_gateway: the gateway in process against real test C-nodes and a private epmd: start-up,
+ * the multiplexed call path, timeouts, cancel, cast, C-node crash and restart, events, shutdown. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "epmd.h"
+#include "gateway.h"
+#include "log.h"
+#include "strbuf.h"
+#include "term.h"
+
+static int64_t now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void sleep_ms(int ms) {
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
+    nanosleep(&ts, NULL);
+}
+
+static bool pid_gone(pid_t pid) {
+    if (kill(pid, 0) != 0) return errno == ESRCH;
+    char p[64], st[512];
+    snprintf(p, sizeof p, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(p, "r");
+    if (!f) return true;
+    size_t n = fread(st, 1, sizeof st - 1, f);
+    fclose(f);
+    st[n] = '\0';
+    const char *rp = strrchr(st, ')');
+    return rp && (rp[2] == 'Z' || rp[2] == 'X');
+}
+
+/* ---- private epmd ------------------------------------------------------------------------- */
+
+static pid_t epmd_pid;
+
+static int free_port(void) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    bind(fd, (struct sockaddr *)&a, sizeof a);
+    socklen_t len = sizeof a;
+    getsockname(fd, (struct sockaddr *)&a, &len);
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+static int start_epmd(void) {
+    int port = free_port();
+    char p[16];
+    snprintf(p, sizeof p, "%d", port);
+    setenv("ERL_EPMD_PORT", p, 1); /* for ei here and in the C-nodes (they inherit it) */
+    epmd_pid = fork();
+    if (epmd_pid < 0) return -1;
+    if (epmd_pid == 0) {
+        int null = open("/dev/null", O_RDWR);
+        if (null >= 0) dup2(null, 1), dup2(null, 2);
+        execlp("epmd", "epmd", "-port", p, (char *)NULL);
+        _exit(127);
+    }
+    for (int64_t deadline = now_ms() + 5000; !epmd_is_running(200);) {
+        if (now_ms() > deadline) return -1;
+        sleep_ms(20);
+    }
+    return 0;
+}
+
+static void stop_epmd(void) {
+    if (epmd_pid > 0) {
+        kill(epmd_pid, SIGKILL);
+        waitpid(epmd_pid, NULL, 0);
+        epmd_pid = 0;
+    }
+}
+
+/* ---- the gateway fixture ------------------------------------------------------------------ */
+
+typedef struct fixture {
+    config *cfg;
+    gateway *gw;
+    pthread_t loop;
+    bool running;
+    int run_rc;
+    atomic_bool started;
+    pid_t pids[8]; /* C-node processes seen, to check they are gone at the end */
+    size_t npids;
+} fixture;
+
+static fixture fx;
+static char test_cnode_path[1024];
+static unsigned instance;
+
+/* The test C-node is built beside this test: <build>/tests/test_cnode. */
+static void find_test_cnode(void) {
+    char self[PATH_MAX - 16];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    assert_true(n > 0 && n < 900);
+    self[n] = '\0';
+    char *slash = strrchr(self, '/');
+    assert_non_null(slash);
+    *slash = '\0';
+    snprintf(test_cnode_path, sizeof test_cnode_path, "%.900s/test_cnode", self);
+    assert_int_equal(access(test_cnode_path, X_OK), 0);
+}
+
+static void on_started(void *ctx) {
+    atomic_store(&((fixture *)ctx)->started, true);
+}
+
+static void *loop_main(void *arg) {
+    fixture *f = arg;
+    f->run_rc = gateway_run(f->gw, on_started, f);
+    return NULL;
+}
+
+static void remember_pid(pid_t pid) {
+    for (size_t i = 0; i < fx.npids; i++)
+        if (fx.pids[i] == pid) return;
+    if (pid > 0 && fx.npids < sizeof fx.pids / sizeof fx.pids[0]) fx.pids[fx.npids++] = pid;
+}
+
+/* Waits until C-node `index` is in `state`; returns its info. */
+static gateway_cnode_info wait_state(size_t index, cnode_state state, int timeout_ms) {
+    gateway_cnode_info info;
+    int64_t deadline = now_ms() + timeout_ms;
+    for (;;) {
+        assert_int_equal(gateway_cnode_info_at(fx.gw, index, &info), 0);
+        remember_pid(info.os_pid);
+        if (info.state == state) return info;
+        if (now_ms() > deadline)
+            fail_msg("C-node %s is %s, not %s, after %d ms (last_error: %s)", info.name,
+                     cnode_state_name(info.state), cnode_state_name(state), timeout_ms,
+                     info.last_error);
+        sleep_ms(5);
+    }
+}
+
+enum { CN_T, CN_TAGGED, CN_NEVER }; /* C-node indexes in the config */
+
+static int setup(void **state) {
+    (void)state;
+    memset(&fx, 0, sizeof fx);
+    char yaml[8192];
+    snprintf(
+        yaml, sizeof yaml,
+        "node:\n"
+        "  name: \"gwt%d_%u@127.0.0.1\"\n"
+        "  start_epmd: false\n"
+        "http:\n"
+        "  listen: \"127.0.0.1:0\"\n"
+        "grpc:\n"
+        "  listen: null\n"
+        "log:\n"
+        "  level: error\n"
+        "cnodes:\n"
+        "  - name: t\n"
+        "    executable: %s\n"
+        "    backoff_initial_ms: 20\n"
+        "    shutdown_timeout_ms: 1000\n"
+        "  - name: tagged\n"
+        "    executable: %s\n"
+        "    reply_filter: {tag: pong}\n"
+        "  - name: never\n"
+        "    executable: %s\n"
+        "    args: [\"{sname}\", \"{hostname}\", \"{cookie}\", \"{gateway_sname}\", never_ready]\n"
+        "    spawn_inactive_timeout_ms: 60000\n",
+        (int)getpid() % 100000, ++instance, test_cnode_path, test_cnode_path, test_cnode_path);
+    config_error cerr;
+    fx.cfg = config_load_string(yaml, strlen(yaml), "test_gateway", &cerr);
+    if (!fx.cfg) {
+        print_error("config: %s\n", cerr.message);
+        return -1;
+    }
+    log_set_level(fx.cfg->log_level);
+    char err[512];
+    fx.gw = gateway_new(fx.cfg, "gwtestcookie", err, sizeof err);
+    if (!fx.gw) {
+        print_error("gateway_new: %s\n", err);
+        return -1;
+    }
+    if (pthread_create(&fx.loop, NULL, loop_main, &fx) != 0) return -1;
+    fx.running = true;
+    for (int64_t deadline = now_ms() + 5000; !atomic_load(&fx.started);) {
+        if (now_ms() > deadline) return -1;
+        sleep_ms(5);
+    }
+    wait_state(CN_T, CNODE_UP, 5000);
+    wait_state(CN_TAGGED, CNODE_UP, 5000);
+    return 0;
+}
+
+static void stop_loop(void) {
+    if (!fx.running) return;
+    gateway_request_stop(fx.gw);
+    pthread_join(fx.loop, NULL);
+    fx.running = false;
+}
+
+static int teardown(void **state) {
+    (void)state;
+    for (size_t i = 0; fx.gw && i < gateway_cnode_count(fx.gw); i++) {
+        gateway_cnode_info info;
+        if (gateway_cnode_info_at(fx.gw, i, &info) == 0) remember_pid(info.os_pid);
+    }
+    stop_loop();
+    gateway_free(fx.gw);
+    config_free(fx.cfg);
+    /* gateway_run stopped and reaped every C-node it started. */
+    for (size_t i = 0; i < fx.npids; i++) {
+        if (!pid_gone(fx.pids[i])) {
+            print_error("C-node pid %d still alive after gateway_run returned\n", (int)fx.pids[i]);
+            kill(fx.pids[i], SIGKILL);
+            waitpid(fx.pids[i], NULL, 0);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* ---- calls -------------------------------------------------------------------------------- */
+
+static pthread_mutex_t done_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t done_cv = PTHREAD_COND_INITIALIZER;
+
+typedef struct tcall {
+    call c;
+    bool done;
+    int done_count; /* must end at exactly 1 */
+    pthread_t done_thread;
+    int64_t done_ms;
+    strbuf messages; /* streaming: text of each message, ';'-separated */
+} tcall;
+
+static void tcall_done(call *c, void *ctx) {
+    tcall *t = ctx;
+    (void)c;
+    pthread_mutex_lock(&done_mu);
+    t->done = true;
+    t->done_count++;
+    t->done_thread = pthread_self();
+    t->done_ms = now_ms();
+    pthread_cond_broadcast(&done_cv);
+    pthread_mutex_unlock(&done_mu);
+}
+
+static void tcall_message(call *c, const char *msg, size_t len, void *ctx) {
+    tcall *t = ctx;
+    (void)c;
+    int idx = 0;
+    term_error err;
+    pthread_mutex_lock(&done_mu);
+    term_to_text(msg, len, &idx, NULL, &t->messages, &err);
+    strbuf_putc(&t->messages, ';');
+    pthread_cond_broadcast(&done_cv);
+    pthread_mutex_unlock(&done_mu);
+}
+
+static bool tcall_wait(tcall *t, int timeout_ms) {
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_sec += timeout_ms / 1000;
+    dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
+    if (dl.tv_nsec >= 1000000000) dl.tv_sec++, dl.tv_nsec -= 1000000000;
+    pthread_mutex_lock(&done_mu);
+    while (!t->done && pthread_cond_timedwait(&done_cv, &done_mu, &dl) == 0) {
+    }
+    bool done = t->done;
+    pthread_mutex_unlock(&done_mu);
+    return done;
+}
+
+/* Encodes `text` (self() is the call's pid) and starts the call. */
+static gateway_error tcall_start(tcall *t, const char *cnode, const char *text, unsigned timeout_ms,
+                                 bool streaming) {
+    memset(t, 0, sizeof *t);
+    gateway_make_pid(fx.gw, &t->c.pid);
+    t->c.on_done = tcall_done;
+    t->c.on_message = streaming ? tcall_message : NULL;
+    t->c.ctx = t;
+    ei_x_buff x;
+    ei_x_new(&x);
+    term_error err;
+    if (term_from_text(text, strlen(text), NULL, &t->c.pid, &x, &err) != 0)
+        fail_msg("term_from_text(%s): %s", text, err.message);
+    gateway_error e = gateway_call(fx.gw, cnode, &t->c, x.buff, (size_t)x.index, timeout_ms);
+    ei_x_free(&x);
+    return e;
+}
+
+/* The reply as Erlang text; the caller frees it. */
+static char *tcall_reply_text(tcall *t) {
+    assert_int_equal(t->c.outcome, CALL_REPLIED);
+    strbuf sb = {0};
+    term_error err;
+    int idx = (int)t->c.reply_offset;
+    if (term_to_text(t->c.reply, t->c.reply_len, &idx, NULL, &sb, &err) != 0)
+        fail_msg("reply does not decode: %s", err.message);
+    return strbuf_detach(&sb, NULL);
+}
+
+static void tcall_free(tcall *t) {
+    call_clear(&t->c);
+    strbuf_free(&t->messages);
+}
+
+static gateway_error cast_text(const char *cnode, const char *text, const erlang_pid *self) {
+    ei_x_buff x;
+    ei_x_new(&x);
+    term_error err;
+    if (term_from_text(text, strlen(text), NULL, self, &x, &err) != 0)
+        fail_msg("term_from_text(%s): %s", text, err.message);
+    gateway_error e = gateway_cast(fx.gw, cnode, x.buff, (size_t)x.index);
+    ei_x_free(&x);
+    return e;
+}
+
+/* Waits for the C-node's dropped_messages to reach `want`. */
+static void wait_dropped(size_t index, uint64_t want, int timeout_ms) {
+    gateway_cnode_info info;
+    int64_t deadline = now_ms() + timeout_ms;
+    for (;;) {
+        gateway_cnode_info_at(fx.gw, index, &info);
+        if (info.dropped_messages >= want) break;
+        if (now_ms() > deadline)
+            fail_msg("dropped_messages is %llu, want %llu",
+                     (unsigned long long)info.dropped_messages, (unsigned long long)want);
+        sleep_ms(5);
+    }
+    assert_int_equal(info.dropped_messages, want);
+}
+
+/* ---- tests -------------------------------------------------------------------------------- */
+
+static void test_cnodes_come_up_with_a_process(void **state) {
+    (void)state;
+    assert_int_equal(gateway_cnode_count(fx.gw), 3);
+    gateway_cnode_info info;
+    assert_int_equal(gateway_cnode_info_at(fx.gw, CN_T, &info), 0);
+    assert_string_equal(info.name, "t");
+    assert_int_equal(info.state, CNODE_UP);
+    assert_true(info.os_pid > 0);
+    assert_false(pid_gone(info.os_pid));
+    char want_node[128];
+    snprintf(want_node, sizeof want_node, "%s", gateway_node_name(fx.gw));
+    *strchr(want_node, '@') = '\0';
+    strcat(want_node, "_t@127.0.0.1");
+    assert_string_equal(info.node, want_node);
+    assert_int_equal(info.restarts, 0);
+    assert_int_equal(info.in_flight, 0);
+    assert_int_equal(info.direction, CNODE_DIRECTION_BACK);
+    assert_int_equal(info.protocol, CNODE_PROTOCOL_RAW);
+    assert_int_equal(gateway_cnode_info_at(fx.gw, 3, &info), -1);
+    assert_int_equal(gateway_cnode_info_by_name(fx.gw, "tagged", &info), 0);
+    assert_int_equal(info.state, CNODE_UP);
+    assert_int_equal(gateway_cnode_info_by_name(fx.gw, "nope", &info), -1);
+    /* The never_ready C-node has a process but stays starting; so the gateway is not ready. */
+    assert_int_equal(gateway_cnode_info_at(fx.gw, CN_NEVER, &info), 0);
+    assert_int_equal(info.state, CNODE_STARTING);
+    assert_true(info.os_pid > 0);
+    remember_pid(info.os_pid);
+    assert_false(gateway_is_ready(fx.gw));
+}
+
+static void test_ping_call_replies_pong_on_another_thread(void **state) {
+    (void)state;
+    tcall t;
+    assert_int_equal(tcall_start(&t, "t", "{ping, <<\"hello\">>}", 0, false), GATEWAY_OK);
+    assert_true(tcall_wait(&t, 3000));
+    assert_int_equal(t.c.outcome, CALL_REPLIED);
+    assert_int_equal(t.done_count, 1);
+    assert_false(pthread_equal(t.done_thread, pthread_self()));
+    char *text = tcall_reply_text(&t);
+    assert_string_equal(text, "{pong,<<\"hello\">>}");
+    free(text);
+    gateway_cnode_info info;
+    gateway_cnode_info_at(fx.gw, CN_T, &info);
+    assert_int_equal(info.calls_total, 1);
+    assert_int_equal(info.in_flight, 0);
+    assert_int_equal(info.dropped_messages, 0);
+    tcall_free(&t);
+}
+
+#define CONCURRENT 100
+#define CALLERS    4
+
+static tcall many[CONCURRENT];
+
+static void *caller_main(void *arg) {
+    int k = (int)(intptr_t)arg;
+    for (int i = k; i < CONCURRENT; i += CALLERS) {
+        char text[96];
+        snprintf(text, sizeof text, "{ping, {%d, <<\"payload-%d\">>, [%d, x]}}", i, i * 7919, i);
+        if (tcall_start(&many[i], "t", text, 5000, false) != GATEWAY_OK) return (void *)1;
+    }
+    return NULL;
+}
+
+static void test_100_concurrent_calls_each_get_their_own_reply(void **state) {
+    (void)state;
+    pthread_t th[CALLERS];
+    for (int k = 0; k < CALLERS; k++)
+        assert_int_equal(pthread_create(&th[k], NULL, caller_main, (void *)(intptr_t)k), 0);
+    for (int k = 0; k < CALLERS; k++) {
+        void *rc;
+        pthread_join(th[k], &rc);
+        assert_null(rc);
+    }
+    for (int i = 0; i < CONCURRENT; i++) {
+        if (!tcall_wait(&many[i], 5000)) fail_msg("call %d never completed", i);
+        char *text = tcall_reply_text(&many[i]);
+        char want[128];
+        snprintf(want, sizeof want, "{pong,{%d,<<\"payload-%d\">>,[%d,x]}}", i, i * 7919, i);
+        assert_string_equal(text, want);
+        assert_int_equal(many[i].done_count, 1);
+        free(text);
+        tcall_free(&many[i]);
+    }
+    gateway_cnode_info info;
+    gateway_cnode_info_at(fx.gw, CN_T, &info);
+    assert_int_equal(info.calls_total, CONCURRENT);
+    assert_int_equal(info.in_flight, 0);
+    assert_int_equal(info.dropped_messages, 0);
+}
+
+static void test_timeout_completes_the_call_and_counts_the_late_reply_as_dropped(void **state) {
+    (void)state;
+    tcall t;
+    int64_t t0 = now_ms();
+    assert_int_equal(tcall_start(&t, "t", "{sleep, 400, late}", 100, false), GATEWAY_OK);
+    assert_true(tcall_wait(&t, 3000));
+    int64_t took = t.done_ms - t0;
+    assert_int_equal(t.c.outcome, CALL_TIMEOUT);
+    assert_true(took >= 95);
+    if (took > 350) fail_msg("timeout after %lld ms, want ~100", (long long)took);
+    assert_null(t.c.reply);
+    gateway_cnode_info info;
+    gateway_cnode_info_at(fx.gw, CN_T, &info);
+    assert_int_equal(info.in_flight, 0);
+    assert_int_equal(info.dropped_messages, 0);
+    /* The reply comes at ~400 ms, to a pid whose call has ended. */
+    wait_dropped(CN_T, 1, 2000);
+    assert_int_equal(t.done_count, 1);
+    tcall_free(&t);
+    /* The connection is fine afterwards. */
+    assert_int_equal(tcall_start(&t, "t", "{ping, later}", 0, false), GATEWAY_OK);
+    assert_true(tcall_wait(&t, 3000));
+    char *text = tcall_reply_text(&t);
+    assert_string_equal(text, "{pong,later}");
+    free(text);
+    tcall_free(&t);
+}
+
+static void test_unknown_cnode_is_not_found_synchronously_and_on_done_never_runs(void **state) {
+    (void)state;
+    tcall t;
+    assert_int_equal(tcall_start(&t, "no_such_cnode", "{ping, x}", 0, false), GATEWAY_NOT_FOUND);
+    assert_int_equal(cast_text("no_such_cnode", "{ping, x}", NULL), GATEWAY_NOT_FOUND);
+    /* A C-node that is not up refuses too, synchronously. */
+    tcall u;
+    assert_int_equal(tcall_start(&u, "never", "{ping, x}", 0, false), GATEWAY_UNAVAILABLE);
+    assert_int_equal(cast_text("never", "{ping, x}", NULL), GATEWAY_UNAVAILABLE);
+    sleep_ms(200);
+    assert_false(t.done);
+    assert_false(u.done);
+    assert_int_equal(t.done_count + u.done_count, 0);
+    tcall_free(&t);
+    tcall_free(&u);
+}
+
+static void test_cancel_runs_on_done_on_the_calling_thread_once(void **state) {
+    (void)state;
+    tcall t;
+    assert_int_equal(tcall_start(&t, "t", "{sleep, 300, cancelled}", 5000, false), GATEWAY_OK);
+    sleep_ms(20);
+    assert_false(t.done);
+    assert_true(gateway_cancel(fx.gw, &t.c));
+    assert_true(t.done); /* synchronously, before gateway_cancel returned */
+    assert_int_equal(t.c.outcome, CALL_CANCELLED);
+    assert_true(pthread_equal(t.done_thread, pthread_self()));
+    assert_int_equal(t.done_count, 1);
+    assert_false(gateway_cancel(fx.gw, &t.c)); /* already ended */
+    assert_int_equal(t.done_count, 1);
+    gateway_cnode_info info;
+    gateway_cnode_info_at(fx.gw, CN_T, &info);
+    assert_int_equal(info.in_flight, 0);
+    /* The reply that comes later is dropped and counted; on_done does not run again. */
+    wait_dropped(CN_T, 1, 2000);
+    assert_int_equal(t.done_count, 1);
+    tcall_free(&t);
+
+    /* Cancel after completion is a no-op too. */
+    assert_int_equal(tcall_start(&t, "t", "{ping, done}", 0, false), GATEWAY_OK);
+    assert_true(tcall_wait(&t, 3000));
+    assert_false(gateway_cancel(fx.gw, &t.c));
+    assert_int_equal(t.done_count, 1);
+    assert_int_equal(t.c.outcome, CALL_REPLIED);
+    tcall_free(&t);
+}
+
+static void test_streaming_call_passes_other_messages_and_a_cast_delivers_its_reply(void **st) {
+    (void)st;
+    /* On `tagged` only {pong, R} is a reply: {slept, first} is passed to on_message. */
+    tcall t;
+    assert_int_equal(tcall_start(&t, "tagged", "{sleep, 0, first}", 5000, true), GATEWAY_OK);
+    for (int64_t deadline = now_ms() + 3000;;) {
+        pthread_mutex_lock(&done_mu);
+        bool got = t.messages.len > 0;
+        pthread_mutex_unlock(&done_mu);
+        if (got) break;
+        if (now_ms() > deadline) fail_msg("no message reached the streaming call");
+        sleep_ms(5);
+    }
+    assert_false(t.done);
+    pthread_mutex_lock(&done_mu);
+    assert_string_equal(t.messages.data, "{slept,first};");
+    pthread_mutex_unlock(&done_mu);
+    /* A cast asks the C-node to send {pong, second} to the call's pid: that is the reply. */
+    assert_int_equal(cast_text("tagged", "{reply_to, self(), second}", &t.c.pid), GATEWAY_OK);
+    assert_true(tcall_wait(&t, 3000));
+    char *text = tcall_reply_text(&t);
+    assert_string_equal(text, "second"); /* the filter's tag is stripped */
+    free(text);
+    gateway_cnode_info info;
+    gateway_cnode_info_at(fx.gw, CN_TAGGED, &info);
+    assert_int_equal(info.dropped_messages, 0);
+    assert_int_equal(info.in_flight, 0);
+    tcall_free(&t);
+
+    /* A plain cast's reply goes to a pid of no call: delivered, then dropped and counted. */
+    assert_int_equal(cast_text("t", "{ping, cast}", NULL), GATEWAY_OK);
+    wait_dropped(CN_T, 1, 2000);
+}
+
+/* Events recorded by a subscriber. */
+typedef struct event_log {
+    pthread_mutex_t mu;
+    cnode_state states[64];
+    uint64_t seqs[64];
+    pid_t pids[64];
+    size_t n;
+} event_log;
+
+static void record_event(const gateway_event *ev, void *ctx) {
+    event_log *l = ctx;
+    if (strcmp(ev->name, "t") != 0) return;
+    pthread_mutex_lock(&l->mu);
+    if (l->n < 64) {
+        l->states[l->n] = ev->state;
+        l->seqs[l->n] = ev->seq;
+        l->pids[l->n] = ev->os_pid;
+        l->n++;
+    }
+    pthread_mutex_unlock(&l->mu);
+}
+
+static size_t events_seen(event_log *l) {
+    pthread_mutex_lock(&l->mu);
+    size_t n = l->n;
+    pthread_mutex_unlock(&l->mu);
+    return n;
+}
+
+static void test_kill_9_fails_the_call_fast_and_events_show_the_restart(void **state) {
+    (void)state;
+    event_log log = {.mu = PTHREAD_MUTEX_INITIALIZER};
+    uint64_t sub = gateway_subscribe(fx.gw, record_event, &log);
+    assert_true(sub > 0);
+    gateway_cnode_info before = wait_state(CN_T, CNODE_UP, 1000);
+    tcall t;
+    assert_int_equal(tcall_start(&t, "t", "{sleep, 5000, doomed}", 10000, false), GATEWAY_OK);
+    sleep_ms(50);
+    int64_t t0 = now_ms();
+    assert_int_equal(kill(before.os_pid, SIGKILL), 0);
+    assert_true(tcall_wait(&t, 2000));
+    int64_t took = t.done_ms - t0;
+    assert_int_equal(t.c.outcome, CALL_UNAVAILABLE);
+    if (took > 500) fail_msg("the call failed %lld ms after the kill", (long long)took);
+    assert_true(t.c.detail[0] != '\0');
+    tcall_free(&t);
+
+    /* The call fails before the state changes: wait for the whole cycle to be reported. */
+    for (int64_t deadline = now_ms() + 5000; events_seen(&log) < 4;) {
+        if (now_ms() > deadline) fail_msg("%zu events after the kill, want 4", events_seen(&log));
+        sleep_ms(5);
+    }
+    gateway_cnode_info after = wait_state(CN_T, CNODE_UP, 5000);
+    assert_true(after.os_pid > 0);
+    assert_true(after.os_pid != before.os_pid);
+    assert_int_equal(after.restarts, 1);
+    assert_non_null(strstr(after.last_exit, "signal 9"));
+    assert_true(pid_gone(before.os_pid)); /* reaped by the gateway */
+
+    /* down -> restarting -> starting -> up, in order, with increasing seq. */
+    static const cnode_state want[] = {CNODE_DOWN, CNODE_RESTARTING, CNODE_STARTING, CNODE_UP};
+    pthread_mutex_lock(&log.mu);
+    if (log.n != 4) {
+        for (size_t i = 0; i < log.n; i++)
+            print_error("event %zu: %s\n", i, cnode_state_name(log.states[i]));
+        pthread_mutex_unlock(&log.mu);
+        fail_msg("%zu events, want 4", log.n);
+    }
+    for (size_t i = 0; i < 4; i++) {
+        assert_int_equal(log.states[i], want[i]);
+        if (i) assert_int_equal(log.seqs[i], log.seqs[i - 1] + 1);
+    }
+    assert_int_equal(log.pids[3], after.os_pid);
+    pthread_mutex_unlock(&log.mu);
+
+    /* Calls work again on the new process. */
+    assert_int_equal(tcall_start(&t, "t", "{ping, again}", 0, false), GATEWAY_OK);
+    assert_true(tcall_wait(&t, 3000));
+    char *text = tcall_reply_text(&t);
+    assert_string_equal(text, "{pong,again}");
+    free(text);
+    tcall_free(&t);
+
+    /* After unsubscribe, another crash and restart reports nothing to it. */
+    gateway_unsubscribe(fx.gw, sub);
+    size_t seen = events_seen(&log);
+    assert_int_equal(kill(after.os_pid, SIGKILL), 0);
+    gateway_cnode_info again;
+    for (int64_t deadline = now_ms() + 5000;;) {
+        gateway_cnode_info_at(fx.gw, CN_T, &again);
+        remember_pid(again.os_pid);
+        if (again.state == CNODE_UP && again.os_pid != after.os_pid) break;
+        if (now_ms() > deadline) fail_msg("no restart after the second kill");
+        sleep_ms(5);
+    }
+    assert_int_equal(again.restarts, 2);
+    assert_int_equal(events_seen(&log), seen);
+}
+
+static void test_cast_is_refused_while_the_cnode_is_down(void **state) {
+    (void)state;
+    /* Between the crash and the restart (backoff 20 ms, then spawn and connect). */
+    gateway_cnode_info before = wait_state(CN_T, CNODE_UP, 1000);
+    assert_int_equal(cast_text("t", "{ping, up}", NULL), GATEWAY_OK);
+    assert_int_equal(kill(before.os_pid, SIGKILL), 0);
+    /* Poll: as soon as it is no longer up, cast and call refuse synchronously. */
+    gateway_cnode_info info;
+    for (int64_t deadline = now_ms() + 2000;;) {
+        gateway_cnode_info_at(fx.gw, CN_T, &info);
+        if (info.state != CNODE_UP) break;
+        if (now_ms() > deadline) fail_msg("still up after kill -9");
+    }
+    gateway_error e = cast_text("t", "{ping, down}", NULL);
+    gateway_cnode_info_at(fx.gw, CN_T, &info);
+    if (info.state != CNODE_UP) assert_int_equal(e, GATEWAY_UNAVAILABLE);
+    wait_state(CN_T, CNODE_UP, 5000);
+    assert_int_equal(cast_text("t", "{ping, up_again}", NULL), GATEWAY_OK);
+}
+
+static void test_shutdown_fails_calls_in_flight_and_stops_every_cnode(void **state) {
+    (void)state;
+    enum { N = 5 };
+    tcall t[N];
+    for (int i = 0; i < N; i++) {
+        char text[64];
+        snprintf(text, sizeof text, "{sleep, 2000, n%d}", i);
+        assert_int_equal(tcall_start(&t[i], "t", text, 10000, false), GATEWAY_OK);
+    }
+    tcall s;
+    assert_int_equal(tcall_start(&s, "tagged", "{sleep, 0, stream}", 10000, true), GATEWAY_OK);
+    sleep_ms(50);
+    gateway_cnode_info info;
+    gateway_cnode_info_at(fx.gw, CN_T, &info);
+    assert_int_equal(info.in_flight, N);
+    for (size_t i = 0; i < 3; i++) {
+        gateway_cnode_info_at(fx.gw, i, &info);
+        remember_pid(info.os_pid);
+    }
+    int64_t t0 = now_ms();
+    stop_loop();
+    int64_t took = now_ms() - t0;
+    assert_int_equal(fx.run_rc, 0);
+    if (took > 1500) fail_msg("shutdown took %lld ms", (long long)took);
+    for (int i = 0; i < N; i++) {
+        assert_true(t[i].done);
+        assert_int_equal(t[i].c.outcome, CALL_SHUTDOWN);
+        assert_int_equal(t[i].done_count, 1);
+        tcall_free(&t[i]);
+    }
+    assert_true(s.done);
+    assert_int_equal(s.c.outcome, CALL_SHUTDOWN);
+    tcall_free(&s);
+    /* Every C-node process is gone (and reaped) once gateway_run has returned. */
+    assert_true(fx.npids >= 3);
+    for (size_t i = 0; i < fx.npids; i++) assert_true(pid_gone(fx.pids[i]));
+    for (size_t i = 0; i < 3; i++) {
+        gateway_cnode_info_at(fx.gw, i, &info);
+        assert_int_equal(info.state, CNODE_STOPPED);
+        assert_int_equal(info.os_pid, 0);
+        assert_int_equal(info.in_flight, 0);
+    }
+    /* New work is refused. */
+    tcall late;
+    assert_int_equal(tcall_start(&late, "t", "{ping, late}", 0, false), GATEWAY_SHUTTING_DOWN);
+    assert_int_equal(cast_text("t", "{ping, late}", NULL), GATEWAY_SHUTTING_DOWN);
+    assert_false(gateway_is_ready(fx.gw));
+    tcall_free(&late);
+}
+
+static int group_setup(void **state) {
+    (void)state;
+    find_test_cnode();
+    return start_epmd();
+}
+
+static int group_teardown(void **state) {
+    (void)state;
+    stop_epmd();
+    unsetenv("ERL_EPMD_PORT");
+    return 0;
+}
+
+int main(void) {
+    /* Before any thread: every thread inherits the mask; the loop reads them via signalfd. */
+    gateway_block_signals();
+    /* Whatever escapes the gateway's supervision is reparented to us, not to init. */
+    prctl(PR_SET_CHILD_SUBREAPER, 1);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_cnodes_come_up_with_a_process, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ping_call_replies_pong_on_another_thread, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_100_concurrent_calls_each_get_their_own_reply, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(
+            test_timeout_completes_the_call_and_counts_the_late_reply_as_dropped, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_unknown_cnode_is_not_found_synchronously_and_on_done_never_runs, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cancel_runs_on_done_on_the_calling_thread_once, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(
+            test_streaming_call_passes_other_messages_and_a_cast_delivers_its_reply, setup,
+            teardown),
+        cmocka_unit_test_setup_teardown(test_kill_9_fails_the_call_fast_and_events_show_the_restart,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cast_is_refused_while_the_cnode_is_down, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_shutdown_fails_calls_in_flight_and_stops_every_cnode,
+                                        setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
