@@ -189,6 +189,34 @@ static http_format http_accept(struct MHD_Connection *conn, http_format in) {
     return FORMAT_NONE;
 }
 
+/* Decodes the request body in the request's format into a new ei buffer (the caller frees it
+ * with ei_x_free, also on error); `self` is what {"$pid":"self"} / self() stand for. */
+static int http_decode_body(const http_request *req, const erlang_pid *self, ei_x_buff *x,
+                            term_error *err) {
+    if (ei_x_new(x) != 0) {
+        err->status = TERM_ERR_NOMEM;
+        snprintf(err->message, sizeof err->message, "out of memory");
+        return -1;
+    }
+    const char *body = req->body.data ? req->body.data : "";
+    const term_limits *lim = &req->api->limits;
+    switch (req->in) {
+    case FORMAT_TEXT: return term_from_text(body, req->body.len, lim, self, x, err);
+    case FORMAT_ETF: return term_from_etf(body, req->body.len, lim, x, err);
+    default: return term_from_json(body, req->body.len, lim, self, x, err);
+    }
+}
+
+/* Renders the term at buf[*idx] in `format`. */
+static int http_render_term(http_format format, const char *buf, size_t len, int *idx,
+                            const term_limits *lim, strbuf *out, term_error *err) {
+    switch (format) {
+    case FORMAT_TEXT: return term_to_text(buf, len, idx, lim, out, err);
+    case FORMAT_ETF: return term_to_etf(buf, len, idx, lim, out, err);
+    default: return term_to_json(buf, len, idx, lim, out, err);
+    }
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* Status documents */
 
@@ -310,17 +338,7 @@ static enum MHD_Result http_call_response(http_request *req) {
     strbuf sb = {0};
     term_error err = {0};
     int idx = (int)c->reply_offset;
-    int rc;
-    switch (req->out) {
-    case FORMAT_TEXT:
-        rc = term_to_text(c->reply, c->reply_len, &idx, &req->api->limits, &sb, &err);
-        break;
-    case FORMAT_ETF:
-        rc = term_to_etf(c->reply, c->reply_len, &idx, &req->api->limits, &sb, &err);
-        break;
-    default: rc = term_to_json(c->reply, c->reply_len, &idx, &req->api->limits, &sb, &err); break;
-    }
-    if (rc != 0) {
+    if (http_render_term(req->out, c->reply, c->reply_len, &idx, &req->api->limits, &sb, &err)) {
         strbuf_free(&sb);
         return http_error(conn, MHD_HTTP_BAD_GATEWAY, "bad_reply",
                           "C-node %s sent a reply that cannot be decoded: %s", req->target,
@@ -337,20 +355,10 @@ static enum MHD_Result http_call_submit(http_request *req) {
         return http_error(conn, MHD_HTTP_CONTENT_TOO_LARGE, "payload_too_large",
                           "request body over %zu bytes", api->cfg->max_body_bytes);
     ei_x_buff x;
-    if (ei_x_new(&x) != 0) return http_error(conn, 500, "out_of_memory", "out of memory");
     call *c = &req->call;
     gateway_make_pid(api->gw, &c->pid);
     term_error err = {0};
-    const char *body = req->body.data ? req->body.data : "";
-    int rc;
-    switch (req->in) {
-    case FORMAT_TEXT:
-        rc = term_from_text(body, req->body.len, &api->limits, &c->pid, &x, &err);
-        break;
-    case FORMAT_ETF: rc = term_from_etf(body, req->body.len, &api->limits, &x, &err); break;
-    default: rc = term_from_json(body, req->body.len, &api->limits, &c->pid, &x, &err); break;
-    }
-    if (rc != 0) {
+    if (http_decode_body(req, &c->pid, &x, &err) != 0) {
         ei_x_free(&x);
         return http_error(conn, (unsigned)term_status_http(err.status),
                           term_status_name(err.status), "%s", err.message);
@@ -677,21 +685,9 @@ static enum MHD_Result http_rpc_begin(http_request *req, const char *node) {
         return http_error(conn, MHD_HTTP_CONTENT_TOO_LARGE, "payload_too_large",
                           "request body over %zu bytes", api->cfg->max_body_bytes);
     ei_x_buff x;
-    if (ei_x_new(&x) != 0) return http_error(conn, 500, "out_of_memory", "out of memory");
     gateway_make_pid(api->gw, &req->call.pid);
     term_error err = {0};
-    const char *body = req->body.data ? req->body.data : "";
-    int rc;
-    switch (req->in) {
-    case FORMAT_TEXT:
-        rc = term_from_text(body, req->body.len, &api->limits, &req->call.pid, &x, &err);
-        break;
-    case FORMAT_ETF: rc = term_from_etf(body, req->body.len, &api->limits, &x, &err); break;
-    default:
-        rc = term_from_json(body, req->body.len, &api->limits, &req->call.pid, &x, &err);
-        break;
-    }
-    if (rc != 0) {
+    if (http_decode_body(req, &req->call.pid, &x, &err) != 0) {
         ei_x_free(&x);
         return http_error(conn, (unsigned)term_status_http(err.status),
                           term_status_name(err.status), "%s", err.message);
@@ -797,13 +793,7 @@ static enum MHD_Result http_rpc_response(http_request *req) {
         return r;
     }
     int k = i;
-    int rc;
-    switch (req->out) {
-    case FORMAT_TEXT: rc = term_to_text(buf, c->reply_len, &k, &req->api->limits, &sb, &err); break;
-    case FORMAT_ETF: rc = term_to_etf(buf, c->reply_len, &k, &req->api->limits, &sb, &err); break;
-    default: rc = term_to_json(buf, c->reply_len, &k, &req->api->limits, &sb, &err); break;
-    }
-    if (rc != 0) {
+    if (http_render_term(req->out, buf, c->reply_len, &k, &req->api->limits, &sb, &err) != 0) {
         strbuf_free(&sb);
         return http_error(conn, MHD_HTTP_BAD_GATEWAY, "bad_reply", "%s", err.message);
     }
@@ -1073,23 +1063,8 @@ static enum MHD_Result http_call_stream_submit(http_request *req) {
     snprintf(cs->target, sizeof cs->target, "%s", req->target);
     ei_x_buff x;
     term_error err = {0};
-    int rc = -1;
     gateway_make_pid(api->gw, &cs->call.pid);
-    if (ei_x_new(&x) == 0) {
-        const char *body = req->body.data ? req->body.data : "";
-        switch (req->in) {
-        case FORMAT_TEXT:
-            rc = term_from_text(body, req->body.len, &api->limits, &cs->call.pid, &x, &err);
-            break;
-        case FORMAT_ETF: rc = term_from_etf(body, req->body.len, &api->limits, &x, &err); break;
-        default:
-            rc = term_from_json(body, req->body.len, &api->limits, &cs->call.pid, &x, &err);
-            break;
-        }
-    } else {
-        err.status = TERM_ERR_NOMEM;
-        snprintf(err.message, sizeof err.message, "out of memory");
-    }
+    int rc = http_decode_body(req, &cs->call.pid, &x, &err);
     gateway_error ge = GATEWAY_OK;
     if (rc == 0) {
         cs->call.on_done = http_call_stream_done;
@@ -1325,8 +1300,8 @@ http_api *http_api_start(const config *cfg, gateway *gw, char *err, size_t err_l
         return NULL;
     }
     bool v6 = ss.ss_family == AF_INET6;
-    unsigned port = ntohs(v6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
-                             : ((struct sockaddr_in *)&ss)->sin_port);
+    unsigned port =
+        ntohs(v6 ? ((struct sockaddr_in6 *)&ss)->sin6_port : ((struct sockaddr_in *)&ss)->sin_port);
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
                      MHD_USE_ERROR_LOG | (v6 ? MHD_USE_IPv6 : 0);
     h->daemon = MHD_start_daemon(
