@@ -37,7 +37,7 @@ if [ "$do_build" = 1 ]; then
   # they are not errors of this build's concern, so they stay warnings here.
   mkdir -p "$build"
   if ! { cmake -S "$repo" -B "$build" -DCMAKE_BUILD_TYPE=Release \
-           "-DCMAKE_C_FLAGS=-Wno-error=format-truncation -Wno-error=stringop-truncation" &&
+           "-DCMAKE_C_FLAGS=-g -Wno-error=format-truncation -Wno-error=stringop-truncation" &&
          cmake --build "$build" -j"$(nproc)" --target nodexd example_cnode term_bench raw_ei_bench
        } >"$build/bench-build.log" 2>&1; then
     tail -40 "$build/bench-build.log" >&2

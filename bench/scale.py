@@ -60,6 +60,25 @@ def rss_kib(pid):
     return proc_status(pid, "VmRSS")
 
 
+def cpu_ticks(pid):
+    """utime + stime of pid in clock ticks, or 0 if gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return 0
+    fields = stat[stat.rindex(")") + 2:].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def idle_cpu(pids, seconds=2.0):
+    """CPU used by each of pids over `seconds`, in % of one CPU."""
+    hz = os.sysconf("SC_CLK_TCK")
+    c0 = {p: cpu_ticks(p) for p in pids}
+    time.sleep(seconds)
+    return {p: (cpu_ticks(p) - c0[p]) * 100.0 / hz / seconds for p in pids}
+
+
 def fd_count(pid):
     try:
         return len(os.listdir(f"/proc/{pid}/fd"))
@@ -299,8 +318,14 @@ def scale(a):
         except OSError:
             pass
         res["rss_per_cnode_kib"] = round((res["rss_idle_kib"] - res["rss_empty_kib"]) / a.count, 2)
-        children = [c for c in os.listdir("/proc") if c.isdigit()]
-        res["cnode_processes"] = len(pids_with_arg(s.cookie))
+        cnode_pids = pids_with_arg(s.cookie)
+        res["cnode_processes"] = len(cnode_pids)
+        # Idle CPU: with nothing to do, nodexd and the C-nodes should be near 0 %.
+        use = idle_cpu([d.pid] + cnode_pids)
+        res["idle_cpu_pct_nodexd"] = round(use.pop(d.pid), 1)
+        res["idle_cpu_pct_cnodes_total"] = round(sum(use.values()), 1)
+        log(f"idle CPU over 2 s: nodexd {res['idle_cpu_pct_nodexd']} %, "
+            f"{len(cnode_pids)} C-nodes {res['idle_cpu_pct_cnodes_total']} % in all")
         log(f"idle: RSS {res['rss_idle_kib']} KiB ({res['rss_per_cnode_kib']} KiB/C-node), "
             f"{res['fds_idle']} fds, {res['cnode_processes']} C-node processes")
 
@@ -527,6 +552,7 @@ def md_scale(r):
         f"client connect time for {b.get('conns')} connections {b.get('connect_s')} s; "
         f"dropped messages {b.get('dropped_messages')}, restarts {b.get('restarts')}, "
         f"C-nodes up after {b.get('up_after')}; shutdown {r.get('shutdown_s')} s (exit {r.get('shutdown_rc')}); "
+        f"idle CPU (2 s, all up, no calls): nodexd {r.get('idle_cpu_pct_nodexd')} %, C-nodes {r.get('idle_cpu_pct_cnodes_total')} % in all; "
         f"nodexd threads {r.get('threads_idle')}; warn/error log lines {r.get('nodexd_warn_error_lines')}; "
         f"stray processes killed {len(r.get('strays_killed') or [])}.",
     ]
@@ -600,7 +626,8 @@ def main():
     ap.add_argument("--calls-per-cnode", type=int, default=10)
     ap.add_argument("--sleep-ms", type=int, default=500)
     ap.add_argument("--http-threads", type=int, default=2)
-    ap.add_argument("--max-connections", type=int, default=10000)
+    # 10,000 load connections plus the monitor's GET /cnodes: a little over the default 10000.
+    ap.add_argument("--max-connections", type=int, default=10100)
     ap.add_argument("--pool-duration", type=float, default=5)
     ap.add_argument("--pool-rounds", type=int, default=2)
     ap.add_argument("--ns-a")

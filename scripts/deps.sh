@@ -20,6 +20,10 @@ packages=(
   yamllint                             # lint of deploy/ YAML (tests/integration/test_deploy_lint.py)
   shellcheck                           # lint of the shell scripts (same test)
   systemd                              # systemd-analyze verify of deploy/systemd (same test)
+  wrk                                  # bench/run.sh: HTTP load (keep-alive, Lua POST bodies)
+  nghttp2-client                       # bench/run.sh: h2load, gRPC unary load
+  gnuplot-nox                          # bench/run.sh: chart.png
+  valgrind                             # bench/run.sh: callgrind profile of nodexd under load
 )
 # The Node.js client's tests need node and npm; the machine image ships Node 20 with npm, and
 # Debian's nodejs + npm packages serve where it does not.

@@ -872,9 +872,9 @@ static char *gw_template_literal(const char *s) {
 
 static void gw_entry_free(gw_cnode *cn) {
     config_cnode *o = &cn->own_cfg;
-    for (size_t i = 0; i < o->arg_count; i++) free(o->args[i]);
+    for (size_t i = 0; o->args && i < o->arg_count; i++) free(o->args[i]);
     free(o->args);
-    for (size_t i = 0; i < o->env_count; i++) {
+    for (size_t i = 0; o->env && i < o->env_count; i++) {
         free(o->env[i].name);
         free(o->env[i].value);
     }
@@ -1585,9 +1585,11 @@ static void gw_child_home_sweep(const char *tmp) {
     if (!d) return;
     struct dirent *e;
     while ((e = readdir(d)) != NULL) {
-        int pid = 0, n = 0;
-        if (sscanf(e->d_name, "nodexd-%d-%n", &pid, &n) != 1 || n == 0 || pid <= 0) continue;
-        if (kill(pid, 0) == 0 || errno != ESRCH) continue;
+        if (strncmp(e->d_name, "nodexd-", 7) != 0) continue;
+        char *end;
+        long pid = strtol(e->d_name + 7, &end, 10);
+        if (pid <= 0 || pid > INT_MAX || *end != '-') continue;
+        if (kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue;
         char dir[PATH_MAX], file[PATH_MAX + 32];
         struct stat st;
         snprintf(dir, sizeof dir, "%s/%s", tmp, e->d_name);
@@ -2056,9 +2058,8 @@ gateway_error gateway_rpc(gateway *gw, const char *node, call *c, const char *mo
     gw_cnode *cn = gw_find_node_locked(gw, node);
     if (gw->shutting_down)
         e = GATEWAY_SHUTTING_DOWN;
-    else if (cn && (cn->removing || cn->stop_requested))
-        e = GATEWAY_UNAVAILABLE;
-    else if (cn && !cn->live && cn->state != CNODE_STARTING)
+    else if (cn &&
+             (cn->removing || cn->stop_requested || (!cn->live && cn->state != CNODE_STARTING)))
         e = GATEWAY_UNAVAILABLE;
     pthread_mutex_unlock(&gw->mu);
     /* Not known yet: connect on demand (the loop starts it). A racing thread that created it

@@ -420,7 +420,8 @@ static enum MHD_Result http_call_begin(http_request *req, const char *name, requ
         char *end;
         errno = 0;
         unsigned long long v = strtoull(t, &end, 10);
-        if (!*t || *end || errno || v == 0 || v > req->cnode->max_call_timeout_ms || t[0] == '-')
+        if (!*t || *end || errno || v == 0 || v > req->cnode->max_call_timeout_ms ||
+            strspn(t, "0123456789") != strlen(t))
             return http_error(conn, MHD_HTTP_BAD_REQUEST, "bad_request",
                               "timeout_ms must be an integer from 1 to %u",
                               req->cnode->max_call_timeout_ms);
@@ -530,6 +531,9 @@ static int http_body_count(http_request *req, unsigned *count, char *why, size_t
 
 static enum MHD_Result http_spawn_nodes(http_request *req) {
     struct MHD_Connection *conn = req->conn;
+    if (req->too_large)
+        return http_error(conn, MHD_HTTP_CONTENT_TOO_LARGE, "payload_too_large",
+                          "request body over %zu bytes", req->api->cfg->max_body_bytes);
     unsigned count;
     char why[300];
     if (http_body_count(req, &count, why, sizeof why) != 0)
@@ -639,7 +643,9 @@ static int http_rpc_timeout(http_request *req) {
     char *end;
     errno = 0;
     unsigned long long v = strtoull(t, &end, 10);
-    if (!*t || *end || errno || v == 0 || v > cfg->max_rpc_timeout_ms || t[0] == '-') return -1;
+    if (!*t || *end || errno || v == 0 || v > cfg->max_rpc_timeout_ms ||
+        strspn(t, "0123456789") != strlen(t))
+        return -1;
     req->timeout_ms = (unsigned)v;
     return 0;
 }

@@ -294,6 +294,31 @@ static int tbinary(tparser *p) {
         size_t count = 0;
         int64_t v = 0;
         bool is_str = p->s[p->i] == '"', is_int = false;
+        if (is_str && nbits % 8 == 0) {
+            /* Fast path: a plain string segment (printable ASCII, no escapes) without a size or
+             * type is its bytes as they are. */
+            size_t e = p->i + 1;
+            while (e < p->n && (unsigned char)p->s[e] >= 0x20 && (unsigned char)p->s[e] < 0x7f &&
+                   p->s[e] != '"' && p->s[e] != '\\')
+                e++;
+            if (e < p->n && p->s[e] == '"') {
+                size_t after = e + 1;
+                while (after < p->n && (p->s[after] == ' ' || p->s[after] == '\t' ||
+                                        p->s[after] == '\n' || p->s[after] == '\r'))
+                    after++;
+                if (after < p->n && (p->s[after] == ',' || p->s[after] == '>')) {
+                    if (strbuf_append(&bits, p->s + p->i + 1, e - p->i - 1) != 0) goto nomem;
+                    nbits += (e - p->i - 1) * 8;
+                    p->i = after;
+                    if (p->s[p->i] == ',') {
+                        p->i++;
+                        continue;
+                    }
+                    if ((rc = texpect(p, ">>")) != 0) goto done;
+                    break;
+                }
+            }
+        }
         if (is_str) {
             if ((rc = tquoted(p, '"', &count)) != 0) goto done;
         } else if (p->s[p->i] == '-' || p->s[p->i] == '$' || is_digit(p->s[p->i])) {
@@ -462,8 +487,8 @@ static int tvalue(tparser *p, unsigned depth) {
         return 0;
     }
     if (c == '[') return tlist(p, depth);
-    if (tpeek(p, "<<")) return tbinary(p);
-    if (tpeek(p, "#{")) {
+    if (c == '<' && tpeek(p, "<<")) return tbinary(p);
+    if (c == '#' && tpeek(p, "#{")) {
         p->i += 2;
         if (tdeeper(p, depth) != 0) return -1;
         int hdr = term_hdr_reserve(p->x);
@@ -487,10 +512,12 @@ static int tvalue(tparser *p, unsigned depth) {
         term_map_close(p->x, hdr, n);
         return 0;
     }
-    if (tpeek(p, "#Pid<")) return topaque(p, "pid", 5);
-    if (tpeek(p, "#Ref<")) return topaque(p, "ref", 5);
-    if (tpeek(p, "#Port<")) return topaque(p, "port", 6);
-    if (tpeek(p, "#Fun<")) return topaque(p, "fun", 5);
+    if (c == '#') {
+        if (tpeek(p, "#Pid<")) return topaque(p, "pid", 5);
+        if (tpeek(p, "#Ref<")) return topaque(p, "ref", 5);
+        if (tpeek(p, "#Port<")) return topaque(p, "port", 6);
+        if (tpeek(p, "#Fun<")) return topaque(p, "fun", 5);
+    }
     if (c == '"') {
         if (tquoted(p, '"', &n) != 0) return -1;
         return term_enc_charlist(p->x, (const uint32_t *)(const void *)p->str.data, n) == 0
@@ -582,27 +609,45 @@ static bool atom_needs_quotes(const char *s, size_t len) {
     return false;
 }
 
-/* Appends UTF-8 text between quotes, escaping the quote, backslash and control characters. */
+/* Appends UTF-8 text between quotes, escaping the quote, backslash and control characters.
+ * Runs of bytes that need no escape are copied with one append. */
 static int put_quoted(strbuf *out, const char *s, size_t len, char quote) {
-    if (strbuf_putc(out, quote) != 0) return -1;
+    if (strbuf_reserve(out, len + 2) != 0 || strbuf_putc(out, quote) != 0) return -1;
+    size_t run = 0; /* start of the pending verbatim run */
     for (size_t k = 0; k < len; k++) {
         unsigned char c = (unsigned char)s[k];
+        if (c >= 0x20 && c != 0x7f && c != (unsigned char)quote && c != '\\') continue;
+        if (strbuf_append(out, s + run, k - run) != 0) return -1;
+        run = k + 1;
         int rc;
-        if (c == (unsigned char)quote || c == '\\')
-            rc = strbuf_putc(out, '\\') || strbuf_putc(out, (char)c);
-        else if (c == '\n')
-            rc = strbuf_puts(out, "\\n");
-        else if (c == '\t')
-            rc = strbuf_puts(out, "\\t");
-        else if (c == '\r')
-            rc = strbuf_puts(out, "\\r");
-        else if (c < 0x20 || c == 0x7f)
+        if (c == (unsigned char)quote || c == '\\') {
+            char esc[2] = {'\\', (char)c};
+            rc = strbuf_append(out, esc, 2);
+        } else if (c == '\n') {
+            rc = strbuf_append(out, "\\n", 2);
+        } else if (c == '\t') {
+            rc = strbuf_append(out, "\\t", 2);
+        } else if (c == '\r') {
+            rc = strbuf_append(out, "\\r", 2);
+        } else {
             rc = strbuf_printf(out, "\\x{%X}", c);
-        else
-            rc = strbuf_putc(out, (char)c);
+        }
         if (rc != 0) return -1;
     }
+    if (strbuf_append(out, s + run, len - run) != 0) return -1;
     return strbuf_putc(out, quote);
+}
+
+/* Appends a decimal integer (what "%lld" prints) without going through printf. */
+static int put_int(strbuf *out, long long v) {
+    char buf[24], *e = buf + sizeof buf, *q = e;
+    unsigned long long u = v < 0 ? 0ull - (unsigned long long)v : (unsigned long long)v;
+    do {
+        *--q = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0) *--q = '-';
+    return strbuf_append(out, q, (size_t)(e - q));
 }
 
 static bool printable_cp(uint32_t c) {
@@ -676,7 +721,7 @@ static int tr_binary(trender *r, const unsigned char *d, size_t len, unsigned la
     if (strbuf_puts(o, "<<") != 0) return tr_nomem(r);
     size_t whole = last_bits == 8 ? len : len - 1;
     for (size_t k = 0; k < whole; k++)
-        if (strbuf_printf(o, k ? ",%u" : "%u", d[k]) != 0) return tr_nomem(r);
+        if ((k && strbuf_putc(o, ',') != 0) || put_int(o, d[k]) != 0) return tr_nomem(r);
     if (whole < len &&
         strbuf_printf(o, "%s%u:%u", whole ? "," : "", d[whole] >> (8 - last_bits), last_bits) != 0)
         return tr_nomem(r);
@@ -689,11 +734,11 @@ static int tr_term(trender *r, int *i) {
     int rc = 0;
     switch (p[0]) {
     case ERL_SMALL_INTEGER_EXT:
-        rc = strbuf_printf(o, "%u", p[1]);
+        rc = put_int(o, p[1]);
         *i += 2;
         break;
     case ERL_INTEGER_EXT:
-        rc = strbuf_printf(o, "%d", (int32_t)term_be32(p + 1));
+        rc = put_int(o, (int32_t)term_be32(p + 1));
         *i += 5;
         break;
     case ERL_SMALL_BIG_EXT:
@@ -751,7 +796,7 @@ static int tr_term(trender *r, int *i) {
         } else {
             rc = strbuf_putc(o, '[');
             for (size_t k = 0; rc == 0 && k < len; k++)
-                rc = strbuf_printf(o, k ? ",%u" : "%u", p[3 + k]);
+                rc = (k && strbuf_putc(o, ',') != 0) || put_int(o, p[3 + k]) != 0;
             rc = rc || strbuf_putc(o, ']');
         }
         *i += 3 + (int)len;
