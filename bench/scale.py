@@ -410,6 +410,31 @@ def scale(a):
         pool["errors"] = sum(r["errors"] for r in pool["runs"])
         p2 = dp.get("/cnodes/p2")
         pool["p2_instance_calls"] = [i["calls_total"] for i in p2.get("pool", [])]
+        dp.stop()
+
+        # 4b. The same pool comparison where the C-node's own work dominates: test_cnode
+        # answering {sleep, 2, I} (2 ms of serial work per call), 64 connections.
+        pool_cfg = base_config(extra_http=http_extra) + "cnodes:\n" + "".join(
+            f"  - name: s{n}\n    executable: {yaml_str(test_cnode)}\n    instances: {n}\n"
+            for n in (1, 2))
+        dp = Nodexd(s, a.build_dir, pool_cfg, "nodexd-pool-sleep")
+        dp.wait_ready()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            lst = dp.get("/cnodes")["cnodes"]
+            if all(c["state"] == "up" and c.get("instances_up", 1) == c.get("instances", 1)
+                   for c in lst):
+                break
+            time.sleep(0.05)
+        for n in (1, 2):
+            r = run_load(a.load, ["--port", dp.port, "--conns", 64, "--cnodes", 1, "--prefix",
+                                  f"s{n}", "--exact", "--sleep", "--sleep-ms", 2, "--duration",
+                                  a.pool_duration, "--warmup", 1])
+            pool[f"sleep2ms_instances{n}_calls_per_s"] = r["calls_per_s"]
+            pool["errors"] += r["errors"]
+            log(f"pool (sleep 2 ms) instances {n}: {r['calls_per_s']:.0f} calls/s, errors {r['errors']}")
+        pool["sleep2ms_ratio"] = round(pool["sleep2ms_instances2_calls_per_s"]
+                                       / pool["sleep2ms_instances1_calls_per_s"], 3)
         res["pool"] = pool
         dp.stop()
 
@@ -547,6 +572,7 @@ def md_scale(r):
         f"| open descriptors | {r.get('fds_idle')} idle, {b.get('peak_fds')} under load (limit {r.get('nofile_limit')}) | well past 1024 | {pf('descriptors')} |",
         f"| {r['calls']} × {{sleep, {r['sleep_ms']}, I}} at once | {b.get('ok')} right replies, {b.get('errors')} errors, peak in flight {b.get('peak_in_flight')}, {b.get('elapsed_s')} s, p50 {b.get('p50_ms')} ms, p99 {b.get('p99_ms')} ms, max {b.get('max_ms')} ms | all, 0 errors | {pf('calls_in_flight')} |",
         f"| pool: example_cnode instances 2 vs 1, 64 conns ping | {p.get('instances2_calls_per_s')} vs {p.get('instances1_calls_per_s')} calls/s = ×{p.get('ratio')} | > 1 (≈2 on 2 cores) | {pf('pool_ratio')} |",
+        f"| (info) pool, test_cnode {{sleep, 2, I}}: instances 2 vs 1, 64 conns | {p.get('sleep2ms_instances2_calls_per_s')} vs {p.get('sleep2ms_instances1_calls_per_s')} calls/s = ×{p.get('sleep2ms_ratio')} | — | — |",
         "",
         f"Other: RSS after the burst {r.get('rss_after_burst_kib')} KiB (peak {b.get('peak_rss_kib')} KiB); "
         f"client connect time for {b.get('conns')} connections {b.get('connect_s')} s; "

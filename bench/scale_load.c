@@ -8,6 +8,8 @@
  *                the reply must be exactly {slept, I}.
  *   --duration   closed loop: every connection repeats {ping, <<"hello">>} to <prefix><I mod N>
  *                for S seconds (after S of --warmup); the reply must be exactly {pong, <<"hello">>}.
+ *   --sleep      closed loop with {sleep, M, I} / {slept, I} instead of ping (a C-node busy M ms
+ *                per call, for pools).
  *   --prefix     C-node name prefix; with --cnodes 1 and --exact the name is the prefix itself.
  *
  * Prints one JSON object on stdout: requests, ok, errors (by kind, with the first error's text),
@@ -51,7 +53,7 @@ static char first_error[512];
 static double *lat;
 static size_t lat_n, lat_cap;
 static long n_ok, n_sent;
-static int burst, exact, conns_n, cnodes_n = 1, sleep_ms = 500, timeout_ms = 10000;
+static int burst, sleep_kind, exact, conns_n, cnodes_n = 1, sleep_ms = 500, timeout_ms = 10000;
 static double duration = 5, warmup = 1;
 static const char *host = "127.0.0.1", *prefix = "c";
 static int port;
@@ -75,14 +77,14 @@ static void record_error(int kind, const char *fmt, ...) {
 }
 
 static void body_for(int i, char *out, size_t n) {
-    if (burst)
+    if (burst || sleep_kind)
         snprintf(out, n, "{\"$tuple\":[{\"$atom\":\"sleep\"},%d,%d]}", sleep_ms, i);
     else
         snprintf(out, n, "{\"$tuple\":[{\"$atom\":\"ping\"},\"hello\"]}");
 }
 
 static void expected_for(int i, char *out, size_t n) {
-    if (burst)
+    if (burst || sleep_kind)
         snprintf(out, n, "{\"$tuple\":[{\"$atom\":\"slept\"},%d]}", i);
     else
         snprintf(out, n, "{\"$tuple\":[{\"$atom\":\"pong\"},\"hello\"]}");
@@ -214,6 +216,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--exact")) exact = 1;
         else if (!strcmp(a, "--burst")) burst = 1;
         else if (!strcmp(a, "--sleep-ms")) sleep_ms = atoi(NEXT());
+        else if (!strcmp(a, "--sleep")) sleep_kind = 1;
         else if (!strcmp(a, "--duration")) duration = atof(NEXT());
         else if (!strcmp(a, "--warmup")) warmup = atof(NEXT());
         else if (!strcmp(a, "--timeout-ms")) timeout_ms = atoi(NEXT());

@@ -243,7 +243,7 @@ static int parse_mapping(parse_ctx *c, yaml_node_t *map, const char *path, const
         switch (f->type) {
         case F_STR: {
             char *s;
-            if (get_string(c, v, sub, f->flags & FLAG_NULLABLE, &s)) return -1;
+            if (get_string(c, v, sub, (f->flags & FLAG_NULLABLE) != 0, &s)) return -1;
             if (s && !*s) {
                 free(s);
                 return fail(c, v, sub, "must not be empty");
@@ -338,7 +338,7 @@ static int set_http_listen(parse_ctx *c, yaml_node_t *v, const char *path, void 
     const char *colon = strrchr(s, ':');
     const char *port = colon ? colon + 1 : "";
     int ok = colon && colon > s && *port && strlen(port) <= 5 &&
-             strspn(port, "0123456789") == strlen(port) && atoi(port) <= 65535;
+             strspn(port, "0123456789") == strlen(port) && strtol(port, NULL, 10) <= 65535;
     if (ok && s[0] == '[')
         ok = colon[-1] == ']' && colon - s > 2;
     else if (ok)
@@ -486,24 +486,27 @@ static int set_reply_filter(parse_ctx *c, yaml_node_t *v, const char *path, void
 
 /* ---- key tables ---- */
 
+/* st and m name a struct and a member: they cannot be parenthesized. */
+/* NOLINTBEGIN(bugprone-macro-parentheses) */
 #define STR(st, k, m, fl)                                                                          \
-    { .key = k, .type = F_STR, .offset = offsetof(st, m), .flags = fl }
+    { .key = (k), .type = F_STR, .offset = offsetof(st, m), .flags = (fl) }
 #define TMPL(st, k, m, fl, sf)                                                                     \
     {                                                                                              \
-        .key = k, .type = F_STR, .offset = offsetof(st, m), .flags = (fl) | FLAG_TEMPLATE,         \
-        .self = sf                                                                                 \
+        .key = (k), .type = F_STR, .offset = offsetof(st, m), .flags = (fl) | FLAG_TEMPLATE,       \
+        .self = (sf)                                                                               \
     }
 #define UINT(st, k, m, lo, hi)                                                                     \
-    { .key = k, .type = F_UINT, .offset = offsetof(st, m), .min = lo, .max = hi }
+    { .key = (k), .type = F_UINT, .offset = offsetof(st, m), .min = (lo), .max = (hi) }
 #define SIZE(st, k, m, lo, hi)                                                                     \
-    { .key = k, .type = F_SIZE, .offset = offsetof(st, m), .min = lo, .max = hi }
+    { .key = (k), .type = F_SIZE, .offset = offsetof(st, m), .min = (lo), .max = (hi) }
 #define BOOL(st, k, m)                                                                             \
-    { .key = k, .type = F_BOOL, .offset = offsetof(st, m) }
+    { .key = (k), .type = F_BOOL, .offset = offsetof(st, m) }
 #define CUSTOM(st, k, m, fn)                                                                       \
-    { .key = k, .type = F_CUSTOM, .offset = offsetof(st, m), .set = fn }
+    { .key = (k), .type = F_CUSTOM, .offset = offsetof(st, m), .set = (fn) }
+/* NOLINTEND(bugprone-macro-parentheses) */
 /* Setters that need several fields of the C-node get the whole struct. */
 #define WHOLE(k, fn)                                                                               \
-    { .key = k, .type = F_CUSTOM, .offset = 0, .set = fn }
+    { .key = (k), .type = F_CUSTOM, .offset = 0, .set = (fn) }
 
 #define HOUR_MS 3600000ULL
 #define DAY_MS  86400000ULL
@@ -649,15 +652,16 @@ SECTION_SETTER(set_grpc_section, grpc_fields)
 #undef SECTION_SETTER
 
 /* The erlang_nodes section, with the checks that span keys. */
-static int set_erlang_nodes_section(parse_ctx *c, yaml_node_t *v, const char *path,
-                                    void *target) {
+static int set_erlang_nodes_section(parse_ctx *c, yaml_node_t *v, const char *path, void *target) {
     config *cfg = target;
     if (parse_mapping(c, v, path, erlang_nodes_fields, COUNT(erlang_nodes_fields), target))
         return -1;
     key_path sub;
     const char *p = cfg->child_prefix;
-    if (!*p || strspn(p, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") !=
-                   strlen(p) || strlen(p) > 200) {
+    if (!*p ||
+        strspn(p, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") !=
+            strlen(p) ||
+        strlen(p) > 200) {
         join_path(sub, path, "name_prefix");
         return fail(c, mapping_get(c, v, "name_prefix"), sub,
                     "expected letters, digits, '_' or '-' (a node name's alive part)");

@@ -326,8 +326,9 @@ dist_read(dist_conn *c, void (*on_message)(void *, dist_conn *, const dist_messa
                 break;
             }
             if (plen == 0) {
-                /* A tick: answer it, as ei does, so peers that expect it stay happy. */
-                if (dist_send_tick(c, 1000) != 0) return DIST_READ_ERROR;
+                /* A tick (or ei's tock answering ours): it only proves the peer alive, which
+                 * last_recv_ms records. Never answer it: ei answers every tick with a tock, so
+                 * answering tocks would ping-pong forever. The loop ticks idle links itself. */
             } else if (dist_dispatch(c, c->rbuf + off + 4, plen, on_message, ctx) != 0) {
                 return DIST_PROTOCOL_ERROR;
             }

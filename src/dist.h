@@ -68,7 +68,8 @@ void dist_conn_unref(dist_conn *c);
 void dist_conn_shutdown(dist_conn *c);
 
 /* Reads what the socket has (never blocks) and calls on_message for each complete message; ticks
- * are answered and not passed on; control messages without payload are ignored. Event loop
+ * only refresh last_recv_ms (never answered: ei answers ticks, so answering would loop);
+ * control messages without payload are ignored. Event loop
  * thread only. Returns DIST_OPEN while the connection lives, else why it ended. */
 dist_close_reason dist_read(dist_conn *c,
                             void (*on_message)(void *ctx, dist_conn *c, const dist_message *m),

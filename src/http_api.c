@@ -733,7 +733,8 @@ static enum MHD_Result http_load_begin(http_request *req, const char *node, cons
     if (ei_x_new(&x) != 0) return http_error(conn, 500, "out_of_memory", "out of memory");
     if (ei_x_encode_list_header(&x, 3) || ei_x_encode_atom(&x, module) ||
         ei_x_encode_string(&x, file) ||
-        ei_x_encode_binary(&x, req->body.data, (long)req->body.len) || ei_x_encode_empty_list(&x)) {
+        ei_x_encode_binary(&x, req->body.data, (int)req->body.len) != 0 ||
+        ei_x_encode_empty_list(&x)) {
         ei_x_free(&x);
         return http_error(conn, MHD_HTTP_BAD_REQUEST, "bad_request", "bad module name");
     }

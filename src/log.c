@@ -47,7 +47,11 @@ void log_msg(log_level level, const char *fmt, ...) {
     int m = vsnprintf(line + n, sizeof line - (size_t)n - 1, fmt, ap);
     va_end(ap);
     if (m < 0) m = 0;
-    n = (size_t)(n + m) >= sizeof line - 1 ? (int)sizeof line - 2 : n + m;
+    /* vsnprintf returns the untruncated length: clamp to what the buffer holds. */
+    if ((size_t)n + (size_t)m >= sizeof line - 1)
+        n = (int)sizeof line - 2;
+    else
+        n += m;
     line[n++] = '\n';
     fwrite(line, 1, (size_t)n,
            stderr); /* one write per line: lines from threads never interleave */

@@ -572,6 +572,18 @@ static int rskip(const jrender *r, int i) {
     return end;
 }
 
+/* Appends a decimal integer (what "%lld" prints) without going through printf. */
+static int put_int(strbuf *out, long long v) {
+    char buf[24], *e = buf + sizeof buf, *q = e;
+    unsigned long long u = v < 0 ? 0ull - (unsigned long long)v : (unsigned long long)v;
+    do {
+        *--q = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0) *--q = '-';
+    return strbuf_append(out, q, (size_t)(e - q));
+}
+
 static int rterm(jrender *r, int *i);
 
 static int rseq(jrender *r, int *i, size_t n) {
@@ -676,11 +688,11 @@ static int rterm(jrender *r, int *i) {
     int rc = 0;
     switch (p[0]) {
     case ERL_SMALL_INTEGER_EXT:
-        rc = strbuf_printf(r->out, "%u", p[1]);
+        rc = put_int(r->out, p[1]);
         *i += 2;
         break;
     case ERL_INTEGER_EXT:
-        rc = strbuf_printf(r->out, "%d", (int32_t)term_be32(p + 1));
+        rc = put_int(r->out, (int32_t)term_be32(p + 1));
         *i += 5;
         break;
     case ERL_SMALL_BIG_EXT:
@@ -739,7 +751,7 @@ static int rterm(jrender *r, int *i) {
         size_t len = term_be16(p + 1);
         rc = strbuf_putc(r->out, '[');
         for (size_t k = 0; rc == 0 && k < len; k++)
-            rc = strbuf_printf(r->out, k ? ",%u" : "%u", p[3 + k]);
+            rc = (k && strbuf_putc(r->out, ',') != 0) || put_int(r->out, p[3 + k]) != 0;
         rc = rc || strbuf_putc(r->out, ']');
         *i += 3 + (int)len;
         break;
