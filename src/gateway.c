@@ -263,7 +263,11 @@ static char *gw_resolve_executable(const char *name, char *err, size_t err_len) 
 
 static void gw_complete(call *c, call_outcome outcome, const char *detail) {
     c->outcome = outcome;
-    if (detail) snprintf(c->detail, sizeof c->detail, "%s", detail);
+    if (detail) { /* cut to fit: a detail is a human-readable hint */
+        size_t n = strnlen(detail, sizeof c->detail - 1);
+        memcpy(c->detail, detail, n);
+        c->detail[n] = '\0';
+    }
     c->on_done(c, c->ctx);
 }
 
