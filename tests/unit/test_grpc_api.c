@@ -313,6 +313,7 @@ typedef struct ccall {
     grpc_completion_queue *cq;
     grpc_call *call;
     grpc_byte_buffer *sent;
+    grpc_byte_buffer *recv_bb;
     grpc_metadata_array initial_md, trailing_md;
     bool got_initial_md;
     bool status_started;
@@ -387,8 +388,10 @@ static void cc_start_status(ccall *c) {
     c->status_started = true;
 }
 
-/* The next message (malloc'd bytes, *len set), or NULL at the end of the stream. */
-static uint8_t *cc_read(ccall *c, size_t *len) {
+/* Starts RECV_MESSAGE (with RECV_INITIAL_METADATA the first time) without waiting (tag 2). The
+ * client must read: gRPC core delivers the status only once the initial metadata and the
+ * messages before it have been received. */
+static void cc_read_begin(ccall *c) {
     grpc_op ops[2];
     memset(ops, 0, sizeof ops);
     size_t n = 0;
@@ -398,12 +401,18 @@ static uint8_t *cc_read(ccall *c, size_t *len) {
         n++;
         c->got_initial_md = true;
     }
-    grpc_byte_buffer *bb = NULL;
+    c->recv_bb = NULL;
     ops[n].op = GRPC_OP_RECV_MESSAGE;
-    ops[n].data.recv_message.recv_message = &bb;
+    ops[n].data.recv_message.recv_message = &c->recv_bb;
     n++;
     assert_int_equal(grpc_call_start_batch(c->call, ops, n, (void *)2, NULL), GRPC_CALL_OK);
+}
+
+/* The message cc_read_begin asked for (malloc'd bytes, *len set), or NULL at the end. */
+static uint8_t *cc_read_end(ccall *c, size_t *len) {
     cc_pluck(c, (void *)2, "receive");
+    grpc_byte_buffer *bb = c->recv_bb;
+    c->recv_bb = NULL;
     if (!bb) return NULL;
     grpc_byte_buffer_reader r;
     assert_true(grpc_byte_buffer_reader_init(&r, bb));
@@ -416,6 +425,12 @@ static uint8_t *cc_read(ccall *c, size_t *len) {
     memcpy(out, GRPC_SLICE_START_PTR(s), *len);
     grpc_slice_unref(s);
     return out;
+}
+
+/* The next message (malloc'd bytes, *len set), or NULL at the end of the stream. */
+static uint8_t *cc_read(ccall *c, size_t *len) {
+    cc_read_begin(c);
+    return cc_read_end(c, len);
 }
 
 /* Waits for the status; returns it (c->detail holds the message). */
@@ -931,6 +946,18 @@ static void test_x_request_id_is_echoed_in_initial_metadata(void **state) {
     nodex__v1__call_reply__free_unpacked(r, NULL);
     cc_free(&c);
 
+    /* Echoed on an error too (NOT_FOUND: no message, status only). */
+    tpayload_text(&tp, "{ping, md}");
+    req.cnode = "nope";
+    req.request = &tp.p;
+    assert_int_equal(unary(&c, "/nodex.v1.Gateway/Call", &req.base, 5000, md, 1,
+                           &nodex__v1__call_reply__descriptor, (ProtobufCMessage **)&r),
+                     GRPC_STATUS_NOT_FOUND);
+    tpayload_free(&tp);
+    assert_true(md_find(&c.initial_md, "x-request-id", v, sizeof v));
+    assert_string_equal(v, "req-42");
+    cc_free(&c);
+
     /* Without it, nothing is echoed. */
     assert_int_equal(do_call(&c, "t", "{ping, nomd}", 5000, &r), GRPC_STATUS_OK);
     assert_false(md_find(&c.initial_md, "x-request-id", v, sizeof v));
@@ -1004,10 +1031,12 @@ static void test_shutdown_with_calls_in_flight_is_unavailable(void **state) {
     ccall call;
     cc_start(&call, "/nodex.v1.Gateway/Call", &req.base, 0, NULL, 0);
     tpayload_free(&tp);
+    cc_read_begin(&call);
     cc_start_status(&call);
     Nodex__V1__WatchRequest w = NODEX__V1__WATCH_REQUEST__INIT;
     ccall watch;
     cc_start(&watch, "/nodex.v1.Gateway/Watch", &w.base, 0, NULL, 0);
+    cc_read_begin(&watch);
     cc_start_status(&watch);
     for (int64_t deadline = now_ms() + 2000; cnode_info("t").in_flight == 0;) {
         if (now_ms() > deadline) fail_msg("the call never reached the gateway");
@@ -1022,12 +1051,25 @@ static void test_shutdown_with_calls_in_flight_is_unavailable(void **state) {
     int64_t took = now_ms() - t0;
     if (took > 2500) fail_msg("shutdown took %lld ms", (long long)took);
 
-    print_message("shutdown took %lld ms\n", (long long)took);
+    size_t len;
+    assert_null(cc_read_end(&call, &len));
     assert_int_equal(cc_finish(&call), GRPC_STATUS_UNAVAILABLE);
-    print_message("call: %s\n", call.detail);
-    assert_true(call.detail[0] != '\0');
+    assert_non_null(strstr(call.detail, "shutting down"));
     assert_true(now_ms() - call.t0 < 2900); /* not the C-node's reply at 3 s */
     cc_free(&call);
+    /* The Watch saw the C-nodes stop, then ended. */
+    int events = 0;
+    bool t_stopped = false;
+    for (uint8_t *bytes; (bytes = cc_read_end(&watch, &len)); cc_read_begin(&watch)) {
+        Nodex__V1__Event *ev = nodex__v1__event__unpack(NULL, len, bytes);
+        free(bytes);
+        assert_non_null(ev);
+        assert_true(ev->seq > 0);
+        if (strcmp(ev->name, "t") == 0 && ev->state == NODEX__V1__STATE__STOPPED) t_stopped = true;
+        nodex__v1__event__free_unpacked(ev, NULL);
+        if (++events > 32) fail_msg("Watch does not end");
+    }
+    assert_true(t_stopped);
     assert_int_equal(cc_finish(&watch), GRPC_STATUS_UNAVAILABLE);
     assert_true(watch.detail[0] != '\0');
     cc_free(&watch);
