@@ -35,7 +35,8 @@
     X(M_LIST_NODES, "ListNodes", nodex__v1__list_nodes_request, m_list_nodes)                      \
     X(M_SPAWN_NODES, "SpawnNodes", nodex__v1__spawn_nodes_request, m_spawn_nodes)                  \
     X(M_STOP_NODE, "StopNode", nodex__v1__stop_node_request, m_stop_node)                          \
-    X(M_LOAD_MODULE, "LoadModule", nodex__v1__load_module_request, m_load_module)
+    X(M_LOAD_MODULE, "LoadModule", nodex__v1__load_module_request, m_load_module)                  \
+    X(M_HEALTH, "Health", nodex__v1__health_request, m_health)
 
 enum {
 #define X(id, name, msg, fn) id,
@@ -770,6 +771,34 @@ static void m_get_cnode(gcall *g, const ProtobufCMessage *req) {
     Nodex__V1__CnodeInfo o;
     cnode_info_pb(&o, &info);
     gcall_reply(g, &o.base);
+}
+
+/* --- Health: /healthz and /readyz in one reply --- */
+
+static void m_health(gcall *g, const ProtobufCMessage *req) {
+    (void)req;
+    gateway *gw = g->api->gw;
+    size_t n = gateway_cnode_count(gw);
+    gateway_cnode_info *infos = calloc(n ? n : 1, sizeof *infos);
+    char **names = calloc(n ? n : 1, sizeof *names); /* NOLINT(bugprone-sizeof-expression) */
+    if (!infos || !names) {
+        free(infos);
+        free(names);
+        return gcall_fail(g, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+    }
+    Nodex__V1__HealthReply o = NODEX__V1__HEALTH_REPLY__INIT;
+    o.alive = true;
+    o.ready = gateway_is_ready(gw);
+    for (size_t i = 0; i < n; i++) {
+        if (gateway_cnode_info_at(gw, i, &infos[i]) != 0) continue;
+        bool should_run = infos[i].state != CNODE_STOPPED;
+        if (should_run && infos[i].instances_up < infos[i].instances)
+            names[o.n_not_ready++] = (char *)infos[i].name;
+    }
+    o.not_ready = names;
+    gcall_reply(g, &o.base);
+    free(names);
+    free(infos);
 }
 
 /* --- Watch --- */

@@ -385,3 +385,25 @@ def test_shutdown_with_calls_in_flight(session):
     if nx.SANITIZE:
         assert "ERROR: AddressSanitizer" not in d.log_text(), d.log_tail()
         assert "LeakSanitizer" not in d.log_text(), d.log_tail()
+
+
+def test_health_is_the_grpc_twin_of_healthz_and_readyz(gw):
+    # "broken" failed for good: not ready, and named as such.
+    h = gw.stub.Health(pb.HealthRequest())
+    assert h.alive is True
+    assert h.ready is False
+    assert list(h.not_ready) == ["broken"]
+    r = gw.request("GET", "/readyz")
+    assert r.status == 503  # the HTTP twin agrees
+
+
+def test_health_ready_when_every_cnode_is_up(session):
+    d = GrpcNodexd(session, [nx.test_cnode_spec("t")])
+    d.start()
+    try:
+        d.wait_up("t")
+        h = d.stub.Health(pb.HealthRequest())
+        assert h.alive and h.ready and list(h.not_ready) == []
+        assert d.request("GET", "/readyz").status == 200
+    finally:
+        d.close()
