@@ -344,7 +344,7 @@ def profile_nodexd(session, nh, dur_s, workdir, out_dir):
         # Frames live at the start-up dump (thread entry points, main) carry their callees' cost
         # in a later part: they are not self cost.
         if m and (m.group(4) in ("clone", "start_thread", "(below main)", "main", "gateway_run")
-                  or m.group(4).startswith(("__libc_start", "0x"))):
+                  or m.group(4).startswith(("__libc_start", "0x", "(below"))):
             continue
         if m:
             top.append({"percent": float(m.group(2)), "function": m.group(4),

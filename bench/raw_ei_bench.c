@@ -122,8 +122,8 @@ static void run(int fd, int k, double dur_us) {
 #define PCT(p) (lat.n ? lat.v[(size_t)((p) * (double)(lat.n - 1) + 0.5)] : 0.0)
     printf("{\"inflight\":%d,\"calls\":%zu,\"throughput_per_s\":%.1f,\"us_per_op\":%.3f,"
            "\"mean_us\":%.3f,\"p50_us\":%.3f,\"p99_us\":%.3f,\"stray\":%ld}\n",
-           k, lat.n, (double)lat.n / (dur_us / 1e6), dur_us / (double)n, sum / (double)n,
-           PCT(0.50), PCT(0.99), stray);
+           k, lat.n, (double)lat.n / (dur_us / 1e6), dur_us / (double)n, sum / (double)n, PCT(0.50),
+           PCT(0.99), stray);
     fflush(stdout);
     free(lat.v);
     ei_x_free(&in);
@@ -160,7 +160,9 @@ int main(int argc, char **argv) {
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, "/dev/null", O_WRONLY, 0);
     pid_t child;
-    if (posix_spawn(&child, exe, &fa, NULL, cargv, environ) != 0) die("posix_spawn");
+    int spawn_rc = posix_spawn(&child, exe, &fa, NULL, cargv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    if (spawn_rc != 0) die("posix_spawn");
     fprintf(stderr, "cnode_os_pid %d\n", (int)child);
 
     ErlConnect conp;

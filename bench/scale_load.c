@@ -7,7 +7,8 @@
  *                to C-node <prefix><I mod N>, all at once after every connection is established;
  *                the reply must be exactly {slept, I}.
  *   --duration   closed loop: every connection repeats {ping, <<"hello">>} to <prefix><I mod N>
- *                for S seconds (after S of --warmup); the reply must be exactly {pong, <<"hello">>}.
+ *                for S seconds (after S of --warmup); the reply must be exactly {pong,
+ * <<"hello">>}.
  *   --sleep      closed loop with {sleep, M, I} / {slept, I} instead of ping (a C-node busy M ms
  *                per call, for pools).
  *   --prefix     C-node name prefix; with --cnodes 1 and --exact the name is the prefix itself.
@@ -36,8 +37,8 @@
 
 enum { ST_CONNECTING, ST_IDLE, ST_WRITING, ST_READING, ST_DONE };
 enum { E_STATUS, E_BODY, E_CLOSED, E_TIMEOUT, E_CONNECT, E_PARSE, E_N };
-static const char *e_names[E_N] = {"http_status", "wrong_reply", "closed", "timeout", "connect",
-                                   "parse"};
+static const char *e_names[E_N] = {"http_status", "wrong_reply", "closed",
+                                   "timeout",     "connect",     "parse"};
 
 typedef struct conn {
     int fd, state, index;
@@ -170,8 +171,7 @@ static int parse_response(conn *c) {
     if (status != 200) {
         record_error(E_STATUS, "conn %d: status %d: %.*s", c->index, status, (int)clen, body);
     } else if ((long)strlen(expected) != clen || memcmp(body, expected, clen) != 0) {
-        record_error(E_BODY, "conn %d: expected %s, got %.*s", c->index, expected, (int)clen,
-                     body);
+        record_error(E_BODY, "conn %d: expected %s, got %.*s", c->index, expected, (int)clen, body);
     } else if (burst || measuring) {
         n_ok++;
         if (lat_n == lat_cap) {
@@ -208,19 +208,32 @@ int main(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
 #define NEXT() (i + 1 < argc ? argv[++i] : (usage(), ""))
-        if (!strcmp(a, "--port")) port = atoi(NEXT());
-        else if (!strcmp(a, "--host")) host = NEXT();
-        else if (!strcmp(a, "--conns")) conns_n = atoi(NEXT());
-        else if (!strcmp(a, "--cnodes")) cnodes_n = atoi(NEXT());
-        else if (!strcmp(a, "--prefix")) prefix = NEXT();
-        else if (!strcmp(a, "--exact")) exact = 1;
-        else if (!strcmp(a, "--burst")) burst = 1;
-        else if (!strcmp(a, "--sleep-ms")) sleep_ms = atoi(NEXT());
-        else if (!strcmp(a, "--sleep")) sleep_kind = 1;
-        else if (!strcmp(a, "--duration")) duration = atof(NEXT());
-        else if (!strcmp(a, "--warmup")) warmup = atof(NEXT());
-        else if (!strcmp(a, "--timeout-ms")) timeout_ms = atoi(NEXT());
-        else usage();
+        if (!strcmp(a, "--port"))
+            port = atoi(NEXT());
+        else if (!strcmp(a, "--host"))
+            host = NEXT();
+        else if (!strcmp(a, "--conns"))
+            conns_n = atoi(NEXT());
+        else if (!strcmp(a, "--cnodes"))
+            cnodes_n = atoi(NEXT());
+        else if (!strcmp(a, "--prefix"))
+            prefix = NEXT();
+        else if (!strcmp(a, "--exact"))
+            exact = 1;
+        else if (!strcmp(a, "--burst"))
+            burst = 1;
+        else if (!strcmp(a, "--sleep-ms"))
+            sleep_ms = atoi(NEXT());
+        else if (!strcmp(a, "--sleep"))
+            sleep_kind = 1;
+        else if (!strcmp(a, "--duration"))
+            duration = atof(NEXT());
+        else if (!strcmp(a, "--warmup"))
+            warmup = atof(NEXT());
+        else if (!strcmp(a, "--timeout-ms"))
+            timeout_ms = atoi(NEXT());
+        else
+            usage();
     }
     if (port <= 0 || conns_n <= 0 || cnodes_n <= 0) usage();
 
@@ -268,8 +281,7 @@ int main(int argc, char **argv) {
         }
         int n = epoll_wait(epfd, evs, 1024, 5000);
         if (n == 0) {
-            fprintf(stderr, "scale_load: connecting stalled (%d of %d up)\n", established,
-                    conns_n);
+            fprintf(stderr, "scale_load: connecting stalled (%d of %d up)\n", established, conns_n);
             break;
         }
         for (int k = 0; k < n; k++) {
