@@ -1,5 +1,6 @@
 /* main: nodexd's command line: load the config, join the cluster, serve HTTP until signalled. */
 #include <getopt.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -89,6 +90,9 @@ int main(int argc, char **argv) {
         return 0;
     }
     log_set_level(cfg->log_level);
+    /* Large request and reply buffers go straight to mmap and back to the kernel when freed:
+     * without a fixed threshold glibc raises it after the first big free and keeps the memory. */
+    mallopt(M_MMAP_THRESHOLD, 256 * 1024);
     /* A gateway holds a descriptor per client and per node: take all the kernel allows. */
     struct rlimit nofile;
     if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
