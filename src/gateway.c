@@ -395,7 +395,10 @@ static const char *gw_what(const gw_cnode *cn) {
 static void gw_emit(gateway *gw, const gw_cnode *cn, cnode_state s) {
     pthread_mutex_lock(&gw->sub_mu);
     if (gw->subscribers) {
-        gateway_event ev = {.seq = ++gw->event_seq, .state = s, .os_pid = cn->os_pid};
+        gateway_event ev = {.seq = ++gw->event_seq,
+                            .erlang_node = cn->kind != ENTRY_CNODE,
+                            .state = s,
+                            .os_pid = cn->os_pid};
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
         ev.time_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
@@ -713,7 +716,10 @@ static void gw_cnode_start(gw_cnode *cn) {
         cn->restarts++;
         pthread_mutex_unlock(&cn->gw->mu);
     }
-    gw_set_state(cn, CNODE_STARTING);
+    if (cn->state == CNODE_STARTING)
+        gw_emit(cn->gw, cn, CNODE_STARTING); /* a first start */
+    else
+        gw_set_state(cn, CNODE_STARTING);
     if (cn->cfg->direction == CNODE_DIRECTION_ADOPT)
         gw_start_connector(cn);
     else

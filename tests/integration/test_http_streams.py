@@ -196,3 +196,35 @@ def test_watch_open_at_shutdown_ends_cleanly(session, nodexd):
     assert not t.is_alive(), "the event stream did not end at shutdown"
     assert d.proc.returncode == 0
     conn.close()
+
+
+def test_erlang_node_events_share_the_stream_with_cnode_events(session, nodexd):
+    # Child nodes started and stopped through the API report starting/up/down/stopped on the
+    # same stream as C-nodes, as kind erlang_node.
+    d = nodexd([nx.test_cnode_spec("t")], extra={
+        "erlang_nodes": {"ready_timeout_ms": int(30000 * nx.SLOW), "name_prefix": d_prefix()}})
+    d.wait_up("t")
+    conn, resp = open_events(d, accept="application/x-ndjson")
+    try:
+        r = d.request("POST", "/nodes", body='{"count":1}',
+                      headers={"Content-Type": "application/json"}, timeout=60)
+        assert r.status == 201, r
+        (node,) = r.json()["nodes"]
+        up = [e for e in read_ndjson(resp, 2, timeout=30) if e["kind"] == "erlang_node"]
+        assert [e["state"] for e in up] == ["starting", "up"], up
+        assert all(e["name"] == node and e["node"] == node for e in up)
+        child_pid = up[-1]["os_pid"]
+        assert isinstance(child_pid, int) and child_pid > 0
+        r = d.request("DELETE", f"/nodes/{node}")
+        assert r.status == 202, r
+        down = read_ndjson(resp, 2, timeout=30)
+        assert [e["state"] for e in down] == ["down", "stopped"], down
+        assert all(e["kind"] == "erlang_node" and e["name"] == node for e in down)
+        nx.wait_until(lambda: not nx.proc_alive(child_pid), 10 * nx.SLOW,
+                      what="the stopped child's process to end")
+    finally:
+        conn.close()
+
+
+def d_prefix():
+    return nx.unique("evchild")
