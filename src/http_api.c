@@ -61,7 +61,6 @@ struct http_api {
     pthread_t janitor;
     bool janitor_started;
     atomic_bool stopping;
-    atomic_int active; /* requests MHD holds a context for */
 };
 
 typedef enum request_kind { REQ_CALL, REQ_CAST, REQ_RPC, REQ_LOAD, REQ_SPAWN } request_kind;
@@ -969,13 +968,16 @@ static void http_watch_free(http_api *api, http_watch *w) {
 /* Keep-alives and cleanup of watch streams; never called with MHD's locks held. */
 static void *http_janitor_main(void *arg) {
     http_api *api = arg;
-    int idle_ticks = 0;
+    int ticks = 0;
     while (!atomic_load(&api->stopping)) {
         usleep(200000);
         int64_t now = http_now_ms();
-        /* After a burst, hand freed heap back to the kernel (glibc keeps it otherwise). */
-        idle_ticks = atomic_load(&api->active) == 0 ? idle_ticks + 1 : 0;
-        if (idle_ticks == 5) malloc_trim(0);
+        /* After a burst (HTTP or gRPC), hand freed heap back to the kernel: glibc keeps it
+         * otherwise. Once a second at most, and only when a few MiB lie free. */
+        if (++ticks >= 5) {
+            ticks = 0;
+            if (mallinfo2().fordblks > (4u << 20)) malloc_trim(0);
+        }
         pthread_mutex_lock(&api->watch_mu);
         for (http_watch **pp = &api->watches; *pp;) {
             http_watch *w = *pp;
@@ -1195,7 +1197,6 @@ static enum MHD_Result http_handler(void *cls, struct MHD_Connection *conn, cons
         req->api = api;
         req->conn = conn;
         atomic_init(&req->done, false);
-        atomic_fetch_add(&api->active, 1);
         *con_cls = req;
         const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
         if (cl && strtoull(cl, NULL, 10) > api->cfg->max_body_bytes) {
@@ -1242,7 +1243,6 @@ static void http_completed(void *cls, struct MHD_Connection *conn, void **con_cl
     strbuf_free(&req->body);
     strbuf_free(&req->spawned);
     call_clear(&req->call);
-    atomic_fetch_sub(&req->api->active, 1);
     free(req);
     *con_cls = NULL;
 }
@@ -1304,7 +1304,6 @@ http_api *http_api_start(const config *cfg, gateway *gw, char *err, size_t err_l
     h->gw = gw;
     pthread_mutex_init(&h->watch_mu, NULL);
     atomic_init(&h->stopping, false);
-    atomic_init(&h->active, 0);
     h->limits.max_depth = cfg->term_max_depth;
     h->limits.max_bytes = cfg->term_max_bytes;
     struct sockaddr_storage ss;
