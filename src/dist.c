@@ -25,10 +25,11 @@ enum {
     DOP_ALIAS_SEND_TT = 34,
 };
 
-#define DIST_VERSION_BYTE 131
-#define DIST_RBUF_INITIAL 4096       /* per-connection read buffer to start with */
-#define DIST_RBUF_KEEP    (64 << 10) /* a buffer grown past this shrinks back when drained */
-#define DIST_PASS_THROUGH 'p'
+#define DIST_VERSION_BYTE   131
+#define DIST_TICK_ANSWER_MS 1000       /* answer a tick only after this long without sending */
+#define DIST_RBUF_INITIAL   4096       /* per-connection read buffer to start with */
+#define DIST_RBUF_KEEP      (64 << 10) /* a buffer grown past this shrinks back when drained */
+#define DIST_PASS_THROUGH   'p'
 
 static const char *const dist_close_texts[] = {
 #define X(id, text) text,
@@ -326,9 +327,13 @@ dist_read(dist_conn *c, void (*on_message)(void *, dist_conn *, const dist_messa
                 break;
             }
             if (plen == 0) {
-                /* A tick (or ei's tock answering ours): it only proves the peer alive, which
-                 * last_recv_ms records. Never answer it: ei answers every tick with a tock, so
-                 * answering tocks would ping-pong forever. The loop ticks idle links itself. */
+                /* A tick (or ei's tock answering ours) proves the peer alive. Answer it only
+                 * when we have been silent for a while, so a peer with a shorter net_ticktime
+                 * than ours still hears from us; answering every tick would ping-pong forever
+                 * with ei, which answers each of ours with a tock. */
+                if (dist_now_ms() - atomic_load(&c->last_send_ms) >= DIST_TICK_ANSWER_MS &&
+                    dist_send_tick(c, 100) != 0)
+                    return DIST_READ_ERROR;
             } else if (dist_dispatch(c, c->rbuf + off + 4, plen, on_message, ctx) != 0) {
                 return DIST_PROTOCOL_ERROR;
             }

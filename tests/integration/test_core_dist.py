@@ -186,3 +186,24 @@ def test_idle_connection_to_distribution_port_does_not_block_cnode_connects(sess
     finally:
         for s in idle:
             s.close()
+
+
+def test_erl_node_with_shorter_net_ticktime_than_ours_stays_connected(session, nodexd):
+    # nodexd ticks idle links every tick_time/4 (here 10 s); an Erlang node with net_ticktime 2
+    # expects traffic every 2 s. nodexd answers its ticks after a second of silence, so the
+    # link holds; answering every tick would ping-pong with ei C-nodes instead.
+    d = nodexd([nx.test_cnode_spec("t")], node={"tick_time_ms": 40000,
+                                                 "peer_tick_time_ms": 40000})
+    d.wait_up("t")
+    node = d.node_name
+    name = nx.unique("nxtick")
+    script = (f"true = net_kernel:connect_node('{node}'), monitor_node('{node}', true), "
+              f"R = receive {{nodedown, _}} -> down after 7000 -> up end, "
+              f"io:format(\"LINK ~p~n\", [R]), halt(0).")
+    argv = ["erl", "-noshell", "-name", f"{name}@{nx.HOST}", "-args_file", session.erl_args_file,
+            "-kernel", "net_ticktime", "2", "-eval", script]
+    p = session.spawn(argv, name, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    out, _ = p.communicate(timeout=30 * nx.SLOW)
+    out = out.decode(errors="replace")
+    assert "LINK up" in out, out + d.log_tail()
+    assert d.call("t", tup(atom("ping"), "x")).status == 200

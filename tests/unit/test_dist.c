@@ -409,16 +409,34 @@ static void test_reg_send_to_unicode_name_is_dispatched_in_utf8(void **state) {
 
 /* ---- ticks, framing ---- */
 
-static void test_tick_is_neither_answered_nor_dispatched(void **state) {
-    /* ei answers every tick with a tock: answering tocks would ping-pong forever. A tick only
-     * proves the peer alive. */
+static void test_tick_after_silence_is_answered_once_and_not_dispatched(void **state) {
+    /* A peer with a shorter net_ticktime than ours must hear from us: a tick after a silence
+     * is answered. */
     fixture *f = *state;
     collector col = {0};
     atomic_store(&f->c->last_recv_ms, 0);
+    atomic_store(&f->c->last_send_ms, 0);
     write_all(f->fd_b, "\0\0\0\0", 4);
     assert_int_equal(dist_read(f->c, on_msg, &col), DIST_OPEN);
     assert_int_equal(col.n, 0);
     assert_true(atomic_load(&f->c->last_recv_ms) > 0);
+    char tock[8];
+    struct pollfd p = {.fd = f->fd_b, .events = POLLIN};
+    assert_int_equal(poll(&p, 1, 1000), 1);
+    assert_int_equal(read(f->fd_b, tock, sizeof tock), 4);
+    assert_memory_equal(tock, "\0\0\0\0", 4);
+}
+
+static void test_tock_right_after_our_tick_is_not_answered(void **state) {
+    /* ei answers every tick with a tock: answering that would ping-pong forever. */
+    fixture *f = *state;
+    collector col = {0};
+    assert_int_equal(dist_send_tick(f->c, 1000), 0);
+    char tick[4];
+    read_all(f->fd_b, tick, 4);
+    write_all(f->fd_b, "\0\0\0\0", 4); /* the tock */
+    assert_int_equal(dist_read(f->c, on_msg, &col), DIST_OPEN);
+    assert_int_equal(col.n, 0);
     struct pollfd p = {.fd = f->fd_b, .events = POLLIN};
     assert_int_equal(poll(&p, 1, 200), 0);
 }
@@ -1462,7 +1480,8 @@ int main(void) {
         T(test_reg_send_tt_and_send_sender_tt_skip_trace_token),
         T(test_send_tt_with_tuple_label_is_dispatched),
         T(test_reg_send_to_unicode_name_is_dispatched_in_utf8),
-        T(test_tick_is_neither_answered_nor_dispatched),
+        T(test_tick_after_silence_is_answered_once_and_not_dispatched),
+        T(test_tock_right_after_our_tick_is_not_answered),
         T(test_send_tick_writes_an_empty_packet),
         T(test_packet_split_into_single_bytes_is_dispatched_once_complete),
         T(test_several_packets_in_one_write_are_dispatched_in_order),
