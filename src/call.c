@@ -32,6 +32,8 @@ void call_clear(call *c) {
     c->reply_len = c->reply_offset = 0;
     c->outcome = CALL_PENDING;
     c->detail[0] = '\0';
+    c->cancel_requested = false;
+    c->cancel_next = NULL;
 }
 
 static size_t call_hash(uint64_t key, size_t mask) {

@@ -62,6 +62,8 @@ struct call {
     call *node_prev, *node_next;
     size_t heap_index;
     bool registered;
+    bool cancel_requested; /* gateway_cancel asked; the loop completes it */
+    call *cancel_next;     /* in the gateway's cancel list */
 };
 
 /* Frees the reply and resets the result fields (keeps pid, on_done, ctx). */

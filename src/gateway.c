@@ -199,6 +199,7 @@ struct gateway {
     char *child_home;                     /* private HOME holding .erlang.cookie for child nodes */
     struct gw_spawn_request *spawns;      /* loop thread only, after the handoff */
     struct gw_spawn_request *spawn_queue; /* guarded by mu */
+    call *cancels;                        /* calls gateway_cancel asked to end, guarded by mu */
     gw_conn *conns;
     gw_conn *graveyard; /* closed connections, freed after the current epoll batch */
     /* handoff queue */
@@ -271,6 +272,21 @@ static void gw_complete(call *c, call_outcome outcome, const char *detail) {
     c->on_done(c, c->ctx);
 }
 
+/* Unregisters a call (caller holds mu), and drops it from the cancel list if it is there: once
+ * unregistered, the frontend may free it as soon as on_done has run. */
+static void gw_unregister(gateway *gw, call_list *owner, call *c) {
+    call_registry_remove(&gw->registry, owner, c);
+    if (!c->cancel_requested) return;
+    for (call **pp = &gw->cancels; *pp; pp = &(*pp)->cancel_next) {
+        if (*pp == c) {
+            *pp = c->cancel_next;
+            break;
+        }
+    }
+    c->cancel_requested = false;
+    c->cancel_next = NULL;
+}
+
 /* Unregisters every call of the C-node and completes them with `outcome`. Loop thread. */
 static void gw_fail_calls(gw_cnode *cn, call_outcome outcome, const char *detail) {
     gateway *gw = cn->gw;
@@ -278,7 +294,7 @@ static void gw_fail_calls(gw_cnode *cn, call_outcome outcome, const char *detail
     pthread_mutex_lock(&gw->mu);
     while (cn->calls.head) {
         call *c = cn->calls.head;
-        call_registry_remove(&gw->registry, &cn->calls, c);
+        gw_unregister(gw, &cn->calls, c);
         c->hash_next = failed;
         failed = c;
     }
@@ -1169,7 +1185,7 @@ static void gw_on_message(void *ctx, dist_conn *dc, const dist_message *m) {
         else
             offset = gw_match_tagged(m->msg, m->msg_len, owner->node);
         if (offset >= 0)
-            call_registry_remove(&gw->registry, &owner->calls, c);
+            gw_unregister(gw, &owner->calls, c);
         else if (!c->on_message)
             owner->dropped++;
     } else if (gc && gc->cnode) {
@@ -1196,12 +1212,31 @@ static void gw_on_message(void *ctx, dist_conn *dc, const dist_message *m) {
 /* ------------------------------------------------------------------------------------------ */
 /* The loop */
 
+/* Ends the calls gateway_cancel asked for. Loop thread. */
+static void gw_cancel_calls(gateway *gw) {
+    call *cancelled = NULL;
+    pthread_mutex_lock(&gw->mu);
+    while (gw->cancels) {
+        call *c = gw->cancels;
+        gw_unregister(gw, &((gw_cnode *)c->cnode)->calls, c);
+        c->hash_next = cancelled;
+        cancelled = c;
+    }
+    pthread_mutex_unlock(&gw->mu);
+    while (cancelled) {
+        call *next = cancelled->hash_next;
+        cancelled->hash_next = NULL;
+        gw_complete(cancelled, CALL_CANCELLED, "the caller cancelled the call");
+        cancelled = next;
+    }
+}
+
 static void gw_expire_calls(gateway *gw, int64_t now) {
     call *expired = NULL;
     pthread_mutex_lock(&gw->mu);
     call *c;
     while ((c = call_registry_expired(&gw->registry, now)) != NULL) {
-        call_registry_remove(&gw->registry, &((gw_cnode *)c->cnode)->calls, c);
+        gw_unregister(gw, &((gw_cnode *)c->cnode)->calls, c);
         c->hash_next = expired;
         expired = c;
     }
@@ -1468,6 +1503,7 @@ int gateway_run(gateway *gw, void (*on_started)(void *ctx), void *ctx) {
             }
         }
         gw_conn_bury(gw);
+        gw_cancel_calls(gw);
         gw_expire_calls(gw, dist_now_ms());
     }
     pthread_mutex_lock(&gw->mu);
@@ -1904,11 +1940,15 @@ gateway_error gateway_call(gateway *gw, const char *name, call *c, const char *m
 
 bool gateway_cancel(gateway *gw, call *c) {
     pthread_mutex_lock(&gw->mu);
-    bool registered = c->registered;
-    if (registered) call_registry_remove(&gw->registry, &((gw_cnode *)c->cnode)->calls, c);
+    bool taken = c->registered && !c->cancel_requested;
+    if (taken) {
+        c->cancel_requested = true;
+        c->cancel_next = gw->cancels;
+        gw->cancels = c;
+    }
     pthread_mutex_unlock(&gw->mu);
-    if (registered) gw_complete(c, CALL_CANCELLED, "the caller cancelled the call");
-    return registered;
+    if (taken) gw_wake(gw);
+    return taken;
 }
 
 gateway_error gateway_cast(gateway *gw, const char *name, const char *msg, size_t msg_len) {

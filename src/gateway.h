@@ -104,10 +104,10 @@ void gateway_make_pid(gateway *gw, erlang_pid *pid);
 gateway_error gateway_call(gateway *gw, const char *cnode, call *c, const char *msg, size_t msg_len,
                            unsigned timeout_ms);
 /* Ends an in-flight call (gateway_call or gateway_rpc) because its caller gave up: if it is
- * still registered it is unregistered and on_done runs on the calling thread with
- * CALL_CANCELLED; a reply that comes later is dropped and counted. Returns true if it did;
- * false when the call had already ended (its on_done ran or is running elsewhere). The caller
- * must hold no lock that its on_done takes. Any thread. */
+ * still in flight, the loop thread soon unregisters it and runs on_done with CALL_CANCELLED
+ * (like every other outcome, on the loop thread: never concurrently with on_message); a reply
+ * that comes later is dropped and counted. Returns true if the cancellation was taken, false
+ * when the call had already ended or was cancelled before. Any thread. */
 bool gateway_cancel(gateway *gw, call *c);
 /* Sends `msg` to the C-node without waiting for anything. Any thread. */
 gateway_error gateway_cast(gateway *gw, const char *cnode, const char *msg, size_t msg_len);

@@ -492,16 +492,18 @@ static void test_unknown_cnode_is_not_found_synchronously_and_on_done_never_runs
     tcall_free(&u);
 }
 
-static void test_cancel_runs_on_done_on_the_calling_thread_once(void **state) {
+static void test_cancel_runs_on_done_once_on_the_loop_thread(void **state) {
     (void)state;
     tcall t;
     assert_int_equal(tcall_start(&t, "t", "{sleep, 300, cancelled}", 5000, false), GATEWAY_OK);
     sleep_ms(20);
     assert_false(t.done);
     assert_true(gateway_cancel(fx.gw, &t.c));
-    assert_true(t.done); /* synchronously, before gateway_cancel returned */
+    assert_false(gateway_cancel(fx.gw, &t.c)); /* already asked */
+    assert_true(tcall_wait(&t, 100));          /* at once, not at the 300 ms reply */
     assert_int_equal(t.c.outcome, CALL_CANCELLED);
-    assert_true(pthread_equal(t.done_thread, pthread_self()));
+    /* On the loop thread, like every outcome: never concurrently with on_message. */
+    assert_false(pthread_equal(t.done_thread, pthread_self()));
     assert_int_equal(t.done_count, 1);
     assert_false(gateway_cancel(fx.gw, &t.c)); /* already ended */
     assert_int_equal(t.done_count, 1);
@@ -753,7 +755,7 @@ int main(void) {
             test_timeout_completes_the_call_and_counts_the_late_reply_as_dropped, setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_unknown_cnode_is_not_found_synchronously_and_on_done_never_runs, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_cancel_runs_on_done_on_the_calling_thread_once, setup,
+        cmocka_unit_test_setup_teardown(test_cancel_runs_on_done_once_on_the_loop_thread, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(
             test_streaming_call_passes_other_messages_and_a_cast_delivers_its_reply, setup,
