@@ -27,6 +27,7 @@
 
 #include "child.h"
 #include "dist.h"
+#include "ei_sock.h"
 #include "log.h"
 #include "template.h"
 #include "term.h"
@@ -176,7 +177,8 @@ typedef struct gw_spawn_request {
 
 struct gateway {
     const config *cfg;
-    ei_cnode ec;
+    ei_cnode ec;         /* the node: pids, refs, the acceptors' handshakes */
+    ei_cnode ec_connect; /* the same node for outgoing handshakes, on deadline-bound sockets */
     char node_name[MAXNODELEN * 4];
     char sname[MAXATOMLEN];
     char hostname[MAXATOMLEN];
@@ -840,8 +842,11 @@ static void *gw_acceptor_main(void *arg) {
 static void *gw_connector_main(void *arg) {
     gw_handoff *job = arg;
     gateway *gw = job->cnode->gw;
-    ei_cnode ec = gw->ec;
+    ei_cnode ec = gw->ec_connect; /* written once, before any connector runs */
     int64_t deadline = dist_now_ms() + job->cnode->cfg->connect_timeout_ms;
+    /* A peer that accepts TCP but never finishes the handshake fails at the deadline instead
+     * of holding this thread forever. */
+    ei_sock_set_deadline(deadline);
     int fd = -1;
     /* A C-node we just started ("to") may need a moment to appear in epmd: retry briefly.
      * An adopted node or a peer is there or not: one attempt (adoption retries with backoff). */
@@ -1717,6 +1722,12 @@ gateway *gateway_new(const config *cfg, const char *cookie, char *err, size_t er
     if (ei_connect_xinit(&gw->ec, gw->hostname, gw->sname, gw->node_name, &addr, gw->cookie,
                          creation) < 0) {
         snprintf(err, err_len, "ei_connect_xinit failed for %s", gw->node_name);
+        goto fail;
+    }
+    if (ei_connect_xinit_ussi(&gw->ec_connect, gw->hostname, gw->sname, gw->node_name, &addr,
+                              gw->cookie, creation, &ei_sock_callbacks, sizeof ei_sock_callbacks,
+                              NULL) < 0) {
+        snprintf(err, err_len, "ei_connect_xinit_ussi failed for %s", gw->node_name);
         goto fail;
     }
     int port = (int)cfg->dist_port;

@@ -1073,6 +1073,7 @@ static enum MHD_Result http_call_stream_submit(http_request *req) {
         free(cs);
         return http_error(conn, 500, "out_of_memory", "out of memory");
     }
+    http_stream *stream = cs->stream;
     cs->api = api;
     cs->timeout_ms = req->timeout_ms;
     snprintf(cs->target, sizeof cs->target, "%s", req->target);
@@ -1099,8 +1100,9 @@ static enum MHD_Result http_call_stream_submit(http_request *req) {
         return http_error(conn, (unsigned)gateway_error_http(ge), gateway_error_code(ge),
                           "C-node %s is not available (%s)", req->target, gateway_error_code(ge));
     }
-    /* From here the call owns cs; the response reads what it writes. */
-    struct MHD_Response *r = http_stream_response(cs->stream);
+    /* From here the call owns cs (on_done may already have freed it: use `stream`, kept alive
+     * by the response's reference); the response reads what it writes. */
+    struct MHD_Response *r = http_stream_response(stream);
     if (!r) return MHD_NO; /* the call still ends and frees cs */
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/x-ndjson");
     enum MHD_Result ret = MHD_queue_response(conn, MHD_HTTP_OK, r);

@@ -1,0 +1,175 @@
+/* ei_sock: poll-based socket callbacks for ei's outgoing connections, bounded by a deadline. */
+#include "ei_sock.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#define EI_SOCK_DEFAULT_MS 10000 /* where ei asks to wait forever */
+
+static _Thread_local int64_t ei_sock_deadline_ms;
+
+typedef struct ei_sock {
+    int fd;
+    int64_t deadline_ms; /* fixed when the socket is made: the whole handshake shares it */
+} ei_sock;
+
+static int64_t ei_sock_now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void ei_sock_set_deadline(int64_t deadline_ms) {
+    ei_sock_deadline_ms = deadline_ms;
+}
+
+/* Waits for `events` until the socket's deadline (or ei's tmo, whichever is sooner). */
+static int ei_sock_wait(const ei_sock *s, short events, unsigned tmo) {
+    int64_t deadline = s->deadline_ms;
+    if (tmo != EI_SCLBK_INF_TMO) {
+        int64_t d = ei_sock_now_ms() + tmo;
+        if (d < deadline) deadline = d;
+    }
+    for (;;) {
+        int64_t left = deadline - ei_sock_now_ms();
+        if (left <= 0) return ETIMEDOUT;
+        struct pollfd p = {.fd = s->fd, .events = events};
+        int n = poll(&p, 1, (int)left);
+        if (n > 0) return 0;
+        if (n == 0) return ETIMEDOUT;
+        if (errno != EINTR) return errno;
+    }
+}
+
+static int ei_sock_socket(void **ctx, void *setup_ctx) {
+    (void)setup_ctx;
+    ei_sock *s = malloc(sizeof *s);
+    if (!s) return ENOMEM;
+    s->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (s->fd < 0) {
+        int e = errno;
+        free(s);
+        return e;
+    }
+    int one = 1;
+    setsockopt(s->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    s->deadline_ms =
+        ei_sock_deadline_ms ? ei_sock_deadline_ms : ei_sock_now_ms() + EI_SOCK_DEFAULT_MS;
+    *ctx = s;
+    return 0;
+}
+
+static int ei_sock_close(void *ctx) {
+    ei_sock *s = ctx;
+    int rc = close(s->fd) == 0 ? 0 : errno;
+    free(s);
+    return rc;
+}
+
+static int ei_sock_listen(void *ctx, void *addr, int *len, int backlog) {
+    (void)ctx, (void)addr, (void)len, (void)backlog;
+    return EOPNOTSUPP;
+}
+
+static int ei_sock_accept(void **ctx, void *addr, int *len, unsigned tmo) {
+    (void)ctx, (void)addr, (void)len, (void)tmo;
+    return EOPNOTSUPP;
+}
+
+static int ei_sock_connect(void *ctx, void *addr, int len, unsigned tmo) {
+    ei_sock *s = ctx;
+    if (connect(s->fd, addr, (socklen_t)len) == 0) return 0;
+    if (errno != EINPROGRESS) return errno;
+    int rc = ei_sock_wait(s, POLLOUT, tmo);
+    if (rc) return rc;
+    int err = 0;
+    socklen_t elen = sizeof err;
+    if (getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &elen) != 0) return errno;
+    return err;
+}
+
+static int ei_sock_read(void *ctx, char *buf, ssize_t *len, unsigned tmo) {
+    ei_sock *s = ctx;
+    for (;;) {
+        ssize_t n = read(s->fd, buf, (size_t)*len);
+        if (n >= 0) {
+            *len = n;
+            return 0;
+        }
+        if (errno == EINTR) continue;
+        if (errno != EAGAIN) return errno;
+        int rc = ei_sock_wait(s, POLLIN, tmo);
+        if (rc) return rc;
+    }
+}
+
+static int ei_sock_write(void *ctx, const char *buf, ssize_t *len, unsigned tmo) {
+    ei_sock *s = ctx;
+    for (;;) {
+        ssize_t n = send(s->fd, buf, (size_t)*len, MSG_NOSIGNAL);
+        if (n >= 0) {
+            *len = n;
+            return 0;
+        }
+        if (errno == EINTR) continue;
+        if (errno != EAGAIN) return errno;
+        int rc = ei_sock_wait(s, POLLOUT, tmo);
+        if (rc) return rc;
+    }
+}
+
+static int ei_sock_writev(void *ctx, const void *iov, int iovcnt, ssize_t *len, unsigned tmo) {
+    ei_sock *s = ctx;
+    for (;;) {
+        struct msghdr mh = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt};
+        ssize_t n = sendmsg(s->fd, &mh, MSG_NOSIGNAL);
+        if (n >= 0) {
+            *len = n;
+            return 0;
+        }
+        if (errno == EINTR) continue;
+        if (errno != EAGAIN) return errno;
+        int rc = ei_sock_wait(s, POLLOUT, tmo);
+        if (rc) return rc;
+    }
+}
+
+static int ei_sock_handshake_header_size(void *ctx, int *sz) {
+    (void)ctx;
+    *sz = 2;
+    return 0;
+}
+
+static int ei_sock_handshake_complete(void *ctx) {
+    (void)ctx;
+    return 0;
+}
+
+static int ei_sock_get_fd(void *ctx, int *fd) {
+    *fd = ((ei_sock *)ctx)->fd;
+    return 0;
+}
+
+ei_socket_callbacks ei_sock_callbacks = {
+    .flags = EI_SCLBK_FLG_FULL_IMPL,
+    .socket = ei_sock_socket,
+    .close = ei_sock_close,
+    .listen = ei_sock_listen,
+    .EI_ACCEPT_NAME = ei_sock_accept,
+    .connect = ei_sock_connect,
+    .writev = ei_sock_writev,
+    .write = ei_sock_write,
+    .read = ei_sock_read,
+    .handshake_packet_header_size = ei_sock_handshake_header_size,
+    .connect_handshake_complete = ei_sock_handshake_complete,
+    .accept_handshake_complete = ei_sock_handshake_complete,
+    .get_fd = ei_sock_get_fd,
+};
