@@ -29,142 +29,19 @@
 #include "epmd.h"
 #include "gateway.h"
 #include "log.h"
+#include "nodex_fixture.h"
 #include "strbuf.h"
 #include "term.h"
 
-static int64_t now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
+/* ---- the gateway fixture (tests/unit/support/nodex_fixture.h) ---------------------------- */
 
-static void sleep_ms(int ms) {
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
-    nanosleep(&ts, NULL);
-}
-
-static bool pid_gone(pid_t pid) {
-    if (kill(pid, 0) != 0) return errno == ESRCH;
-    char p[64], st[512];
-    snprintf(p, sizeof p, "/proc/%d/stat", (int)pid);
-    FILE *f = fopen(p, "r");
-    if (!f) return true;
-    size_t n = fread(st, 1, sizeof st - 1, f);
-    fclose(f);
-    st[n] = '\0';
-    const char *rp = strrchr(st, ')');
-    return rp && (rp[2] == 'Z' || rp[2] == 'X');
-}
-
-/* ---- private epmd ------------------------------------------------------------------------- */
-
-static pid_t epmd_pid;
-
-static int free_port(void) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    bind(fd, (struct sockaddr *)&a, sizeof a);
-    socklen_t len = sizeof a;
-    getsockname(fd, (struct sockaddr *)&a, &len);
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
-static int start_epmd(void) {
-    int port = free_port();
-    char p[16];
-    snprintf(p, sizeof p, "%d", port);
-    setenv("ERL_EPMD_PORT", p, 1); /* for ei here and in the C-nodes (they inherit it) */
-    epmd_pid = fork();
-    if (epmd_pid < 0) return -1;
-    if (epmd_pid == 0) {
-        int null = open("/dev/null", O_RDWR);
-        if (null >= 0) dup2(null, 1), dup2(null, 2);
-        execlp("epmd", "epmd", "-port", p, (char *)NULL);
-        _exit(127);
-    }
-    for (int64_t deadline = now_ms() + 5000; !epmd_is_running(200);) {
-        if (now_ms() > deadline) return -1;
-        sleep_ms(20);
-    }
-    return 0;
-}
-
-static void stop_epmd(void) {
-    if (epmd_pid > 0) {
-        kill(epmd_pid, SIGKILL);
-        waitpid(epmd_pid, NULL, 0);
-        epmd_pid = 0;
-    }
-}
-
-/* ---- the gateway fixture ------------------------------------------------------------------ */
-
-typedef struct fixture {
-    config *cfg;
-    gateway *gw;
-    pthread_t loop;
-    bool running;
-    int run_rc;
-    atomic_bool started;
-    pid_t pids[8]; /* C-node processes seen, to check they are gone at the end */
-    size_t npids;
-} fixture;
-
-static fixture fx;
-static char test_cnode_path[1024];
+static fixture_gateway fx;
 static unsigned instance;
-
-/* The test C-node is built beside this test: <build>/tests/test_cnode. */
-static void find_test_cnode(void) {
-    char self[PATH_MAX - 16];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-    assert_true(n > 0 && n < 900);
-    self[n] = '\0';
-    char *slash = strrchr(self, '/');
-    assert_non_null(slash);
-    *slash = '\0';
-    snprintf(test_cnode_path, sizeof test_cnode_path, "%.900s/test_cnode", self);
-    assert_int_equal(access(test_cnode_path, X_OK), 0);
-}
-
-static void on_started(void *ctx) {
-    atomic_store(&((fixture *)ctx)->started, true);
-}
-
-static void *loop_main(void *arg) {
-    fixture *f = arg;
-    f->run_rc = gateway_run(f->gw, on_started, f);
-    return NULL;
-}
-
-static void remember_pid(pid_t pid) {
-    for (size_t i = 0; i < fx.npids; i++)
-        if (fx.pids[i] == pid) return;
-    if (pid > 0 && fx.npids < sizeof fx.pids / sizeof fx.pids[0]) fx.pids[fx.npids++] = pid;
-}
-
-/* Waits until C-node `index` is in `state`; returns its info. */
-static gateway_cnode_info wait_state(size_t index, cnode_state state, int timeout_ms) {
-    gateway_cnode_info info;
-    int64_t deadline = now_ms() + timeout_ms;
-    for (;;) {
-        assert_int_equal(gateway_cnode_info_at(fx.gw, index, &info), 0);
-        remember_pid(info.os_pid);
-        if (info.state == state) return info;
-        if (now_ms() > deadline)
-            fail_msg("C-node %s is %s, not %s, after %d ms (last_error: %s)", info.name,
-                     cnode_state_name(info.state), cnode_state_name(state), timeout_ms,
-                     info.last_error);
-        sleep_ms(5);
-    }
-}
 
 enum { CN_T, CN_TAGGED, CN_NEVER }; /* C-node indexes in the config */
 
 static int setup(void **state) {
     (void)state;
-    memset(&fx, 0, sizeof fx);
     char yaml[8192];
     snprintf(
         yaml, sizeof yaml,
@@ -189,57 +66,19 @@ static int setup(void **state) {
         "    executable: %s\n"
         "    args: [\"{sname}\", \"{hostname}\", \"{cookie}\", \"{gateway_sname}\", never_ready]\n"
         "    spawn_inactive_timeout_ms: 60000\n",
-        (int)getpid() % 100000, ++instance, test_cnode_path, test_cnode_path, test_cnode_path);
-    config_error cerr;
-    fx.cfg = config_load_string(yaml, strlen(yaml), "test_gateway", &cerr);
-    if (!fx.cfg) {
-        print_error("config: %s\n", cerr.message);
+        (int)getpid() % 100000, ++instance, fixture_test_cnode_path(), fixture_test_cnode_path(),
+        fixture_test_cnode_path());
+    if (fixture_gateway_start(&fx, yaml, "test_gateway", "gwtestcookie", NULL, NULL) != 0)
         return -1;
-    }
-    log_set_level(fx.cfg->log_level);
-    char err[512];
-    fx.gw = gateway_new(fx.cfg, "gwtestcookie", err, sizeof err);
-    if (!fx.gw) {
-        print_error("gateway_new: %s\n", err);
-        return -1;
-    }
-    if (pthread_create(&fx.loop, NULL, loop_main, &fx) != 0) return -1;
-    fx.running = true;
-    for (int64_t deadline = now_ms() + 5000; !atomic_load(&fx.started);) {
-        if (now_ms() > deadline) return -1;
-        sleep_ms(5);
-    }
-    wait_state(CN_T, CNODE_UP, 5000);
-    wait_state(CN_TAGGED, CNODE_UP, 5000);
+    fixture_wait_state_at(&fx, CN_T, CNODE_UP, 5000);
+    fixture_wait_state_at(&fx, CN_TAGGED, CNODE_UP, 5000);
     return 0;
 }
 
-static void stop_loop(void) {
-    if (!fx.running) return;
-    gateway_request_stop(fx.gw);
-    pthread_join(fx.loop, NULL);
-    fx.running = false;
-}
-
+/* gateway_run stopped and reaped every C-node it started. */
 static int teardown(void **state) {
     (void)state;
-    for (size_t i = 0; fx.gw && i < gateway_cnode_count(fx.gw); i++) {
-        gateway_cnode_info info;
-        if (gateway_cnode_info_at(fx.gw, i, &info) == 0) remember_pid(info.os_pid);
-    }
-    stop_loop();
-    gateway_free(fx.gw);
-    config_free(fx.cfg);
-    /* gateway_run stopped and reaped every C-node it started. */
-    for (size_t i = 0; i < fx.npids; i++) {
-        if (!pid_gone(fx.pids[i])) {
-            print_error("C-node pid %d still alive after gateway_run returned\n", (int)fx.pids[i]);
-            kill(fx.pids[i], SIGKILL);
-            waitpid(fx.pids[i], NULL, 0);
-            return -1;
-        }
-    }
-    return 0;
+    return fixture_gateway_stop(&fx, NULL, NULL);
 }
 
 /* ---- calls -------------------------------------------------------------------------------- */
@@ -263,7 +102,7 @@ static void tcall_done(call *c, void *ctx) {
     t->done = true;
     t->done_count++;
     t->done_thread = pthread_self();
-    t->done_ms = now_ms();
+    t->done_ms = fixture_now_ms();
     pthread_cond_broadcast(&done_cv);
     pthread_mutex_unlock(&done_mu);
 }
@@ -342,14 +181,14 @@ static gateway_error cast_text(const char *cnode, const char *text, const erlang
 /* Waits for the C-node's dropped_messages to reach `want`. */
 static void wait_dropped(size_t index, uint64_t want, int timeout_ms) {
     gateway_cnode_info info;
-    int64_t deadline = now_ms() + timeout_ms;
+    int64_t deadline = fixture_now_ms() + timeout_ms;
     for (;;) {
         gateway_cnode_info_at(fx.gw, index, &info);
         if (info.dropped_messages >= want) break;
-        if (now_ms() > deadline)
+        if (fixture_now_ms() > deadline)
             fail_msg("dropped_messages is %llu, want %llu",
                      (unsigned long long)info.dropped_messages, (unsigned long long)want);
-        sleep_ms(5);
+        fixture_sleep_ms(5);
     }
     assert_int_equal(info.dropped_messages, want);
 }
@@ -364,7 +203,7 @@ static void test_cnodes_come_up_with_a_process(void **state) {
     assert_string_equal(info.name, "t");
     assert_int_equal(info.state, CNODE_UP);
     assert_true(info.os_pid > 0);
-    assert_false(pid_gone(info.os_pid));
+    assert_false(fixture_pid_gone(info.os_pid));
     char want_node[128];
     snprintf(want_node, sizeof want_node, "%s", gateway_node_name(fx.gw));
     *strchr(want_node, '@') = '\0';
@@ -382,7 +221,7 @@ static void test_cnodes_come_up_with_a_process(void **state) {
     assert_int_equal(gateway_cnode_info_at(fx.gw, CN_NEVER, &info), 0);
     assert_int_equal(info.state, CNODE_STARTING);
     assert_true(info.os_pid > 0);
-    remember_pid(info.os_pid);
+    fixture_remember_pid(&fx, info.os_pid);
     assert_false(gateway_is_ready(fx.gw));
 }
 
@@ -450,7 +289,7 @@ static void test_100_concurrent_calls_each_get_their_own_reply(void **state) {
 static void test_timeout_completes_the_call_and_counts_the_late_reply_as_dropped(void **state) {
     (void)state;
     tcall t;
-    int64_t t0 = now_ms();
+    int64_t t0 = fixture_now_ms();
     assert_int_equal(tcall_start(&t, "t", "{sleep, 400, late}", 100, false), GATEWAY_OK);
     assert_true(tcall_wait(&t, 3000));
     int64_t took = t.done_ms - t0;
@@ -484,7 +323,7 @@ static void test_unknown_cnode_is_not_found_synchronously_and_on_done_never_runs
     tcall u;
     assert_int_equal(tcall_start(&u, "never", "{ping, x}", 0, false), GATEWAY_UNAVAILABLE);
     assert_int_equal(cast_text("never", "{ping, x}", NULL), GATEWAY_UNAVAILABLE);
-    sleep_ms(200);
+    fixture_sleep_ms(200);
     assert_false(t.done);
     assert_false(u.done);
     assert_int_equal(t.done_count + u.done_count, 0);
@@ -496,7 +335,7 @@ static void test_cancel_runs_on_done_once_on_the_loop_thread(void **state) {
     (void)state;
     tcall t;
     assert_int_equal(tcall_start(&t, "t", "{sleep, 300, cancelled}", 5000, false), GATEWAY_OK);
-    sleep_ms(20);
+    fixture_sleep_ms(20);
     assert_false(t.done);
     assert_true(gateway_cancel(fx.gw, &t.c));
     assert_false(gateway_cancel(fx.gw, &t.c)); /* already asked */
@@ -529,13 +368,13 @@ static void test_streaming_call_passes_other_messages_and_a_cast_delivers_its_re
     /* On `tagged` only {pong, R} is a reply: {slept, first} is passed to on_message. */
     tcall t;
     assert_int_equal(tcall_start(&t, "tagged", "{sleep, 0, first}", 5000, true), GATEWAY_OK);
-    for (int64_t deadline = now_ms() + 3000;;) {
+    for (int64_t deadline = fixture_now_ms() + 3000;;) {
         pthread_mutex_lock(&done_mu);
         bool got = t.messages.len > 0;
         pthread_mutex_unlock(&done_mu);
         if (got) break;
-        if (now_ms() > deadline) fail_msg("no message reached the streaming call");
-        sleep_ms(5);
+        if (fixture_now_ms() > deadline) fail_msg("no message reached the streaming call");
+        fixture_sleep_ms(5);
     }
     assert_false(t.done);
     pthread_mutex_lock(&done_mu);
@@ -592,11 +431,11 @@ static void test_kill_9_fails_the_call_fast_and_events_show_the_restart(void **s
     event_log log = {.mu = PTHREAD_MUTEX_INITIALIZER};
     uint64_t sub = gateway_subscribe(fx.gw, record_event, &log);
     assert_true(sub > 0);
-    gateway_cnode_info before = wait_state(CN_T, CNODE_UP, 1000);
+    gateway_cnode_info before = fixture_wait_state_at(&fx, CN_T, CNODE_UP, 1000);
     tcall t;
     assert_int_equal(tcall_start(&t, "t", "{sleep, 5000, doomed}", 10000, false), GATEWAY_OK);
-    sleep_ms(50);
-    int64_t t0 = now_ms();
+    fixture_sleep_ms(50);
+    int64_t t0 = fixture_now_ms();
     assert_int_equal(kill(before.os_pid, SIGKILL), 0);
     assert_true(tcall_wait(&t, 2000));
     int64_t took = t.done_ms - t0;
@@ -606,16 +445,17 @@ static void test_kill_9_fails_the_call_fast_and_events_show_the_restart(void **s
     tcall_free(&t);
 
     /* The call fails before the state changes: wait for the whole cycle to be reported. */
-    for (int64_t deadline = now_ms() + 5000; events_seen(&log) < 4;) {
-        if (now_ms() > deadline) fail_msg("%zu events after the kill, want 4", events_seen(&log));
-        sleep_ms(5);
+    for (int64_t deadline = fixture_now_ms() + 5000; events_seen(&log) < 4;) {
+        if (fixture_now_ms() > deadline)
+            fail_msg("%zu events after the kill, want 4", events_seen(&log));
+        fixture_sleep_ms(5);
     }
-    gateway_cnode_info after = wait_state(CN_T, CNODE_UP, 5000);
+    gateway_cnode_info after = fixture_wait_state_at(&fx, CN_T, CNODE_UP, 5000);
     assert_true(after.os_pid > 0);
     assert_true(after.os_pid != before.os_pid);
     assert_int_equal(after.restarts, 1);
     assert_non_null(strstr(after.last_exit, "signal 9"));
-    assert_true(pid_gone(before.os_pid)); /* reaped by the gateway */
+    assert_true(fixture_pid_gone(before.os_pid)); /* reaped by the gateway */
 
     /* down -> restarting -> starting -> up, in order, with increasing seq. */
     static const cnode_state want[] = {CNODE_DOWN, CNODE_RESTARTING, CNODE_STARTING, CNODE_UP};
@@ -646,12 +486,12 @@ static void test_kill_9_fails_the_call_fast_and_events_show_the_restart(void **s
     size_t seen = events_seen(&log);
     assert_int_equal(kill(after.os_pid, SIGKILL), 0);
     gateway_cnode_info again;
-    for (int64_t deadline = now_ms() + 5000;;) {
+    for (int64_t deadline = fixture_now_ms() + 5000;;) {
         gateway_cnode_info_at(fx.gw, CN_T, &again);
-        remember_pid(again.os_pid);
+        fixture_remember_pid(&fx, again.os_pid);
         if (again.state == CNODE_UP && again.os_pid != after.os_pid) break;
-        if (now_ms() > deadline) fail_msg("no restart after the second kill");
-        sleep_ms(5);
+        if (fixture_now_ms() > deadline) fail_msg("no restart after the second kill");
+        fixture_sleep_ms(5);
     }
     assert_int_equal(again.restarts, 2);
     assert_int_equal(events_seen(&log), seen);
@@ -660,20 +500,20 @@ static void test_kill_9_fails_the_call_fast_and_events_show_the_restart(void **s
 static void test_cast_is_refused_while_the_cnode_is_down(void **state) {
     (void)state;
     /* Between the crash and the restart (backoff 20 ms, then spawn and connect). */
-    gateway_cnode_info before = wait_state(CN_T, CNODE_UP, 1000);
+    gateway_cnode_info before = fixture_wait_state_at(&fx, CN_T, CNODE_UP, 1000);
     assert_int_equal(cast_text("t", "{ping, up}", NULL), GATEWAY_OK);
     assert_int_equal(kill(before.os_pid, SIGKILL), 0);
     /* Poll: as soon as it is no longer up, cast and call refuse synchronously. */
     gateway_cnode_info info;
-    for (int64_t deadline = now_ms() + 2000;;) {
+    for (int64_t deadline = fixture_now_ms() + 2000;;) {
         gateway_cnode_info_at(fx.gw, CN_T, &info);
         if (info.state != CNODE_UP) break;
-        if (now_ms() > deadline) fail_msg("still up after kill -9");
+        if (fixture_now_ms() > deadline) fail_msg("still up after kill -9");
     }
     gateway_error e = cast_text("t", "{ping, down}", NULL);
     gateway_cnode_info_at(fx.gw, CN_T, &info);
     if (info.state != CNODE_UP) assert_int_equal(e, GATEWAY_UNAVAILABLE);
-    wait_state(CN_T, CNODE_UP, 5000);
+    fixture_wait_state_at(&fx, CN_T, CNODE_UP, 5000);
     assert_int_equal(cast_text("t", "{ping, up_again}", NULL), GATEWAY_OK);
 }
 
@@ -688,17 +528,17 @@ static void test_shutdown_fails_calls_in_flight_and_stops_every_cnode(void **sta
     }
     tcall s;
     assert_int_equal(tcall_start(&s, "tagged", "{sleep, 0, stream}", 10000, true), GATEWAY_OK);
-    sleep_ms(50);
+    fixture_sleep_ms(50);
     gateway_cnode_info info;
     gateway_cnode_info_at(fx.gw, CN_T, &info);
     assert_int_equal(info.in_flight, N);
     for (size_t i = 0; i < 3; i++) {
         gateway_cnode_info_at(fx.gw, i, &info);
-        remember_pid(info.os_pid);
+        fixture_remember_pid(&fx, info.os_pid);
     }
-    int64_t t0 = now_ms();
-    stop_loop();
-    int64_t took = now_ms() - t0;
+    int64_t t0 = fixture_now_ms();
+    fixture_gateway_stop_loop(&fx);
+    int64_t took = fixture_now_ms() - t0;
     assert_int_equal(fx.run_rc, 0);
     if (took > 1500) fail_msg("shutdown took %lld ms", (long long)took);
     for (int i = 0; i < N; i++) {
@@ -712,7 +552,7 @@ static void test_shutdown_fails_calls_in_flight_and_stops_every_cnode(void **sta
     tcall_free(&s);
     /* Every C-node process is gone (and reaped) once gateway_run has returned. */
     assert_true(fx.npids >= 3);
-    for (size_t i = 0; i < fx.npids; i++) assert_true(pid_gone(fx.pids[i]));
+    for (size_t i = 0; i < fx.npids; i++) assert_true(fixture_pid_gone(fx.pids[i]));
     for (size_t i = 0; i < 3; i++) {
         gateway_cnode_info_at(fx.gw, i, &info);
         assert_int_equal(info.state, CNODE_STOPPED);
@@ -727,24 +567,8 @@ static void test_shutdown_fails_calls_in_flight_and_stops_every_cnode(void **sta
     tcall_free(&late);
 }
 
-static int group_setup(void **state) {
-    (void)state;
-    find_test_cnode();
-    return start_epmd();
-}
-
-static int group_teardown(void **state) {
-    (void)state;
-    stop_epmd();
-    unsetenv("ERL_EPMD_PORT");
-    return 0;
-}
-
 int main(void) {
-    /* Before any thread: every thread inherits the mask; the loop reads them via signalfd. */
-    gateway_block_signals();
-    /* Whatever escapes the gateway's supervision is reparented to us, not to init. */
-    prctl(PR_SET_CHILD_SUBREAPER, 1);
+    fixture_process_init(); /* before any thread */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_cnodes_come_up_with_a_process, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ping_call_replies_pong_on_another_thread, setup,
@@ -767,5 +591,5 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_shutdown_fails_calls_in_flight_and_stops_every_cnode,
                                         setup, teardown),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    return cmocka_run_group_tests(tests, fixture_group_setup, fixture_group_teardown);
 }

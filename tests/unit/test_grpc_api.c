@@ -38,141 +38,55 @@
 #include "gateway.h"
 #include "grpc_api.h"
 #include "log.h"
+#include "nodex_fixture.h"
 #include "strbuf.h"
 #include "term.h"
 #include "term_pb.h"
 
 #define WAIT_MS 5000 /* upper bound for any single client operation */
 
-static int64_t now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
+/* ---- gateway + gRPC fixture (tests/unit/support/nodex_fixture.h) ------------------------- */
 
-static void sleep_ms(int ms) {
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
-    nanosleep(&ts, NULL);
-}
+static fixture_gateway fx;
+static unsigned instance;
+static struct {
+    grpc_api *api;
+    grpc_channel *channel;
+} front;
 
-static bool pid_gone(pid_t pid) {
-    if (kill(pid, 0) != 0) return errno == ESRCH;
-    char p[64], st[512];
-    snprintf(p, sizeof p, "/proc/%d/stat", (int)pid);
-    FILE *f = fopen(p, "r");
-    if (!f) return true;
-    size_t n = fread(st, 1, sizeof st - 1, f);
-    fclose(f);
-    st[n] = '\0';
-    const char *rp = strrchr(st, ')');
-    return rp && (rp[2] == 'Z' || rp[2] == 'X');
-}
-
-/* ---- private epmd ------------------------------------------------------------------------- */
-
-static pid_t epmd_pid;
-
-static int free_port(void) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    bind(fd, (struct sockaddr *)&a, sizeof a);
-    socklen_t len = sizeof a;
-    getsockname(fd, (struct sockaddr *)&a, &len);
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
-static int start_epmd(void) {
-    int port = free_port();
-    char p[16];
-    snprintf(p, sizeof p, "%d", port);
-    setenv("ERL_EPMD_PORT", p, 1); /* for ei here and in the C-nodes (they inherit it) */
-    epmd_pid = fork();
-    if (epmd_pid < 0) return -1;
-    if (epmd_pid == 0) {
-        int null = open("/dev/null", O_RDWR);
-        if (null >= 0) dup2(null, 1), dup2(null, 2);
-        execlp("epmd", "epmd", "-port", p, (char *)NULL);
-        _exit(127);
+/* fixture_hook: the gRPC front end on the fixture's gateway, and a client channel to it. */
+static int attach_grpc(fixture_gateway *f, void *ctx) {
+    (void)ctx;
+    char err[512];
+    front.api = grpc_api_start(f->cfg, f->gw, err, sizeof err);
+    if (!front.api) {
+        print_error("grpc_api_start: %s\n", err);
+        return -1;
     }
-    for (int64_t deadline = now_ms() + 5000; !epmd_is_running(200);) {
-        if (now_ms() > deadline) return -1;
-        sleep_ms(20);
+    const char *addr = grpc_api_address(front.api);
+    if (strncmp(addr, "127.0.0.1:", 10) != 0 || atoi(addr + 10) <= 0) {
+        print_error("grpc_api_address: %s\n", addr);
+        return -1;
     }
+    grpc_channel_credentials *creds = grpc_insecure_credentials_create();
+    front.channel = grpc_channel_create(addr, creds, NULL);
+    grpc_channel_credentials_release(creds);
     return 0;
 }
 
-static void stop_epmd(void) {
-    if (epmd_pid > 0) {
-        kill(epmd_pid, SIGKILL);
-        waitpid(epmd_pid, NULL, 0);
-        epmd_pid = 0;
-    }
-}
-
-/* ---- gateway + gRPC fixture --------------------------------------------------------------- */
-
-typedef struct fixture {
-    config *cfg;
-    gateway *gw;
-    grpc_api *api;
-    grpc_channel *channel;
-    pthread_t loop;
-    bool running;
-    atomic_bool started;
-    pid_t pids[8];
-    size_t npids;
-} fixture;
-
-static fixture fx;
-static char test_cnode_path[1024];
-static unsigned instance;
-
-static void find_test_cnode(void) {
-    char self[PATH_MAX - 16];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-    assert_true(n > 0 && n < 900);
-    self[n] = '\0';
-    char *slash = strrchr(self, '/');
-    assert_non_null(slash);
-    *slash = '\0';
-    snprintf(test_cnode_path, sizeof test_cnode_path, "%.900s/test_cnode", self);
-    assert_int_equal(access(test_cnode_path, X_OK), 0);
-}
-
-static void on_started(void *ctx) {
-    atomic_store(&((fixture *)ctx)->started, true);
-}
-
-static void *loop_main(void *arg) {
-    fixture *f = arg;
-    gateway_run(f->gw, on_started, f);
-    return NULL;
-}
-
-static void remember_pid(pid_t pid) {
-    for (size_t i = 0; i < fx.npids; i++)
-        if (fx.pids[i] == pid) return;
-    if (pid > 0 && fx.npids < sizeof fx.pids / sizeof fx.pids[0]) fx.pids[fx.npids++] = pid;
-}
-
-static gateway_cnode_info wait_state(const char *name, cnode_state state, int timeout_ms) {
-    gateway_cnode_info info;
-    int64_t deadline = now_ms() + timeout_ms;
-    for (;;) {
-        assert_int_equal(gateway_cnode_info_by_name(fx.gw, name, &info), 0);
-        remember_pid(info.os_pid);
-        if (info.state == state) return info;
-        if (now_ms() > deadline)
-            fail_msg("C-node %s is %s, not %s (last_error: %s)", name, cnode_state_name(info.state),
-                     cnode_state_name(state), info.last_error);
-        sleep_ms(5);
-    }
+/* fixture_hook: main.c's order: grpc_api_stop after gateway_run, before gateway_free. */
+static int detach_grpc(fixture_gateway *f, void *ctx) {
+    (void)f;
+    (void)ctx;
+    grpc_api_stop(front.api);
+    front.api = NULL;
+    if (front.channel) grpc_channel_destroy(front.channel);
+    front.channel = NULL;
+    return 0;
 }
 
 static int setup(void **state) {
     (void)state;
-    memset(&fx, 0, sizeof fx);
     char yaml[8192];
     snprintf(yaml, sizeof yaml,
              "node:\n"
@@ -195,72 +109,18 @@ static int setup(void **state) {
              "    executable: %s\n"
              "    reply_filter: {tag: reply}\n"
              "    shutdown_timeout_ms: 1000\n",
-             (int)getpid() % 100000, ++instance, test_cnode_path, test_cnode_path);
-    config_error cerr;
-    fx.cfg = config_load_string(yaml, strlen(yaml), "test_grpc_api", &cerr);
-    if (!fx.cfg) {
-        print_error("config: %s\n", cerr.message);
+             (int)getpid() % 100000, ++instance, fixture_test_cnode_path(),
+             fixture_test_cnode_path());
+    if (fixture_gateway_start(&fx, yaml, "test_grpc_api", "grpctestcookie", attach_grpc, NULL) != 0)
         return -1;
-    }
-    log_set_level(fx.cfg->log_level);
-    char err[512];
-    fx.gw = gateway_new(fx.cfg, "grpctestcookie", err, sizeof err);
-    if (!fx.gw) {
-        print_error("gateway_new: %s\n", err);
-        return -1;
-    }
-    fx.api = grpc_api_start(fx.cfg, fx.gw, err, sizeof err);
-    if (!fx.api) {
-        print_error("grpc_api_start: %s\n", err);
-        return -1;
-    }
-    const char *addr = grpc_api_address(fx.api);
-    if (strncmp(addr, "127.0.0.1:", 10) != 0 || atoi(addr + 10) <= 0) {
-        print_error("grpc_api_address: %s\n", addr);
-        return -1;
-    }
-    grpc_channel_credentials *creds = grpc_insecure_credentials_create();
-    fx.channel = grpc_channel_create(addr, creds, NULL);
-    grpc_channel_credentials_release(creds);
-    if (pthread_create(&fx.loop, NULL, loop_main, &fx) != 0) return -1;
-    fx.running = true;
-    for (int64_t deadline = now_ms() + 5000; !atomic_load(&fx.started);) {
-        if (now_ms() > deadline) return -1;
-        sleep_ms(5);
-    }
-    wait_state("t", CNODE_UP, 5000);
-    wait_state("tagged", CNODE_UP, 5000);
+    fixture_wait_state(&fx, "t", CNODE_UP, 5000);
+    fixture_wait_state(&fx, "tagged", CNODE_UP, 5000);
     return 0;
-}
-
-static void stop_loop(void) {
-    if (!fx.running) return;
-    gateway_request_stop(fx.gw);
-    pthread_join(fx.loop, NULL); /* every gateway call has completed */
-    fx.running = false;
 }
 
 static int teardown(void **state) {
     (void)state;
-    gateway_cnode_info info;
-    if (fx.gw && gateway_cnode_info_by_name(fx.gw, "t", &info) == 0) remember_pid(info.os_pid);
-    if (fx.gw && gateway_cnode_info_by_name(fx.gw, "tagged", &info) == 0) remember_pid(info.os_pid);
-    stop_loop();
-    grpc_api_stop(fx.api); /* main.c's order: after gateway_run, before gateway_free */
-    fx.api = NULL;
-    if (fx.channel) grpc_channel_destroy(fx.channel);
-    fx.channel = NULL;
-    gateway_free(fx.gw);
-    config_free(fx.cfg);
-    for (size_t i = 0; i < fx.npids; i++) {
-        if (!pid_gone(fx.pids[i])) {
-            print_error("C-node pid %d still alive\n", (int)fx.pids[i]);
-            kill(fx.pids[i], SIGKILL);
-            waitpid(fx.pids[i], NULL, 0);
-            return -1;
-        }
-    }
-    return 0;
+    return fixture_gateway_stop(&fx, detach_grpc, NULL);
 }
 
 /* ---- Terms -------------------------------------------------------------------------------- */
@@ -340,11 +200,11 @@ static void cc_start(ccall *c, const char *method, const ProtobufCMessage *req, 
     grpc_metadata_array_init(&c->initial_md);
     grpc_metadata_array_init(&c->trailing_md);
     c->cq = grpc_completion_queue_create_for_pluck(NULL);
-    c->t0 = now_ms();
+    c->t0 = fixture_now_ms();
     gpr_timespec deadline =
         deadline_ms > 0 ? in_ms(deadline_ms) : gpr_inf_future(GPR_CLOCK_REALTIME);
     grpc_slice m = grpc_slice_from_static_string(method);
-    c->call = grpc_channel_create_call(fx.channel, NULL, GRPC_PROPAGATE_DEFAULTS, c->cq, m, NULL,
+    c->call = grpc_channel_create_call(front.channel, NULL, GRPC_PROPAGATE_DEFAULTS, c->cq, m, NULL,
                                        deadline, NULL);
     assert_non_null(c->call);
     grpc_op ops[3];
@@ -525,12 +385,12 @@ static gateway_cnode_info cnode_info(const char *name) {
 }
 
 static void wait_in_flight_zero(const char *name, int timeout_ms) {
-    for (int64_t deadline = now_ms() + timeout_ms;;) {
+    for (int64_t deadline = fixture_now_ms() + timeout_ms;;) {
         gateway_cnode_info info = cnode_info(name);
         if (info.in_flight == 0) return;
-        if (now_ms() > deadline)
+        if (fixture_now_ms() > deadline)
             fail_msg("C-node %s still has %zu calls in flight", name, info.in_flight);
-        sleep_ms(5);
+        fixture_sleep_ms(5);
     }
 }
 
@@ -697,7 +557,7 @@ static void test_bad_terms_are_invalid_argument(void **state) {
         grpc_metadata_array_init(&raw.initial_md);
         grpc_metadata_array_init(&raw.trailing_md);
         raw.cq = grpc_completion_queue_create_for_pluck(NULL);
-        raw.call = grpc_channel_create_call(fx.channel, NULL, GRPC_PROPAGATE_DEFAULTS, raw.cq,
+        raw.call = grpc_channel_create_call(front.channel, NULL, GRPC_PROPAGATE_DEFAULTS, raw.cq,
                                             grpc_slice_from_static_string("/nodex.v1.Gateway/Call"),
                                             NULL, in_ms(5000), NULL);
         grpc_slice s = grpc_slice_from_static_string("\x0a\xff\xff\xff\xff\x0f");
@@ -725,9 +585,9 @@ static void test_deadline_200ms_on_a_slow_call_is_deadline_exceeded(void **state
     (void)state;
     ccall c;
     Nodex__V1__CallReply *r;
-    int64_t t0 = now_ms();
+    int64_t t0 = fixture_now_ms();
     grpc_status_code st = do_call(&c, "t", "{sleep, 1000, x}", 200, &r);
-    int64_t took = now_ms() - t0;
+    int64_t took = fixture_now_ms() - t0;
     assert_int_equal(st, GRPC_STATUS_DEADLINE_EXCEEDED);
     assert_null(r);
     if (took < 180 || took > 400)
@@ -737,9 +597,9 @@ static void test_deadline_200ms_on_a_slow_call_is_deadline_exceeded(void **state
     wait_in_flight_zero("t", 500);
     /* The late reply is dropped and the next call works (after the C-node wakes up). */
     expect_call("t", "{ping, next}", "{pong,next}");
-    for (int64_t deadline = now_ms() + 2000; cnode_info("t").dropped_messages < 1;) {
-        if (now_ms() > deadline) fail_msg("the late reply was not counted as dropped");
-        sleep_ms(5);
+    for (int64_t deadline = fixture_now_ms() + 2000; cnode_info("t").dropped_messages < 1;) {
+        if (fixture_now_ms() > deadline) fail_msg("the late reply was not counted as dropped");
+        fixture_sleep_ms(5);
     }
 }
 
@@ -755,22 +615,23 @@ static void test_cancel_after_begin_keeps_the_server_healthy(void **state) {
     tpayload_free(&tp);
     cc_start_status(&c);
     /* Wait until the gateway call is in flight, then cancel. */
-    for (int64_t deadline = now_ms() + 2000; cnode_info("t").in_flight == 0;) {
-        if (now_ms() > deadline) fail_msg("the call never reached the gateway");
-        sleep_ms(2);
+    for (int64_t deadline = fixture_now_ms() + 2000; cnode_info("t").in_flight == 0;) {
+        if (fixture_now_ms() > deadline) fail_msg("the call never reached the gateway");
+        fixture_sleep_ms(2);
     }
-    int64_t t0 = now_ms();
+    int64_t t0 = fixture_now_ms();
     assert_int_equal(grpc_call_cancel(c.call, NULL), GRPC_CALL_OK);
     assert_int_equal(cc_finish(&c), GRPC_STATUS_CANCELLED);
-    assert_true(now_ms() - t0 < 200);
+    assert_true(fixture_now_ms() - t0 < 200);
     cc_free(&c);
     /* The server noticed: the gateway call is freed without waiting for the reply. */
     wait_in_flight_zero("t", 250);
     /* A following Call works, on the same channel. */
     expect_call("t", "{ping, after_cancel}", "{pong,after_cancel}");
-    for (int64_t deadline = now_ms() + 2000; cnode_info("t").dropped_messages < 1;) {
-        if (now_ms() > deadline) fail_msg("the cancelled call's reply was not counted as dropped");
-        sleep_ms(5);
+    for (int64_t deadline = fixture_now_ms() + 2000; cnode_info("t").dropped_messages < 1;) {
+        if (fixture_now_ms() > deadline)
+            fail_msg("the cancelled call's reply was not counted as dropped");
+        fixture_sleep_ms(5);
     }
     expect_call("t", "{ping, again}", "{pong,again}");
 }
@@ -1038,24 +899,24 @@ static void test_shutdown_with_calls_in_flight_is_unavailable(void **state) {
     cc_start(&watch, "/nodex.v1.Gateway/Watch", &w.base, 0, NULL, 0);
     cc_read_begin(&watch);
     cc_start_status(&watch);
-    for (int64_t deadline = now_ms() + 2000; cnode_info("t").in_flight == 0;) {
-        if (now_ms() > deadline) fail_msg("the call never reached the gateway");
-        sleep_ms(2);
+    for (int64_t deadline = fixture_now_ms() + 2000; cnode_info("t").in_flight == 0;) {
+        if (fixture_now_ms() > deadline) fail_msg("the call never reached the gateway");
+        fixture_sleep_ms(2);
     }
-    sleep_ms(50); /* let the Watch subscribe */
+    fixture_sleep_ms(50); /* let the Watch subscribe */
     /* main.c's order: the loop returns (failing pending calls), then the gRPC server stops. */
-    int64_t t0 = now_ms();
-    stop_loop();
-    grpc_api_stop(fx.api);
-    fx.api = NULL;
-    int64_t took = now_ms() - t0;
+    int64_t t0 = fixture_now_ms();
+    fixture_gateway_stop_loop(&fx);
+    grpc_api_stop(front.api);
+    front.api = NULL;
+    int64_t took = fixture_now_ms() - t0;
     if (took > 2500) fail_msg("shutdown took %lld ms", (long long)took);
 
     size_t len;
     assert_null(cc_read_end(&call, &len));
     assert_int_equal(cc_finish(&call), GRPC_STATUS_UNAVAILABLE);
     assert_non_null(strstr(call.detail, "shutting down"));
-    assert_true(now_ms() - call.t0 < 2900); /* not the C-node's reply at 3 s */
+    assert_true(fixture_now_ms() - call.t0 < 2900); /* not the C-node's reply at 3 s */
     cc_free(&call);
     /* The Watch saw the C-nodes stop, then ended. */
     int events = 0;
@@ -1084,23 +945,21 @@ static void test_shutdown_with_calls_in_flight_is_unavailable(void **state) {
 
 static int group_setup(void **state) {
     (void)state;
-    find_test_cnode();
+    fixture_find_test_cnode();
     grpc_init(); /* the client's reference: gRPC core stays up between the tests' servers */
-    return start_epmd();
+    return fixture_epmd_start();
 }
 
 static int group_teardown(void **state) {
     (void)state;
-    stop_epmd();
+    fixture_epmd_stop();
     unsetenv("ERL_EPMD_PORT");
     grpc_shutdown_blocking();
     return 0;
 }
 
 int main(void) {
-    /* Before grpc_init and any thread: every thread inherits the mask. */
-    gateway_block_signals();
-    prctl(PR_SET_CHILD_SUBREAPER, 1);
+    fixture_process_init(); /* before any thread */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_call_ping_replies_pong, setup, teardown),
         cmocka_unit_test_setup_teardown(test_call_with_etf_request_and_reply_as_etf, setup,
