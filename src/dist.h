@@ -69,8 +69,8 @@ void dist_conn_shutdown(dist_conn *c);
 
 /* Reads what the socket has (never blocks) and calls on_message for each complete message; a
  * tick refreshes last_recv_ms and is answered only if nothing was sent for a second (ei answers
- * every tick, so answering each would loop); control messages without payload are ignored. Event loop
- * thread only. Returns DIST_OPEN while the connection lives, else why it ended. */
+ * every tick, so answering each would loop); control messages without payload are ignored. Event
+ * loop thread only. Returns DIST_OPEN while the connection lives, else why it ended. */
 dist_close_reason dist_read(dist_conn *c,
                             void (*on_message)(void *ctx, dist_conn *c, const dist_message *m),
                             void *ctx);

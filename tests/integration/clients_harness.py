@@ -1,15 +1,9 @@
 """clients_harness: nodexd with its gRPC port for the client tests (extends nodex_harness)."""
 
 import os
-import re
-import threading
 
 import nodex_harness as nx
 
-# The ready line with the gRPC address: "nodexd ready http=H:P node=N grpc=H:P".
-GRPC_READY_RE = re.compile(
-    r"^nodexd ready http=(?P<host>[^\s:]+):(?P<port>\d+) node=(?P<node>\S+)"
-    r"(?: grpc=(?P<ghost>[^\s:]+):(?P<gport>\d+))?\s*$")
 NODEX_CLI = os.path.join(nx.BUILD_DIR, "nodex")
 PYTHON_CLIENT_DIR = os.path.join(nx.REPO_DIR, "clients", "python")
 NODE_CLIENT_DIR = os.path.join(nx.REPO_DIR, "clients", "node")
@@ -23,29 +17,10 @@ class GrpcNodexd(nx.Nodexd):
         extra = dict(extra or {})
         extra.setdefault("grpc", {"listen": f"{nx.HOST}:0"})
         super().__init__(session, cnodes, extra=extra, **kw)
-        self.grpc_port = None
-        self.grpc_ready = threading.Event()
 
     @property
     def grpc_target(self):
         return f"{nx.HOST}:{self.grpc_port}"
-
-    def _pump(self, stream, tag):
-        with open(self.log_file, "ab") as log:
-            for raw in iter(stream.readline, b""):
-                line = raw.decode(errors="replace").rstrip("\r\n")
-                with self._log_lock:
-                    self.lines.append((tag, line))
-                    log.write(f"[{tag}] {line}\n".encode())
-                    log.flush()
-                m = GRPC_READY_RE.match(line) if tag == "out" else None
-                if m and not self.ready.is_set():
-                    self.port = int(m.group("port"))
-                    self.ready_node = m.group("node")
-                    if m.group("gport"):
-                        self.grpc_port = int(m.group("gport"))
-                        self.grpc_ready.set()
-                    self.ready.set()
 
     def start(self, wait=True, timeout=20.0):
         super().start(wait=wait, timeout=timeout)

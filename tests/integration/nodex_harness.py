@@ -359,6 +359,8 @@ class Nodexd:
                 if m and not self.ready.is_set():
                     self.port = int(m.group("port"))
                     self.ready_node = m.group("node")
+                    gport = m.group("grpc_port")
+                    self.grpc_port = int(gport) if gport else None
                     self.ready.set()
 
     def wait_ready(self, timeout=20.0):

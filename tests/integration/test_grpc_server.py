@@ -2,7 +2,6 @@
 
 import atexit
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -16,9 +15,6 @@ import nodex_harness as nx
 
 grpc = pytest.importorskip("grpc")
 
-GRPC_READY_RE = re.compile(
-    r"^nodexd ready http=(?P<host>[^\s:]+):(?P<port>\d+) node=(?P<node>\S+)"
-    r"(?: grpc=(?P<ghost>[^\s:]+):(?P<gport>\d+))?\s*$")
 SERVICE = "/nodex.v1.Gateway/"
 
 
@@ -71,23 +67,7 @@ class GrpcNodexd(nx.Nodexd):
         extra = dict(extra or {})
         extra["grpc"] = {"listen": f"{nx.HOST}:0", **(grpc_cfg or {})}
         super().__init__(session, cnodes, extra=extra, **kw)
-        self.grpc_port = None
         self.channel = None
-
-    def _pump(self, stream, tag):
-        with open(self.log_file, "ab") as log:
-            for raw in iter(stream.readline, b""):
-                line = raw.decode(errors="replace").rstrip("\r\n")
-                with self._log_lock:
-                    self.lines.append((tag, line))
-                    log.write(f"[{tag}] {line}\n".encode())
-                    log.flush()
-                m = GRPC_READY_RE.match(line) if tag == "out" else None
-                if m and not self.ready.is_set():
-                    self.port = int(m.group("port"))
-                    self.ready_node = m.group("node")
-                    self.grpc_port = int(m.group("gport")) if m.group("gport") else None
-                    self.ready.set()
 
     def start(self, wait=True, timeout=20.0):
         super().start(wait=wait, timeout=timeout)
