@@ -1,6 +1,5 @@
 """test_core_calls: calls through nodexd: content types, multiplexing, late replies, filters, protocols."""
 
-import http.client
 import json
 import struct
 import threading
@@ -9,7 +8,7 @@ import time
 import pytest
 
 import nodex_harness as nx
-from nodex_harness import J, atom, tup
+from nodex_harness import atom, tup
 
 PONG_HELLO = '{"$tuple":[{"$atom":"pong"},"hello world"]}'
 

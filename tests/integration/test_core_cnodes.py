@@ -2,7 +2,6 @@
 
 import os
 
-import pytest
 
 import nodex_harness as nx
 

@@ -1,6 +1,5 @@
 """test_core_http: HTTP error statuses, health endpoints and the command line of nodexd."""
 
-import os
 import subprocess
 
 import pytest
