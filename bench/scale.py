@@ -95,6 +95,17 @@ def alive(pid):
     return stat[stat.rindex(")") + 2:].split()[0] not in ("Z", "X")
 
 
+def wait_pools_up(d, timeout_s=20):
+    """Waits (at most timeout_s) until every C-node of `d`, every instance of each pool, is up."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        lst = d.get("/cnodes")["cnodes"]
+        if all(c["state"] == "up" and c.get("instances_up", 1) == c.get("instances", 1)
+               for c in lst):
+            return
+        time.sleep(0.05)
+
+
 def pids_with_arg(token):
     found = []
     for entry in os.listdir("/proc"):
@@ -385,13 +396,7 @@ def scale(a):
             for n in (1, 2))
         dp = Nodexd(s, a.build_dir, pool_cfg, "nodexd-pool")
         dp.wait_ready()
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            lst = dp.get("/cnodes")["cnodes"]
-            if all(c["state"] == "up" and c.get("instances_up", 1) == c.get("instances", 1)
-                   for c in lst):
-                break
-            time.sleep(0.05)
+        wait_pools_up(dp)
         pool = {"conns": 64, "duration_s": a.pool_duration, "runs": []}
         for rnd in range(a.pool_rounds):
             for n in (1, 2):
@@ -419,13 +424,7 @@ def scale(a):
             for n in (1, 2))
         dp = Nodexd(s, a.build_dir, pool_cfg, "nodexd-pool-sleep")
         dp.wait_ready()
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            lst = dp.get("/cnodes")["cnodes"]
-            if all(c["state"] == "up" and c.get("instances_up", 1) == c.get("instances", 1)
-                   for c in lst):
-                break
-            time.sleep(0.05)
+        wait_pools_up(dp)
         for n in (1, 2):
             r = run_load(a.load, ["--port", dp.port, "--conns", 64, "--cnodes", 1, "--prefix",
                                   f"s{n}", "--exact", "--sleep", "--sleep-ms", 2, "--duration",
