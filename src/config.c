@@ -525,7 +525,7 @@ static const field_spec node_fields[] = {
 
 static const field_spec http_fields[] = {
     CUSTOM(config, "listen", http_listen, set_http_listen),
-    UINT(config, "threads", http_threads, 1, 1024),
+    UINT(config, "threads", http_threads, 0, 1024),
     SIZE(config, "max_body_bytes", max_body_bytes, 1, INT_MAX),
     UINT(config, "connection_timeout_s", http_connection_timeout_s, 0, 86400),
     UINT(config, "max_connections", http_max_connections, 1, 1000000),
@@ -786,7 +786,7 @@ static config *config_new(const char *source) {
     cfg->tick_time_ms = 4000;
     cfg->peer_tick_time_ms = 60000;
     cfg->start_epmd = true;
-    cfg->http_threads = 2;
+    cfg->http_threads = 0;
     cfg->max_body_bytes = 8u << 20;
     cfg->http_connection_timeout_s = 60;
     cfg->http_max_connections = 10000;

@@ -95,7 +95,7 @@ typedef struct config {
     bool start_epmd;            /* run `epmd -daemon` when none answers; default true */
     /* http */
     char *http_listen;                  /* "127.0.0.1:8080"; port 0 = ephemeral */
-    unsigned http_threads;              /* default 2 */
+    unsigned http_threads;              /* 0 (default): MHD on the gateway loop thread */
     size_t max_body_bytes;              /* default 8 MiB; over it 413 */
     unsigned http_connection_timeout_s; /* idle keep-alive timeout, default 60 */
     unsigned http_max_connections;      /* concurrent HTTP connections, default 10000 */

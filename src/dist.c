@@ -30,6 +30,7 @@ enum {
 #define DIST_RBUF_INITIAL   4096       /* per-connection read buffer to start with */
 #define DIST_RBUF_KEEP      (64 << 10) /* a buffer grown past this shrinks back when drained */
 #define DIST_PASS_THROUGH   'p'
+#define DIST_QUEUE_MAX      ((size_t)256 << 20) /* queued + backlog bytes before a peer is stuck */
 
 static const char *const dist_close_texts[] = {
 #define X(id, text) text,
@@ -78,6 +79,8 @@ void dist_conn_unref(dist_conn *c) {
     ei_close_connection(c->fd); /* also drops ei's per-fd bookkeeping */
     pthread_mutex_destroy(&c->send_lock);
     free(c->rbuf);
+    free(c->wbuf);
+    free(c->lbuf);
     free(c);
 }
 
@@ -86,23 +89,28 @@ void dist_conn_shutdown(dist_conn *c) {
     shutdown(c->fd, SHUT_RDWR);
 }
 
-/* Writes the whole iovec, waiting for socket space with poll (never select: fds may be >= 1024).
- * Caller holds send_lock. */
-static int dist_writev_all(dist_conn *c, struct iovec *iov, int iovcnt, int timeout_ms) {
+/* Writes the iovec. With timeout_ms >= 0 it waits for socket space with poll (never select: fds
+ * may be >= 1024) until all is written; with timeout_ms < 0 it writes what the socket takes now.
+ * Adds the bytes written to *written (may be NULL). Returns 0, or -1 on error or timeout. Caller
+ * holds send_lock. */
+static int dist_write_iov(dist_conn *c, struct iovec *iov, int iovcnt, int timeout_ms,
+                          size_t *written) {
     int64_t deadline = dist_now_ms() + timeout_ms;
     while (iovcnt > 0) {
         /* sendmsg for MSG_NOSIGNAL: a dead peer is an error return, never a SIGPIPE. */
         struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)iovcnt};
-        ssize_t n = sendmsg(c->fd, &mh, MSG_NOSIGNAL);
+        ssize_t n = sendmsg(c->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (n < 0) {
             if (errno == EINTR) continue;
             if (errno != EAGAIN) return -1;
+            if (timeout_ms < 0) return 0;
             int64_t left = deadline - dist_now_ms();
             if (left <= 0) return -1;
             struct pollfd pfd = {.fd = c->fd, .events = POLLOUT};
             if (poll(&pfd, 1, (int)left) < 0 && errno != EINTR) return -1;
             continue;
         }
+        if (written) *written += (size_t)n;
         while (iovcnt > 0 && (size_t)n >= iov->iov_len) {
             n -= (ssize_t)iov->iov_len;
             iov++;
@@ -114,6 +122,168 @@ static int dist_writev_all(dist_conn *c, struct iovec *iov, int iovcnt, int time
         }
     }
     return 0;
+}
+
+static int dist_writev_all(dist_conn *c, struct iovec *iov, int iovcnt, int timeout_ms) {
+    return dist_write_iov(c, iov, iovcnt, timeout_ms, NULL);
+}
+
+/* Appends n bytes to *buf (growing it); -1 when out of memory or over DIST_QUEUE_MAX. */
+static int dist_buf_append(char **buf, size_t *len, size_t *cap, const void *p, size_t n) {
+    if (n == 0) return 0; /* p may be NULL then (an empty prefix) */
+    if (*len + n > *cap) {
+        size_t want = *cap ? *cap : 4096;
+        while (want < *len + n) want *= 2;
+        if (want > DIST_QUEUE_MAX) return -1;
+        char *nb = realloc(*buf, want);
+        if (!nb) return -1;
+        *buf = nb;
+        *cap = want;
+    }
+    memcpy(*buf + *len, p, n);
+    *len += n;
+    return 0;
+}
+
+/* The calling thread's cork: connections with queued sends (a reference held on each). */
+static _Thread_local struct {
+    bool on;
+    dist_conn **conns;
+    size_t count, cap;
+} dist_cork;
+
+void dist_cork_begin(void) {
+    dist_cork.on = true;
+}
+
+/* Queues iov on a corked thread. Returns 0, or -1 (connection shut down). */
+static int dist_queue(dist_conn *c, const struct iovec *iov, int iovcnt) {
+    if (!c->lqueued) {
+        if (dist_cork.count == dist_cork.cap) {
+            size_t cap = dist_cork.cap ? dist_cork.cap * 2 : 16;
+            dist_conn **nv = realloc(dist_cork.conns, cap * sizeof *nv);
+            if (!nv) goto fail;
+            dist_cork.conns = nv;
+            dist_cork.cap = cap;
+        }
+        dist_conn_ref(c);
+        dist_cork.conns[dist_cork.count++] = c;
+        c->lqueued = true;
+    }
+    for (int i = 0; i < iovcnt; i++)
+        if (dist_buf_append(&c->lbuf, &c->llen, &c->lcap, iov[i].iov_base, iov[i].iov_len) != 0)
+            goto fail;
+    return 0;
+fail:
+    dist_conn_shutdown(c);
+    return -1;
+}
+
+/* Writes backlog then queue without blocking; what is left becomes the backlog. Caller holds
+ * send_lock. Returns 0, or -1 on error. */
+static int dist_flush_locked(dist_conn *c) {
+    if (c->wlen == 0 && c->llen == 0) return 0;
+    struct iovec iov[2] = {{c->wbuf, c->wlen}, {c->lbuf, c->llen}};
+    size_t n = 0;
+    if (dist_write_iov(c, iov, 2, -1, &n) != 0) return -1;
+    size_t from_w = n < c->wlen ? n : c->wlen;
+    size_t from_l = n - from_w;
+    if (from_w) {
+        memmove(c->wbuf, c->wbuf + from_w, c->wlen - from_w);
+        c->wlen -= from_w;
+    }
+    if (c->llen - from_l &&
+        dist_buf_append(&c->wbuf, &c->wlen, &c->wcap, c->lbuf + from_l, c->llen - from_l) != 0)
+        return -1;
+    c->llen = 0;
+    if (n > 0 || !atomic_load(&c->backlog)) atomic_store(&c->backlog_progress_ms, dist_now_ms());
+    if (n > 0) atomic_store(&c->last_send_ms, dist_now_ms());
+    atomic_store(&c->backlog, c->wlen > 0);
+    /* Buffers grown for large messages go back once empty. */
+    if (c->wlen == 0 && c->wcap > DIST_RBUF_KEEP) {
+        free(c->wbuf);
+        c->wbuf = NULL;
+        c->wcap = 0;
+    }
+    if (c->lcap > DIST_RBUF_KEEP) {
+        free(c->lbuf);
+        c->lbuf = NULL;
+        c->lcap = 0;
+    }
+    return 0;
+}
+
+int dist_flush(dist_conn *c) {
+    if (atomic_load(&c->broken)) return -1;
+    if (pthread_mutex_trylock(&c->send_lock) != 0) return 1;
+    int rc = dist_flush_locked(c);
+    bool left = c->wlen > 0;
+    pthread_mutex_unlock(&c->send_lock);
+    if (rc != 0) {
+        dist_conn_shutdown(c);
+        return -1;
+    }
+    return left ? 1 : 0;
+}
+
+size_t dist_cork_flush(void (*on_backlog)(dist_conn *c, void *ctx), void *ctx) {
+    size_t kept = 0;
+    for (size_t i = 0; i < dist_cork.count; i++) {
+        dist_conn *c = dist_cork.conns[i];
+        int rc = 0;
+        bool busy = false;
+        if (atomic_load(&c->broken)) {
+            c->llen = 0;
+        } else if (pthread_mutex_trylock(&c->send_lock) != 0) {
+            /* Another thread is sending (perhaps waiting for socket space): never wait here. */
+            busy = true;
+        } else {
+            rc = dist_flush_locked(c);
+            pthread_mutex_unlock(&c->send_lock);
+        }
+        if (rc != 0) {
+            c->llen = 0;
+            dist_conn_shutdown(c);
+        }
+        if (busy) {
+            dist_cork.conns[kept++] = c;
+            continue;
+        }
+        c->lqueued = false;
+        if (rc == 0 && atomic_load(&c->backlog) && on_backlog) on_backlog(c, ctx);
+        dist_conn_unref(c);
+    }
+    dist_cork.count = kept;
+    return kept;
+}
+
+void dist_cork_end(void) {
+    /* Connections another thread keeps busy are written blocking now: the loop is ending. */
+    dist_cork_flush(NULL, NULL);
+    for (size_t i = 0; i < dist_cork.count; i++) {
+        dist_conn *c = dist_cork.conns[i];
+        pthread_mutex_lock(&c->send_lock);
+        if (dist_flush_locked(c) != 0) dist_conn_shutdown(c);
+        c->llen = 0;
+        pthread_mutex_unlock(&c->send_lock);
+        c->lqueued = false;
+        dist_conn_unref(c);
+    }
+    free(dist_cork.conns);
+    dist_cork.conns = NULL;
+    dist_cork.count = dist_cork.cap = 0;
+    dist_cork.on = false;
+}
+
+/* Writes the backlog, then iov, blocking up to timeout_ms. Caller holds send_lock. */
+static int dist_write_blocking(dist_conn *c, struct iovec *iov, int iovcnt, int timeout_ms) {
+    if (c->wlen) {
+        struct iovec b = {c->wbuf, c->wlen};
+        if (dist_writev_all(c, &b, 1, timeout_ms) != 0) return -1;
+        c->wlen = 0;
+        atomic_store(&c->backlog, false);
+    }
+    return dist_writev_all(c, iov, iovcnt, timeout_ms);
 }
 
 /* Sends one pass-through packet: [len]['p'][131 control][131 prefix msg]. */
@@ -129,8 +299,9 @@ static int dist_send_packet(dist_conn *c, const char *ctrl, size_t ctrl_len, con
         {head, sizeof head},          {(void *)ctrl, ctrl_len}, {(void *)&version, 1},
         {(void *)prefix, prefix_len}, {(void *)msg, msg_len},
     };
+    if (dist_cork.on) return dist_queue(c, iov, 5);
     pthread_mutex_lock(&c->send_lock);
-    int rc = dist_writev_all(c, iov, 5, timeout_ms);
+    int rc = dist_write_blocking(c, iov, 5, timeout_ms);
     pthread_mutex_unlock(&c->send_lock);
     if (rc != 0) {
         dist_conn_shutdown(c);
@@ -168,8 +339,9 @@ int dist_send_tick(dist_conn *c, int timeout_ms) {
     if (atomic_load(&c->broken)) return -1;
     static const unsigned char tick[4] = {0, 0, 0, 0};
     struct iovec iov = {(void *)tick, sizeof tick};
-    /* A send in progress is traffic enough: the loop never waits behind a large send. */
-    if (pthread_mutex_trylock(&c->send_lock) != 0) return 0;
+    /* Queued bytes or a send in progress are traffic enough: never wait behind a large send. */
+    if (dist_cork.on) return c->llen || atomic_load(&c->backlog) ? 0 : dist_queue(c, &iov, 1);
+    if (atomic_load(&c->backlog) || pthread_mutex_trylock(&c->send_lock) != 0) return 0;
     int rc = dist_writev_all(c, &iov, 1, timeout_ms);
     pthread_mutex_unlock(&c->send_lock);
     if (rc != 0) {

@@ -50,6 +50,15 @@ typedef struct dist_conn {
     atomic_llong last_recv_ms; /* monotonic ms of the last byte received */
     atomic_llong last_send_ms; /* monotonic ms of the last completed send */
     pthread_mutex_t send_lock;
+    /* bytes a non-blocking flush left unsent, written before anything else (under send_lock) */
+    char *wbuf;
+    size_t wlen, wcap;
+    atomic_bool backlog;              /* wbuf is not empty */
+    atomic_llong backlog_progress_ms; /* when the backlog last shrank or began */
+    /* sends of a corked thread (the event loop), written by its dist_cork_flush */
+    char *lbuf;
+    size_t llen, lcap;
+    bool lqueued; /* on the corked thread's flush list */
     /* reader state (event loop thread only) */
     char *rbuf;
     size_t rlen, rcap;
@@ -75,11 +84,26 @@ dist_close_reason dist_read(dist_conn *c,
                             void (*on_message)(void *ctx, dist_conn *c, const dist_message *m),
                             void *ctx);
 
+/* Corks the calling thread (an event loop that must never block): from now on its sends are only
+ * queued, whole packets in order per connection, until dist_cork_flush writes them. */
+void dist_cork_begin(void);
+/* Writes what the calling thread queued without blocking. Bytes a socket does not take stay in
+ * that connection's backlog: `on_backlog` (may be NULL) is called for it so the loop can wait for
+ * EPOLLOUT and call dist_flush. Returns the number of connections left queued because another
+ * thread was sending on them (flush again soon). */
+size_t dist_cork_flush(void (*on_backlog)(dist_conn *c, void *ctx), void *ctx);
+/* Flushes, then uncorks the calling thread and frees its queue. */
+void dist_cork_end(void);
+/* Writes a connection's backlog without blocking (the loop, on EPOLLOUT). Returns 1 while bytes
+ * remain (or another thread is sending), 0 when it is empty, -1 on error (connection shut down). */
+int dist_flush(dist_conn *c);
+
 /* Sends `msg` (an encoded term WITHOUT version byte, len bytes) to the registered name `to_name`
  * on the peer, with `from` as sender pid; `prefix`/`prefix_len` (may be 0) are bytes of encoded
  * term placed before msg (used to wrap msg in an envelope). Any thread; serialized per
- * connection; waits at most timeout_ms for socket space. Returns 0, or -1 (then the connection is
- * marked broken and shut down). */
+ * connection; waits at most timeout_ms for socket space (writing any backlog first). On a corked
+ * thread it queues instead and never blocks. Returns 0, or -1 (then the connection is marked
+ * broken and shut down). */
 int dist_send_reg(dist_conn *c, const erlang_pid *from, const char *to_name, const char *prefix,
                   size_t prefix_len, const char *msg, size_t msg_len, int timeout_ms);
 /* Same, addressed to a pid. */

@@ -34,10 +34,14 @@
 
 #define GW_SWEEP_MS        50   /* supervisor timers and ticks are checked this often */
 #define GW_SEND_TIMEOUT_MS 5000 /* a peer that takes no bytes this long is broken */
-#define GW_MAX_PACKET      (256u << 20)
-#define GW_HANDSHAKE_MS    3000
-#define GW_ACCEPTORS       4 /* a stalled handshake holds one acceptor, not all of them */
-#define GW_MAX_RESTART_LOG 64
+#ifndef GW_BUSY_POLL_US
+#define GW_BUSY_POLL_US 100 /* after traffic, poll this long before sleeping (0: never) */
+#endif
+#define GW_BUSY_POLL_MAX_CALLS 2 /* ... but only with this few calls in flight */
+#define GW_MAX_PACKET          (256u << 20)
+#define GW_HANDSHAKE_MS        3000
+#define GW_ACCEPTORS           4 /* a stalled handshake holds one acceptor, not all of them */
+#define GW_MAX_RESTART_LOG     64
 
 static const char *const cnode_state_names[] = {
 #define X(id, name) name,
@@ -78,12 +82,19 @@ typedef enum gw_phase {
 } gw_phase;
 
 /* What an epoll registration refers to. */
-typedef enum gw_watch_kind { WATCH_WAKE, WATCH_SIGNAL, WATCH_CONN, WATCH_CHILD_OUT } gw_watch_kind;
+typedef enum gw_watch_kind {
+    WATCH_WAKE,
+    WATCH_SIGNAL,
+    WATCH_CONN,
+    WATCH_CHILD_OUT,
+    WATCH_EXTERNAL
+} gw_watch_kind;
 
 typedef struct gw_watch {
     gw_watch_kind kind;
-    int stream; /* WATCH_CHILD_OUT: 0 stdout, 1 stderr */
-    void *ptr;  /* gw_conn* or gw_cnode* */
+    int stream;            /* WATCH_CHILD_OUT: 0 stdout, 1 stderr */
+    void *ptr;             /* gw_conn* or gw_cnode*; WATCH_EXTERNAL: the callback's ctx */
+    void (*fn)(void *ctx); /* WATCH_EXTERNAL only */
 } gw_watch;
 
 typedef struct gw_cnode gw_cnode;
@@ -101,6 +112,7 @@ typedef struct gw_conn {
     gw_cnode *cnode; /* NULL for other peers (Erlang nodes that connected in) */
     gw_watch watch;
     bool closed;          /* closed during this loop iteration; freed at its end */
+    bool want_out;        /* registered for EPOLLOUT: its backlog waits for socket space */
     struct gw_conn *next; /* in gw->conns, or in gw->graveyard once closed */
 } gw_conn;
 
@@ -187,6 +199,11 @@ struct gateway {
     int publish_fd;
     int epfd, wake_fd, sig_fd;
     gw_watch wake_watch, sig_watch;
+    gw_watch external; /* gateway_watch_fd */
+    int (*iteration_hook)(void *ctx);
+    void *iteration_ctx;
+    pthread_t loop_thread;
+    atomic_bool loop_running;
     pthread_t acceptors[GW_ACCEPTORS];
     size_t acceptor_count;
     atomic_int connectors; /* running connector threads */
@@ -222,10 +239,27 @@ struct gateway {
 /* ------------------------------------------------------------------------------------------ */
 /* Small helpers */
 
+static int64_t gw_now_us(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
 static void gw_wake(gateway *gw) {
     uint64_t one = 1;
     ssize_t n = write(gw->wake_fd, &one, sizeof one);
     (void)n; /* a full counter still wakes the loop */
+}
+
+static void gw_conn_want_out(gateway *gw, gw_conn *gc, bool on) {
+    if (gc->want_out == on) return;
+    struct epoll_event ev = {.events = EPOLLIN | (on ? EPOLLOUT : 0), .data.ptr = &gc->watch};
+    if (epoll_ctl(gw->epfd, EPOLL_CTL_MOD, gc->dc->fd, &ev) == 0) gc->want_out = on;
+}
+
+/* dist_cork_flush: a connection kept bytes the socket did not take; wait for room. */
+static void gw_on_backlog(dist_conn *dc, void *ctx) {
+    gw_conn_want_out(ctx, dc->owner, true);
 }
 
 static int gw_epoll_add(gateway *gw, int fd, gw_watch *w) {
@@ -346,6 +380,7 @@ static gw_conn *gw_conn_add(gateway *gw, int fd, const char *peer) {
         return NULL;
     }
     gc->dc = dc;
+    dc->owner = gc;
     gc->watch = (gw_watch){.kind = WATCH_CONN, .ptr = gc};
     if (gw_epoll_add(gw, fd, &gc->watch) != 0) {
         dist_conn_unref(dc);
@@ -1265,6 +1300,10 @@ static void gw_tick_connections(gateway *gw, int64_t now) {
         int64_t silence =
             gc->cnode && gc->cnode->kind == ENTRY_PEER ? gw->cfg->peer_tick_time_ms : tick;
         bool silent = now - atomic_load(&dc->last_recv_ms) > silence;
+        /* A peer that takes none of our backlog for the send timeout is stuck. */
+        if (atomic_load(&dc->backlog) &&
+            now - atomic_load(&dc->backlog_progress_ms) > GW_SEND_TIMEOUT_MS)
+            dist_conn_shutdown(dc);
         if (!silent && now - atomic_load(&dc->last_send_ms) >= tick / 4) dist_send_tick(dc, 100);
         if (!silent && !atomic_load(&dc->broken)) continue;
         const char *why = silent ? "no answer to ticks (tick_time)" : "send failed";
@@ -1469,6 +1508,13 @@ int gateway_run(gateway *gw, void (*on_started)(void *ctx), void *ctx) {
     int64_t next_sweep = 0;
     int rc = 0;
     struct epoll_event events[64];
+    gw->loop_thread = pthread_self();
+    atomic_store(&gw->loop_running, true);
+    /* Sends made on this thread are queued and written once per iteration, never blocking. */
+    dist_cork_begin();
+    int hook_wait = -1;
+    int64_t spin_until_us = 0;
+    size_t corked_busy = 0;
     while (!atomic_load(&gw->stop_requested)) {
         int64_t now = dist_now_ms();
         if (now >= next_sweep) {
@@ -1478,10 +1524,22 @@ int gateway_run(gateway *gw, void (*on_started)(void *ctx), void *ctx) {
         }
         pthread_mutex_lock(&gw->mu);
         int64_t next_call = call_registry_next_deadline(&gw->registry);
+        size_t in_flight = gw->registry.count;
         pthread_mutex_unlock(&gw->mu);
         int64_t wake = next_call < next_sweep ? next_call : next_sweep;
         int timeout = wake <= now ? 0 : (int)(wake - now);
-        int n = epoll_wait(gw->epfd, events, 64, timeout);
+        if (hook_wait >= 0 && hook_wait < timeout) timeout = hook_wait;
+        if (corked_busy && timeout > 1) timeout = 1;
+        int n = epoll_wait(gw->epfd, events, 64, 0);
+        /* Right after light traffic, poll a little before sleeping: the next request or the
+         * reply usually comes within microseconds, and waking an idle CPU costs tens of them.
+         * Under load events are always waiting, and spinning would take CPU from the C-nodes. */
+        if (n == 0 && timeout > 0 && in_flight <= GW_BUSY_POLL_MAX_CALLS) {
+            int64_t spin_end = spin_until_us;
+            while (n == 0 && gw_now_us() < spin_end) n = epoll_wait(gw->epfd, events, 64, 0);
+            if (n == 0) n = epoll_wait(gw->epfd, events, 64, timeout);
+        }
+        if (n > 0) spin_until_us = gw_now_us() + GW_BUSY_POLL_US;
         if (n < 0 && errno != EINTR) {
             log_error("epoll_wait: %s", strerror(errno));
             rc = -1;
@@ -1501,16 +1559,26 @@ int gateway_run(gateway *gw, void (*on_started)(void *ctx), void *ctx) {
             case WATCH_SIGNAL:
                 if (gw_handle_signals(gw)) atomic_store(&gw->stop_requested, true);
                 break;
-            case WATCH_CONN:
-                if (!((gw_conn *)w->ptr)->closed) gw_on_conn_readable(gw, w->ptr);
+            case WATCH_CONN: {
+                gw_conn *gc = w->ptr;
+                if (!gc->closed && (events[i].events & EPOLLOUT) && dist_flush(gc->dc) == 0)
+                    gw_conn_want_out(gw, gc, false);
+                if (!gc->closed && (events[i].events & ~(uint32_t)EPOLLOUT))
+                    gw_on_conn_readable(gw, gc);
                 break;
+            }
             case WATCH_CHILD_OUT: gw_on_child_output(w->ptr, w->stream); break;
+            case WATCH_EXTERNAL: w->fn(w->ptr); break;
             }
         }
-        gw_conn_bury(gw);
         gw_cancel_calls(gw);
         gw_expire_calls(gw, dist_now_ms());
+        if (gw->iteration_hook) hook_wait = gw->iteration_hook(gw->iteration_ctx);
+        corked_busy = dist_cork_flush(gw_on_backlog, gw);
+        gw_conn_bury(gw);
     }
+    dist_cork_end();
+    atomic_store(&gw->loop_running, false);
     pthread_mutex_lock(&gw->mu);
     gw->shutting_down = true;
     pthread_mutex_unlock(&gw->mu);
@@ -1801,6 +1869,25 @@ const char *gateway_node_name(const gateway *gw) {
     return gw->node_name;
 }
 
+int gateway_watch_fd(gateway *gw, int fd, void (*fn)(void *ctx), void *ctx) {
+    if (gw->external.fn) return -1;
+    gw->external = (gw_watch){.kind = WATCH_EXTERNAL, .ptr = ctx, .fn = fn};
+    return gw_epoll_add(gw, fd, &gw->external);
+}
+
+void gateway_set_iteration_hook(gateway *gw, int (*fn)(void *ctx), void *ctx) {
+    gw->iteration_hook = fn;
+    gw->iteration_ctx = ctx;
+}
+
+void gateway_wake(gateway *gw) {
+    gw_wake(gw);
+}
+
+bool gateway_on_loop_thread(const gateway *gw) {
+    return atomic_load(&gw->loop_running) && pthread_equal(pthread_self(), gw->loop_thread);
+}
+
 void gateway_request_stop(gateway *gw) {
     atomic_store(&gw->stop_requested, true);
     gw_wake(gw);
@@ -1945,7 +2032,7 @@ gateway_error gateway_call(gateway *gw, const char *name, call *c, const char *m
     dist_send_reg(dc, &c->pid, cfg->registered_name, prefix, (size_t)plen, msg, msg_len,
                   GW_SEND_TIMEOUT_MS);
     dist_conn_unref(dc);
-    if (wake) gw_wake(gw);
+    if (wake && !gateway_on_loop_thread(gw)) gw_wake(gw);
     return GATEWAY_OK;
 }
 

@@ -90,6 +90,17 @@ int gateway_run(gateway *gw, void (*on_started)(void *ctx), void *ctx);
 void gateway_block_signals(void);
 /* Asks the loop to stop (any thread). */
 void gateway_request_stop(gateway *gw);
+/* Lets another event source share the loop thread: `fn(ctx)` runs on the loop thread whenever
+ * `fd` is readable (level-triggered). One such fd; call before gateway_run. Returns 0 or -1. */
+int gateway_watch_fd(gateway *gw, int fd, void (*fn)(void *ctx), void *ctx);
+/* `fn(ctx)` runs on the loop thread once per iteration, after events and call outcomes and
+ * before the iteration's queued sends are written; it returns how long the loop may sleep (ms,
+ * -1 for no limit of its own). Call before gateway_run. */
+void gateway_set_iteration_hook(gateway *gw, int (*fn)(void *ctx), void *ctx);
+/* Wakes the loop so it runs an iteration soon (any thread). */
+void gateway_wake(gateway *gw);
+/* True when called on the loop thread while gateway_run runs. */
+bool gateway_on_loop_thread(const gateway *gw);
 /* Frees everything. The loop must have returned. */
 void gateway_free(gateway *gw);
 
@@ -131,8 +142,8 @@ typedef void (*gateway_event_fn)(const gateway_event *ev, void *ctx);
 /* Registers `fn` for every state change from now on. Returns a subscription id (> 0), or 0
  * when out of memory. Any thread. */
 uint64_t gateway_subscribe(gateway *gw, gateway_event_fn fn, void *ctx);
-/* Ends a subscription: when this returns, `fn` is not running and never runs again. Any thread
- * but the loop thread. */
+/* Ends a subscription: when this returns, `fn` is not running and never runs again. Any thread,
+ * but not from inside an event callback. */
 void gateway_unsubscribe(gateway *gw, uint64_t id);
 
 /* --- C-nodes -------------------------------------------------------------------------- */

@@ -4,6 +4,8 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <malloc.h>
+#include <limits.h>
+#include <poll.h>
 #include <pthread.h>
 #include <time.h>
 #include <unistd.h>
@@ -61,6 +63,9 @@ struct http_api {
     pthread_t janitor;
     bool janitor_started;
     atomic_bool stopping;
+    /* threads: 0: MHD runs on the gateway's loop thread (external epoll), driven from there */
+    bool on_loop;
+    atomic_bool run_due; /* MHD_run needed: its epoll fd was readable or a connection resumed */
 };
 
 typedef enum request_kind { REQ_CALL, REQ_CAST, REQ_RPC, REQ_LOAD, REQ_SPAWN } request_kind;
@@ -301,13 +306,28 @@ static enum MHD_Result http_get_cnode(http_api *api, struct MHD_Connection *conn
 /* ------------------------------------------------------------------------------------------ */
 /* Calls */
 
+/* A connection was resumed: on the loop thread MHD must run again to serve it (any thread). */
+static void http_resumed(void *ctx) {
+    http_api *api = ctx;
+    if (!api->on_loop) return;
+    atomic_store(&api->run_due, true);
+    if (!gateway_on_loop_thread(api->gw)) gateway_wake(api->gw);
+}
+
+/* Resumes a suspended connection (any thread). */
+static void http_resume(http_api *api, struct MHD_Connection *conn) {
+    MHD_resume_connection(conn);
+    http_resumed(api);
+}
+
 /* Runs on the gateway's loop thread: the call ended; wake the suspended connection. */
 static void http_call_done(call *c, void *ctx) {
     http_request *req = ctx;
     (void)c;
     struct MHD_Connection *conn = req->conn;
+    http_api *api = req->api;
     atomic_store(&req->done, true);
-    MHD_resume_connection(conn); /* req may be freed by an MHD thread from here on */
+    http_resume(api, conn); /* req may be freed by an MHD thread from here on */
 }
 
 static enum MHD_Result http_rpc_response(http_request *req);
@@ -385,7 +405,7 @@ static enum MHD_Result http_call_submit(http_request *req) {
      * on a connection suspended in this very handler call). */
     req->refused = ge;
     atomic_store(&req->done, true);
-    MHD_resume_connection(conn);
+    http_resume(req->api, conn);
     return MHD_YES;
 gateway_failed:
     return http_error(conn, (unsigned)gateway_error_http(ge), gateway_error_code(ge),
@@ -482,7 +502,7 @@ static void http_spawn_done(void *ctx, const char *const *nodes, size_t count, c
     strbuf_puts(sb, error ? "]}}" : "]}");
     struct MHD_Connection *conn = req->conn;
     atomic_store(&req->done, true);
-    MHD_resume_connection(conn);
+    http_resume(req->api, conn);
 }
 
 /* Reads an unsigned integer field of a JSON object body such as {"count":2}. */
@@ -546,7 +566,7 @@ static enum MHD_Result http_spawn_nodes(http_request *req) {
     gateway_error ge = gateway_spawn_nodes(req->api->gw, count, http_spawn_done, req);
     if (ge == GATEWAY_OK) return MHD_YES;
     req->submitted = false;
-    MHD_resume_connection(conn);
+    http_resume(req->api, conn);
     if (ge == GATEWAY_BAD_REQUEST)
         return http_error(conn, MHD_HTTP_BAD_REQUEST, "bad_request",
                           "count must be 1 or more, and at most erlang_nodes.max_children (%u) "
@@ -664,7 +684,7 @@ static enum MHD_Result http_rpc_submit(http_request *req, const char *module, co
     if (ge == GATEWAY_OK) return MHD_YES;
     req->refused = ge;
     atomic_store(&req->done, true);
-    MHD_resume_connection(conn);
+    http_resume(req->api, conn);
     return MHD_YES;
 }
 
@@ -932,7 +952,7 @@ static enum MHD_Result http_watch_begin(http_api *api, struct MHD_Connection *co
         return http_error(conn, MHD_HTTP_NOT_ACCEPTABLE, "not_acceptable",
                           "Accept must allow text/event-stream or application/x-ndjson");
     http_watch *w = calloc(1, sizeof *w);
-    if (!w || !(w->stream = http_stream_new(conn))) {
+    if (!w || !(w->stream = http_stream_new(conn, http_resumed, api))) {
         free(w);
         return http_error(conn, 500, "out_of_memory", "out of memory");
     }
@@ -1069,7 +1089,7 @@ static enum MHD_Result http_call_stream_submit(http_request *req) {
         return http_error(conn, MHD_HTTP_CONTENT_TOO_LARGE, "payload_too_large",
                           "request body over %zu bytes", api->cfg->max_body_bytes);
     http_call_stream *cs = calloc(1, sizeof *cs);
-    if (!cs || !(cs->stream = http_stream_new(conn))) {
+    if (!cs || !(cs->stream = http_stream_new(conn, http_resumed, api))) {
         free(cs);
         return http_error(conn, 500, "out_of_memory", "out of memory");
     }
@@ -1296,6 +1316,22 @@ static void http_mhd_log(void *cls, const char *fmt, va_list ap) {
     log_debug("http: %s", msg);
 }
 
+/* Loop mode: MHD's epoll fd is readable (gateway loop thread). */
+static void http_on_readable(void *ctx) {
+    http_api *h = ctx;
+    atomic_store(&h->run_due, true);
+}
+
+/* Loop mode: once per loop iteration, serve what is due; returns how long the loop may sleep. */
+static int http_iteration(void *ctx) {
+    http_api *h = ctx;
+    if (atomic_exchange(&h->run_due, false)) MHD_run(h->daemon);
+    MHD_UNSIGNED_LONG_LONG ms;
+    if (MHD_get_timeout(h->daemon, &ms) != MHD_YES) return -1;
+    if (ms == 0) atomic_store(&h->run_due, true);
+    return ms > INT_MAX ? INT_MAX : (int)ms;
+}
+
 http_api *http_api_start(const config *cfg, gateway *gw, char *err, size_t err_len) {
     http_api *h = calloc(1, sizeof *h);
     if (!h) {
@@ -1319,8 +1355,10 @@ http_api *http_api_start(const config *cfg, gateway *gw, char *err, size_t err_l
     bool v6 = ss.ss_family == AF_INET6;
     unsigned port =
         ntohs(v6 ? ((struct sockaddr_in6 *)&ss)->sin6_port : ((struct sockaddr_in *)&ss)->sin_port);
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
-                     MHD_USE_ERROR_LOG | (v6 ? MHD_USE_IPv6 : 0);
+    h->on_loop = cfg->http_threads == 0;
+    unsigned flags = (h->on_loop ? 0 : MHD_USE_INTERNAL_POLLING_THREAD) | MHD_USE_EPOLL |
+                     MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG | (v6 ? MHD_USE_IPv6 : 0);
+    /* THREAD_POOL_SIZE 0 is the same as leaving it out: no pool. */
     h->daemon = MHD_start_daemon(
         flags, (uint16_t)port, NULL, NULL, http_handler, h, MHD_OPTION_SOCK_ADDR,
         (struct sockaddr *)&ss, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)cfg->http_threads,
@@ -1337,6 +1375,18 @@ http_api *http_api_start(const config *cfg, gateway *gw, char *err, size_t err_l
         pthread_mutex_destroy(&h->watch_mu);
         free(h);
         return NULL;
+    }
+    if (h->on_loop) {
+        const union MHD_DaemonInfo *ep = MHD_get_daemon_info(h->daemon, MHD_DAEMON_INFO_EPOLL_FD);
+        if (!ep || gateway_watch_fd(gw, ep->epoll_fd, http_on_readable, h) != 0) {
+            snprintf(err, err_len, "cannot run HTTP on the event loop");
+            MHD_stop_daemon(h->daemon);
+            pthread_mutex_destroy(&h->watch_mu);
+            free(h);
+            return NULL;
+        }
+        gateway_set_iteration_hook(gw, http_iteration, h);
+        atomic_store(&h->run_due, true);
     }
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(h->daemon, MHD_DAEMON_INFO_BIND_PORT);
     snprintf(h->address, sizeof h->address, v6 ? "[%s]:%u" : "%s:%u", host,
@@ -1364,6 +1414,17 @@ void http_api_stop(http_api *h) {
         http_stream_end(w->stream);
     }
     pthread_mutex_unlock(&h->watch_mu);
+    if (h->on_loop) {
+        /* Nobody drives MHD any more: let resumed connections send their last answers. */
+        int epfd = MHD_get_daemon_info(h->daemon, MHD_DAEMON_INFO_EPOLL_FD)->epoll_fd;
+        for (int i = 0; i < 50; i++) {
+            MHD_run(h->daemon);
+            MHD_UNSIGNED_LONG_LONG ms;
+            if (MHD_get_timeout(h->daemon, &ms) == MHD_YES && ms == 0) continue;
+            struct pollfd pfd = {.fd = epfd, .events = POLLIN};
+            if (poll(&pfd, 1, 10) == 0) break;
+        }
+    }
     MHD_stop_daemon(h->daemon);
     while (h->watches) {
         http_watch *w = h->watches;

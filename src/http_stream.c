@@ -18,14 +18,18 @@ struct http_stream {
     bool suspended; /* the connection sleeps in the reader until data or the end comes */
     bool ended;
     bool dead;
+    void (*on_resume)(void *ctx);
+    void *resume_ctx;
 };
 
-http_stream *http_stream_new(struct MHD_Connection *conn) {
+http_stream *http_stream_new(struct MHD_Connection *conn, void (*on_resume)(void *ctx), void *ctx) {
     http_stream *s = calloc(1, sizeof *s);
     if (!s) return NULL;
     pthread_mutex_init(&s->mu, NULL);
     atomic_init(&s->refs, 2);
     s->conn = conn;
+    s->on_resume = on_resume;
+    s->resume_ctx = ctx;
     return s;
 }
 
@@ -93,6 +97,12 @@ static bool http_stream_wake_locked(http_stream *s) {
     return true;
 }
 
+/* Resumes the sleeping connection and tells whoever drives MHD. */
+static void http_stream_resume(http_stream *s) {
+    MHD_resume_connection(s->conn);
+    if (s->on_resume) s->on_resume(s->resume_ctx);
+}
+
 int http_stream_write(http_stream *s, const char *data, size_t len) {
     pthread_mutex_lock(&s->mu);
     if (s->dead || s->ended) {
@@ -102,7 +112,7 @@ int http_stream_write(http_stream *s, const char *data, size_t len) {
     int rc = strbuf_append(&s->out, data, len);
     bool wake = rc == 0 && http_stream_wake_locked(s);
     pthread_mutex_unlock(&s->mu);
-    if (wake) MHD_resume_connection(s->conn);
+    if (wake) http_stream_resume(s);
     return rc;
 }
 
@@ -111,7 +121,7 @@ void http_stream_end(http_stream *s) {
     s->ended = true;
     bool wake = !s->dead && http_stream_wake_locked(s);
     pthread_mutex_unlock(&s->mu);
-    if (wake) MHD_resume_connection(s->conn);
+    if (wake) http_stream_resume(s);
 }
 
 bool http_stream_dead(http_stream *s) {

@@ -11,8 +11,10 @@
 typedef struct http_stream http_stream;
 
 /* Creates a stream for `conn`. It starts with two references: one for the caller and one for
- * the MHD response that http_stream_response makes (released when MHD is done with it). */
-http_stream *http_stream_new(struct MHD_Connection *conn);
+ * the MHD response that http_stream_response makes (released when MHD is done with it).
+ * `on_resume(ctx)` (may be NULL) runs on the writing thread after each resume of the connection
+ * (for an MHD run from an external event loop, which must then call MHD_run). */
+http_stream *http_stream_new(struct MHD_Connection *conn, void (*on_resume)(void *ctx), void *ctx);
 /* The response that sends what is written, chunked, until http_stream_end. Call once, from the
  * connection's access handler; the caller queues it. NULL when out of memory (then the
  * response's reference is dropped). */

@@ -71,7 +71,7 @@ static void test_omitted_keys_get_documented_defaults(void **state) {
     assert_int_equal(cfg->dist_port, 0);
     assert_int_equal(cfg->tick_time_ms, 4000);
     assert_true(cfg->start_epmd);
-    assert_int_equal(cfg->http_threads, 2);
+    assert_int_equal(cfg->http_threads, 0);
     assert_int_equal(cfg->max_body_bytes, 8388608);
     assert_int_equal(cfg->http_connection_timeout_s, 60);
     assert_int_equal(cfg->term_max_depth, 512);
@@ -266,7 +266,7 @@ static void test_null_sections_mean_defaults(void **state) {
     assert_string_equal(err.message, ""); /* shows the error when loading fails */
     assert_non_null(cfg);
     assert_int_equal(cfg->cnode_count, 0);
-    assert_int_equal(cfg->http_threads, 2);
+    assert_int_equal(cfg->http_threads, 0);
     config_free(cfg);
 }
 
@@ -331,7 +331,7 @@ static void test_cnode_name_must_be_url_safe(void **state) {
 static void test_integer_type_and_range_errors(void **state) {
     (void)state;
     expect_error("http: {threads: two}\n",
-                 "nodex.yaml:1: http.threads: expected a decimal integer from 1 to 1024, got "
+                 "nodex.yaml:1: http.threads: expected a decimal integer from 0 to 1024, got "
                  "\"two\"");
     expect_error_part("node: {port: -1}\n", "node.port: expected a decimal integer from 0 to "
                                             "65535, got \"-1\"");

@@ -1461,6 +1461,199 @@ static void test_close_reason_texts(void **state) {
     assert_non_null(dist_close_reason_text((dist_close_reason)77));
 }
 
+/* ---- corked sends (the event loop's): queued, written by dist_cork_flush, never blocking ---- */
+
+static bool readable(int fd) {
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    return poll(&p, 1, 0) == 1;
+}
+
+/* The last byte of the message term in a packet read back (our messages end with a small int). */
+static long packet_tag(const char *p, size_t len) {
+    return (unsigned char)p[len - 1];
+}
+
+static void send_tagged(dist_conn *c, int tag) {
+    char m[8];
+    int mi = 0;
+    assert_int_equal(ei_encode_long(m, &mi, tag), 0);
+    assert_int_equal(dist_send_pid(c, &pid_a, NULL, 0, m, (size_t)mi, 1000), 0);
+}
+
+static int backlog_calls;
+static void count_backlog(dist_conn *c, void *ctx) {
+    (void)c;
+    (void)ctx;
+    backlog_calls++;
+}
+
+static void test_corked_sends_are_written_only_by_flush_and_in_order(void **state) {
+    fixture *f = *state;
+    dist_cork_begin();
+    for (int i = 1; i <= 3; i++) send_tagged(f->c, i);
+    assert_false(readable(f->fd_b)); /* nothing written yet */
+    backlog_calls = 0;
+    assert_int_equal(dist_cork_flush(count_backlog, NULL), 0);
+    assert_int_equal(backlog_calls, 0); /* everything fitted in the socket */
+    assert_false(atomic_load(&f->c->backlog));
+    for (int i = 1; i <= 3; i++) {
+        size_t len;
+        char *p = read_packet(f->fd_b, &len);
+        assert_int_equal(packet_tag(p, len), i);
+        free(p);
+    }
+    assert_false(readable(f->fd_b));
+    dist_cork_end();
+}
+
+/* The drain side of a peer that reads slowly: reads one packet of `want` bytes. */
+typedef struct {
+    int fd;
+    size_t want;
+    size_t got;
+    bool intact;
+} drain_arg;
+
+static void *drain_one_packet(void *arg) {
+    drain_arg *d = arg;
+    size_t len;
+    char *p = read_packet(d->fd, &len);
+    d->got = len;
+    d->intact = p[0] == 'p';
+    free(p);
+    return NULL;
+}
+
+static void test_corked_send_to_a_full_socket_never_blocks_and_keeps_a_backlog(void **state) {
+    fixture *f = *state;
+    size_t big = 4 << 20; /* more than the socket buffers hold */
+    char *payload = calloc(1, big);
+    assert_non_null(payload);
+    dist_cork_begin();
+    int64_t t0 = dist_now_ms();
+    assert_int_equal(dist_send_pid(f->c, &pid_a, NULL, 0, payload, big, 1000), 0);
+    backlog_calls = 0;
+    assert_int_equal(dist_cork_flush(count_backlog, NULL), 0);
+    assert_true(dist_now_ms() - t0 < 1000); /* no waiting for the peer */
+    assert_int_equal(backlog_calls, 1);
+    assert_true(atomic_load(&f->c->backlog));
+    assert_false(atomic_load(&f->c->broken));
+    /* The peer starts reading: flushing on "EPOLLOUT" empties the backlog, packet intact. */
+    drain_arg d = {.fd = f->fd_b};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, drain_one_packet, &d), 0);
+    int rc = 1;
+    for (int i = 0; i < 5000 && rc == 1; i++) {
+        struct pollfd p = {.fd = f->c->fd, .events = POLLOUT};
+        poll(&p, 1, 10);
+        rc = dist_flush(f->c);
+    }
+    assert_int_equal(rc, 0);
+    pthread_join(th, NULL);
+    assert_true(d.intact);
+    assert_true(d.got > big);
+    assert_false(atomic_load(&f->c->backlog));
+    dist_cork_end();
+    free(payload);
+}
+
+static void test_corked_flush_leaves_a_connection_another_thread_is_sending_on(void **state) {
+    fixture *f = *state;
+    dist_cork_begin();
+    send_tagged(f->c, 7);
+    pthread_mutex_lock(&f->c->send_lock); /* another sender, blocked on a full socket */
+    assert_int_equal(dist_cork_flush(NULL, NULL), 1);
+    assert_false(readable(f->fd_b));
+    pthread_mutex_unlock(&f->c->send_lock);
+    assert_int_equal(dist_cork_flush(NULL, NULL), 0);
+    size_t len;
+    char *p = read_packet(f->fd_b, &len);
+    assert_int_equal(packet_tag(p, len), 7);
+    free(p);
+    dist_cork_end();
+}
+
+typedef struct {
+    dist_conn *c;
+    int rc;
+} tag_sender;
+
+static void *send_tag_9(void *arg) {
+    tag_sender *a = arg;
+    char m[8];
+    int mi = 0;
+    ei_encode_long(m, &mi, 9);
+    a->rc = dist_send_pid(a->c, &pid_a, NULL, 0, m, (size_t)mi, 5000);
+    return NULL;
+}
+
+static void test_blocking_send_writes_the_backlog_before_its_own_packet(void **state) {
+    fixture *f = *state;
+    size_t big = 4 << 20;
+    char *payload = calloc(1, big);
+    assert_non_null(payload);
+    dist_cork_begin();
+    assert_int_equal(dist_send_pid(f->c, &pid_a, NULL, 0, payload, big, 1000), 0);
+    dist_cork_flush(NULL, NULL);
+    assert_true(atomic_load(&f->c->backlog));
+    /* Another thread sends (blocking) while the peer reads: the big packet must come first. */
+    tag_sender a = {.c = f->c, .rc = -2};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, send_tag_9, &a), 0);
+    size_t len;
+    char *p = read_packet(f->fd_b, &len);
+    assert_true(len > big);
+    free(p);
+    p = read_packet(f->fd_b, &len);
+    assert_int_equal(packet_tag(p, len), 9);
+    free(p);
+    pthread_join(th, NULL);
+    assert_int_equal(a.rc, 0);
+    assert_false(atomic_load(&f->c->backlog));
+    dist_cork_end();
+    free(payload);
+}
+
+static void test_corked_tick_behind_queued_bytes_is_skipped(void **state) {
+    fixture *f = *state;
+    dist_cork_begin();
+    send_tagged(f->c, 3);
+    assert_int_equal(dist_send_tick(f->c, 100), 0); /* traffic is queued: no tick needed */
+    assert_int_equal(dist_cork_flush(NULL, NULL), 0);
+    size_t len;
+    char *p = read_packet(f->fd_b, &len);
+    assert_int_equal(packet_tag(p, len), 3);
+    free(p);
+    assert_false(readable(f->fd_b)); /* no empty tick packet followed */
+    dist_cork_end();
+}
+
+static void test_corked_send_on_a_broken_connection_fails(void **state) {
+    fixture *f = *state;
+    dist_cork_begin();
+    dist_conn_shutdown(f->c);
+    char m[8];
+    int mi = 0;
+    assert_int_equal(ei_encode_atom(m, &mi, "x"), 0);
+    assert_int_equal(dist_send_pid(f->c, &pid_a, NULL, 0, m, (size_t)mi, 1000), -1);
+    assert_int_equal(dist_cork_flush(NULL, NULL), 0);
+    dist_cork_end();
+}
+
+static void test_flush_of_a_queued_connection_dropped_by_its_owner_frees_it(void **state) {
+    fixture *f = *state;
+    dist_cork_begin();
+    send_tagged(f->c, 4);
+    dist_conn_unref(f->c); /* the owner lets go; the cork's reference keeps it alive */
+    f->c = NULL;
+    assert_int_equal(dist_cork_flush(NULL, NULL), 0); /* written, then freed (ASan checks) */
+    size_t len;
+    char *p = read_packet(f->fd_b, &len);
+    assert_int_equal(packet_tag(p, len), 4);
+    free(p);
+    dist_cork_end();
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(void) {
@@ -1519,6 +1712,13 @@ int main(void) {
         T(test_ref_unref_closes_fd_at_last_unref),
         T(test_pid_key_distinct_for_distinct_num_and_serial),
         T(test_close_reason_texts),
+        T(test_corked_sends_are_written_only_by_flush_and_in_order),
+        T(test_corked_send_to_a_full_socket_never_blocks_and_keeps_a_backlog),
+        T(test_corked_flush_leaves_a_connection_another_thread_is_sending_on),
+        T(test_blocking_send_writes_the_backlog_before_its_own_packet),
+        T(test_corked_tick_behind_queued_bytes_is_skipped),
+        T(test_corked_send_on_a_broken_connection_fails),
+        T(test_flush_of_a_queued_connection_dropped_by_its_owner_frees_it),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -68,7 +68,7 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
         *con_cls = &con_marker;
         return MHD_YES;
     }
-    http_stream *s = http_stream_new(conn);
+    http_stream *s = http_stream_new(conn, NULL, NULL);
     if (!s) return MHD_NO;
     if (prewrite) http_stream_write(s, prewrite, strlen(prewrite));
     struct MHD_Response *r = http_stream_response(s);
