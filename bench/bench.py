@@ -11,6 +11,7 @@ import datetime
 import json
 import os
 import re
+import select
 import shutil
 import signal
 import socket
@@ -67,6 +68,18 @@ def grpc_call_message(data):
 
 def grpc_frame(msg):
     return b"\x00" + struct.pack(">I", len(msg)) + msg
+
+
+def write_bodies(workdir, prefix, size):
+    """The load tools' request bodies for `size` payload bytes: {"http": path, "grpc": path}."""
+    data, name = payload_bytes(size), PAYLOAD_NAMES.get(size, f"{size}B")
+    bodies = {"http": os.path.join(workdir, f"{prefix}http_{name}.json"),
+              "grpc": os.path.join(workdir, f"{prefix}grpc_{name}.bin")}
+    with open(bodies["http"], "wb") as f:
+        f.write(json_body(data))
+    with open(bodies["grpc"], "wb") as f:
+        f.write(grpc_frame(grpc_call_message(data)))
+    return bodies
 
 
 # --- process helpers ------------------------------------------------------------------------------
@@ -259,7 +272,8 @@ def check_grpc(port, data):
 
 
 def bench_nodexd(session, nh, payloads, conc_list, dur_s, workdir, pids_seen):
-    d = nh.Nodexd(session, [nh.example_cnode_spec("example")], http={"threads": 2})
+    """nodexd on its defaults (http.threads 0: libmicrohttpd on the event loop)."""
+    d = nh.Nodexd(session, [nh.example_cnode_spec("example")])
     d.start()
     d.wait_up("example")
     grpc_port = None
@@ -279,12 +293,7 @@ def bench_nodexd(session, nh, payloads, conc_list, dur_s, workdir, pids_seen):
         name = PAYLOAD_NAMES.get(size, f"{size}B")
         check_http(d.port, data)
         check_grpc(grpc_port, data)
-        bodies = {"http": os.path.join(workdir, f"http_{name}.json"),
-                  "grpc": os.path.join(workdir, f"grpc_{name}.bin")}
-        with open(bodies["http"], "wb") as f:
-            f.write(json_body(data))
-        with open(bodies["grpc"], "wb") as f:
-            f.write(grpc_frame(grpc_call_message(data)))
+        bodies = write_bodies(workdir, "", size)
         for proto, port, runner in (("http", d.port, run_wrk), ("grpc", grpc_port, run_h2load)):
             for conc in conc_list:
                 before = d.info("example")["calls_total"]
@@ -301,6 +310,29 @@ def bench_nodexd(session, nh, payloads, conc_list, dur_s, workdir, pids_seen):
     rss["after_mib"] = rss_mib(pid)
     d.close()
     return cases, rss
+
+
+def bench_nodexd_http_pool(session, nh, conc_list, dur_s, workdir, pids_seen):
+    """The same 16 B HTTP cases with http.threads 2 (a libmicrohttpd pool handing replies over
+    from the loop: the default before http.threads 0), as http_pool.16B.c<N>."""
+    d = nh.Nodexd(session, [nh.example_cnode_spec("example")], http={"threads": 2})
+    d.start()
+    d.wait_up("example")
+    pids_seen.append(d.info("example")["os_pid"])
+    check_http(d.port, payload_bytes(16))
+    body = write_bodies(workdir, "pool_", 16)["http"]
+    cases = {}
+    for conc in conc_list:
+        before = d.info("example")["calls_total"]
+        with RssSampler(d.proc.pid) as s:
+            r = run_wrk(session, d.port, body, conc, dur_s, workdir)
+        r.update(rss_peak_mib=s.peak, cnode_calls=d.info("example")["calls_total"] - before,
+                 payload_bytes=16)
+        cases[f"http_pool.16B.c{conc}"] = r
+        log(f"http_pool.16B.c{conc}: {r['throughput_per_s']:.0f}/s p50 {r['p50_us']:.0f} us "
+            f"p99 {r['p99_us']:.0f} us errors {r['errors']}")
+    d.close()
+    return cases
 
 
 def profile_nodexd(session, nh, dur_s, workdir, out_dir):
@@ -363,6 +395,105 @@ def profile_nodexd(session, nh, dur_s, workdir, out_dir):
             "top_inclusive_nodexd": own}
 
 
+# --- library ceilings ----------------------------------------------------------------------------
+# bench/http_echo and bench/grpc_echo: libmicrohttpd and gRPC core alone, set up like nodexd's
+# daemons (same flags, pool sizes, limits, channel arguments), answering at once with no backend.
+# What they reach under the same load tools bounds what nodexd can reach on this machine.
+# nodexd runs with its defaults: http.threads 0 (MHD on the event loop), grpc.threads 2. The
+# HTTP ceilings use the same mode; http_pool is the 2-thread pool (http.threads: 2).
+CEILINGS = (  # (label, server binary, extra argv, protocol, concurrencies: None = all)
+    ("http", "http_echo", ["--threads", "0"], "http", None),
+    ("http_suspend", "http_echo", ["--threads", "0", "--suspend"], "http", [64]),
+    ("http_pool", "http_echo", ["--threads", "2"], "http", [64]),
+    ("http_pool_suspend", "http_echo", ["--threads", "2", "--suspend"], "http", [64]),
+    ("grpc", "grpc_echo", ["--threads", "2"], "grpc", None),
+)
+
+
+def start_echo(session, argv, name, timeout=20.0):
+    """Starts a ceiling server as a session process (ended by pid, seen by the leftover check);
+    returns it and the port from its `<name> ready port=N` line."""
+    err = open(session.log_path(name), "ab")
+    p = session.spawn(argv, name, stdout=subprocess.PIPE, stderr=err)
+    err.close()
+    line, deadline = b"", time.monotonic() + timeout
+    while not line and time.monotonic() < deadline and p.poll() is None:
+        if select.select([p.stdout], [], [], 0.1)[0]:
+            line = p.stdout.readline()
+    m = re.match(rb"\w+ ready port=(\d+)", line)
+    if not m:
+        end_rc = p.poll()
+        if end_rc is None:
+            p.kill()
+            p.wait()
+        with open(session.log_path(name), "rb") as f:
+            tail = f.read()[-2000:].decode(errors="replace")
+        raise RuntimeError(f"{name} did not start (exit {end_rc}, said {line!r})\n{tail}")
+    return p, int(m.group(1))
+
+
+def check_grpc_echo(port, data):
+    import grpc
+    msg = grpc_call_message(data)
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+        reply = ch.unary_unary("/nodex.v1.Gateway/Call")(msg, timeout=30)
+    if reply != msg:
+        raise RuntimeError(f"gRPC echo sanity call failed: {reply[:200]!r}")
+
+
+def bench_ceilings(session, nh, build, conc_list, dur_s, workdir):
+    """The ceiling.* cases: 16 B payload, the same request bodies, tools and parameters as
+    nodexd's cases. Returns the cases and, per server, its command line and exit status."""
+    data = payload_bytes(16)
+    bodies = write_bodies(workdir, "ceiling_", 16)
+    cases, servers = {}, {}
+    for label, exe, extra, proto, only in CEILINGS:
+        argv = [os.path.join(build, "bench", exe)] + extra
+        cmd = " ".join([exe] + argv[1:])
+        concs = only or conc_list
+        p, port = start_echo(session, argv, f"ceiling_{label}")
+        try:
+            (check_http if proto == "http" else check_grpc_echo)(port, data)
+            for conc in concs:
+                runner = run_wrk if proto == "http" else run_h2load
+                with RssSampler(p.pid) as s:
+                    r = runner(session, port, bodies[proto], conc, dur_s, workdir)
+                r.update(rss_peak_mib=s.peak, payload_bytes=16, server=cmd)
+                cases[f"ceiling.{label}.c{conc}"] = r
+                log(f"ceiling.{label}.c{conc}: {r['throughput_per_s']:.0f}/s "
+                    f"p50 {r['p50_us']:.0f} us p99 {r['p99_us']:.0f} us errors {r['errors']}")
+        finally:
+            rc = nh.end_process(p)
+            servers[label] = {"server": cmd, "exit_status": rc}
+            if rc != 0:
+                log(f"ceiling server {cmd} exited {rc} on SIGTERM (expected 0)")
+    return cases, servers
+
+
+def ceiling_of(cases, key):
+    """The ceiling case for a nodexd case (16 B only): (case id, case) or (None, None)."""
+    proto, payload, conc = key.split(".")
+    cid = f"ceiling.{proto}.{conc}"
+    if payload != PAYLOAD_NAMES[16] or cid not in cases:
+        return None, None
+    return cid, cases[cid]
+
+
+def add_ceiling_ratios(cases):
+    """nodexd's 16 B throughput as a fraction of its library ceiling at the same concurrency
+    (and, for HTTP at 64, of the suspend/resume ceiling), stored in the nodexd cases."""
+    for k, r in cases.items():
+        if not k.startswith(("http.", "http_pool.", "grpc.")):
+            continue
+        cid, ceil = ceiling_of(cases, k)
+        if ceil and ceil["throughput_per_s"]:
+            r["x_ceiling"] = r["throughput_per_s"] / ceil["throughput_per_s"]
+            r["ceiling_case"] = cid
+        sus = cases.get(f"ceiling.{k.split('.')[0]}_suspend.c64")
+        if cid and cid.endswith(".c64") and sus and sus["throughput_per_s"]:
+            r["x_ceiling_suspend"] = r["throughput_per_s"] / sus["throughput_per_s"]
+
+
 # --- targets, report, chart -----------------------------------------------------------------------
 def compute_targets(cases, rss, small):
     t = []
@@ -372,7 +503,14 @@ def compute_targets(cases, rss, small):
 
     def add(name, value, unit, target, ok):
         t.append({"name": name, "value": round(value, 3), "unit": unit, "target": target,
-                  "pass": bool(ok)})
+                  "pass": bool(ok), "kind": "target"})
+
+    def ceiling(name, case, value, unit, target, within):
+        # informational: what the library alone reaches, against nodexd's own target
+        if case in cases:
+            t.append({"name": name, "value": round(value(cases[case]), 3), "unit": unit,
+                      "target": target, "pass": None, "kind": "ceiling",
+                      "within_reach": bool(within(value(cases[case])))})
 
     for proto, label, lat_budget in (("http", "HTTP", 30), ("grpc", "gRPC", 60)):
         thr = cases[f"{proto}.{small}.c64"]["throughput_per_s"]
@@ -389,6 +527,15 @@ def compute_targets(cases, rss, small):
         rss["load_peak_mib"], "MiB", "<= 64", rss["load_peak_mib"] <= 64)
     add("nodexd RSS after the load (all payloads) minus idle", rss["after_mib"] - rss["idle_mib"],
         "MiB", "<= 8 (back near idle)", rss["after_mib"] - rss["idle_mib"] <= 8)
+    for label, name, lat_budget in (("http", "HTTP", 30), ("http_suspend", "HTTP+suspend", None),
+                                    ("grpc", "gRPC", 60)):
+        ceiling(f"{name} library ceiling @64 / Erlang 64-process throughput",
+                f"ceiling.{label}.c64", lambda r: r["throughput_per_s"] / erl64, "x", ">= 1.0",
+                lambda v: v >= 1.0)
+        if lat_budget is not None:
+            ceiling(f"{name} library ceiling p50 @1 minus Erlang-direct p50",
+                    f"ceiling.{label}.c1", lambda r: r["p50_us"] - erl_p50, "us",
+                    f"<= +{lat_budget}", lambda v, b=lat_budget: v <= b)
     return t
 
 
@@ -423,15 +570,50 @@ def write_markdown(res, path):
     erl64 = c["erl.cnode_direct_p64"]["throughput_per_s"]
     raw64 = c["raw_ei.c64"]["throughput_per_s"]
     L += ["", "## nodexd (HTTP/1.1 keep-alive JSON via wrk; gRPC unary Call via h2load)", "",
-          "| case | payload | in flight | calls/s | × Erlang p64 | × raw-ei c64 | p50 µs | p99 µs "
-          "| RSS peak MiB | errors |", "|---|---|---|---|---|---|---|---|---|---|"]
+          "× ceiling: nodexd's calls/s ÷ its library ceiling's (below) at the same number in "
+          "flight, 16 B only (HTTP: the ceiling without suspend/resume).", "",
+          "| case | payload | in flight | calls/s | × Erlang p64 | × raw-ei c64 | × ceiling "
+          "| p50 µs | p99 µs | RSS peak MiB | errors |", "|---" * 11 + "|"]
     for k, r in c.items():
-        if not k.startswith(("http.", "grpc.")):
+        if not k.startswith(("http.", "http_pool.", "grpc.")):
             continue
         proto, pl, _ = k.split(".")
+        xc = f"{r['x_ceiling']:.2f}" if "x_ceiling" in r else "–"
         L.append(f"| {proto} | {pl} | {r['concurrency']} | {fmt(r['throughput_per_s'], 0)} | "
                  f"{r['throughput_per_s'] / erl64:.2f} | {r['throughput_per_s'] / raw64:.2f} | "
-                 f"{r['p50_us']:.0f} | {r['p99_us']:.0f} | {r['rss_peak_mib']:.1f} | {r['errors']} |")
+                 f"{xc} | {r['p50_us']:.0f} | {r['p99_us']:.0f} | {r['rss_peak_mib']:.1f} | "
+                 f"{r['errors']} |")
+    ceil = sorted((k for k in c if k.startswith("ceiling.")),
+                  key=lambda k: ([x[0] for x in CEILINGS].index(k.split(".")[1]),
+                                 c[k]["concurrency"]))
+    if ceil:
+        small = res["meta"]["small_payload"]
+        L += ["", "## Library ceilings (no backend at all)", "",
+              "`bench/http_echo` (libmicrohttpd) and `bench/grpc_echo` (gRPC core) set up like "
+              "nodexd's daemons (same flags, thread pools, limits, channel arguments), answering "
+              "each request at once with its own bytes (HTTP: `ping` turned into `pong`), under "
+              "the same wrk / h2load runs as nodexd's 16 B cases. No nodexd code, no C-node: "
+              "nodexd cannot beat these on this machine.", "",
+              "| case | server | in flight | calls/s | × Erlang p64 | p50 µs | p99 µs "
+              "| nodexd same in flight | nodexd ÷ ceiling | errors |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+        for k in ceil:
+            r = c[k]
+            label = k.split(".")[1]
+            proto = {"grpc": "grpc", "http_pool": "http_pool",
+                     "http_pool_suspend": "http_pool"}.get(label, "http")
+            nd = c.get(f"{proto}.{small}.c{r['concurrency']}")
+            nd_thr = f"{fmt(nd['throughput_per_s'], 0)}" if nd else "–"
+            ratio = f"{nd['throughput_per_s'] / r['throughput_per_s']:.2f}" if nd and \
+                r["throughput_per_s"] else "–"
+            L.append(f"| {k} | `{r['server']}` | {r['concurrency']} | "
+                     f"{fmt(r['throughput_per_s'], 0)} | {r['throughput_per_s'] / erl64:.2f} | "
+                     f"{r['p50_us']:.0f} | {r['p99_us']:.0f} | {nd_thr} | {ratio} | "
+                     f"{r['errors']} |")
+        bad = {k: v["exit_status"] for k, v in (res.get("ceilings") or {}).items()
+               if v["exit_status"] != 0}
+        L += ["", "Ceiling servers stopped cleanly on SIGTERM (exit 0)." if not bad else
+              f"Ceiling servers that did not exit 0 on SIGTERM: {bad}."]
     rss = res["rss"]
     L += ["", f"nodexd RSS: idle {rss['idle_mib']:.1f} MiB, peak under 64-connection load "
           f"{rss['load_peak_mib']:.1f} MiB (small payloads; {rss['load_peak_all_mib']:.1f} MiB "
@@ -445,8 +627,16 @@ def write_markdown(res, path):
                 L.append(f"| {f} | {tc[f]['parse_us']:.2f} | {tc[f]['render_us']:.2f} | "
                          f"{tc[f]['total_us']:.2f} |")
         L.append("")
-    L += ["## Targets", "", "| target | measured | goal | result |", "|---|---|---|---|"]
+    L += ["## Targets", "", "Rows marked *ceiling* are informational: the library alone (no "
+          "backend) against nodexd's target; \"out of reach\" means no nodexd built on that "
+          "library can pass that target on this machine.", "",
+          "| target | measured | goal | result |", "|---|---|---|---|"]
     for t in res["targets"]:
+        if t.get("kind") == "ceiling":
+            result = "ceiling: target " + ("within reach" if t["within_reach"] else "out of reach")
+            L.append(f"| {t['name']} | {t['value']:.2f} {t['unit']} | (nodexd's target "
+                     f"{t['target']} {t['unit']}) | {result} |")
+            continue
         L.append(f"| {t['name']} | {t['value']:.2f} {t['unit']} | {t['target']} {t['unit']} | "
                  f"{'PASS' if t['pass'] else 'FAIL'} |")
     prof = res.get("profile")
@@ -475,11 +665,12 @@ def write_chart(res, out_dir):
     small = res["meta"]["small_payload"]
     dat = os.path.join(out_dir, "chart_throughput.dat")
     with open(dat, "w") as f:
-        f.write("conc erlang raw_ei http grpc\n")
+        f.write("conc erlang raw_ei http grpc ceiling_http ceiling_grpc\n")
         for conc in (1, 16, 64):
             erl = c["erl.cnode_direct"] if conc == 1 else c.get(f"erl.cnode_direct_p{conc}")
             vals = [erl, c.get(f"raw_ei.c{conc}"), c.get(f"http.{small}.c{conc}"),
-                    c.get(f"grpc.{small}.c{conc}")]
+                    c.get(f"grpc.{small}.c{conc}"), c.get(f"ceiling.http.c{conc}"),
+                    c.get(f"ceiling.grpc.c{conc}")]
             f.write(f"{conc} " + " ".join(f"{(v or {}).get('throughput_per_s', 0) / 1000:.2f}"
                                           for v in vals) + "\n")
     dat2 = os.path.join(out_dir, "chart_payload.dat")
@@ -501,8 +692,13 @@ set key top left
 set ylabel "k calls/s"
 set title "Throughput by calls in flight ({small} payload)"
 set xlabel "calls in flight"
+set offsets 0, 0, graph 0.35, 0
 plot '{dat}' using 2:xtic(1) title 'Erlang processes', '' using 3 title 'raw ei floor', \
-     '' using 4 title 'nodexd HTTP', '' using 5 title 'nodexd gRPC'
+     '' using 4 title 'nodexd HTTP' lc rgb '#56b4e9', \
+     '' using 5 title 'nodexd gRPC' lc rgb '#e69f00', \
+     '' using 6 title 'HTTP library ceiling (no backend)' fs pattern 2 lc rgb '#56b4e9', \
+     '' using 7 title 'gRPC library ceiling (no backend)' fs pattern 2 lc rgb '#e69f00'
+set offsets 0, 0, 0, 0
 set title "nodexd throughput at 64 in flight by payload"
 set xlabel "payload"
 set logscale y
@@ -571,7 +767,8 @@ def main():
                     "host": socket.gethostname(), "cpus": os.cpu_count(), "duration_s": dur,
                     "git": git + ("+dirty src" if dirty else ""), "small_payload": small,
                     "payloads": payloads, "concurrency": conc,
-                    "http_format": "application/json", "grpc_payload": "Term (structured)"},
+                    "http_format": "application/json", "grpc_payload": "Term (structured)",
+                    "ceilings": {c[0]: " ".join(c[2]) for c in CEILINGS}},
            "cases": {}}
     t_start = time.monotonic()
     log("term codec (bench/term_bench)")
@@ -593,13 +790,21 @@ def main():
         res["cases"].update(bench_raw_ei(session, nh, args.build_dir, int(dur * 1000), conc,
                                          pids_seen))
         log("nodexd over HTTP and gRPC")
-        cases, rss = bench_nodexd(session, nh, payloads, conc, max(1, round(dur)) if not smoke
-                                  else 1, workdir, pids_seen)
+        load_dur = max(1, round(dur)) if not smoke else 1
+        cases, rss = bench_nodexd(session, nh, payloads, conc, load_dur, workdir, pids_seen)
         res["cases"].update(cases)
         rss["load_peak_mib"] = max(r["rss_peak_mib"] for k, r in cases.items()
                                    if k.endswith(".c64") and r["payload_bytes"] <= 1024)
         rss["load_peak_all_mib"] = max(r["rss_peak_mib"] for r in cases.values())
         res["rss"] = rss
+        log("nodexd over HTTP with http.threads 2 (the pool), 16 B")
+        res["cases"].update(bench_nodexd_http_pool(session, nh, conc, load_dur, workdir,
+                                                   pids_seen))
+        log("library ceilings: http_echo (loop, pool; with and without suspend), grpc_echo")
+        ceil_cases, res["ceilings"] = bench_ceilings(session, nh, args.build_dir, conc, load_dur,
+                                                     workdir)
+        res["cases"].update(ceil_cases)
+        add_ceiling_ratios(res["cases"])
         if not smoke and not args.no_profile and shutil.which("valgrind"):
             log("profile: nodexd under callgrind, 64 HTTP connections")
             res["profile"] = profile_nodexd(session, nh, 8, workdir, args.out)

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # bench/run.sh: builds what the benchmarks need (Release, in build-bench) and runs every case in
-# one go on loopback: Erlang baselines, the raw ei floor, nodexd over HTTP and gRPC, RSS, the term
-# codec and a callgrind profile. Writes bench/results/<timestamp>/{results.json,results.md,
-# chart.png,profile.txt} and a copy in bench/results/latest/. See bench/README.md.
+# one go on loopback: Erlang baselines, the raw ei floor, nodexd over HTTP and gRPC, the HTTP and
+# gRPC library ceilings (bench/http_echo, bench/grpc_echo), RSS, the term codec and a callgrind
+# profile. Writes bench/results/<timestamp>/{results.json,results.md,chart.png,profile.txt} and a
+# copy in bench/results/latest/. See bench/README.md.
 #
 #   bench/run.sh [--smoke] [--out DIR] [--build-dir DIR] [--no-build] [--no-profile]
 #                [--duration SECONDS]
@@ -22,7 +23,7 @@ while [ $# -gt 0 ]; do
     --no-build) do_build=0 ;;
     --no-profile) pyargs+=(--no-profile) ;;
     --duration) pyargs+=(--duration "$2"); shift ;;
-    -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown argument $1" >&2; exit 2 ;;
   esac
   shift
@@ -38,7 +39,8 @@ if [ "$do_build" = 1 ]; then
   mkdir -p "$build"
   if ! { cmake -S "$repo" -B "$build" -DCMAKE_BUILD_TYPE=Release \
            "-DCMAKE_C_FLAGS=-g -Wno-error=format-truncation -Wno-error=stringop-truncation" &&
-         cmake --build "$build" -j"$(nproc)" --target nodexd example_cnode term_bench raw_ei_bench
+         cmake --build "$build" -j"$(nproc)" --target nodexd example_cnode term_bench raw_ei_bench \
+           http_echo grpc_echo
        } >"$build/bench-build.log" 2>&1; then
     tail -40 "$build/bench-build.log" >&2
     echo "run.sh: build failed (full log: $build/bench-build.log)" >&2

@@ -1358,13 +1358,18 @@ http_api *http_api_start(const config *cfg, gateway *gw, char *err, size_t err_l
     h->on_loop = cfg->http_threads == 0;
     unsigned flags = (h->on_loop ? 0 : MHD_USE_INTERNAL_POLLING_THREAD) | MHD_USE_EPOLL |
                      MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG | (v6 ? MHD_USE_IPv6 : 0);
-    /* THREAD_POOL_SIZE 0 is the same as leaving it out: no pool. */
+    /* The pool option only for a pool (MHD warns about a zero size). */
+    struct MHD_OptionItem pool[] = {
+        {h->on_loop ? MHD_OPTION_END : MHD_OPTION_THREAD_POOL_SIZE, (intptr_t)cfg->http_threads,
+         NULL},
+        {MHD_OPTION_END, 0, NULL},
+    };
     h->daemon = MHD_start_daemon(
         flags, (uint16_t)port, NULL, NULL, http_handler, h, MHD_OPTION_SOCK_ADDR,
-        (struct sockaddr *)&ss, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)cfg->http_threads,
-        MHD_OPTION_NOTIFY_COMPLETED, http_completed, h, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned)cfg->http_connection_timeout_s, MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->http_max_connections,
+        (struct sockaddr *)&ss, MHD_OPTION_ARRAY, pool, MHD_OPTION_NOTIFY_COMPLETED, http_completed,
+        h, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->http_connection_timeout_s,
+        MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u, MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned)cfg->http_max_connections,
         /* MHD clears each connection's pool for every keep-alive request: 16 KiB (headers up
          * to ~8 KiB) instead of the default 32 KiB halves that cost per request. */
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)16384, MHD_OPTION_EXTERNAL_LOGGER, http_mhd_log,

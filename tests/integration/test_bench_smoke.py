@@ -1,7 +1,8 @@
 """test_bench_smoke: bench/run.sh --smoke runs every benchmark case end to end and reports them.
 
-This checks the benchmark machinery (build, private epmd, Erlang nodes, C-nodes, nodexd, wrk,
-h2load, report files, clean-up), never speed: every figure only has to be a positive number."""
+This checks the benchmark machinery (build, private epmd, Erlang nodes, C-nodes, nodexd, the
+library-ceiling servers, wrk, h2load, report files, clean-up), never speed: every figure only has
+to be a positive number."""
 
 import json
 import os
@@ -14,7 +15,12 @@ RUN = os.path.join(nx.REPO_DIR, "bench", "run.sh")
 CASES = (
     ["erl.local", "erl.remote", "erl.cnode_direct", "erl.cnode_genserver",
      "erl.cnode_direct_p16", "erl.cnode_direct_p64", "raw_ei.c1", "raw_ei.c16", "raw_ei.c64"]
-    + [f"{proto}.16B.c{c}" for proto in ("http", "grpc") for c in (1, 16, 64)]
+    + [f"{proto}.16B.c{c}" for proto in ("http", "http_pool", "grpc") for c in (1, 16, 64)]
+)
+# library ceilings: bench/http_echo and bench/grpc_echo alone, no backend
+CEILING_CASES = (
+    [f"ceiling.{lib}.c{c}" for lib in ("http", "grpc") for c in (1, 16, 64)]
+    + [f"ceiling.{lib}.c64" for lib in ("http_suspend", "http_pool", "http_pool_suspend")]
 )
 
 
@@ -30,23 +36,35 @@ def test_bench_smoke(tmp_path):
 
     res = json.loads((out / "results.json").read_text())
     assert res["meta"]["mode"] == "smoke"
-    for case in CASES:
+    for case in CASES + CEILING_CASES:
         assert case in res["cases"], f"missing case {case}: {sorted(res['cases'])}"
         r = res["cases"][case]
         for key in ("throughput_per_s", "p50_us", "p99_us", "calls"):
             assert r[key] > 0, f"{case}.{key} = {r[key]}"
         assert r.get("errors", 0) == 0, f"{case}: {r['errors']} failed calls"
     for case in CASES:
-        if case.startswith(("http.", "grpc.")):
+        if case.startswith(("http.", "http_pool.", "grpc.")):
             # every request the load tool counted reached the C-node
             assert res["cases"][case]["cnode_calls"] >= res["cases"][case]["calls"], case
+        if case.startswith(("http.", "grpc.")) or case == "http_pool.16B.c64":
+            # and is set against its library ceiling at the same concurrency
+            assert res["cases"][case]["x_ceiling"] > 0, case
+    assert sorted(res["ceilings"]) == ["grpc", "http", "http_pool", "http_pool_suspend",
+                                       "http_suspend"], res["ceilings"]
+    for server, info in res["ceilings"].items():
+        assert info["exit_status"] == 0, f"ceiling server {server} did not stop cleanly: {info}"
     for key in ("idle_mib", "load_peak_mib", "after_mib"):
         assert res["rss"][key] > 0, key
     for fmt in ("json", "text", "etf"):
         assert res["term_codec"][fmt]["parse_us"] > 0 and res["term_codec"][fmt]["render_us"] > 0
-    names = [t["name"] for t in res["targets"]]
-    assert len(names) == 9 and all(isinstance(t["pass"], bool) for t in res["targets"])
+    graded = [t for t in res["targets"] if t["kind"] == "target"]
+    assert len(graded) == 9 and all(isinstance(t["pass"], bool) for t in graded)
+    ceilings = [t for t in res["targets"] if t["kind"] == "ceiling"]
+    assert len(ceilings) == 5 and all(t["pass"] is None and isinstance(t["within_reach"], bool)
+                                      for t in ceilings), ceilings
+    assert all(t["value"] > 0 for t in ceilings if t["unit"] == "x")
     assert res["leftovers"] == [], res["leftovers"]
     md = (out / "results.md").read_text()
     assert "## Targets" in md and ("PASS" in md or "FAIL" in md)
+    assert "## Library ceilings (no backend at all)" in md and "ceiling: target" in md
     assert (out / "chart.png").stat().st_size > 1000
