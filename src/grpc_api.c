@@ -337,16 +337,17 @@ static void gcall_finish_locked(gcall *g, grpc_status_code code, const char *fmt
     gcall_pump_locked(g);
 }
 
-/* Packs `msg` and queues it on `q` (g->out or g->held); a message over grpc.max_message_bytes
- * or a stream whose client does not keep up ends the call with RESOURCE_EXHAUSTED. */
-static void gcall_send_locked(gcall *g, const ProtobufCMessage *msg, gqueue *q) {
-    if (g->finishing || g->dead) return;
+/* Packs `msg` and queues it on `q` (g->out or g->held) without sending; a message over
+ * grpc.max_message_bytes or a stream whose client does not keep up ends the call with
+ * RESOURCE_EXHAUSTED. Returns 0 when queued. */
+static int gcall_queue_locked(gcall *g, const ProtobufCMessage *msg, gqueue *q) {
+    if (g->finishing || g->dead) return -1;
     size_t max = g->api->cfg->grpc_max_message_bytes;
     size_t n = protobuf_c_message_get_packed_size(msg);
     if (n > max) {
         gcall_finish_locked(g, GRPC_STATUS_RESOURCE_EXHAUSTED,
                             "reply of %zu bytes is over grpc.max_message_bytes (%zu)", n, max);
-        return;
+        return -1;
     }
     if (q->count >= GRPC_STREAM_MAX_QUEUED) {
         gqueue_clear(&g->out);
@@ -355,7 +356,7 @@ static void gcall_send_locked(gcall *g, const ProtobufCMessage *msg, gqueue *q) 
                             "the client does not read the stream fast enough (%u messages "
                             "queued)",
                             GRPC_STREAM_MAX_QUEUED);
-        return;
+        return -1;
     }
     uint8_t *buf = malloc(n ? n : 1);
     gmsg *m = malloc(sizeof *m);
@@ -363,20 +364,24 @@ static void gcall_send_locked(gcall *g, const ProtobufCMessage *msg, gqueue *q) 
         free(buf);
         free(m);
         gcall_finish_locked(g, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
-        return;
+        return -1;
     }
     protobuf_c_message_pack(msg, buf);
     grpc_slice s = grpc_slice_new(buf, n, free); /* the slice owns buf from here */
     m->bb = grpc_raw_byte_buffer_create(&s, 1);
     grpc_slice_unref(s);
     gqueue_push(q, m);
-    if (q == &g->out) gcall_pump_locked(g);
+    return 0;
 }
 
-/* A unary answer: `msg`, then OK. */
+/* Queues `msg` on `q` and sends what g->out holds. */
+static void gcall_send_locked(gcall *g, const ProtobufCMessage *msg, gqueue *q) {
+    if (gcall_queue_locked(g, msg, q) == 0 && q == &g->out) gcall_pump_locked(g);
+}
+
+/* A unary answer: metadata, `msg` and OK in one batch when nothing else is being sent. */
 static void gcall_reply_locked(gcall *g, const ProtobufCMessage *msg) {
-    gcall_send_locked(g, msg, &g->out);
-    gcall_finish_locked(g, GRPC_STATUS_OK, NULL);
+    if (gcall_queue_locked(g, msg, &g->out) == 0) gcall_finish_locked(g, GRPC_STATUS_OK, NULL);
 }
 
 static void gcall_reply(gcall *g, const ProtobufCMessage *msg) {
