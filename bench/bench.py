@@ -346,8 +346,7 @@ def profile_nodexd(session, nh, dur_s, workdir, out_dir):
     saved = nh.NODEXD
     nh.NODEXD = wrapper
     try:
-        d = nh.Nodexd(session, [nh.example_cnode_spec("example", spawn_inactive_timeout_ms=60000)],
-                      http={"threads": 2})
+        d = nh.Nodexd(session, [nh.example_cnode_spec("example", spawn_inactive_timeout_ms=60000)])
         d.start(timeout=120)
     finally:
         nh.NODEXD = saved
