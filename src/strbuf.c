@@ -51,13 +51,43 @@ int strbuf_printf(strbuf *sb, const char *fmt, ...) {
     return 0;
 }
 
+#define BYTES_ONES  0x0101010101010101ull
+#define BYTES_HIGHS 0x8080808080808080ull
+
+/* Non-zero when a byte of w is zero / below b (b <= 0x80): exact as a yes/no answer. */
+static inline uint64_t bytes_has_zero(uint64_t w) {
+    return (w - BYTES_ONES) & ~w & BYTES_HIGHS;
+}
+static inline uint64_t bytes_has_less(uint64_t w, unsigned b) {
+    return (w - BYTES_ONES * b) & ~w & BYTES_HIGHS;
+}
+
+size_t strbuf_json_plain_prefix(const char *s, size_t n, bool ascii_only) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, s + i, sizeof w);
+        uint64_t special = bytes_has_less(w, 0x20) | bytes_has_zero(w ^ (BYTES_ONES * '"')) |
+                           bytes_has_zero(w ^ (BYTES_ONES * '\\'));
+        if (special | (ascii_only ? w & BYTES_HIGHS : 0)) break;
+    }
+    for (; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < 0x20 || c == '"' || c == '\\' || (ascii_only && c >= 0x80)) break;
+    }
+    return i;
+}
+
 int strbuf_json_string(strbuf *sb, const char *s, size_t len) {
     static const char hex[] = "0123456789abcdef";
     if (strbuf_putc(sb, '"') != 0) return -1;
-    size_t run = 0; /* bytes copied verbatim in one append */
     for (size_t i = 0; i < len; i++) {
+        size_t run = strbuf_json_plain_prefix(s + i, len - i, false);
+        if (run && strbuf_append(sb, s + i, run) != 0) return -1;
+        i += run;
+        if (i == len) break;
         unsigned char c = (unsigned char)s[i];
-        const char *esc = NULL;
+        const char *esc;
         char ubuf[7];
         switch (c) {
         case '"': esc = "\\\""; break;
@@ -67,23 +97,15 @@ int strbuf_json_string(strbuf *sb, const char *s, size_t len) {
         case '\t': esc = "\\t"; break;
         case '\b': esc = "\\b"; break;
         case '\f': esc = "\\f"; break;
-        default:
-            if (c < 0x20) {
-                memcpy(ubuf, "\\u00", 4);
-                ubuf[4] = hex[c >> 4];
-                ubuf[5] = hex[c & 15];
-                ubuf[6] = '\0';
-                esc = ubuf;
-            }
+        default: /* another control character */
+            memcpy(ubuf, "\\u00", 4);
+            ubuf[4] = hex[c >> 4];
+            ubuf[5] = hex[c & 15];
+            ubuf[6] = '\0';
+            esc = ubuf;
         }
-        if (!esc) {
-            run++;
-            continue;
-        }
-        if (strbuf_append(sb, s + i - run, run) != 0 || strbuf_puts(sb, esc) != 0) return -1;
-        run = 0;
+        if (strbuf_puts(sb, esc) != 0) return -1;
     }
-    if (strbuf_append(sb, s + len - run, run) != 0) return -1;
     return strbuf_putc(sb, '"');
 }
 

@@ -3,6 +3,7 @@
 #define NODEX_STRBUF_H
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 /* Owned by whoever declared it; release with strbuf_free. A zeroed strbuf is valid and empty. */
@@ -24,6 +25,9 @@ int strbuf_putc(strbuf *sb, char c);
 int strbuf_printf(strbuf *sb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Appends `s` as a JSON string literal, quotes included, escaping as RFC 8259 requires. */
 int strbuf_json_string(strbuf *sb, const char *s, size_t len);
+/* Length of the longest prefix of s[0..n) that a JSON string carries as is: no '"', no '\\', no
+ * control character and, with ascii_only, no byte >= 0x80. Scans a word at a time. */
+size_t strbuf_json_plain_prefix(const char *s, size_t n, bool ascii_only);
 /* Empties the buffer, keeping its memory. */
 void strbuf_reset(strbuf *sb);
 /* Hands the data to the caller (who frees it with free()); the strbuf becomes empty. */

@@ -352,6 +352,12 @@ long term_utf8_count(const char *s, size_t n) {
     long count = 0;
     size_t i = 0;
     while (i < n) {
+        uint64_t w;
+        if (n - i >= 8 && (memcpy(&w, u + i, sizeof w), (w & 0x8080808080808080ull) == 0)) {
+            i += 8; /* eight ASCII characters */
+            count += 8;
+            continue;
+        }
         if (u[i] < 0x80) {
             i++;
         } else {

@@ -108,9 +108,7 @@ static int jstring(jparser *p, const jpath *path, strbuf *dst) {
     if (jexpect(p, path, '"') != 0) return -1;
     const unsigned char *u = (const unsigned char *)p->s;
     for (;;) {
-        size_t run = p->i;
-        while (run < p->n && u[run] >= 0x20 && u[run] < 0x80 && u[run] != '"' && u[run] != '\\')
-            run++;
+        size_t run = p->i + strbuf_json_plain_prefix(p->s + p->i, p->n - p->i, true);
         if (strbuf_append(dst, p->s + p->i, run - p->i) != 0) return jnomem(p);
         p->i = run;
         if (p->i >= p->n) return jfail(p, path, TERM_ERR_SYNTAX, "unterminated string");
@@ -274,7 +272,11 @@ static size_t jskip(const jparser *p, size_t at, size_t max_level) {
     while (k < p->n) {
         char c = p->s[k++];
         if (c == '"') {
-            while (k < p->n && p->s[k] != '"') k += p->s[k] == '\\' ? 2 : 1;
+            for (;;) {
+                k += strbuf_json_plain_prefix(p->s + k, p->n - k, false);
+                if (k >= p->n || p->s[k] == '"') break;
+                k += p->s[k] == '\\' ? 2 : 1;
+            }
             k++;
             if (level == 0) return k;
         } else if (c == '[' || c == '{') {

@@ -74,6 +74,35 @@ def test_idle_hung_cnode_is_declared_down_by_ticks(nodexd):
             pass
 
 
+def test_cnode_that_stops_reading_never_stalls_the_gateway(nodexd):
+    """16 MiB of requests pile up unsent for a SIGSTOPped C-node (far more than the socket
+    buffers hold): they time out with 504, while another C-node and /healthz keep answering at
+    once, because nodexd's event loop never waits for a peer to take its bytes."""
+    d = nodexd([nx.test_cnode_spec("stuck"), nx.test_cnode_spec("ok")],
+               node={"tick_time_ms": 30000})  # not declared down during the test
+    stuck = d.wait_up("stuck")["os_pid"]
+    d.wait_up("ok")
+    big = tup(atom("ping"), "x" * (2 << 20))
+    os.kill(stuck, signal.SIGSTOP)
+    try:
+        calls = [call_in_thread(d, "stuck", big, 2000) for _ in range(8)]
+        wait_in_flight(d, "stuck", 8)
+        worst = 0.0
+        for i in range(20):
+            t0 = time.monotonic()
+            r = d.call("ok", tup(atom("ping"), f"x{i}"), timeout_ms=5000)
+            assert r.status == 200 and r.json() == tup(atom("pong"), f"x{i}"), r
+            assert d.request("GET", "/healthz").status == 200
+            worst = max(worst, time.monotonic() - t0)
+        assert worst < 0.5 * nx.SLOW, f"a call to another C-node took {worst:.3f}s"
+        for th, out in calls:
+            th.join(15)
+            assert out["r"].status == 504, out["r"]
+    finally:
+        os.kill(stuck, signal.SIGKILL)
+    d.wait_new_pid("stuck", stuck)
+
+
 def test_crash_mid_call_is_503_fast(nodexd):
     d = nodexd([nx.test_cnode_spec("t")])
     old = d.wait_up("t")["os_pid"]

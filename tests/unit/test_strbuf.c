@@ -234,6 +234,84 @@ static void test_json_string_mixed_runs_and_escapes_long_input(void **state) {
     strbuf_free(&out);
 }
 
+/* The word-at-a-time scan stops exactly at the first special byte, wherever it sits. */
+static void test_json_plain_prefix_stops_at_each_special_byte_at_every_offset(void **state) {
+    (void)state;
+    const unsigned char specials[] = {'"', '\\', 0x00, 0x01, 0x0a, 0x1f};
+    char buf[40];
+    for (size_t len = 0; len <= sizeof buf; len++) {
+        memset(buf, 'a', sizeof buf);
+        assert_int_equal(strbuf_json_plain_prefix(buf, len, true), len);
+        for (size_t at = 0; at < len; at++) {
+            for (size_t k = 0; k < sizeof specials; k++) {
+                memset(buf, 'a', sizeof buf);
+                buf[at] = (char)specials[k];
+                assert_int_equal(strbuf_json_plain_prefix(buf, len, false), at);
+                assert_int_equal(strbuf_json_plain_prefix(buf, len, true), at);
+            }
+            /* 0x20 and 0x7f are plain; bytes >= 0x80 only stop the ASCII-only scan */
+            memset(buf, 'a', sizeof buf);
+            buf[at] = 0x20;
+            if (at + 1 < len) buf[at + 1] = 0x7f;
+            assert_int_equal(strbuf_json_plain_prefix(buf, len, true), len);
+            buf[at] = (char)0x80;
+            assert_int_equal(strbuf_json_plain_prefix(buf, len, false), len);
+            assert_int_equal(strbuf_json_plain_prefix(buf, len, true), at);
+            buf[at] = (char)0xff;
+            assert_int_equal(strbuf_json_plain_prefix(buf, len, true), at);
+        }
+    }
+}
+
+/* The escaping a byte at a time, as RFC 8259 says: the reference for the fast one. */
+static void json_string_reference(strbuf *sb, const unsigned char *s, size_t len) {
+    strbuf_putc(sb, '"');
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = s[i];
+        if (c == '"' || c == '\\')
+            strbuf_printf(sb, "\\%c", c);
+        else if (c == '\n')
+            strbuf_puts(sb, "\\n");
+        else if (c == '\r')
+            strbuf_puts(sb, "\\r");
+        else if (c == '\t')
+            strbuf_puts(sb, "\\t");
+        else if (c == '\b')
+            strbuf_puts(sb, "\\b");
+        else if (c == '\f')
+            strbuf_puts(sb, "\\f");
+        else if (c < 0x20)
+            strbuf_printf(sb, "\\u%04x", c);
+        else
+            strbuf_putc(sb, (char)c);
+    }
+    strbuf_putc(sb, '"');
+}
+
+static void test_json_string_matches_a_byte_at_a_time_reference_on_random_bytes(void **state) {
+    (void)state;
+    unsigned seed = 12345;
+    unsigned char buf[300];
+    for (int round = 0; round < 2000; round++) {
+        size_t len = (size_t)(rand_r(&seed) % (int)sizeof buf);
+        /* mostly plain text with a few specials, so runs of every length occur */
+        for (size_t i = 0; i < len; i++) {
+            int r = rand_r(&seed) % 100;
+            buf[i] = r < 3   ? (unsigned char)(rand_r(&seed) % 0x20)
+                     : r < 5 ? (unsigned char)"\"\\"[r - 3]
+                     : r < 8 ? (unsigned char)(0x80 + rand_r(&seed) % 0x80)
+                             : (unsigned char)('a' + r % 26);
+        }
+        strbuf fast = {0}, ref = {0};
+        assert_int_equal(strbuf_json_string(&fast, (const char *)buf, len), 0);
+        json_string_reference(&ref, buf, len);
+        assert_int_equal(fast.len, ref.len);
+        assert_memory_equal(fast.data, ref.data, ref.len);
+        strbuf_free(&fast);
+        strbuf_free(&ref);
+    }
+}
+
 static void test_reset_empties_and_keeps_memory(void **state) {
     (void)state;
     strbuf sb = {0};
@@ -310,6 +388,8 @@ int main(void) {
         cmocka_unit_test(test_printf_short_output_appends),
         cmocka_unit_test(test_printf_long_output_over_256_bytes_is_complete),
         cmocka_unit_test(test_json_string_plain_text_is_quoted),
+        cmocka_unit_test(test_json_plain_prefix_stops_at_each_special_byte_at_every_offset),
+        cmocka_unit_test(test_json_string_matches_a_byte_at_a_time_reference_on_random_bytes),
         cmocka_unit_test(test_json_string_escapes_quote_and_backslash),
         cmocka_unit_test(test_json_string_escapes_named_control_chars),
         cmocka_unit_test(test_json_string_escapes_other_control_chars_as_u00xx),

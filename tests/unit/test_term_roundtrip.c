@@ -213,6 +213,30 @@ static void roundtrip_all(render_fn render, parse_fn parse, const char *name) {
     }
 }
 
+/* term_utf8_count skips eight ASCII bytes at a time: multibyte characters and invalid bytes at
+ * every offset still count (or fail) as a character at a time would. */
+static void test_utf8_count_is_exact_at_every_alignment(void **state) {
+    (void)state;
+    static const char *const chars[] = {"\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x98\x80"};
+    char buf[64];
+    for (size_t len = 0; len <= 40; len++) {
+        memset(buf, 'a', sizeof buf);
+        assert_int_equal(term_utf8_count(buf, len), (long)len);
+        for (size_t at = 0; at < len; at++) {
+            for (size_t k = 0; k < 3; k++) {
+                size_t w = strlen(chars[k]);
+                if (at + w > len) continue;
+                memset(buf, 'a', sizeof buf);
+                memcpy(buf + at, chars[k], w);
+                assert_int_equal(term_utf8_count(buf, len), (long)(len - w + 1));
+            }
+            memset(buf, 'a', sizeof buf);
+            buf[at] = (char)0xff; /* never valid in UTF-8 */
+            assert_int_equal(term_utf8_count(buf, len), -1);
+        }
+    }
+}
+
 static void test_roundtrip_json_is_byte_identical(void **state) {
     (void)state;
     roundtrip_all(term_to_json, term_from_json, "json");
@@ -230,6 +254,7 @@ static void test_roundtrip_etf_is_byte_identical(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_utf8_count_is_exact_at_every_alignment),
         cmocka_unit_test(test_roundtrip_json_is_byte_identical),
         cmocka_unit_test(test_roundtrip_text_is_byte_identical),
         cmocka_unit_test(test_roundtrip_etf_is_byte_identical),
