@@ -89,28 +89,21 @@ void dist_conn_shutdown(dist_conn *c) {
     shutdown(c->fd, SHUT_RDWR);
 }
 
-/* Writes the iovec. With timeout_ms >= 0 it waits for socket space with poll (never select: fds
- * may be >= 1024) until all is written; with timeout_ms < 0 it writes what the socket takes now.
- * Adds the bytes written to *written (may be NULL). Returns 0, or -1 on error or timeout. Caller
- * holds send_lock. */
-static int dist_write_iov(dist_conn *c, struct iovec *iov, int iovcnt, int timeout_ms,
-                          size_t *written) {
-    int64_t deadline = dist_now_ms() + timeout_ms;
+/* Writes what the socket takes now from iov (at most 5 pieces; never waits) and adds the bytes
+ * written to *written. Returns 0, or -1 on error. Caller holds send_lock. */
+static int dist_write_iov(dist_conn *c, const struct iovec *iov_in, int iovcnt, size_t *written) {
+    struct iovec local[5];
+    struct iovec *iov = local;
+    memcpy(local, iov_in, (size_t)iovcnt * sizeof *iov);
     while (iovcnt > 0) {
         /* sendmsg for MSG_NOSIGNAL: a dead peer is an error return, never a SIGPIPE. */
         struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)iovcnt};
         ssize_t n = sendmsg(c->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (n < 0) {
             if (errno == EINTR) continue;
-            if (errno != EAGAIN) return -1;
-            if (timeout_ms < 0) return 0;
-            int64_t left = deadline - dist_now_ms();
-            if (left <= 0) return -1;
-            struct pollfd pfd = {.fd = c->fd, .events = POLLOUT};
-            if (poll(&pfd, 1, (int)left) < 0 && errno != EINTR) return -1;
-            continue;
+            return errno == EAGAIN ? 0 : -1;
         }
-        if (written) *written += (size_t)n;
+        *written += (size_t)n;
         while (iovcnt > 0 && (size_t)n >= iov->iov_len) {
             n -= (ssize_t)iov->iov_len;
             iov++;
@@ -122,10 +115,6 @@ static int dist_write_iov(dist_conn *c, struct iovec *iov, int iovcnt, int timeo
         }
     }
     return 0;
-}
-
-static int dist_writev_all(dist_conn *c, struct iovec *iov, int iovcnt, int timeout_ms) {
-    return dist_write_iov(c, iov, iovcnt, timeout_ms, NULL);
 }
 
 /* Appends n bytes to *buf (growing it); -1 when out of memory or over DIST_QUEUE_MAX. */
@@ -179,23 +168,24 @@ fail:
     return -1;
 }
 
-/* Writes backlog then queue without blocking; what is left becomes the backlog. Caller holds
- * send_lock. Returns 0, or -1 on error. */
-static int dist_flush_locked(dist_conn *c) {
-    if (c->wlen == 0 && c->llen == 0) return 0;
-    struct iovec iov[2] = {{c->wbuf, c->wlen}, {c->lbuf, c->llen}};
+/* Writes the backlog and, on the corked thread (with_queue), its queue, without blocking; what
+ * is left becomes the backlog. Caller holds send_lock. Returns 0, or -1 on error. */
+static int dist_flush_locked(dist_conn *c, bool with_queue) {
+    size_t llen = with_queue ? c->llen : 0;
+    if (c->wlen == 0 && llen == 0) return 0;
+    struct iovec iov[2] = {{c->wbuf, c->wlen}, {c->lbuf, llen}};
     size_t n = 0;
-    if (dist_write_iov(c, iov, 2, -1, &n) != 0) return -1;
+    if (dist_write_iov(c, iov, 2, &n) != 0) return -1;
     size_t from_w = n < c->wlen ? n : c->wlen;
     size_t from_l = n - from_w;
     if (from_w) {
         memmove(c->wbuf, c->wbuf + from_w, c->wlen - from_w);
         c->wlen -= from_w;
     }
-    if (c->llen - from_l &&
-        dist_buf_append(&c->wbuf, &c->wlen, &c->wcap, c->lbuf + from_l, c->llen - from_l) != 0)
+    if (llen - from_l &&
+        dist_buf_append(&c->wbuf, &c->wlen, &c->wcap, c->lbuf + from_l, llen - from_l) != 0)
         return -1;
-    c->llen = 0;
+    if (with_queue) c->llen = 0;
     if (n > 0 || !atomic_load(&c->backlog)) atomic_store(&c->backlog_progress_ms, dist_now_ms());
     if (n > 0) atomic_store(&c->last_send_ms, dist_now_ms());
     atomic_store(&c->backlog, c->wlen > 0);
@@ -205,7 +195,7 @@ static int dist_flush_locked(dist_conn *c) {
         c->wbuf = NULL;
         c->wcap = 0;
     }
-    if (c->lcap > DIST_RBUF_KEEP) {
+    if (with_queue && c->lcap > DIST_RBUF_KEEP) {
         free(c->lbuf);
         c->lbuf = NULL;
         c->lcap = 0;
@@ -216,7 +206,7 @@ static int dist_flush_locked(dist_conn *c) {
 int dist_flush(dist_conn *c) {
     if (atomic_load(&c->broken)) return -1;
     if (pthread_mutex_trylock(&c->send_lock) != 0) return 1;
-    int rc = dist_flush_locked(c);
+    int rc = dist_flush_locked(c, true);
     bool left = c->wlen > 0;
     pthread_mutex_unlock(&c->send_lock);
     if (rc != 0) {
@@ -235,10 +225,10 @@ size_t dist_cork_flush(void (*on_backlog)(dist_conn *c, void *ctx), void *ctx) {
         if (atomic_load(&c->broken)) {
             c->llen = 0;
         } else if (pthread_mutex_trylock(&c->send_lock) != 0) {
-            /* Another thread is sending (perhaps waiting for socket space): never wait here. */
+            /* Another thread is writing (briefly): never wait here, flush next time. */
             busy = true;
         } else {
-            rc = dist_flush_locked(c);
+            rc = dist_flush_locked(c, true);
             pthread_mutex_unlock(&c->send_lock);
         }
         if (rc != 0) {
@@ -258,12 +248,12 @@ size_t dist_cork_flush(void (*on_backlog)(dist_conn *c, void *ctx), void *ctx) {
 }
 
 void dist_cork_end(void) {
-    /* Connections another thread keeps busy are written blocking now: the loop is ending. */
+    /* Connections another thread was sending on: wait for its lock (never held long). */
     dist_cork_flush(NULL, NULL);
     for (size_t i = 0; i < dist_cork.count; i++) {
         dist_conn *c = dist_cork.conns[i];
         pthread_mutex_lock(&c->send_lock);
-        if (dist_flush_locked(c) != 0) dist_conn_shutdown(c);
+        if (dist_flush_locked(c, true) != 0) dist_conn_shutdown(c);
         c->llen = 0;
         pthread_mutex_unlock(&c->send_lock);
         c->lqueued = false;
@@ -275,44 +265,66 @@ void dist_cork_end(void) {
     dist_cork.on = false;
 }
 
-/* Writes the backlog, then iov, blocking up to timeout_ms. Caller holds send_lock. */
-static int dist_write_blocking(dist_conn *c, struct iovec *iov, int iovcnt, int timeout_ms) {
-    if (c->wlen) {
-        struct iovec b = {c->wbuf, c->wlen};
-        if (dist_writev_all(c, &b, 1, timeout_ms) != 0) return -1;
-        c->wlen = 0;
-        atomic_store(&c->backlog, false);
+/* Writes iov now or, behind a backlog or on a full socket, keeps the rest as backlog (never
+ * waits). Sets *began when the backlog starts with it. Caller holds send_lock. Returns 0 or -1. */
+static int dist_send_now_locked(dist_conn *c, const struct iovec *iov, int iovcnt, bool *began) {
+    bool had_backlog = c->wlen > 0;
+    size_t n = 0;
+    if (!had_backlog && dist_write_iov(c, iov, iovcnt, &n) != 0) return -1;
+    if (n) atomic_store(&c->last_send_ms, dist_now_ms());
+    for (int k = 0; k < iovcnt; k++) {
+        if (n >= iov[k].iov_len) {
+            n -= iov[k].iov_len;
+            continue;
+        }
+        if (dist_buf_append(&c->wbuf, &c->wlen, &c->wcap, (const char *)iov[k].iov_base + n,
+                            iov[k].iov_len - n) != 0)
+            return -1;
+        n = 0;
     }
-    return dist_writev_all(c, iov, iovcnt, timeout_ms);
+    if (had_backlog) return dist_flush_locked(c, false); /* some progress, in order */
+    if (c->wlen) {
+        atomic_store(&c->backlog_progress_ms, dist_now_ms());
+        atomic_store(&c->backlog, true);
+        *began = true;
+    }
+    return 0;
+}
+
+/* Sends iov on the calling thread: queued when it is corked, else written now with the rest
+ * kept as backlog (its owner told through on_backlog). Returns 0, or -1 (connection shut down). */
+static int dist_send_iov(dist_conn *c, const struct iovec *iov, int iovcnt) {
+    if (dist_cork.on) return dist_queue(c, iov, iovcnt);
+    bool began = false;
+    pthread_mutex_lock(&c->send_lock);
+    int rc = dist_send_now_locked(c, iov, iovcnt, &began);
+    pthread_mutex_unlock(&c->send_lock);
+    if (rc != 0) {
+        dist_conn_shutdown(c);
+        return -1;
+    }
+    if (began && c->on_backlog) c->on_backlog(c, c->backlog_ctx);
+    return 0;
 }
 
 /* Sends one pass-through packet: [len]['p'][131 control][131 prefix msg]. */
 static int dist_send_packet(dist_conn *c, const char *ctrl, size_t ctrl_len, const char *prefix,
-                            size_t prefix_len, const char *msg, size_t msg_len, int timeout_ms) {
+                            size_t prefix_len, const char *msg, size_t msg_len) {
     if (atomic_load(&c->broken)) return -1;
     size_t total = 1 + ctrl_len + 1 + prefix_len + msg_len;
     if (total > UINT32_MAX) return -1;
     unsigned char head[5] = {(unsigned char)(total >> 24), (unsigned char)(total >> 16),
                              (unsigned char)(total >> 8), (unsigned char)total, DIST_PASS_THROUGH};
     static const unsigned char version = DIST_VERSION_BYTE;
-    struct iovec iov[5] = {
+    const struct iovec iov[5] = {
         {head, sizeof head},          {(void *)ctrl, ctrl_len}, {(void *)&version, 1},
         {(void *)prefix, prefix_len}, {(void *)msg, msg_len},
     };
-    if (dist_cork.on) return dist_queue(c, iov, 5);
-    pthread_mutex_lock(&c->send_lock);
-    int rc = dist_write_blocking(c, iov, 5, timeout_ms);
-    pthread_mutex_unlock(&c->send_lock);
-    if (rc != 0) {
-        dist_conn_shutdown(c);
-        return -1;
-    }
-    atomic_store(&c->last_send_ms, dist_now_ms());
-    return 0;
+    return dist_send_iov(c, iov, 5);
 }
 
 int dist_send_reg(dist_conn *c, const erlang_pid *from, const char *to_name, const char *prefix,
-                  size_t prefix_len, const char *msg, size_t msg_len, int timeout_ms) {
+                  size_t prefix_len, const char *msg, size_t msg_len) {
     char ctrl[MAXATOMLEN_UTF8 * 3 + 64];
     int i = 0;
     /* {REG_SEND, From, '', ToName} */
@@ -320,11 +332,11 @@ int dist_send_reg(dist_conn *c, const erlang_pid *from, const char *to_name, con
         ei_encode_long(ctrl, &i, DOP_REG_SEND) || ei_encode_pid(ctrl, &i, from) ||
         ei_encode_atom(ctrl, &i, "") || ei_encode_atom(ctrl, &i, to_name))
         return -1;
-    return dist_send_packet(c, ctrl, (size_t)i, prefix, prefix_len, msg, msg_len, timeout_ms);
+    return dist_send_packet(c, ctrl, (size_t)i, prefix, prefix_len, msg, msg_len);
 }
 
 int dist_send_pid(dist_conn *c, const erlang_pid *to, const char *prefix, size_t prefix_len,
-                  const char *msg, size_t msg_len, int timeout_ms) {
+                  const char *msg, size_t msg_len) {
     char ctrl[MAXATOMLEN_UTF8 * 2 + 64];
     int i = 0;
     /* {SEND, '', To} */
@@ -332,24 +344,16 @@ int dist_send_pid(dist_conn *c, const erlang_pid *to, const char *prefix, size_t
         ei_encode_long(ctrl, &i, DOP_SEND) || ei_encode_atom(ctrl, &i, "") ||
         ei_encode_pid(ctrl, &i, to))
         return -1;
-    return dist_send_packet(c, ctrl, (size_t)i, prefix, prefix_len, msg, msg_len, timeout_ms);
+    return dist_send_packet(c, ctrl, (size_t)i, prefix, prefix_len, msg, msg_len);
 }
 
-int dist_send_tick(dist_conn *c, int timeout_ms) {
+int dist_send_tick(dist_conn *c) {
     if (atomic_load(&c->broken)) return -1;
     static const unsigned char tick[4] = {0, 0, 0, 0};
-    struct iovec iov = {(void *)tick, sizeof tick};
-    /* Queued bytes or a send in progress are traffic enough: never wait behind a large send. */
-    if (dist_cork.on) return c->llen || atomic_load(&c->backlog) ? 0 : dist_queue(c, &iov, 1);
-    if (atomic_load(&c->backlog) || pthread_mutex_trylock(&c->send_lock) != 0) return 0;
-    int rc = dist_writev_all(c, &iov, 1, timeout_ms);
-    pthread_mutex_unlock(&c->send_lock);
-    if (rc != 0) {
-        dist_conn_shutdown(c);
-        return -1;
-    }
-    atomic_store(&c->last_send_ms, dist_now_ms());
-    return 0;
+    const struct iovec iov = {(void *)tick, sizeof tick};
+    /* Bytes already waiting are traffic enough. */
+    if ((dist_cork.on && c->llen) || atomic_load(&c->backlog)) return 0;
+    return dist_send_iov(c, &iov, 1);
 }
 
 /* Size in bytes of the atom encoded at buf[idx], checking the bounds; -1 if not an atom. */
@@ -504,7 +508,7 @@ dist_read(dist_conn *c, void (*on_message)(void *, dist_conn *, const dist_messa
                  * than ours still hears from us; answering every tick would ping-pong forever
                  * with ei, which answers each of ours with a tock. */
                 if (dist_now_ms() - atomic_load(&c->last_send_ms) >= DIST_TICK_ANSWER_MS &&
-                    dist_send_tick(c, 100) != 0)
+                    dist_send_tick(c) != 0)
                     return DIST_READ_ERROR;
             } else if (dist_dispatch(c, c->rbuf + off + 4, plen, on_message, ctx) != 0) {
                 return DIST_PROTOCOL_ERROR;

@@ -64,6 +64,13 @@ typedef struct dist_conn {
     size_t rlen, rcap;
     size_t max_packet;
     void *owner; /* the event loop's context for this connection */
+    /* Called (outside the send lock) on the sending thread when a send that is not corked leaves
+     * bytes the socket did not take: the owner must wait for EPOLLOUT and call dist_flush. Set
+     * before the connection is shared; may be NULL. */
+    void (*on_backlog)(struct dist_conn *c, void *ctx);
+    void *backlog_ctx;
+    struct dist_conn *backlog_next; /* free for the owner: its list of such connections */
+    bool backlog_listed;
 } dist_conn;
 
 /* Wraps a connected, handshaken fd (made non-blocking here). Returns NULL when out of memory
@@ -100,18 +107,19 @@ int dist_flush(dist_conn *c);
 
 /* Sends `msg` (an encoded term WITHOUT version byte, len bytes) to the registered name `to_name`
  * on the peer, with `from` as sender pid; `prefix`/`prefix_len` (may be 0) are bytes of encoded
- * term placed before msg (used to wrap msg in an envelope). Any thread; serialized per
- * connection; waits at most timeout_ms for socket space (writing any backlog first). On a corked
- * thread it queues instead and never blocks. Returns 0, or -1 (then the connection is marked
- * broken and shut down). */
+ * term placed before msg (used to wrap msg in an envelope). Any thread; never waits for the
+ * peer: on a corked thread the packet is queued; elsewhere it is written at once (serialized per
+ * connection, after any backlog) and what the socket does not take joins the backlog (see
+ * on_backlog). Returns 0, or -1 when the connection is broken or its backlog passed 256 MiB
+ * (it is then marked broken and shut down). */
 int dist_send_reg(dist_conn *c, const erlang_pid *from, const char *to_name, const char *prefix,
-                  size_t prefix_len, const char *msg, size_t msg_len, int timeout_ms);
+                  size_t prefix_len, const char *msg, size_t msg_len);
 /* Same, addressed to a pid. */
 int dist_send_pid(dist_conn *c, const erlang_pid *to, const char *prefix, size_t prefix_len,
-                  const char *msg, size_t msg_len, int timeout_ms);
-/* Sends a tick (an empty packet) unless another send is in progress (that is traffic enough).
- * Returns 0 or -1 as above. */
-int dist_send_tick(dist_conn *c, int timeout_ms);
+                  const char *msg, size_t msg_len);
+/* Sends a tick (an empty packet) unless bytes are waiting to go out (traffic enough). Returns 0
+ * or -1 as above. */
+int dist_send_tick(dist_conn *c);
 
 /* Monotonic clock in milliseconds. */
 int64_t dist_now_ms(void);

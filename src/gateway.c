@@ -224,6 +224,7 @@ struct gateway {
     /* handoff queue */
     pthread_mutex_t handoff_mu;
     gw_handoff *handoffs;
+    dist_conn *backlogged; /* connections other threads left a backlog on (handoff_mu) */
     /* call path: guarded by mu */
     pthread_mutex_t mu;
     call_registry registry;
@@ -260,6 +261,40 @@ static void gw_conn_want_out(gateway *gw, gw_conn *gc, bool on) {
 /* dist_cork_flush: a connection kept bytes the socket did not take; wait for room. */
 static void gw_on_backlog(dist_conn *dc, void *ctx) {
     gw_conn_want_out(ctx, dc->owner, true);
+}
+
+/* dist's on_backlog: another thread's send left a backlog. The loop must watch EPOLLOUT. */
+static void gw_on_backlog_any_thread(dist_conn *dc, void *ctx) {
+    gateway *gw = ctx;
+    if (gateway_on_loop_thread(gw)) {
+        gw_on_backlog(dc, gw);
+        return;
+    }
+    pthread_mutex_lock(&gw->handoff_mu);
+    if (!dc->backlog_listed) {
+        dist_conn_ref(dc);
+        dc->backlog_listed = true;
+        dc->backlog_next = gw->backlogged;
+        gw->backlogged = dc;
+    }
+    pthread_mutex_unlock(&gw->handoff_mu);
+    gw_wake(gw);
+}
+
+/* Loop thread: registers the connections gw_on_backlog_any_thread listed for EPOLLOUT. */
+static void gw_watch_backlogs(gateway *gw) {
+    pthread_mutex_lock(&gw->handoff_mu);
+    dist_conn *list = gw->backlogged;
+    gw->backlogged = NULL;
+    for (dist_conn *dc = list; dc; dc = dc->backlog_next) dc->backlog_listed = false;
+    pthread_mutex_unlock(&gw->handoff_mu);
+    while (list) {
+        dist_conn *dc = list;
+        list = dc->backlog_next;
+        /* A closed connection is broken: its gw_conn may be gone. */
+        if (!atomic_load(&dc->broken)) gw_on_backlog(dc, gw);
+        dist_conn_unref(dc);
+    }
 }
 
 static int gw_epoll_add(gateway *gw, int fd, gw_watch *w) {
@@ -381,6 +416,8 @@ static gw_conn *gw_conn_add(gateway *gw, int fd, const char *peer) {
     }
     gc->dc = dc;
     dc->owner = gc;
+    dc->on_backlog = gw_on_backlog_any_thread;
+    dc->backlog_ctx = gw;
     gc->watch = (gw_watch){.kind = WATCH_CONN, .ptr = gc};
     if (gw_epoll_add(gw, fd, &gc->watch) != 0) {
         dist_conn_unref(dc);
@@ -661,7 +698,7 @@ static void gw_cnode_became_up(gw_cnode *cn) {
     for (size_t i = 0; i < n; i++) {
         call *c = waiting[i];
         dist_send_reg(cn->conn->dc, &c->pid, cn->cfg->registered_name, NULL, 0, c->outbox,
-                      c->outbox_len, GW_SEND_TIMEOUT_MS);
+                      c->outbox_len);
         free(c->outbox);
         c->outbox = NULL;
     }
@@ -1194,7 +1231,7 @@ static void gw_answer_net_kernel(dist_conn *dc, const dist_message *m) {
     memcpy(reply + r, b + tag_start, (size_t)(tag_end - tag_start));
     r += tag_end - tag_start;
     ei_encode_atom(reply, &r, "yes");
-    dist_send_pid(dc, &from, NULL, 0, reply, (size_t)r, 1000);
+    dist_send_pid(dc, &from, NULL, 0, reply, (size_t)r);
 }
 
 static void gw_on_message(void *ctx, dist_conn *dc, const dist_message *m) {
@@ -1304,7 +1341,7 @@ static void gw_tick_connections(gateway *gw, int64_t now) {
         if (atomic_load(&dc->backlog) &&
             now - atomic_load(&dc->backlog_progress_ms) > GW_SEND_TIMEOUT_MS)
             dist_conn_shutdown(dc);
-        if (!silent && now - atomic_load(&dc->last_send_ms) >= tick / 4) dist_send_tick(dc, 100);
+        if (!silent && now - atomic_load(&dc->last_send_ms) >= tick / 4) dist_send_tick(dc);
         if (!silent && !atomic_load(&dc->broken)) continue;
         const char *why = silent ? "no answer to ticks (tick_time)" : "send failed";
         if (gc->cnode) {
@@ -1377,7 +1414,7 @@ static void gw_send_init_stop(gw_cnode *cn) {
                                     'p'};
     erlang_pid from;
     gateway_make_pid(cn->gw, &from);
-    dist_send_reg(cn->conn->dc, &from, "init", NULL, 0, stop_msg, sizeof stop_msg, 1000);
+    dist_send_reg(cn->conn->dc, &from, "init", NULL, 0, stop_msg, sizeof stop_msg);
 }
 
 /* Stops everything: C-nodes get SIGTERM (and their connection closed: Nodex C-nodes then exit
@@ -1553,6 +1590,7 @@ int gateway_run(gateway *gw, void (*on_started)(void *ctx), void *ctx) {
                 ssize_t r = read(gw->wake_fd, &v, sizeof v);
                 (void)r;
                 gw_handle_handoffs(gw);
+                gw_watch_backlogs(gw);
                 next_sweep = 0; /* requests from API threads (rpc, spawn, stop) */
                 break;
             }
@@ -1946,6 +1984,11 @@ void gateway_free(gateway *gw) {
     free(gw->cookie);
     if (connectors_left) return; /* a connector still holds gw: leave it (process is exiting) */
     pthread_mutex_destroy(&gw->mu);
+    while (gw->backlogged) {
+        dist_conn *dc = gw->backlogged;
+        gw->backlogged = dc->backlog_next;
+        dist_conn_unref(dc);
+    }
     pthread_mutex_destroy(&gw->handoff_mu);
     for (gw_subscriber *sub = gw->subscribers, *next; sub; sub = next) {
         next = sub->next;
@@ -2029,8 +2072,7 @@ gateway_error gateway_call(gateway *gw, const char *name, call *c, const char *m
     if (e != GATEWAY_OK) return e;
     /* From here the loop owns the outcome: a failed send shuts the connection down, which the
      * loop sees and answers every call on it, this one included, with 503. */
-    dist_send_reg(dc, &c->pid, cfg->registered_name, prefix, (size_t)plen, msg, msg_len,
-                  GW_SEND_TIMEOUT_MS);
+    dist_send_reg(dc, &c->pid, cfg->registered_name, prefix, (size_t)plen, msg, msg_len);
     dist_conn_unref(dc);
     if (wake && !gateway_on_loop_thread(gw)) gw_wake(gw);
     return GATEWAY_OK;
@@ -2060,8 +2102,7 @@ gateway_error gateway_cast(gateway *gw, const char *name, const char *msg, size_
     ei_make_pid(&gw->ec, &from);
     pthread_mutex_unlock(&gw->mu);
     if (!dc) return gw->shutting_down ? GATEWAY_SHUTTING_DOWN : GATEWAY_UNAVAILABLE;
-    int rc = dist_send_reg(dc, &from, cn->cfg->registered_name, NULL, 0, msg, msg_len,
-                           GW_SEND_TIMEOUT_MS);
+    int rc = dist_send_reg(dc, &from, cn->cfg->registered_name, NULL, 0, msg, msg_len);
     dist_conn_unref(dc);
     return rc == 0 ? GATEWAY_OK : GATEWAY_UNAVAILABLE;
 }
@@ -2240,7 +2281,7 @@ gateway_error gateway_rpc(gateway *gw, const char *node, call *c, const char *mo
         return e;
     }
     if (dc) {
-        dist_send_reg(dc, &c->pid, "rex", NULL, 0, x.buff, (size_t)x.index, GW_SEND_TIMEOUT_MS);
+        dist_send_reg(dc, &c->pid, "rex", NULL, 0, x.buff, (size_t)x.index);
         dist_conn_unref(dc);
     }
     if (x.buff) ei_x_free(&x);

@@ -5,6 +5,8 @@ import signal
 import threading
 import time
 
+import pytest
+
 import nodex_harness as nx
 from nodex_harness import atom, tup
 
@@ -74,12 +76,15 @@ def test_idle_hung_cnode_is_declared_down_by_ticks(nodexd):
             pass
 
 
-def test_cnode_that_stops_reading_never_stalls_the_gateway(nodexd):
+@pytest.mark.parametrize("http_threads", [0, 2])
+def test_cnode_that_stops_reading_never_stalls_the_gateway(nodexd, http_threads):
     """16 MiB of requests pile up unsent for a SIGSTOPped C-node (far more than the socket
     buffers hold): they time out with 504, while another C-node and /healthz keep answering at
-    once, because nodexd's event loop never waits for a peer to take its bytes."""
+    once, because no nodexd thread ever waits for a peer to take its bytes (HTTP on the loop
+    thread, or in a libmicrohttpd pool)."""
     d = nodexd([nx.test_cnode_spec("stuck"), nx.test_cnode_spec("ok")],
-               node={"tick_time_ms": 30000})  # not declared down during the test
+               node={"tick_time_ms": 30000},  # not declared down during the test
+               http={"threads": http_threads})
     stuck = d.wait_up("stuck")["os_pid"]
     d.wait_up("ok")
     big = tup(atom("ping"), "x" * (2 << 20))

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import pytest
@@ -228,6 +229,42 @@ def test_cancel_after_begin(gw):
     # the gateway call times out at 400 ms; the C-node's reply at 800 ms reaches no call
     nx.wait_until(lambda: gw.info("t")["dropped_messages"] >= before + 1, 5 * nx.SLOW,
                   what="the late reply to be dropped")
+
+
+def test_cnode_that_stops_reading_never_stalls_grpc(session):
+    """gRPC calls carrying 16 MiB in all pile up unsent for a SIGSTOPped C-node: each ends with
+    DEADLINE_EXCEEDED, while calls to another C-node keep answering at once (the
+    completion-queue threads never wait for a peer to take their bytes)."""
+    d = GrpcNodexd(session, [nx.test_cnode_spec("stuck"), nx.test_cnode_spec("ok")],
+                   node={"tick_time_ms": 30000})
+    d.start()
+    stuck = d.wait_up("stuck")["os_pid"]
+    d.wait_up("ok")
+    os.kill(stuck, signal.SIGSTOP)
+    try:
+        blob = b"x" * (2 << 20)
+        codes = []
+
+        def big_call():
+            codes.append(status_of(call, d, "stuck", T(A("ping"), B(blob)), timeout=2)[0])
+
+        threads = [threading.Thread(target=big_call) for _ in range(8)]
+        for t in threads:
+            t.start()
+        nx.wait_until(lambda: d.info("stuck")["in_flight"] >= 8, 10, what="8 calls in flight")
+        worst = 0.0
+        for i in range(20):
+            t0 = time.monotonic()
+            r = call(d, "ok", T(A("ping"), B(f"x{i}")), timeout=5)
+            assert r.reply.term == T(A("pong"), B(f"x{i}"))
+            worst = max(worst, time.monotonic() - t0)
+        assert worst < 0.5 * nx.SLOW, f"a call to another C-node took {worst:.3f}s"
+        for t in threads:
+            t.join(15)
+        assert codes == [grpc.StatusCode.DEADLINE_EXCEEDED] * 8, codes
+    finally:
+        os.kill(stuck, signal.SIGKILL)
+        d.close()
 
 
 def test_unimplemented_method(gw):

@@ -431,7 +431,7 @@ static void test_tock_right_after_our_tick_is_not_answered(void **state) {
     /* ei answers every tick with a tock: answering that would ping-pong forever. */
     fixture *f = *state;
     collector col = {0};
-    assert_int_equal(dist_send_tick(f->c, 1000), 0);
+    assert_int_equal(dist_send_tick(f->c), 0);
     char tick[4];
     read_all(f->fd_b, tick, 4);
     write_all(f->fd_b, "\0\0\0\0", 4); /* the tock */
@@ -443,7 +443,7 @@ static void test_tock_right_after_our_tick_is_not_answered(void **state) {
 
 static void test_send_tick_writes_an_empty_packet(void **state) {
     fixture *f = *state;
-    assert_int_equal(dist_send_tick(f->c, 1000), 0);
+    assert_int_equal(dist_send_tick(f->c), 0);
     char tick[4] = {1, 1, 1, 1};
     read_all(f->fd_b, tick, 4);
     assert_memory_equal(tick, "\0\0\0\0", 4);
@@ -1093,8 +1093,8 @@ static void test_send_reg_with_prefix_decodes_as_gen_call(void **state) {
     assert_int_equal(ei_encode_pid(prefix, &pi, &pid_a), 0);
     assert_int_equal(ei_encode_ref(prefix, &pi, &ref), 0);
     assert_int_equal(ei_encode_atom(msgb, &mi, "ping"), 0);
-    assert_int_equal(
-        dist_send_reg(f->c, &pid_a, "my_server", prefix, (size_t)pi, msgb, (size_t)mi, 1000), 0);
+    assert_int_equal(dist_send_reg(f->c, &pid_a, "my_server", prefix, (size_t)pi, msgb, (size_t)mi),
+                     0);
 
     size_t len;
     char *p = read_packet(f->fd_b, &len);
@@ -1142,7 +1142,7 @@ static void test_send_pid_without_prefix_decodes_exactly(void **state) {
     assert_int_equal(ei_encode_tuple_header(msgb, &mi, 2), 0);
     assert_int_equal(ei_encode_atom(msgb, &mi, "reply"), 0);
     assert_int_equal(ei_encode_long(msgb, &mi, 123456789), 0);
-    assert_int_equal(dist_send_pid(f->c, &pid_b, NULL, 0, msgb, (size_t)mi, 1000), 0);
+    assert_int_equal(dist_send_pid(f->c, &pid_b, NULL, 0, msgb, (size_t)mi), 0);
     size_t len;
     char *p = read_packet(f->fd_b, &len);
     assert_int_equal(p[0], 'p');
@@ -1185,9 +1185,8 @@ static void test_send_reg_and_send_pid_loop_back_through_dist_read(void **state)
     int pi = 0;
     assert_int_equal(ei_encode_tuple_header(prefix, &pi, 2), 0);
     assert_int_equal(ei_encode_atom(prefix, &pi, "hello"), 0);
-    assert_int_equal(dist_send_reg(f->c, &pid_b, "srv", prefix, (size_t)pi, msgb, (size_t)mi, 1000),
-                     0);
-    assert_int_equal(dist_send_pid(f->c, &pid_a, prefix, (size_t)pi, msgb, (size_t)mi, 1000), 0);
+    assert_int_equal(dist_send_reg(f->c, &pid_b, "srv", prefix, (size_t)pi, msgb, (size_t)mi), 0);
+    assert_int_equal(dist_send_pid(f->c, &pid_a, prefix, (size_t)pi, msgb, (size_t)mi), 0);
     collector col = {0};
     for (int i = 0; i < 10 && col.n < 2; i++) {
         struct pollfd p = {.fd = peer->fd, .events = POLLIN};
@@ -1211,7 +1210,7 @@ static void test_send_updates_last_send_ms(void **state) {
     char m[8];
     int mi = 0;
     assert_int_equal(ei_encode_atom(m, &mi, "x"), 0);
-    assert_int_equal(dist_send_pid(f->c, &pid_a, NULL, 0, m, (size_t)mi, 1000), 0);
+    assert_int_equal(dist_send_pid(f->c, &pid_a, NULL, 0, m, (size_t)mi), 0);
     assert_true(atomic_load(&f->c->last_send_ms) > 0);
     assert_true(atomic_load(&f->c->last_send_ms) <= dist_now_ms());
 }
@@ -1224,23 +1223,83 @@ static void test_send_after_peer_closed_fails_and_marks_broken(void **state) {
     int mi = 0;
     assert_int_equal(ei_encode_atom(m, &mi, "x"), 0);
     assert_false(atomic_load(&f->c->broken));
-    assert_int_equal(dist_send_reg(f->c, &pid_a, "srv", NULL, 0, m, (size_t)mi, 1000), -1);
+    assert_int_equal(dist_send_reg(f->c, &pid_a, "srv", NULL, 0, m, (size_t)mi), -1);
     assert_true(atomic_load(&f->c->broken));
     /* every later send fails fast */
-    assert_int_equal(dist_send_pid(f->c, &pid_a, NULL, 0, m, (size_t)mi, 1000), -1);
-    assert_int_equal(dist_send_tick(f->c, 1000), -1);
+    assert_int_equal(dist_send_pid(f->c, &pid_a, NULL, 0, m, (size_t)mi), -1);
+    assert_int_equal(dist_send_tick(f->c), -1);
 }
 
-static void test_send_to_a_peer_that_never_reads_times_out_and_marks_broken(void **state) {
+static int backlog_began;
+static void note_backlog(dist_conn *c, void *ctx) {
+    (void)c;
+    (void)ctx;
+    backlog_began++;
+}
+
+/* Reads `count` packets from fd, keeping their lengths (a slow peer that starts reading). */
+typedef struct {
+    int fd;
+    int count;
+    size_t len[4];
+    long last_tag[4];
+} packet_reader;
+
+static void *read_packets(void *arg) {
+    packet_reader *r = arg;
+    for (int i = 0; i < r->count; i++) {
+        size_t len;
+        char *p = read_packet(r->fd, &len);
+        r->len[i] = len;
+        r->last_tag[i] = (unsigned char)p[len - 1];
+        free(p);
+    }
+    return NULL;
+}
+
+/* Flushes c's backlog as the loop does on EPOLLOUT until it is empty; returns the last result. */
+static int flush_until_empty(dist_conn *c) {
+    int rc = 1;
+    for (int i = 0; i < 5000 && rc == 1; i++) {
+        struct pollfd p = {.fd = c->fd, .events = POLLOUT};
+        poll(&p, 1, 10);
+        rc = dist_flush(c);
+    }
+    return rc;
+}
+
+/* The peer starts reading while the backlog is flushed as on EPOLLOUT: the big packet comes
+ * first, intact, then the small one tagged 9; the backlog ends empty. */
+static void expect_big_then_tag_9(fixture *f, size_t big) {
+    packet_reader r = {.fd = f->fd_b, .count = 2};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, read_packets, &r), 0);
+    assert_int_equal(flush_until_empty(f->c), 0);
+    pthread_join(th, NULL);
+    assert_true(r.len[0] > big);
+    assert_int_equal(r.last_tag[1], 9);
+    assert_false(atomic_load(&f->c->backlog));
+}
+
+static void test_send_to_a_peer_that_never_reads_returns_at_once_and_keeps_a_backlog(void **state) {
     fixture *f = *state;
     size_t big = 4 << 20; /* more than the socket buffers hold */
     char *payload = calloc(1, big);
     assert_non_null(payload);
+    backlog_began = 0;
+    f->c->on_backlog = note_backlog;
     int64_t t0 = dist_now_ms();
-    assert_int_equal(dist_send_pid(f->c, &pid_a, NULL, 0, payload, big, 200), -1);
-    int64_t took = dist_now_ms() - t0;
-    assert_true(took >= 150 && took < 3000);
-    assert_true(atomic_load(&f->c->broken));
+    assert_int_equal(dist_send_pid(f->c, &pid_a, NULL, 0, payload, big), 0);
+    assert_true(dist_now_ms() - t0 < 1000); /* never waits for the peer */
+    assert_int_equal(backlog_began, 1);
+    assert_true(atomic_load(&f->c->backlog));
+    assert_false(atomic_load(&f->c->broken));
+    char m[8];
+    int mi = 0;
+    assert_int_equal(ei_encode_long(m, &mi, 9), 0);
+    assert_int_equal(dist_send_pid(f->c, &pid_a, NULL, 0, m, (size_t)mi), 0); /* queued behind */
+    assert_int_equal(backlog_began, 1);                                       /* told once */
+    expect_big_then_tag_9(f, big);
     free(payload);
 }
 
@@ -1265,6 +1324,7 @@ typedef struct {
     dist_conn *c;
     int t;
     int failures;
+    atomic_int *running;
 } sender_arg;
 
 static unsigned char pattern(int t, int seq, size_t k) {
@@ -1284,8 +1344,9 @@ static void *sender(void *argp) {
         ei_encode_long(msg, &i, a->t);
         ei_encode_long(msg, &i, seq);
         ei_encode_binary(msg, &i, bin, SEND_PAYLOAD);
-        if (dist_send_reg(a->c, &pid_a, "sink", NULL, 0, msg, (size_t)i, 10000) != 0) a->failures++;
+        if (dist_send_reg(a->c, &pid_a, "sink", NULL, 0, msg, (size_t)i) != 0) a->failures++;
     }
+    atomic_fetch_sub(a->running, 1);
     free(msg);
     free(bin);
     return NULL;
@@ -1372,12 +1433,20 @@ static void test_concurrent_senders_produce_intact_frames(void **state) {
     reader_arg ra = {.fd = f->fd_b};
     pthread_t rt, st[SEND_THREADS];
     sender_arg sa[SEND_THREADS];
+    atomic_int running = SEND_THREADS;
     assert_int_equal(pthread_create(&rt, NULL, frame_reader, &ra), 0);
     for (int t = 0; t < SEND_THREADS; t++) {
-        sa[t] = (sender_arg){.c = f->c, .t = t};
+        sa[t] = (sender_arg){.c = f->c, .t = t, .running = &running};
         assert_int_equal(pthread_create(&st[t], NULL, sender, &sa[t]), 0);
     }
+    /* Senders never wait: what the socket does not take is flushed here, as the loop would. */
+    while (atomic_load(&running) > 0) {
+        struct pollfd p = {.fd = f->c->fd, .events = POLLOUT};
+        poll(&p, 1, 10);
+        dist_flush(f->c);
+    }
     for (int t = 0; t < SEND_THREADS; t++) pthread_join(st[t], NULL);
+    assert_int_equal(flush_until_empty(f->c), 0);
     pthread_join(rt, NULL);
     for (int t = 0; t < SEND_THREADS; t++) assert_int_equal(sa[t].failures, 0);
     if (ra.bad) fail_msg("%d bad frames, last: %s", ra.bad, ra.why);
@@ -1477,7 +1546,7 @@ static void send_tagged(dist_conn *c, int tag) {
     char m[8];
     int mi = 0;
     assert_int_equal(ei_encode_long(m, &mi, tag), 0);
-    assert_int_equal(dist_send_pid(c, &pid_a, NULL, 0, m, (size_t)mi, 1000), 0);
+    assert_int_equal(dist_send_pid(c, &pid_a, NULL, 0, m, (size_t)mi), 0);
 }
 
 static int backlog_calls;
@@ -1531,7 +1600,7 @@ static void test_corked_send_to_a_full_socket_never_blocks_and_keeps_a_backlog(v
     assert_non_null(payload);
     dist_cork_begin();
     int64_t t0 = dist_now_ms();
-    assert_int_equal(dist_send_pid(f->c, &pid_a, NULL, 0, payload, big, 1000), 0);
+    assert_int_equal(dist_send_pid(f->c, &pid_a, NULL, 0, payload, big), 0);
     backlog_calls = 0;
     assert_int_equal(dist_cork_flush(count_backlog, NULL), 0);
     assert_true(dist_now_ms() - t0 < 1000); /* no waiting for the peer */
@@ -1583,33 +1652,26 @@ static void *send_tag_9(void *arg) {
     char m[8];
     int mi = 0;
     ei_encode_long(m, &mi, 9);
-    a->rc = dist_send_pid(a->c, &pid_a, NULL, 0, m, (size_t)mi, 5000);
+    a->rc = dist_send_pid(a->c, &pid_a, NULL, 0, m, (size_t)mi);
     return NULL;
 }
 
-static void test_blocking_send_writes_the_backlog_before_its_own_packet(void **state) {
+static void test_send_from_another_thread_goes_out_after_the_loops_backlog(void **state) {
     fixture *f = *state;
     size_t big = 4 << 20;
     char *payload = calloc(1, big);
     assert_non_null(payload);
     dist_cork_begin();
-    assert_int_equal(dist_send_pid(f->c, &pid_a, NULL, 0, payload, big, 1000), 0);
+    assert_int_equal(dist_send_pid(f->c, &pid_a, NULL, 0, payload, big), 0);
     dist_cork_flush(NULL, NULL);
     assert_true(atomic_load(&f->c->backlog));
-    /* Another thread sends (blocking) while the peer reads: the big packet must come first. */
+    /* Another thread sends meanwhile: it returns at once, and its packet follows the big one. */
     tag_sender a = {.c = f->c, .rc = -2};
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, send_tag_9, &a), 0);
-    size_t len;
-    char *p = read_packet(f->fd_b, &len);
-    assert_true(len > big);
-    free(p);
-    p = read_packet(f->fd_b, &len);
-    assert_int_equal(packet_tag(p, len), 9);
-    free(p);
     pthread_join(th, NULL);
     assert_int_equal(a.rc, 0);
-    assert_false(atomic_load(&f->c->backlog));
+    expect_big_then_tag_9(f, big);
     dist_cork_end();
     free(payload);
 }
@@ -1618,7 +1680,7 @@ static void test_corked_tick_behind_queued_bytes_is_skipped(void **state) {
     fixture *f = *state;
     dist_cork_begin();
     send_tagged(f->c, 3);
-    assert_int_equal(dist_send_tick(f->c, 100), 0); /* traffic is queued: no tick needed */
+    assert_int_equal(dist_send_tick(f->c), 0); /* traffic is queued: no tick needed */
     assert_int_equal(dist_cork_flush(NULL, NULL), 0);
     size_t len;
     char *p = read_packet(f->fd_b, &len);
@@ -1635,7 +1697,7 @@ static void test_corked_send_on_a_broken_connection_fails(void **state) {
     char m[8];
     int mi = 0;
     assert_int_equal(ei_encode_atom(m, &mi, "x"), 0);
-    assert_int_equal(dist_send_pid(f->c, &pid_a, NULL, 0, m, (size_t)mi, 1000), -1);
+    assert_int_equal(dist_send_pid(f->c, &pid_a, NULL, 0, m, (size_t)mi), -1);
     assert_int_equal(dist_cork_flush(NULL, NULL), 0);
     dist_cork_end();
 }
@@ -1704,7 +1766,7 @@ int main(void) {
         T(test_send_reg_and_send_pid_loop_back_through_dist_read),
         T(test_send_updates_last_send_ms),
         T(test_send_after_peer_closed_fails_and_marks_broken),
-        T(test_send_to_a_peer_that_never_reads_times_out_and_marks_broken),
+        T(test_send_to_a_peer_that_never_reads_returns_at_once_and_keeps_a_backlog),
         T(test_shutdown_marks_broken_and_reader_sees_end),
         T(test_concurrent_senders_produce_intact_frames),
         T(test_conn_new_makes_fd_nonblocking_and_keeps_peer),
@@ -1715,7 +1777,7 @@ int main(void) {
         T(test_corked_sends_are_written_only_by_flush_and_in_order),
         T(test_corked_send_to_a_full_socket_never_blocks_and_keeps_a_backlog),
         T(test_corked_flush_leaves_a_connection_another_thread_is_sending_on),
-        T(test_blocking_send_writes_the_backlog_before_its_own_packet),
+        T(test_send_from_another_thread_goes_out_after_the_loops_backlog),
         T(test_corked_tick_behind_queued_bytes_is_skipped),
         T(test_corked_send_on_a_broken_connection_fails),
         T(test_flush_of_a_queued_connection_dropped_by_its_owner_frees_it),
