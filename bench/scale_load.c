@@ -11,6 +11,7 @@
  * <<"hello">>}.
  *   --sleep      closed loop with {sleep, M, I} / {slept, I} instead of ping (a C-node busy M ms
  *                per call, for pools).
+ *   --spin-us U  closed loop with {spin, U, I} / {spun, I} (a C-node using U µs of CPU per call).
  *   --prefix     C-node name prefix; with --cnodes 1 and --exact the name is the prefix itself.
  *
  * Prints one JSON object on stdout: requests, ok, errors (by kind, with the first error's text),
@@ -55,6 +56,7 @@ static double *lat;
 static size_t lat_n, lat_cap;
 static long n_ok, n_sent;
 static int burst, sleep_kind, exact, conns_n, cnodes_n = 1, sleep_ms = 500, timeout_ms = 10000;
+static int spin_us; /* > 0: {spin, spin_us, I} calls */
 static double duration = 5, warmup = 1;
 static const char *host = "127.0.0.1", *prefix = "c";
 static int port;
@@ -78,14 +80,18 @@ static void record_error(int kind, const char *fmt, ...) {
 }
 
 static void body_for(int i, char *out, size_t n) {
-    if (burst || sleep_kind)
+    if (spin_us)
+        snprintf(out, n, "{\"$tuple\":[{\"$atom\":\"spin\"},%d,%d]}", spin_us, i);
+    else if (burst || sleep_kind)
         snprintf(out, n, "{\"$tuple\":[{\"$atom\":\"sleep\"},%d,%d]}", sleep_ms, i);
     else
         snprintf(out, n, "{\"$tuple\":[{\"$atom\":\"ping\"},\"hello\"]}");
 }
 
 static void expected_for(int i, char *out, size_t n) {
-    if (burst || sleep_kind)
+    if (spin_us)
+        snprintf(out, n, "{\"$tuple\":[{\"$atom\":\"spun\"},%d]}", i);
+    else if (burst || sleep_kind)
         snprintf(out, n, "{\"$tuple\":[{\"$atom\":\"slept\"},%d]}", i);
     else
         snprintf(out, n, "{\"$tuple\":[{\"$atom\":\"pong\"},\"hello\"]}");
@@ -198,9 +204,11 @@ static double pct(double p) {
 }
 
 static void usage(void) {
-    fprintf(stderr, "usage: scale_load --port P [--host H] --conns C --cnodes N [--prefix c] "
-                    "[--exact] (--burst [--sleep-ms M] | --duration S [--warmup S]) "
-                    "[--timeout-ms T]\n");
+    fprintf(
+        stderr,
+        "usage: scale_load --port P [--host H] --conns C --cnodes N [--prefix c] "
+        "[--exact] (--burst [--sleep-ms M] | --duration S [--warmup S] [--sleep | --spin-us U]) "
+        "[--timeout-ms T]\n");
     exit(2);
 }
 
@@ -226,6 +234,8 @@ int main(int argc, char **argv) {
             sleep_ms = atoi(NEXT());
         else if (!strcmp(a, "--sleep"))
             sleep_kind = 1;
+        else if (!strcmp(a, "--spin-us"))
+            spin_us = atoi(NEXT());
         else if (!strcmp(a, "--duration"))
             duration = atof(NEXT());
         else if (!strcmp(a, "--warmup"))

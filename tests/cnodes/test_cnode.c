@@ -7,6 +7,7 @@
  *        slow_ready [ms], ready_then_no_connect.
  * Requests understood while serving (the reply goes to the sender unless said otherwise):
  *   {ping, T} -> {pong, T}            {sleep, Ms, T} -> {slept, T} after Ms ms
+ *   {spin, Us, T} -> {spun, T} after Us microseconds of busy CPU (work that needs a core)
  *   crash -> abort()                  {exit, Code} -> exit(Code)        hang -> SIGSTOP itself
  *   garbage -> bytes that are no term {noise, N, T} -> N x {noise, I}, then {reply, {pong, T}}
  *   {node_tagged, T} -> {other, 1}, then {'<own node>', {pong, T}}
@@ -56,6 +57,15 @@ static void sleep_ms(long ms) {
     struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
     }
+}
+
+/* Keeps the CPU busy for `us` microseconds. */
+static void spin_us(long us) {
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    do {
+        clock_gettime(CLOCK_MONOTONIC, &t);
+    } while ((t.tv_sec - t0.tv_sec) * 1000000L + (t.tv_nsec - t0.tv_nsec) / 1000 < us);
 }
 
 /* A plain message (no gen_call wrapping). */
@@ -149,6 +159,13 @@ static void handle(const req_ctx *c, const char *buf, int *index) {
         sleep_ms(m);
         reply_begin(c);
         encode_tagged("slept", buf, s, e);
+        send_to(c, &c->to);
+    } else if (strcmp(tag, "spin") == 0 && arity == 3) {
+        if (ei_decode_long(buf, index, &m) < 0 || term_span(buf, index, &s, &e) < 0)
+            return reply_unknown(c);
+        spin_us(m);
+        reply_begin(c);
+        encode_tagged("spun", buf, s, e);
         send_to(c, &c->to);
     } else if (strcmp(tag, "exit") == 0 && arity == 2) {
         if (ei_decode_long(buf, index, &n) < 0) return reply_unknown(c);
