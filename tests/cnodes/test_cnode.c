@@ -153,19 +153,16 @@ static void handle(const req_ctx *c, const char *buf, int *index) {
         reply_begin(c);
         encode_tagged("pong", buf, s, e);
         send_to(c, &c->to);
-    } else if (strcmp(tag, "sleep") == 0 && arity == 3) {
+    } else if ((strcmp(tag, "sleep") == 0 || strcmp(tag, "spin") == 0) && arity == 3) {
         if (ei_decode_long(buf, index, &m) < 0 || term_span(buf, index, &s, &e) < 0)
             return reply_unknown(c);
-        sleep_ms(m);
+        int is_sleep = tag[1] == 'l'; /* "sleep", else "spin" */
+        if (is_sleep)
+            sleep_ms(m);
+        else
+            spin_us(m);
         reply_begin(c);
-        encode_tagged("slept", buf, s, e);
-        send_to(c, &c->to);
-    } else if (strcmp(tag, "spin") == 0 && arity == 3) {
-        if (ei_decode_long(buf, index, &m) < 0 || term_span(buf, index, &s, &e) < 0)
-            return reply_unknown(c);
-        spin_us(m);
-        reply_begin(c);
-        encode_tagged("spun", buf, s, e);
+        encode_tagged(is_sleep ? "slept" : "spun", buf, s, e);
         send_to(c, &c->to);
     } else if (strcmp(tag, "exit") == 0 && arity == 2) {
         if (ei_decode_long(buf, index, &n) < 0) return reply_unknown(c);
