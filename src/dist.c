@@ -159,47 +159,74 @@ static int dist_queue(dist_conn *c, const struct iovec *iov, int iovcnt) {
         dist_cork.conns[dist_cork.count++] = c;
         c->lqueued = true;
     }
+    size_t total = 0;
+    for (int i = 0; i < iovcnt; i++) total += iov[i].iov_len;
+    if (dist_pending_bytes(c) + total > DIST_QUEUE_MAX) goto fail;
     for (int i = 0; i < iovcnt; i++)
         if (dist_buf_append(&c->lbuf, &c->llen, &c->lcap, iov[i].iov_base, iov[i].iov_len) != 0)
             goto fail;
+    atomic_store(&c->queued_bytes, c->llen);
     return 0;
 fail:
     dist_conn_shutdown(c);
     return -1;
 }
 
-/* Writes the backlog and, on the corked thread (with_queue), its queue, without blocking; what
- * is left becomes the backlog. Caller holds send_lock. Returns 0, or -1 on error. */
-static int dist_flush_locked(dist_conn *c, bool with_queue) {
-    size_t llen = with_queue ? c->llen : 0;
-    if (c->wlen == 0 && llen == 0) return 0;
-    struct iovec iov[2] = {{c->wbuf, c->wlen}, {c->lbuf, llen}};
-    size_t n = 0;
-    if (dist_write_iov(c, iov, 2, &n) != 0) return -1;
-    size_t from_w = n < c->wlen ? n : c->wlen;
-    size_t from_l = n - from_w;
-    if (from_w) {
-        memmove(c->wbuf, c->wbuf + from_w, c->wlen - from_w);
-        c->wlen -= from_w;
+size_t dist_pending_bytes(dist_conn *c) {
+    return atomic_load(&c->backlog_bytes) + atomic_load(&c->queued_bytes);
+}
+
+/* Appends n bytes to the backlog, first dropping what was already sent when that is at least as
+ * much as what is left (so each byte is moved O(1) times). Caller holds send_lock. */
+static int dist_backlog_append(dist_conn *c, const void *p, size_t n) {
+    if (c->woff && c->woff >= c->wlen - c->woff) {
+        memmove(c->wbuf, c->wbuf + c->woff, c->wlen - c->woff);
+        c->wlen -= c->woff;
+        c->woff = 0;
     }
-    if (llen - from_l &&
-        dist_buf_append(&c->wbuf, &c->wlen, &c->wcap, c->lbuf + from_l, llen - from_l) != 0)
-        return -1;
-    if (with_queue) c->llen = 0;
-    if (n > 0 || !atomic_load(&c->backlog)) atomic_store(&c->backlog_progress_ms, dist_now_ms());
-    if (n > 0) atomic_store(&c->last_send_ms, dist_now_ms());
-    atomic_store(&c->backlog, c->wlen > 0);
-    /* Buffers grown for large messages go back once empty. */
+    return dist_buf_append(&c->wbuf, &c->wlen, &c->wcap, p, n);
+}
+
+/* Records the backlog's new size after a change. Caller holds send_lock. */
+static void dist_backlog_settle(dist_conn *c, size_t progress) {
+    if (c->woff == c->wlen) c->woff = c->wlen = 0;
+    if (progress > 0 || !atomic_load(&c->backlog))
+        atomic_store(&c->backlog_progress_ms, dist_now_ms());
+    if (progress > 0) atomic_store(&c->last_send_ms, dist_now_ms());
+    atomic_store(&c->backlog_bytes, c->wlen - c->woff);
+    atomic_store(&c->backlog, c->wlen > c->woff);
+    /* A buffer grown for large messages goes back once empty. */
     if (c->wlen == 0 && c->wcap > DIST_RBUF_KEEP) {
         free(c->wbuf);
         c->wbuf = NULL;
         c->wcap = 0;
     }
-    if (with_queue && c->lcap > DIST_RBUF_KEEP) {
-        free(c->lbuf);
-        c->lbuf = NULL;
-        c->lcap = 0;
+}
+
+/* Writes the backlog and, on the corked thread (with_queue), its queue, without blocking; what
+ * is left becomes the backlog. Caller holds send_lock. Returns 0, or -1 on error. */
+static int dist_flush_locked(dist_conn *c, bool with_queue) {
+    size_t wp = c->wlen - c->woff;
+    size_t llen = with_queue ? c->llen : 0;
+    if (wp == 0 && llen == 0) return 0;
+    struct iovec iov[2] = {{wp ? c->wbuf + c->woff : NULL, wp},
+                           {with_queue ? c->lbuf : NULL, llen}};
+    size_t n = 0;
+    if (dist_write_iov(c, iov, 2, &n) != 0) return -1;
+    size_t from_w = n < wp ? n : wp;
+    size_t from_l = n - from_w;
+    c->woff += from_w;
+    if (llen - from_l && dist_backlog_append(c, c->lbuf + from_l, llen - from_l) != 0) return -1;
+    if (with_queue) {
+        c->llen = 0;
+        atomic_store(&c->queued_bytes, 0);
+        if (c->lcap > DIST_RBUF_KEEP) {
+            free(c->lbuf);
+            c->lbuf = NULL;
+            c->lcap = 0;
+        }
     }
+    dist_backlog_settle(c, n);
     return 0;
 }
 
@@ -207,7 +234,7 @@ int dist_flush(dist_conn *c) {
     if (atomic_load(&c->broken)) return -1;
     if (pthread_mutex_trylock(&c->send_lock) != 0) return 1;
     int rc = dist_flush_locked(c, true);
-    bool left = c->wlen > 0;
+    bool left = c->wlen > c->woff;
     pthread_mutex_unlock(&c->send_lock);
     if (rc != 0) {
         dist_conn_shutdown(c);
@@ -240,7 +267,8 @@ size_t dist_cork_flush(void (*on_backlog)(dist_conn *c, void *ctx), void *ctx) {
             continue;
         }
         c->lqueued = false;
-        if (rc == 0 && atomic_load(&c->backlog) && on_backlog) on_backlog(c, ctx);
+        if (rc == 0 && !atomic_load(&c->broken) && atomic_load(&c->backlog) && on_backlog)
+            on_backlog(c, ctx);
         dist_conn_unref(c);
     }
     dist_cork.count = kept;
@@ -255,6 +283,7 @@ void dist_cork_end(void) {
         pthread_mutex_lock(&c->send_lock);
         if (dist_flush_locked(c, true) != 0) dist_conn_shutdown(c);
         c->llen = 0;
+        atomic_store(&c->queued_bytes, 0);
         pthread_mutex_unlock(&c->send_lock);
         c->lqueued = false;
         dist_conn_unref(c);
@@ -268,26 +297,24 @@ void dist_cork_end(void) {
 /* Writes iov now or, behind a backlog or on a full socket, keeps the rest as backlog (never
  * waits). Sets *began when the backlog starts with it. Caller holds send_lock. Returns 0 or -1. */
 static int dist_send_now_locked(dist_conn *c, const struct iovec *iov, int iovcnt, bool *began) {
-    bool had_backlog = c->wlen > 0;
-    size_t n = 0;
+    bool had_backlog = c->wlen > c->woff;
+    size_t n = 0, total = 0;
+    for (int k = 0; k < iovcnt; k++) total += iov[k].iov_len;
+    if (dist_pending_bytes(c) + total > DIST_QUEUE_MAX) return -1;
     if (!had_backlog && dist_write_iov(c, iov, iovcnt, &n) != 0) return -1;
-    if (n) atomic_store(&c->last_send_ms, dist_now_ms());
+    size_t written = n;
     for (int k = 0; k < iovcnt; k++) {
         if (n >= iov[k].iov_len) {
             n -= iov[k].iov_len;
             continue;
         }
-        if (dist_buf_append(&c->wbuf, &c->wlen, &c->wcap, (const char *)iov[k].iov_base + n,
-                            iov[k].iov_len - n) != 0)
+        if (dist_backlog_append(c, (const char *)iov[k].iov_base + n, iov[k].iov_len - n) != 0)
             return -1;
         n = 0;
     }
     if (had_backlog) return dist_flush_locked(c, false); /* some progress, in order */
-    if (c->wlen) {
-        atomic_store(&c->backlog_progress_ms, dist_now_ms());
-        atomic_store(&c->backlog, true);
-        *began = true;
-    }
+    dist_backlog_settle(c, written);
+    *began = c->wlen > c->woff;
     return 0;
 }
 

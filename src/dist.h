@@ -52,8 +52,10 @@ typedef struct dist_conn {
     pthread_mutex_t send_lock;
     /* bytes a non-blocking flush left unsent, written before anything else (under send_lock) */
     char *wbuf;
-    size_t wlen, wcap;
-    atomic_bool backlog;              /* wbuf is not empty */
+    size_t woff, wlen, wcap;          /* unsent bytes are wbuf[woff..wlen) */
+    atomic_bool backlog;              /* wbuf holds unsent bytes */
+    atomic_size_t backlog_bytes;      /* wlen - woff */
+    atomic_size_t queued_bytes;       /* llen */
     atomic_llong backlog_progress_ms; /* when the backlog last shrank or began */
     /* sends of a corked thread (the event loop), written by its dist_cork_flush */
     char *lbuf;
@@ -104,6 +106,9 @@ void dist_cork_end(void);
 /* Writes a connection's backlog without blocking (the loop, on EPOLLOUT). Returns 1 while bytes
  * remain (or another thread is sending), 0 when it is empty, -1 on error (connection shut down). */
 int dist_flush(dist_conn *c);
+/* Bytes waiting to go out on c (backlog and the loop's queue): the owner's measure of a peer that
+ * does not keep up. Any thread. */
+size_t dist_pending_bytes(dist_conn *c);
 
 /* Sends `msg` (an encoded term WITHOUT version byte, len bytes) to the registered name `to_name`
  * on the peer, with `from` as sender pid; `prefix`/`prefix_len` (may be 0) are bytes of encoded

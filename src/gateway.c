@@ -34,6 +34,8 @@
 
 #define GW_SWEEP_MS        50   /* supervisor timers and ticks are checked this often */
 #define GW_SEND_TIMEOUT_MS 5000 /* a peer that takes no bytes this long is broken */
+/* Calls and casts to a C-node with this much input waiting get 503 overloaded (backpressure). */
+#define GW_BACKLOG_SOFT_MAX ((size_t)32 << 20)
 #ifndef GW_BUSY_POLL_US
 #define GW_BUSY_POLL_US 100 /* after traffic, poll this long before sleeping (0: never) */
 #endif
@@ -1338,9 +1340,12 @@ static void gw_tick_connections(gateway *gw, int64_t now) {
             gc->cnode && gc->cnode->kind == ENTRY_PEER ? gw->cfg->peer_tick_time_ms : tick;
         bool silent = now - atomic_load(&dc->last_recv_ms) > silence;
         /* A peer that takes none of our backlog for the send timeout is stuck. */
-        if (atomic_load(&dc->backlog) &&
-            now - atomic_load(&dc->backlog_progress_ms) > GW_SEND_TIMEOUT_MS)
+        if (atomic_load(&dc->backlog) && !atomic_load(&dc->broken) &&
+            now - atomic_load(&dc->backlog_progress_ms) > GW_SEND_TIMEOUT_MS) {
+            log_warn("node %s took none of %zu pending bytes for %d ms; disconnecting", dc->peer,
+                     dist_pending_bytes(dc), GW_SEND_TIMEOUT_MS);
             dist_conn_shutdown(dc);
+        }
         if (!silent && now - atomic_load(&dc->last_send_ms) >= tick / 4) dist_send_tick(dc);
         if (!silent && !atomic_load(&dc->broken)) continue;
         const char *why = silent ? "no answer to ticks (tick_time)" : "send failed";
@@ -1554,11 +1559,6 @@ int gateway_run(gateway *gw, void (*on_started)(void *ctx), void *ctx) {
     size_t corked_busy = 0;
     while (!atomic_load(&gw->stop_requested)) {
         int64_t now = dist_now_ms();
-        if (now >= next_sweep) {
-            gw_service_entries(gw, now);
-            gw_tick_connections(gw, now);
-            next_sweep = now + GW_SWEEP_MS;
-        }
         pthread_mutex_lock(&gw->mu);
         int64_t next_call = call_registry_next_deadline(&gw->registry);
         size_t in_flight = gw->registry.count;
@@ -1568,12 +1568,14 @@ int gateway_run(gateway *gw, void (*on_started)(void *ctx), void *ctx) {
         if (hook_wait >= 0 && hook_wait < timeout) timeout = hook_wait;
         if (corked_busy && timeout > 1) timeout = 1;
         int n = epoll_wait(gw->epfd, events, 64, 0);
-        /* Right after light traffic, poll a little before sleeping: the next request or the
-         * reply usually comes within microseconds, and waking an idle CPU costs tens of them.
-         * Under load events are always waiting, and spinning would take CPU from the C-nodes. */
-        if (n == 0 && timeout > 0 && in_flight <= GW_BUSY_POLL_MAX_CALLS) {
-            int64_t spin_end = spin_until_us;
-            while (n == 0 && gw_now_us() < spin_end) n = epoll_wait(gw->epfd, events, 64, 0);
+        if (n == 0 && timeout > 0) {
+            /* Right after light traffic, poll a little before sleeping: the next request or
+             * the reply usually comes within microseconds, and waking an idle CPU costs tens
+             * of them. With more calls in flight, spinning would take CPU from the C-nodes. */
+            if (in_flight <= GW_BUSY_POLL_MAX_CALLS) {
+                int64_t spin_end = spin_until_us;
+                while (n == 0 && gw_now_us() < spin_end) n = epoll_wait(gw->epfd, events, 64, 0);
+            }
             if (n == 0) n = epoll_wait(gw->epfd, events, 64, timeout);
         }
         if (n > 0) spin_until_us = gw_now_us() + GW_BUSY_POLL_US;
@@ -1610,7 +1612,14 @@ int gateway_run(gateway *gw, void (*on_started)(void *ctx), void *ctx) {
             }
         }
         gw_cancel_calls(gw);
-        gw_expire_calls(gw, dist_now_ms());
+        now = dist_now_ms();
+        gw_expire_calls(gw, now);
+        if (now >= next_sweep) {
+            gw_service_entries(gw, now);
+            gw_tick_connections(gw, now);
+            next_sweep = now + GW_SWEEP_MS;
+        }
+        /* Last, so that it serves every connection resumed in this iteration. */
         if (gw->iteration_hook) hook_wait = gw->iteration_hook(gw->iteration_ctx);
         corked_busy = dist_cork_flush(gw_on_backlog, gw);
         gw_conn_bury(gw);
@@ -2047,8 +2056,8 @@ gateway_error gateway_call(gateway *gw, const char *name, call *c, const char *m
         e = GATEWAY_SHUTTING_DOWN;
     else if (!dc || cn->state != CNODE_UP)
         e = GATEWAY_UNAVAILABLE;
-    else if (cn->calls.count >= cfg->max_in_flight)
-        e = GATEWAY_OVERLOADED;
+    else if (cn->calls.count >= cfg->max_in_flight || dist_pending_bytes(dc) > GW_BACKLOG_SOFT_MAX)
+        e = GATEWAY_OVERLOADED; /* too many calls, or the C-node does not take its input */
     else {
         if (cfg->protocol == CNODE_PROTOCOL_GEN_CALL) {
             /* {'$gen_call', {Pid, Ref}, Request}: the request's bytes follow the prefix. */
@@ -2098,11 +2107,16 @@ gateway_error gateway_cast(gateway *gw, const char *name, const char *msg, size_
     pthread_mutex_lock(&gw->mu);
     gw_cnode *cn = gw_pick_instance(first);
     dist_conn *dc = cn->state == CNODE_UP && !gw->shutting_down ? cn->live : NULL;
-    if (dc) dist_conn_ref(dc);
+    bool behind = dc && dist_pending_bytes(dc) > GW_BACKLOG_SOFT_MAX;
+    if (dc && !behind) dist_conn_ref(dc);
     ei_make_pid(&gw->ec, &from);
     pthread_mutex_unlock(&gw->mu);
+    if (behind) return GATEWAY_OVERLOADED;
     if (!dc) return gw->shutting_down ? GATEWAY_SHUTTING_DOWN : GATEWAY_UNAVAILABLE;
     int rc = dist_send_reg(dc, &from, cn->cfg->registered_name, NULL, 0, msg, msg_len);
+    /* The caller answers "accepted" right away: put the cast on the wire (or in the backlog,
+     * which later sends from any thread follow) before that, not at the iteration's end. */
+    if (rc == 0 && gateway_on_loop_thread(gw)) dist_cork_flush(gw_on_backlog, gw);
     dist_conn_unref(dc);
     return rc == 0 ? GATEWAY_OK : GATEWAY_UNAVAILABLE;
 }

@@ -970,7 +970,16 @@ static enum MHD_Result http_watch_begin(http_api *api, struct MHD_Connection *co
     pthread_mutex_lock(&api->watch_mu);
     w->next = api->watches;
     api->watches = w;
+    /* http_api_stop already ended the streams it saw (it sets `stopping` before taking
+     * watch_mu): this one must not stay suspended into MHD_stop_daemon either. */
+    bool stopping = atomic_load(&api->stopping);
+    uint64_t subscription = stopping ? w->subscription : 0;
+    if (stopping) w->subscription = 0;
     pthread_mutex_unlock(&api->watch_mu);
+    if (stopping) {
+        gateway_unsubscribe(api->gw, subscription);
+        http_stream_end(w->stream);
+    }
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE,
                             ndjson ? "application/x-ndjson" : "text/event-stream");
     MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
@@ -1326,6 +1335,9 @@ static void http_on_readable(void *ctx) {
 static int http_iteration(void *ctx) {
     http_api *h = ctx;
     if (atomic_exchange(&h->run_due, false)) MHD_run(h->daemon);
+    /* Connections resumed inside that run (refused calls) need another one: MHD_get_timeout
+     * does not count them and its epoll fd does not turn readable for them. */
+    if (atomic_load(&h->run_due)) return 0;
     MHD_UNSIGNED_LONG_LONG ms;
     if (MHD_get_timeout(h->daemon, &ms) != MHD_YES) return -1;
     if (ms == 0) atomic_store(&h->run_due, true);

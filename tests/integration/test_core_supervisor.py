@@ -1,5 +1,6 @@
 """test_core_supervisor: C-node failures, liveness, restart policies and nodexd's own shutdown."""
 
+import json
 import os
 import signal
 import threading
@@ -106,6 +107,70 @@ def test_cnode_that_stops_reading_never_stalls_the_gateway(nodexd, http_threads)
     finally:
         os.kill(stuck, signal.SIGKILL)
     d.wait_new_pid("stuck", stuck)
+
+
+def test_casts_to_a_cnode_that_stops_reading_get_503_overloaded_and_it_stays_connected(nodexd):
+    """Backpressure: once 32 MiB wait for a C-node that does not read, casts and calls to it get
+    503 overloaded at once, while the connection stays up; when it reads again, all is well."""
+    d = nodexd([nx.test_cnode_spec("slow")], node={"tick_time_ms": 30000})
+    pid = d.wait_up("slow")["os_pid"]
+    big = json.dumps(tup(atom("ping"), "x" * (2 << 20)))
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        statuses = []
+        t0 = time.monotonic()
+        while len(statuses) < 60 and (not statuses or statuses[-1] == 202):
+            statuses.append(d.call("slow", big, cast=True).status)
+        assert statuses[-1] == 503, statuses
+        assert 10 <= statuses.count(202) <= 40, statuses  # ~32 MiB accepted, then refused
+        r = d.call("slow", big, cast=True)
+        assert r.status == 503 and r.json()["error"]["code"] == "overloaded", r
+        r = d.call("slow", tup(atom("ping"), "c"))
+        assert r.status == 503 and r.json()["error"]["code"] == "overloaded", r
+        assert time.monotonic() - t0 < 4.0  # before the 5 s stall cut-off
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    info = d.info("slow")
+    assert info["state"] == "up" and info["os_pid"] == pid and info["restarts"] == 0, info
+    nx.wait_until(lambda: d.call("slow", tup(atom("ping"), "after")).status == 200, 10,
+                  what="the C-node drained its input and answers again")
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+@pytest.mark.parametrize("http_threads", [0, 2])
+def test_loop_sleeps_while_calls_wait_on_cnodes(nodexd, http_threads):
+    """With calls in flight and nothing to do, nodexd sleeps: it polls briefly only right after
+    light traffic, never while several calls wait."""
+    d = nodexd([nx.test_cnode_spec("t")], http={"threads": http_threads})
+    d.wait_up("t")
+    # The test C-node serves one call at a time: 8 x 300 ms keep 3 or more in flight for 1.5 s.
+    calls = [call_in_thread(d, "t", tup(atom("sleep"), 300, f"s{i}"), 10000) for i in range(8)]
+    wait_in_flight(d, "t", 8)
+    c0, t0 = cpu_seconds(d.proc.pid), time.monotonic()
+    time.sleep(1.2)
+    share = (cpu_seconds(d.proc.pid) - c0) / (time.monotonic() - t0)
+    for th, out in calls:
+        th.join(15)
+        assert out["r"].status == 200, out["r"]
+    assert share < 0.1, f"nodexd used {share:.0%} of a CPU while waiting"
+
+
+def test_refused_call_is_answered_at_once(nodexd):
+    """A call refused after its connection was suspended (the C-node is not up) is answered in
+    the same loop iteration, not at the next timer sweep (50 ms later)."""
+    d = nodexd([nx.test_cnode_spec("gone", "exit_before_ready", max_restarts=0)])
+    d.wait_for_state("gone", "failed")
+    took = []
+    for _ in range(7):
+        r = d.call("gone", tup(atom("ping"), "x"))
+        assert r.status == 503, r
+        took.append(r.elapsed)
+    assert sorted(took)[3] < 0.02, f"refused calls took {took}"
 
 
 def test_crash_mid_call_is_503_fast(nodexd):

@@ -5,6 +5,7 @@ import http.client
 import json
 import os
 import signal
+import socket
 import threading
 import time
 
@@ -120,6 +121,25 @@ def test_many_watchers_see_the_same_event_and_gone_clients_are_dropped(gw):
     finally:
         for conn, _ in watchers[:10]:
             conn.close()
+
+
+def test_events_request_during_shutdown_does_not_keep_nodexd_from_exiting(nodexd):
+    """A GET /events that reaches nodexd while it stops is ended, not left suspended (which would
+    make libmicrohttpd abort in MHD_stop_daemon)."""
+    d = nodexd([nx.test_cnode_spec("t")])
+    d.wait_up("t")
+    socks = [socket.create_connection((nx.HOST, d.port)) for _ in range(3)]
+    try:
+        d.proc.send_signal(signal.SIGTERM)
+        for i, sock in enumerate(socks):
+            time.sleep(0.01 * i)
+            sock.sendall(b"GET /events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
+        status = d.proc.wait(timeout=15 * nx.SLOW)
+    finally:
+        for sock in socks:
+            sock.close()
+    assert status == 0, d.log_tail()
+    assert "Fatal error" not in d.log_tail(), d.log_tail()
 
 
 def stream_call(d, body, query="", content_type="application/x-erlang-text"):

@@ -1676,6 +1676,31 @@ static void test_send_from_another_thread_goes_out_after_the_loops_backlog(void 
     free(payload);
 }
 
+static void test_pending_bytes_count_the_queue_then_the_backlog_then_nothing(void **state) {
+    fixture *f = *state;
+    size_t big = 4 << 20;
+    char *payload = calloc(1, big);
+    assert_non_null(payload);
+    assert_int_equal(dist_pending_bytes(f->c), 0);
+    dist_cork_begin();
+    assert_int_equal(dist_send_pid(f->c, &pid_a, NULL, 0, payload, big), 0);
+    size_t queued = dist_pending_bytes(f->c);
+    assert_true(queued > big && queued < big + 200); /* the packet with its header */
+    dist_cork_flush(NULL, NULL);
+    size_t left = dist_pending_bytes(f->c); /* what the socket did not take */
+    assert_true(left > 0 && left < queued);
+    assert_int_equal(atomic_load(&f->c->backlog_bytes), left);
+    char m[8];
+    int mi = 0;
+    assert_int_equal(ei_encode_long(m, &mi, 9), 0);
+    dist_cork_end();
+    assert_int_equal(dist_send_pid(f->c, &pid_a, NULL, 0, m, (size_t)mi), 0);
+    assert_true(dist_pending_bytes(f->c) > left); /* joined the backlog, behind it */
+    expect_big_then_tag_9(f, big);
+    assert_int_equal(dist_pending_bytes(f->c), 0);
+    free(payload);
+}
+
 static void test_corked_tick_behind_queued_bytes_is_skipped(void **state) {
     fixture *f = *state;
     dist_cork_begin();
@@ -1778,6 +1803,7 @@ int main(void) {
         T(test_corked_send_to_a_full_socket_never_blocks_and_keeps_a_backlog),
         T(test_corked_flush_leaves_a_connection_another_thread_is_sending_on),
         T(test_send_from_another_thread_goes_out_after_the_loops_backlog),
+        T(test_pending_bytes_count_the_queue_then_the_backlog_then_nothing),
         T(test_corked_tick_behind_queued_bytes_is_skipped),
         T(test_corked_send_on_a_broken_connection_fails),
         T(test_flush_of_a_queued_connection_dropped_by_its_owner_frees_it),
