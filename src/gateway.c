@@ -1567,17 +1567,13 @@ int gateway_run(gateway *gw, void (*on_started)(void *ctx), void *ctx) {
         int timeout = wake <= now ? 0 : (int)(wake - now);
         if (hook_wait >= 0 && hook_wait < timeout) timeout = hook_wait;
         if (corked_busy && timeout > 1) timeout = 1;
-        int n = epoll_wait(gw->epfd, events, 64, 0);
-        if (n == 0 && timeout > 0) {
-            /* Right after light traffic, poll a little before sleeping: the next request or
-             * the reply usually comes within microseconds, and waking an idle CPU costs tens
-             * of them. With more calls in flight, spinning would take CPU from the C-nodes. */
-            if (in_flight <= GW_BUSY_POLL_MAX_CALLS) {
-                int64_t spin_end = spin_until_us;
-                while (n == 0 && gw_now_us() < spin_end) n = epoll_wait(gw->epfd, events, 64, 0);
-            }
-            if (n == 0) n = epoll_wait(gw->epfd, events, 64, timeout);
-        }
+        /* Right after light traffic, poll a little before sleeping: the next request or the
+         * reply usually comes within microseconds, and waking an idle CPU costs tens of them.
+         * With more calls in flight, spinning would take CPU from the C-nodes. */
+        int n = 0;
+        if (timeout > 0 && in_flight <= GW_BUSY_POLL_MAX_CALLS)
+            while (n == 0 && gw_now_us() < spin_until_us) n = epoll_wait(gw->epfd, events, 64, 0);
+        if (n == 0) n = epoll_wait(gw->epfd, events, 64, timeout);
         if (n > 0) spin_until_us = gw_now_us() + GW_BUSY_POLL_US;
         if (n < 0 && errno != EINTR) {
             log_error("epoll_wait: %s", strerror(errno));
