@@ -27,6 +27,10 @@ import tempfile
 import threading
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "tests", "integration"))
+from nodex_harness import pids_with_arg  # noqa: E402  (C-nodes carry the cookie in argv)
+
 READY_RE = re.compile(r"^nodexd ready http=(\S+):(\d+) node=(\S+)")
 SPIN_US = 1000  # CPU per call of the pool benchmark's C-node work
 TARGETS = {
@@ -87,15 +91,6 @@ def fd_count(pid):
         return None
 
 
-def alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-    except OSError:
-        return False
-    return stat[stat.rindex(")") + 2:].split()[0] not in ("Z", "X")
-
-
 def wait_pools_up(d, timeout_s=20):
     """Waits (at most timeout_s) until every C-node of `d`, every instance of each pool, is up."""
     deadline = time.monotonic() + timeout_s
@@ -105,21 +100,6 @@ def wait_pools_up(d, timeout_s=20):
                for c in lst):
             return
         time.sleep(0.05)
-
-
-def pids_with_arg(token):
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
-        except OSError:
-            continue
-        if any(token.encode() in a for a in argv) and alive(int(entry)) and int(entry) != os.getpid():
-            found.append(int(entry))
-    return found
 
 
 def yaml_str(s):
