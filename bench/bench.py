@@ -715,6 +715,21 @@ unset multiplot
         subprocess.run(["gnuplot", gp], capture_output=True, text=True, timeout=60)
 
 
+def git_revision(repo, git="git"):
+    """Short commit of `repo` ("+dirty src" when src/ has changes), or "unknown" where there is no
+    git or no repository (a tarball, a Docker build context)."""
+    try:
+        head = subprocess.run([git, "-C", repo, "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True)
+        if head.returncode != 0 or not head.stdout.strip():
+            return "unknown"
+        dirty = subprocess.run([git, "-C", repo, "status", "--porcelain", "--", "src"],
+                               capture_output=True, text=True).stdout.strip()
+    except OSError:
+        return "unknown"
+    return head.stdout.strip() + ("+dirty src" if dirty else "")
+
+
 def leftovers(session, own_pids):
     """Live processes (other than us) that carry this run's epmd port and cookie in their env."""
     marks = [f"ERL_EPMD_PORT={session.epmd_port}".encode(),
@@ -758,13 +773,10 @@ def main():
     conc = [1, 16, 64]
     ts = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     os.makedirs(args.out, exist_ok=True)
-    git = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True,
-                         text=True).stdout.strip() or "?"
-    dirty = subprocess.run(["git", "-C", REPO, "status", "--porcelain", "--", "src"],
-                           capture_output=True, text=True).stdout.strip()
+    git = git_revision(REPO)
     res = {"meta": {"timestamp": ts, "mode": "smoke" if smoke else "full",
                     "host": socket.gethostname(), "cpus": os.cpu_count(), "duration_s": dur,
-                    "git": git + ("+dirty src" if dirty else ""), "small_payload": small,
+                    "git": git, "small_payload": small,
                     "payloads": payloads, "concurrency": conc,
                     "http_format": "application/json", "grpc_payload": "Term (structured)",
                     "ceilings": {c[0]: " ".join(c[2]) for c in CEILINGS}},

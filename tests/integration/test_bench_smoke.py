@@ -4,6 +4,7 @@ This checks the benchmark machinery (build, private epmd, Erlang nodes, C-nodes,
 library-ceiling servers, wrk, h2load, report files, clean-up), never speed: every figure only has
 to be a positive number."""
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -22,6 +23,31 @@ CEILING_CASES = (
     [f"ceiling.{lib}.c{c}" for lib in ("http", "grpc") for c in (1, 16, 64)]
     + [f"ceiling.{lib}.c64" for lib in ("http_suspend", "http_pool", "http_pool_suspend")]
 )
+
+
+def load_bench():
+    spec = importlib.util.spec_from_file_location("bench", os.path.join(nx.REPO_DIR, "bench",
+                                                                        "bench.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_git_revision_unknown_without_git(tmp_path):
+    bench = load_bench()
+    assert bench.git_revision(nx.REPO_DIR, git=str(tmp_path / "no-such-git")) == "unknown"
+
+
+def test_git_revision_unknown_outside_a_repository(tmp_path):
+    bench = load_bench()
+    assert bench.git_revision(str(tmp_path)) == "unknown"
+
+
+def test_git_revision_names_the_commit_in_a_checkout():
+    bench = load_bench()
+    head = subprocess.run(["git", "-C", nx.REPO_DIR, "rev-parse", "--short", "HEAD"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    assert bench.git_revision(nx.REPO_DIR).split("+")[0] == head
 
 
 def test_bench_smoke(tmp_path):
