@@ -164,6 +164,20 @@ static void handle(const req_ctx *c, const char *buf, int *index) {
         reply_begin(c);
         encode_tagged(is_sleep ? "slept" : "spun", buf, s, e);
         send_to(c, &c->to);
+    } else if (strcmp(tag, "wait_file") == 0 && arity == 3) {
+        /* {wait_file, Path, Tag}: replies {waited, Tag} once Path exists, so a test decides when
+         * a slow call ends instead of betting on a duration. */
+        char path[4096];
+        long path_len = 0;
+        if (ei_get_type(buf, index, &type, &size) < 0 || type != ERL_BINARY_EXT ||
+            size >= (int)sizeof path || ei_decode_binary(buf, index, path, &path_len) < 0)
+            return reply_unknown(c);
+        path[path_len] = '\0';
+        if (term_span(buf, index, &s, &e) < 0) return reply_unknown(c);
+        while (access(path, F_OK) != 0) sleep_ms(5);
+        reply_begin(c);
+        encode_tagged("waited", buf, s, e);
+        send_to(c, &c->to);
     } else if (strcmp(tag, "exit") == 0 && arity == 2) {
         if (ei_decode_long(buf, index, &n) < 0) return reply_unknown(c);
         exit((int)n);

@@ -323,6 +323,7 @@ class Nodexd:
         self.port = None
         self.seen = {}  # C-node os_pid -> start time, from every GET we made
         self.lines = []
+        self._pumps = []
         self.ready = threading.Event()
         self._log_lock = threading.Lock()
         session.daemons.append(self)
@@ -341,8 +342,10 @@ class Nodexd:
             [NODEXD, "--config", self.config_path], env=self.env, stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=preexec)
         self.session.procs.append((self.proc, self.sname))
-        for stream, tag in ((self.proc.stdout, "out"), (self.proc.stderr, "err")):
-            threading.Thread(target=self._pump, args=(stream, tag), daemon=True).start()
+        self._pumps = [threading.Thread(target=self._pump, args=(stream, tag), daemon=True)
+                       for stream, tag in ((self.proc.stdout, "out"), (self.proc.stderr, "err"))]
+        for pump in self._pumps:
+            pump.start()
         if wait:
             self.wait_ready(timeout)
         return self
@@ -378,6 +381,17 @@ class Nodexd:
         with self._log_lock:
             tail = self.lines[-n:]
         return "---- nodexd log tail ----\n" + "\n".join(f"[{t}] {l}" for t, l in tail)
+
+    def transitions(self, name):
+        """The state changes nodexd logged for C-node `name` so far, as (from, to) pairs."""
+        return re.findall(rf" cnode {re.escape(name)}: (\w+) -> (\w+)$", self.log_text(), re.M)
+
+    def stop_and_drain(self, sig=signal.SIGTERM):
+        """stop(sig), then waits until every line nodexd wrote has been read; returns the status."""
+        status = self.stop(sig)
+        for pump in self._pumps:
+            pump.join(10 * SLOW)
+        return status
 
     def log_text(self):
         with self._log_lock:

@@ -31,17 +31,15 @@ def test_kill_9_fails_in_flight_calls_with_503_fast_and_restart_serves(nodexd):
     d = nodexd([nx.test_cnode_spec("t")])
     old = d.wait_up("t")["os_pid"]
     calls = [call_in_thread(d, "t", tup(atom("sleep"), 8000, f"s{i}"), 10000) for i in range(3)]
-    wait_in_flight(d, "t", 1)
-    time.sleep(0.1)
-    t0 = time.monotonic()
+    wait_in_flight(d, "t", 3)
     os.kill(old, signal.SIGKILL)
     for th, out in calls:
-        th.join(10)
+        th.join(30 * nx.SLOW)
         r = out["r"]
+        # 503 unavailable, not the 504 their 10 s timeout would give: failed when the C-node died
         assert r.status == 503, r
         assert r.json()["error"]["code"] == "unavailable"
         assert "retry-after" in r.headers, r.headers
-    assert time.monotonic() - t0 < 1.0, "in-flight calls were not failed fast"
     info = d.wait_new_pid("t", old)
     assert info["restarts"] >= 1
     assert "signal 9" in (info["last_exit"] or ""), info
@@ -52,11 +50,10 @@ def test_kill_9_fails_in_flight_calls_with_503_fast_and_restart_serves(nodexd):
 def test_sigstop_hang_is_noticed_within_tick_time_and_restarted(nodexd):
     d = nodexd([nx.test_cnode_spec("t")], node={"tick_time_ms": 1000})
     old = d.wait_up("t")["os_pid"]
-    t0 = time.monotonic()
-    r = d.call("t", atom("hang"), timeout_ms=20000)
-    elapsed = time.monotonic() - t0
+    r = d.call("t", atom("hang"), timeout_ms=60000)
+    # 503, not the 504 of the call's own 60 s timeout: the missing ticks ended it
     assert r.status == 503, r
-    assert elapsed < 3.0 * nx.SLOW, f"hang noticed after {elapsed:.2f}s (tick_time 1 s)"
+    assert r.json()["error"]["code"] == "unavailable", r
     info = d.wait_new_pid("t", old)
     assert not nx.proc_alive(old), "the hung process was not killed"
     r = d.call("t", tup(atom("ping"), "x"))
@@ -91,18 +88,16 @@ def test_cnode_that_stops_reading_never_stalls_the_gateway(nodexd, http_threads)
     big = tup(atom("ping"), "x" * (2 << 20))
     os.kill(stuck, signal.SIGSTOP)
     try:
-        calls = [call_in_thread(d, "stuck", big, 2000) for _ in range(8)]
+        calls = [call_in_thread(d, "stuck", big, int(4000 * nx.SLOW)) for _ in range(8)]
         wait_in_flight(d, "stuck", 8)
-        worst = 0.0
         for i in range(20):
-            t0 = time.monotonic()
             r = d.call("ok", tup(atom("ping"), f"x{i}"), timeout_ms=5000)
             assert r.status == 200 and r.json() == tup(atom("pong"), f"x{i}"), r
             assert d.request("GET", "/healthz").status == 200
-            worst = max(worst, time.monotonic() - t0)
-        assert worst < 0.5 * nx.SLOW, f"a call to another C-node took {worst:.3f}s"
+        # Served while all 8 still wait: nothing waited for the stuck peer to take its bytes.
+        assert d.info("stuck")["in_flight"] == 8 and all(th.is_alive() for th, _ in calls)
         for th, out in calls:
-            th.join(15)
+            th.join(30 * nx.SLOW)
             assert out["r"].status == 504, out["r"]
     finally:
         os.kill(stuck, signal.SIGKILL)
@@ -118,7 +113,6 @@ def test_casts_to_a_cnode_that_stops_reading_get_503_overloaded_and_it_stays_con
     os.kill(pid, signal.SIGSTOP)
     try:
         statuses = []
-        t0 = time.monotonic()
         while len(statuses) < 60 and (not statuses or statuses[-1] == 202):
             statuses.append(d.call("slow", big, cast=True).status)
         assert statuses[-1] == 503, statuses
@@ -127,7 +121,6 @@ def test_casts_to_a_cnode_that_stops_reading_get_503_overloaded_and_it_stays_con
         assert r.status == 503 and r.json()["error"]["code"] == "overloaded", r
         r = d.call("slow", tup(atom("ping"), "c"))
         assert r.status == 503 and r.json()["error"]["code"] == "overloaded", r
-        assert time.monotonic() - t0 < 4.0  # before the 5 s stall cut-off
     finally:
         os.kill(pid, signal.SIGCONT)
     info = d.info("slow")
@@ -176,9 +169,8 @@ def test_refused_call_is_answered_at_once(nodexd):
 def test_crash_mid_call_is_503_fast(nodexd):
     d = nodexd([nx.test_cnode_spec("t")])
     old = d.wait_up("t")["os_pid"]
-    r = d.call("t", atom("crash"), timeout_ms=10000)
-    assert r.status == 503, r
-    assert r.elapsed < 1.0, r
+    r = d.call("t", atom("crash"), timeout_ms=60000)
+    assert r.status == 503, r  # not the 504 of its 60 s timeout: ended when the C-node died
     info = d.wait_new_pid("t", old)
     assert "signal 6" in (info["last_exit"] or ""), info
     assert d.call("t", tup(atom("ping"), "x")).status == 200
@@ -227,31 +219,45 @@ def test_slow_ready_within_spawn_timeout_comes_up(nodexd):
 def test_ready_line_without_connection_is_not_up(nodexd):
     d = nodexd([nx.test_cnode_spec("nc", "ready_then_no_connect", spawn_inactive_timeout_ms=500,
                                    restart="temporary")])
-    time.sleep(0.3)
-    assert d.info("nc")["state"] != "up"
     info = d.wait_for_state("nc", "stopped", timeout=10)
     assert info["os_pid"] is None
+    assert d.stop_and_drain() == 0
+    moves = d.transitions("nc")
+    assert moves and all(to != "up" for _, to in moves), moves  # never up, at no moment
+
+
+def assert_never_restarted(d, name):
+    """After nodexd's own shutdown, its log shows `name` entered stopped once and never left it
+    (so no restart came later, however long we would have waited)."""
+    assert d.stop_and_drain() == 0
+    moves = d.transitions(name)
+    tos = [to for _, to in moves]
+    assert "stopped" in tos, moves
+    assert all(to == "stopped" for to in tos[tos.index("stopped"):]), moves
 
 
 def test_temporary_is_not_restarted(nodexd):
-    d = nodexd([nx.test_cnode_spec("t", restart="temporary")])
+    # A 1 ms backoff: a wrong restart would follow at once, long before nodexd's shutdown.
+    d = nodexd([nx.test_cnode_spec("t", restart="temporary", backoff_initial_ms=1,
+                                   backoff_max_ms=1)])
     d.wait_up("t")
     r = d.call("t", tup(atom("exit"), 3))
     assert r.status == 503, r
     info = d.wait_for_state("t", "stopped", timeout=5)
     assert info["restarts"] == 0 and info["last_exit"] == "exit status 3", info
-    time.sleep(0.5)
-    assert d.info("t")["state"] == "stopped"
+    assert d.request("GET", "/healthz").status == 200
+    assert_never_restarted(d, "t")
 
 
 def test_transient_exit_0_is_not_restarted(nodexd):
-    d = nodexd([nx.test_cnode_spec("t", restart="transient")])
+    d = nodexd([nx.test_cnode_spec("t", restart="transient", backoff_initial_ms=1,
+                                   backoff_max_ms=1)])
     d.wait_up("t")
     d.call("t", tup(atom("exit"), 0))
     info = d.wait_for_state("t", "stopped", timeout=5)
-    assert info["last_exit"] == "exit status 0", info
-    time.sleep(0.5)
-    assert d.info("t")["restarts"] == 0
+    assert info["last_exit"] == "exit status 0" and info["restarts"] == 0, info
+    assert d.request("GET", "/healthz").status == 200
+    assert_never_restarted(d, "t")
 
 
 def test_transient_exit_3_is_restarted(nodexd):
@@ -308,10 +314,8 @@ def test_sigterm_kills_a_child_ignoring_sigterm_after_shutdown_timeout(nodexd):
     d = nodexd([nx.test_cnode_spec("a", shutdown_timeout_ms=500)], node={"tick_time_ms": 60000})
     pid = d.wait_up("a")["os_pid"]
     os.kill(pid, signal.SIGSTOP)
-    t0 = time.monotonic()
     assert d.stop(signal.SIGTERM) == 0, d.log_tail()
-    assert time.monotonic() - t0 < 5.0 * nx.SLOW
-    assert not d.survivors(wait=1.0)
+    assert not nx.proc_alive(pid) and not d.survivors(wait=1.0)
 
 
 def test_calls_while_restarting_get_503_with_retry_after(nodexd):
@@ -319,6 +323,6 @@ def test_calls_while_restarting_get_503_with_retry_after(nodexd):
     old = d.wait_up("t")["os_pid"]
     os.kill(old, signal.SIGKILL)
     nx.wait_until(lambda: d.info("t")["state"] in ("down", "restarting"), 3, what="not up")
-    r = d.call("t", tup(atom("ping"), "x"), timeout_ms=5000)
-    assert r.status == 503 and r.elapsed < 1.0, r
+    r = d.call("t", tup(atom("ping"), "x"), timeout_ms=60000)
+    assert r.status == 503, r  # refused, not held until its 60 s timeout (504)
     assert "retry-after" in r.headers
