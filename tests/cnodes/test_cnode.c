@@ -120,6 +120,9 @@ static void reply_unknown(const req_ctx *c) {
     send_to(c, &c->to);
 }
 
+/* Ticks received from the gateway: `ticks` tells a test that time-driven ticking happened. */
+static long ticks_received;
+
 /* Handles the request term at buf[*index]. */
 static void handle(const req_ctx *c, const char *buf, int *index) {
     int type = 0, size = 0, arity = 0, s = 0, e = 0;
@@ -133,6 +136,14 @@ static void handle(const req_ctx *c, const char *buf, int *index) {
         if (strcmp(tag, "crash") == 0) abort();
         if (strcmp(tag, "hang") == 0) {
             raise(SIGSTOP);
+            return;
+        }
+        if (strcmp(tag, "ticks") == 0) {
+            reply_begin(c);
+            ei_x_encode_tuple_header(&out, 2);
+            ei_x_encode_atom(&out, "ticks");
+            ei_x_encode_long(&out, ticks_received);
+            send_to(c, &c->to);
             return;
         }
         if (strcmp(tag, "garbage") == 0) {
@@ -287,7 +298,10 @@ static void serve(ei_cnode *ec, int fd) {
     for (;;) {
         erlang_msg msg;
         int rc = ei_xreceive_msg(fd, &msg, &in);
-        if (rc == ERL_TICK) continue;
+        if (rc == ERL_TICK) {
+            ++ticks_received;
+            continue;
+        }
         if (rc == ERL_ERROR) {
             say("connection closed (%s), exiting", "ERL_ERROR");
             exit(0);

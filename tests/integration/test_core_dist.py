@@ -47,8 +47,8 @@ def test_direction_adopt_connects_and_reconnects_after_restart(session, nodexd):
     assert r.status == 200 and r.json() == tup(atom("pong"), "a1"), r
     nx.end_process(p, signal.SIGKILL)
     nx.wait_until(lambda: d.info("ad")["state"] != "up", 5, what="adopted node to be seen down")
-    r = d.call("ad", tup(atom("ping"), "x"), timeout_ms=3000)
-    assert r.status == 503 and r.elapsed < 1.0, r
+    r = d.call("ad", tup(atom("ping"), "x"), timeout_ms=60000)
+    assert r.status == 503, r  # refused at once, not held until its 60 s timeout (504)
     p2 = start_adoptee(session, sname)
     d.wait_up("ad", timeout=10)
     r = d.call("ad", tup(atom("ping"), "a2"))
@@ -121,7 +121,15 @@ def check_calls_on_high_descriptors(d, old_pid):
     d.wait_new_pid("t", old_pid)
     r = d.call("t", tup(atom("ping"), "high"), timeout_ms=5000)
     assert r.status == 200 and r.json() == tup(atom("pong"), "high"), r
-    time.sleep(2.5)  # idle for more than two tick times: nodexd ticks the high descriptor
+    # Idle until nodexd's ticks on the high descriptor have reached the C-node twice.
+    def ticks():
+        r = d.call("t", atom("ticks"), timeout_ms=5000)
+        assert r.status == 200, r
+        return r.json()["$tuple"][1]
+    first = ticks()
+    # Asked less often than tick_time / 4, after which an idle connection gets its tick.
+    nx.wait_until(lambda: ticks() >= first + 2, 20, interval=0.6,
+                  what="two ticks on the high descriptor")
     r = d.call("t", tup(atom("sleep"), 200, "s"), timeout_ms=5000)
     assert r.status == 200 and r.json() == tup(atom("slept"), "s"), r
     assert d.proc.poll() is None, d.log_tail()
@@ -142,6 +150,17 @@ def test_more_than_1024_http_connections_and_a_call_still_works(session, nodexd)
             s.close()
 
 
+def still_open(sock):
+    """True while the peer has neither closed nor reset `sock` (nothing is read from it)."""
+    sock.setblocking(False)
+    try:
+        return sock.recv(1, socket.MSG_PEEK) != b""
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+
+
 def test_idle_distribution_connections_hold_no_descriptor_and_block_nothing(session, nodexd):
     # nodexd's distribution listener defers idle connections (TCP_DEFER_ACCEPT): hundreds of
     # peers that connect and say nothing cost nodexd no descriptor and no acceptor, and a
@@ -154,14 +173,14 @@ def test_idle_distribution_connections_hold_no_descriptor_and_block_nothing(sess
     fds_before = len(os.listdir(f"/proc/{d.proc.pid}/fd"))
     idle = [socket.create_connection((nx.HOST, dist_port), timeout=3) for _ in range(300)]
     try:
-        time.sleep(0.5)
-        fds = len(os.listdir(f"/proc/{d.proc.pid}/fd"))
-        assert fds < fds_before + 20, f"{fds - fds_before} descriptors for idle connections"
-        t0 = time.monotonic()
+        # The restarted C-node's connection queues behind all 300 idle ones (the accept queue is
+        # FIFO): once it is up, nodexd has dealt with every idle one, and none was closed to
+        # make room (they were deferred, not accepted and timed out).
         os.kill(old, signal.SIGKILL)
         d.wait_new_pid("t", old, timeout=10)
-        took = time.monotonic() - t0
-        assert took < 1.5 * nx.SLOW, f"restart took {took:.1f}s behind idle dist connections"
+        fds = len(os.listdir(f"/proc/{d.proc.pid}/fd"))
+        assert fds < fds_before + 20, f"{fds - fds_before} descriptors for idle connections"
+        assert all(still_open(s) for s in idle), "idle connections were closed before it came up"
         r = d.call("t", tup(atom("ping"), "x"), timeout_ms=5000)
         assert r.status == 200 and r.json() == tup(atom("pong"), "x"), r
     finally:
@@ -176,12 +195,10 @@ def test_idle_connection_to_distribution_port_does_not_block_cnode_connects(sess
     dist_port = session.epmd_port_of(d.sname)
     idle = [socket.create_connection((nx.HOST, dist_port), timeout=3) for _ in range(3)]
     try:
-        time.sleep(0.2)
-        t0 = time.monotonic()
         os.kill(old, signal.SIGKILL)
         d.wait_new_pid("t", old, timeout=10)
-        took = time.monotonic() - t0
-        assert took < 1.5 * nx.SLOW, f"restart took {took:.1f}s behind idle dist connections"
+        # It came up while every idle peer was still held open: none had to time out first.
+        assert all(still_open(s) for s in idle), "idle connections were closed before it came up"
         assert d.call("t", tup(atom("ping"), "x")).status == 200
     finally:
         for s in idle:
