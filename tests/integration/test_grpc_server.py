@@ -207,26 +207,37 @@ def test_custom_metadata_is_read_and_echoed(gw):
     nx.wait_until(lambda: "x-custom-thing: hello" in gw.log_text(), 5, what="metadata in the log")
 
 
-def test_deadline_on_a_sleeping_cnode(gw):
-    t0 = time.monotonic()
-    code, _ = status_of(call, gw, "t", T(A("sleep"), I(3000), A("x")), timeout=1.0)
-    elapsed = time.monotonic() - t0
-    assert code == grpc.StatusCode.DEADLINE_EXCEEDED
-    assert 0.9 <= elapsed < 2.0, elapsed
-    # the C-node is still serving (its late reply gets dropped)
-    assert call(gw, "t", T(A("ping"), B("after"))).reply.term == T(A("pong"), B("after"))
-
-
-def test_cancel_after_begin(gw):
+def test_deadline_on_a_sleeping_cnode(gw, tmp_path):
+    release = tmp_path / "release"  # the C-node holds the call until this exists
     before = gw.info("t")["dropped_messages"]
-    f = gw.stub.Call.future(pb.CallRequest(cnode="t", request=P(T(A("sleep"), I(800), A("c"))),
-                                           timeout_ms=400))
-    time.sleep(0.1)
-    assert f.cancel()
-    with pytest.raises(grpc.FutureCancelledError):
-        f.result()
+    t0 = time.monotonic()
+    try:
+        code, _ = status_of(call, gw, "t", T(A("wait_file"), B(str(release)), A("x")), timeout=1.0)
+        assert code == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert time.monotonic() - t0 >= 0.9  # not before the deadline (load only adds to it)
+    finally:
+        release.touch()
+    # the C-node is still serving, and its late reply reached no call
+    assert call(gw, "t", T(A("ping"), B("after"))).reply.term == T(A("pong"), B("after"))
+    nx.wait_until(lambda: gw.info("t")["dropped_messages"] >= before + 1, 10,
+                  what="the late reply to be dropped")
+
+
+def test_cancel_after_begin(gw, tmp_path):
+    release = tmp_path / "release"  # the C-node holds the call until this exists
+    before = gw.info("t")["dropped_messages"]
+    f = gw.stub.Call.future(pb.CallRequest(cnode="t", request=P(T(A("wait_file"), B(str(release)),
+                                                                  A("c")))))
+    try:
+        nx.wait_until(lambda: gw.info("t")["in_flight"] >= 1, 10, what="the call in flight")
+        assert f.cancel()
+        with pytest.raises(grpc.FutureCancelledError):
+            f.result()
+        nx.wait_until(lambda: gw.info("t")["in_flight"] == 0, 10, what="the call ended")
+    finally:
+        release.touch()
     assert call(gw, "t", T(A("ping"), B("ok"))).reply.term == T(A("pong"), B("ok"))
-    # the gateway call times out at 400 ms; the C-node's reply at 800 ms reaches no call
+    # the cancelled call ended in nodexd; the C-node's reply, released after, reaches no call
     nx.wait_until(lambda: gw.info("t")["dropped_messages"] >= before + 1, 5 * nx.SLOW,
                   what="the late reply to be dropped")
 
@@ -246,21 +257,20 @@ def test_cnode_that_stops_reading_never_stalls_grpc(session):
         codes = []
 
         def big_call():
-            codes.append(status_of(call, d, "stuck", T(A("ping"), B(blob)), timeout=2)[0])
+            code, _ = status_of(call, d, "stuck", T(A("ping"), B(blob)), timeout=4 * nx.SLOW)
+            codes.append(code)
 
         threads = [threading.Thread(target=big_call) for _ in range(8)]
         for t in threads:
             t.start()
         nx.wait_until(lambda: d.info("stuck")["in_flight"] >= 8, 10, what="8 calls in flight")
-        worst = 0.0
         for i in range(20):
-            t0 = time.monotonic()
             r = call(d, "ok", T(A("ping"), B(f"x{i}")), timeout=5)
             assert r.reply.term == T(A("pong"), B(f"x{i}"))
-            worst = max(worst, time.monotonic() - t0)
-        assert worst < 0.5 * nx.SLOW, f"a call to another C-node took {worst:.3f}s"
+        # Served while all 8 still wait: nothing waited for the stuck peer to take its bytes.
+        assert d.info("stuck")["in_flight"] == 8 and all(t.is_alive() for t in threads)
         for t in threads:
-            t.join(15)
+            t.join(30 * nx.SLOW)
         assert codes == [grpc.StatusCode.DEADLINE_EXCEEDED] * 8, codes
     finally:
         os.kill(stuck, signal.SIGKILL)
