@@ -163,15 +163,15 @@ def test_call_stream_sends_every_message_then_the_final_reply(gw):
         conn.close()
 
 
-def test_call_stream_timeout_is_the_last_line(gw):
-    conn, resp = stream_call(gw, "{sleep, 800, x}", query="?timeout_ms=200")
+def test_call_stream_timeout_is_the_last_line(gw, tmp_path):
+    release = tmp_path / "release"  # the C-node holds the call until this exists
+    conn, resp = stream_call(gw, f'{{wait_file, <<"{release}">>, x}}', query="?timeout_ms=200")
     try:
-        t0 = time.monotonic()
         lines = [json.loads(l) for l in resp.read().decode().splitlines()]
         assert lines == [{"error": {"code": "timeout",
                                     "message": "C-node t did not reply within 200 ms"}}]
-        assert time.monotonic() - t0 < 0.8 * nx.SLOW
     finally:
+        release.touch()
         conn.close()
 
 
@@ -187,14 +187,13 @@ def test_call_stream_errors_before_the_stream_are_real_statuses(gw):
 
 
 def test_call_stream_kill_mid_stream_ends_with_unavailable_fast(gw):
-    conn, resp = stream_call(gw, "{sleep, 5000, x}", query="?timeout_ms=8000")
+    conn, resp = stream_call(gw, "{sleep, 60000, x}", query="?timeout_ms=60000")
     try:
-        time.sleep(0.3)
-        t0 = time.monotonic()
+        nx.wait_until(lambda: gw.info("t")["in_flight"] >= 1, 10, what="the call in flight")
         os.kill(gw.info("t")["os_pid"], signal.SIGKILL)
         lines = [json.loads(l) for l in resp.read().decode().splitlines()]
+        # unavailable, not the timeout 60 s later: the stream ended when the C-node died
         assert lines[-1]["error"]["code"] == "unavailable", lines
-        assert time.monotonic() - t0 < 1.5 * nx.SLOW
     finally:
         conn.close()
 
