@@ -512,6 +512,12 @@ def J(obj):
     return json.dumps(obj, separators=(",", ":"))
 
 
+def bytes_read(pid):
+    """Bytes process `pid` has read so far, all threads (rchar of /proc/PID/io)."""
+    with open(f"/proc/{pid}/io") as f:
+        return next(int(l.split()[1]) for l in f if l.startswith("rchar:"))
+
+
 def atom(a):
     return {"$atom": a}
 

@@ -68,9 +68,9 @@ def test_killing_one_instance_does_not_fail_calls_to_the_pool(nodexd):
     victim = d.info("pool")["pool"][0]["os_pid"]
     d._note({"cnodes": d.info("pool")["pool"]})
     os.kill(victim, signal.SIGKILL)
-    time.sleep(0.2)
-    info = d.info("pool")
-    assert info["instances_up"] == 1 and info["state"] == "up", info
+    info = nx.wait_until(lambda: (lambda i: i if i["instances_up"] == 1 else None)(d.info("pool")),
+                         5, what="the killed instance to be seen down")
+    assert info["state"] == "up", info
     for i in range(20):
         r = d.call("pool", nx.J(tup(atom("ping"), i)))
         assert r.status == 200 and r.json() == tup(atom("pong"), i), r

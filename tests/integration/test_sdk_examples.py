@@ -96,10 +96,14 @@ def test_echo_sdk_modes(nodexd, mode):
 def test_echo_sdk_answers_ticks_when_idle(nodexd, workers):
     """tick_time 1 s: an idle C-node must answer nodexd's ticks or be declared down."""
     d = nodexd([spec("echo", ECHO_SDK, "workers", workers)], node={"tick_time_ms": 1000})
-    d.wait_up("echo")
-    time.sleep(3.5)
+    pid = d.wait_up("echo")["os_pid"]
+    # Wait for 8 ticks (4 bytes each) to reach the idle C-node: nodexd sends one per 250 ms of
+    # quiet and gives up on a peer silent for 1 s, so unanswered ticks would have cost it its
+    # connection long before the eighth.
+    start = nx.bytes_read(pid)
+    nx.wait_until(lambda: nx.bytes_read(pid) >= start + 8 * 4, 20, what="8 ticks to arrive")
     info = d.info("echo")
-    assert info["state"] == "up" and info["restarts"] == 0, info
+    assert info["state"] == "up" and info["restarts"] == 0 and info["os_pid"] == pid, info
     r = d.call("echo", "{ping, idle}", content_type="application/x-erlang-text")
     assert r.status == 200 and r.body.decode() == "{pong,idle}", r
 
