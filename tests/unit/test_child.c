@@ -441,11 +441,9 @@ static void test_child_signal_reaches_the_whole_process_group(void **state) {
 
 static void test_child_free_kills_and_reaps_a_running_child(void **state) {
     (void)state;
-    child *c = spawn_sh("sleep 30", NULL, NULL);
+    child *c = spawn_sh("sleep 3600", NULL, NULL); /* would outlast any test timeout */
     pid_t pid = child_pid(c);
-    int64_t start = now_ms();
-    done(c);
-    assert_true(now_ms() - start < 2000);
+    done(c);                    /* returns only if it ended the child instead of waiting */
     assert_true(pid_gone(pid)); /* killed and reaped: not even a zombie */
     child_free(NULL);
 }

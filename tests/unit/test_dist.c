@@ -1288,9 +1288,8 @@ static void test_send_to_a_peer_that_never_reads_returns_at_once_and_keeps_a_bac
     assert_non_null(payload);
     backlog_began = 0;
     f->c->on_backlog = note_backlog;
-    int64_t t0 = dist_now_ms();
+    /* The peer never reads: a send that waited for it would never return. */
     assert_int_equal(dist_send_pid(f->c, &pid_a, NULL, 0, payload, big), 0);
-    assert_true(dist_now_ms() - t0 < 1000); /* never waits for the peer */
     assert_int_equal(backlog_began, 1);
     assert_true(atomic_load(&f->c->backlog));
     assert_false(atomic_load(&f->c->broken));
@@ -1599,11 +1598,10 @@ static void test_corked_send_to_a_full_socket_never_blocks_and_keeps_a_backlog(v
     char *payload = calloc(1, big);
     assert_non_null(payload);
     dist_cork_begin();
-    int64_t t0 = dist_now_ms();
+    /* The peer never reads: a flush that waited for it would never return. */
     assert_int_equal(dist_send_pid(f->c, &pid_a, NULL, 0, payload, big), 0);
     backlog_calls = 0;
     assert_int_equal(dist_cork_flush(count_backlog, NULL), 0);
-    assert_true(dist_now_ms() - t0 < 1000); /* no waiting for the peer */
     assert_int_equal(backlog_calls, 1);
     assert_true(atomic_load(&f->c->backlog));
     assert_false(atomic_load(&f->c->broken));

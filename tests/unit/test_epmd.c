@@ -186,8 +186,8 @@ static void test_is_running_false_on_a_closed_port(void **state) {
     (void)state;
     use_port(free_port());
     int64_t start = now_ms();
-    assert_false(epmd_is_running(500));
-    assert_true(now_ms() - start < 500); /* refused right away, no waiting for the timeout */
+    assert_false(epmd_is_running(60000));
+    assert_true(now_ms() - start < 60000); /* refused, not the timeout's answer */
 }
 
 static void test_is_running_false_when_listener_never_answers(void **state) {
@@ -202,8 +202,8 @@ static void test_is_running_false_when_listener_never_answers(void **state) {
     use_port(ntohs(a.sin_port));
     int64_t start = now_ms();
     assert_false(epmd_is_running(300));
-    int64_t took = now_ms() - start;
-    assert_true(took >= 250 && took < 2000);
+    /* Not before the timeout (a lower bound: load only adds to it); without one it would hang. */
+    assert_true(now_ms() - start >= 250);
     close(fd);
 }
 
