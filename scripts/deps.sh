@@ -10,6 +10,7 @@ packages=(
   libcmocka-dev                        # unit tests
   zlib1g-dev                           # examples/zlib_cnode (the SDK's real-world example C-node)
   clang                                # libFuzzer drivers
+  clang-format clang-tidy cppcheck     # lint gate (scripts/lint.sh, ctest lint.c)
   curl                                 # README example, smoke tests
   python3 python3-pytest               # integration tests
   libgrpc-dev                          # gRPC C core (grpc, gpr): the gRPC server
