@@ -38,6 +38,33 @@ static const char *const dist_close_texts[] = {
 #undef X
 };
 
+static const char *const dist_ignored_names[] = {
+#define X(id, op, name) name,
+    DIST_IGNORED_CONTROLS(X)
+#undef X
+};
+
+const char *dist_ignored_control_name(dist_ignored_control kind) {
+    return (unsigned)kind < DIST_CTL_KINDS ? dist_ignored_names[kind] : "other";
+}
+
+uint64_t dist_ignored_count(const dist_conn *c, dist_ignored_control kind) {
+    return (unsigned)kind < DIST_CTL_KINDS ? atomic_load(&c->ignored[kind]) : 0;
+}
+
+/* Counts a control message that nodexd does not act on under its kind. */
+static void dist_count_ignored(dist_conn *c, long type) {
+    static const long ops[] = {
+#define X(id, op, name) op,
+        DIST_IGNORED_CONTROLS(X)
+#undef X
+    };
+    dist_ignored_control kind = DIST_CTL_OTHER;
+    for (unsigned i = 0; i < DIST_CTL_OTHER; i++)
+        if (ops[i] == type) kind = (dist_ignored_control)i;
+    atomic_fetch_add(&c->ignored[kind], 1);
+}
+
 const char *dist_close_reason_text(dist_close_reason reason) {
     return (unsigned)reason < sizeof dist_close_texts / sizeof dist_close_texts[0]
                ? dist_close_texts[reason]
@@ -67,6 +94,7 @@ dist_conn *dist_conn_new(int fd, const char *peer, size_t max_packet) {
     atomic_init(&c->last_send_ms, now);
     pthread_mutex_init(&c->send_lock, NULL);
     c->max_packet = max_packet;
+    c->read_budget = DIST_READ_BUDGET;
     return c;
 }
 
@@ -475,7 +503,9 @@ static int dist_dispatch(dist_conn *c, const char *p, size_t len,
             return -1;
         m.to_name = to_name;
         break;
-    default: return 0; /* link, exit, monitor, alias sends...: nothing for us */
+    default: /* link, exit, monitor, alias sends...: nothing for us, but counted */
+        dist_count_ignored(c, type);
+        return 0;
     }
     /* Skip what is left of the control tuple (trace token): find the message's version byte.
      * Control tuples we accept end with the element just read, except the _TT forms. */
@@ -492,18 +522,27 @@ static int dist_dispatch(dist_conn *c, const char *p, size_t len,
     return 0;
 }
 
+/* Makes room to read into: small to start (a gateway may hold thousands of connections), then
+ * doubled as bytes arrive, but never past what the packet in progress needs. */
+static int dist_rbuf_reserve(dist_conn *c) {
+    bool packet_fits = c->rneed && c->rneed <= c->rcap;
+    if (c->rcap - c->rlen >= 1024 || (packet_fits && c->rlen < c->rneed)) return 0;
+    size_t cap = c->rcap ? c->rcap * 2 : DIST_RBUF_INITIAL;
+    if (c->rneed > c->rcap && cap > c->rneed) cap = c->rneed;
+    char *nb = realloc(c->rbuf, cap);
+    if (!nb) return -1;
+    c->rbuf = nb;
+    c->rcap = cap;
+    return 0;
+}
+
 dist_close_reason
 dist_read(dist_conn *c, void (*on_message)(void *, dist_conn *, const dist_message *), void *ctx) {
-    for (;;) {
-        /* Small to start (a gateway may hold thousands of connections), doubled when full. */
-        if (c->rcap - c->rlen < 1024) {
-            size_t cap = c->rcap ? c->rcap * 2 : DIST_RBUF_INITIAL;
-            char *nb = realloc(c->rbuf, cap);
-            if (!nb) return DIST_NO_MEMORY;
-            c->rbuf = nb;
-            c->rcap = cap;
-        }
+    size_t budget = c->read_budget;
+    while (budget > 0) {
+        if (dist_rbuf_reserve(c) != 0) return DIST_NO_MEMORY;
         size_t space = c->rcap - c->rlen;
+        if (space > budget) space = budget;
         ssize_t n = read(c->fd, c->rbuf + c->rlen, space);
         if (n == 0) return DIST_CLOSED_BY_PEER;
         if (n < 0) {
@@ -512,21 +551,17 @@ dist_read(dist_conn *c, void (*on_message)(void *, dist_conn *, const dist_messa
             return DIST_READ_ERROR;
         }
         c->rlen += (size_t)n;
+        budget -= (size_t)n;
         atomic_store(&c->last_recv_ms, dist_now_ms());
         /* Dispatch every complete packet in the buffer. */
         size_t off = 0;
+        c->rneed = 0;
         while (c->rlen - off >= 4) {
             const unsigned char *h = (const unsigned char *)c->rbuf + off;
             size_t plen = ((size_t)h[0] << 24) | ((size_t)h[1] << 16) | ((size_t)h[2] << 8) | h[3];
             if (plen > c->max_packet) return DIST_TOO_LARGE;
             if (c->rlen - off - 4 < plen) {
-                /* Incomplete: make sure the buffer can hold it. */
-                if (plen + 4 > c->rcap) {
-                    char *nb = realloc(c->rbuf, plen + 4 + 65536);
-                    if (!nb) return DIST_NO_MEMORY;
-                    c->rbuf = nb;
-                    c->rcap = plen + 4 + 65536;
-                }
+                c->rneed = plen + 4; /* incomplete: moved to rbuf[0] below */
                 break;
             }
             if (plen == 0) {

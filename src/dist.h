@@ -28,6 +28,43 @@ typedef enum dist_close_reason {
 /* Describes a close reason ("connection closed by peer"). */
 const char *dist_close_reason_text(dist_close_reason reason);
 
+/* Control messages nodexd reads but does not act on, counted per kind (the rest is "other"). */
+#define DIST_IGNORED_CONTROLS(X)                                                                   \
+    X(DIST_CTL_LINK, 1, "link")                                                                    \
+    X(DIST_CTL_EXIT, 3, "exit")                                                                    \
+    X(DIST_CTL_UNLINK, 4, "unlink")                                                                \
+    X(DIST_CTL_GROUP_LEADER, 7, "group_leader")                                                    \
+    X(DIST_CTL_EXIT2, 8, "exit2")                                                                  \
+    X(DIST_CTL_EXIT_TT, 13, "exit_tt")                                                             \
+    X(DIST_CTL_EXIT2_TT, 18, "exit2_tt")                                                           \
+    X(DIST_CTL_MONITOR_P, 19, "monitor_p")                                                         \
+    X(DIST_CTL_DEMONITOR_P, 20, "demonitor_p")                                                     \
+    X(DIST_CTL_MONITOR_P_EXIT, 21, "monitor_p_exit")                                               \
+    X(DIST_CTL_PAYLOAD_EXIT, 24, "payload_exit")                                                   \
+    X(DIST_CTL_PAYLOAD_EXIT_TT, 25, "payload_exit_tt")                                             \
+    X(DIST_CTL_PAYLOAD_EXIT2, 26, "payload_exit2")                                                 \
+    X(DIST_CTL_PAYLOAD_EXIT2_TT, 27, "payload_exit2_tt")                                           \
+    X(DIST_CTL_PAYLOAD_MONITOR_P_EXIT, 28, "payload_monitor_p_exit")                               \
+    X(DIST_CTL_SPAWN_REQUEST, 29, "spawn_request")                                                 \
+    X(DIST_CTL_SPAWN_REQUEST_TT, 30, "spawn_request_tt")                                           \
+    X(DIST_CTL_SPAWN_REPLY, 31, "spawn_reply")                                                     \
+    X(DIST_CTL_SPAWN_REPLY_TT, 32, "spawn_reply_tt")                                               \
+    X(DIST_CTL_ALIAS_SEND, 33, "alias_send")                                                       \
+    X(DIST_CTL_ALIAS_SEND_TT, 34, "alias_send_tt")                                                 \
+    X(DIST_CTL_UNLINK_ID, 35, "unlink_id")                                                         \
+    X(DIST_CTL_UNLINK_ID_ACK, 36, "unlink_id_ack")                                                 \
+    X(DIST_CTL_OTHER, -1, "other")
+
+typedef enum dist_ignored_control {
+#define X(id, op, name) id,
+    DIST_IGNORED_CONTROLS(X)
+#undef X
+        DIST_CTL_KINDS
+} dist_ignored_control;
+
+/* "monitor_p", "alias_send", ... ("other" for an unknown kind). */
+const char *dist_ignored_control_name(dist_ignored_control kind);
+
 /* One message that reached us, as dispatched by dist_read. Pointers are into the connection's
  * read buffer: valid only during the callback. */
 typedef struct dist_message {
@@ -64,8 +101,11 @@ typedef struct dist_conn {
     /* reader state (event loop thread only) */
     char *rbuf;
     size_t rlen, rcap;
+    size_t rneed; /* bytes the packet at rbuf[0] needs in all once its header is in, else 0 */
     size_t max_packet;
-    void *owner; /* the event loop's context for this connection */
+    size_t read_budget; /* bytes one dist_read takes at most: DIST_READ_BUDGET unless lowered */
+    atomic_uint_fast64_t ignored[DIST_CTL_KINDS]; /* control messages read and not acted on */
+    void *owner;                                  /* the event loop's context for this connection */
     /* Called (outside the send lock) on the sending thread when a send that is not corked leaves
      * bytes the socket did not take: the owner must wait for EPOLLOUT and call dist_flush. Set
      * before the connection is shared; may be NULL. */
@@ -85,13 +125,22 @@ void dist_conn_unref(dist_conn *c);
 /* Marks the connection broken and shuts the socket down so the reader sees the end at once. */
 void dist_conn_shutdown(dist_conn *c);
 
-/* Reads what the socket has (never blocks) and calls on_message for each complete message; a
- * tick refreshes last_recv_ms and is answered only if nothing was sent for a second (ei answers
- * every tick, so answering each would loop); control messages without payload are ignored. Event
- * loop thread only. Returns DIST_OPEN while the connection lives, else why it ended. */
+/* Reads what the socket has, up to c->read_budget bytes per call so one busy peer cannot
+ * starve the others (the fd stays readable: a level-triggered loop calls again), never blocking,
+ * and calls on_message for each complete message; a tick refreshes last_recv_ms and is answered
+ * only if nothing was sent for a second (ei answers every tick, so answering each would loop);
+ * other control messages are counted by kind (dist_ignored_count) and dropped. The read buffer
+ * grows as bytes arrive, never ahead of them to the size a header announces. Event loop thread
+ * only. Returns DIST_OPEN while the connection lives, else why it ended. */
 dist_close_reason dist_read(dist_conn *c,
                             void (*on_message)(void *ctx, dist_conn *c, const dist_message *m),
                             void *ctx);
+
+/* Bytes one dist_read call takes from the socket at most. */
+#define DIST_READ_BUDGET ((size_t)1 << 20)
+
+/* How many control messages of `kind` c has read and dropped (any thread). */
+uint64_t dist_ignored_count(const dist_conn *c, dist_ignored_control kind);
 
 /* Corks the calling thread (an event loop that must never block): from now on its sends are only
  * queued, whole packets in order per connection, until dist_cork_flush writes them. */

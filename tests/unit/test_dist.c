@@ -1739,6 +1739,159 @@ static void test_flush_of_a_queued_connection_dropped_by_its_owner_frees_it(void
     dist_cork_end();
 }
 
+/* ---- reading: buffer growth, budget, ignored control messages ---- */
+
+static void test_read_buffer_grows_with_the_bytes_not_with_the_announced_size(void **state) {
+    fixture *f = *state;
+    size_t big = 900 << 10; /* under the fixture's 1 MiB max_packet */
+    char *blob = calloc(1, big);
+    assert_non_null(blob);
+    ei_x_buff ctrl, msg;
+    ctrl_send(&ctrl, &pid_a);
+    assert_int_equal(ei_x_new_with_version(&msg), 0);
+    assert_int_equal(ei_x_encode_binary(&msg, blob, (long)big), 0);
+    strbuf sb = {0};
+    add_packet(&sb, &ctrl, &msg);
+    collector col = {0};
+    /* A header announcing ~900 KiB and 10 bytes of it: no 900 KiB buffer for 14 bytes. */
+    write_all(f->fd_b, sb.data, 14);
+    assert_int_equal(dist_read(f->c, on_msg, &col), DIST_OPEN);
+    assert_int_equal(col.n, 0);
+    assert_true(f->c->rcap <= 64 << 10);
+    size_t sent = 14;
+    while (sent < sb.len) {
+        size_t n = sb.len - sent < (64 << 10) ? sb.len - sent : (64 << 10);
+        write_all(f->fd_b, sb.data + sent, n);
+        sent += n;
+        assert_int_equal(dist_read(f->c, on_msg, &col), DIST_OPEN);
+        if (col.n == 0) {
+            assert_true(f->c->rcap <= 2 * (sent + 1024)); /* doubled as bytes came */
+            assert_true(f->c->rcap <= sb.len);            /* and never past the packet */
+        }
+    }
+    assert_int_equal(col.n, 1);
+    assert_int_equal(col.m[0].msg_len, (size_t)msg.index - 1);
+    collector_free(&col);
+    strbuf_free(&sb);
+    ei_x_free(&ctrl);
+    ei_x_free(&msg);
+    free(blob);
+}
+
+typedef struct {
+    long next; /* the N expected in the next {hello, N} */
+    int bad;
+} sequence;
+
+static void on_hello_in_order(void *ctx, dist_conn *c, const dist_message *m) {
+    (void)c;
+    sequence *q = ctx;
+    int idx = 0, arity = 0;
+    char atom[MAXATOMLEN];
+    long n = -1;
+    if (ei_decode_tuple_header(m->msg, &idx, &arity) < 0 || arity != 2 ||
+        ei_decode_atom(m->msg, &idx, atom) < 0 || ei_decode_long(m->msg, &idx, &n) < 0 ||
+        n != q->next)
+        q->bad++;
+    q->next++;
+}
+
+static void test_one_read_takes_at_most_its_budget_and_the_rest_follows(void **state) {
+    fixture *f = *state;
+    enum { packets = 64, padding = 1000, budget = 8 << 10 };
+    f->c->read_budget = budget;
+    strbuf sb = {0};
+    char pad[padding];
+    memset(pad, 'x', sizeof pad);
+    for (long i = 0; i < packets; i++) {
+        ei_x_buff ctrl, msg;
+        ctrl_send(&ctrl, &pid_a);
+        msg_hello(&msg, i);
+        /* Bytes after the term belong to the packet (msg_len covers them): a 1 KiB packet. */
+        assert_int_equal(ei_x_append_buf(&msg, pad, padding), 0);
+        add_packet(&sb, &ctrl, &msg);
+        ei_x_free(&ctrl);
+        ei_x_free(&msg);
+    }
+    size_t per_packet = sb.len / packets;
+    write_all(f->fd_b, sb.data, sb.len); /* all of it waits in the socket */
+    sequence q = {0};
+    int reads = 0;
+    while (q.next < packets && reads < 1000) {
+        long before = q.next;
+        assert_int_equal(dist_read(f->c, on_hello_in_order, &q), DIST_OPEN);
+        reads++;
+        /* One call: what fits in its budget (plus the packet it ends inside), never all. */
+        assert_true((size_t)(q.next - before) <= budget / per_packet + 1);
+    }
+    assert_int_equal(q.next, packets);
+    assert_int_equal(q.bad, 0);
+    assert_true((size_t)reads >= sb.len / budget);
+    strbuf_free(&sb);
+}
+
+static void test_ignored_control_messages_are_counted_by_kind(void **state) {
+    fixture *f = *state;
+    strbuf sb = {0};
+    ei_x_buff ctrl, msg;
+    erlang_ref ref;
+    assert_int_equal(ei_make_ref(&ec, &ref), 0);
+    /* {1, From, To}: LINK */
+    assert_int_equal(ei_x_new_with_version(&ctrl), 0);
+    assert_int_equal(ei_x_encode_tuple_header(&ctrl, 3), 0);
+    assert_int_equal(ei_x_encode_long(&ctrl, 1), 0);
+    assert_int_equal(ei_x_encode_pid(&ctrl, &pid_b), 0);
+    assert_int_equal(ei_x_encode_pid(&ctrl, &pid_a), 0);
+    add_packet(&sb, &ctrl, NULL);
+    ei_x_free(&ctrl);
+    /* {19, From, ToProc, Ref}: MONITOR_P */
+    assert_int_equal(ei_x_new_with_version(&ctrl), 0);
+    assert_int_equal(ei_x_encode_tuple_header(&ctrl, 4), 0);
+    assert_int_equal(ei_x_encode_long(&ctrl, 19), 0);
+    assert_int_equal(ei_x_encode_pid(&ctrl, &pid_b), 0);
+    assert_int_equal(ei_x_encode_atom(&ctrl, "somebody"), 0);
+    assert_int_equal(ei_x_encode_ref(&ctrl, &ref), 0);
+    add_packet(&sb, &ctrl, NULL);
+    ei_x_free(&ctrl);
+    /* {33, From, Alias} + message: ALIAS_SEND */
+    assert_int_equal(ei_x_new_with_version(&ctrl), 0);
+    assert_int_equal(ei_x_encode_tuple_header(&ctrl, 3), 0);
+    assert_int_equal(ei_x_encode_long(&ctrl, 33), 0);
+    assert_int_equal(ei_x_encode_pid(&ctrl, &pid_b), 0);
+    assert_int_equal(ei_x_encode_ref(&ctrl, &ref), 0);
+    msg_hello(&msg, 1);
+    add_packet(&sb, &ctrl, &msg);
+    ei_x_free(&ctrl);
+    ei_x_free(&msg);
+    /* {99}: no such control message */
+    assert_int_equal(ei_x_new_with_version(&ctrl), 0);
+    assert_int_equal(ei_x_encode_tuple_header(&ctrl, 1), 0);
+    assert_int_equal(ei_x_encode_long(&ctrl, 99), 0);
+    add_packet(&sb, &ctrl, NULL);
+    ei_x_free(&ctrl);
+    /* and a SEND, which is dispatched */
+    ctrl_send(&ctrl, &pid_a);
+    msg_hello(&msg, 2);
+    add_packet(&sb, &ctrl, &msg);
+    ei_x_free(&ctrl);
+    ei_x_free(&msg);
+
+    collector col = {0};
+    assert_int_equal(feed(f, &sb, &col), DIST_OPEN);
+    assert_int_equal(col.n, 1);
+    assert_hello(&col.m[0], 2);
+    assert_int_equal(dist_ignored_count(f->c, DIST_CTL_LINK), 1);
+    assert_int_equal(dist_ignored_count(f->c, DIST_CTL_MONITOR_P), 1);
+    assert_int_equal(dist_ignored_count(f->c, DIST_CTL_ALIAS_SEND), 1);
+    assert_int_equal(dist_ignored_count(f->c, DIST_CTL_OTHER), 1);
+    assert_int_equal(dist_ignored_count(f->c, DIST_CTL_EXIT), 0);
+    assert_int_equal(dist_ignored_count(f->c, DIST_CTL_KINDS), 0); /* out of range */
+    assert_string_equal(dist_ignored_control_name(DIST_CTL_MONITOR_P), "monitor_p");
+    assert_string_equal(dist_ignored_control_name(DIST_CTL_KINDS), "other");
+    collector_free(&col);
+    strbuf_free(&sb);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(void) {
@@ -1751,6 +1904,9 @@ int main(void) {
     }
     const struct CMUnitTest tests[] = {
         T(test_send_dispatches_to_pid_and_message_after_version),
+        T(test_read_buffer_grows_with_the_bytes_not_with_the_announced_size),
+        T(test_one_read_takes_at_most_its_budget_and_the_rest_follows),
+        T(test_ignored_control_messages_are_counted_by_kind),
         T(test_send_msg_len_includes_trailing_bytes),
         T(test_reg_send_dispatches_to_name),
         T(test_send_sender_dispatches_to_pid),
