@@ -23,6 +23,8 @@ enum {
     DOP_SEND_SENDER_TT = 23,
     DOP_ALIAS_SEND = 33,
     DOP_ALIAS_SEND_TT = 34,
+    DOP_UNLINK_ID = 35,
+    DOP_UNLINK_ID_ACK = 36,
 };
 
 #define DIST_VERSION_BYTE   131
@@ -378,6 +380,16 @@ static int dist_send_packet(dist_conn *c, const char *ctrl, size_t ctrl_len, con
     return dist_send_iov(c, iov, 5);
 }
 
+/* Sends a control message that carries no message (an acknowledgement). */
+static int dist_send_control(dist_conn *c, const char *ctrl, size_t ctrl_len) {
+    if (atomic_load(&c->broken)) return -1;
+    size_t total = 1 + ctrl_len;
+    unsigned char head[5] = {(unsigned char)(total >> 24), (unsigned char)(total >> 16),
+                             (unsigned char)(total >> 8), (unsigned char)total, DIST_PASS_THROUGH};
+    const struct iovec iov[2] = {{head, sizeof head}, {(void *)ctrl, ctrl_len}};
+    return dist_send_iov(c, iov, 2);
+}
+
 int dist_send_reg(dist_conn *c, const erlang_pid *from, const char *to_name, const char *prefix,
                   size_t prefix_len, const char *msg, size_t msg_len) {
     char ctrl[MAXATOMLEN_UTF8 * 3 + 64];
@@ -464,6 +476,24 @@ static int dist_skip_small_term(const char *buf, size_t len, int *idx) {
     return 0;
 }
 
+/* {UNLINK_ID, Id, From, To}: OTP 26+ peers wait for {UNLINK_ID_ACK, Id, To, From} before they
+ * forget the link, so every one is acknowledged (nodexd holds no links to drop). */
+static int dist_ack_unlink(dist_conn *c, const char *buf, size_t len, int idx, int arity) {
+    unsigned long long id = 0;
+    erlang_pid from, to;
+    if (arity != 4 || (size_t)idx >= len || ei_decode_ulonglong(buf, &idx, &id) < 0 ||
+        dist_decode_pid(buf, len, &idx, &from) < 0 || dist_decode_pid(buf, len, &idx, &to) < 0)
+        return -1;
+    char ctrl[MAXATOMLEN_UTF8 * 2 + 96];
+    int i = 0;
+    if (ei_encode_version(ctrl, &i) || ei_encode_tuple_header(ctrl, &i, 4) ||
+        ei_encode_long(ctrl, &i, DOP_UNLINK_ID_ACK) || ei_encode_ulonglong(ctrl, &i, id) ||
+        ei_encode_pid(ctrl, &i, &to) || ei_encode_pid(ctrl, &i, &from))
+        return -1;
+    (void)dist_send_control(c, ctrl, (size_t)i); /* a failed send breaks the connection anyway */
+    return 0;
+}
+
 /* Parses one pass-through packet and dispatches its message, if it carries one. */
 static int dist_dispatch(dist_conn *c, const char *p, size_t len,
                          void (*on_message)(void *, dist_conn *, const dist_message *), void *ctx) {
@@ -503,6 +533,7 @@ static int dist_dispatch(dist_conn *c, const char *p, size_t len,
             return -1;
         m.to_name = to_name;
         break;
+    case DOP_UNLINK_ID: return dist_ack_unlink(c, buf, blen, idx, arity);
     default: /* link, exit, monitor, alias sends...: nothing for us, but counted */
         dist_count_ignored(c, type);
         return 0;

@@ -51,7 +51,6 @@ const char *dist_close_reason_text(dist_close_reason reason);
     X(DIST_CTL_SPAWN_REPLY_TT, 32, "spawn_reply_tt")                                               \
     X(DIST_CTL_ALIAS_SEND, 33, "alias_send")                                                       \
     X(DIST_CTL_ALIAS_SEND_TT, 34, "alias_send_tt")                                                 \
-    X(DIST_CTL_UNLINK_ID, 35, "unlink_id")                                                         \
     X(DIST_CTL_UNLINK_ID_ACK, 36, "unlink_id_ack")                                                 \
     X(DIST_CTL_OTHER, -1, "other")
 
@@ -129,7 +128,8 @@ void dist_conn_shutdown(dist_conn *c);
  * starve the others (the fd stays readable: a level-triggered loop calls again), never blocking,
  * and calls on_message for each complete message; a tick refreshes last_recv_ms and is answered
  * only if nothing was sent for a second (ei answers every tick, so answering each would loop);
- * other control messages are counted by kind (dist_ignored_count) and dropped. The read buffer
+ * UNLINK_ID is acknowledged (UNLINK_ID_ACK, as OTP 26+ peers expect); other control messages
+ * are counted by kind (dist_ignored_count) and dropped. The read buffer
  * grows as bytes arrive, never ahead of them to the size a header announces. Event loop thread
  * only. Returns DIST_OPEN while the connection lives, else why it ended. */
 dist_close_reason dist_read(dist_conn *c,

@@ -1892,6 +1892,72 @@ static void test_ignored_control_messages_are_counted_by_kind(void **state) {
     strbuf_free(&sb);
 }
 
+static void unlink_id_is_acknowledged_with(void **state, unsigned long long id) {
+    fixture *f = *state;
+    ei_x_buff ctrl;
+    /* {UNLINK_ID, Id, From (the peer's), To (ours)} */
+    assert_int_equal(ei_x_new_with_version(&ctrl), 0);
+    assert_int_equal(ei_x_encode_tuple_header(&ctrl, 4), 0);
+    assert_int_equal(ei_x_encode_long(&ctrl, 35), 0);
+    assert_int_equal(ei_x_encode_ulonglong(&ctrl, id), 0);
+    assert_int_equal(ei_x_encode_pid(&ctrl, &pid_b), 0);
+    assert_int_equal(ei_x_encode_pid(&ctrl, &pid_a), 0);
+    strbuf sb = {0};
+    add_packet(&sb, &ctrl, NULL);
+    collector col = {0};
+    assert_int_equal(feed(f, &sb, &col), DIST_OPEN);
+    assert_int_equal(col.n, 0);
+
+    size_t len;
+    char *p = read_packet(f->fd_b, &len);
+    assert_int_equal(p[0], 'p');
+    const char *b = p + 1;
+    int idx = 0, ver = 0, arity = 0;
+    long type = 0;
+    unsigned long long got = 0;
+    erlang_pid from, to;
+    assert_int_equal(ei_decode_version(b, &idx, &ver), 0);
+    assert_int_equal(ei_decode_tuple_header(b, &idx, &arity), 0);
+    assert_int_equal(arity, 4);
+    assert_int_equal(ei_decode_long(b, &idx, &type), 0);
+    assert_int_equal(type, 36); /* {UNLINK_ID_ACK, Id, From (ours), To (the peer's)} */
+    assert_int_equal(ei_decode_ulonglong(b, &idx, &got), 0);
+    assert_true(got == id);
+    assert_int_equal(ei_decode_pid(b, &idx, &from), 0);
+    assert_int_equal(ei_decode_pid(b, &idx, &to), 0);
+    assert_same_pid(&from, &pid_a);
+    assert_same_pid(&to, &pid_b);
+    assert_int_equal((size_t)idx, len - 1); /* a control message alone: no message follows */
+    free(p);
+    strbuf_free(&sb);
+    ei_x_free(&ctrl);
+}
+
+static void test_unlink_id_is_acknowledged(void **state) {
+    unlink_id_is_acknowledged_with(state, 7);
+}
+
+static void test_unlink_id_with_a_64_bit_id_is_acknowledged_with_the_same_id(void **state) {
+    unlink_id_is_acknowledged_with(state, 0xfedcba9876543210ULL);
+}
+
+static void test_malformed_unlink_id_is_protocol_error(void **state) {
+    fixture *f = *state;
+    ei_x_buff ctrl;
+    assert_int_equal(ei_x_new_with_version(&ctrl), 0);
+    assert_int_equal(ei_x_encode_tuple_header(&ctrl, 4), 0);
+    assert_int_equal(ei_x_encode_long(&ctrl, 35), 0);
+    assert_int_equal(ei_x_encode_atom(&ctrl, "not_an_id"), 0);
+    assert_int_equal(ei_x_encode_pid(&ctrl, &pid_b), 0);
+    assert_int_equal(ei_x_encode_pid(&ctrl, &pid_a), 0);
+    strbuf sb = {0};
+    add_packet(&sb, &ctrl, NULL);
+    collector col = {0};
+    assert_int_equal(feed(f, &sb, &col), DIST_PROTOCOL_ERROR);
+    strbuf_free(&sb);
+    ei_x_free(&ctrl);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(void) {
@@ -1907,6 +1973,9 @@ int main(void) {
         T(test_read_buffer_grows_with_the_bytes_not_with_the_announced_size),
         T(test_one_read_takes_at_most_its_budget_and_the_rest_follows),
         T(test_ignored_control_messages_are_counted_by_kind),
+        T(test_unlink_id_is_acknowledged),
+        T(test_unlink_id_with_a_64_bit_id_is_acknowledged_with_the_same_id),
+        T(test_malformed_unlink_id_is_protocol_error),
         T(test_send_msg_len_includes_trailing_bytes),
         T(test_reg_send_dispatches_to_name),
         T(test_send_sender_dispatches_to_pid),
