@@ -18,6 +18,7 @@ static const char *const direction_names[] = {CNODE_DIRECTIONS(NAME_OF)};
 static const char *const protocol_names[] = {CNODE_PROTOCOLS(NAME_OF)};
 static const char *const restart_names[] = {CNODE_RESTARTS(NAME_OF)};
 static const char *const level_names[] = {LOG_LEVELS(NAME_OF)};
+static const char *const log_format_names[] = {LOG_FORMATS(NAME_OF)};
 #undef NAME_OF
 
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
@@ -359,6 +360,13 @@ static int set_log_level(parse_ctx *c, yaml_node_t *v, const char *path, void *t
     return 0;
 }
 
+static int set_log_format(parse_ctx *c, yaml_node_t *v, const char *path, void *target) {
+    size_t i = 0;
+    if (get_choice(c, v, path, log_format_names, COUNT(log_format_names), &i)) return -1;
+    *(log_format *)target = (log_format)i;
+    return 0;
+}
+
 static int set_direction(parse_ctx *c, yaml_node_t *v, const char *path, void *target) {
     size_t i = 0;
     if (get_choice(c, v, path, direction_names, COUNT(direction_names), &i)) return -1;
@@ -608,6 +616,7 @@ static const field_spec terms_fields[] = {
 
 static const field_spec log_fields[] = {
     CUSTOM(config, "level", log_level, set_log_level),
+    CUSTOM(config, "format", log_format, set_log_format),
 };
 
 static const field_spec cnode_fields[] = {
@@ -793,6 +802,7 @@ static config *config_new(const char *source) {
     cfg->term_max_depth = 512;
     cfg->term_max_bytes = 64u << 20;
     cfg->log_level = LOG_INFO;
+    cfg->log_format = LOG_FORMAT_TEXT;
     cfg->grpc_threads = 2;
     cfg->grpc_max_concurrent_streams = 1000;
     cfg->grpc_max_in_flight = 10000;

@@ -127,6 +127,7 @@ typedef struct config {
     size_t term_max_bytes;   /* default 64 MiB */
     /* logging */
     log_level log_level;
+    log_format log_format;
     /* C-nodes */
     config_cnode *cnodes;
     size_t cnode_count;

@@ -90,6 +90,7 @@ int main(int argc, char **argv) {
         return 0;
     }
     log_set_level(cfg->log_level);
+    log_set_format(cfg->log_format);
     /* Large request and reply buffers go straight to mmap and back to the kernel when freed:
      * without a fixed threshold glibc raises it after the first big free and keeps the memory. */
     mallopt(M_MMAP_THRESHOLD, 256 * 1024);

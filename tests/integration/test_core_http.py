@@ -1,5 +1,6 @@
 """test_core_http: HTTP error statuses, health endpoints and the command line of nodexd."""
 
+import json
 import subprocess
 
 import pytest
@@ -182,3 +183,20 @@ def test_cookie_never_appears_in_logs_or_api(session, nodexd):
     api = d.request("GET", "/cnodes").body.decode() + d.request("GET", "/cnodes/t").body.decode()
     assert session.cookie not in api
     assert session.cookie not in d.log_text()
+
+
+def test_log_format_json_writes_one_json_object_per_line(nodexd):
+    d = nodexd([nx.test_cnode_spec("t")], extra={"log": {"format": "json"}})
+    d.wait_up("t")
+    assert d.call("t", tup(atom("ping"), "x")).status == 200
+    assert d.stop_and_drain() == 0
+    lines = [l for tag, l in d.lines if tag == "err"]
+    assert lines, "nodexd logged nothing"
+    records = [json.loads(l) for l in lines]  # every line is one JSON object
+    for r in records:
+        assert set(r) >= {"time", "level", "msg"} and r["level"] in ("debug", "info", "warn",
+                                                                    "error"), r
+        assert r["time"].endswith("Z")
+    msgs = [r["msg"] for r in records]
+    assert "cnode t: starting -> up" in msgs, msgs
+    assert any(m.startswith("[t") for m in msgs), msgs  # the C-node's own output, as JSON too

@@ -77,6 +77,7 @@ static void test_omitted_keys_get_documented_defaults(void **state) {
     assert_int_equal(cfg->term_max_depth, 512);
     assert_int_equal(cfg->term_max_bytes, 67108864);
     assert_int_equal(cfg->log_level, LOG_INFO);
+    assert_int_equal(cfg->log_format, LOG_FORMAT_TEXT);
     const config_cnode *cn = &cfg->cnodes[0];
     assert_non_null(cn->args);
     assert_int_equal(cn->arg_count, 4); /* the Nodex convention */
@@ -128,7 +129,7 @@ static void test_every_key_is_parsed(void **state) {
         "  max_body_bytes: 1024\n"
         "  connection_timeout_s: 0\n"
         "terms: {max_depth: 64, max_bytes: 4096}\n"
-        "log: {level: debug}\n"
+        "log: {level: debug, format: json}\n"
         "cnodes:\n"
         "  - name: full-1\n"
         "    executable: /usr/bin/full\n"
@@ -178,6 +179,7 @@ static void test_every_key_is_parsed(void **state) {
     assert_int_equal(cfg->term_max_depth, 64);
     assert_int_equal(cfg->term_max_bytes, 4096);
     assert_int_equal(cfg->log_level, LOG_DEBUG);
+    assert_int_equal(cfg->log_format, LOG_FORMAT_JSON);
     assert_int_equal(cfg->cnode_count, 2);
     const config_cnode *cn = config_find_cnode(cfg, "full-1");
     assert_non_null(cn);
@@ -282,6 +284,8 @@ static void test_enum_error_lists_the_choices(void **state) {
                  "nodex.yaml:4: cnodes[0].protocol: expected one of raw, gen_call, got a sequence");
     expect_error("log:\n  level: loud\n",
                  "nodex.yaml:2: log.level: expected one of debug, info, warn, error, got \"loud\"");
+    expect_error("log:\n  format: xml\n",
+                 "nodex.yaml:2: log.format: expected one of text, json, got \"xml\"");
 }
 
 static void test_unknown_key_is_an_error(void **state) {

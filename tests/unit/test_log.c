@@ -299,6 +299,176 @@ static void test_concurrent_lines_never_interleave(void **state) {
     for (int t = 0; t < THREADS; t++) assert_int_equal(d.count[t], LINES);
 }
 
+/* ---- JSON lines, structured fields, control characters, the rate limiter ---- */
+
+/* Logs through `emit` in `format` and returns the one record it wrote, NUL-terminated. */
+static size_t one_record(log_format format, void (*emit)(void), char *out, size_t cap) {
+    log_set_format(format);
+    capture_begin();
+    emit();
+    char recs[MAX_RECORDS][4096];
+    size_t lens[MAX_RECORDS];
+    int n = capture_end(recs, lens, MAX_RECORDS);
+    log_set_format(LOG_FORMAT_TEXT);
+    assert_int_equal(n, 1);
+    assert_true(lens[0] < cap);
+    memcpy(out, recs[0], lens[0]);
+    out[lens[0]] = '\0';
+    return lens[0];
+}
+
+/* Skips the JSON string at p (checking its escapes); returns what follows it. */
+static const char *skip_json_string(const char *p) {
+    assert_int_equal(*p++, '"');
+    while (*p != '"') {
+        assert_true(*p != '\0' && (unsigned char)*p >= 0x20);
+        if (*p++ == '\\') assert_non_null(strchr("\"\\/bfnrtu", *p++));
+    }
+    return p + 1;
+}
+
+/* Checks that rec is one flat JSON object of string, number, null or true members + "\n". */
+static void assert_flat_json_object(const char *rec) {
+    const char *p = rec;
+    assert_int_equal(*p++, '{');
+    for (;;) {
+        p = skip_json_string(p); /* key */
+        assert_int_equal(*p++, ':');
+        if (*p == '"') {
+            p = skip_json_string(p);
+        } else if (strncmp(p, "null", 4) == 0 || strncmp(p, "true", 4) == 0) {
+            p += 4;
+        } else {
+            assert_true(*p == '-' || (*p >= '0' && *p <= '9'));
+            while (*p == '-' || (*p >= '0' && *p <= '9')) p++;
+        }
+        if (*p == '}') break;
+        assert_int_equal(*p++, ',');
+    }
+    assert_string_equal(p, "}\n");
+}
+
+static void emit_hello(void) {
+    log_info("hello %d", 5);
+}
+
+static void test_json_line_has_time_level_and_msg(void **state) {
+    (void)state;
+    char rec[4096];
+    one_record(LOG_FORMAT_JSON, emit_hello, rec, sizeof rec);
+    regex_t re;
+    assert_int_equal(regcomp(&re,
+                             "^\\{\"time\":\"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}"
+                             "\\.[0-9]{3}Z\",\"level\":\"info\",\"msg\":\"hello 5\"\\}\n$",
+                             REG_EXTENDED),
+                     0);
+    int rc = regexec(&re, rec, 0, NULL, 0);
+    regfree(&re);
+    if (rc != 0) fail_msg("bad JSON line: '%s'", rec);
+    assert_flat_json_object(rec);
+}
+
+static void emit_hostile(void) {
+    log_warn("%s", "a\"b\\c\n\x01 \xc3\xa9 \xff\xfe \xed\xa0\x80 end");
+}
+
+/* Logs through `emit` as JSON and checks the line from "msg" on, and that it is valid. */
+static void assert_json_from_msg(void (*emit)(void), const char *want) {
+    char rec[4096];
+    one_record(LOG_FORMAT_JSON, emit, rec, sizeof rec);
+    const char *msg = strstr(rec, "\"msg\":");
+    assert_non_null(msg);
+    assert_string_equal(msg, want);
+    assert_flat_json_object(rec);
+}
+
+static void test_json_escapes_quotes_controls_and_bytes_that_are_not_utf8(void **state) {
+    (void)state;
+    assert_json_from_msg(emit_hostile,
+                         "\"msg\":\"a\\\"b\\\\c\\u000a\\u0001 \xc3\xa9 \\ufffd\\ufffd "
+                         "\\ufffd\\ufffd\\ufffd end\"}\n");
+}
+
+static void test_text_control_characters_are_escaped_so_one_call_is_one_line(void **state) {
+    (void)state;
+    char rec[4096];
+    size_t len = one_record(LOG_FORMAT_TEXT, emit_hostile, rec, sizeof rec);
+    assert_null(memchr(rec, '\n', len - 1));
+    assert_non_null(strstr(rec, "a\"b\\c\\x0a\\x01 \xc3\xa9"));
+}
+
+static void emit_long_multibyte(void) {
+    /* "é" and '"' (escaped to 2 bytes) around every boundary the cut can fall on */
+    char big[9001];
+    for (size_t i = 0; i + 3 < sizeof big; i += 3) memcpy(big + i, "\xc3\xa9\"", 3);
+    big[sizeof big - 1] = '\0';
+    log_error("%s", big);
+}
+
+static void test_json_long_message_is_cut_marked_truncated_and_still_valid(void **state) {
+    (void)state;
+    char rec[4096];
+    size_t len = one_record(LOG_FORMAT_JSON, emit_long_multibyte, rec, sizeof rec);
+    assert_true(len <= LOG_LINE_MAX);
+    assert_true(len > LOG_LINE_MAX - 40); /* most of the line is used */
+    assert_flat_json_object(rec);
+    assert_non_null(strstr(rec, ",\"truncated\":true}\n"));
+}
+
+static void emit_access(void) {
+    const log_field f[] = {LOG_STR("method", "GET"), LOG_STR("path", "/a b=\"c\""),
+                           LOG_NUM("status", 200), LOG_STR("principal", NULL),
+                           LOG_NUM("duration_us", -3)};
+    log_event(LOG_INFO, "access", f, sizeof f / sizeof f[0]);
+}
+
+static void test_event_fields_in_text(void **state) {
+    (void)state;
+    char rec[4096], msg[4096];
+    size_t len = one_record(LOG_FORMAT_TEXT, emit_access, rec, sizeof rec);
+    check_line(rec, len, "info", msg, sizeof msg);
+    assert_string_equal(msg, "access method=GET path=\"/a b=\\\"c\\\"\" status=200 principal=- "
+                             "duration_us=-3");
+}
+
+static void test_event_fields_in_json(void **state) {
+    (void)state;
+    assert_json_from_msg(emit_access,
+                         "\"msg\":\"access\",\"method\":\"GET\",\"path\":\"/a b=\\\"c\\\"\","
+                         "\"status\":200,\"principal\":null,\"duration_us\":-3}\n");
+}
+
+static void test_format_names_round_trip_and_unknown_is_rejected(void **state) {
+    (void)state;
+    log_format f = LOG_FORMAT_TEXT;
+    assert_int_equal(log_format_parse("json", &f), 0);
+    assert_int_equal(f, LOG_FORMAT_JSON);
+    assert_string_equal(log_format_name(f), "json");
+    assert_int_equal(log_format_parse("text", &f), 0);
+    assert_int_equal(f, LOG_FORMAT_TEXT);
+    assert_int_equal(log_format_parse("JSON", &f), -1);
+    assert_int_equal(log_format_parse("", &f), -1);
+    assert_string_equal(log_format_name((log_format)9), "?");
+}
+
+static void test_limiter_allows_per_window_then_counts_and_reports_once(void **state) {
+    (void)state;
+    log_limiter l;
+    log_limiter_init(&l, 3, 1000);
+    uint64_t suppressed = 99;
+    for (int i = 0; i < 3; i++) {
+        assert_true(log_limiter_allow(&l, 5000 + i, &suppressed));
+        assert_int_equal(suppressed, 0);
+    }
+    for (int i = 0; i < 5; i++) assert_false(log_limiter_allow(&l, 5100 + i, &suppressed));
+    assert_int_equal(suppressed, 0);
+    /* The next window: allowed again, and the 5 refused lines reported once. */
+    assert_true(log_limiter_allow(&l, 6000, &suppressed));
+    assert_int_equal(suppressed, 5);
+    assert_true(log_limiter_allow(&l, 6001, &suppressed));
+    assert_int_equal(suppressed, 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_default_level_is_info), /* first: before any log_set_level */
@@ -311,6 +481,14 @@ int main(void) {
         cmocka_unit_test(test_empty_message_is_still_one_line),
         cmocka_unit_test(test_long_message_is_truncated_to_one_line_ending_in_newline),
         cmocka_unit_test(test_concurrent_lines_never_interleave),
+        cmocka_unit_test(test_json_line_has_time_level_and_msg),
+        cmocka_unit_test(test_json_escapes_quotes_controls_and_bytes_that_are_not_utf8),
+        cmocka_unit_test(test_text_control_characters_are_escaped_so_one_call_is_one_line),
+        cmocka_unit_test(test_json_long_message_is_cut_marked_truncated_and_still_valid),
+        cmocka_unit_test(test_event_fields_in_text),
+        cmocka_unit_test(test_event_fields_in_json),
+        cmocka_unit_test(test_format_names_round_trip_and_unknown_is_rejected),
+        cmocka_unit_test(test_limiter_allows_per_window_then_counts_and_reports_once),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
