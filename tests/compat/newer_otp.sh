@@ -19,6 +19,8 @@ echo "chroot OTP $otp"
 work=$(mktemp -d)
 pids=()
 cleanup() {
+  status=$?
+  [ "$status" -eq 0 ] || { echo "FAIL ($status); nodexd log:"; cat "$work/nodexd.log"; }
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   rm -rf "$work"
@@ -35,6 +37,8 @@ node:
   name: "nodexd_compat@127.0.0.1"
 http:
   listen: "127.0.0.1:$http_port"
+grpc:
+  listen: "127.0.0.1:0"
 cnodes:
   - name: example
     executable: $build/example_cnode
@@ -47,14 +51,20 @@ echo "-setcookie $cookie" > "$chroot_dir/tmp/compat.args"
 chroot "$chroot_dir" env ERL_EPMD_PORT="$epmd_port" HOME=/tmp erl -noshell -name "otp${otp}@127.0.0.1" \
   -args_file /tmp/compat.args -eval "
     pong = net_adm:ping('nodexd_compat@127.0.0.1'),
-    io:format(\"OTP ~s -> nodexd: connected~n\", [erlang:system_info(otp_release)]),
     timer:sleep(60000)." & pids+=($!)
-for _ in $(seq 100); do grep -q "connected" "$work/nodexd.log" 2>/dev/null && break; sleep 0.1; done
+for _ in $(seq 300); do
+  grep -q "node otp${otp}@127.0.0.1 connected" "$work/nodexd.log" && break
+  sleep 0.1
+done
+grep -q "node otp${otp}@127.0.0.1 connected" "$work/nodexd.log"
+echo "OTP $otp -> nodexd: connected"
 # nodexd calls out: rpc into the OTP $otp node.
-reply=$(curl -fs -X POST "localhost:$http_port/nodes/otp${otp}@127.0.0.1/rpc" \
+reply=$(curl -s -X POST "localhost:$http_port/nodes/otp${otp}@127.0.0.1/rpc" \
   -d '{"module":"erlang","function":"system_info","args":[{"$atom":"otp_release"}]}')
 echo "nodexd -> OTP $otp rpc: $reply"
-echo "$reply" | grep -q "$otp" || { echo "FAIL"; cat "$work/nodexd.log"; exit 1; }
+# otp_release is a charlist: "27" renders as [50,55]
+want=$(printf '[%d,%d]' "'${otp:0:1}" "'${otp:1:1}")
+[ "$reply" = "$want" ]
 curl -fs -X POST "localhost:$http_port/cnodes/example/call" -d '{"$tuple":[{"$atom":"ping"},"x"]}'
 echo
 echo "PASS: OTP $otp <-> nodexd (OTP $(erl -noshell -eval 'io:format("~s",[erlang:system_info(otp_release)]),halt().') ei)"
