@@ -89,3 +89,27 @@ int sdnotify_status(const char *fmt, ...) {
     }
     return sdnotify_send(buf);
 }
+
+/* Parses a positive decimal number; -1 when s is not one. */
+static long long positive_number(const char *s) {
+    if (!s || !*s) return -1;
+    char *end = NULL;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno != 0 || *end != '\0' || v <= 0) return -1;
+    return v;
+}
+
+long long sdnotify_watchdog_ms(void) {
+    int saved = errno;
+    long long usec = positive_number(getenv("WATCHDOG_USEC"));
+    const char *pid_s = getenv("WATCHDOG_PID");
+    long long pid = pid_s && *pid_s ? positive_number(pid_s) : (long long)getpid();
+    errno = saved;
+    if (usec <= 0 || pid != (long long)getpid()) return 0;
+    return usec < 1000 ? 1 : usec / 1000;
+}
+
+int sdnotify_watchdog(void) {
+    return sdnotify_send("WATCHDOG=1");
+}

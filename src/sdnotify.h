@@ -34,4 +34,15 @@ int sdnotify_stopping(void);
  */
 int sdnotify_status(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/*
+ * The watchdog interval the service manager asks for (WatchdogSec= sets $WATCHDOG_USEC), in ms,
+ * when $WATCHDOG_USEC is a positive number and $WATCHDOG_PID is unset or names this process;
+ * 0 otherwise (no watchdog: nothing to send). Send WATCHDOG=1 at least twice per interval.
+ */
+long long sdnotify_watchdog_ms(void);
+
+/* Sends "WATCHDOG=1": the main loop is alive. Call from the loop itself, so a stuck loop stops
+ * the pings and the service manager restarts nodexd. */
+int sdnotify_watchdog(void);
+
 #endif

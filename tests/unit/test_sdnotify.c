@@ -180,6 +180,51 @@ static void test_status_truncated(void **state) {
     assert_memory_equal(buf, "STATUS=xxx", 10);
 }
 
+static void test_watchdog_sends_watchdog_1(void **state) {
+    (void)state;
+    fake_bind(fake.path);
+    char buf[64];
+    assert_int_equal(sdnotify_watchdog(), 0);
+    assert_int_equal(fake_recv(buf, sizeof buf), 10);
+    assert_string_equal(buf, "WATCHDOG=1");
+}
+
+static void test_watchdog_interval_from_watchdog_usec_for_this_pid(void **state) {
+    (void)state;
+    char pid[32];
+    snprintf(pid, sizeof pid, "%ld", (long)getpid());
+    unsetenv("WATCHDOG_PID");
+    setenv("WATCHDOG_USEC", "30000000", 1);
+    assert_int_equal(sdnotify_watchdog_ms(), 30000); /* no WATCHDOG_PID: meant for us */
+    setenv("WATCHDOG_PID", pid, 1);
+    assert_int_equal(sdnotify_watchdog_ms(), 30000);
+    setenv("WATCHDOG_USEC", "500", 1);
+    assert_int_equal(sdnotify_watchdog_ms(), 1); /* under a millisecond rounds up, never 0 */
+    unsetenv("WATCHDOG_USEC");
+    unsetenv("WATCHDOG_PID");
+}
+
+static void test_watchdog_off_when_unset_bad_or_for_another_pid(void **state) {
+    (void)state;
+    static const char *const bad[] = {"", "0", "-5", "12x", "x", "99999999999999999999999"};
+    unsetenv("WATCHDOG_PID");
+    unsetenv("WATCHDOG_USEC");
+    assert_int_equal(sdnotify_watchdog_ms(), 0);
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        setenv("WATCHDOG_USEC", bad[i], 1);
+        assert_int_equal(sdnotify_watchdog_ms(), 0);
+    }
+    setenv("WATCHDOG_USEC", "1000000", 1);
+    char other[32];
+    snprintf(other, sizeof other, "%ld", (long)getpid() + 1);
+    setenv("WATCHDOG_PID", other, 1); /* set for a process we forked from, say */
+    assert_int_equal(sdnotify_watchdog_ms(), 0);
+    setenv("WATCHDOG_PID", "garbage", 1);
+    assert_int_equal(sdnotify_watchdog_ms(), 0);
+    unsetenv("WATCHDOG_USEC");
+    unsetenv("WATCHDOG_PID");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_path_socket_ready_status_stopping, setup, teardown),
@@ -188,6 +233,11 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_path_too_long, setup, teardown),
         cmocka_unit_test_setup_teardown(test_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_status_truncated, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_watchdog_sends_watchdog_1, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_watchdog_interval_from_watchdog_usec_for_this_pid,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_watchdog_off_when_unset_bad_or_for_another_pid, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
