@@ -27,6 +27,7 @@
 
 #include "child.h"
 #include "dist.h"
+#include "events.h"
 #include "ei_sock.h"
 #include "log.h"
 #include "template.h"
@@ -162,14 +163,6 @@ struct gw_cnode {
     uint64_t dropped;
 };
 
-/* One Watch subscriber. */
-typedef struct gw_subscriber {
-    uint64_t id;
-    gateway_event_fn fn;
-    void *ctx;
-    struct gw_subscriber *next;
-} gw_subscriber;
-
 /* Handed from the acceptor and connector threads to the loop. */
 typedef struct gw_handoff {
     int fd; /* -1: a failed connect */
@@ -231,12 +224,8 @@ struct gateway {
     pthread_mutex_t mu;
     call_registry registry;
     bool shutting_down;
-    uint64_t dropped_unknown;
-    /* events: guarded by sub_mu, held while callbacks run (so unsubscribe waits for them) */
-    pthread_mutex_t sub_mu;
-    gw_subscriber *subscribers;
-    uint64_t next_subscription;
-    uint64_t event_seq; /* messages to pids of no call, on non-C-node connections */
+    uint64_t dropped_unknown; /* messages to pids of no call, on non-C-node connections */
+    events *events;
 };
 
 /* ------------------------------------------------------------------------------------------ */
@@ -484,25 +473,14 @@ static const char *gw_what(const gw_cnode *cn) {
     return cn->kind == ENTRY_CNODE ? "cnode" : "node";
 }
 
+/* Loop thread (the only writer of the fields read here). */
 static void gw_emit(gateway *gw, const gw_cnode *cn, cnode_state s) {
-    pthread_mutex_lock(&gw->sub_mu);
-    if (gw->subscribers) {
-        gateway_event ev = {.seq = ++gw->event_seq,
-                            .erlang_node = cn->kind != ENTRY_CNODE,
-                            .state = s,
-                            .os_pid = cn->os_pid};
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ev.time_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-        snprintf(ev.name, sizeof ev.name, "%s", cn->cfg->name);
-        snprintf(ev.node, sizeof ev.node, "%s", cn->node);
-        if (s == CNODE_DOWN || s == CNODE_FAILED || s == CNODE_RESTARTING)
-            snprintf(ev.reason, sizeof ev.reason, "%s", cn->last_error);
-        for (gw_subscriber *sub = gw->subscribers; sub; sub = sub->next) sub->fn(&ev, sub->ctx);
-    } else {
-        ++gw->event_seq;
-    }
-    pthread_mutex_unlock(&gw->sub_mu);
+    gateway_event ev = {.erlang_node = cn->kind != ENTRY_CNODE, .state = s, .os_pid = cn->os_pid};
+    snprintf(ev.name, sizeof ev.name, "%s", cn->cfg->name);
+    snprintf(ev.node, sizeof ev.node, "%s", cn->node);
+    if (s == CNODE_DOWN || s == CNODE_FAILED || s == CNODE_RESTARTING)
+        snprintf(ev.reason, sizeof ev.reason, "%s", cn->last_error);
+    events_emit(gw->events, &ev);
 }
 
 static void gw_set_state(gw_cnode *cn, cnode_state s) {
@@ -1810,10 +1788,10 @@ gateway *gateway_new(const config *cfg, const char *cookie, char *err, size_t er
     gw->listen_fd = gw->publish_fd = gw->epfd = gw->wake_fd = gw->sig_fd = -1;
     pthread_mutex_init(&gw->mu, NULL);
     pthread_mutex_init(&gw->handoff_mu, NULL);
-    pthread_mutex_init(&gw->sub_mu, NULL);
     atomic_init(&gw->connectors, 0);
     atomic_init(&gw->stop_requested, false);
-    if (!(gw->cookie = strdup(cookie)) || call_registry_init(&gw->registry) != 0) {
+    if (!(gw->cookie = strdup(cookie)) || !(gw->events = events_new()) ||
+        call_registry_init(&gw->registry) != 0) {
         snprintf(err, err_len, "out of memory");
         goto fail;
     }
@@ -1995,11 +1973,7 @@ void gateway_free(gateway *gw) {
         dist_conn_unref(dc);
     }
     pthread_mutex_destroy(&gw->handoff_mu);
-    for (gw_subscriber *sub = gw->subscribers, *next; sub; sub = next) {
-        next = sub->next;
-        free(sub);
-    }
-    pthread_mutex_destroy(&gw->sub_mu);
+    events_free(gw->events);
     free(gw);
 }
 
@@ -2196,29 +2170,11 @@ bool gateway_is_ready(gateway *gw) {
 }
 
 uint64_t gateway_subscribe(gateway *gw, gateway_event_fn fn, void *ctx) {
-    gw_subscriber *sub = calloc(1, sizeof *sub);
-    if (!sub) return 0;
-    sub->fn = fn;
-    sub->ctx = ctx;
-    pthread_mutex_lock(&gw->sub_mu);
-    sub->id = ++gw->next_subscription;
-    sub->next = gw->subscribers;
-    gw->subscribers = sub;
-    pthread_mutex_unlock(&gw->sub_mu);
-    return sub->id;
+    return events_subscribe(gw->events, fn, ctx);
 }
 
 void gateway_unsubscribe(gateway *gw, uint64_t id) {
-    pthread_mutex_lock(&gw->sub_mu);
-    for (gw_subscriber **pp = &gw->subscribers; *pp; pp = &(*pp)->next) {
-        if ((*pp)->id == id) {
-            gw_subscriber *sub = *pp;
-            *pp = sub->next;
-            free(sub);
-            break;
-        }
-    }
-    pthread_mutex_unlock(&gw->sub_mu);
+    events_unsubscribe(gw->events, id);
 }
 
 /* ------------------------------------------------------------------------------------------ */
