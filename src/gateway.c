@@ -16,9 +16,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
-#include <sys/eventfd.h>
-#include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -30,17 +27,15 @@
 #include "events.h"
 #include "ei_sock.h"
 #include "log.h"
+#include "loop.h"
 #include "template.h"
 #include "term.h"
 
 #define GW_SWEEP_MS        50   /* supervisor timers and ticks are checked this often */
 #define GW_SEND_TIMEOUT_MS 5000 /* a peer that takes no bytes this long is broken */
 /* Calls and casts to a C-node with this much input waiting get 503 overloaded (backpressure). */
-#define GW_BACKLOG_SOFT_MAX ((size_t)32 << 20)
-#ifndef GW_BUSY_POLL_US
-#define GW_BUSY_POLL_US 100 /* after traffic, poll this long before sleeping (0: never) */
-#endif
-#define GW_BUSY_POLL_MAX_CALLS 2 /* ... but only with this few calls in flight */
+#define GW_BACKLOG_SOFT_MAX    ((size_t)32 << 20)
+#define GW_BUSY_POLL_MAX_CALLS 2 /* the loop busy-polls after traffic only with this few calls */
 #define GW_MAX_PACKET          (256u << 20)
 #define GW_HANDSHAKE_MS        3000
 #define GW_ACCEPTORS           4 /* a stalled handshake holds one acceptor, not all of them */
@@ -84,22 +79,6 @@ typedef enum gw_phase {
     PHASE_STOPPED,
 } gw_phase;
 
-/* What an epoll registration refers to. */
-typedef enum gw_watch_kind {
-    WATCH_WAKE,
-    WATCH_SIGNAL,
-    WATCH_CONN,
-    WATCH_CHILD_OUT,
-    WATCH_EXTERNAL
-} gw_watch_kind;
-
-typedef struct gw_watch {
-    gw_watch_kind kind;
-    int stream;            /* WATCH_CHILD_OUT: 0 stdout, 1 stderr */
-    void *ptr;             /* gw_conn* or gw_cnode*; WATCH_EXTERNAL: the callback's ctx */
-    void (*fn)(void *ctx); /* WATCH_EXTERNAL only */
-} gw_watch;
-
 typedef struct gw_cnode gw_cnode;
 
 /* What a supervised entry is. C-nodes come from the config; Erlang nodes come and go. */
@@ -112,10 +91,10 @@ typedef enum gw_entry_kind {
 /* A live distribution connection and its epoll registration (event loop thread only). */
 typedef struct gw_conn {
     dist_conn *dc;
-    gw_cnode *cnode; /* NULL for other peers (Erlang nodes that connected in) */
-    gw_watch watch;
+    gateway *gw;
+    gw_cnode *cnode;      /* NULL for other peers (Erlang nodes that connected in) */
+    loop_watch *watch;    /* EPOLLOUT on while its backlog waits for socket space */
     bool closed;          /* closed during this loop iteration; freed at its end */
-    bool want_out;        /* registered for EPOLLOUT: its backlog waits for socket space */
     struct gw_conn *next; /* in gw->conns, or in gw->graveyard once closed */
 } gw_conn;
 
@@ -144,7 +123,7 @@ struct gw_cnode {
     bool ready_seen;
     bool kill_sent;
     child *proc;
-    gw_watch out_watch[2];
+    loop_watch *out_watch[2]; /* stdout, stderr */
     gw_conn *conn;
     unsigned connect_generation;
     unsigned consecutive_failures;
@@ -192,13 +171,13 @@ struct gateway {
     char *cookie;
     int listen_fd;
     int publish_fd;
-    int epfd, wake_fd, sig_fd;
-    gw_watch wake_watch, sig_watch;
-    gw_watch external; /* gateway_watch_fd */
+    loop *loop;
+    loop_timer *sweep;    /* supervisor timers and ticks */
+    loop_watch *external; /* gateway_watch_fd */
+    void (*external_fn)(void *ctx);
+    void *external_ctx;
     int (*iteration_hook)(void *ctx);
     void *iteration_ctx;
-    pthread_t loop_thread;
-    atomic_bool loop_running;
     pthread_t acceptors[GW_ACCEPTORS];
     size_t acceptor_count;
     atomic_int connectors; /* running connector threads */
@@ -231,22 +210,12 @@ struct gateway {
 /* ------------------------------------------------------------------------------------------ */
 /* Small helpers */
 
-static int64_t gw_now_us(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
 static void gw_wake(gateway *gw) {
-    uint64_t one = 1;
-    ssize_t n = write(gw->wake_fd, &one, sizeof one);
-    (void)n; /* a full counter still wakes the loop */
+    loop_wake(gw->loop);
 }
 
 static void gw_conn_want_out(gateway *gw, gw_conn *gc, bool on) {
-    if (gc->want_out == on) return;
-    struct epoll_event ev = {.events = EPOLLIN | (on ? EPOLLOUT : 0), .data.ptr = &gc->watch};
-    if (epoll_ctl(gw->epfd, EPOLL_CTL_MOD, gc->dc->fd, &ev) == 0) gc->want_out = on;
+    loop_watch_set_writable(gw->loop, gc->watch, on);
 }
 
 /* dist_cork_flush: a connection kept bytes the socket did not take; wait for room. */
@@ -286,15 +255,6 @@ static void gw_watch_backlogs(gateway *gw) {
         if (!atomic_load(&dc->broken)) gw_on_backlog(dc, gw);
         dist_conn_unref(dc);
     }
-}
-
-static int gw_epoll_add(gateway *gw, int fd, gw_watch *w) {
-    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = w};
-    return epoll_ctl(gw->epfd, EPOLL_CTL_ADD, fd, &ev);
-}
-
-static void gw_epoll_del(gateway *gw, int fd) {
-    epoll_ctl(gw->epfd, EPOLL_CTL_DEL, fd, NULL);
 }
 
 /* Looks for a bare executable name beside nodexd, then in ../libexec/nodex. */
@@ -375,7 +335,8 @@ static void gw_fail_calls(gw_cnode *cn, call_outcome outcome, const char *detail
 /* Closes a connection; its memory lives until gw_conn_bury so that later events of the same
  * epoll batch can still look at it (and skip it). */
 static void gw_conn_close(gateway *gw, gw_conn *gc) {
-    gw_epoll_del(gw, gc->dc->fd);
+    loop_watch_remove(gw->loop, gc->watch);
+    gc->watch = NULL;
     for (gw_conn **pp = &gw->conns; *pp; pp = &(*pp)->next) {
         if (*pp == gc) {
             *pp = gc->next;
@@ -397,6 +358,8 @@ static void gw_conn_bury(gateway *gw) {
     }
 }
 
+static void gw_on_conn_ready(void *ctx, unsigned ready);
+
 static gw_conn *gw_conn_add(gateway *gw, int fd, const char *peer) {
     gw_conn *gc = calloc(1, sizeof *gc);
     dist_conn *dc = gc ? dist_conn_new(fd, peer, GW_MAX_PACKET) : NULL;
@@ -409,8 +372,8 @@ static gw_conn *gw_conn_add(gateway *gw, int fd, const char *peer) {
     dc->owner = gc;
     dc->on_backlog = gw_on_backlog_any_thread;
     dc->backlog_ctx = gw;
-    gc->watch = (gw_watch){.kind = WATCH_CONN, .ptr = gc};
-    if (gw_epoll_add(gw, fd, &gc->watch) != 0) {
+    gc->gw = gw;
+    if (!(gc->watch = loop_watch_add(gw->loop, fd, gw_on_conn_ready, gc))) {
         dist_conn_unref(dc);
         free(gc);
         return NULL;
@@ -508,8 +471,8 @@ static void gw_set_error(gw_cnode *cn, const char *fmt, ...) {
 
 static void gw_cnode_close_output(gw_cnode *cn) {
     for (int s = 0; s < 2; s++) {
-        int fd = cn->proc ? child_output_fd(cn->proc, s) : -1;
-        if (fd >= 0) gw_epoll_del(cn->gw, fd);
+        loop_watch_remove(cn->gw->loop, cn->out_watch[s]);
+        cn->out_watch[s] = NULL;
     }
 }
 
@@ -724,6 +687,9 @@ static void gw_on_child_line(void *ctx, int stream, const char *line, size_t len
     /* direction back without a connection yet: wait for it within the spawn timeout */
 }
 
+static void gw_on_child_stdout(void *ctx, unsigned ready);
+static void gw_on_child_stderr(void *ctx, unsigned ready);
+
 static void gw_cnode_spawn(gw_cnode *cn) {
     gateway *gw = cn->gw;
     const config_cnode *cfg = cn->cfg;
@@ -767,10 +733,8 @@ static void gw_cnode_spawn(gw_cnode *cn) {
     cn->proc = proc;
     cn->ready_seen = false;
     cn->kill_sent = false;
-    for (int s = 0; s < 2; s++) {
-        cn->out_watch[s] = (gw_watch){.kind = WATCH_CHILD_OUT, .stream = s, .ptr = cn};
-        gw_epoll_add(gw, child_output_fd(proc, s), &cn->out_watch[s]);
-    }
+    cn->out_watch[0] = loop_watch_add(gw->loop, child_output_fd(proc, 0), gw_on_child_stdout, cn);
+    cn->out_watch[1] = loop_watch_add(gw->loop, child_output_fd(proc, 1), gw_on_child_stderr, cn);
     pthread_mutex_lock(&gw->mu);
     cn->os_pid = child_pid(proc);
     pthread_mutex_unlock(&gw->mu);
@@ -1353,9 +1317,21 @@ static void gw_on_conn_readable(gateway *gw, gw_conn *gc) {
 
 static void gw_on_child_output(gw_cnode *cn, int stream) {
     if (!cn->proc) return;
-    int fd = child_output_fd(cn->proc, stream);
     int r = child_read_lines(cn->proc, stream, gw_on_child_line, cn);
-    if (r <= 0 && fd >= 0) gw_epoll_del(cn->gw, fd);
+    if (r <= 0) {
+        loop_watch_remove(cn->gw->loop, cn->out_watch[stream]);
+        cn->out_watch[stream] = NULL;
+    }
+}
+
+static void gw_on_child_stdout(void *ctx, unsigned ready) {
+    (void)ready;
+    gw_on_child_output(ctx, 0);
+}
+
+static void gw_on_child_stderr(void *ctx, unsigned ready) {
+    (void)ready;
+    gw_on_child_output(ctx, 1);
 }
 
 static void gw_reap_all(gateway *gw) {
@@ -1365,18 +1341,31 @@ static void gw_reap_all(gateway *gw) {
     }
 }
 
-static bool gw_handle_signals(gateway *gw) {
-    struct signalfd_siginfo si;
-    bool stop = false;
-    while (read(gw->sig_fd, &si, sizeof si) == sizeof si) {
-        if (si.ssi_signo == SIGCHLD)
-            gw_reap_all(gw);
-        else {
-            log_info("signal %d: stopping", (int)si.ssi_signo);
-            stop = true;
-        }
+static void gw_on_signal(void *ctx, int signo) {
+    gateway *gw = ctx;
+    if (signo == SIGCHLD) {
+        gw_reap_all(gw);
+        return;
     }
-    return stop;
+    log_info("signal %d: stopping", signo);
+    atomic_store(&gw->stop_requested, true);
+}
+
+/* Requests from other threads: connections handed over, backlogs to watch, and whatever made
+ * them wake the loop (rpc, spawn, stop): the sweep runs in this iteration. */
+static void gw_on_wake(void *ctx) {
+    gateway *gw = ctx;
+    gw_handle_handoffs(gw);
+    gw_watch_backlogs(gw);
+    loop_timer_arm(gw->sweep, 0);
+}
+
+static void gw_on_conn_ready(void *ctx, unsigned ready) {
+    gw_conn *gc = ctx;
+    gateway *gw = gc->gw;
+    if (!gc->closed && (ready & LOOP_WRITABLE) && dist_flush(gc->dc) == 0)
+        gw_conn_want_out(gw, gc, false);
+    if (!gc->closed && (ready & LOOP_READABLE)) gw_on_conn_readable(gw, gc);
 }
 
 /* Tells a child node's `init` to stop: {stop, stop}, what init:stop/0 sends. */
@@ -1510,6 +1499,15 @@ static void gw_service_entries(gateway *gw, int64_t now) {
     gw_check_spawns(gw);
 }
 
+/* The sweep timer: supervisor timers and connection ticks, every GW_SWEEP_MS. */
+static void gw_sweep(void *ctx) {
+    gateway *gw = ctx;
+    int64_t now = dist_now_ms();
+    gw_service_entries(gw, now);
+    gw_tick_connections(gw, now);
+    loop_timer_arm(gw->sweep, now + GW_SWEEP_MS);
+}
+
 int gateway_run(gateway *gw, void (*on_started)(void *ctx), void *ctx) {
     for (size_t i = 0; i < gw->cnode_count; i++) gw_cnode_start(&gw->cnodes[i]);
     for (unsigned i = 0; i < gw->cfg->child_count; i++) {
@@ -1525,81 +1523,40 @@ int gateway_run(gateway *gw, void (*on_started)(void *ctx), void *ctx) {
     }
     gw_service_entries(gw, dist_now_ms());
     if (on_started) on_started(ctx);
-    int64_t next_sweep = 0;
+    loop_timer_arm(gw->sweep, 0);
     int rc = 0;
-    struct epoll_event events[64];
-    gw->loop_thread = pthread_self();
-    atomic_store(&gw->loop_running, true);
+    loop_enter(gw->loop);
     /* Sends made on this thread are queued and written once per iteration, never blocking. */
     dist_cork_begin();
     int hook_wait = -1;
-    int64_t spin_until_us = 0;
     size_t corked_busy = 0;
     while (!atomic_load(&gw->stop_requested)) {
         int64_t now = dist_now_ms();
         pthread_mutex_lock(&gw->mu);
-        int64_t next_call = call_registry_next_deadline(&gw->registry);
+        int64_t deadline = call_registry_next_deadline(&gw->registry);
         size_t in_flight = gw->registry.count;
         pthread_mutex_unlock(&gw->mu);
-        int64_t wake = next_call < next_sweep ? next_call : next_sweep;
-        int timeout = wake <= now ? 0 : (int)(wake - now);
-        if (hook_wait >= 0 && hook_wait < timeout) timeout = hook_wait;
-        if (corked_busy && timeout > 1) timeout = 1;
+        if (hook_wait >= 0 && now + hook_wait < deadline) deadline = now + hook_wait;
+        if (corked_busy && now + 1 < deadline) deadline = now + 1;
         /* Right after light traffic, poll a little before sleeping: the next request or the
-         * reply usually comes within microseconds, and waking an idle CPU costs tens of them.
-         * With more calls in flight, spinning would take CPU from the C-nodes. */
-        int n = 0;
-        if (timeout > 0 && in_flight <= GW_BUSY_POLL_MAX_CALLS)
-            while (n == 0 && gw_now_us() < spin_until_us) n = epoll_wait(gw->epfd, events, 64, 0);
-        if (n == 0) n = epoll_wait(gw->epfd, events, 64, timeout);
-        if (n > 0) spin_until_us = gw_now_us() + GW_BUSY_POLL_US;
-        if (n < 0 && errno != EINTR) {
+         * reply usually comes within microseconds. With more calls in flight, spinning would
+         * take CPU from the C-nodes. */
+        if (loop_poll(gw->loop, deadline, in_flight <= GW_BUSY_POLL_MAX_CALLS) < 0) {
             log_error("epoll_wait: %s", strerror(errno));
             rc = -1;
             break;
         }
-        for (int i = 0; i < n; i++) {
-            gw_watch *w = events[i].data.ptr;
-            switch (w->kind) {
-            case WATCH_WAKE: {
-                uint64_t v;
-                ssize_t r = read(gw->wake_fd, &v, sizeof v);
-                (void)r;
-                gw_handle_handoffs(gw);
-                gw_watch_backlogs(gw);
-                next_sweep = 0; /* requests from API threads (rpc, spawn, stop) */
-                break;
-            }
-            case WATCH_SIGNAL:
-                if (gw_handle_signals(gw)) atomic_store(&gw->stop_requested, true);
-                break;
-            case WATCH_CONN: {
-                gw_conn *gc = w->ptr;
-                if (!gc->closed && (events[i].events & EPOLLOUT) && dist_flush(gc->dc) == 0)
-                    gw_conn_want_out(gw, gc, false);
-                if (!gc->closed && (events[i].events & ~(uint32_t)EPOLLOUT))
-                    gw_on_conn_readable(gw, gc);
-                break;
-            }
-            case WATCH_CHILD_OUT: gw_on_child_output(w->ptr, w->stream); break;
-            case WATCH_EXTERNAL: w->fn(w->ptr); break;
-            }
-        }
         gw_cancel_calls(gw);
         now = dist_now_ms();
         gw_expire_calls(gw, now);
-        if (now >= next_sweep) {
-            gw_service_entries(gw, now);
-            gw_tick_connections(gw, now);
-            next_sweep = now + GW_SWEEP_MS;
-        }
+        loop_run_timers(gw->loop, now);
         /* Last, so that it serves every connection resumed in this iteration. */
         if (gw->iteration_hook) hook_wait = gw->iteration_hook(gw->iteration_ctx);
         corked_busy = dist_cork_flush(gw_on_backlog, gw);
         gw_conn_bury(gw);
     }
     dist_cork_end();
-    atomic_store(&gw->loop_running, false);
+    loop_leave(gw->loop);
     pthread_mutex_lock(&gw->mu);
     gw->shutting_down = true;
     pthread_mutex_unlock(&gw->mu);
@@ -1785,7 +1742,7 @@ gateway *gateway_new(const config *cfg, const char *cookie, char *err, size_t er
         return NULL;
     }
     gw->cfg = cfg;
-    gw->listen_fd = gw->publish_fd = gw->epfd = gw->wake_fd = gw->sig_fd = -1;
+    gw->listen_fd = gw->publish_fd = -1;
     pthread_mutex_init(&gw->mu, NULL);
     pthread_mutex_init(&gw->handoff_mu, NULL);
     atomic_init(&gw->connectors, 0);
@@ -1856,22 +1813,14 @@ gateway *gateway_new(const config *cfg, const char *cookie, char *err, size_t er
         }
     }
     if (gw_child_home_create(gw, err, err_len) != 0) goto fail;
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGCHLD);
-    gw->epfd = epoll_create1(EPOLL_CLOEXEC);
-    gw->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    gw->sig_fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
-    gw->wake_watch = (gw_watch){.kind = WATCH_WAKE};
-    gw->sig_watch = (gw_watch){.kind = WATCH_SIGNAL};
-    if (gw->epfd < 0 || gw->wake_fd < 0 || gw->sig_fd < 0 ||
-        gw_epoll_add(gw, gw->wake_fd, &gw->wake_watch) != 0 ||
-        gw_epoll_add(gw, gw->sig_fd, &gw->sig_watch) != 0) {
-        snprintf(err, err_len, "event loop setup: %s", strerror(errno));
+    static const int signals[] = {SIGTERM, SIGINT, SIGCHLD};
+    if (!(gw->loop = loop_new(signals, 3, err, err_len))) goto fail;
+    if (!(gw->sweep = loop_timer_new(gw->loop, gw_sweep, gw))) {
+        snprintf(err, err_len, "out of memory");
         goto fail;
     }
+    loop_on_wake(gw->loop, gw_on_wake, gw);
+    loop_on_signal(gw->loop, gw_on_signal, gw);
     for (size_t i = 0; i < GW_ACCEPTORS; i++) {
         if (pthread_create(&gw->acceptors[i], NULL, gw_acceptor_main, gw) != 0) {
             snprintf(err, err_len, "cannot start the acceptor threads");
@@ -1890,10 +1839,18 @@ const char *gateway_node_name(const gateway *gw) {
     return gw->node_name;
 }
 
+static void gw_on_external(void *ctx, unsigned ready) {
+    gateway *gw = ctx;
+    (void)ready;
+    gw->external_fn(gw->external_ctx);
+}
+
 int gateway_watch_fd(gateway *gw, int fd, void (*fn)(void *ctx), void *ctx) {
-    if (gw->external.fn) return -1;
-    gw->external = (gw_watch){.kind = WATCH_EXTERNAL, .ptr = ctx, .fn = fn};
-    return gw_epoll_add(gw, fd, &gw->external);
+    if (gw->external) return -1;
+    gw->external_fn = fn;
+    gw->external_ctx = ctx;
+    gw->external = loop_watch_add(gw->loop, fd, gw_on_external, gw);
+    return gw->external ? 0 : -1;
 }
 
 void gateway_set_iteration_hook(gateway *gw, int (*fn)(void *ctx), void *ctx) {
@@ -1906,7 +1863,7 @@ void gateway_wake(gateway *gw) {
 }
 
 bool gateway_on_loop_thread(const gateway *gw) {
-    return atomic_load(&gw->loop_running) && pthread_equal(pthread_self(), gw->loop_thread);
+    return loop_on_thread(gw->loop);
 }
 
 void gateway_request_stop(gateway *gw) {
@@ -1958,14 +1915,13 @@ void gateway_free(gateway *gw) {
     }
     if (gw->publish_fd >= 0) close(gw->publish_fd);
     if (gw->listen_fd >= 0) close(gw->listen_fd);
-    if (gw->epfd >= 0) close(gw->epfd);
-    if (gw->wake_fd >= 0) close(gw->wake_fd);
-    if (gw->sig_fd >= 0) close(gw->sig_fd);
     call_registry_destroy(&gw->registry);
     free(gw->cnodes);
     free(gw->group_first);
     free(gw->cookie);
-    if (connectors_left) return; /* a connector still holds gw: leave it (process is exiting) */
+    /* A connector still holds gw and wakes its loop: leave both (the process is exiting). */
+    if (connectors_left) return;
+    loop_free(gw->loop);
     pthread_mutex_destroy(&gw->mu);
     while (gw->backlogged) {
         dist_conn *dc = gw->backlogged;
