@@ -24,9 +24,9 @@ struct loop_watch {
     int fd;
     loop_fd_fn fn;
     void *ctx;
-    bool writable; /* registered for EPOLLOUT */
-    bool removed;  /* freed at the end of the current (or next) loop_poll */
-    struct loop_watch *next;
+    bool writable;                  /* registered for EPOLLOUT */
+    bool removed;                   /* freed at the end of the current (or next) loop_poll */
+    struct loop_watch *prev, *next; /* in l->watches, or (next only) in l->removed */
 };
 
 struct loop_timer {
@@ -44,6 +44,7 @@ struct loop {
     void *wake_ctx;
     loop_signal_fn on_signal;
     void *signal_ctx;
+    loop_watch *watches; /* live watches, so loop_free can free them */
     loop_watch *removed; /* removed watches, freed after the batch */
     loop_timer *timers;
     unsigned timer_pass;
@@ -103,6 +104,11 @@ static void loop_free_removed(loop *l) {
 void loop_free(loop *l) {
     if (!l) return;
     loop_free_removed(l);
+    while (l->watches) {
+        loop_watch *w = l->watches;
+        l->watches = w->next;
+        free(w);
+    }
     while (l->timers) {
         loop_timer *t = l->timers;
         l->timers = t->next;
@@ -127,11 +133,13 @@ void loop_on_signal(loop *l, loop_signal_fn fn, void *ctx) {
 loop_watch *loop_watch_add(loop *l, int fd, loop_fd_fn fn, void *ctx) {
     loop_watch *w = calloc(1, sizeof *w);
     if (!w) return NULL;
-    *w = (loop_watch){.fd = fd, .fn = fn, .ctx = ctx};
+    *w = (loop_watch){.fd = fd, .fn = fn, .ctx = ctx, .next = l->watches};
     if (loop_epoll_add(l, fd, w) != 0) {
         free(w);
         return NULL;
     }
+    if (l->watches) l->watches->prev = w;
+    l->watches = w;
     return w;
 }
 
@@ -147,6 +155,12 @@ void loop_watch_remove(loop *l, loop_watch *w) {
     if (!w || w->removed) return;
     epoll_ctl(l->epfd, EPOLL_CTL_DEL, w->fd, NULL);
     w->removed = true;
+    if (w->prev)
+        w->prev->next = w->next;
+    else
+        l->watches = w->next;
+    if (w->next) w->next->prev = w->prev;
+    w->prev = NULL;
     w->next = l->removed;
     l->removed = w;
 }

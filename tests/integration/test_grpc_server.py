@@ -215,6 +215,8 @@ def test_deadline_on_a_sleeping_cnode(gw, tmp_path):
         code, _ = status_of(call, gw, "t", T(A("wait_file"), B(str(release)), A("x")), timeout=1.0)
         assert code == grpc.StatusCode.DEADLINE_EXCEEDED
         assert time.monotonic() - t0 >= 0.9  # not before the deadline (load only adds to it)
+        # the client's deadline can pass before the gateway's: release only once the call ended
+        nx.wait_until(lambda: gw.info("t")["in_flight"] == 0, 10, what="the call to end")
     finally:
         release.touch()
     # the C-node is still serving, and its late reply reached no call

@@ -604,7 +604,8 @@ def test_child_dying_while_starting_is_503_spawn_failed(nodexd):
 def test_missing_erl_is_logged_and_spawn_is_503(nodexd):
     d = nodexd([], extra=nodes_config(count=1, erl="/nonexistent/erl"))
     assert list_nodes(d)["nodes"] == []
-    assert "cannot set up child node child1@" in d.log_text(), d.log_tail()
+    nx.wait_until(lambda: "cannot set up child node child1@" in d.log_text(), 10,
+                  what="the missing erl in the log")
     r = d.request("POST", "/nodes", '{"count":1}')
     assert r.status == 503 and r.json()["error"]["code"] == "unavailable", r
     assert list_nodes(d)["nodes"] == []
