@@ -19,6 +19,7 @@
 
 #include "http_stream.h"
 #include "log.h"
+#include "service.h"
 #include "strbuf.h"
 #include "term.h"
 
@@ -54,6 +55,7 @@ struct http_api {
     struct MHD_Daemon *daemon;
     const config *cfg;
     gateway *gw;
+    service *svc; /* every operation goes through it */
     term_limits limits;
     char address[INET6_ADDRSTRLEN + 16];
     /* watch streams: the janitor thread sends keep-alives (so a gone client is noticed) and
@@ -78,15 +80,17 @@ typedef struct http_request {
     bool too_large;
     bool have_response; /* an early error response is queued, the body is discarded */
     request_kind kind;
-    const config_cnode *cnode; /* REQ_CALL, REQ_CAST */
-    char target[256];          /* the C-node's or node's name, for messages */
-    char module[256];          /* REQ_LOAD */
-    strbuf spawned;            /* REQ_SPAWN: the JSON document (or error message) to answer */
+    service_call_req creq; /* REQ_CALL, REQ_CAST */
+    unsigned timeout_ms;   /* the wait the call was given, for messages */
+    char target[256];      /* the C-node's or node's name, for messages */
+    char module[256];      /* REQ_RPC, REQ_LOAD */
+    char function[256];    /* REQ_RPC */
+    service_rpc_req rreq;  /* REQ_RPC, REQ_LOAD */
+    strbuf spawned;        /* REQ_SPAWN: the JSON document (or error message) to answer */
     bool spawn_failed;
     http_format in, out;
-    unsigned timeout_ms;
     bool submitted;
-    gateway_error refused; /* gateway_call's refusal, answered after the resume */
+    service_error refused; /* the operation's refusal, answered after the resume */
     atomic_bool done;      /* set by the gateway's loop before it resumes us */
     call call;
 } http_request;
@@ -127,6 +131,25 @@ static enum MHD_Result http_error(struct MHD_Connection *conn, unsigned status, 
     strbuf_json_string(&sb, msg, strlen(msg));
     strbuf_puts(&sb, "}}");
     return http_send(conn, status, "application/json", &sb);
+}
+
+/* Queues the error body of an operation's refusal. */
+static enum MHD_Result http_fail(struct MHD_Connection *conn, const service_error *e) {
+    return http_error(conn, (unsigned)service_status_http(e->status),
+                      service_status_code(e->status), "%s", e->message);
+}
+
+/* Queues the error body of a term that cannot be read. */
+static enum MHD_Result http_fail_term(struct MHD_Connection *conn, const term_error *err) {
+    service_status st = service_status_of_term(err->status);
+    return http_error(conn, (unsigned)service_status_http(st), service_status_code(st), "%s",
+                      err->message);
+}
+
+/* The principal of a request: authentication comes with the security work. */
+static const service_principal *http_principal(const http_request *req) {
+    (void)req;
+    return &service_anonymous;
 }
 
 static enum MHD_Result http_method_not_allowed(struct MHD_Connection *conn, const char *allow) {
@@ -254,53 +277,52 @@ static void http_json_cnode(strbuf *sb, const gateway_cnode_info *i) {
                   cnode_protocol_name(i->protocol), i->instances, i->instances_up);
 }
 
-static enum MHD_Result http_list_cnodes(http_api *api, struct MHD_Connection *conn) {
+static enum MHD_Result http_list_cnodes(http_request *req) {
+    gateway_cnode_info *infos;
+    size_t n;
+    service_error e;
+    if (service_list_cnodes(req->api->svc, http_principal(req), &infos, &n, &e) != SERVICE_OK)
+        return http_fail(req->conn, &e);
     strbuf sb = {0};
     strbuf_puts(&sb, "{\"cnodes\":[");
-    for (size_t k = 0; k < gateway_cnode_count(api->gw); k++) {
-        gateway_cnode_info info;
-        if (gateway_cnode_info_at(api->gw, k, &info) != 0) continue;
+    for (size_t k = 0; k < n; k++) {
         if (k) strbuf_putc(&sb, ',');
-        http_json_cnode(&sb, &info);
+        http_json_cnode(&sb, &infos[k]);
     }
     strbuf_puts(&sb, "]}");
-    return http_send(conn, MHD_HTTP_OK, "application/json", &sb);
+    free(infos);
+    return http_send(req->conn, MHD_HTTP_OK, "application/json", &sb);
 }
 
-static enum MHD_Result http_get_cnode(http_api *api, struct MHD_Connection *conn,
-                                      const char *name) {
-    gateway_cnode_info info;
-    if (gateway_cnode_info_by_name(api->gw, name, &info) != 0)
-        return http_error(conn, MHD_HTTP_NOT_FOUND, "not_found", "no C-node named '%.64s'", name);
+static enum MHD_Result http_get_cnode(http_request *req, const char *name) {
+    gateway_cnode_info info, *pool;
+    size_t n;
+    service_error e;
+    if (service_get_cnode(req->api->svc, http_principal(req), name, &info, &pool, &n, &e) !=
+        SERVICE_OK)
+        return http_fail(req->conn, &e);
     strbuf sb = {0};
     http_json_cnode(&sb, &info);
-    if (info.instances > 1) {
+    if (pool) {
         /* A pool: each instance's own state, as {"...","pool":[{...},...]} */
         sb.len--; /* reopen the object */
         strbuf_puts(&sb, ",\"pool\":[");
-        size_t index = 0;
-        while (index < gateway_cnode_count(api->gw)) {
-            gateway_cnode_info probe;
-            if (gateway_cnode_info_at(api->gw, index, &probe) == 0 && strcmp(probe.name, name) == 0)
-                break;
-            index++;
-        }
-        for (unsigned k = 1; k <= info.instances; k++) {
-            gateway_cnode_info one;
-            if (gateway_cnode_instance_at(api->gw, index, k, &one) != 0) continue;
-            if (k > 1) strbuf_putc(&sb, ',');
-            strbuf_printf(&sb, "{\"instance\":%u,\"state\":\"%s\",\"node\":", k,
-                          cnode_state_name(one.state));
-            strbuf_json_string(&sb, one.node, strlen(one.node));
+        for (size_t k = 0; k < n; k++) {
+            const gateway_cnode_info *one = &pool[k];
+            if (k) strbuf_putc(&sb, ',');
+            strbuf_printf(&sb, "{\"instance\":%u,\"state\":\"%s\",\"node\":", one->instance,
+                          cnode_state_name(one->state));
+            strbuf_json_string(&sb, one->node, strlen(one->node));
             strbuf_printf(&sb,
                           ",\"os_pid\":%d,\"in_flight\":%zu,\"calls_total\":%llu,"
                           "\"restarts\":%u}",
-                          (int)one.os_pid, one.in_flight, (unsigned long long)one.calls_total,
-                          one.restarts);
+                          (int)one->os_pid, one->in_flight, (unsigned long long)one->calls_total,
+                          one->restarts);
         }
         strbuf_puts(&sb, "]}");
+        free(pool);
     }
-    return http_send(conn, MHD_HTTP_OK, "application/json", &sb);
+    return http_send(req->conn, MHD_HTTP_OK, "application/json", &sb);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -335,26 +357,14 @@ static enum MHD_Result http_rpc_response(http_request *req);
 static enum MHD_Result http_call_response(http_request *req) {
     call *c = &req->call;
     struct MHD_Connection *conn = req->conn;
-    const char *what = req->kind == REQ_CALL ? "C-node" : "node";
-    if (req->refused == GATEWAY_BAD_REQUEST)
-        return http_error(conn, MHD_HTTP_BAD_REQUEST, "bad_request",
-                          "'%s' is not a node nodexd can call: expected name@host, not nodexd "
-                          "itself, with module and function atoms of at most 255 characters",
-                          req->target);
-    if (req->refused != GATEWAY_OK)
-        return http_error(conn, (unsigned)gateway_error_http(req->refused),
-                          gateway_error_code(req->refused), "%s %s is not available (%s)", what,
-                          req->target, gateway_error_code(req->refused));
+    if (req->refused.status != SERVICE_OK) return http_fail(conn, &req->refused);
     if (req->kind == REQ_SPAWN)
         return http_send(conn, req->spawn_failed ? MHD_HTTP_SERVICE_UNAVAILABLE : MHD_HTTP_CREATED,
                          "application/json", &req->spawned);
-    if (c->outcome != CALL_REPLIED) {
-        if (c->outcome == CALL_TIMEOUT)
-            return http_error(conn, 504, "timeout", "%s %s did not reply within %u ms", what,
-                              req->target, req->timeout_ms);
-        return http_error(conn, (unsigned)call_outcome_http(c->outcome),
-                          call_outcome_code(c->outcome), "%s", c->detail);
-    }
+    service_error e;
+    const char *what = req->kind == REQ_CALL ? "C-node" : "node";
+    if (service_call_outcome(c, what, req->target, req->timeout_ms, &e) != SERVICE_OK)
+        return http_fail(conn, &e);
     if (req->kind == REQ_RPC || req->kind == REQ_LOAD) return http_rpc_response(req);
     strbuf sb = {0};
     term_error err = {0};
@@ -368,6 +378,15 @@ static enum MHD_Result http_call_response(http_request *req) {
     return http_send(conn, MHD_HTTP_OK, http_format_mime[req->out], &sb);
 }
 
+/* Answers a refusal from the resumed connection like any other outcome (no response may be
+ * queued on a connection suspended in this very handler call). */
+static enum MHD_Result http_refused(http_request *req, const service_error *e) {
+    req->refused = *e;
+    atomic_store(&req->done, true);
+    http_resume(req->api, req->conn);
+    return MHD_YES;
+}
+
 /* The whole body is in: encode the term and send it. */
 static enum MHD_Result http_call_submit(http_request *req) {
     http_api *api = req->api;
@@ -377,18 +396,18 @@ static enum MHD_Result http_call_submit(http_request *req) {
                           "request body over %zu bytes", api->cfg->max_body_bytes);
     ei_x_buff x;
     call *c = &req->call;
-    gateway_make_pid(api->gw, &c->pid);
+    service_call_pid(api->svc, c);
     term_error err = {0};
     if (http_decode_body(req, &c->pid, &x, &err) != 0) {
         ei_x_free(&x);
-        return http_error(conn, (unsigned)term_status_http(err.status),
-                          term_status_name(err.status), "%s", err.message);
+        return http_fail_term(conn, &err);
     }
-    gateway_error ge;
+    service_error e;
     if (req->kind == REQ_CAST) {
-        ge = gateway_cast(api->gw, req->cnode->name, x.buff, (size_t)x.index);
+        service_status st = service_call(api->svc, http_principal(req), &req->creq, NULL, x.buff,
+                                         (size_t)x.index, &e);
         ei_x_free(&x);
-        if (ge != GATEWAY_OK) goto gateway_failed;
+        if (st != SERVICE_OK) return http_fail(conn, &e);
         strbuf sb = {0};
         strbuf_puts(&sb, "{\"status\":\"accepted\"}");
         return http_send(conn, MHD_HTTP_ACCEPTED, "application/json", &sb);
@@ -398,56 +417,65 @@ static enum MHD_Result http_call_submit(http_request *req) {
     /* Suspend before submitting: the reply may arrive before this handler returns. */
     MHD_suspend_connection(conn);
     req->submitted = true;
-    ge = gateway_call(api->gw, req->cnode->name, c, x.buff, (size_t)x.index, req->timeout_ms);
+    service_status st =
+        service_call(api->svc, http_principal(req), &req->creq, c, x.buff, (size_t)x.index, &e);
     ei_x_free(&x);
-    if (ge == GATEWAY_OK) return MHD_YES;
-    /* Refused: answer from the resumed call like any other outcome (no response may be queued
-     * on a connection suspended in this very handler call). */
-    req->refused = ge;
-    atomic_store(&req->done, true);
-    http_resume(req->api, conn);
-    return MHD_YES;
-gateway_failed:
-    return http_error(conn, (unsigned)gateway_error_http(ge), gateway_error_code(ge),
-                      "C-node %s is not available (%s)", req->target, gateway_error_code(ge));
+    req->timeout_ms = req->creq.timeout_used;
+    return st == SERVICE_OK ? MHD_YES : http_refused(req, &e);
 }
 
-/* Validates a call/cast request before its body arrives. Returns MHD_YES with a response
- * queued on error (have_response), or MHD_YES to go on reading. */
-static enum MHD_Result http_call_begin(http_request *req, const char *name, request_kind kind,
-                                       bool streaming) {
-    http_api *api = req->api;
+/* ?timeout_ms=N as the service reads it: 0 when absent, SERVICE_TIMEOUT_INVALID when not an
+ * integer from 1 up. */
+static unsigned http_timeout_query(struct MHD_Connection *conn) {
+    const char *t = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "timeout_ms");
+    if (!t) return 0;
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(t, &end, 10);
+    if (!*t || *end || errno || v == 0 || v >= SERVICE_TIMEOUT_INVALID ||
+        strspn(t, "0123456789") != strlen(t))
+        return SERVICE_TIMEOUT_INVALID;
+    return (unsigned)v;
+}
+
+/* The request's body and reply formats; queues 415 or 406 and returns false when refused. */
+static bool http_negotiate(http_request *req, bool streaming) {
     struct MHD_Connection *conn = req->conn;
-    req->kind = kind;
-    req->cnode = config_find_cnode(api->cfg, name);
-    snprintf(req->target, sizeof req->target, "%s", name);
-    req->have_response = true;
-    if (!req->cnode)
-        return http_error(conn, MHD_HTTP_NOT_FOUND, "not_found", "no C-node named '%.64s'", name);
     bool present;
     req->in = http_content_type(conn, &present);
-    if (req->in == FORMAT_NONE)
-        return http_error(conn, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type",
-                          "Content-Type must be application/json, application/x-erlang-text or "
-                          "application/x-erlang-binary");
-    req->out = streaming ? FORMAT_JSON : http_accept(conn, req->in);
-    if (req->out == FORMAT_NONE)
-        return http_error(conn, MHD_HTTP_NOT_ACCEPTABLE, "not_acceptable",
-                          "Accept must allow application/json, application/x-erlang-text or "
-                          "application/x-erlang-binary");
-    const char *t = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "timeout_ms");
-    req->timeout_ms = req->cnode->call_timeout_ms;
-    if (t) {
-        char *end;
-        errno = 0;
-        unsigned long long v = strtoull(t, &end, 10);
-        if (!*t || *end || errno || v == 0 || v > req->cnode->max_call_timeout_ms ||
-            strspn(t, "0123456789") != strlen(t))
-            return http_error(conn, MHD_HTTP_BAD_REQUEST, "bad_request",
-                              "timeout_ms must be an integer from 1 to %u",
-                              req->cnode->max_call_timeout_ms);
-        req->timeout_ms = (unsigned)v;
+    if (req->in == FORMAT_NONE) {
+        http_error(conn, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type",
+                   "Content-Type must be application/json, application/x-erlang-text or "
+                   "application/x-erlang-binary");
+        return false;
     }
+    req->out = streaming ? FORMAT_JSON : http_accept(conn, req->in);
+    if (req->out == FORMAT_NONE) {
+        http_error(conn, MHD_HTTP_NOT_ACCEPTABLE, "not_acceptable",
+                   "Accept must allow application/json, application/x-erlang-text or "
+                   "application/x-erlang-binary");
+        return false;
+    }
+    return true;
+}
+
+/* Checks a call/cast/stream request before its body arrives. Returns MHD_YES with a response
+ * queued on error (have_response), or MHD_YES to go on reading. */
+static enum MHD_Result http_call_begin(http_request *req, const char *name, request_kind kind,
+                                       service_op op) {
+    struct MHD_Connection *conn = req->conn;
+    req->kind = kind;
+    snprintf(req->target, sizeof req->target, "%s", name);
+    req->have_response = true;
+    req->creq = (service_call_req){.op = op,
+                                   .cnode = req->target,
+                                   .timeout_ms = http_timeout_query(conn),
+                                   .deadline_left_ms = -1};
+    service_error e;
+    if (service_call_check(req->api->svc, http_principal(req), &req->creq, &e) != SERVICE_OK)
+        return http_fail(conn, &e);
+    if (!http_negotiate(req, op == SERVICE_OP_STREAM)) return MHD_YES;
+    req->timeout_ms = req->creq.timeout_used;
     req->have_response = false;
     return MHD_YES;
 }
@@ -455,16 +483,20 @@ static enum MHD_Result http_call_begin(http_request *req, const char *name, requ
 /* ------------------------------------------------------------------------------------------ */
 /* Erlang nodes: list, spawn, stop, rpc, load code */
 
-static enum MHD_Result http_list_nodes(http_api *api, struct MHD_Connection *conn) {
+static enum MHD_Result http_list_nodes(http_request *req) {
+    http_api *api = req->api;
+    struct MHD_Connection *conn = req->conn;
     gateway_node_info *nodes;
-    int n = gateway_list_nodes(api->gw, &nodes);
-    if (n < 0) return http_error(conn, 500, "out_of_memory", "out of memory");
+    size_t n;
+    service_error e;
+    if (service_list_nodes(api->svc, http_principal(req), &nodes, &n, &e) != SERVICE_OK)
+        return http_fail(conn, &e);
     strbuf sb = {0};
     strbuf_printf(&sb, "{\"self\":");
-    const char *self = gateway_node_name(api->gw);
+    const char *self = service_node_name(api->svc);
     strbuf_json_string(&sb, self, strlen(self));
     strbuf_puts(&sb, ",\"nodes\":[");
-    for (int i = 0; i < n; i++) {
+    for (size_t i = 0; i < n; i++) {
         const gateway_node_info *ni = &nodes[i];
         if (i) strbuf_putc(&sb, ',');
         strbuf_puts(&sb, "{\"node\":");
@@ -563,17 +595,13 @@ static enum MHD_Result http_spawn_nodes(http_request *req) {
     snprintf(req->target, sizeof req->target, "children");
     MHD_suspend_connection(conn);
     req->submitted = true;
-    gateway_error ge = gateway_spawn_nodes(req->api->gw, count, http_spawn_done, req);
-    if (ge == GATEWAY_OK) return MHD_YES;
+    service_error e;
+    if (service_spawn_nodes(req->api->svc, http_principal(req), count, http_spawn_done, req, &e) ==
+        SERVICE_OK)
+        return MHD_YES;
     req->submitted = false;
     http_resume(req->api, conn);
-    if (ge == GATEWAY_BAD_REQUEST)
-        return http_error(conn, MHD_HTTP_BAD_REQUEST, "bad_request",
-                          "count must be 1 or more, and at most erlang_nodes.max_children (%u) "
-                          "children in all",
-                          req->api->cfg->max_children);
-    return http_error(conn, (unsigned)gateway_error_http(ge), gateway_error_code(ge),
-                      "cannot start child nodes (%s)", gateway_error_code(ge));
+    return http_fail(conn, &e);
 }
 
 /* Copies an atom or UTF-8 binary term at x[*i] into out as a C string. */
@@ -655,37 +683,21 @@ bad:
     return -1;
 }
 
-/* Validates ?timeout_ms= against the rpc limit. Returns 0 or -1. */
-static int http_rpc_timeout(http_request *req) {
-    const config *cfg = req->api->cfg;
-    const char *t = MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, "timeout_ms");
-    req->timeout_ms = cfg->rpc_timeout_ms;
-    if (!t) return 0;
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(t, &end, 10);
-    if (!*t || *end || errno || v == 0 || v > cfg->max_rpc_timeout_ms ||
-        strspn(t, "0123456789") != strlen(t))
-        return -1;
-    req->timeout_ms = (unsigned)v;
-    return 0;
-}
-
-static enum MHD_Result http_rpc_submit(http_request *req, const char *module, const char *function,
-                                       const char *args, size_t args_len) {
-    struct MHD_Connection *conn = req->conn;
+/* Submits the rpc or load that req->rreq describes, with its encoded args (or beam). */
+static enum MHD_Result http_rpc_submit(http_request *req, const char *args, size_t args_len) {
+    http_api *api = req->api;
     call *c = &req->call;
     c->on_done = http_call_done;
     c->ctx = req;
-    MHD_suspend_connection(conn);
+    MHD_suspend_connection(req->conn);
     req->submitted = true;
-    gateway_error ge = gateway_rpc(req->api->gw, req->target, c, module, function, args, args_len,
-                                   req->timeout_ms);
-    if (ge == GATEWAY_OK) return MHD_YES;
-    req->refused = ge;
-    atomic_store(&req->done, true);
-    http_resume(req->api, conn);
-    return MHD_YES;
+    service_error e;
+    service_status st =
+        req->kind == REQ_LOAD
+            ? service_load(api->svc, http_principal(req), &req->rreq, c, args, args_len, &e)
+            : service_rpc(api->svc, http_principal(req), &req->rreq, c, args, args_len, &e);
+    req->timeout_ms = req->rreq.timeout_used;
+    return st == SERVICE_OK ? MHD_YES : http_refused(req, &e);
 }
 
 static enum MHD_Result http_rpc_begin(http_request *req, const char *node) {
@@ -693,31 +705,16 @@ static enum MHD_Result http_rpc_begin(http_request *req, const char *node) {
     struct MHD_Connection *conn = req->conn;
     req->kind = REQ_RPC;
     snprintf(req->target, sizeof req->target, "%s", node);
-    bool present;
-    req->in = http_content_type(conn, &present);
-    if (req->in == FORMAT_NONE)
-        return http_error(conn, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type",
-                          "Content-Type must be application/json, application/x-erlang-text or "
-                          "application/x-erlang-binary");
-    req->out = http_accept(conn, req->in);
-    if (req->out == FORMAT_NONE)
-        return http_error(conn, MHD_HTTP_NOT_ACCEPTABLE, "not_acceptable",
-                          "Accept must allow application/json, application/x-erlang-text or "
-                          "application/x-erlang-binary");
-    if (http_rpc_timeout(req) != 0)
-        return http_error(conn, MHD_HTTP_BAD_REQUEST, "bad_request",
-                          "timeout_ms must be an integer from 1 to %u",
-                          api->cfg->max_rpc_timeout_ms);
+    if (!http_negotiate(req, false)) return MHD_YES;
     if (req->too_large)
         return http_error(conn, MHD_HTTP_CONTENT_TOO_LARGE, "payload_too_large",
                           "request body over %zu bytes", api->cfg->max_body_bytes);
     ei_x_buff x;
-    gateway_make_pid(api->gw, &req->call.pid);
+    service_call_pid(api->svc, &req->call);
     term_error err = {0};
     if (http_decode_body(req, &req->call.pid, &x, &err) != 0) {
         ei_x_free(&x);
-        return http_error(conn, (unsigned)term_status_http(err.status),
-                          term_status_name(err.status), "%s", err.message);
+        return http_fail_term(conn, &err);
     }
     char module[256], function[256], why[200];
     int a0, a1;
@@ -725,7 +722,14 @@ static enum MHD_Result http_rpc_begin(http_request *req, const char *node) {
         ei_x_free(&x);
         return http_error(conn, MHD_HTTP_BAD_REQUEST, "bad_request", "%s", why);
     }
-    enum MHD_Result r = http_rpc_submit(req, module, function, x.buff + a0, (size_t)(a1 - a0));
+    snprintf(req->module, sizeof req->module, "%s", module);
+    snprintf(req->function, sizeof req->function, "%s", function);
+    req->rreq = (service_rpc_req){.node = req->target,
+                                  .module = req->module,
+                                  .function = req->function,
+                                  .timeout_ms = http_timeout_query(conn),
+                                  .deadline_left_ms = -1};
+    enum MHD_Result r = http_rpc_submit(req, x.buff + a0, (size_t)(a1 - a0));
     ei_x_free(&x);
     return r;
 }
@@ -740,88 +744,46 @@ static enum MHD_Result http_load_begin(http_request *req, const char *node, cons
     if (req->too_large)
         return http_error(conn, MHD_HTTP_CONTENT_TOO_LARGE, "payload_too_large",
                           "request body over %zu bytes", api->cfg->max_body_bytes);
-    if (req->body.len == 0)
-        return http_error(conn, MHD_HTTP_BAD_REQUEST, "bad_request",
-                          "the body must be the module's .beam file");
-    if (http_rpc_timeout(req) != 0)
-        return http_error(conn, MHD_HTTP_BAD_REQUEST, "bad_request",
-                          "timeout_ms must be an integer from 1 to %u",
-                          api->cfg->max_rpc_timeout_ms);
-    /* code:load_binary(Module, "Module.beam", Beam) */
-    char file[300];
-    snprintf(file, sizeof file, "%s.beam", module);
-    ei_x_buff x;
-    if (ei_x_new(&x) != 0) return http_error(conn, 500, "out_of_memory", "out of memory");
-    if (ei_x_encode_list_header(&x, 3) || ei_x_encode_atom(&x, module) ||
-        ei_x_encode_string(&x, file) ||
-        ei_x_encode_binary(&x, req->body.data, (int)req->body.len) != 0 ||
-        ei_x_encode_empty_list(&x)) {
-        ei_x_free(&x);
-        return http_error(conn, MHD_HTTP_BAD_REQUEST, "bad_request", "bad module name");
-    }
-    gateway_make_pid(api->gw, &req->call.pid);
-    enum MHD_Result r = http_rpc_submit(req, "code", "load_binary", x.buff, (size_t)x.index);
-    ei_x_free(&x);
-    return r;
+    req->rreq = (service_rpc_req){.node = req->target,
+                                  .module = req->module,
+                                  .timeout_ms = http_timeout_query(conn),
+                                  .deadline_left_ms = -1};
+    service_call_pid(api->svc, &req->call);
+    return http_rpc_submit(req, req->body.data, req->body.len);
 }
 
 /* rpc and load replies: {badrpc, Reason} is 502 with Reason; load wants {module, M}. */
 static enum MHD_Result http_rpc_response(http_request *req) {
     call *c = &req->call;
     struct MHD_Connection *conn = req->conn;
-    const char *buf = c->reply;
-    int i = (int)c->reply_offset, arity, type, size;
-    term_error err = {0};
-    int check = i;
-    if (term_validate(buf, c->reply_len, &check, &req->api->limits, &err) != 0)
-        return http_error(conn, MHD_HTTP_BAD_GATEWAY, "bad_reply",
-                          "node %s sent a reply that cannot be decoded: %s", req->target,
-                          err.message);
-    char tag[MAXATOMLEN_UTF8] = "";
-    int j = i;
-    bool pair = ei_get_type(buf, &j, &type, &size) == 0 && type == ERL_SMALL_TUPLE_EXT &&
-                ei_decode_tuple_header(buf, &j, &arity) == 0 && arity == 2 &&
-                ei_get_type(buf, &j, &type, &size) == 0 &&
-                (type == ERL_ATOM_EXT || type == ERL_SMALL_ATOM_UTF8_EXT ||
-                 type == ERL_ATOM_UTF8_EXT || type == ERL_SMALL_ATOM_EXT) &&
-                ei_decode_atom_as(buf, &j, tag, sizeof tag, ERLANG_UTF8, NULL, NULL) == 0;
-    /* j is now at the pair's second element when `pair` */
+    service *svc = req->api->svc;
+    service_error e;
+    int at;
+    service_status st = service_rpc_result(svc, c, req->target, &at, &e);
     strbuf sb = {0};
-    if (pair && strcmp(tag, "badrpc") == 0) {
-        int k = j;
-        strbuf text = {0};
-        term_to_text(buf, c->reply_len, &k, &req->api->limits, &text, &err);
+    term_error err = {0};
+    if (st == SERVICE_BADRPC) {
         strbuf_puts(&sb, "{\"error\":{\"code\":\"badrpc\",\"message\":");
-        char msg[600];
-        snprintf(msg, sizeof msg, "rpc on %s failed: %s", req->target, text.data ? text.data : "?");
-        strbuf_json_string(&sb, msg, strlen(msg));
+        strbuf_json_string(&sb, e.message, strlen(e.message));
         strbuf_puts(&sb, ",\"reason\":");
-        k = j;
-        if (term_to_json(buf, c->reply_len, &k, &req->api->limits, &sb, &err) != 0)
+        if (term_to_json(c->reply, c->reply_len, &at, service_limits(svc), &sb, &err) != 0)
             strbuf_puts(&sb, "null");
         strbuf_puts(&sb, "}}");
-        strbuf_free(&text);
         return http_send(conn, MHD_HTTP_BAD_GATEWAY, "application/json", &sb);
     }
+    if (st != SERVICE_OK) return http_fail(conn, &e);
     if (req->kind == REQ_LOAD) {
-        if (pair && strcmp(tag, "module") == 0) {
-            strbuf_puts(&sb, "{\"status\":\"loaded\",\"module\":");
-            strbuf_json_string(&sb, req->module, strlen(req->module));
-            strbuf_puts(&sb, ",\"node\":");
-            strbuf_json_string(&sb, req->target, strlen(req->target));
-            strbuf_putc(&sb, '}');
-            return http_send(conn, MHD_HTTP_OK, "application/json", &sb);
-        }
-        int k = i;
-        term_to_text(buf, c->reply_len, &k, &req->api->limits, &sb, &err);
-        enum MHD_Result r = http_error(conn, MHD_HTTP_BAD_REQUEST, "load_failed",
-                                       "code:load_binary(%s) on %s returned %.300s", req->module,
-                                       req->target, sb.data ? sb.data : "?");
-        strbuf_free(&sb);
-        return r;
+        if (service_load_result(svc, c, req->target, req->module, &e) != SERVICE_OK)
+            return http_fail(conn, &e);
+        strbuf_puts(&sb, "{\"status\":\"loaded\",\"module\":");
+        strbuf_json_string(&sb, req->module, strlen(req->module));
+        strbuf_puts(&sb, ",\"node\":");
+        strbuf_json_string(&sb, req->target, strlen(req->target));
+        strbuf_putc(&sb, '}');
+        return http_send(conn, MHD_HTTP_OK, "application/json", &sb);
     }
-    int k = i;
-    if (http_render_term(req->out, buf, c->reply_len, &k, &req->api->limits, &sb, &err) != 0) {
+    if (http_render_term(req->out, c->reply, c->reply_len, &at, service_limits(svc), &sb, &err) !=
+        0) {
         strbuf_free(&sb);
         return http_error(conn, MHD_HTTP_BAD_GATEWAY, "bad_reply", "%s", err.message);
     }
@@ -834,7 +796,7 @@ static enum MHD_Result http_route_nodes(http_request *req, const char *url, cons
     bool get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
     const char *p = url + strlen("/nodes");
     if (!*p) {
-        if (get) return http_list_nodes(req->api, conn);
+        if (get) return http_list_nodes(req);
         if (strcmp(method, "POST") == 0) return http_spawn_nodes(req);
         return http_method_not_allowed(conn, "GET, POST");
     }
@@ -848,10 +810,9 @@ static enum MHD_Result http_route_nodes(http_request *req, const char *url, cons
     p += n;
     if (!*p) {
         if (strcmp(method, "DELETE") != 0) return http_method_not_allowed(conn, "DELETE");
-        gateway_error ge = gateway_stop_node(req->api->gw, node);
-        if (ge == GATEWAY_NOT_FOUND)
-            return http_error(conn, MHD_HTTP_NOT_FOUND, "not_found", "no child node named '%.200s'",
-                              node);
+        service_error e;
+        if (service_stop_node(req->api->svc, http_principal(req), node, &e) != SERVICE_OK)
+            return http_fail(conn, &e);
         strbuf sb = {0};
         strbuf_puts(&sb, "{\"status\":\"stopping\",\"node\":");
         strbuf_json_string(&sb, node, strlen(node));
@@ -917,40 +878,22 @@ static void http_watch_on_event(const gateway_event *ev, void *ctx) {
     http_watch_send(ctx, ev);
 }
 
-/* Sends every known node's current state, as events with seq 0. */
-static void http_watch_snapshot(http_api *api, http_watch *w) {
-    for (size_t i = 0; i < gateway_cnode_count(api->gw); i++) {
-        gateway_cnode_info info;
-        if (gateway_cnode_info_at(api->gw, i, &info) != 0) continue;
-        gateway_event ev = {.state = info.state, .os_pid = info.os_pid};
-        snprintf(ev.name, sizeof ev.name, "%s", info.name);
-        snprintf(ev.node, sizeof ev.node, "%s", info.node);
-        snprintf(ev.reason, sizeof ev.reason, "%s", info.last_error);
-        http_watch_send(w, &ev);
-    }
-    gateway_node_info *nodes;
-    int n = gateway_list_nodes(api->gw, &nodes);
-    for (int i = 0; i < n; i++) {
-        gateway_event ev = {
-            .erlang_node = true, .state = nodes[i].state, .os_pid = nodes[i].os_pid};
-        snprintf(ev.name, sizeof ev.name, "%s", nodes[i].node);
-        snprintf(ev.node, sizeof ev.node, "%s", nodes[i].node);
-        http_watch_send(w, &ev);
-    }
-    if (n >= 0) free(nodes);
-}
-
 static bool http_query_true(struct MHD_Connection *conn, const char *key) {
     const char *v = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, key);
     return v && (strcmp(v, "true") == 0 || strcmp(v, "1") == 0 || *v == '\0');
 }
 
-static enum MHD_Result http_watch_begin(http_api *api, struct MHD_Connection *conn) {
+static enum MHD_Result http_watch_begin(http_request *req) {
+    http_api *api = req->api;
+    struct MHD_Connection *conn = req->conn;
     const char *acc = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Accept");
     bool ndjson = acc && strstr(acc, "application/x-ndjson") && !strstr(acc, "text/event-stream");
     if (acc && !ndjson && !strstr(acc, "text/event-stream") && !strstr(acc, "*/*"))
         return http_error(conn, MHD_HTTP_NOT_ACCEPTABLE, "not_acceptable",
                           "Accept must allow text/event-stream or application/x-ndjson");
+    service_error e;
+    if (service_authorize(api->svc, http_principal(req), SERVICE_OP_WATCH, NULL, &e) != SERVICE_OK)
+        return http_fail(conn, &e);
     http_watch *w = calloc(1, sizeof *w);
     if (!w || !(w->stream = http_stream_new(conn, http_resumed, api))) {
         free(w);
@@ -964,9 +907,14 @@ static enum MHD_Result http_watch_begin(http_api *api, struct MHD_Connection *co
         free(w);
         return http_error(conn, 500, "out_of_memory", "out of memory");
     }
-    /* Subscribe first, then the snapshot: a change in between is reported, never lost. */
-    w->subscription = gateway_subscribe(api->gw, http_watch_on_event, w);
-    if (http_query_true(conn, "include_current")) http_watch_snapshot(api, w);
+    /* Subscribed first, then the snapshot: a change in between is reported, never lost. */
+    if (service_watch(api->svc, http_principal(req), http_query_true(conn, "include_current"),
+                      http_watch_on_event, w, &w->subscription, &e) != SERVICE_OK) {
+        MHD_destroy_response(r);
+        http_stream_unref(w->stream);
+        free(w);
+        return http_fail(conn, &e);
+    }
     pthread_mutex_lock(&api->watch_mu);
     w->next = api->watches;
     api->watches = w;
@@ -977,7 +925,7 @@ static enum MHD_Result http_watch_begin(http_api *api, struct MHD_Connection *co
     if (stopping) w->subscription = 0;
     pthread_mutex_unlock(&api->watch_mu);
     if (stopping) {
-        gateway_unsubscribe(api->gw, subscription);
+        service_unwatch(api->svc, subscription);
         http_stream_end(w->stream);
     }
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE,
@@ -989,7 +937,7 @@ static enum MHD_Result http_watch_begin(http_api *api, struct MHD_Connection *co
 }
 
 static void http_watch_free(http_api *api, http_watch *w) {
-    if (w->subscription) gateway_unsubscribe(api->gw, w->subscription);
+    service_unwatch(api->svc, w->subscription);
     http_stream_unref(w->stream);
     free(w);
 }
@@ -1063,19 +1011,14 @@ static void http_call_stream_message(call *c, const char *msg, size_t len, void 
 /* Loop thread: the reply, or why there is none; ends the body and frees the call. */
 static void http_call_stream_done(call *c, void *ctx) {
     http_call_stream *cs = ctx;
-    if (c->outcome == CALL_REPLIED) {
+    service_error e;
+    if (service_call_outcome(c, "C-node", cs->target, cs->timeout_ms, &e) == SERVICE_OK) {
         http_call_stream_line(cs, c->reply, c->reply_len, c->reply_offset, true);
     } else {
         strbuf sb = {0};
-        char msg[300];
-        if (c->outcome == CALL_TIMEOUT)
-            snprintf(msg, sizeof msg, "C-node %s did not reply within %u ms", cs->target,
-                     cs->timeout_ms);
-        else
-            snprintf(msg, sizeof msg, "%s", c->detail);
         strbuf_printf(&sb,
-                      "{\"error\":{\"code\":\"%s\",\"message\":", call_outcome_code(c->outcome));
-        strbuf_json_string(&sb, msg, strlen(msg));
+                      "{\"error\":{\"code\":\"%s\",\"message\":", service_status_code(e.status));
+        strbuf_json_string(&sb, e.message, strlen(e.message));
         strbuf_puts(&sb, "}}\n");
         http_stream_write(cs->stream, sb.data, sb.len);
         strbuf_free(&sb);
@@ -1108,26 +1051,23 @@ static enum MHD_Result http_call_stream_submit(http_request *req) {
     snprintf(cs->target, sizeof cs->target, "%s", req->target);
     ei_x_buff x;
     term_error err = {0};
-    gateway_make_pid(api->gw, &cs->call.pid);
+    service_call_pid(api->svc, &cs->call);
     int rc = http_decode_body(req, &cs->call.pid, &x, &err);
-    gateway_error ge = GATEWAY_OK;
+    service_error e = {0};
+    service_status st = SERVICE_OK;
     if (rc == 0) {
         cs->call.on_done = http_call_stream_done;
         cs->call.on_message = http_call_stream_message;
         cs->call.ctx = cs;
-        ge =
-            gateway_call(api->gw, req->target, &cs->call, x.buff, (size_t)x.index, req->timeout_ms);
+        st = service_call(api->svc, http_principal(req), &req->creq, &cs->call, x.buff,
+                          (size_t)x.index, &e);
     }
     ei_x_free(&x);
-    if (rc != 0 || ge != GATEWAY_OK) {
+    if (rc != 0 || st != SERVICE_OK) {
         http_stream_unref(cs->stream); /* the response's reference: no response was made */
         http_stream_unref(cs->stream);
         free(cs);
-        if (rc != 0)
-            return http_error(conn, (unsigned)term_status_http(err.status),
-                              term_status_name(err.status), "%s", err.message);
-        return http_error(conn, (unsigned)gateway_error_http(ge), gateway_error_code(ge),
-                          "C-node %s is not available (%s)", req->target, gateway_error_code(ge));
+        return rc != 0 ? http_fail_term(conn, &err) : http_fail(conn, &e);
     }
     /* From here the call owns cs (on_done may already have freed it: use `stream`, kept alive
      * by the response's reference); the response reads what it writes. */
@@ -1175,7 +1115,7 @@ static enum MHD_Result http_route(http_request *req, const char *url, const char
     }
     if (strcmp(url, "/readyz") == 0) {
         if (!get) return http_method_not_allowed(conn, "GET");
-        bool ready = gateway_is_ready(api->gw);
+        bool ready = service_health(api->svc, NULL, NULL);
         strbuf sb = {0};
         strbuf_printf(&sb, "{\"status\":\"%s\"}", ready ? "ready" : "not_ready");
         return http_send(conn, ready ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE,
@@ -1186,27 +1126,28 @@ static enum MHD_Result http_route(http_request *req, const char *url, const char
         int segs = http_split_cnode_path(url, name, sizeof name, action, sizeof action);
         if (segs == 0) {
             if (!get) return http_method_not_allowed(conn, "GET");
-            return http_list_cnodes(api, conn);
+            return http_list_cnodes(req);
         }
         if (segs == 1) {
             if (!get) return http_method_not_allowed(conn, "GET");
-            return http_get_cnode(api, conn, name);
+            return http_get_cnode(req, name);
         }
         if (segs == 2 && strcmp(action, "stream") == 0) {
             if (!post) return http_method_not_allowed(conn, "POST");
-            enum MHD_Result r = http_call_begin(req, name, REQ_CALL, true);
+            enum MHD_Result r = http_call_begin(req, name, REQ_CALL, SERVICE_OP_STREAM);
             return req->have_response ? r : http_call_stream_submit(req);
         }
         if (segs == 2 && (strcmp(action, "call") == 0 || strcmp(action, "cast") == 0)) {
             if (!post) return http_method_not_allowed(conn, "POST");
-            enum MHD_Result r = http_call_begin(
-                req, name, strcmp(action, "call") == 0 ? REQ_CALL : REQ_CAST, false);
+            bool is_call = strcmp(action, "call") == 0;
+            enum MHD_Result r = http_call_begin(req, name, is_call ? REQ_CALL : REQ_CAST,
+                                                is_call ? SERVICE_OP_CALL : SERVICE_OP_CAST);
             return req->have_response ? r : http_call_submit(req);
         }
     }
     if (strcmp(url, "/events") == 0) {
         if (!get) return http_method_not_allowed(conn, "GET");
-        return http_watch_begin(api, conn);
+        return http_watch_begin(req);
     }
     if (strncmp(url, "/nodes", 6) == 0 && (url[6] == '\0' || url[6] == '/'))
         return http_route_nodes(req, url, method);
@@ -1344,6 +1285,13 @@ static int http_iteration(void *ctx) {
     return ms > INT_MAX ? INT_MAX : (int)ms;
 }
 
+/* Frees a server that did not start (or has stopped). */
+static void http_api_discard(http_api *h) {
+    pthread_mutex_destroy(&h->watch_mu);
+    service_free(h->svc);
+    free(h);
+}
+
 http_api *http_api_start(const config *cfg, gateway *gw, char *err, size_t err_len) {
     http_api *h = calloc(1, sizeof *h);
     if (!h) {
@@ -1354,14 +1302,17 @@ http_api *http_api_start(const config *cfg, gateway *gw, char *err, size_t err_l
     h->gw = gw;
     pthread_mutex_init(&h->watch_mu, NULL);
     atomic_init(&h->stopping, false);
-    h->limits.max_depth = cfg->term_max_depth;
-    h->limits.max_bytes = cfg->term_max_bytes;
+    if (!(h->svc = service_new(cfg, gw))) {
+        snprintf(err, err_len, "out of memory");
+        http_api_discard(h);
+        return NULL;
+    }
+    h->limits = *service_limits(h->svc);
     struct sockaddr_storage ss;
     socklen_t sslen;
     char host[INET6_ADDRSTRLEN + 2];
     if (http_parse_listen(cfg->http_listen, &ss, &sslen, host, sizeof host, err, err_len) != 0) {
-        pthread_mutex_destroy(&h->watch_mu);
-        free(h);
+        http_api_discard(h);
         return NULL;
     }
     bool v6 = ss.ss_family == AF_INET6;
@@ -1389,8 +1340,7 @@ http_api *http_api_start(const config *cfg, gateway *gw, char *err, size_t err_l
     if (!h->daemon) {
         snprintf(err, err_len, "cannot listen for HTTP on %s: %s", cfg->http_listen,
                  strerror(errno));
-        pthread_mutex_destroy(&h->watch_mu);
-        free(h);
+        http_api_discard(h);
         return NULL;
     }
     if (h->on_loop) {
@@ -1398,8 +1348,7 @@ http_api *http_api_start(const config *cfg, gateway *gw, char *err, size_t err_l
         if (!ep || gateway_watch_fd(gw, ep->epoll_fd, http_on_readable, h) != 0) {
             snprintf(err, err_len, "cannot run HTTP on the event loop");
             MHD_stop_daemon(h->daemon);
-            pthread_mutex_destroy(&h->watch_mu);
-            free(h);
+            http_api_discard(h);
             return NULL;
         }
         gateway_set_iteration_hook(gw, http_iteration, h);
@@ -1426,7 +1375,7 @@ void http_api_stop(http_api *h) {
     /* No connection may stay suspended into MHD_stop_daemon: end every watch stream. */
     pthread_mutex_lock(&h->watch_mu);
     for (http_watch *w = h->watches; w; w = w->next) {
-        gateway_unsubscribe(h->gw, w->subscription);
+        service_unwatch(h->svc, w->subscription);
         w->subscription = 0;
         http_stream_end(w->stream);
     }
@@ -1450,6 +1399,5 @@ void http_api_stop(http_api *h) {
         h->watches = w->next;
         http_watch_free(h, w);
     }
-    pthread_mutex_destroy(&h->watch_mu);
-    free(h);
+    http_api_discard(h);
 }
