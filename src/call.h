@@ -45,7 +45,7 @@ struct call {
     erlang_ref ref;      /* gen_call protocol: the reference of the envelope */
     uint64_t key;        /* dist_pid_key(&pid) */
     int64_t deadline_ms; /* monotonic */
-    void *cnode;         /* the gateway's C-node record */
+    void *cnode;         /* while registered: its owner (routing_owner) */
     call_done_fn on_done;
     call_message_fn on_message; /* NULL: such messages are dropped and counted */
     void *ctx;

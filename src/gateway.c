@@ -28,8 +28,8 @@
 #include "ei_sock.h"
 #include "log.h"
 #include "loop.h"
+#include "routing.h"
 #include "template.h"
-#include "term.h"
 
 #define GW_SWEEP_MS        50   /* supervisor timers and ticks are checked this often */
 #define GW_SEND_TIMEOUT_MS 5000 /* a peer that takes no bytes this long is broken */
@@ -131,15 +131,13 @@ struct gw_cnode {
     size_t restart_log_len;
     /* shared with API threads: guarded by gw->mu */
     cnode_state state;
-    dist_conn *live; /* the connection calls use; a reference is held */
-    call_list calls;
+    dist_conn *live;     /* the connection calls use; a reference is held */
+    routing_owner route; /* its calls in flight and their counters (routing's accessors) */
     pid_t os_pid;
     unsigned restarts;
     char last_exit[96];
     char last_error[192];
     int64_t up_since_ms;
-    uint64_t calls_total;
-    uint64_t dropped;
 };
 
 /* Handed from the acceptor and connector threads to the loop. */
@@ -192,7 +190,6 @@ struct gateway {
     char *child_home;                     /* private HOME holding .erlang.cookie for child nodes */
     struct gw_spawn_request *spawns;      /* loop thread only, after the handoff */
     struct gw_spawn_request *spawn_queue; /* guarded by mu */
-    call *cancels;                        /* calls gateway_cancel asked to end, guarded by mu */
     gw_conn *conns;
     gw_conn *graveyard; /* closed connections, freed after the current epoll batch */
     /* handoff queue */
@@ -201,9 +198,8 @@ struct gateway {
     dist_conn *backlogged; /* connections other threads left a backlog on (handoff_mu) */
     /* call path: guarded by mu */
     pthread_mutex_t mu;
-    call_registry registry;
+    routing *routing; /* in-flight calls, guarded by mu */
     bool shutting_down;
-    uint64_t dropped_unknown; /* messages to pids of no call, on non-C-node connections */
     events *events;
 };
 
@@ -279,54 +275,6 @@ static char *gw_resolve_executable(const char *name, char *err, size_t err_len) 
     }
     snprintf(err, err_len, "executable %s: not found beside nodexd or in ../libexec/nodex", name);
     return NULL;
-}
-
-/* ------------------------------------------------------------------------------------------ */
-/* Completing calls (never under gw->mu: on_done may take the frontend's locks) */
-
-static void gw_complete(call *c, call_outcome outcome, const char *detail) {
-    c->outcome = outcome;
-    if (detail) { /* cut to fit: a detail is a human-readable hint */
-        size_t n = strnlen(detail, sizeof c->detail - 1);
-        memcpy(c->detail, detail, n);
-        c->detail[n] = '\0';
-    }
-    c->on_done(c, c->ctx);
-}
-
-/* Unregisters a call (caller holds mu), and drops it from the cancel list if it is there: once
- * unregistered, the frontend may free it as soon as on_done has run. */
-static void gw_unregister(gateway *gw, call_list *owner, call *c) {
-    call_registry_remove(&gw->registry, owner, c);
-    if (!c->cancel_requested) return;
-    for (call **pp = &gw->cancels; *pp; pp = &(*pp)->cancel_next) {
-        if (*pp == c) {
-            *pp = c->cancel_next;
-            break;
-        }
-    }
-    c->cancel_requested = false;
-    c->cancel_next = NULL;
-}
-
-/* Unregisters every call of the C-node and completes them with `outcome`. Loop thread. */
-static void gw_fail_calls(gw_cnode *cn, call_outcome outcome, const char *detail) {
-    gateway *gw = cn->gw;
-    call *failed = NULL;
-    pthread_mutex_lock(&gw->mu);
-    while (cn->calls.head) {
-        call *c = cn->calls.head;
-        gw_unregister(gw, &cn->calls, c);
-        c->hash_next = failed;
-        failed = c;
-    }
-    pthread_mutex_unlock(&gw->mu);
-    while (failed) {
-        call *next = failed->hash_next;
-        failed->hash_next = NULL;
-        gw_complete(failed, outcome, detail);
-        failed = next;
-    }
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -565,7 +513,7 @@ static void gw_cnode_down(gw_cnode *cn, bool kill_now, const char *fmt, ...) {
     char detail[200];
     snprintf(detail, sizeof detail, "%s %s went down during the call: %s", what, cn->cfg->name,
              reason);
-    gw_fail_calls(cn, CALL_UNAVAILABLE, detail);
+    routing_fail_owner(cn->gw->routing, &cn->route, CALL_UNAVAILABLE, detail);
     if (cn->proc && !child_exited(cn->proc)) {
         child_signal(cn->proc, kill_now ? SIGKILL : SIGTERM);
         cn->kill_sent = kill_now;
@@ -598,7 +546,7 @@ static bool gw_cnode_reap(gw_cnode *cn) {
         log_warn("%s %s: exited before it was up: %s", gw_what(cn), cn->cfg->name, how);
         gw_set_error(cn, "exited before it was up: %s", how);
         gw_cnode_disconnect(cn);
-        gw_fail_calls(cn, CALL_UNAVAILABLE, "C-node exited");
+        routing_fail_owner(cn->gw->routing, &cn->route, CALL_UNAVAILABLE, "C-node exited");
         gw_set_state(cn, CNODE_DOWN);
         gw_cnode_after_exit(cn, normal);
         break;
@@ -608,7 +556,8 @@ static bool gw_cnode_reap(gw_cnode *cn) {
         gw_set_error(cn, "process %s", how);
         cn->connect_generation++;
         gw_cnode_disconnect(cn);
-        gw_fail_calls(cn, CALL_UNAVAILABLE, "C-node process exited during the call");
+        routing_fail_owner(cn->gw->routing, &cn->route, CALL_UNAVAILABLE,
+                           "C-node process exited during the call");
         gw_set_state(cn, CNODE_DOWN);
         gw_cnode_after_exit(cn, normal);
         break;
@@ -626,16 +575,11 @@ static void gw_cnode_became_up(gw_cnode *cn) {
     dist_conn_ref(cn->conn->dc);
     /* Calls that waited for this connection (rpc to a node not yet connected) go out now.
      * Only this thread unregisters calls, so the pointers stay valid after the unlock. */
-    call **waiting = NULL;
-    size_t n = 0;
+    call **waiting;
     pthread_mutex_lock(&gw->mu);
     cn->live = cn->conn->dc;
     cn->last_error[0] = '\0';
-    size_t queued = 0;
-    for (call *c = cn->calls.head; c; c = c->node_next) queued += c->outbox != NULL;
-    if (queued && (waiting = malloc(queued * sizeof *waiting)) != NULL)
-        for (call *c = cn->calls.head; c; c = c->node_next)
-            if (c->outbox) waiting[n++] = c;
+    size_t n = routing_owner_outboxes_locked(&cn->route, &waiting);
     pthread_mutex_unlock(&gw->mu);
     gw_set_state(cn, CNODE_UP);
     for (size_t i = 0; i < n; i++) {
@@ -769,7 +713,7 @@ static void gw_child_stop(gw_cnode *cn) {
     cn->connect_generation++;
     if (cn->conn) gw_send_init_stop(cn);
     gw_set_error(cn, "stopped on request");
-    gw_fail_calls(cn, CALL_UNAVAILABLE, "the node is being stopped");
+    routing_fail_owner(cn->gw->routing, &cn->route, CALL_UNAVAILABLE, "the node is being stopped");
     if (cn->proc && !child_exited(cn->proc)) {
         cn->phase = PHASE_STOPPING;
         cn->stop_stage = cn->conn ? 0 : 1;
@@ -972,6 +916,7 @@ static gw_cnode *gw_node_entry_new(gateway *gw, gw_entry_kind kind, const char *
     cn->gw = gw;
     cn->kind = kind;
     cn->cfg = o;
+    routing_owner_init(&cn->route, o, cn->node);
     cn->phase = PHASE_IDLE;
     cn->state = CNODE_STARTING;
     cn->deadline_ms = INT64_MAX;
@@ -1094,88 +1039,13 @@ static void gw_handle_handoffs(gateway *gw) {
 /* ------------------------------------------------------------------------------------------ */
 /* Replies */
 
-/* Decodes {Tag, Reply} at msg: returns the offset of Reply if Tag is the atom `tag`, else -1. */
-static long gw_match_tagged(const char *msg, size_t len, const char *tag) {
-    if (len < 4 || (unsigned char)msg[0] != ERL_SMALL_TUPLE_EXT || msg[1] != 2) return -1;
-    size_t i = 2;
-    unsigned char t = (unsigned char)msg[i];
-    size_t alen, hdr;
-    if (t == ERL_SMALL_ATOM_UTF8_EXT || t == ERL_SMALL_ATOM_EXT) {
-        alen = (unsigned char)msg[i + 1];
-        hdr = 2;
-    } else if ((t == ERL_ATOM_UTF8_EXT || t == ERL_ATOM_EXT) && i + 3 <= len) {
-        alen = ((size_t)(unsigned char)msg[i + 1] << 8) | (unsigned char)msg[i + 2];
-        hdr = 3;
-    } else {
-        return -1;
-    }
-    if (i + hdr + alen >= len) return -1;
-    if (strlen(tag) != alen || memcmp(msg + i + hdr, tag, alen) != 0) return -1;
-    return (long)(i + hdr + alen);
-}
-
-/* Decodes {Ref, Reply} at msg: returns Reply's offset if Ref equals `ref`, else -1. */
-static long gw_match_ref(const char *msg, size_t len, const erlang_ref *ref) {
-    if (len < 4 || (unsigned char)msg[0] != ERL_SMALL_TUPLE_EXT || msg[1] != 2) return -1;
-    if ((unsigned char)msg[2] != ERL_NEWER_REFERENCE_EXT &&
-        (unsigned char)msg[2] != ERL_NEW_REFERENCE_EXT)
-        return -1;
-    /* NEWER_REFERENCE_EXT: tag, 2-byte len, node atom, 4-byte creation, len*4 bytes */
-    if (len < 8) return -1;
-    size_t n = ((size_t)(unsigned char)msg[3] << 8) | (unsigned char)msg[4];
-    size_t i = 5;
-    unsigned char t = (unsigned char)msg[i];
-    size_t alen, hdr;
-    if (t == ERL_SMALL_ATOM_UTF8_EXT || t == ERL_SMALL_ATOM_EXT) { /* len >= 8: in bounds */
-        alen = (unsigned char)msg[i + 1];
-        hdr = 2;
-    } else if (t == ERL_ATOM_UTF8_EXT || t == ERL_ATOM_EXT) {
-        alen = ((size_t)(unsigned char)msg[i + 1] << 8) | (unsigned char)msg[i + 2];
-        hdr = 3;
-    } else {
-        return -1;
-    }
-    size_t cre = (unsigned char)msg[2] == ERL_NEWER_REFERENCE_EXT ? 4 : 1;
-    size_t end = i + hdr + alen + cre + 4 * n;
-    if (n > 5 || end >= len) return -1;
-    int idx = 2;
-    erlang_ref got;
-    if (ei_decode_ref(msg, &idx, &got) < 0 || (size_t)idx != end) return -1;
-    if (got.len != ref->len || strcmp(got.node, ref->node) != 0) return -1;
-    for (int k = 0; k < got.len; k++)
-        if (got.n[k] != ref->n[k]) return -1;
-    return (long)end;
-}
-
 /* net_adm:ping/1 asks net_kernel {'$gen_call', {From, Tag}, {is_auth, Node}}: answer
  * {Tag, yes} to From, as an Erlang node does (Tag may be [alias | Ref]: copied verbatim). */
 static void gw_answer_net_kernel(dist_conn *dc, const dist_message *m) {
-    const char *b = m->msg;
-    int i = 0, arity, tag_start, tag_end;
-    term_error err;
-    if (term_validate(b, m->msg_len, &i, &term_limits_default, &err) != 0) return;
-    /* Validated: ei may decode it now without reading out of bounds. */
-    char atom[MAXATOMLEN_UTF8];
-    erlang_pid from;
-    i = 0;
-    if (ei_decode_tuple_header(b, &i, &arity) < 0 || arity != 3 ||
-        ei_decode_atom(b, &i, atom) < 0 || strcmp(atom, "$gen_call") != 0 ||
-        ei_decode_tuple_header(b, &i, &arity) < 0 || arity != 2 || ei_decode_pid(b, &i, &from) < 0)
-        return;
-    tag_start = i;
-    if (ei_skip_term(b, &i) < 0) return;
-    tag_end = i;
-    if (ei_decode_tuple_header(b, &i, &arity) < 0 || arity != 2 ||
-        ei_decode_atom(b, &i, atom) < 0 || strcmp(atom, "is_auth") != 0)
-        return;
     char reply[1200];
-    int r = 0;
-    if (tag_end - tag_start > (int)sizeof reply - 16) return;
-    ei_encode_tuple_header(reply, &r, 2);
-    memcpy(reply + r, b + tag_start, (size_t)(tag_end - tag_start));
-    r += tag_end - tag_start;
-    ei_encode_atom(reply, &r, "yes");
-    dist_send_pid(dc, &from, NULL, 0, reply, (size_t)r);
+    erlang_pid from;
+    int r = routing_net_kernel_reply(m->msg, m->msg_len, &from, reply, sizeof reply);
+    if (r >= 0) dist_send_pid(dc, &from, NULL, 0, reply, (size_t)r);
 }
 
 static void gw_on_message(void *ctx, dist_conn *dc, const dist_message *m) {
@@ -1189,86 +1059,11 @@ static void gw_on_message(void *ctx, dist_conn *dc, const dist_message *m) {
                       m->to_name ? m->to_name : "?", dc->peer);
         return;
     }
-    uint64_t key = dist_pid_key(&m->to);
-    pthread_mutex_lock(&gw->mu);
-    call *c =
-        strcmp(m->to.node, gw->node_name) == 0 ? call_registry_find(&gw->registry, key) : NULL;
-    long offset = -1;
-    if (c) {
-        gw_cnode *owner = c->cnode;
-        const config_cnode *cfg = owner->cfg;
-        if (cfg->protocol == CNODE_PROTOCOL_GEN_CALL)
-            offset = gw_match_ref(m->msg, m->msg_len, &c->ref);
-        else if (cfg->reply_filter == REPLY_FILTER_ANY)
-            offset = 0;
-        else if (cfg->reply_filter == REPLY_FILTER_TAG)
-            offset = gw_match_tagged(m->msg, m->msg_len, cfg->reply_tag);
-        else
-            offset = gw_match_tagged(m->msg, m->msg_len, owner->node);
-        if (offset >= 0)
-            gw_unregister(gw, &owner->calls, c);
-        else if (!c->on_message)
-            owner->dropped++;
-    } else if (gc && gc->cnode) {
-        gc->cnode->dropped++;
-    } else {
-        gw->dropped_unknown++;
-    }
-    pthread_mutex_unlock(&gw->mu);
-    /* A streaming call's other messages: passed on while the call stays registered (only this
-     * thread unregisters calls, so it is still valid after the unlock). */
-    if (c && offset < 0 && c->on_message) c->on_message(c, m->msg, m->msg_len, c->ctx);
-    if (!c || offset < 0) return;
-    c->reply = malloc(m->msg_len ? m->msg_len : 1);
-    if (!c->reply) {
-        gw_complete(c, CALL_UNAVAILABLE, "out of memory storing the reply");
-        return;
-    }
-    memcpy(c->reply, m->msg, m->msg_len);
-    c->reply_len = m->msg_len;
-    c->reply_offset = (size_t)offset;
-    gw_complete(c, CALL_REPLIED, NULL);
+    routing_on_message(gw->routing, gc && gc->cnode ? &gc->cnode->route : NULL, m);
 }
 
 /* ------------------------------------------------------------------------------------------ */
 /* The loop */
-
-/* Ends the calls gateway_cancel asked for. Loop thread. */
-static void gw_cancel_calls(gateway *gw) {
-    call *cancelled = NULL;
-    pthread_mutex_lock(&gw->mu);
-    while (gw->cancels) {
-        call *c = gw->cancels;
-        gw_unregister(gw, &((gw_cnode *)c->cnode)->calls, c);
-        c->hash_next = cancelled;
-        cancelled = c;
-    }
-    pthread_mutex_unlock(&gw->mu);
-    while (cancelled) {
-        call *next = cancelled->hash_next;
-        cancelled->hash_next = NULL;
-        gw_complete(cancelled, CALL_CANCELLED, "the caller cancelled the call");
-        cancelled = next;
-    }
-}
-
-static void gw_expire_calls(gateway *gw, int64_t now) {
-    call *expired = NULL;
-    pthread_mutex_lock(&gw->mu);
-    call *c;
-    while ((c = call_registry_expired(&gw->registry, now)) != NULL) {
-        gw_unregister(gw, &((gw_cnode *)c->cnode)->calls, c);
-        c->hash_next = expired;
-        expired = c;
-    }
-    pthread_mutex_unlock(&gw->mu);
-    while (expired) {
-        call *next = expired->hash_next;
-        expired->hash_next = NULL;
-        gw_complete(expired, CALL_TIMEOUT, "no reply within the call's timeout");
-        expired = next;
-    }
-}
 
 /* Ticks idle connections and declares silent ones down: ei never ticks on its own. */
 static void gw_tick_connections(gateway *gw, int64_t now) {
@@ -1398,7 +1193,8 @@ static void gw_stop_all(gateway *gw) {
         cn->connect_generation++;
         if (cn->kind == ENTRY_CHILD && cn->conn) gw_send_init_stop(cn);
         gw_cnode_disconnect(cn);
-        gw_fail_calls(cn, CALL_SHUTDOWN, "the gateway is shutting down");
+        routing_fail_owner(cn->gw->routing, &cn->route, CALL_SHUTDOWN,
+                           "the gateway is shutting down");
         cn->stop_stage = 0;
         if (cn->proc && cn->kind != ENTRY_CHILD) {
             child_signal(cn->proc, SIGTERM);
@@ -1533,8 +1329,8 @@ int gateway_run(gateway *gw, void (*on_started)(void *ctx), void *ctx) {
     while (!atomic_load(&gw->stop_requested)) {
         int64_t now = dist_now_ms();
         pthread_mutex_lock(&gw->mu);
-        int64_t deadline = call_registry_next_deadline(&gw->registry);
-        size_t in_flight = gw->registry.count;
+        int64_t deadline = routing_next_deadline_locked(gw->routing);
+        size_t in_flight = routing_in_flight_locked(gw->routing);
         pthread_mutex_unlock(&gw->mu);
         if (hook_wait >= 0 && now + hook_wait < deadline) deadline = now + hook_wait;
         if (corked_busy && now + 1 < deadline) deadline = now + 1;
@@ -1546,9 +1342,9 @@ int gateway_run(gateway *gw, void (*on_started)(void *ctx), void *ctx) {
             rc = -1;
             break;
         }
-        gw_cancel_calls(gw);
+        routing_run_cancels(gw->routing);
         now = dist_now_ms();
-        gw_expire_calls(gw, now);
+        routing_expire(gw->routing, now);
         loop_run_timers(gw->loop, now);
         /* Last, so that it serves every connection resumed in this iteration. */
         if (gw->iteration_hook) hook_wait = gw->iteration_hook(gw->iteration_ctx);
@@ -1610,6 +1406,7 @@ static int gw_cnode_init(gateway *gw, gw_cnode *cn, const config_cnode *cfg, uns
     cn->cfg = cfg;
     cn->gw = gw;
     cn->instance = instance;
+    routing_owner_init(&cn->route, cfg, cn->node);
     cn->phase = PHASE_IDLE;
     cn->state = CNODE_STARTING;
     cn->deadline_ms = INT64_MAX;
@@ -1747,12 +1544,15 @@ gateway *gateway_new(const config *cfg, const char *cookie, char *err, size_t er
     pthread_mutex_init(&gw->handoff_mu, NULL);
     atomic_init(&gw->connectors, 0);
     atomic_init(&gw->stop_requested, false);
-    if (!(gw->cookie = strdup(cookie)) || !(gw->events = events_new()) ||
-        call_registry_init(&gw->registry) != 0) {
+    if (!(gw->cookie = strdup(cookie)) || !(gw->events = events_new())) {
         snprintf(err, err_len, "out of memory");
         goto fail;
     }
     if (gw_split_node(gw, cfg->node_name, err, err_len) != 0) goto fail;
+    if (!(gw->routing = routing_new(&gw->mu, gw->node_name))) {
+        snprintf(err, err_len, "out of memory");
+        goto fail;
+    }
     if (ei_init() != 0) {
         snprintf(err, err_len, "ei_init failed");
         goto fail;
@@ -1915,7 +1715,7 @@ void gateway_free(gateway *gw) {
     }
     if (gw->publish_fd >= 0) close(gw->publish_fd);
     if (gw->listen_fd >= 0) close(gw->listen_fd);
-    call_registry_destroy(&gw->registry);
+    routing_free(gw->routing);
     free(gw->cnodes);
     free(gw->group_first);
     free(gw->cookie);
@@ -1958,7 +1758,8 @@ static gw_cnode *gw_pick_instance(gw_cnode *first) {
     for (unsigned i = 0; i < first->cfg->instances; i++) {
         gw_cnode *cn = first + i;
         if (cn->state != CNODE_UP || !cn->live) continue;
-        if (!best || cn->calls.count < best->calls.count) best = cn;
+        if (!best || routing_owner_in_flight(&cn->route) < routing_owner_in_flight(&best->route))
+            best = cn;
     }
     return best ? best : first;
 }
@@ -1975,14 +1776,14 @@ gateway_error gateway_call(gateway *gw, const char *name, call *c, const char *m
     int plen = 0;
     pthread_mutex_lock(&gw->mu);
     gw_cnode *cn = gw_pick_instance(first);
-    c->cnode = cn;
     gateway_error e = GATEWAY_OK;
     dist_conn *dc = cn->live;
     if (gw->shutting_down)
         e = GATEWAY_SHUTTING_DOWN;
     else if (!dc || cn->state != CNODE_UP)
         e = GATEWAY_UNAVAILABLE;
-    else if (cn->calls.count >= cfg->max_in_flight || dist_pending_bytes(dc) > GW_BACKLOG_SOFT_MAX)
+    else if (routing_owner_in_flight(&cn->route) >= cfg->max_in_flight ||
+             dist_pending_bytes(dc) > GW_BACKLOG_SOFT_MAX)
         e = GATEWAY_OVERLOADED; /* too many calls, or the C-node does not take its input */
     else {
         if (cfg->protocol == CNODE_PROTOCOL_GEN_CALL) {
@@ -1994,15 +1795,13 @@ gateway_error gateway_call(gateway *gw, const char *name, call *c, const char *m
             ei_encode_pid(prefix, &plen, &c->pid);
             ei_encode_ref(prefix, &plen, &c->ref);
         }
-        if (call_registry_add(&gw->registry, &cn->calls, c) != 0)
+        if (routing_register_locked(gw->routing, &cn->route, c) != 0)
             e = GATEWAY_NO_MEMORY;
-        else {
-            cn->calls_total++;
+        else
             dist_conn_ref(dc);
-        }
     }
     /* The loop may be sleeping past this call's deadline if it is now the earliest. */
-    bool wake = e == GATEWAY_OK && call_registry_next_deadline(&gw->registry) == c->deadline_ms;
+    bool wake = e == GATEWAY_OK && routing_next_deadline_locked(gw->routing) == c->deadline_ms;
     pthread_mutex_unlock(&gw->mu);
     if (e != GATEWAY_OK) return e;
     /* From here the loop owns the outcome: a failed send shuts the connection down, which the
@@ -2014,14 +1813,7 @@ gateway_error gateway_call(gateway *gw, const char *name, call *c, const char *m
 }
 
 bool gateway_cancel(gateway *gw, call *c) {
-    pthread_mutex_lock(&gw->mu);
-    bool taken = c->registered && !c->cancel_requested;
-    if (taken) {
-        c->cancel_requested = true;
-        c->cancel_next = gw->cancels;
-        gw->cancels = c;
-    }
-    pthread_mutex_unlock(&gw->mu);
+    bool taken = routing_cancel(gw->routing, c);
     if (taken) gw_wake(gw);
     return taken;
 }
@@ -2063,10 +1855,10 @@ static void gw_instance_info_locked(const gw_cnode *cn, int64_t now, gateway_cno
     out->restarts = cn->restarts;
     snprintf(out->last_exit, sizeof out->last_exit, "%s", cn->last_exit);
     snprintf(out->last_error, sizeof out->last_error, "%s", cn->last_error);
-    out->in_flight = cn->calls.count;
+    out->in_flight = routing_owner_in_flight(&cn->route);
     out->uptime_ms = cn->state == CNODE_UP ? now - cn->up_since_ms : 0;
-    out->calls_total = cn->calls_total;
-    out->dropped_messages = cn->dropped;
+    out->calls_total = routing_owner_calls_total(&cn->route);
+    out->dropped_messages = routing_owner_dropped(&cn->route);
     out->direction = cn->cfg->direction;
     out->protocol = cn->cfg->protocol;
 }
@@ -2181,7 +1973,6 @@ gateway_error gateway_rpc(gateway *gw, const char *node, call *c, const char *mo
         ei_x_free(&x);
         return e;
     }
-    c->cnode = cn;
     c->deadline_ms = dist_now_ms() + (timeout_ms ? timeout_ms : cn->cfg->call_timeout_ms);
     pthread_mutex_lock(&gw->mu);
     dc = cn->live;
@@ -2192,10 +1983,7 @@ gateway_error gateway_rpc(gateway *gw, const char *node, call *c, const char *mo
     } else {
         dist_conn_ref(dc);
     }
-    if (call_registry_add(&gw->registry, &cn->calls, c) != 0)
-        e = GATEWAY_NO_MEMORY;
-    else
-        cn->calls_total++;
+    if (routing_register_locked(gw->routing, &cn->route, c) != 0) e = GATEWAY_NO_MEMORY;
     pthread_mutex_unlock(&gw->mu);
     if (e != GATEWAY_OK) {
         if (dc) dist_conn_unref(dc);

@@ -1,0 +1,297 @@
+/* routing: in-flight calls by pid, replies matched to them, and every way a call ends. */
+#include "routing.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "term.h"
+
+struct routing {
+    pthread_mutex_t *mu; /* the creator's lock: guards everything below and the owners */
+    char node_name[MAXNODELEN * 4];
+    call_registry registry;
+    call *cancels;            /* calls routing_cancel took, not yet ended */
+    uint64_t dropped_unknown; /* messages to pids of no call, on connections of no owner */
+};
+
+/* ------------------------------------------------------------------------------------------ */
+/* Matching */
+
+long routing_match_tagged(const char *msg, size_t len, const char *tag) {
+    if (len < 4 || (unsigned char)msg[0] != ERL_SMALL_TUPLE_EXT || msg[1] != 2) return -1;
+    size_t i = 2;
+    unsigned char t = (unsigned char)msg[i];
+    size_t alen, hdr;
+    if (t == ERL_SMALL_ATOM_UTF8_EXT || t == ERL_SMALL_ATOM_EXT) {
+        alen = (unsigned char)msg[i + 1];
+        hdr = 2;
+    } else if ((t == ERL_ATOM_UTF8_EXT || t == ERL_ATOM_EXT) && i + 3 <= len) {
+        alen = ((size_t)(unsigned char)msg[i + 1] << 8) | (unsigned char)msg[i + 2];
+        hdr = 3;
+    } else {
+        return -1;
+    }
+    if (i + hdr + alen >= len) return -1;
+    if (strlen(tag) != alen || memcmp(msg + i + hdr, tag, alen) != 0) return -1;
+    return (long)(i + hdr + alen);
+}
+
+long routing_match_ref(const char *msg, size_t len, const erlang_ref *ref) {
+    if (len < 4 || (unsigned char)msg[0] != ERL_SMALL_TUPLE_EXT || msg[1] != 2) return -1;
+    if ((unsigned char)msg[2] != ERL_NEWER_REFERENCE_EXT &&
+        (unsigned char)msg[2] != ERL_NEW_REFERENCE_EXT)
+        return -1;
+    /* NEWER_REFERENCE_EXT: tag, 2-byte len, node atom, 4-byte creation, len*4 bytes */
+    if (len < 8) return -1;
+    size_t n = ((size_t)(unsigned char)msg[3] << 8) | (unsigned char)msg[4];
+    size_t i = 5;
+    unsigned char t = (unsigned char)msg[i];
+    size_t alen, hdr;
+    if (t == ERL_SMALL_ATOM_UTF8_EXT || t == ERL_SMALL_ATOM_EXT) { /* len >= 8: in bounds */
+        alen = (unsigned char)msg[i + 1];
+        hdr = 2;
+    } else if (t == ERL_ATOM_UTF8_EXT || t == ERL_ATOM_EXT) {
+        alen = ((size_t)(unsigned char)msg[i + 1] << 8) | (unsigned char)msg[i + 2];
+        hdr = 3;
+    } else {
+        return -1;
+    }
+    size_t cre = (unsigned char)msg[2] == ERL_NEWER_REFERENCE_EXT ? 4 : 1;
+    size_t end = i + hdr + alen + cre + 4 * n;
+    if (n > 5 || end >= len) return -1;
+    int idx = 2;
+    erlang_ref got;
+    if (ei_decode_ref(msg, &idx, &got) < 0 || (size_t)idx != end) return -1;
+    if (got.len != ref->len || strcmp(got.node, ref->node) != 0) return -1;
+    for (int k = 0; k < got.len; k++)
+        if (got.n[k] != ref->n[k]) return -1;
+    return (long)end;
+}
+
+long routing_match_reply(const routing_owner *o, const call *c, const char *msg, size_t len) {
+    const config_cnode *cfg = o->cfg;
+    if (cfg->protocol == CNODE_PROTOCOL_GEN_CALL) return routing_match_ref(msg, len, &c->ref);
+    if (cfg->reply_filter == REPLY_FILTER_ANY) return 0;
+    if (cfg->reply_filter == REPLY_FILTER_TAG)
+        return routing_match_tagged(msg, len, cfg->reply_tag);
+    return routing_match_tagged(msg, len, o->node);
+}
+
+int routing_net_kernel_reply(const char *msg, size_t len, erlang_pid *to, char *out, size_t cap) {
+    const char *b = msg;
+    int i = 0, arity, tag_start, tag_end;
+    term_error err;
+    if (term_validate(b, len, &i, &term_limits_default, &err) != 0) return -1;
+    /* Validated: ei may decode it now without reading out of bounds. */
+    char atom[MAXATOMLEN_UTF8];
+    i = 0;
+    if (ei_decode_tuple_header(b, &i, &arity) < 0 || arity != 3 ||
+        ei_decode_atom(b, &i, atom) < 0 || strcmp(atom, "$gen_call") != 0 ||
+        ei_decode_tuple_header(b, &i, &arity) < 0 || arity != 2 || ei_decode_pid(b, &i, to) < 0)
+        return -1;
+    tag_start = i;
+    if (ei_skip_term(b, &i) < 0) return -1;
+    tag_end = i;
+    if (ei_decode_tuple_header(b, &i, &arity) < 0 || arity != 2 ||
+        ei_decode_atom(b, &i, atom) < 0 || strcmp(atom, "is_auth") != 0)
+        return -1;
+    int r = 0;
+    if (cap < 16 || tag_end - tag_start > (int)cap - 16) return -1;
+    ei_encode_tuple_header(out, &r, 2);
+    memcpy(out + r, b + tag_start, (size_t)(tag_end - tag_start));
+    r += tag_end - tag_start;
+    ei_encode_atom(out, &r, "yes");
+    return r;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* The registry */
+
+routing *routing_new(pthread_mutex_t *lock, const char *node_name) {
+    routing *r = calloc(1, sizeof *r);
+    if (!r) return NULL;
+    if (call_registry_init(&r->registry) != 0) {
+        free(r);
+        return NULL;
+    }
+    r->mu = lock;
+    snprintf(r->node_name, sizeof r->node_name, "%s", node_name);
+    return r;
+}
+
+void routing_free(routing *r) {
+    if (!r) return;
+    call_registry_destroy(&r->registry);
+    free(r);
+}
+
+void routing_owner_init(routing_owner *o, const config_cnode *cfg, const char *node) {
+    memset(o, 0, sizeof *o);
+    o->cfg = cfg;
+    o->node = node;
+}
+
+size_t routing_owner_in_flight(const routing_owner *o) {
+    return o->calls.count;
+}
+
+uint64_t routing_owner_calls_total(const routing_owner *o) {
+    return o->calls_total;
+}
+
+uint64_t routing_owner_dropped(const routing_owner *o) {
+    return o->dropped;
+}
+
+size_t routing_owner_outboxes_locked(const routing_owner *o, call ***out) {
+    size_t queued = 0, n = 0;
+    *out = NULL;
+    for (call *c = o->calls.head; c; c = c->node_next) queued += c->outbox != NULL;
+    if (!queued || !(*out = malloc(queued * sizeof **out))) return 0;
+    for (call *c = o->calls.head; c; c = c->node_next)
+        if (c->outbox) (*out)[n++] = c;
+    return n;
+}
+
+int routing_register_locked(routing *r, routing_owner *o, call *c) {
+    c->cnode = o;
+    if (call_registry_add(&r->registry, &o->calls, c) != 0) return -1;
+    o->calls_total++;
+    return 0;
+}
+
+int64_t routing_next_deadline_locked(const routing *r) {
+    return call_registry_next_deadline(&r->registry);
+}
+
+size_t routing_in_flight_locked(const routing *r) {
+    return r->registry.count;
+}
+
+uint64_t routing_dropped_unknown_locked(const routing *r) {
+    return r->dropped_unknown;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Ending calls (never under the lock: on_done may take the frontend's locks) */
+
+static void routing_complete(call *c, call_outcome outcome, const char *detail) {
+    c->outcome = outcome;
+    if (detail) { /* cut to fit: a detail is a human-readable hint */
+        size_t n = strnlen(detail, sizeof c->detail - 1);
+        memcpy(c->detail, detail, n);
+        c->detail[n] = '\0';
+    }
+    c->on_done(c, c->ctx);
+}
+
+/* Unregisters a call (lock held), and drops it from the cancel list if it is there: once
+ * unregistered, the frontend may free it as soon as on_done has run. */
+static void routing_unregister(routing *r, call *c) {
+    routing_owner *o = c->cnode;
+    call_registry_remove(&r->registry, &o->calls, c);
+    if (!c->cancel_requested) return;
+    for (call **pp = &r->cancels; *pp; pp = &(*pp)->cancel_next) {
+        if (*pp == c) {
+            *pp = c->cancel_next;
+            break;
+        }
+    }
+    c->cancel_requested = false;
+    c->cancel_next = NULL;
+}
+
+/* Completes a chain of unregistered calls (linked by hash_next) outside the lock. */
+static void routing_complete_chain(call *chain, call_outcome outcome, const char *detail) {
+    while (chain) {
+        call *next = chain->hash_next;
+        chain->hash_next = NULL;
+        routing_complete(chain, outcome, detail);
+        chain = next;
+    }
+}
+
+void routing_on_message(routing *r, routing_owner *conn_owner, const dist_message *m) {
+    uint64_t key = dist_pid_key(&m->to);
+    pthread_mutex_lock(r->mu);
+    call *c = strcmp(m->to.node, r->node_name) == 0 ? call_registry_find(&r->registry, key) : NULL;
+    long offset = -1;
+    if (c) {
+        routing_owner *owner = c->cnode;
+        offset = routing_match_reply(owner, c, m->msg, m->msg_len);
+        if (offset >= 0)
+            routing_unregister(r, c);
+        else if (!c->on_message)
+            owner->dropped++;
+    } else if (conn_owner) {
+        conn_owner->dropped++;
+    } else {
+        r->dropped_unknown++;
+    }
+    pthread_mutex_unlock(r->mu);
+    /* A streaming call's other messages: passed on while the call stays registered (only this
+     * thread unregisters calls, so it is still valid after the unlock). */
+    if (c && offset < 0 && c->on_message) c->on_message(c, m->msg, m->msg_len, c->ctx);
+    if (!c || offset < 0) return;
+    c->reply = malloc(m->msg_len ? m->msg_len : 1);
+    if (!c->reply) {
+        routing_complete(c, CALL_UNAVAILABLE, "out of memory storing the reply");
+        return;
+    }
+    memcpy(c->reply, m->msg, m->msg_len);
+    c->reply_len = m->msg_len;
+    c->reply_offset = (size_t)offset;
+    routing_complete(c, CALL_REPLIED, NULL);
+}
+
+void routing_expire(routing *r, int64_t now_ms) {
+    call *expired = NULL;
+    pthread_mutex_lock(r->mu);
+    call *c;
+    while ((c = call_registry_expired(&r->registry, now_ms)) != NULL) {
+        routing_unregister(r, c);
+        c->hash_next = expired;
+        expired = c;
+    }
+    pthread_mutex_unlock(r->mu);
+    routing_complete_chain(expired, CALL_TIMEOUT, "no reply within the call's timeout");
+}
+
+bool routing_cancel(routing *r, call *c) {
+    pthread_mutex_lock(r->mu);
+    bool taken = c->registered && !c->cancel_requested;
+    if (taken) {
+        c->cancel_requested = true;
+        c->cancel_next = r->cancels;
+        r->cancels = c;
+    }
+    pthread_mutex_unlock(r->mu);
+    return taken;
+}
+
+void routing_run_cancels(routing *r) {
+    call *cancelled = NULL;
+    pthread_mutex_lock(r->mu);
+    while (r->cancels) {
+        call *c = r->cancels;
+        routing_unregister(r, c);
+        c->hash_next = cancelled;
+        cancelled = c;
+    }
+    pthread_mutex_unlock(r->mu);
+    routing_complete_chain(cancelled, CALL_CANCELLED, "the caller cancelled the call");
+}
+
+void routing_fail_owner(routing *r, routing_owner *o, call_outcome outcome, const char *detail) {
+    call *failed = NULL;
+    pthread_mutex_lock(r->mu);
+    while (o->calls.head) {
+        call *c = o->calls.head;
+        routing_unregister(r, c);
+        c->hash_next = failed;
+        failed = c;
+    }
+    pthread_mutex_unlock(r->mu);
+    routing_complete_chain(failed, outcome, detail);
+}
