@@ -19,6 +19,7 @@
 #include <grpc/support/time.h>
 
 #include "log.h"
+#include "service.h"
 #include "term_common.h"
 #include "term_pb.h"
 
@@ -76,6 +77,7 @@ typedef struct gcall gcall;
 struct grpc_api {
     const config *cfg;
     gateway *gw;
+    service *svc; /* every operation goes through it */
     term_limits limits;
     unsigned wire_depth; /* message nesting a request may have (term_pb_check_depth) */
     grpc_server *server;
@@ -130,6 +132,7 @@ struct gcall {
     bool as_etf;
     unsigned timeout_ms;
     char target[256]; /* C-node or node name, for messages */
+    char module[256]; /* LoadModule, for messages */
 };
 
 typedef void (*method_fn)(gcall *g, const ProtobufCMessage *req);
@@ -438,10 +441,10 @@ static void on_close(gtag *t, bool ok) {
     if (cancelled) {
         log_debug("grpc %s: cancelled (client cancel or deadline)", method_name(g));
         /* Free the gateway call now rather than at its timeout; its late reply is counted. */
-        gateway_cancel(g->api->gw, &g->gc);
+        service_cancel(g->api->svc, &g->gc);
     }
     if (sub) {
-        gateway_unsubscribe(g->api->gw, sub);
+        service_unwatch(g->api->svc, sub);
         gcall_unref(g);
     }
     gcall_unref(g);
@@ -450,22 +453,20 @@ static void on_close(gtag *t, bool ok) {
 /* ------------------------------------------------------------------------------------------ */
 /* Status mapping, deadlines */
 
-static grpc_status_code status_of_gateway(gateway_error e) {
-    switch (e) {
-    case GATEWAY_OK: return GRPC_STATUS_OK;
-    case GATEWAY_BAD_REQUEST: return GRPC_STATUS_INVALID_ARGUMENT;
-    case GATEWAY_NOT_FOUND: return GRPC_STATUS_NOT_FOUND;
-    case GATEWAY_OVERLOADED:
-    case GATEWAY_NO_MEMORY: return GRPC_STATUS_RESOURCE_EXHAUSTED;
-    case GATEWAY_UNAVAILABLE:
-    case GATEWAY_SHUTTING_DOWN: return GRPC_STATUS_UNAVAILABLE;
-    }
-    return GRPC_STATUS_INTERNAL;
+/* Fails the call with an operation's refusal. */
+static void gcall_fail_with(gcall *g, const service_error *e) {
+    gcall_fail(g, (grpc_status_code)service_status_grpc(e->status), "%s", e->message);
 }
 
-static grpc_status_code status_of_term(term_status s) {
-    return s == TERM_ERR_SIZE || s == TERM_ERR_NOMEM ? GRPC_STATUS_RESOURCE_EXHAUSTED
-                                                     : GRPC_STATUS_INVALID_ARGUMENT;
+/* Finishes the call with an operation's error (g->mu held). */
+static void gcall_finish_with_locked(gcall *g, const service_error *e) {
+    gcall_finish_locked(g, (grpc_status_code)service_status_grpc(e->status), "%s", e->message);
+}
+
+/* The principal of a call: authentication comes with the security work. */
+static const service_principal *gcall_principal(const gcall *g) {
+    (void)g;
+    return &service_anonymous;
 }
 
 /* Milliseconds left until the client's deadline, or -1 when it set none. */
@@ -476,28 +477,6 @@ static long long gcall_deadline_left(const gcall *g) {
     gpr_timespec d = gpr_convert_clock_type(g->deadline, GPR_CLOCK_MONOTONIC);
     int64_t ms = gpr_time_to_millis(gpr_time_sub(d, gpr_now(GPR_CLOCK_MONOTONIC)));
     return ms < 0 ? 0 : ms;
-}
-
-/* The call timeout: `requested` (already checked against the cap) or the client's deadline,
- * whichever is smaller; with neither, `deflt`. Fails the call and returns -1 when the deadline
- * has already passed. */
-static int gcall_timeout(gcall *g, unsigned requested, unsigned deflt, unsigned max,
-                         unsigned *out) {
-    long long left = gcall_deadline_left(g);
-    if (left == 0) {
-        gcall_fail(g, GRPC_STATUS_DEADLINE_EXCEEDED, "the deadline passed before the call began");
-        return -1;
-    }
-    unsigned t = requested ? requested : deflt;
-    if (left > 0 && (!requested || (unsigned long long)left < requested))
-        t = (unsigned long long)left < max ? (unsigned)left : max;
-    *out = t ? t : 1;
-    return 0;
-}
-
-static bool atom_ok(const char *s) {
-    long n = term_utf8_count(s, strlen(s));
-    return n > 0 && n <= 255;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -527,70 +506,22 @@ static void answer_payload(gcall *g, const char *what) {
     term_pb_arena_free(&arena);
 }
 
-/* Reads {Tag, Value} at *idx of validated bytes: Tag's name into tag, *idx at Value. */
-static bool tagged_pair(const char *buf, int *idx, char tag[MAXATOMLEN_UTF8]) {
-    int i = *idx, arity;
-    if (ei_decode_tuple_header(buf, &i, &arity) != 0 || arity != 2) return false;
-    unsigned char t = (unsigned char)buf[i];
-    if (t != ERL_ATOM_EXT && t != ERL_SMALL_ATOM_EXT && t != ERL_ATOM_UTF8_EXT &&
-        t != ERL_SMALL_ATOM_UTF8_EXT)
-        return false;
-    size_t n = term_atom_utf8(buf, &i, tag);
-    tag[n] = '\0';
-    *idx = i;
-    return true;
-}
-
-/* The term at idx as Erlang text, for status messages. */
-static void text_of(const gcall *g, int idx, char *out, size_t cap) {
-    strbuf sb = {0};
-    term_error err;
-    const call *c = &g->gc;
-    if (term_to_text(c->reply, c->reply_len, &idx, &g->api->limits, &sb, &err) == 0)
-        snprintf(out, cap, "%.*s", (int)(sb.len < cap ? sb.len : cap - 1), sb.data);
-    else
-        snprintf(out, cap, "(unprintable)");
-    strbuf_free(&sb);
-}
-
 static void answer_rpc(gcall *g) {
     call *c = &g->gc;
-    term_error err = {0};
-    int idx = (int)c->reply_offset, end = idx;
-    if (term_etf_check(c->reply, c->reply_len, &end, &g->api->limits, &err) != 0) {
-        gcall_finish_locked(g, GRPC_STATUS_INTERNAL,
-                            "node %s sent a reply that cannot be decoded: %s", g->target,
-                            err.message);
-        return;
-    }
-    char tag[MAXATOMLEN_UTF8];
-    int inner = idx;
-    bool pair = tagged_pair(c->reply, &inner, tag);
+    service *svc = g->api->svc;
+    service_error e;
     if (g->method == M_LOAD_MODULE) {
-        char text[400];
-        if (pair && strcmp(tag, "module") == 0) {
-            Nodex__V1__LoadModuleReply r = NODEX__V1__LOAD_MODULE_REPLY__INIT;
-            gcall_reply_locked(g, &r.base);
-        } else if (pair && strcmp(tag, "error") == 0) {
-            text_of(g, inner, text, sizeof text);
-            gcall_finish_locked(g, GRPC_STATUS_INVALID_ARGUMENT,
-                                "code:load_binary on %s failed: %s", g->target, text);
-        } else if (pair && strcmp(tag, "badrpc") == 0) {
-            text_of(g, inner, text, sizeof text);
-            bool down = strcmp(text, "nodedown") == 0;
-            gcall_finish_locked(g, down ? GRPC_STATUS_UNAVAILABLE : GRPC_STATUS_INTERNAL,
-                                "rpc to %s failed: %s", g->target, text);
-        } else {
-            text_of(g, idx, text, sizeof text);
-            gcall_finish_locked(g, GRPC_STATUS_INTERNAL, "code:load_binary on %s returned %s",
-                                g->target, text);
-        }
-        return;
+        if (service_load_result(svc, c, g->target, g->module, &e) != SERVICE_OK)
+            return gcall_finish_with_locked(g, &e);
+        Nodex__V1__LoadModuleReply r = NODEX__V1__LOAD_MODULE_REPLY__INIT;
+        return gcall_reply_locked(g, &r.base);
     }
-    bool badrpc = pair && strcmp(tag, "badrpc") == 0;
+    int at;
+    service_status st = service_rpc_result(svc, c, g->target, &at, &e);
+    if (st != SERVICE_OK && st != SERVICE_BADRPC) return gcall_finish_with_locked(g, &e);
     term_pb_arena arena = {0};
+    term_error err = {0};
     Nodex__V1__Payload p = NODEX__V1__PAYLOAD__INIT;
-    int at = badrpc ? inner : idx;
     if (term_pb_payload_from_ei(c->reply, c->reply_len, &at, &g->api->limits, g->as_etf, &arena, &p,
                                 &err) != 0) {
         gcall_finish_locked(g, GRPC_STATUS_INTERNAL,
@@ -598,6 +529,7 @@ static void answer_rpc(gcall *g) {
                             err.message);
     } else {
         Nodex__V1__RpcReply r = NODEX__V1__RPC_REPLY__INIT;
+        bool badrpc = st == SERVICE_BADRPC;
         r.outcome_case =
             badrpc ? NODEX__V1__RPC_REPLY__OUTCOME_BADRPC : NODEX__V1__RPC_REPLY__OUTCOME_RESULT;
         if (badrpc)
@@ -614,15 +546,12 @@ static void on_call_done(call *c, void *ctx) {
     gcall *g = ctx;
     bool rpc = g->method == M_RPC || g->method == M_LOAD_MODULE;
     const char *what = rpc ? "node" : "C-node";
+    service_error e;
     pthread_mutex_lock(&g->mu);
     if (g->dead || g->finishing) {
         /* cancelled: the reply (if any) is dropped */
-    } else if (c->outcome == CALL_TIMEOUT) {
-        gcall_finish_locked(g, GRPC_STATUS_DEADLINE_EXCEEDED, "%s %s did not reply within %u ms",
-                            what, g->target, g->timeout_ms);
-    } else if (c->outcome != CALL_REPLIED) {
-        gcall_finish_locked(g, GRPC_STATUS_UNAVAILABLE, "%s %s: %s", what, g->target,
-                            c->detail[0] ? c->detail : call_outcome_code(c->outcome));
+    } else if (service_call_outcome(c, what, g->target, g->timeout_ms, &e) != SERVICE_OK) {
+        gcall_finish_with_locked(g, &e);
     } else if (rpc) {
         answer_rpc(g);
     } else {
@@ -662,36 +591,37 @@ static void on_call_message(call *c, const char *msg, size_t len, void *ctx) {
 
 static void call_common(gcall *g, const Nodex__V1__CallRequest *r, bool stream) {
     grpc_api *api = g->api;
-    const config_cnode *cn = config_find_cnode(api->cfg, r->cnode);
-    if (!cn) return gcall_fail(g, GRPC_STATUS_NOT_FOUND, "no C-node named '%.64s'", r->cnode);
-    snprintf(g->target, sizeof g->target, "%s", cn->name);
-    if (r->timeout_ms > cn->max_call_timeout_ms)
-        return gcall_fail(g, GRPC_STATUS_INVALID_ARGUMENT,
-                          "timeout_ms must be at most %u for C-node %s", cn->max_call_timeout_ms,
-                          cn->name);
-    if (gcall_timeout(g, r->timeout_ms, cn->call_timeout_ms, cn->max_call_timeout_ms,
-                      &g->timeout_ms) != 0)
-        return;
+    service_call_req q = {.op = stream ? SERVICE_OP_STREAM : SERVICE_OP_CALL,
+                          .cnode = r->cnode,
+                          .timeout_ms = r->timeout_ms,
+                          .deadline_left_ms = gcall_deadline_left(g)};
+    service_error e;
+    if (service_call_check(api->svc, gcall_principal(g), &q, &e) != SERVICE_OK)
+        return gcall_fail_with(g, &e);
+    snprintf(g->target, sizeof g->target, "%s", q.name);
+    g->timeout_ms = q.timeout_used;
     g->as_etf = r->reply_as_etf;
     call *c = &g->gc;
-    gateway_make_pid(api->gw, &c->pid);
+    service_call_pid(api->svc, c);
     ei_x_buff x;
     if (ei_x_new(&x) != 0) return gcall_fail(g, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
     term_error err = {0};
     if (term_pb_payload_to_ei(r->request, &api->limits, &c->pid, &x, &err) != 0) {
         ei_x_free(&x);
-        return gcall_fail(g, status_of_term(err.status), "request: %s", err.message);
+        return gcall_fail(g,
+                          (grpc_status_code)service_status_grpc(service_status_of_term(err.status)),
+                          "request: %s", err.message);
     }
     c->on_done = on_call_done;
     c->on_message = stream ? on_call_message : NULL;
     c->ctx = g;
     gcall_ref(g); /* for on_done */
-    gateway_error ge = gateway_call(api->gw, cn->name, c, x.buff, (size_t)x.index, g->timeout_ms);
+    service_status st =
+        service_call(api->svc, gcall_principal(g), &q, c, x.buff, (size_t)x.index, &e);
     ei_x_free(&x);
-    if (ge != GATEWAY_OK) {
+    if (st != SERVICE_OK) {
         atomic_fetch_sub(&g->refs, 1); /* on_done never runs; the handler still holds one */
-        gcall_fail(g, status_of_gateway(ge), "C-node %s is not available (%s)", cn->name,
-                   gateway_error_code(ge));
+        gcall_fail_with(g, &e);
     }
 }
 
@@ -706,20 +636,23 @@ static void m_call_stream(gcall *g, const ProtobufCMessage *req) {
 static void m_cast(gcall *g, const ProtobufCMessage *req) {
     const Nodex__V1__CastRequest *r = (const Nodex__V1__CastRequest *)req;
     grpc_api *api = g->api;
-    const config_cnode *cn = config_find_cnode(api->cfg, r->cnode);
-    if (!cn) return gcall_fail(g, GRPC_STATUS_NOT_FOUND, "no C-node named '%.64s'", r->cnode);
+    service_call_req q = {.op = SERVICE_OP_CAST, .cnode = r->cnode, .deadline_left_ms = -1};
+    service_error e;
+    if (service_call_check(api->svc, gcall_principal(g), &q, &e) != SERVICE_OK)
+        return gcall_fail_with(g, &e);
     ei_x_buff x;
     if (ei_x_new(&x) != 0) return gcall_fail(g, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
     term_error err = {0};
     if (term_pb_payload_to_ei(r->message, &api->limits, NULL, &x, &err) != 0) {
         ei_x_free(&x);
-        return gcall_fail(g, status_of_term(err.status), "message: %s", err.message);
+        return gcall_fail(g,
+                          (grpc_status_code)service_status_grpc(service_status_of_term(err.status)),
+                          "message: %s", err.message);
     }
-    gateway_error ge = gateway_cast(api->gw, cn->name, x.buff, (size_t)x.index);
+    service_status st =
+        service_call(api->svc, gcall_principal(g), &q, NULL, x.buff, (size_t)x.index, &e);
     ei_x_free(&x);
-    if (ge != GATEWAY_OK)
-        return gcall_fail(g, status_of_gateway(ge), "C-node %s is not available (%s)", cn->name,
-                          gateway_error_code(ge));
+    if (st != SERVICE_OK) return gcall_fail_with(g, &e);
     Nodex__V1__CastReply reply = NODEX__V1__CAST_REPLY__INIT;
     gcall_reply(g, &reply.base);
 }
@@ -743,23 +676,23 @@ static void cnode_info_pb(Nodex__V1__CnodeInfo *o, gateway_cnode_info *i) {
 
 static void m_list_cnodes(gcall *g, const ProtobufCMessage *req) {
     (void)req;
-    gateway *gw = g->api->gw;
-    size_t n = gateway_cnode_count(gw), k = 0;
-    gateway_cnode_info *infos = calloc(n ? n : 1, sizeof *infos);
+    gateway_cnode_info *infos;
+    size_t n;
+    service_error e;
+    if (service_list_cnodes(g->api->svc, gcall_principal(g), &infos, &n, &e) != SERVICE_OK)
+        return gcall_fail_with(g, &e);
     Nodex__V1__CnodeInfo *pbs = calloc(n ? n : 1, sizeof *pbs);
     Nodex__V1__CnodeInfo **ptrs = calloc(
         n ? n : 1, sizeof *ptrs); /* NOLINT(bugprone-sizeof-expression): an array of pointers */
-    if (!infos || !pbs || !ptrs) {
+    if (!pbs || !ptrs) {
         gcall_fail(g, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
     } else {
         for (size_t i = 0; i < n; i++) {
-            if (gateway_cnode_info_at(gw, i, &infos[k]) != 0) continue;
-            cnode_info_pb(&pbs[k], &infos[k]);
-            ptrs[k] = &pbs[k];
-            k++;
+            cnode_info_pb(&pbs[i], &infos[i]);
+            ptrs[i] = &pbs[i];
         }
         Nodex__V1__ListCnodesReply r = NODEX__V1__LIST_CNODES_REPLY__INIT;
-        r.n_cnodes = k;
+        r.n_cnodes = n;
         r.cnodes = ptrs;
         gcall_reply(g, &r.base);
     }
@@ -771,8 +704,10 @@ static void m_list_cnodes(gcall *g, const ProtobufCMessage *req) {
 static void m_get_cnode(gcall *g, const ProtobufCMessage *req) {
     const Nodex__V1__GetCnodeRequest *r = (const Nodex__V1__GetCnodeRequest *)req;
     gateway_cnode_info info;
-    if (gateway_cnode_info_by_name(g->api->gw, r->name, &info) != 0)
-        return gcall_fail(g, GRPC_STATUS_NOT_FOUND, "no C-node named '%.64s'", r->name);
+    service_error e;
+    if (service_get_cnode(g->api->svc, gcall_principal(g), r->name, &info, NULL, NULL, &e) !=
+        SERVICE_OK)
+        return gcall_fail_with(g, &e);
     Nodex__V1__CnodeInfo o;
     cnode_info_pb(&o, &info);
     gcall_reply(g, &o.base);
@@ -782,37 +717,19 @@ static void m_get_cnode(gcall *g, const ProtobufCMessage *req) {
 
 static void m_health(gcall *g, const ProtobufCMessage *req) {
     (void)req;
-    gateway *gw = g->api->gw;
-    size_t n = gateway_cnode_count(gw);
-    gateway_cnode_info *infos = calloc(n ? n : 1, sizeof *infos);
-    char **names = calloc(n ? n : 1, sizeof *names); /* NOLINT(bugprone-sizeof-expression) */
-    if (!infos || !names) {
-        free(infos);
-        free(names);
-        return gcall_fail(g, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
-    }
+    const char **names = NULL;
+    size_t n = 0;
     Nodex__V1__HealthReply o = NODEX__V1__HEALTH_REPLY__INIT;
     o.alive = true;
-    o.ready = gateway_is_ready(gw);
-    for (size_t i = 0; i < n; i++) {
-        if (gateway_cnode_info_at(gw, i, &infos[i]) != 0) continue;
-        bool should_run = infos[i].state != CNODE_STOPPED;
-        if (should_run && infos[i].instances_up < infos[i].instances)
-            names[o.n_not_ready++] = (char *)infos[i].name;
-    }
-    o.not_ready = names;
+    o.ready = service_health(g->api->svc, &names, &n);
+    if (!names) return gcall_fail(g, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+    o.n_not_ready = n;
+    o.not_ready = (char **)names;
     gcall_reply(g, &o.base);
     free(names);
-    free(infos);
 }
 
 /* --- Watch --- */
-
-static int64_t wall_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void event_pb(Nodex__V1__Event *e, const gateway_event *ev) {
     nodex__v1__event__init(e);
@@ -832,13 +749,17 @@ static void on_event(const gateway_event *ev, void *ctx) {
     Nodex__V1__Event e;
     event_pb(&e, ev);
     pthread_mutex_lock(&g->mu);
-    gcall_send_locked(g, &e.base, g->holding ? &g->held : &g->out);
+    /* seq 0: a current state (service_watch, on the handler's thread), ahead of held changes */
+    gcall_send_locked(g, &e.base, g->holding && ev->seq ? &g->held : &g->out);
     pthread_mutex_unlock(&g->mu);
 }
 
 static void m_watch(gcall *g, const ProtobufCMessage *req) {
     const Nodex__V1__WatchRequest *r = (const Nodex__V1__WatchRequest *)req;
-    gateway *gw = g->api->gw;
+    service *svc = g->api->svc;
+    service_error e;
+    if (service_authorize(svc, gcall_principal(g), SERVICE_OP_WATCH, NULL, &e) != SERVICE_OK)
+        return gcall_fail_with(g, &e);
     pthread_mutex_lock(&g->mu);
     bool over = g->closed || g->dead;
     g->holding = true;   /* events queue up behind the current states */
@@ -847,43 +768,13 @@ static void m_watch(gcall *g, const ProtobufCMessage *req) {
     pthread_mutex_unlock(&g->mu);
     if (over) return;
     gcall_ref(g); /* for the subscription */
-    uint64_t id = gateway_subscribe(gw, on_event, g);
-    if (!id) {
+    uint64_t id;
+    if (service_watch(svc, gcall_principal(g), r->include_current, on_event, g, &id, &e) !=
+        SERVICE_OK) {
         atomic_fetch_sub(&g->refs, 1);
-        return gcall_fail(g, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        return gcall_fail_with(g, &e);
     }
-    /* The current states, read after subscribing so that no change is missed. */
-    size_t n = r->include_current ? gateway_cnode_count(gw) : 0;
-    gateway_cnode_info *infos = n ? calloc(n, sizeof *infos) : NULL;
-    gateway_node_info *nodes = NULL;
-    int node_count = r->include_current ? gateway_list_nodes(gw, &nodes) : 0;
-    if (n && !infos) n = 0;
-    if (node_count < 0) node_count = 0;
-    int64_t now = wall_ms();
     pthread_mutex_lock(&g->mu);
-    for (size_t i = 0; i < n; i++) {
-        if (gateway_cnode_info_at(gw, i, &infos[i]) != 0) continue;
-        gateway_event ev = {.time_ms = now, .state = infos[i].state, .os_pid = infos[i].os_pid};
-        snprintf(ev.name, sizeof ev.name, "%s", infos[i].name);
-        snprintf(ev.node, sizeof ev.node, "%s", infos[i].node);
-        if (infos[i].state == CNODE_DOWN || infos[i].state == CNODE_FAILED ||
-            infos[i].state == CNODE_RESTARTING)
-            snprintf(ev.reason, sizeof ev.reason, "%s", infos[i].last_error);
-        Nodex__V1__Event e;
-        event_pb(&e, &ev);
-        gcall_send_locked(g, &e.base, &g->out);
-    }
-    for (int i = 0; i < node_count; i++) {
-        gateway_event ev = {.time_ms = now,
-                            .erlang_node = true,
-                            .state = nodes[i].state,
-                            .os_pid = nodes[i].os_pid};
-        snprintf(ev.name, sizeof ev.name, "%.*s", (int)sizeof ev.name - 1, nodes[i].node);
-        snprintf(ev.node, sizeof ev.node, "%s", nodes[i].node);
-        Nodex__V1__Event e;
-        event_pb(&e, &ev);
-        gcall_send_locked(g, &e.base, &g->out);
-    }
     gmsg *m;
     while ((m = gqueue_pop(&g->held))) {
         if (g->dead || g->finishing) {
@@ -898,48 +789,46 @@ static void m_watch(gcall *g, const ProtobufCMessage *req) {
     bool closed = g->closed;
     if (!closed) g->sub_id = id; /* on_close unsubscribes */
     pthread_mutex_unlock(&g->mu);
-    free(infos);
-    free(nodes);
     if (closed) {
-        gateway_unsubscribe(gw, id);
+        service_unwatch(svc, id);
         gcall_unref(g);
     }
 }
 
 /* --- Erlang nodes --- */
 
-static void rpc_common(gcall *g, const char *node, const char *module, const char *function,
-                       const char *args, size_t args_len, unsigned requested) {
+/* Submits an rpc or a load (args: the encoded list, or the beam); fails the call when refused. */
+static void rpc_submit(gcall *g, service_rpc_req *q, const char *args, size_t args_len) {
     grpc_api *api = g->api;
-    const config *cfg = api->cfg;
-    if (requested > cfg->max_rpc_timeout_ms)
-        return gcall_fail(g, GRPC_STATUS_INVALID_ARGUMENT, "timeout_ms must be at most %u",
-                          cfg->max_rpc_timeout_ms);
-    if (gcall_timeout(g, requested, cfg->rpc_timeout_ms, cfg->max_rpc_timeout_ms, &g->timeout_ms) !=
-        0)
-        return;
     call *c = &g->gc;
     c->on_done = on_call_done;
-    c->on_message = NULL;
     c->ctx = g;
     gcall_ref(g);
-    gateway_error ge =
-        gateway_rpc(api->gw, node, c, module, function, args, args_len, g->timeout_ms);
-    if (ge != GATEWAY_OK) {
+    service_error e;
+    service_status st = g->method == M_LOAD_MODULE
+                            ? service_load(api->svc, gcall_principal(g), q, c, args, args_len, &e)
+                            : service_rpc(api->svc, gcall_principal(g), q, c, args, args_len, &e);
+    g->timeout_ms = q->timeout_used;
+    if (st != SERVICE_OK) {
         atomic_fetch_sub(&g->refs, 1);
-        gcall_fail(g, status_of_gateway(ge), "rpc to %s: %s", node, gateway_error_code(ge));
+        gcall_fail_with(g, &e);
     }
 }
 
 static void m_rpc(gcall *g, const ProtobufCMessage *req) {
     const Nodex__V1__RpcRequest *r = (const Nodex__V1__RpcRequest *)req;
     grpc_api *api = g->api;
-    if (!*r->node || !atom_ok(r->node) || !atom_ok(r->module) || !atom_ok(r->function))
-        return gcall_fail(g, GRPC_STATUS_INVALID_ARGUMENT,
-                          "node, module and function must be names of 1 to 255 characters");
+    service_rpc_req q = {.node = r->node,
+                         .module = r->module,
+                         .function = r->function,
+                         .timeout_ms = r->timeout_ms,
+                         .deadline_left_ms = gcall_deadline_left(g)};
+    service_error e;
+    if (service_rpc_check(api->svc, gcall_principal(g), &q, &e) != SERVICE_OK)
+        return gcall_fail_with(g, &e);
     snprintf(g->target, sizeof g->target, "%s", r->node);
     g->as_etf = r->reply_as_etf;
-    gateway_make_pid(api->gw, &g->gc.pid);
+    service_call_pid(api->svc, &g->gc);
     ei_x_buff x;
     if (ei_x_new(&x) != 0) return gcall_fail(g, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
     term_error err = {0};
@@ -947,52 +836,31 @@ static void m_rpc(gcall *g, const ProtobufCMessage *req) {
         ei_x_encode_empty_list(&x);
     } else if (term_pb_payload_to_ei(r->args, &api->limits, &g->gc.pid, &x, &err) != 0) {
         ei_x_free(&x);
-        return gcall_fail(g, status_of_term(err.status), "args: %s", err.message);
+        return gcall_fail(g,
+                          (grpc_status_code)service_status_grpc(service_status_of_term(err.status)),
+                          "args: %s", err.message);
     }
-    unsigned char t = (unsigned char)x.buff[0];
-    if (t != ERL_NIL_EXT && t != ERL_STRING_EXT && t != ERL_LIST_EXT) {
-        ei_x_free(&x);
-        return gcall_fail(g, GRPC_STATUS_INVALID_ARGUMENT, "args must be a list");
-    }
-    rpc_common(g, r->node, r->module, r->function, x.buff, (size_t)x.index, r->timeout_ms);
+    rpc_submit(g, &q, x.buff, (size_t)x.index);
     ei_x_free(&x);
 }
 
 static void m_load_module(gcall *g, const ProtobufCMessage *req) {
     const Nodex__V1__LoadModuleRequest *r = (const Nodex__V1__LoadModuleRequest *)req;
-    grpc_api *api = g->api;
-    if (!*r->node || !atom_ok(r->node) || !atom_ok(r->module))
-        return gcall_fail(g, GRPC_STATUS_INVALID_ARGUMENT,
-                          "node and module must be names of 1 to 255 characters");
-    if (r->beam.len == 0) return gcall_fail(g, GRPC_STATUS_INVALID_ARGUMENT, "beam is empty");
     snprintf(g->target, sizeof g->target, "%s", r->node);
-    gateway_make_pid(api->gw, &g->gc.pid);
-    /* [Module, "Module.beam", Beam] for code:load_binary/3 */
-    size_t ml = strlen(r->module);
-    uint32_t cps[255 + 5];
-    size_t n = 0, i = 0;
-    while (i < ml && n < 255) term_utf8_next((const unsigned char *)r->module, ml, &i, &cps[n++]);
-    memcpy(&cps[n], (const uint32_t[]){'.', 'b', 'e', 'a', 'm'}, 5 * sizeof cps[0]);
-    n += 5;
-    ei_x_buff x;
-    if (ei_x_new(&x) != 0) return gcall_fail(g, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
-    if (ei_x_encode_list_header(&x, 3) != 0 ||
-        ei_x_encode_atom_len_as(&x, r->module, (int)ml, ERLANG_UTF8, ERLANG_UTF8) != 0 ||
-        term_enc_charlist(&x, cps, n) != 0 || term_enc_binary(&x, r->beam.data, r->beam.len) != 0 ||
-        ei_x_encode_empty_list(&x) != 0) {
-        ei_x_free(&x);
-        return gcall_fail(g, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
-    }
-    rpc_common(g, r->node, "code", "load_binary", x.buff, (size_t)x.index, 0);
-    ei_x_free(&x);
+    snprintf(g->module, sizeof g->module, "%s", r->module);
+    service_rpc_req q = {
+        .node = r->node, .module = r->module, .deadline_left_ms = gcall_deadline_left(g)};
+    service_call_pid(g->api->svc, &g->gc);
+    rpc_submit(g, &q, (const char *)r->beam.data, r->beam.len);
 }
 
 static void m_list_nodes(gcall *g, const ProtobufCMessage *req) {
     (void)req;
     gateway_node_info *nodes = NULL;
-    int n = gateway_list_nodes(g->api->gw, &nodes);
-    if (n < 0) return gcall_fail(g, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
-    size_t count = (size_t)n;
+    size_t count;
+    service_error e;
+    if (service_list_nodes(g->api->svc, gcall_principal(g), &nodes, &count, &e) != SERVICE_OK)
+        return gcall_fail_with(g, &e);
     Nodex__V1__NodeInfo *pbs = calloc(count ? count : 1, sizeof *pbs);
     Nodex__V1__NodeInfo **ptrs =
         calloc(count ? count : 1,
@@ -1039,28 +907,21 @@ static void on_spawned(void *ctx, const char *const *nodes, size_t count, const 
 
 static void m_spawn_nodes(gcall *g, const ProtobufCMessage *req) {
     const Nodex__V1__SpawnNodesRequest *r = (const Nodex__V1__SpawnNodesRequest *)req;
-    if (r->count == 0) return gcall_fail(g, GRPC_STATUS_INVALID_ARGUMENT, "count must be >= 1");
     g->timeout_ms = r->count; /* kept for the error message */
     gcall_ref(g);
-    gateway_error ge = gateway_spawn_nodes(g->api->gw, r->count, on_spawned, g);
-    if (ge != GATEWAY_OK) {
+    service_error e;
+    if (service_spawn_nodes(g->api->svc, gcall_principal(g), r->count, on_spawned, g, &e) !=
+        SERVICE_OK) {
         atomic_fetch_sub(&g->refs, 1);
-        if (ge == GATEWAY_BAD_REQUEST)
-            return gcall_fail(g, GRPC_STATUS_RESOURCE_EXHAUSTED,
-                              "%u more nodes would exceed erlang_nodes.max_children (%u)", r->count,
-                              g->api->cfg->max_children);
-        gcall_fail(g, status_of_gateway(ge), "cannot spawn nodes (%s)", gateway_error_code(ge));
+        gcall_fail_with(g, &e);
     }
 }
 
 static void m_stop_node(gcall *g, const ProtobufCMessage *req) {
     const Nodex__V1__StopNodeRequest *r = (const Nodex__V1__StopNodeRequest *)req;
-    gateway_error ge = gateway_stop_node(g->api->gw, r->node);
-    if (ge == GATEWAY_NOT_FOUND)
-        return gcall_fail(g, GRPC_STATUS_NOT_FOUND, "no child node named '%.200s'", r->node);
-    if (ge != GATEWAY_OK)
-        return gcall_fail(g, status_of_gateway(ge), "cannot stop %s (%s)", r->node,
-                          gateway_error_code(ge));
+    service_error e;
+    if (service_stop_node(g->api->svc, gcall_principal(g), r->node, &e) != SERVICE_OK)
+        return gcall_fail_with(g, &e);
     Nodex__V1__StopNodeReply reply = NODEX__V1__STOP_NODE_REPLY__INIT;
     gcall_reply(g, &reply.base);
 }
@@ -1232,8 +1093,12 @@ grpc_api *grpc_api_start(const config *cfg, gateway *gw, char *err, size_t err_l
     }
     api->cfg = cfg;
     api->gw = gw;
-    api->limits.max_depth = cfg->term_max_depth;
-    api->limits.max_bytes = cfg->term_max_bytes;
+    if (!(api->svc = service_new(cfg, gw))) {
+        snprintf(err, err_len, "out of memory");
+        free(api);
+        return NULL;
+    }
+    api->limits = *service_limits(api->svc);
     api->wire_depth = term_pb_wire_depth(cfg->term_max_depth, 2);
     api->shutdown_tag.fn = on_shutdown;
     atomic_init(&api->stopping, false);
@@ -1278,6 +1143,7 @@ grpc_api *grpc_api_start(const config *cfg, gateway *gw, char *err, size_t err_l
         grpc_shutdown_blocking();
         pthread_cond_destroy(&api->cv);
         pthread_mutex_destroy(&api->mu);
+        service_free(api->svc);
         free(api);
         return NULL;
     }
@@ -1364,5 +1230,6 @@ void grpc_api_stop(grpc_api *api) {
     grpc_shutdown_blocking();
     pthread_cond_destroy(&api->cv);
     pthread_mutex_destroy(&api->mu);
+    service_free(api->svc);
     free(api);
 }

@@ -1294,20 +1294,15 @@ static void http_api_discard(http_api *h) {
 
 http_api *http_api_start(const config *cfg, gateway *gw, char *err, size_t err_len) {
     http_api *h = calloc(1, sizeof *h);
-    if (!h) {
+    service *svc = h ? service_new(cfg, gw) : NULL;
+    if (!svc) {
+        free(h);
         snprintf(err, err_len, "out of memory");
         return NULL;
     }
-    h->cfg = cfg;
-    h->gw = gw;
+    *h = (http_api){.cfg = cfg, .gw = gw, .svc = svc, .limits = *service_limits(svc)};
     pthread_mutex_init(&h->watch_mu, NULL);
     atomic_init(&h->stopping, false);
-    if (!(h->svc = service_new(cfg, gw))) {
-        snprintf(err, err_len, "out of memory");
-        http_api_discard(h);
-        return NULL;
-    }
-    h->limits = *service_limits(h->svc);
     struct sockaddr_storage ss;
     socklen_t sslen;
     char host[INET6_ADDRSTRLEN + 2];
