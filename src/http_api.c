@@ -1359,10 +1359,6 @@ http_api *http_api_start(const config *cfg, gateway *gw, char *err, size_t err_l
     return h;
 }
 
-const char *http_api_address(const http_api *h) {
-    return h->address;
-}
-
 void http_api_stop(http_api *h) {
     if (!h) return;
     atomic_store(&h->stopping, true);
@@ -1395,4 +1391,8 @@ void http_api_stop(http_api *h) {
         http_watch_free(h, w);
     }
     http_api_discard(h);
+}
+
+const char *http_api_address(const http_api *h) {
+    return h->address;
 }
