@@ -304,12 +304,13 @@ static service_status service_reply_shape(const service *s, const call *c, const
                                           int *idx, int *inner, char tag[MAXATOMLEN_UTF8],
                                           bool *pair, service_error *err) {
     term_error terr = {0};
-    *idx = (int)c->reply_offset;
+    *idx = *inner = (int)c->reply_offset;
+    *pair = false;
+    tag[0] = '\0';
     int end = *idx;
     if (term_etf_check(c->reply, c->reply_len, &end, &s->limits, &terr) != 0)
         return service_fail(err, SERVICE_BAD_REPLY,
                             "node %s sent a reply that cannot be decoded: %s", node, terr.message);
-    *inner = *idx;
     *pair = service_tagged_pair(c->reply, inner, tag);
     return service_ok(err);
 }
@@ -442,6 +443,7 @@ service_status service_get_cnode(service *s, const service_principal *p, const c
                                  size_t *count, service_error *err) {
     if (instances) *instances = NULL;
     if (count) *count = 0;
+    if (!count) instances = NULL; /* both or neither */
     if (service_authorize(s, p, SERVICE_OP_GET_CNODE, name, err) != SERVICE_OK) return err->status;
     if (gateway_cnode_info_by_name(s->gw, name, info) != 0)
         return service_fail(err, SERVICE_NOT_FOUND, "no C-node named '%.64s'", name);
@@ -464,7 +466,7 @@ service_status service_get_cnode(service *s, const service_principal *p, const c
 
 bool service_health(service *s, const char ***not_ready, size_t *count) {
     bool ready = gateway_is_ready(s->gw);
-    if (!not_ready) return ready;
+    if (!not_ready || !count) return ready;
     *not_ready = NULL;
     *count = 0;
     size_t n = gateway_cnode_count(s->gw);
