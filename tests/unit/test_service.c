@@ -398,50 +398,50 @@ static void release_file(const char *path) {
     fclose(f);
 }
 
-static void test_late_call_is_a_timeout_naming_the_wait(void **state) {
-    (void)state;
-    char path[128];
-    snprintf(path, sizeof path, "/tmp/nodex-svc-%d-timeout", (int)getpid());
+/* A call the test C-node holds until `name`'s file exists: started in `w`, the file path in
+ * `path` (absent at the start). Returns the request (its timeout_used set). */
+static service_call_req start_held_call(waiter *w, service_op op, unsigned timeout_ms,
+                                        const char *name, char *path, size_t path_len) {
+    snprintf(path, path_len, "/tmp/nodex-svc-%d-%s", (int)getpid(), name);
     unlink(path);
-    waiter w;
-    waiter_init(&w);
+    waiter_init(w);
     ei_x_buff x;
     encode_wait_file(&x, path);
     service_error e;
-    service_call_req r = {
-        .op = SERVICE_OP_CALL, .cnode = "t", .timeout_ms = 100, .deadline_left_ms = -1};
-    assert_int_equal(service_call(svc, &service_anonymous, &r, &w.c, x.buff, (size_t)x.index, &e),
+    service_call_req r = {.op = op, .cnode = "t", .timeout_ms = timeout_ms, .deadline_left_ms = -1};
+    assert_int_equal(service_call(svc, &service_anonymous, &r, &w->c, x.buff, (size_t)x.index, &e),
                      SERVICE_OK);
+    ei_x_free(&x);
+    return r;
+}
+
+static void test_late_call_is_a_timeout_naming_the_wait(void **state) {
+    (void)state;
+    char path[128];
+    waiter w;
+    service_call_req r = start_held_call(&w, SERVICE_OP_CALL, 100, "timeout", path, sizeof path);
     waiter_wait(&w);
     release_file(path);
+    service_error e;
     assert_refused(service_call_outcome(&w.c, "C-node", "t", r.timeout_used, &e), &e,
                    SERVICE_TIMEOUT, "did not reply within 100 ms");
     unlink(path);
-    ei_x_free(&x);
     waiter_free(&w);
 }
 
 static void test_cancelled_call_ends_cancelled(void **state) {
     (void)state;
     char path[128];
-    snprintf(path, sizeof path, "/tmp/nodex-svc-%d-cancel", (int)getpid());
-    unlink(path);
     waiter w;
-    waiter_init(&w);
-    ei_x_buff x;
-    encode_wait_file(&x, path);
-    service_error e;
-    service_call_req r = {.op = SERVICE_OP_STREAM, .cnode = "t", .deadline_left_ms = -1};
-    assert_int_equal(service_call(svc, &service_anonymous, &r, &w.c, x.buff, (size_t)x.index, &e),
-                     SERVICE_OK);
+    service_call_req r = start_held_call(&w, SERVICE_OP_STREAM, 0, "cancel", path, sizeof path);
     assert_true(service_cancel(svc, &w.c));
     waiter_wait(&w);
     release_file(path);
+    service_error e;
     assert_refused(service_call_outcome(&w.c, "C-node", "t", r.timeout_used, &e), &e,
                    SERVICE_CANCELLED, NULL);
     assert_false(service_cancel(svc, &w.c));
     unlink(path);
-    ei_x_free(&x);
     waiter_free(&w);
 }
 
