@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "child.h"
+#include "conns.h"
 #include "dist.h"
 #include "events.h"
 #include "ei_sock.h"
@@ -31,12 +32,10 @@
 #include "routing.h"
 #include "template.h"
 
-#define GW_SWEEP_MS        50   /* supervisor timers and ticks are checked this often */
-#define GW_SEND_TIMEOUT_MS 5000 /* a peer that takes no bytes this long is broken */
+#define GW_SWEEP_MS 50 /* supervisor timers and ticks are checked this often */
 /* Calls and casts to a C-node with this much input waiting get 503 overloaded (backpressure). */
 #define GW_BACKLOG_SOFT_MAX    ((size_t)32 << 20)
 #define GW_BUSY_POLL_MAX_CALLS 2 /* the loop busy-polls after traffic only with this few calls */
-#define GW_MAX_PACKET          (256u << 20)
 #define GW_HANDSHAKE_MS        3000
 #define GW_ACCEPTORS           4 /* a stalled handshake holds one acceptor, not all of them */
 #define GW_MAX_RESTART_LOG     64
@@ -88,16 +87,6 @@ typedef enum gw_entry_kind {
     ENTRY_PEER,  /* another node of the cluster, connected for rpc or because it connected */
 } gw_entry_kind;
 
-/* A live distribution connection and its epoll registration (event loop thread only). */
-typedef struct gw_conn {
-    dist_conn *dc;
-    gateway *gw;
-    gw_cnode *cnode;      /* NULL for other peers (Erlang nodes that connected in) */
-    loop_watch *watch;    /* EPOLLOUT on while its backlog waits for socket space */
-    bool closed;          /* closed during this loop iteration; freed at its end */
-    struct gw_conn *next; /* in gw->conns, or in gw->graveyard once closed */
-} gw_conn;
-
 struct gw_cnode {
     const config_cnode *cfg;
     gateway *gw;
@@ -124,7 +113,7 @@ struct gw_cnode {
     bool kill_sent;
     child *proc;
     loop_watch *out_watch[2]; /* stdout, stderr */
-    gw_conn *conn;
+    conns_conn *conn;         /* its connection, owned by conns */
     unsigned connect_generation;
     unsigned consecutive_failures;
     int64_t restart_log[GW_MAX_RESTART_LOG];
@@ -139,16 +128,6 @@ struct gw_cnode {
     char last_error[192];
     int64_t up_since_ms;
 };
-
-/* Handed from the acceptor and connector threads to the loop. */
-typedef struct gw_handoff {
-    int fd; /* -1: a failed connect */
-    char peer[MAXNODELEN * 4];
-    gw_cnode *cnode; /* connector result: for whom; NULL for an accepted connection */
-    unsigned generation;
-    char error[128];
-    struct gw_handoff *next;
-} gw_handoff;
 
 /* A POST /nodes in progress: reported once all its children are up, or one went down. */
 typedef struct gw_spawn_request {
@@ -176,9 +155,7 @@ struct gateway {
     void *external_ctx;
     int (*iteration_hook)(void *ctx);
     void *iteration_ctx;
-    pthread_t acceptors[GW_ACCEPTORS];
-    size_t acceptor_count;
-    atomic_int connectors; /* running connector threads */
+    conns *conns; /* distribution connections, acceptors and connectors */
     atomic_bool stop_requested;
     gw_cnode *cnodes; /* every instance of the configured C-nodes, fixed for the gateway's life */
     size_t cnode_count;
@@ -190,12 +167,6 @@ struct gateway {
     char *child_home;                     /* private HOME holding .erlang.cookie for child nodes */
     struct gw_spawn_request *spawns;      /* loop thread only, after the handoff */
     struct gw_spawn_request *spawn_queue; /* guarded by mu */
-    gw_conn *conns;
-    gw_conn *graveyard; /* closed connections, freed after the current epoll batch */
-    /* handoff queue */
-    pthread_mutex_t handoff_mu;
-    gw_handoff *handoffs;
-    dist_conn *backlogged; /* connections other threads left a backlog on (handoff_mu) */
     /* call path: guarded by mu */
     pthread_mutex_t mu;
     routing *routing; /* in-flight calls, guarded by mu */
@@ -208,49 +179,6 @@ struct gateway {
 
 static void gw_wake(gateway *gw) {
     loop_wake(gw->loop);
-}
-
-static void gw_conn_want_out(gateway *gw, gw_conn *gc, bool on) {
-    loop_watch_set_writable(gw->loop, gc->watch, on);
-}
-
-/* dist_cork_flush: a connection kept bytes the socket did not take; wait for room. */
-static void gw_on_backlog(dist_conn *dc, void *ctx) {
-    gw_conn_want_out(ctx, dc->owner, true);
-}
-
-/* dist's on_backlog: another thread's send left a backlog. The loop must watch EPOLLOUT. */
-static void gw_on_backlog_any_thread(dist_conn *dc, void *ctx) {
-    gateway *gw = ctx;
-    if (gateway_on_loop_thread(gw)) {
-        gw_on_backlog(dc, gw);
-        return;
-    }
-    pthread_mutex_lock(&gw->handoff_mu);
-    if (!dc->backlog_listed) {
-        dist_conn_ref(dc);
-        dc->backlog_listed = true;
-        dc->backlog_next = gw->backlogged;
-        gw->backlogged = dc;
-    }
-    pthread_mutex_unlock(&gw->handoff_mu);
-    gw_wake(gw);
-}
-
-/* Loop thread: registers the connections gw_on_backlog_any_thread listed for EPOLLOUT. */
-static void gw_watch_backlogs(gateway *gw) {
-    pthread_mutex_lock(&gw->handoff_mu);
-    dist_conn *list = gw->backlogged;
-    gw->backlogged = NULL;
-    for (dist_conn *dc = list; dc; dc = dc->backlog_next) dc->backlog_listed = false;
-    pthread_mutex_unlock(&gw->handoff_mu);
-    while (list) {
-        dist_conn *dc = list;
-        list = dc->backlog_next;
-        /* A closed connection is broken: its gw_conn may be gone. */
-        if (!atomic_load(&dc->broken)) gw_on_backlog(dc, gw);
-        dist_conn_unref(dc);
-    }
 }
 
 /* Looks for a bare executable name beside nodexd, then in ../libexec/nodex. */
@@ -275,60 +203,6 @@ static char *gw_resolve_executable(const char *name, char *err, size_t err_len) 
     }
     snprintf(err, err_len, "executable %s: not found beside nodexd or in ../libexec/nodex", name);
     return NULL;
-}
-
-/* ------------------------------------------------------------------------------------------ */
-/* Connections */
-
-/* Closes a connection; its memory lives until gw_conn_bury so that later events of the same
- * epoll batch can still look at it (and skip it). */
-static void gw_conn_close(gateway *gw, gw_conn *gc) {
-    loop_watch_remove(gw->loop, gc->watch);
-    gc->watch = NULL;
-    for (gw_conn **pp = &gw->conns; *pp; pp = &(*pp)->next) {
-        if (*pp == gc) {
-            *pp = gc->next;
-            break;
-        }
-    }
-    dist_conn_shutdown(gc->dc);
-    gc->closed = true;
-    gc->next = gw->graveyard;
-    gw->graveyard = gc;
-}
-
-static void gw_conn_bury(gateway *gw) {
-    while (gw->graveyard) {
-        gw_conn *gc = gw->graveyard;
-        gw->graveyard = gc->next;
-        dist_conn_unref(gc->dc);
-        free(gc);
-    }
-}
-
-static void gw_on_conn_ready(void *ctx, unsigned ready);
-
-static gw_conn *gw_conn_add(gateway *gw, int fd, const char *peer) {
-    gw_conn *gc = calloc(1, sizeof *gc);
-    dist_conn *dc = gc ? dist_conn_new(fd, peer, GW_MAX_PACKET) : NULL;
-    if (!dc) {
-        free(gc);
-        ei_close_connection(fd);
-        return NULL;
-    }
-    gc->dc = dc;
-    dc->owner = gc;
-    dc->on_backlog = gw_on_backlog_any_thread;
-    dc->backlog_ctx = gw;
-    gc->gw = gw;
-    if (!(gc->watch = loop_watch_add(gw->loop, fd, gw_on_conn_ready, gc))) {
-        dist_conn_unref(dc);
-        free(gc);
-        return NULL;
-    }
-    gc->next = gw->conns;
-    gw->conns = gc;
-    return gc;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -433,13 +307,12 @@ static void gw_cnode_disconnect(gw_cnode *cn) {
     pthread_mutex_unlock(&gw->mu);
     if (live) dist_conn_unref(live);
     if (cn->conn) {
-        gw_conn_close(gw, cn->conn);
+        conns_close(gw->conns, cn->conn);
         cn->conn = NULL;
     }
 }
 
 static void gw_cnode_start(gw_cnode *cn);
-static void *gw_connector_main(void *arg);
 
 /* Restart decision once the C-node is gone (process reaped, or never had one). */
 static void gw_cnode_after_exit(gw_cnode *cn, bool normal_exit) {
@@ -572,20 +445,20 @@ static void gw_cnode_became_up(gw_cnode *cn) {
     cn->phase = PHASE_UP;
     cn->deadline_ms = INT64_MAX;
     cn->consecutive_failures = 0;
-    dist_conn_ref(cn->conn->dc);
+    dist_conn *dc = conns_dist(cn->conn);
+    dist_conn_ref(dc);
     /* Calls that waited for this connection (rpc to a node not yet connected) go out now.
      * Only this thread unregisters calls, so the pointers stay valid after the unlock. */
     call **waiting;
     pthread_mutex_lock(&gw->mu);
-    cn->live = cn->conn->dc;
+    cn->live = dc;
     cn->last_error[0] = '\0';
     size_t n = routing_owner_outboxes_locked(&cn->route, &waiting);
     pthread_mutex_unlock(&gw->mu);
     gw_set_state(cn, CNODE_UP);
     for (size_t i = 0; i < n; i++) {
         call *c = waiting[i];
-        dist_send_reg(cn->conn->dc, &c->pid, cn->cfg->registered_name, NULL, 0, c->outbox,
-                      c->outbox_len);
+        dist_send_reg(dc, &c->pid, cn->cfg->registered_name, NULL, 0, c->outbox, c->outbox_len);
         free(c->outbox);
         c->outbox = NULL;
     }
@@ -594,27 +467,17 @@ static void gw_cnode_became_up(gw_cnode *cn) {
 }
 
 static void gw_start_connector(gw_cnode *cn) {
-    gw_handoff *job = calloc(1, sizeof *job);
-    if (!job) {
-        gw_cnode_down(cn, true, "out of memory starting a connection");
-        return;
-    }
-    job->cnode = cn;
-    job->generation = ++cn->connect_generation;
-    snprintf(job->peer, sizeof job->peer, "%s", cn->node);
+    unsigned generation = ++cn->connect_generation;
     cn->phase = PHASE_CONNECTING;
     cn->deadline_ms = dist_now_ms() + cn->cfg->connect_timeout_ms + 1000;
-    atomic_fetch_add(&cn->gw->connectors, 1);
-    pthread_t t;
-    pthread_attr_t attr;
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    if (pthread_create(&t, &attr, gw_connector_main, job) != 0) {
-        atomic_fetch_sub(&cn->gw->connectors, 1);
-        free(job);
-        gw_cnode_down(cn, true, "cannot start a connector thread");
-    }
-    pthread_attr_destroy(&attr);
+    /* A C-node we just started ("to") may need a moment to appear in epmd: retry briefly.
+     * An adopted node or a peer is there or not: one attempt (adoption retries with backoff). */
+    bool retry = cn->cfg->direction == CNODE_DIRECTION_TO;
+    if (conns_connect(cn->gw->conns, cn, generation, cn->node, cn->cfg->connect_timeout_ms,
+                      retry) != 0)
+        gw_cnode_down(cn, true, "%s",
+                      errno == ENOMEM ? "out of memory starting a connection"
+                                      : "cannot start a connector thread");
 }
 
 static void gw_on_child_line(void *ctx, int stream, const char *line, size_t len) {
@@ -757,70 +620,6 @@ static void gw_cnode_timers(gw_cnode *cn, int64_t now) {
     case PHASE_BACKOFF: gw_cnode_start(cn); break;
     default: break;
     }
-}
-
-/* ------------------------------------------------------------------------------------------ */
-/* Threads that block in ei: the acceptor and the connectors. */
-
-static void gw_handoff_push(gateway *gw, gw_handoff *h) {
-    pthread_mutex_lock(&gw->handoff_mu);
-    h->next = gw->handoffs;
-    gw->handoffs = h;
-    pthread_mutex_unlock(&gw->handoff_mu);
-    gw_wake(gw);
-}
-
-static void *gw_acceptor_main(void *arg) {
-    gateway *gw = arg;
-    ei_cnode ec = gw->ec; /* a private copy: ei state is not shared across threads */
-    while (!atomic_load(&gw->stop_requested)) {
-        ErlConnect conp;
-        int fd = ei_accept(&ec, gw->listen_fd, &conp);
-        if (fd < 0) {
-            if (atomic_load(&gw->stop_requested)) break;
-            if (errno == EMFILE || errno == ENFILE) {
-                log_warn("accept: out of descriptors");
-                usleep(100000);
-            }
-            continue;
-        }
-        /* The handshake ran under the listener's receive timeout; the loop wants none. */
-        struct timeval none = {0, 0};
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &none, sizeof none);
-        gw_handoff *h = calloc(1, sizeof *h);
-        if (!h) {
-            ei_close_connection(fd);
-            continue;
-        }
-        h->fd = fd;
-        snprintf(h->peer, sizeof h->peer, "%s", conp.nodename);
-        gw_handoff_push(gw, h);
-    }
-    return NULL;
-}
-
-static void *gw_connector_main(void *arg) {
-    gw_handoff *job = arg;
-    gateway *gw = job->cnode->gw;
-    ei_cnode ec = gw->ec_connect; /* written once, before any connector runs */
-    int64_t deadline = dist_now_ms() + job->cnode->cfg->connect_timeout_ms;
-    /* A peer that accepts TCP but never finishes the handshake fails at the deadline instead
-     * of holding this thread forever. */
-    ei_sock_set_deadline(deadline);
-    int fd = -1;
-    /* A C-node we just started ("to") may need a moment to appear in epmd: retry briefly.
-     * An adopted node or a peer is there or not: one attempt (adoption retries with backoff). */
-    bool retry = job->cnode->cfg->direction == CNODE_DIRECTION_TO;
-    while (!atomic_load(&gw->stop_requested)) {
-        fd = ei_connect(&ec, job->peer);
-        if (fd >= 0 || !retry || dist_now_ms() >= deadline) break;
-        usleep(50000);
-    }
-    job->fd = fd < 0 ? -1 : fd;
-    if (fd < 0) snprintf(job->error, sizeof job->error, "cannot connect to %.100s", job->peer);
-    gw_handoff_push(gw, job);
-    atomic_fetch_sub(&gw->connectors, 1);
-    return NULL;
 }
 
 static gw_cnode *gw_cnode_by_node(gateway *gw, const char *node) {
@@ -971,69 +770,79 @@ static gw_cnode *gw_node_entry_new(gateway *gw, gw_entry_kind kind, const char *
     return cn;
 }
 
+/* Attaches a connection to its entry (both ways). Peers tick at their own net_ticktime, which
+ * we cannot know: they get node.peer_tick_time_ms; C-nodes and children the tick time. */
+static void gw_attach(gw_cnode *cn, conns_conn *c) {
+    int64_t silence = cn->kind == ENTRY_PEER ? (int64_t)cn->gw->cfg->peer_tick_time_ms : 0;
+    conns_set_owner(c, cn, silence);
+    cn->conn = c;
+}
+
 /* A node connected in that is not a C-node of ours: a peer (an Erlang node, usually). If an
  * entry is already connecting to it, this connection serves it. */
-static void gw_accept_peer(gateway *gw, gw_conn *gc, const char *node) {
+static void gw_accept_peer(gateway *gw, conns_conn *gc, const char *node) {
     pthread_mutex_lock(&gw->mu);
     gw_cnode *cn = gw_find_node_locked(gw, node);
     pthread_mutex_unlock(&gw->mu);
     if (cn && cn->conn) {
         log_warn("node %s connected twice; closing the new connection", node);
-        gw_conn_close(gw, gc);
+        conns_close(gw->conns, gc);
         return;
     }
     if (!cn && !(cn = gw_node_entry_new(gw, ENTRY_PEER, node))) {
-        gw_conn_close(gw, gc);
+        conns_close(gw->conns, gc);
         return;
     }
     log_info("node %s connected", node);
     cn->connect_generation++; /* a connector of ours still running is now stale */
-    gc->cnode = cn;
-    cn->conn = gc;
+    gw_attach(cn, gc);
     gw_cnode_became_up(cn);
 }
 
-static void gw_handle_handoffs(gateway *gw) {
-    pthread_mutex_lock(&gw->handoff_mu);
-    gw_handoff *h = gw->handoffs;
-    gw->handoffs = NULL;
-    pthread_mutex_unlock(&gw->handoff_mu);
-    while (h) {
-        gw_handoff *next = h->next;
-        if (h->cnode) { /* connector result */
-            gw_cnode *cn = h->cnode;
-            bool current = h->generation == cn->connect_generation && cn->phase == PHASE_CONNECTING;
-            if (!current) {
-                if (h->fd >= 0) ei_close_connection(h->fd);
-            } else if (h->fd < 0) {
-                gw_cnode_down(cn, cn->cfg->direction != CNODE_DIRECTION_ADOPT, "%s", h->error);
-            } else if ((cn->conn = gw_conn_add(gw, h->fd, h->peer)) != NULL) {
-                cn->conn->cnode = cn;
-                log_info("%s %s: connected to %s", gw_what(cn), cn->cfg->name, h->peer);
-                gw_cnode_became_up(cn);
-            } else {
-                gw_cnode_down(cn, true, "cannot watch the connection");
-            }
-        } else { /* accepted */
-            gw_cnode *cn = gw_cnode_by_node(gw, h->peer);
-            if (cn && (cn->phase != PHASE_SPAWNED || cn->conn)) {
-                log_warn("connection from %s while it is not expected; closed", h->peer);
-                ei_close_connection(h->fd);
-            } else {
-                gw_conn *gc = gw_conn_add(gw, h->fd, h->peer);
-                if (gc && cn) {
-                    gc->cnode = cn;
-                    cn->conn = gc;
-                    log_info("cnode %s: connected back from %s", cn->cfg->name, h->peer);
-                    if (cn->ready_seen) gw_cnode_became_up(cn);
-                } else if (gc) {
-                    gw_accept_peer(gw, gc, h->peer);
-                }
-            }
-        }
-        free(h);
-        h = next;
+/* conns: a connector's attempt for `owner` ended. */
+static void gw_on_connected(void *ctx, void *owner, unsigned generation, int fd, const char *peer,
+                            const char *error) {
+    gateway *gw = ctx;
+    gw_cnode *cn = owner;
+    conns_conn *gc;
+    bool current = generation == cn->connect_generation && cn->phase == PHASE_CONNECTING;
+    if (!current) {
+        if (fd >= 0) ei_close_connection(fd);
+    } else if (fd < 0) {
+        gw_cnode_down(cn, cn->cfg->direction != CNODE_DIRECTION_ADOPT, "%s", error);
+    } else if ((gc = conns_add(gw->conns, fd, peer)) != NULL) {
+        gw_attach(cn, gc);
+        log_info("%s %s: connected to %s", gw_what(cn), cn->cfg->name, peer);
+        gw_cnode_became_up(cn);
+    } else {
+        gw_cnode_down(cn, true, "cannot watch the connection");
     }
+}
+
+/* conns: a node connected in: a `back` C-node we started, or a peer. */
+static void gw_on_accepted(void *ctx, int fd, const char *peer) {
+    gateway *gw = ctx;
+    gw_cnode *cn = gw_cnode_by_node(gw, peer);
+    if (cn && (cn->phase != PHASE_SPAWNED || cn->conn)) {
+        log_warn("connection from %s while it is not expected; closed", peer);
+        ei_close_connection(fd);
+        return;
+    }
+    conns_conn *gc = conns_add(gw->conns, fd, peer);
+    if (gc && cn) {
+        gw_attach(cn, gc);
+        log_info("cnode %s: connected back from %s", cn->cfg->name, peer);
+        if (cn->ready_seen) gw_cnode_became_up(cn);
+    } else if (gc) {
+        gw_accept_peer(gw, gc, peer);
+    }
+}
+
+/* conns: the connection of `owner` is lost. The process usually exits right after its connection
+ * drops (by_peer): give it the shutdown timeout, then it is killed; a silent one is killed now. */
+static void gw_on_lost(void *ctx, void *owner, const char *peer, const char *why, bool by_peer) {
+    (void)ctx;
+    gw_cnode_down(owner, !by_peer, "%s: %s", peer, why);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -1048,9 +857,10 @@ static void gw_answer_net_kernel(dist_conn *dc, const dist_message *m) {
     if (r >= 0) dist_send_pid(dc, &from, NULL, 0, reply, (size_t)r);
 }
 
-static void gw_on_message(void *ctx, dist_conn *dc, const dist_message *m) {
+static void gw_on_message(void *ctx, conns_conn *gc, const dist_message *m) {
     gateway *gw = ctx;
-    gw_conn *gc = dc->owner;
+    dist_conn *dc = conns_dist(gc);
+    gw_cnode *owner = conns_owner(gc);
     if (!m->to_pid) {
         if (m->to_name && strcmp(m->to_name, "net_kernel") == 0)
             gw_answer_net_kernel(dc, m);
@@ -1059,56 +869,11 @@ static void gw_on_message(void *ctx, dist_conn *dc, const dist_message *m) {
                       m->to_name ? m->to_name : "?", dc->peer);
         return;
     }
-    routing_on_message(gw->routing, gc && gc->cnode ? &gc->cnode->route : NULL, m);
+    routing_on_message(gw->routing, owner ? &owner->route : NULL, m);
 }
 
 /* ------------------------------------------------------------------------------------------ */
 /* The loop */
-
-/* Ticks idle connections and declares silent ones down: ei never ticks on its own. */
-static void gw_tick_connections(gateway *gw, int64_t now) {
-    int64_t tick = gw->cfg->tick_time_ms;
-    for (gw_conn *gc = gw->conns, *next; gc; gc = next) {
-        next = gc->next;
-        dist_conn *dc = gc->dc;
-        /* C-nodes answer our ticks and children tick at our pace (net_ticktime is set for
-         * them); other Erlang nodes tick at their own net_ticktime, which we cannot know. */
-        int64_t silence =
-            gc->cnode && gc->cnode->kind == ENTRY_PEER ? gw->cfg->peer_tick_time_ms : tick;
-        bool silent = now - atomic_load(&dc->last_recv_ms) > silence;
-        /* A peer that takes none of our backlog for the send timeout is stuck. */
-        if (atomic_load(&dc->backlog) && !atomic_load(&dc->broken) &&
-            now - atomic_load(&dc->backlog_progress_ms) > GW_SEND_TIMEOUT_MS) {
-            log_warn("node %s took none of %zu pending bytes for %d ms; disconnecting", dc->peer,
-                     dist_pending_bytes(dc), GW_SEND_TIMEOUT_MS);
-            dist_conn_shutdown(dc);
-        }
-        if (!silent && now - atomic_load(&dc->last_send_ms) >= tick / 4) dist_send_tick(dc);
-        if (!silent && !atomic_load(&dc->broken)) continue;
-        const char *why = silent ? "no answer to ticks (tick_time)" : "send failed";
-        if (gc->cnode) {
-            gw_cnode_down(gc->cnode, true, "%s: %s", dc->peer, why);
-        } else {
-            log_warn("node %s: %s; disconnected", dc->peer, why);
-            gw_conn_close(gw, gc);
-        }
-    }
-}
-
-static void gw_on_conn_readable(gateway *gw, gw_conn *gc) {
-    gc->dc->owner = gc;
-    dist_close_reason r = dist_read(gc->dc, gw_on_message, gw);
-    if (r == DIST_OPEN) return;
-    if (gc->cnode) {
-        gw_cnode *cn = gc->cnode;
-        /* The process usually exits right after its connection drops: give it the shutdown
-         * timeout, then it is killed. */
-        gw_cnode_down(cn, false, "%s: %s", gc->dc->peer, dist_close_reason_text(r));
-    } else {
-        log_info("node %s disconnected: %s", gc->dc->peer, dist_close_reason_text(r));
-        gw_conn_close(gw, gc);
-    }
-}
 
 static void gw_on_child_output(gw_cnode *cn, int stream) {
     if (!cn->proc) return;
@@ -1150,17 +915,8 @@ static void gw_on_signal(void *ctx, int signo) {
  * them wake the loop (rpc, spawn, stop): the sweep runs in this iteration. */
 static void gw_on_wake(void *ctx) {
     gateway *gw = ctx;
-    gw_handle_handoffs(gw);
-    gw_watch_backlogs(gw);
+    conns_on_wake(gw->conns);
     loop_timer_arm(gw->sweep, 0);
-}
-
-static void gw_on_conn_ready(void *ctx, unsigned ready) {
-    gw_conn *gc = ctx;
-    gateway *gw = gc->gw;
-    if (!gc->closed && (ready & LOOP_WRITABLE) && dist_flush(gc->dc) == 0)
-        gw_conn_want_out(gw, gc, false);
-    if (!gc->closed && (ready & LOOP_READABLE)) gw_on_conn_readable(gw, gc);
 }
 
 /* Tells a child node's `init` to stop: {stop, stop}, what init:stop/0 sends. */
@@ -1181,7 +937,7 @@ static void gw_send_init_stop(gw_cnode *cn) {
                                     'p'};
     erlang_pid from;
     gateway_make_pid(cn->gw, &from);
-    dist_send_reg(cn->conn->dc, &from, "init", NULL, 0, stop_msg, sizeof stop_msg);
+    dist_send_reg(conns_dist(cn->conn), &from, "init", NULL, 0, stop_msg, sizeof stop_msg);
 }
 
 /* Stops everything: C-nodes get SIGTERM (and their connection closed: Nodex C-nodes then exit
@@ -1227,8 +983,7 @@ static void gw_stop_all(gateway *gw) {
         cn->phase = PHASE_STOPPED;
         gw_set_state(cn, CNODE_STOPPED);
     }
-    while (gw->conns) gw_conn_close(gw, gw->conns);
-    gw_conn_bury(gw);
+    conns_close_all(gw->conns);
 }
 
 /* Reports spawn requests whose children are all up, or of which one went down. */
@@ -1300,7 +1055,7 @@ static void gw_sweep(void *ctx) {
     gateway *gw = ctx;
     int64_t now = dist_now_ms();
     gw_service_entries(gw, now);
-    gw_tick_connections(gw, now);
+    conns_tick(gw->conns, now);
     loop_timer_arm(gw->sweep, now + GW_SWEEP_MS);
 }
 
@@ -1348,8 +1103,8 @@ int gateway_run(gateway *gw, void (*on_started)(void *ctx), void *ctx) {
         loop_run_timers(gw->loop, now);
         /* Last, so that it serves every connection resumed in this iteration. */
         if (gw->iteration_hook) hook_wait = gw->iteration_hook(gw->iteration_ctx);
-        corked_busy = dist_cork_flush(gw_on_backlog, gw);
-        gw_conn_bury(gw);
+        corked_busy = conns_flush_corked(gw->conns);
+        conns_bury(gw->conns);
     }
     dist_cork_end();
     loop_leave(gw->loop);
@@ -1541,8 +1296,6 @@ gateway *gateway_new(const config *cfg, const char *cookie, char *err, size_t er
     gw->cfg = cfg;
     gw->listen_fd = gw->publish_fd = -1;
     pthread_mutex_init(&gw->mu, NULL);
-    pthread_mutex_init(&gw->handoff_mu, NULL);
-    atomic_init(&gw->connectors, 0);
     atomic_init(&gw->stop_requested, false);
     if (!(gw->cookie = strdup(cookie)) || !(gw->events = events_new())) {
         snprintf(err, err_len, "out of memory");
@@ -1621,12 +1374,18 @@ gateway *gateway_new(const config *cfg, const char *cookie, char *err, size_t er
     }
     loop_on_wake(gw->loop, gw_on_wake, gw);
     loop_on_signal(gw->loop, gw_on_signal, gw);
-    for (size_t i = 0; i < GW_ACCEPTORS; i++) {
-        if (pthread_create(&gw->acceptors[i], NULL, gw_acceptor_main, gw) != 0) {
-            snprintf(err, err_len, "cannot start the acceptor threads");
-            goto fail;
-        }
-        gw->acceptor_count++;
+    static const conns_callbacks conn_cb = {.on_message = gw_on_message,
+                                            .on_accepted = gw_on_accepted,
+                                            .on_connected = gw_on_connected,
+                                            .on_lost = gw_on_lost};
+    if (!(gw->conns = conns_new(gw->loop, &gw->ec, &gw->ec_connect, &gw->stop_requested,
+                                cfg->tick_time_ms, &conn_cb, gw))) {
+        snprintf(err, err_len, "out of memory");
+        goto fail;
+    }
+    if (conns_start_acceptors(gw->conns, gw->listen_fd, GW_ACCEPTORS) != 0) {
+        snprintf(err, err_len, "cannot start the acceptor threads");
+        goto fail;
     }
     log_info("node %s listening for distribution on %s:%d", gw->node_name, cfg->dist_listen, port);
     return gw;
@@ -1674,15 +1433,11 @@ void gateway_request_stop(gateway *gw) {
 void gateway_free(gateway *gw) {
     if (!gw) return;
     atomic_store(&gw->stop_requested, true);
-    if (gw->acceptor_count) shutdown(gw->listen_fd, SHUT_RDWR); /* wakes accept() */
-    for (size_t i = 0; i < gw->acceptor_count; i++) pthread_join(gw->acceptors[i], NULL);
-    /* Connector threads end within their connect timeout; wait for them (bounded). */
-    for (int i = 0; i < 600 && atomic_load(&gw->connectors) > 0; i++) usleep(10000);
-    bool connectors_left = atomic_load(&gw->connectors) > 0;
+    bool connectors_left = gw->conns && !conns_stop(gw->conns);
     for (size_t i = 0; i < gw->cnode_count; i++) {
         gw_cnode *cn = &gw->cnodes[i];
         if (cn->live) dist_conn_unref(cn->live);
-        if (cn->conn) gw_conn_close(gw, cn->conn);
+        if (cn->conn) conns_close(gw->conns, cn->conn);
         child_free(cn->proc);
         free(cn->executable);
         free(cn->ready_line);
@@ -1690,13 +1445,13 @@ void gateway_free(gateway *gw) {
     for (gw_cnode *cn = gw->nodes, *next; cn; cn = next) {
         next = cn->next;
         if (cn->live) dist_conn_unref(cn->live);
-        if (cn->conn) gw_conn_close(gw, cn->conn);
+        if (cn->conn) conns_close(gw->conns, cn->conn);
         gw_entry_free(cn);
     }
     for (gw_cnode *cn = gw->retired, *next; cn; cn = next) {
         next = cn->retired_next;
         if (cn->live) dist_conn_unref(cn->live);
-        if (cn->conn) gw_conn_close(gw, cn->conn);
+        if (cn->conn) conns_close(gw->conns, cn->conn);
         gw_entry_free(cn);
     }
     gw->nodes = gw->retired = NULL;
@@ -1706,29 +1461,19 @@ void gateway_free(gateway *gw) {
         free(r);
     }
     gw_child_home_remove(gw);
-    while (gw->conns) gw_conn_close(gw, gw->conns);
-    gw_conn_bury(gw);
-    for (gw_handoff *h = gw->handoffs, *next; h; h = next) {
-        next = h->next;
-        if (h->fd >= 0) ei_close_connection(h->fd);
-        free(h);
-    }
+    if (gw->conns) conns_close_all(gw->conns);
     if (gw->publish_fd >= 0) close(gw->publish_fd);
     if (gw->listen_fd >= 0) close(gw->listen_fd);
     routing_free(gw->routing);
     free(gw->cnodes);
     free(gw->group_first);
     free(gw->cookie);
-    /* A connector still holds gw and wakes its loop: leave both (the process is exiting). */
+    /* A connector still uses conns, the loop and gw's stop flag: leave them (the process is
+     * exiting). */
     if (connectors_left) return;
     loop_free(gw->loop);
     pthread_mutex_destroy(&gw->mu);
-    while (gw->backlogged) {
-        dist_conn *dc = gw->backlogged;
-        gw->backlogged = dc->backlog_next;
-        dist_conn_unref(dc);
-    }
-    pthread_mutex_destroy(&gw->handoff_mu);
+    conns_free(gw->conns);
     events_free(gw->events);
     free(gw);
 }
@@ -1834,7 +1579,7 @@ gateway_error gateway_cast(gateway *gw, const char *name, const char *msg, size_
     int rc = dist_send_reg(dc, &from, cn->cfg->registered_name, NULL, 0, msg, msg_len);
     /* The caller answers "accepted" right away: put the cast on the wire (or in the backlog,
      * which later sends from any thread follow) before that, not at the iteration's end. */
-    if (rc == 0 && gateway_on_loop_thread(gw)) dist_cork_flush(gw_on_backlog, gw);
+    if (rc == 0 && gateway_on_loop_thread(gw)) conns_flush_corked(gw->conns);
     dist_conn_unref(dc);
     return rc == 0 ? GATEWAY_OK : GATEWAY_UNAVAILABLE;
 }
