@@ -4,7 +4,8 @@
 #   docker compose -f deploy/compose.yaml run --rm smoke
 # Environment: NODEX_URL (default http://nodexd:8080), NODEX_NODE (nodexd@nodexd), ERLANG_NODE
 # (erlang@erlang), ERL_NAME_FLAG (-sname|-name), SMOKE_NAME (this probe's node name),
-# ERLANG_COOKIE_FILE (/run/secrets/erlang_cookie), SMOKE_TIMEOUT (seconds, default 60).
+# ERLANG_COOKIE_FILE (/run/secrets/erlang_cookie), NODEX_TOKEN_FILE (the bearer token, if nodexd
+# requires one), SMOKE_TIMEOUT (seconds, default 60).
 # shellcheck disable=SC2016  # JSON "$tuple"/"$atom" keys are literal
 set -euo pipefail
 url=${NODEX_URL:-http://nodexd:8080}
@@ -28,8 +29,16 @@ echo "smoke: $url/readyz 200"
 
 # 2. A call through nodexd into the example C-node.
 want='{"$tuple":[{"$atom":"pong"},"smoke"]}'
+auth=()
+if [ -n "${NODEX_TOKEN_FILE:-}" ]; then
+  # a header file keeps the token out of argv (visible in /proc/PID/cmdline)
+  hdr=$(mktemp)
+  printf 'Authorization: Bearer %s\n' "$(head -n1 "$NODEX_TOKEN_FILE")" >"$hdr"
+  auth=(-H "@$hdr")
+fi
 got=$(curl -sS -X POST "$url/cnodes/example/call" -H 'content-type: application/json' \
-  -d '{"$tuple":[{"$atom":"ping"},"smoke"]}') || fail "POST $url/cnodes/example/call"
+  "${auth[@]}" -d '{"$tuple":[{"$atom":"ping"},"smoke"]}') || fail "POST $url/cnodes/example/call"
+[ -z "${hdr:-}" ] || rm -f "$hdr"
 [ "$got" = "$want" ] || fail "call answered $got, expected $want"
 echo "smoke: call -> $got"
 

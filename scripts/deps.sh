@@ -6,6 +6,7 @@ packages=(
   build-essential cmake pkg-config     # toolchain
   erlang-nox erlang-dev                # erl, epmd, erlc and erl_interface (ei)
   libmicrohttpd-dev                    # HTTP server
+  libgnutls28-dev                      # SHA-256 of bearer tokens; TLS for HTTPS (libmicrohttpd uses GnuTLS)
   libyaml-dev                          # configuration file parser
   libcmocka-dev                        # unit tests
   zlib1g-dev                           # examples/zlib_cnode (the SDK's real-world example C-node)

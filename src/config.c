@@ -8,7 +8,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
+
+#include <netinet/in.h>
 #include <yaml.h>
 
 #include "template.h"
@@ -531,12 +534,17 @@ static const field_spec node_fields[] = {
     BOOL(config, "start_epmd", start_epmd),
 };
 
+static int set_allowed_origins(parse_ctx *c, yaml_node_t *v, const char *path, void *target);
+static int set_allowed_hosts(parse_ctx *c, yaml_node_t *v, const char *path, void *target);
+
 static const field_spec http_fields[] = {
     CUSTOM(config, "listen", http_listen, set_http_listen),
     UINT(config, "threads", http_threads, 0, 1024),
     SIZE(config, "max_body_bytes", max_body_bytes, 1, INT_MAX),
     UINT(config, "connection_timeout_s", http_connection_timeout_s, 0, 86400),
     UINT(config, "max_connections", http_max_connections, 1, 1000000),
+    WHOLE("allowed_origins", set_allowed_origins),
+    WHOLE("allowed_hosts", set_allowed_hosts),
 };
 
 /* "host:port", or null to disable the gRPC server. */
@@ -593,6 +601,171 @@ static int set_code_paths(parse_ctx *c, yaml_node_t *v, const char *path, void *
     return set_string_list(c, v, path, &cfg->code_paths, &cfg->code_path_count);
 }
 
+static int set_rpc_nodes(parse_ctx *c, yaml_node_t *v, const char *path, void *target) {
+    config *cfg = target;
+    return set_string_list(c, v, path, &cfg->rpc_nodes, &cfg->rpc_node_count);
+}
+
+/* http.allowed_origins: "scheme://host[:port]" each, exactly as browsers send Origin. */
+static int set_allowed_origins(parse_ctx *c, yaml_node_t *v, const char *path, void *target) {
+    config *cfg = target;
+    if (set_string_list(c, v, path, &cfg->allowed_origins, &cfg->allowed_origin_count)) return -1;
+    for (size_t i = 0; i < cfg->allowed_origin_count; i++) {
+        const char *o = cfg->allowed_origins[i];
+        size_t n = strlen(o);
+        if ((strncmp(o, "http://", 7) != 0 && strncmp(o, "https://", 8) != 0) || o[n - 1] == '/' ||
+            strchr(strstr(o, "//") + 2, '/')) {
+            key_path sub;
+            snprintf(sub, sizeof sub, "%s[%zu]", path, i);
+            return fail(c, node_at(c, v->data.sequence.items.start[i]), sub,
+                        "expected an origin such as https://app.example.com (scheme, host and "
+                        "optional port, no path)");
+        }
+    }
+    return 0;
+}
+
+static int set_allowed_hosts(parse_ctx *c, yaml_node_t *v, const char *path, void *target) {
+    config *cfg = target;
+    return set_string_list(c, v, path, &cfg->allowed_hosts, &cfg->allowed_host_count);
+}
+
+/* A sequence of mappings into a new array of `size`-byte zeroed entries: `parse(c, item, path,
+ * target, i)` fills entry i. *count grows before each parse, so config_free frees what a failing
+ * entry holds. */
+typedef int (*entry_parser)(parse_ctx *c, yaml_node_t *item, const char *path, void *target,
+                            size_t i);
+static int parse_entries(parse_ctx *c, yaml_node_t *v, const char *path, size_t size, void **array,
+                         size_t *count, entry_parser parse, void *target) {
+    size_t n = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
+    *array = calloc(n ? n : 1, size);
+    if (!*array) return fail_oom(c, v, path);
+    for (size_t i = 0; i < n; i++) {
+        yaml_node_t *item = node_at(c, v->data.sequence.items.start[i]);
+        key_path sub;
+        snprintf(sub, sizeof sub, "%s[%zu]", path, i);
+        *count = i + 1; /* from here config_free owns the entry */
+        if (!item || item->type != YAML_MAPPING_NODE)
+            return fail(c, item ? item : v, sub, "expected a mapping, got %s",
+                        item ? describe(c, item) : "nothing");
+        if (parse(c, item, sub, target, i)) return -1;
+    }
+    return 0;
+}
+
+/* ---- auth ---- */
+
+static const struct {
+    const char *name;
+    bool scoped;
+} permissions[] = {
+#define X(name, scoped) {name, scoped},
+    CONFIG_PERMISSIONS(X)
+#undef X
+};
+
+/* One allow entry: a known permission, with ":pattern" only where it takes one. */
+static int check_permission(parse_ctx *c, yaml_node_t *n, const char *path, const char *entry) {
+    size_t len = strcspn(entry, ":");
+    for (size_t i = 0; i < COUNT(permissions); i++) {
+        if (strlen(permissions[i].name) != len || strncmp(entry, permissions[i].name, len) != 0)
+            continue;
+        if (entry[len] && !permissions[i].scoped)
+            return fail(c, n, path, "%s takes no pattern", permissions[i].name);
+        if (entry[len] && !entry[len + 1])
+            return fail(c, n, path, "empty pattern after '%s:'", permissions[i].name);
+        if (!strcmp(permissions[i].name, "rpc") && entry[len] && !strchr(entry + len + 1, ':'))
+            return fail(c, n, path, "expected rpc:MODULE:FUNCTION (globs, e.g. rpc:erlang:node)");
+        return 0;
+    }
+    char known[256] = "";
+    for (size_t i = 0; i < COUNT(permissions); i++) {
+        size_t at = strlen(known);
+        snprintf(known + at, sizeof known - at, "%s%s", i ? ", " : "", permissions[i].name);
+    }
+    return fail(c, n, path, "unknown permission '%.*s' (one of %s)", (int)len, entry, known);
+}
+
+static int set_principal_allow(parse_ctx *c, yaml_node_t *v, const char *path, void *target) {
+    config_principal *pr = target;
+    if (set_string_list(c, v, path, &pr->allow, &pr->allow_count)) return -1;
+    for (size_t i = 0; i < pr->allow_count; i++) {
+        key_path sub;
+        snprintf(sub, sizeof sub, "%s[%zu]", path, i);
+        if (check_permission(c, node_at(c, v->data.sequence.items.start[i]), sub, pr->allow[i]))
+            return -1;
+    }
+    return 0;
+}
+
+static const field_spec client_cert_fields[] = {
+    STR(config_principal, "subject", cert_subject, 0),
+    STR(config_principal, "san", cert_san, 0),
+};
+
+static int set_client_cert(parse_ctx *c, yaml_node_t *v, const char *path, void *target) {
+    config_principal *pr = target;
+    if (parse_mapping(c, v, path, client_cert_fields, COUNT(client_cert_fields), pr)) return -1;
+    if (!pr->cert_subject && !pr->cert_san)
+        return fail(c, v, path, "expected subject (the certificate's DN) or san");
+    return 0;
+}
+
+static const field_spec principal_fields[] = {
+    STR(config_principal, "name", name, 0),
+    STR(config_principal, "token_file", token_file, 0),
+    STR(config_principal, "token_env", token_env, 0),
+    WHOLE("client_cert", set_client_cert),
+    WHOLE("allow", set_principal_allow),
+};
+
+/* One principal: item is a mapping (parse_entries checked). */
+static int parse_principal(parse_ctx *c, yaml_node_t *item, const char *sub, void *target,
+                           size_t i) {
+    config *cfg = target;
+    config_principal *pr = &cfg->principals[i];
+    if (!(pr->allow = calloc(1, sizeof *pr->allow))) return fail_oom(c, item, sub);
+    if (parse_mapping(c, item, sub, principal_fields, COUNT(principal_fields), pr)) return -1;
+    if (!pr->name) return fail(c, item, sub, "missing required key \"name\"");
+    for (size_t j = 0; j < i; j++)
+        if (!strcmp(cfg->principals[j].name, pr->name))
+            return fail(c, item, sub, "a second principal named '%s'", pr->name);
+    if (pr->token_file && pr->token_env)
+        return fail(c, item, sub, "give token_file or token_env, not both");
+    if (!pr->token_file && !pr->token_env && !pr->cert_subject && !pr->cert_san)
+        return fail(c, item, sub,
+                    "a principal needs token_file, token_env or client_cert to prove itself");
+    return 0;
+}
+
+static int set_principals(parse_ctx *c, yaml_node_t *v, const char *path, void *target) {
+    config *cfg = target;
+    if (v->type != YAML_SEQUENCE_NODE)
+        return fail(c, v, path, "expected a sequence of principals, got %s", describe(c, v));
+    return parse_entries(c, v, path, sizeof *cfg->principals, (void **)&cfg->principals,
+                         &cfg->principal_count, parse_principal, cfg);
+}
+
+static const field_spec auth_fields[] = {
+    WHOLE("principals", set_principals),
+};
+
+/* auth: none, or a mapping with principals. */
+static int set_auth_section(parse_ctx *c, yaml_node_t *v, const char *path, void *target) {
+    config *cfg = target;
+    if (v->type == YAML_SCALAR_NODE && !strcmp(scalar(v), "none")) {
+        cfg->auth_none = true;
+        return 0;
+    }
+    if (v->type != YAML_MAPPING_NODE)
+        return fail(c, v, path, "expected none, or a mapping with principals, got %s",
+                    describe(c, v));
+    if (parse_mapping(c, v, path, auth_fields, COUNT(auth_fields), target)) return -1;
+    if (!cfg->principal_count)
+        return fail(c, v, path, "principals: at least one (or auth: none to run without auth)");
+    return 0;
+}
+
 static const field_spec erlang_nodes_fields[] = {
     STR(config, "erl", erl_executable, 0),
     STR(config, "name_prefix", child_prefix, 0),
@@ -607,6 +780,10 @@ static const field_spec erlang_nodes_fields[] = {
     UINT(config, "max_children", max_children, 0, 10000),
     UINT(config, "rpc_timeout_ms", rpc_timeout_ms, 1, DAY_MS),
     UINT(config, "max_rpc_timeout_ms", max_rpc_timeout_ms, 1, DAY_MS),
+    BOOL(config, "rpc", allow_rpc),
+    BOOL(config, "load_modules", allow_load_modules),
+    BOOL(config, "spawn", allow_spawn),
+    WHOLE("rpc_nodes", set_rpc_nodes),
 };
 
 static const field_spec terms_fields[] = {
@@ -754,36 +931,30 @@ static int cnode_validate(parse_ctx *c, yaml_node_t *map, const char *path, conf
     return 0;
 }
 
+/* One C-node: item is a mapping (parse_entries checked). */
+static int parse_cnode(parse_ctx *c, yaml_node_t *item, const char *sub, void *target, size_t i) {
+    config *cfg = target;
+    config_cnode *cn = &cfg->cnodes[i];
+    if (cnode_defaults(cn)) return fail_oom(c, item, sub);
+    if (parse_mapping(c, item, sub, cnode_fields, COUNT(cnode_fields), cn)) return -1;
+    return cnode_validate(c, item, sub, cfg, i);
+}
+
 /* Parses the cnodes sequence; target is the config. */
 static int set_cnodes(parse_ctx *c, yaml_node_t *v, const char *path, void *target) {
     config *cfg = target;
     if (is_null(v)) return 0;
     if (v->type != YAML_SEQUENCE_NODE)
         return fail(c, v, path, "expected a sequence, got %s", describe(c, v));
-    size_t n = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
-    cfg->cnodes = calloc(n ? n : 1, sizeof *cfg->cnodes);
-    if (!cfg->cnodes) return fail_oom(c, v, path);
-    for (size_t i = 0; i < n; i++) {
-        yaml_node_t *item = node_at(c, v->data.sequence.items.start[i]);
-        key_path sub;
-        snprintf(sub, sizeof sub, "%s[%zu]", path, i);
-        config_cnode *cn = &cfg->cnodes[i];
-        cfg->cnode_count = i + 1; /* from here config_free owns the entry */
-        if (cnode_defaults(cn)) return fail_oom(c, item, sub);
-        if (!item || item->type != YAML_MAPPING_NODE)
-            return fail(c, item ? item : v, sub, "expected a mapping, got %s",
-                        item ? describe(c, item) : "nothing");
-        if (parse_mapping(c, item, sub, cnode_fields, COUNT(cnode_fields), cn)) return -1;
-        if (cnode_validate(c, item, sub, cfg, i)) return -1;
-    }
-    return 0;
+    return parse_entries(c, v, path, sizeof *cfg->cnodes, (void **)&cfg->cnodes, &cfg->cnode_count,
+                         parse_cnode, cfg);
 }
 
 static const field_spec top_fields[] = {
     WHOLE("node", set_node_section),   WHOLE("http", set_http_section),
     WHOLE("terms", set_terms_section), WHOLE("log", set_log_section),
     WHOLE("grpc", set_grpc_section),   WHOLE("erlang_nodes", set_erlang_nodes_section),
-    WHOLE("cnodes", set_cnodes),
+    WHOLE("cnodes", set_cnodes),       WHOLE("auth", set_auth_section),
 };
 
 /* ---- loading ---- */
@@ -817,7 +988,11 @@ static config *config_new(const char *source) {
     cfg->max_rpc_timeout_ms = 300000;
     cfg->erl_args = calloc(1, sizeof *cfg->erl_args);
     cfg->code_paths = calloc(1, sizeof *cfg->code_paths);
-    if (!cfg->erl_args || !cfg->code_paths) {
+    cfg->rpc_nodes = calloc(1, sizeof *cfg->rpc_nodes);
+    cfg->allowed_origins = calloc(1, sizeof *cfg->allowed_origins);
+    cfg->allowed_hosts = calloc(1, sizeof *cfg->allowed_hosts);
+    if (!cfg->erl_args || !cfg->code_paths || !cfg->rpc_nodes || !cfg->allowed_origins ||
+        !cfg->allowed_hosts) {
         config_free(cfg);
         return NULL;
     }
@@ -859,6 +1034,47 @@ static void syntax_error(const yaml_parser_t *p, const char *source, config_erro
                  p->problem_mark.line + 1, problem);
 }
 
+bool config_listen_is_loopback(const char *listen) {
+    char host[256];
+    const char *colon = listen ? strrchr(listen, ':') : NULL;
+    size_t n = colon ? (size_t)(colon - listen) : 0;
+    if (n >= 2 && listen[0] == '[' && listen[n - 1] == ']') {
+        listen++;
+        n -= 2;
+    }
+    if (!n || n >= sizeof host) return false;
+    memcpy(host, listen, n);
+    host[n] = '\0';
+    struct in_addr a4;
+    struct in6_addr a6;
+    if (inet_pton(AF_INET, host, &a4) == 1) return (ntohl(a4.s_addr) >> 24) == 127;
+    if (inet_pton(AF_INET6, host, &a6) == 1) return IN6_IS_ADDR_LOOPBACK(&a6);
+    return strcasecmp(host, "localhost") == 0;
+}
+
+/* A listener others can reach needs authentication, or an explicit `auth: none`. */
+static int check_exposure(parse_ctx *c, yaml_node_t *root, const config *cfg) {
+    if (cfg->auth_none || cfg->principal_count) return 0;
+    const char *section = NULL, *listen = NULL;
+    if (!config_listen_is_loopback(cfg->http_listen)) {
+        section = "http";
+        listen = cfg->http_listen;
+    } else if (cfg->grpc_listen && !config_listen_is_loopback(cfg->grpc_listen)) {
+        section = "grpc";
+        listen = cfg->grpc_listen;
+    }
+    if (!section) return 0;
+    yaml_node_t *sec = mapping_get(c, root, section);
+    yaml_node_t *at = sec && sec->type == YAML_MAPPING_NODE ? mapping_get(c, sec, "listen") : NULL;
+    key_path sub;
+    snprintf(sub, sizeof sub, "%s.listen", section);
+    return fail(c, at ? at : root, sub,
+                "%s is not a loopback address and no authentication is configured: add "
+                "auth.principals (bearer tokens or client certificates), or set auth: none to "
+                "let anyone who reaches it in",
+                listen);
+}
+
 /* Loads from an initialised parser. The parser stays the caller's. */
 static config *load(yaml_parser_t *parser, const char *source, config_error *err) {
     yaml_document_t doc;
@@ -881,6 +1097,7 @@ static config *load(yaml_parser_t *parser, const char *source, config_error *err
         rc = fail(&c, root, "(top level)", "expected a mapping, got %s", describe(&c, root));
     }
     if (rc == 0) rc = parse_mapping(&c, root, "", top_fields, COUNT(top_fields), cfg);
+    if (rc == 0) rc = check_exposure(&c, root, cfg);
     yaml_document_delete(&doc);
     if (rc == 0) { /* a second document is almost surely a mistake (a stray "---") */
         if (!yaml_parser_load(parser, &doc)) {
@@ -948,6 +1165,11 @@ const config_cnode *config_find_cnode(const config *cfg, const char *name) {
     return NULL;
 }
 
+static void free_string_list(char **list, size_t count) {
+    for (size_t i = 0; list && i < count; i++) free(list[i]);
+    free(list);
+}
+
 static void cnode_free(config_cnode *cn) {
     for (size_t i = 0; i < cn->arg_count; i++) free(cn->args[i]);
     free(cn->args);
@@ -970,9 +1192,17 @@ void config_free(config *cfg) {
                        cfg->cookie_env,     cfg->dist_listen, cfg->http_listen, cfg->grpc_listen,
                        cfg->erl_executable, cfg->child_prefix};
     for (size_t i = 0; i < COUNT(strings); i++) free(strings[i]);
-    for (size_t i = 0; cfg->erl_args && i < cfg->erl_arg_count; i++) free(cfg->erl_args[i]);
-    for (size_t i = 0; cfg->code_paths && i < cfg->code_path_count; i++) free(cfg->code_paths[i]);
-    free(cfg->erl_args);
-    free(cfg->code_paths);
+    free_string_list(cfg->erl_args, cfg->erl_arg_count);
+    free_string_list(cfg->code_paths, cfg->code_path_count);
+    free_string_list(cfg->rpc_nodes, cfg->rpc_node_count);
+    free_string_list(cfg->allowed_origins, cfg->allowed_origin_count);
+    free_string_list(cfg->allowed_hosts, cfg->allowed_host_count);
+    for (size_t i = 0; i < cfg->principal_count; i++) {
+        config_principal *pr = &cfg->principals[i];
+        char *fields[] = {pr->name, pr->token_file, pr->token_env, pr->cert_subject, pr->cert_san};
+        for (size_t j = 0; j < COUNT(fields); j++) free(fields[j]);
+        free_string_list(pr->allow, pr->allow_count);
+    }
+    free(cfg->principals);
     free(cfg);
 }

@@ -79,6 +79,28 @@ typedef struct config_cnode {
                                      loaded one that is up; default 1 */
 } config_cnode;
 
+/* One principal of auth.principals: how it proves who it is, and what it may do. */
+typedef struct config_principal {
+    char *name;
+    char *token_file;   /* a file holding its bearer token, or NULL */
+    char *token_env;    /* an environment variable holding it, or NULL */
+    char *cert_subject; /* mTLS: the client certificate's subject DN, or NULL */
+    char *cert_san;     /* mTLS: one DNS or URI SAN of the client certificate, or NULL */
+    char **allow;       /* permissions, "op" or "op:pattern", NULL-terminated (never NULL) */
+    size_t allow_count;
+} config_principal;
+
+/* The permission names `allow` entries start with, from one list: name, takes a pattern. */
+#define CONFIG_PERMISSIONS(X)                                                                      \
+    X("call", true)         /* call:GLOB over C-node names */                                      \
+    X("cast", true)         /* cast:GLOB */                                                        \
+    X("stream", true)       /* stream:GLOB */                                                      \
+    X("watch", false)       /* lifecycle events */                                                 \
+    X("rpc", true)          /* rpc:MODULE:FUNCTION globs */                                        \
+    X("modules.load", true) /* modules.load:GLOB over module names */                              \
+    X("nodes.spawn", false) /* start child Erlang nodes */                                         \
+    X("nodes.stop", false)  /* stop child Erlang nodes */
+
 typedef struct config {
     char *source; /* file name, or "<embedded default>" */
     /* node */
@@ -99,6 +121,10 @@ typedef struct config {
     size_t max_body_bytes;              /* default 8 MiB; over it 413 */
     unsigned http_connection_timeout_s; /* idle keep-alive timeout, default 60 */
     unsigned http_max_connections;      /* concurrent HTTP connections, default 10000 */
+    char **allowed_origins; /* browser origins allowed (CORS), NULL-terminated (never NULL) */
+    size_t allowed_origin_count;
+    char **allowed_hosts; /* Host names a loopback listener also answers to (never NULL) */
+    size_t allowed_host_count;
     /* grpc */
     char *grpc_listen;     /* "127.0.0.1:50051"; NULL (yaml null) disables the gRPC server */
     unsigned grpc_threads; /* completion-queue threads, default 2 */
@@ -122,6 +148,11 @@ typedef struct config {
     unsigned max_children;              /* POST /nodes cap, default 64 */
     unsigned rpc_timeout_ms;            /* default 5000 */
     unsigned max_rpc_timeout_ms;        /* default 300000 */
+    char **rpc_nodes; /* node-name globs rpc may reach besides children and connected peers */
+    size_t rpc_node_count;
+    /* auth */
+    config_principal *principals;
+    size_t principal_count;
     /* terms */
     unsigned term_max_depth; /* default 512 */
     size_t term_max_bytes;   /* default 64 MiB */
@@ -131,6 +162,11 @@ typedef struct config {
     /* C-nodes */
     config_cnode *cnodes;
     size_t cnode_count;
+    /* switches, together (no padding between) */
+    bool allow_rpc;          /* erlang_nodes.rpc: rpc at all; default false */
+    bool allow_load_modules; /* erlang_nodes.load_modules; default false */
+    bool allow_spawn;        /* erlang_nodes.spawn: spawn and stop children; default false */
+    bool auth_none; /* `auth: none`: no authentication, even on a public listener (warned) */
 } config;
 
 /* Error report: "file:line: key: what is wrong". */
@@ -147,6 +183,8 @@ config *config_load_string(const char *yaml, size_t len, const char *source, con
 config *config_load_default(config_error *err);
 /* The embedded default's YAML text (printed by `nodexd --print-default-config`). */
 extern const char config_default_yaml[];
+/* True for a loopback address ("127.0.0.1:8080", "[::1]:1", "localhost:80"). */
+bool config_listen_is_loopback(const char *listen);
 /* Finds a C-node by API name, or NULL. */
 const config_cnode *config_find_cnode(const config *cfg, const char *name);
 /* Frees the config and everything it owns. NULL is allowed. */

@@ -1683,11 +1683,14 @@ static bool gw_valid_node_name(const char *node) {
     return true;
 }
 
+bool gateway_node_callable(const gateway *gw, const char *node) {
+    return gw_valid_node_name(node) && strcmp(node, gw->node_name) != 0;
+}
+
 gateway_error gateway_rpc(gateway *gw, const char *node, call *c, const char *module,
                           const char *function, const char *args, size_t args_len,
                           unsigned timeout_ms) {
-    if (!gw_valid_node_name(node) || strcmp(node, gw->node_name) == 0 || !*module || !*function)
-        return GATEWAY_BAD_REQUEST;
+    if (!gateway_node_callable(gw, node) || !*module || !*function) return GATEWAY_BAD_REQUEST;
     /* {Pid, {call, Module, Function, Args, user}} for rex */
     ei_x_buff x;
     if (ei_x_new(&x) != 0) return GATEWAY_NO_MEMORY;

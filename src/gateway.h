@@ -174,6 +174,8 @@ typedef struct gateway_node_info {
 /* Snapshot of every known Erlang node (C-nodes are listed by gateway_cnode_info_at). Returns
  * how many, with *out malloc'd (the caller frees it), or -1 when out of memory. Any thread. */
 int gateway_list_nodes(gateway *gw, gateway_node_info **out);
+/* True when `node` is a name rpc could reach: name@host, no quotes or spaces, not nodexd. */
+bool gateway_node_callable(const gateway *gw, const char *node);
 /* rpc:call(node, module, function, args): sends {Pid, {call, M, F, Args, user}} to `rex` on
  * `node` from c->pid, connecting to the node on demand through epmd. `args` is an encoded list
  * without version byte. The reply {rex, Reply} completes the call (CALL_REPLIED with

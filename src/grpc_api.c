@@ -18,6 +18,7 @@
 #include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
 
+#include "auth.h"
 #include "log.h"
 #include "service.h"
 #include "term_common.h"
@@ -126,7 +127,8 @@ struct gcall {
     gqueue held; /* Watch: events that arrived while the current states were being read */
     grpc_metadata reply_md[1];
     size_t reply_md_count;
-    uint64_t sub_id; /* Watch subscription */
+    uint64_t sub_id;                    /* Watch subscription */
+    const service_principal *principal; /* who sent it; NULL for Health */
     /* the gateway call (Call, CallStream, Rpc, LoadModule) */
     call gc;
     bool as_etf;
@@ -463,10 +465,9 @@ static void gcall_finish_with_locked(gcall *g, const service_error *e) {
     gcall_finish_locked(g, (grpc_status_code)service_status_grpc(e->status), "%s", e->message);
 }
 
-/* The principal of a call: authentication comes with the security work. */
+/* The principal the call proved (gcall_authenticate ran on its metadata). */
 static const service_principal *gcall_principal(const gcall *g) {
-    (void)g;
-    return &service_anonymous;
+    return g->principal;
 }
 
 /* Milliseconds left until the client's deadline, or -1 when it set none. */
@@ -955,10 +956,23 @@ static void gcall_log(const gcall *g) {
         const char *k = (const char *)GRPC_SLICE_START_PTR(m->key);
         if (kl > 4 && memcmp(k + kl - 4, "-bin", 4) == 0)
             log_debug("  %.*s: (%zu bytes)", (int)kl, k, vl);
+        else if (kl == 13 && memcmp(k, "authorization", 13) == 0)
+            log_debug("  authorization: (redacted, %zu bytes)", vl); /* never log a secret */
         else
             log_debug("  %.*s: %.*s", (int)kl, k, (int)(vl > 200 ? 200 : vl),
                       (const char *)GRPC_SLICE_START_PTR(m->value));
     }
+}
+
+/* Finds who sent the call from its `authorization` metadata; false (failed) when nobody. */
+static bool gcall_authenticate(gcall *g) {
+    size_t len = 0;
+    const char *authz = gcall_metadata(g, "authorization", &len);
+    auth_credentials cr = {.authorization = authz, .authorization_len = authz ? len : 0};
+    service_error e;
+    if (service_authenticate(g->api->svc, &cr, &g->principal, &e) == SERVICE_OK) return true;
+    gcall_fail_with(g, &e);
+    return false;
 }
 
 /* Decodes the request message and runs the method's handler. */
@@ -982,7 +996,7 @@ static void gcall_dispatch(gcall *g) {
                    desc->name);
     grpc_slice_unref(s);
     if (!req) return;
-    grpc_methods[g->method].handler(g, req);
+    if (g->method == M_HEALTH || gcall_authenticate(g)) grpc_methods[g->method].handler(g, req);
     protobuf_c_message_free_unpacked(req, NULL);
 }
 
@@ -1085,7 +1099,7 @@ static void cq_drain_destroy(grpc_completion_queue *cq) {
     grpc_completion_queue_destroy(cq);
 }
 
-grpc_api *grpc_api_start(const config *cfg, gateway *gw, char *err, size_t err_len) {
+grpc_api *grpc_api_start(const config *cfg, gateway *gw, service *svc, char *err, size_t err_len) {
     grpc_api *api = calloc(1, sizeof *api);
     if (!api) {
         snprintf(err, err_len, "out of memory");
@@ -1093,11 +1107,7 @@ grpc_api *grpc_api_start(const config *cfg, gateway *gw, char *err, size_t err_l
     }
     api->cfg = cfg;
     api->gw = gw;
-    if (!(api->svc = service_new(cfg, gw))) {
-        snprintf(err, err_len, "out of memory");
-        free(api);
-        return NULL;
-    }
+    api->svc = svc;
     api->limits = *service_limits(api->svc);
     api->wire_depth = term_pb_wire_depth(cfg->term_max_depth, 2);
     api->shutdown_tag.fn = on_shutdown;
@@ -1143,7 +1153,6 @@ grpc_api *grpc_api_start(const config *cfg, gateway *gw, char *err, size_t err_l
         grpc_shutdown_blocking();
         pthread_cond_destroy(&api->cv);
         pthread_mutex_destroy(&api->mu);
-        service_free(api->svc);
         free(api);
         return NULL;
     }
@@ -1230,6 +1239,5 @@ void grpc_api_stop(grpc_api *api) {
     grpc_shutdown_blocking();
     pthread_cond_destroy(&api->cv);
     pthread_mutex_destroy(&api->mu);
-    service_free(api->svc);
     free(api);
 }

@@ -6,6 +6,7 @@
 
 #include "config.h"
 #include "gateway.h"
+#include "service.h"
 
 typedef struct grpc_api grpc_api;
 
@@ -13,9 +14,10 @@ typedef struct grpc_api grpc_api;
  * cfg->grpc_threads completion-queue threads. No thread ever waits for a C-node: replies,
  * stream messages and events are sent from the gateway's loop thread. The signals must already
  * be blocked (gateway_block_signals): gRPC's own threads inherit the mask. Returns NULL with a
- * message in err (gRPC is then shut down again). `cfg` and `gw` must outlive the server. Call
+ * message in err (gRPC is then shut down again). Every call is authenticated and run through
+ * `svc`. `cfg`, `gw` and `svc` must outlive the server. Call
  * from the main thread. */
-grpc_api *grpc_api_start(const config *cfg, gateway *gw, char *err, size_t err_len);
+grpc_api *grpc_api_start(const config *cfg, gateway *gw, service *svc, char *err, size_t err_len);
 /* The bound "host:port" (port resolved when the config asked for 0). */
 const char *grpc_api_address(const grpc_api *g);
 /* Stops the server after gateway_run returned and before gateway_free: ends Watch streams and

@@ -17,6 +17,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "auth.h"
 #include "http_stream.h"
 #include "log.h"
 #include "service.h"
@@ -65,6 +66,7 @@ struct http_api {
     pthread_t janitor;
     bool janitor_started;
     atomic_bool stopping;
+    bool loopback; /* http.listen is a loopback address: Host is checked */
     /* threads: 0: MHD runs on the gateway's loop thread (external epoll), driven from there */
     bool on_loop;
     atomic_bool run_due; /* MHD_run needed: its epoll fd was readable or a connection resumed */
@@ -90,13 +92,31 @@ typedef struct http_request {
     bool spawn_failed;
     http_format in, out;
     bool submitted;
-    service_error refused; /* the operation's refusal, answered after the resume */
-    atomic_bool done;      /* set by the gateway's loop before it resumes us */
+    service_error refused;              /* the operation's refusal, answered after the resume */
+    atomic_bool done;                   /* set by the gateway's loop before it resumes us */
+    const service_principal *principal; /* who sent it; NULL for the open probes */
     call call;
 } http_request;
 
 /* ------------------------------------------------------------------------------------------ */
 /* Responses */
+
+/* Headers every response carries as its status and request ask: CORS for an allowed Origin
+ * (a refused one never gets this far), the Bearer challenge, Retry-After. */
+static void http_common_headers(struct MHD_Connection *conn, struct MHD_Response *r,
+                                unsigned status) {
+    const char *origin = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Origin");
+    if (origin) {
+        MHD_add_response_header(r, MHD_HTTP_HEADER_ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        MHD_add_response_header(r, MHD_HTTP_HEADER_VARY, "Origin");
+    }
+    if (status == 401)
+        MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE,
+                                MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization")
+                                    ? "Bearer realm=\"nodexd\", error=\"invalid_token\""
+                                    : "Bearer realm=\"nodexd\"");
+    if (status == 503) MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, "1");
+}
 
 static enum MHD_Result http_send(struct MHD_Connection *conn, unsigned status, const char *type,
                                  strbuf *body) {
@@ -108,7 +128,7 @@ static enum MHD_Result http_send(struct MHD_Connection *conn, unsigned status, c
         return MHD_NO;
     }
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
-    if (status == 503) MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, "1");
+    http_common_headers(conn, r, status);
     enum MHD_Result ret = MHD_queue_response(conn, status, r);
     MHD_destroy_response(r);
     return ret;
@@ -146,10 +166,9 @@ static enum MHD_Result http_fail_term(struct MHD_Connection *conn, const term_er
                       err->message);
 }
 
-/* The principal of a request: authentication comes with the security work. */
+/* The principal the request proved (http_authenticate ran on its headers). */
 static const service_principal *http_principal(const http_request *req) {
-    (void)req;
-    return &service_anonymous;
+    return req->principal;
 }
 
 static enum MHD_Result http_method_not_allowed(struct MHD_Connection *conn, const char *allow) {
@@ -165,6 +184,7 @@ static enum MHD_Result http_method_not_allowed(struct MHD_Connection *conn, cons
     }
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
     MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, allow);
+    http_common_headers(conn, r, MHD_HTTP_METHOD_NOT_ALLOWED);
     enum MHD_Result ret = MHD_queue_response(conn, MHD_HTTP_METHOD_NOT_ALLOWED, r);
     MHD_destroy_response(r);
     return ret;
@@ -187,11 +207,9 @@ static http_format http_content_type(struct MHD_Connection *conn, bool *present)
     const char *ct = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Type");
     *present = ct != NULL;
     if (!ct) return FORMAT_JSON;
-    size_t len = strcspn(ct, ";");
-    /* `curl -d` labels every body form-urlencoded: take it as the default, JSON. */
-    if (len == 33 && strncasecmp(ct, "application/x-www-form-urlencoded", 33) == 0)
-        return FORMAT_JSON;
-    return http_format_of(ct, len);
+    /* Form and text/plain bodies (what a browser sends cross-origin without a preflight) are
+     * never read: 415. */
+    return http_format_of(ct, strcspn(ct, ";"));
 }
 
 /* The reply's format from Accept: the first listed type we produce; absent or a wildcard means
@@ -587,6 +605,10 @@ static enum MHD_Result http_spawn_nodes(http_request *req) {
     if (req->too_large)
         return http_error(conn, MHD_HTTP_CONTENT_TOO_LARGE, "payload_too_large",
                           "request body over %zu bytes", req->api->cfg->max_body_bytes);
+    bool present;
+    if (http_content_type(conn, &present) != FORMAT_JSON)
+        return http_error(conn, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type",
+                          "Content-Type must be application/json");
     unsigned count;
     char why[300];
     if (http_body_count(req, &count, why, sizeof why) != 0)
@@ -930,6 +952,7 @@ static enum MHD_Result http_watch_begin(http_request *req) {
     }
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE,
                             ndjson ? "application/x-ndjson" : "text/event-stream");
+    http_common_headers(conn, r, MHD_HTTP_OK);
     MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
     enum MHD_Result ret = MHD_queue_response(conn, MHD_HTTP_OK, r);
     MHD_destroy_response(r);
@@ -1074,7 +1097,88 @@ static enum MHD_Result http_call_stream_submit(http_request *req) {
     struct MHD_Response *r = http_stream_response(stream);
     if (!r) return MHD_NO; /* the call still ends and frees cs */
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/x-ndjson");
+    http_common_headers(conn, r, MHD_HTTP_OK);
     enum MHD_Result ret = MHD_queue_response(conn, MHD_HTTP_OK, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* The door: Host and Origin (browsers), then who the request is from */
+
+/* A Host a loopback listener answers to (against DNS rebinding): localhost, a 127/8 address,
+ * [::1], or one of http.allowed_hosts; an optional :port is ignored. */
+static bool http_host_allowed(const http_api *api, const char *host) {
+    char name[256];
+    size_t n = host[0] == '[' ? strcspn(host, "]") + 1 : strcspn(host, ":");
+    if (n >= sizeof name || (host[0] == '[' && host[n - 1] != ']')) return false;
+    memcpy(name, host, n);
+    name[n] = '\0';
+    struct in_addr a4;
+    if (strcasecmp(name, "localhost") == 0 || strcmp(name, "[::1]") == 0 ||
+        (inet_pton(AF_INET, name, &a4) == 1 && (ntohl(a4.s_addr) >> 24) == 127))
+        return true;
+    for (size_t i = 0; i < api->cfg->allowed_host_count; i++)
+        if (strcasecmp(name, api->cfg->allowed_hosts[i]) == 0) return true;
+    return false;
+}
+
+static bool http_origin_allowed(const http_api *api, const char *origin) {
+    for (size_t i = 0; i < api->cfg->allowed_origin_count; i++)
+        if (strcmp(origin, api->cfg->allowed_origins[i]) == 0) return true;
+    return false;
+}
+
+/* The probes stay open: an orchestrator has no token. */
+static bool http_is_probe(const char *url) {
+    return strcmp(url, "/healthz") == 0 || strcmp(url, "/readyz") == 0;
+}
+
+/* Checks a request's headers: a loopback listener's Host, the Origin, then authentication
+ * (req->principal). Returns false with a refusal queued in *ret. */
+static bool http_admit(http_request *req, const char *url, enum MHD_Result *ret) {
+    http_api *api = req->api;
+    struct MHD_Connection *conn = req->conn;
+    const char *host = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Host");
+    if (host && api->loopback && !http_host_allowed(api, host)) {
+        *ret = http_error(conn, MHD_HTTP_FORBIDDEN, "forbidden_host",
+                          "Host %.200s is not this loopback listener (add it to "
+                          "http.allowed_hosts if it is)",
+                          host);
+        return false;
+    }
+    const char *origin = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Origin");
+    if (origin && !http_origin_allowed(api, origin)) {
+        /* answered without CORS headers: the page that sent it cannot read the answer */
+        struct MHD_Response *r = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
+        *ret = r ? MHD_queue_response(conn, MHD_HTTP_FORBIDDEN, r) : MHD_NO;
+        if (r) MHD_destroy_response(r);
+        log_info("http: refused a request from origin %.200s (not in http.allowed_origins)",
+                 origin);
+        return false;
+    }
+    if (http_is_probe(url)) return true;
+    const char *authz = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization");
+    auth_credentials cr = {.authorization = authz, .authorization_len = authz ? strlen(authz) : 0};
+    service_error e;
+    if (service_authenticate(api->svc, &cr, &req->principal, &e) != SERVICE_OK) {
+        *ret = http_fail(conn, &e);
+        return false;
+    }
+    return true;
+}
+
+/* OPTIONS from an allowed origin: the CORS preflight. */
+static enum MHD_Result http_preflight(struct MHD_Connection *conn) {
+    struct MHD_Response *r = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
+    if (!r) return MHD_NO;
+    http_common_headers(conn, r, MHD_HTTP_NO_CONTENT);
+    MHD_add_response_header(r, MHD_HTTP_HEADER_ACCESS_CONTROL_ALLOW_METHODS,
+                            "GET, POST, PUT, DELETE");
+    MHD_add_response_header(r, "Access-Control-Allow-Headers",
+                            "Authorization, Content-Type, Accept, X-Request-Id");
+    MHD_add_response_header(r, "Access-Control-Max-Age", "600");
+    enum MHD_Result ret = MHD_queue_response(conn, MHD_HTTP_NO_CONTENT, r);
     MHD_destroy_response(r);
     return ret;
 }
@@ -1107,6 +1211,9 @@ static enum MHD_Result http_route(http_request *req, const char *url, const char
     struct MHD_Connection *conn = req->conn;
     bool get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
     bool post = strcmp(method, "POST") == 0;
+    if (strcmp(method, "OPTIONS") == 0 &&
+        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Origin"))
+        return http_preflight(conn); /* the Origin passed http_admit */
     if (strcmp(url, "/healthz") == 0) {
         if (!get) return http_method_not_allowed(conn, "GET");
         strbuf sb = {0};
@@ -1170,6 +1277,11 @@ static enum MHD_Result http_handler(void *cls, struct MHD_Connection *conn, cons
         req->conn = conn;
         atomic_init(&req->done, false);
         *con_cls = req;
+        enum MHD_Result refused;
+        if (!http_admit(req, url, &refused)) {
+            req->have_response = true;
+            return refused;
+        }
         const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
         if (cl && strtoull(cl, NULL, 10) > api->cfg->max_body_bytes) {
             req->have_response = true;
@@ -1288,19 +1400,20 @@ static int http_iteration(void *ctx) {
 /* Frees a server that did not start (or has stopped). */
 static void http_api_discard(http_api *h) {
     pthread_mutex_destroy(&h->watch_mu);
-    service_free(h->svc);
     free(h);
 }
 
-http_api *http_api_start(const config *cfg, gateway *gw, char *err, size_t err_len) {
+http_api *http_api_start(const config *cfg, gateway *gw, service *svc, char *err, size_t err_len) {
     http_api *h = calloc(1, sizeof *h);
-    service *svc = h ? service_new(cfg, gw) : NULL;
-    if (!svc) {
-        free(h);
+    if (!h) {
         snprintf(err, err_len, "out of memory");
         return NULL;
     }
-    *h = (http_api){.cfg = cfg, .gw = gw, .svc = svc, .limits = *service_limits(svc)};
+    *h = (http_api){.cfg = cfg,
+                    .gw = gw,
+                    .svc = svc,
+                    .limits = *service_limits(svc),
+                    .loopback = config_listen_is_loopback(cfg->http_listen)};
     pthread_mutex_init(&h->watch_mu, NULL);
     atomic_init(&h->stopping, false);
     struct sockaddr_storage ss;

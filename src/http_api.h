@@ -4,13 +4,15 @@
 
 #include "config.h"
 #include "gateway.h"
+#include "service.h"
 
 typedef struct http_api http_api;
 
 /* Starts the server on cfg->http_listen with cfg->http_threads epoll threads. Handlers never
  * block on a C-node: calls suspend their connection and are resumed by the gateway's loop.
- * Returns NULL with a message in err. `cfg` and `gw` must outlive the server. */
-http_api *http_api_start(const config *cfg, gateway *gw, char *err, size_t err_len);
+ * Every request is authenticated and run through `svc`. Returns NULL with a message in err.
+ * `cfg`, `gw` and `svc` must outlive the server. */
+http_api *http_api_start(const config *cfg, gateway *gw, service *svc, char *err, size_t err_len);
 /* The bound "host:port" (port resolved when the config asked for 0). */
 const char *http_api_address(const http_api *h);
 /* Stops the server: every call must have completed (gateway_run returned). Frees it. */

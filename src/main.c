@@ -110,6 +110,7 @@ int main(int argc, char **argv) {
     gateway *gw = NULL;
     http_api *http = NULL;
     grpc_api *grpc = NULL;
+    service *svc = NULL;
     if (cookie_resolve(cfg->cookie, cfg->cookie_env, cfg->cookie_file, 1, cookie, sizeof cookie,
                        err, sizeof err) != 0) {
         log_error("cookie: %s", err);
@@ -125,14 +126,23 @@ int main(int argc, char **argv) {
         log_error("%s", err);
         goto out;
     }
-    http = http_api_start(cfg, gw, err, sizeof err);
+    svc = service_new(cfg, gw, err, sizeof err); /* reads the principals' tokens */
+    if (!svc) {
+        log_error("auth: %s", err);
+        goto out;
+    }
+    if (cfg->auth_none)
+        log_warn("auth: none: every client that reaches %s%s%s may run every operation",
+                 cfg->http_listen, cfg->grpc_listen ? " or " : "",
+                 cfg->grpc_listen ? cfg->grpc_listen : "");
+    http = http_api_start(cfg, gw, svc, err, sizeof err);
     if (!http) {
         log_error("%s", err);
         goto out;
     }
     log_info("HTTP on %s, config %s", http_api_address(http), cfg->source);
     if (cfg->grpc_listen) {
-        grpc = grpc_api_start(cfg, gw, err, sizeof err); /* signals are blocked already */
+        grpc = grpc_api_start(cfg, gw, svc, err, sizeof err); /* signals are blocked already */
         if (!grpc) {
             log_error("%s", err);
             goto out;
@@ -147,6 +157,7 @@ out:
     /* gateway_run failed every pending call (CALL_SHUTDOWN): stop the servers, then the gateway. */
     grpc_api_stop(grpc);
     http_api_stop(http);
+    service_free(svc);
     gateway_free(gw);
     config_free(cfg);
     return rc;

@@ -2,22 +2,25 @@
  */
 #include "service.h"
 
+#include <fnmatch.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "auth.h"
 #include "strbuf.h"
 #include "term_common.h"
 
 struct service {
     const config *cfg;
     gateway *gw;
+    auth *auth;
     term_limits limits;
 };
 
-const service_principal service_anonymous = {.name = "anonymous", .ops = UINT32_MAX};
+const service_principal service_anonymous = {.name = "anonymous", .all = true};
 
 static const char *const service_op_names[] = {
 #define X(id, name) name,
@@ -95,18 +98,36 @@ static service_status service_of_gateway(gateway_error e) {
     return SERVICE_UNAVAILABLE;
 }
 
-service *service_new(const config *cfg, gateway *gw) {
+service *service_new(const config *cfg, gateway *gw, char *err, size_t err_len) {
     service *s = calloc(1, sizeof *s);
-    if (!s) return NULL;
+    if (!s) {
+        snprintf(err, err_len, "out of memory");
+        return NULL;
+    }
     s->cfg = cfg;
     s->gw = gw;
     s->limits.max_depth = cfg->term_max_depth;
     s->limits.max_bytes = cfg->term_max_bytes;
+    if (!(s->auth = auth_new(cfg, err, err_len))) {
+        free(s);
+        return NULL;
+    }
     return s;
 }
 
 void service_free(service *s) {
+    if (!s) return;
+    auth_free(s->auth);
     free(s);
+}
+
+service_status service_authenticate(const service *s, const auth_credentials *cr,
+                                    const service_principal **out, service_error *err) {
+    return auth_authenticate(s->auth, cr, out, err);
+}
+
+bool service_auth_required(const service *s) {
+    return auth_required(s->auth);
 }
 
 const term_limits *service_limits(const service *s) {
@@ -117,21 +138,54 @@ const char *service_node_name(const service *s) {
     return gateway_node_name(s->gw);
 }
 
+/* The erlang_nodes switch an operation needs (NULL: none), and whether it is on. */
+static const char *service_switch(const config *cfg, service_op op, bool *on) {
+    switch (op) {
+    case SERVICE_OP_RPC: *on = cfg->allow_rpc; return "erlang_nodes.rpc";
+    case SERVICE_OP_LOAD: *on = cfg->allow_load_modules; return "erlang_nodes.load_modules";
+    case SERVICE_OP_SPAWN:
+    case SERVICE_OP_STOP: *on = cfg->allow_spawn; return "erlang_nodes.spawn";
+    default: *on = true; return NULL;
+    }
+}
+
+static bool service_switch_on(const service *s, service_op op) {
+    bool on;
+    service_switch(s->cfg, op, &on);
+    return on;
+}
+
+static bool service_granted(const service_principal *p, service_op op, const char *target) {
+    if (p->all) return true;
+    for (size_t i = 0; i < p->grant_count; i++) {
+        const service_grant *g = &p->grants[i];
+        if (g->op == op && (!g->pattern || (target && fnmatch(g->pattern, target, 0) == 0)))
+            return true;
+    }
+    return false;
+}
+
 service_status service_authorize(const service *s, const service_principal *p, service_op op,
                                  const char *target, service_error *err) {
-    (void)s;
     if (!p)
         return service_fail(err, SERVICE_UNAUTHENTICATED, "authentication is required for %s",
                             service_op_name(op));
-    if (op >= SERVICE_OP_COUNT || !(p->ops & (UINT32_C(1) << op))) {
-        if (target)
-            return service_fail(err, SERVICE_PERMISSION_DENIED,
-                                "%s lacks the permission '%s' for %.200s", p->name,
-                                service_op_name(op), target);
-        return service_fail(err, SERVICE_PERMISSION_DENIED, "%s lacks the permission '%s'", p->name,
-                            service_op_name(op));
-    }
-    return service_ok(err);
+    if (op == SERVICE_OP_HEALTH || op == SERVICE_OP_LIST_CNODES || op == SERVICE_OP_GET_CNODE ||
+        op == SERVICE_OP_LIST_NODES)
+        return service_ok(err); /* status: any principal */
+    bool on;
+    const char *key = service_switch(s->cfg, op, &on);
+    if (!on) /* off for everyone, whatever the principal */
+        return service_fail(err, SERVICE_PERMISSION_DENIED,
+                            "%s is turned off in this nodexd (set %s: true to allow it)",
+                            service_op_name(op), key);
+    if (op < SERVICE_OP_COUNT && service_granted(p, op, target)) return service_ok(err);
+    if (target)
+        return service_fail(err, SERVICE_PERMISSION_DENIED,
+                            "%s lacks the permission '%s' for %.200s", p->name, service_op_name(op),
+                            target);
+    return service_fail(err, SERVICE_PERMISSION_DENIED, "%s lacks the permission '%s'", p->name,
+                        service_op_name(op));
 }
 
 /* The wait: `requested` (1..max; 0 means `deflt`), clamped to the client's deadline. */
@@ -225,17 +279,59 @@ service_status service_call_outcome(const call *c, const char *what, const char 
 /* ------------------------------------------------------------------------------------------ */
 /* rpc and code loading */
 
+/* service_authorize for a principal holding `op` on at least one target (any pattern). */
+static service_status service_authorize_some(const service *s, const service_principal *p,
+                                             service_op op, service_error *err) {
+    if (service_authorize(s, p, op, NULL, err) == SERVICE_OK || !p || !service_switch_on(s, op))
+        return err->status;
+    for (size_t i = 0; i < p->grant_count; i++)
+        if (p->grants[i].op == op) return service_ok(err);
+    return err->status;
+}
+
+/* True when rpc may reach `node`: a child, a connected peer, or one erlang_nodes.rpc_nodes
+ * names. Any other name is refused before a packet leaves (no scans, no cookie oracle). */
+static bool service_node_known(service *s, const char *node) {
+    for (size_t i = 0; i < s->cfg->rpc_node_count; i++)
+        if (fnmatch(s->cfg->rpc_nodes[i], node, 0) == 0) return true;
+    gateway_node_info *nodes = NULL;
+    int n = gateway_list_nodes(s->gw, &nodes);
+    bool known = false;
+    for (int i = 0; i < n && !known; i++)
+        known = strcmp(nodes[i].node, node) == 0 && (nodes[i].child || nodes[i].connected);
+    free(nodes);
+    return known;
+}
+
 static service_status service_rpc_check_op(service *s, const service_principal *p, service_op op,
                                            service_rpc_req *r, service_error *err) {
-    if (service_authorize(s, p, op, r->node, err) != SERVICE_OK) return err->status;
     bool names = service_atom_ok(r->node) && service_atom_ok(r->module) &&
                  (op == SERVICE_OP_LOAD || service_atom_ok(r->function));
-    if (!names)
+    if (!names) {
+        /* who may not run it at all learns nothing about names */
+        if (service_authorize_some(s, p, op, err) != SERVICE_OK) return err->status;
         return service_fail(err, SERVICE_BAD_REQUEST,
                             op == SERVICE_OP_LOAD
                                 ? "node and module must be names of 1 to 255 characters"
                                 : "node, module and function must be names of 1 to 255 "
                                   "characters");
+    }
+    char target[520];
+    if (op == SERVICE_OP_RPC)
+        snprintf(target, sizeof target, "%s:%s", r->module, r->function);
+    else
+        snprintf(target, sizeof target, "%s", r->module);
+    if (service_authorize(s, p, op, target, err) != SERVICE_OK) return err->status;
+    if (!gateway_node_callable(s->gw, r->node))
+        return service_fail(err, SERVICE_BAD_REQUEST,
+                            "'%s' is not a node nodexd can call: expected name@host, not nodexd "
+                            "itself, with module and function atoms of at most 255 characters",
+                            r->node);
+    if (!service_node_known(s, r->node))
+        return service_fail(err, SERVICE_PERMISSION_DENIED,
+                            "node %s is not one nodexd knows: rpc reaches its children, "
+                            "connected peers and the nodes erlang_nodes.rpc_nodes names",
+                            r->node);
     return service_timeout(r->timeout_ms, s->cfg->rpc_timeout_ms, s->cfg->max_rpc_timeout_ms,
                            r->deadline_left_ms, &r->timeout_used, err);
 }
@@ -252,10 +348,7 @@ static service_status service_rpc_send(service *s, service_rpc_req *r, call *c, 
     gateway_error ge =
         gateway_rpc(s->gw, r->node, c, module, function, args, args_len, r->timeout_used);
     if (ge == GATEWAY_BAD_REQUEST)
-        return service_fail(err, SERVICE_BAD_REQUEST,
-                            "'%s' is not a node nodexd can call: expected name@host, not nodexd "
-                            "itself, with module and function atoms of at most 255 characters",
-                            r->node);
+        return service_fail(err, SERVICE_BAD_REQUEST, "cannot encode the rpc to %s", r->node);
     if (ge != GATEWAY_OK)
         return service_fail(err, service_of_gateway(ge), "node %s is not available (%s)", r->node,
                             gateway_error_code(ge));

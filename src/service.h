@@ -85,10 +85,20 @@ typedef struct service_error {
     char message[512];
 } service_error;
 
-/* Who asks: the authenticated caller. `ops` is the set of operations it may run (bit 1 << op). */
+/* One permission of a principal: an operation, on the targets a glob names (fnmatch: a C-node
+ * name for call/cast/stream, "module:function" for rpc, a module for modules.load). */
+typedef struct service_grant {
+    service_op op;
+    const char *pattern; /* NULL: every target */
+} service_grant;
+
+/* Who asks: the authenticated caller and what it may do. Listing and reading C-nodes and nodes
+ * and health need no grant; rpc, loading and spawning also need their erlang_nodes switch. */
 typedef struct service_principal {
     const char *name;
-    uint32_t ops;
+    bool all; /* every operation on every target (no authentication configured) */
+    const service_grant *grants;
+    size_t grant_count;
 } service_principal;
 
 /* The caller when no authentication is configured: every operation. */
@@ -97,18 +107,27 @@ extern const service_principal service_anonymous;
 /* The operation layer of one transport. Thread-safe: every function may be called from any
  * thread; completion callbacks run as gateway.h says (the loop thread). */
 typedef struct service service;
+struct auth_credentials;
 
-/* A layer over `gw` with the limits and timeouts of `cfg` (both must outlive it). NULL when out
- * of memory. Free with service_free. */
-service *service_new(const config *cfg, gateway *gw);
+/* A layer over `gw` with the limits, timeouts and principals of `cfg` (both must outlive it);
+ * reads the principals' tokens (auth_new). One per process, shared by both transports. Returns
+ * NULL with a message in err. Free with service_free. */
+service *service_new(const config *cfg, gateway *gw, char *err, size_t err_len);
 void service_free(service *s);
 /* The term limits (terms.max_depth, terms.max_bytes) every conversion uses. */
 const term_limits *service_limits(const service *s);
 /* The gateway's own node name. */
 const char *service_node_name(const service *s);
 
-/* Refuses with SERVICE_PERMISSION_DENIED unless `p` may run `op` (on `target`, may be NULL).
- * Every operation below calls it first; transports need it only to fail early. */
+/* The principal that `cr` proves (see auth_authenticate): every transport asks here. */
+service_status service_authenticate(const service *s, const struct auth_credentials *cr,
+                                    const service_principal **out, service_error *err);
+/* True when every request must prove a principal. */
+bool service_auth_required(const service *s);
+
+/* Refuses with SERVICE_PERMISSION_DENIED unless `p` may run `op` (on `target`, may be NULL),
+ * and with SERVICE_UNAUTHENTICATED when `p` is NULL. Every operation below calls it first;
+ * transports need it only to fail early. */
 service_status service_authorize(const service *s, const service_principal *p, service_op op,
                                  const char *target, service_error *err);
 

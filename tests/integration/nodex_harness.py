@@ -191,7 +191,8 @@ class Session:
         fd = os.open(self.erl_args_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(f"-setcookie {self.cookie}\n")
-        self.epmd = self.spawn(["epmd", "-port", str(self.epmd_port)], "epmd")
+        # 127.0.0.1 only: other loopback addresses stay free for tests that listen there
+        self.epmd = self.spawn(["epmd", "-address", HOST, "-port", str(self.epmd_port)], "epmd")
         wait_until(self.epmd_answers, 10 * SLOW, what="epmd")
 
     def log_path(self, name):
@@ -297,6 +298,10 @@ def example_cnode_spec(name="example", **overrides):
     return spec
 
 
+# erlang_nodes defaults of every nodexd the suite starts.
+TEST_ERLANG_NODES = {"rpc": True, "load_modules": True, "spawn": True, "rpc_nodes": [f"*@{HOST}"]}
+
+
 class Nodexd:
     """One nodexd process with its config, log and the C-node pids it reported."""
 
@@ -309,9 +314,14 @@ class Nodexd:
             "node": {"name": self.node_name, "tick_time_ms": 4000, **(node or {})},
             "http": {"listen": f"{HOST}:0", **(http or {})},
             "grpc": {"listen": f"{HOST}:0"},
+            # the suite exercises rpc, code loading and children: switched on here (they are off
+            # by default); tests of the defaults pass their own erlang_nodes values
+            "erlang_nodes": dict(TEST_ERLANG_NODES),
             "cnodes": cnodes,
         }
         if extra:
+            extra = dict(extra)
+            self.config["erlang_nodes"].update(extra.pop("erlang_nodes", None) or {})
             self.config.update(extra)
         self.config_path = os.path.join(session.dir, f"{self.sname}.yaml")
         with open(self.config_path, "w") as f:
@@ -326,6 +336,7 @@ class Nodexd:
         self._pumps = []
         self.ready = threading.Event()
         self._log_lock = threading.Lock()
+        self.token = None  # bearer token request() sends unless the caller sets Authorization
         session.daemons.append(self)
 
     # --- process -------------------------------------------------------------------------
@@ -443,6 +454,8 @@ class Nodexd:
 
     # --- HTTP ----------------------------------------------------------------------------
     def request(self, method, path, body=None, headers=None, timeout=30.0, conn=None):
+        if self.token and not any(k.lower() == "authorization" for k in (headers or {})):
+            headers = dict(headers or {}, Authorization=f"Bearer {self.token}")
         return http_request(self.port, method, path, body, headers, timeout, conn)
 
     def connection(self, timeout=30.0):

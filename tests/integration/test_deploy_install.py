@@ -4,6 +4,7 @@ installed configs (ports made ephemeral), the curl call, the container entrypoin
 deploy/smoke.sh against a plain Erlang node, sd_notify READY/STOPPING, and that nothing survives."""
 
 import glob
+import json
 import os
 import re
 import shutil
@@ -64,9 +65,10 @@ def curl(*args):
     return r.stdout
 
 
-def curl_call(port):
+def curl_call(port, token=None):
+    auth = ["-H", f"Authorization: Bearer {token}"] if token else []
     return curl("-X", "POST", f"http://127.0.0.1:{port}/cnodes/example/call",
-                "-H", "content-type: application/json", "-d", CALL)
+                "-H", "content-type: application/json", *auth, "-d", CALL)
 
 
 def installed_config(prefix, rel, replacements):
@@ -203,6 +205,10 @@ def test_container_config_entrypoint_and_smoke(prefix, session, nodexd, monkeypa
     monkeypatch.setattr(nx, "NODEXD", wrapper(session, "entrypoint-wrapper",
                                               [os.path.join(prefix, "bin/nodexd-entrypoint")]))
     d = nodexd([], start=False)
+    token = tmp_path / "nodex_token"
+    fd = os.open(token, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
+    os.write(fd, b"smoke-token-" + os.urandom(16).hex().encode() + b"\n")
+    os.close(fd)
     template = tmp_path / "nodexd.yaml"
     template.write_text(installed_config(prefix, "share/nodex/docker/nodexd.yaml", [
         ('"0.0.0.0:8080"', '"127.0.0.1:0"'),
@@ -210,14 +216,18 @@ def test_container_config_entrypoint_and_smoke(prefix, session, nodexd, monkeypa
         ('listen: "0.0.0.0"', 'listen: "127.0.0.1"'),
         ("port: 9100", "port: 0"),
         ('"/run/secrets/erlang_cookie"', f'"{cookie}"'),
+        ('"/run/secrets/nodex_token"', f'"{token}"'),
     ]))
     node = f"{d.sname}@127.0.0.1"
     d.env.pop("NODEX_COOKIE", None)
     d.env.update(NODEX_CONFIG=str(template), NODEX_NODE_NAME=node, NODEX_RUNTIME_DIR=str(tmp_path))
+    d.token = token.read_text().strip()
     d.start()
     assert d.ready_node == node
     d.wait_up("example")
-    assert curl_call(d.port) == PONG
+    # the container config requires the token: refused without it, served with it
+    assert json.loads(curl_call(d.port))["error"]["code"] == "unauthenticated"
+    assert curl_call(d.port, token.read_text().strip()) == PONG
 
     erl_name = nx.unique("erl") + "@127.0.0.1"
     common = dict(session.env, ERL_NAME_FLAG="-name", NODEX_NODE=node,
@@ -228,6 +238,7 @@ def test_container_config_entrypoint_and_smoke(prefix, session, nodexd, monkeypa
     smoke = subprocess.run(
         [os.path.join(REPO, "deploy/smoke.sh")],
         env=dict(common, NODEX_URL=f"http://127.0.0.1:{d.port}", ERLANG_NODE=erl_name,
+                 NODEX_TOKEN_FILE=str(token),
                  SMOKE_NAME=nx.unique("smoke") + "@127.0.0.1", SMOKE_TIMEOUT=str(int(30 * nx.SLOW))),
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120 * nx.SLOW)
     with open(session.log_path("erlang-node")) as f:

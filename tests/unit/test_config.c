@@ -524,6 +524,89 @@ static void test_late_error_frees_partial_config(void **state) {
                       "cnodes[0].max_seconds");
 }
 
+static void test_a_public_listener_without_auth_is_refused(void **state) {
+    (void)state;
+    expect_error("http:\n  listen: \"0.0.0.0:8080\"\n",
+                 "nodex.yaml:2: http.listen: 0.0.0.0:8080 is not a loopback address and no "
+                 "authentication is configured: add auth.principals (bearer tokens or client "
+                 "certificates), or set auth: none to let anyone who reaches it in");
+    expect_error_part("grpc:\n  listen: \"[::]:50051\"\n", "grpc.listen: [::]:50051 is not");
+    expect_error_part("http:\n  listen: \"10.0.0.1:80\"\n", "no authentication");
+    /* loopback in every spelling is fine */
+    static const char *const fine[] = {"127.0.0.1:1", "127.8.9.10:1", "[::1]:1", "localhost:1"};
+    for (size_t i = 0; i < sizeof fine / sizeof fine[0]; i++)
+        assert_true(config_listen_is_loopback(fine[i]));
+    assert_false(config_listen_is_loopback("0.0.0.0:1"));
+    assert_false(config_listen_is_loopback("[::]:1"));
+    assert_false(config_listen_is_loopback("example.com:1"));
+    /* an explicit opt-out, or principals, let it start */
+    config_error err;
+    config *cfg = load("http:\n  listen: \"0.0.0.0:8080\"\nauth: none\n", &err);
+    assert_non_null(cfg);
+    assert_true(cfg->auth_none);
+    config_free(cfg);
+    cfg = load("http:\n  listen: \"0.0.0.0:8080\"\nauth:\n  principals:\n    - name: a\n"
+               "      token_env: T\n      allow: [call]\n",
+               &err);
+    assert_non_null(cfg);
+    assert_int_equal(cfg->principal_count, 1);
+    assert_string_equal(cfg->principals[0].token_env, "T");
+    assert_string_equal(cfg->principals[0].allow[0], "call");
+    config_free(cfg);
+}
+
+static void test_principals_are_checked_where_they_are_written(void **state) {
+    (void)state;
+    expect_error("auth:\n  principals:\n    - name: a\n      token_env: T\n"
+                 "      allow: [calls]\n",
+                 "nodex.yaml:5: auth.principals[0].allow[0]: unknown permission 'calls' (one of "
+                 "call, cast, stream, watch, rpc, modules.load, nodes.spawn, nodes.stop)");
+    expect_error_part("auth:\n  principals:\n    - name: a\n      token_env: T\n"
+                      "      allow: [\"watch:x\"]\n",
+                      "watch takes no pattern");
+    expect_error_part("auth:\n  principals:\n    - name: a\n      token_env: T\n"
+                      "      allow: [\"rpc:erlang\"]\n",
+                      "expected rpc:MODULE:FUNCTION");
+    expect_error_part("auth:\n  principals:\n    - name: a\n      allow: [call]\n",
+                      "needs token_file, token_env or client_cert");
+    expect_error_part("auth:\n  principals:\n    - name: a\n      token_env: T\n"
+                      "      token_file: /x\n",
+                      "not both");
+    expect_error_part("auth:\n  principals:\n    - name: a\n      token_env: T\n"
+                      "    - name: a\n      token_env: U\n",
+                      "a second principal named 'a'");
+    expect_error_part("auth:\n  principals:\n    - token_env: T\n", "missing required key");
+    expect_error_part("auth:\n  principals: []\n", "at least one");
+    expect_error_part("auth: maybe\n", "expected none, or a mapping");
+    expect_error_part("auth:\n  principals:\n    - name: a\n      client_cert: {}\n",
+                      "expected subject");
+}
+
+static void test_browser_and_rpc_lists(void **state) {
+    (void)state;
+    config_error err;
+    config *cfg = load("http:\n  allowed_origins: [\"https://app.example.com\", "
+                       "\"http://localhost:3000\"]\n  allowed_hosts: [gw.internal]\n"
+                       "erlang_nodes:\n  rpc: true\n  rpc_nodes: [\"app@*\"]\n",
+                       &err);
+    assert_non_null(cfg);
+    assert_int_equal(cfg->allowed_origin_count, 2);
+    assert_string_equal(cfg->allowed_hosts[0], "gw.internal");
+    assert_true(cfg->allow_rpc);
+    assert_false(cfg->allow_spawn || cfg->allow_load_modules);
+    assert_string_equal(cfg->rpc_nodes[0], "app@*");
+    config_free(cfg);
+    expect_error_part("http:\n  allowed_origins: [\"https://app.example.com/\"]\n",
+                      "expected an origin");
+    expect_error_part("http:\n  allowed_origins: [\"app.example.com\"]\n", "expected an origin");
+    /* the defaults: nothing allowed */
+    cfg = load("cnodes: []\n", &err);
+    assert_non_null(cfg);
+    assert_int_equal(cfg->allowed_origin_count + cfg->rpc_node_count + cfg->principal_count, 0);
+    assert_false(cfg->allow_rpc || cfg->allow_spawn || cfg->allow_load_modules || cfg->auth_none);
+    config_free(cfg);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_embedded_default_loads),
@@ -552,6 +635,9 @@ int main(void) {
         cmocka_unit_test(test_load_file_success),
         cmocka_unit_test(test_enum_names_come_from_the_tables),
         cmocka_unit_test(test_late_error_frees_partial_config),
+        cmocka_unit_test(test_a_public_listener_without_auth_is_refused),
+        cmocka_unit_test(test_principals_are_checked_where_they_are_written),
+        cmocka_unit_test(test_browser_and_rpc_lists),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

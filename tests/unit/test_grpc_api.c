@@ -50,6 +50,7 @@
 static fixture_gateway fx;
 static unsigned instance;
 static struct {
+    service *svc;
     grpc_api *api;
     grpc_channel *channel;
 } front;
@@ -58,7 +59,12 @@ static struct {
 static int attach_grpc(fixture_gateway *f, void *ctx) {
     (void)ctx;
     char err[512];
-    front.api = grpc_api_start(f->cfg, f->gw, err, sizeof err);
+    front.svc = service_new(f->cfg, f->gw, err, sizeof err);
+    if (!front.svc) {
+        print_error("service_new: %s\n", err);
+        return -1;
+    }
+    front.api = grpc_api_start(f->cfg, f->gw, front.svc, err, sizeof err);
     if (!front.api) {
         print_error("grpc_api_start: %s\n", err);
         return -1;
@@ -80,6 +86,8 @@ static int detach_grpc(fixture_gateway *f, void *ctx) {
     (void)ctx;
     grpc_api_stop(front.api);
     front.api = NULL;
+    service_free(front.svc);
+    front.svc = NULL;
     if (front.channel) grpc_channel_destroy(front.channel);
     front.channel = NULL;
     return 0;

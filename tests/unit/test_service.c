@@ -44,6 +44,10 @@ static int setup(void **state) {
              "  max_children: 2\n"
              "  rpc_timeout_ms: %d\n"
              "  max_rpc_timeout_ms: %d\n"
+             "  rpc: true\n"
+             "  load_modules: true\n"
+             "  spawn: true\n"
+             "  rpc_nodes: [\"*@127.0.0.1\", nohost]\n"
              "log:\n"
              "  level: error\n"
              "cnodes:\n"
@@ -64,7 +68,9 @@ static int setup(void **state) {
         return -1;
     fixture_wait_state(&fx, "t", CNODE_UP, 10000);
     fixture_wait_state(&fx, "pool", CNODE_UP, 10000);
-    svc = service_new(fx.cfg, fx.gw);
+    char err[256];
+    svc = service_new(fx.cfg, fx.gw, err, sizeof err);
+    if (!svc) fprintf(stderr, "service_new: %s\n", err);
     return svc ? 0 : -1;
 }
 
@@ -160,6 +166,14 @@ static void assert_refused(service_status got, const service_error *e, service_s
         fail_msg("message '%s' lacks '%s'", e->message, needle);
 }
 
+static void never_called(void *ctx, const char *const *nodes, size_t count, const char *error) {
+    (void)ctx;
+    (void)nodes;
+    (void)count;
+    (void)error;
+    fail_msg("a refused spawn must not report");
+}
+
 /* ---- the tables --------------------------------------------------------------------------- */
 
 static void test_every_status_maps_to_an_http_and_a_grpc_status(void **state) {
@@ -211,8 +225,14 @@ static void test_every_operation_refuses_a_principal_without_its_permission(void
     (void)state;
     /* allowed everything but the operation under test: the refusal must name that one */
     for (int op = 0; op < SERVICE_OP_COUNT; op++) {
-        if (op == SERVICE_OP_HEALTH) continue; /* probes need no permission */
-        service_principal p = {.name = "alice", .ops = UINT32_MAX & ~(UINT32_C(1) << op)};
+        if (op == SERVICE_OP_HEALTH || op == SERVICE_OP_LIST_CNODES || op == SERVICE_OP_GET_CNODE ||
+            op == SERVICE_OP_LIST_NODES)
+            continue; /* probes and status need no permission */
+        service_grant grants[SERVICE_OP_COUNT];
+        size_t n_grants = 0;
+        for (int other = 0; other < SERVICE_OP_COUNT; other++)
+            if (other != op) grants[n_grants++] = (service_grant){.op = (service_op)other};
+        service_principal p = {.name = "alice", .grants = grants, .grant_count = n_grants};
         service_error e;
         service_status st = SERVICE_OK;
         waiter w;
@@ -284,8 +304,99 @@ static void test_no_principal_is_unauthenticated(void **state) {
                    "nodes.list");
     assert_refused(service_authorize(svc, NULL, SERVICE_OP_CALL, "t", &e), &e,
                    SERVICE_UNAUTHENTICATED, "authentication");
-    assert_int_equal(service_authorize(svc, &service_anonymous, SERVICE_OP_RPC, NULL, &e),
+    assert_int_equal(service_authorize(svc, &service_anonymous, SERVICE_OP_RPC, "m:f", &e),
                      SERVICE_OK);
+}
+
+static void test_grants_name_their_targets_with_globs(void **state) {
+    (void)state;
+    const service_grant grants[] = {
+        {.op = SERVICE_OP_CALL, .pattern = "t"},
+        {.op = SERVICE_OP_CAST, .pattern = "po*"},
+        {.op = SERVICE_OP_RPC, .pattern = "erlang:node"},
+        {.op = SERVICE_OP_LOAD, .pattern = "mine_*"},
+    };
+    service_principal p = {.name = "bob", .grants = grants, .grant_count = 4};
+    service_error e;
+    service_call_req r = {.op = SERVICE_OP_CALL, .cnode = "t", .deadline_left_ms = -1};
+    assert_int_equal(service_call_check(svc, &p, &r, &e), SERVICE_OK);
+    r.cnode = "pool";
+    assert_refused(service_call_check(svc, &p, &r, &e), &e, SERVICE_PERMISSION_DENIED,
+                   "'call' for pool");
+    r.op = SERVICE_OP_CAST;
+    assert_int_equal(service_call_check(svc, &p, &r, &e), SERVICE_OK);
+    r.op = SERVICE_OP_STREAM;
+    assert_refused(service_call_check(svc, &p, &r, &e), &e, SERVICE_PERMISSION_DENIED, "stream");
+    service_rpc_req q = {
+        .node = "a@127.0.0.1", .module = "erlang", .function = "node", .deadline_left_ms = -1};
+    assert_int_equal(service_rpc_check(svc, &p, &q, &e), SERVICE_OK);
+    q.function = "halt";
+    assert_refused(service_rpc_check(svc, &p, &q, &e), &e, SERVICE_PERMISSION_DENIED,
+                   "'rpc' for erlang:halt");
+    q.module = "os";
+    q.function = "cmd";
+    assert_refused(service_rpc_check(svc, &p, &q, &e), &e, SERVICE_PERMISSION_DENIED, "os:cmd");
+    /* bad names: a principal with some rpc grant is told; one without learns nothing */
+    q.module = "";
+    assert_refused(service_rpc_check(svc, &p, &q, &e), &e, SERVICE_BAD_REQUEST, "names");
+    service_principal none = {.name = "eve"};
+    assert_refused(service_rpc_check(svc, &none, &q, &e), &e, SERVICE_PERMISSION_DENIED, "eve");
+    waiter w;
+    waiter_init(&w);
+    service_rpc_req l = {.node = "a@127.0.0.1", .module = "theirs", .deadline_left_ms = -1};
+    assert_refused(service_load(svc, &p, &l, &w.c, "x", 1, &e), &e, SERVICE_PERMISSION_DENIED,
+                   "'modules.load' for theirs");
+    waiter_free(&w);
+    /* status needs no grant */
+    gateway_cnode_info *all;
+    size_t n;
+    assert_int_equal(service_list_cnodes(svc, &none, &all, &n, &e), SERVICE_OK);
+    free(all);
+}
+
+static void test_rpc_load_and_spawn_are_off_unless_switched_on(void **state) {
+    (void)state;
+    config_error cerr;
+    static const char yaml[] = "cnodes: []\n";
+    config *off = config_load_string(yaml, sizeof yaml - 1, "off", &cerr);
+    assert_non_null(off);
+    assert_false(off->allow_rpc || off->allow_load_modules || off->allow_spawn);
+    char err[256];
+    service *s2 = service_new(off, fx.gw, err, sizeof err);
+    assert_non_null(s2);
+    service_error e;
+    waiter w;
+    waiter_init(&w);
+    service_rpc_req q = {
+        .node = "a@127.0.0.1", .module = "erlang", .function = "node", .deadline_left_ms = -1};
+    assert_refused(service_rpc(s2, &service_anonymous, &q, &w.c, "\x6a", 1, &e), &e,
+                   SERVICE_PERMISSION_DENIED, "erlang_nodes.rpc: true");
+    q.function = NULL;
+    assert_refused(service_load(s2, &service_anonymous, &q, &w.c, "x", 1, &e), &e,
+                   SERVICE_PERMISSION_DENIED, "erlang_nodes.load_modules: true");
+    assert_refused(service_spawn_nodes(s2, &service_anonymous, 1, never_called, NULL, &e), &e,
+                   SERVICE_PERMISSION_DENIED, "erlang_nodes.spawn: true");
+    assert_refused(service_stop_node(s2, &service_anonymous, "child1@127.0.0.1", &e), &e,
+                   SERVICE_PERMISSION_DENIED, "erlang_nodes.spawn: true");
+    /* a grant does not turn a switch on */
+    const service_grant g = {.op = SERVICE_OP_RPC};
+    service_principal p = {.name = "ops", .grants = &g, .grant_count = 1};
+    q.function = "node";
+    assert_refused(service_rpc_check(s2, &p, &q, &e), &e, SERVICE_PERMISSION_DENIED, "turned off");
+    waiter_free(&w);
+    service_free(s2);
+    config_free(off);
+}
+
+static void test_rpc_to_a_node_nodexd_does_not_know_is_refused(void **state) {
+    (void)state;
+    service_error e;
+    service_rpc_req q = {
+        .node = "x@10.1.2.3", .module = "erlang", .function = "node", .deadline_left_ms = -1};
+    assert_refused(service_rpc_check(svc, &service_anonymous, &q, &e), &e,
+                   SERVICE_PERMISSION_DENIED, "not one nodexd knows");
+    q.node = "x@127.0.0.1"; /* erlang_nodes.rpc_nodes: "*@127.0.0.1" */
+    assert_int_equal(service_rpc_check(svc, &service_anonymous, &q, &e), SERVICE_OK);
 }
 
 /* ---- calls -------------------------------------------------------------------------------- */
@@ -630,14 +741,6 @@ static void test_load_needs_a_beam_and_good_names(void **state) {
 
 /* ---- Erlang nodes ------------------------------------------------------------------------- */
 
-static void never_called(void *ctx, const char *const *nodes, size_t count, const char *error) {
-    (void)ctx;
-    (void)nodes;
-    (void)count;
-    (void)error;
-    fail_msg("a refused spawn must not report");
-}
-
 static void test_spawn_counts_are_checked_against_max_children(void **state) {
     (void)state;
     service_error e;
@@ -743,6 +846,9 @@ int main(void) {
         cmocka_unit_test(test_operation_names_are_distinct),
         cmocka_unit_test(test_every_operation_refuses_a_principal_without_its_permission),
         cmocka_unit_test(test_no_principal_is_unauthenticated),
+        cmocka_unit_test(test_grants_name_their_targets_with_globs),
+        cmocka_unit_test(test_rpc_load_and_spawn_are_off_unless_switched_on),
+        cmocka_unit_test(test_rpc_to_a_node_nodexd_does_not_know_is_refused),
         cmocka_unit_test(test_call_to_an_unknown_cnode_is_not_found),
         cmocka_unit_test(test_call_timeouts_default_cap_and_follow_the_deadline),
         cmocka_unit_test(test_call_of_a_non_call_operation_is_refused),

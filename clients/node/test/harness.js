@@ -108,6 +108,10 @@ export class Nodexd {
       `  listen: ${yamlStr(`${HOST}:0`)}`,
       'erlang_nodes:',
       `  ready_timeout_ms: ${30000 * SLOW}`,
+      '  rpc: true', // the suite exercises rpc, loading and children: off by default
+      '  load_modules: true',
+      '  spawn: true',
+      `  rpc_nodes: [${yamlStr(`*@${HOST}`)}]`,
       'cnodes:',
       ...cnodes.map(cnodeYaml).map((s) => s.trimEnd()),
       '',

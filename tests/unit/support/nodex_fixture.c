@@ -352,7 +352,7 @@ void fixture_http_request(int port, const char *method, const char *path, const 
     fixture_conn *c = calloc(1, sizeof *c);
     c->fd = fixture_http_connect(port);
     char head[2048];
-    int n = snprintf(head, sizeof head, "%s %s HTTP/1.1\r\nHost: test\r\n%s", method, path,
+    int n = snprintf(head, sizeof head, "%s %s HTTP/1.1\r\nHost: localhost\r\n%s", method, path,
                      extra ? extra : "");
     if (body) n += snprintf(head + n, sizeof head - (size_t)n, "Content-Length: %zu\r\n", body_len);
     n += snprintf(head + n, sizeof head - (size_t)n, "\r\n");
@@ -404,7 +404,12 @@ void fixture_assert_http_error(const fixture_response *r, int status, const char
 int fixture_http_attach(fixture_gateway *f, void *ctx) {
     fixture_http *h = ctx;
     char err[512];
-    h->api = http_api_start(f->cfg, f->gw, err, sizeof err);
+    h->svc = service_new(f->cfg, f->gw, err, sizeof err);
+    if (!h->svc) {
+        print_error("service_new: %s\n", err);
+        return -1;
+    }
+    h->api = http_api_start(f->cfg, f->gw, h->svc, err, sizeof err);
     if (!h->api) {
         print_error("http_api_start: %s\n", err);
         return -1;
@@ -418,6 +423,8 @@ int fixture_http_detach(fixture_gateway *f, void *ctx) {
     fixture_http *h = ctx;
     http_api_stop(h->api);
     h->api = NULL;
+    service_free(h->svc);
+    h->svc = NULL;
     return 0;
 }
 

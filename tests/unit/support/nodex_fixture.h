@@ -128,6 +128,7 @@ void fixture_assert_http_error(const fixture_response *r, int status, const char
 /* ---- the standard HTTP gateway: one test C-node "t", HTTP on a free port, no gRPC ------------ */
 
 typedef struct fixture_http {
+    service *svc;
     http_api *api;
     int port; /* the HTTP front end's port on 127.0.0.1 */
 } fixture_http;
