@@ -272,8 +272,8 @@ service_status service_call_outcome(const call *c, const char *what, const char 
     case CALL_PENDING:
     case CALL_UNAVAILABLE: break;
     }
-    return service_fail(err, SERVICE_UNAVAILABLE, "%s %s: %s", what, target,
-                        c->detail[0] ? c->detail : call_outcome_code(c->outcome));
+    if (c->detail[0]) return service_fail(err, SERVICE_UNAVAILABLE, "%s", c->detail);
+    return service_fail(err, SERVICE_UNAVAILABLE, "%s %s is not available", what, target);
 }
 
 /* ------------------------------------------------------------------------------------------ */

@@ -98,7 +98,10 @@ def test_cnode_that_stops_reading_never_stalls_the_gateway(nodexd, http_threads)
         assert d.info("stuck")["in_flight"] == 8 and all(th.is_alive() for th, _ in calls)
         for th, out in calls:
             th.join(30 * nx.SLOW)
-            assert out["r"].status == 504, out["r"]
+            # 504 at the call's timeout; on a starved machine the 5 s send stall may cut the
+            # peer off first: 503 naming it, just as bounded
+            r = out["r"]
+            assert r.status == 504 or (r.status == 503 and "went down" in r.body.decode()), r
     finally:
         os.kill(stuck, signal.SIGKILL)
     d.wait_new_pid("stuck", stuck)

@@ -273,9 +273,14 @@ def test_cnode_that_stops_reading_never_stalls_grpc(session):
         assert d.info("stuck")["in_flight"] == 8 and all(t.is_alive() for t in threads)
         for t in threads:
             t.join(30 * nx.SLOW)
-        assert codes == [grpc.StatusCode.DEADLINE_EXCEEDED] * 8, codes
+        # the deadline, or (on a starved machine) the 5 s send stall cutting the peer off
+        assert len(codes) == 8 and set(codes) <= {grpc.StatusCode.DEADLINE_EXCEEDED,
+                                                  grpc.StatusCode.UNAVAILABLE}, codes
     finally:
-        os.kill(stuck, signal.SIGKILL)
+        try:
+            os.kill(stuck, signal.SIGKILL)
+        except ProcessLookupError:
+            pass  # cut off and already ended by nodexd
         d.close()
 
 
