@@ -49,6 +49,21 @@ static void on_started(void *arg) {
     sdnotify_ready();
 }
 
+/* A C-node whose argv carries the cookie shows it to every local user (/proc/PID/cmdline). */
+static void warn_cookie_in_argv(const config *cfg) {
+    for (size_t i = 0; i < cfg->cnode_count; i++) {
+        const config_cnode *cn = &cfg->cnodes[i];
+        for (size_t k = 0; k < cn->arg_count; k++) {
+            if (!strstr(cn->args[k], "{cookie}")) continue;
+            log_warn("cnode %s: the cookie is in its argv, readable by local users in "
+                     "/proc/PID/cmdline; a C-node that can read it from its environment should "
+                     "get env: {NODEX_COOKIE: \"{cookie}\"} and args without {cookie}",
+                     cn->name);
+            break;
+        }
+    }
+}
+
 int main(int argc, char **argv) {
     const char *config_path = NULL;
     bool check_only = false;
@@ -116,6 +131,13 @@ int main(int argc, char **argv) {
         log_error("cookie: %s", err);
         goto out;
     }
+    /* Only the children that ask for the cookie (a {cookie} template) get it. */
+    unsetenv(cfg->cookie_env);
+    warn_cookie_in_argv(cfg);
+    char dist_any[80];
+    snprintf(dist_any, sizeof dist_any, "%s:0", cfg->dist_listen);
+    if (config_listen_is_loopback(dist_any))
+        setenv("ERL_EPMD_ADDRESS", cfg->dist_listen, 0); /* an epmd we start stays local too */
     if (cfg->start_epmd ? epmd_ensure(3000, err, sizeof err) != 0 : !epmd_is_running(1000)) {
         log_error("epmd: %s", cfg->start_epmd ? err : "not running (node.start_epmd is false)");
         goto out;

@@ -324,3 +324,27 @@ def test_a_public_listener_without_auth_refuses_to_start(session, tmp_path):
 def test_auth_none_warns_at_every_start(nodexd):
     d = nodexd([], extra={"auth": "none"})
     nx.wait_until(lambda: "auth: none" in d.log_text(), 10, what="the warning")
+
+
+# --- the cookie --------------------------------------------------------------------------------
+def environ_of(pid):
+    with open(f"/proc/{pid}/environ", "rb") as f:
+        return dict(e.split(b"=", 1) for e in f.read().split(b"\0") if b"=" in e)
+
+
+def test_children_get_the_cookie_only_where_they_ask(nodexd, session):
+    """NODEX_COOKIE (in nodexd's environment) reaches neither C-nodes nor child erl nodes, except
+    a C-node whose env template asks for {cookie}; argv carrying the cookie is warned about."""
+    asks = nx.test_cnode_spec("asks", env={"NODEX_COOKIE": "{cookie}"})
+    d = nodexd([nx.test_cnode_spec("t"), asks],
+               extra={"erlang_nodes": {"count": 1, "ready_timeout_ms": int(30000 * nx.SLOW)}})
+    plain = d.wait_up("t")["os_pid"]
+    asking = d.wait_up("asks")["os_pid"]
+    assert b"NODEX_COOKIE" not in environ_of(plain)
+    assert environ_of(asking)[b"NODEX_COOKIE"] == session.cookie.encode()
+    child = nx.wait_until(
+        lambda: next((n for n in d.get_json("/nodes")["nodes"]
+                      if n["child"] and n["state"] == "up"), None),
+        60 * nx.SLOW, what="the child node up")
+    assert b"NODEX_COOKIE" not in environ_of(child["os_pid"])
+    assert "cnode t: the cookie is in its argv" in d.log_text()
