@@ -26,6 +26,8 @@ typedef struct jparser {
     term_error *err;
     strbuf str; /* decoded string scratch, reused */
     strbuf aux; /* base64 output scratch, reused */
+    size_t *tags; /* sorted '{' offsets of the one-member objects whose key starts with '$' */
+    size_t tag_count;
 } jparser;
 
 static void path_format(const jpath *path, char *out, size_t cap) {
@@ -265,32 +267,77 @@ static int jlist(jparser *p, const jpath *path, unsigned depth) {
     return term_list_close(p->x, hdr, n, all) == 0 ? 0 : jnomem(p);
 }
 
-/* Returns the offset just past the JSON value at `at` without validating it (the real parse does);
- * iterative so hostile nesting cannot exhaust the stack. */
-static size_t jskip(const jparser *p, size_t at, size_t max_level) {
-    size_t k = at, level = 0;
-    while (k < p->n) {
+/* One frame of jtags_scan: an open object or array. */
+typedef struct jscan_level {
+    size_t start;
+    size_t commas;
+    bool object, key_seen, dollar;
+} jscan_level;
+
+static int jcmp_offset(const void *a, const void *b) {
+    size_t x = *(const size_t *)a, y = *(const size_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Finds every object that is a "$tag" object (one member, key starting with '$') in one pass
+ * over the input, without validating it (the real parse does): jobject then decides in
+ * O(log n) instead of looking ahead over its value, so every input parses in linear time.
+ * Returns 0, or -1 when out of memory. */
+static int jtags_scan(jparser *p) {
+    if (!memchr(p->s, '$', p->n)) return 0;
+    size_t cap_levels = (size_t)p->max_depth + 2, depth = 0, overflow = 0, cap_tags = 0;
+    jscan_level *stack = calloc(cap_levels, sizeof *stack);
+    if (!stack) return -1;
+    for (size_t k = 0; k < p->n;) {
         char c = p->s[k++];
         if (c == '"') {
+            if (!overflow && depth && stack[depth - 1].object && !stack[depth - 1].key_seen) {
+                stack[depth - 1].key_seen = true;
+                stack[depth - 1].dollar = k < p->n && p->s[k] == '$';
+            }
             for (;;) {
                 k += strbuf_json_plain_prefix(p->s + k, p->n - k, false);
                 if (k >= p->n || p->s[k] == '"') break;
                 k += p->s[k] == '\\' ? 2 : 1;
             }
             k++;
-            if (level == 0) return k;
-        } else if (c == '[' || c == '{') {
-            /* Past the depth budget the parse fails anyway: stop, so deep input stays linear. */
-            if (++level > max_level) return k;
-        } else if (c == ']' || c == '}') {
-            if (level <= 1) return k;
-            level--;
-        } else if (level == 0 && c != ' ' && c != '\t' && c != '\n' && c != '\r') {
-            while (k < p->n && !strchr(",]} \t\r\n", p->s[k])) k++;
-            return k;
+        } else if (c == '{' || c == '[') {
+            if (overflow || depth == cap_levels) { /* past the depth budget the parse fails */
+                overflow++;
+                continue;
+            }
+            stack[depth++] = (jscan_level){.start = k - 1, .object = c == '{'};
+        } else if (c == '}' || c == ']') {
+            if (overflow) {
+                overflow--;
+                continue;
+            }
+            if (!depth) continue; /* unbalanced: the parse reports it */
+            jscan_level *l = &stack[--depth];
+            if (!l->object || !l->dollar || l->commas) continue;
+            if (p->tag_count == cap_tags) {
+                size_t n = cap_tags ? 2 * cap_tags : 16;
+                size_t *t = realloc(p->tags, n * sizeof *t);
+                if (!t) {
+                    free(stack);
+                    return -1;
+                }
+                p->tags = t;
+                cap_tags = n;
+            }
+            p->tags[p->tag_count++] = l->start;
+        } else if (c == ',' && !overflow && depth) {
+            stack[depth - 1].commas++;
         }
     }
-    return k;
+    free(stack);
+    qsort(p->tags, p->tag_count, sizeof *p->tags, jcmp_offset);
+    return 0;
+}
+
+/* True when the object whose '{' is at `at` is a "$tag" object. */
+static bool jis_tag_object(const jparser *p, size_t at) {
+    return p->tag_count && bsearch(&at, p->tags, p->tag_count, sizeof *p->tags, jcmp_offset);
 }
 
 static int jbits(jparser *p, const jpath *path) {
@@ -451,6 +498,7 @@ static int jtag(jparser *p, const jpath *path, unsigned depth, const char *tag) 
 }
 
 static int jobject(jparser *p, const jpath *path, unsigned depth) {
+    size_t brace = p->i;
     p->i++; /* '{' */
     jws(p);
     if (p->i < p->n && p->s[p->i] == '}') {
@@ -461,9 +509,7 @@ static int jobject(jparser *p, const jpath *path, unsigned depth) {
     if (jstring(p, path, &p->str) != 0 || jexpect(p, path, ':') != 0) return -1;
     if (p->str.len > 0 && p->str.data[0] == '$') {
         jws(p);
-        size_t after = jskip(p, p->i, (size_t)(p->max_depth - depth) + 2);
-        while (after < p->n && strchr(" \t\r\n", p->s[after])) after++;
-        if (after < p->n && p->s[after] == '}') {
+        if (jis_tag_object(p, brace)) {
             char tag[48];
             snprintf(tag, sizeof tag, "%s", p->str.data);
             jpath here = {path, tag, strlen(tag), 0};
@@ -535,7 +581,7 @@ int term_from_json(const char *json, size_t len, const term_limits *limits, cons
     jparser p = {
         .s = json, .n = len, .max_depth = lim.max_depth, .self = self, .x = out, .err = err};
     int start = out->index;
-    int rc = jvalue(&p, NULL, 0);
+    int rc = jtags_scan(&p) == 0 ? jvalue(&p, NULL, 0) : jnomem(&p);
     if (rc == 0) {
         jws(&p);
         if (p.i != p.n) rc = jfail(&p, NULL, TERM_ERR_SYNTAX, "trailing characters after value");
@@ -545,6 +591,7 @@ int term_from_json(const char *json, size_t len, const term_limits *limits, cons
                        lim.max_bytes);
     strbuf_free(&p.str);
     strbuf_free(&p.aux);
+    free(p.tags);
     return rc == 0 ? term_ok(err) : -1;
 }
 
