@@ -331,7 +331,7 @@ static int jtags_scan(jparser *p) {
         }
     }
     free(stack);
-    qsort(p->tags, p->tag_count, sizeof *p->tags, jcmp_offset);
+    if (p->tag_count) qsort(p->tags, p->tag_count, sizeof *p->tags, jcmp_offset);
     return 0;
 }
 
