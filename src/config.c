@@ -322,13 +322,19 @@ static int set_node_name(parse_ctx *c, yaml_node_t *v, const char *path, void *t
 }
 
 /* An IP literal to bind to: both listeners take addresses, not names to resolve. */
+/* node.listen: ei's distribution listener is IPv4 only, so IPv6 is refused here rather than at
+ * start-up. */
 static int set_ip_address(parse_ctx *c, yaml_node_t *v, const char *path, void *target) {
     char *s;
     unsigned char addr[sizeof(struct in6_addr)];
     if (get_string(c, v, path, 0, &s)) return -1;
-    if (inet_pton(AF_INET, s, addr) != 1 && inet_pton(AF_INET6, s, addr) != 1) {
+    if (inet_pton(AF_INET, s, addr) != 1) {
+        bool v6 = inet_pton(AF_INET6, s, addr) == 1;
         free(s);
-        return fail(c, v, path, "expected an IPv4 or IPv6 address");
+        return fail(c, v, path,
+                    v6 ? "IPv6 is not supported here (the Erlang distribution listener of ei "
+                         "binds IPv4): expected an IPv4 address"
+                       : "expected an IPv4 address");
     }
     free(*(char **)target);
     *(char **)target = s;
