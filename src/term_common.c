@@ -797,3 +797,101 @@ void term_map_close(ei_x_buff *x, int hdr, size_t n) {
 bool term_is_byte_int(const ei_x_buff *x, int start) {
     return x->index - start == 2 && x->buff[start] == ERL_SMALL_INTEGER_EXT;
 }
+
+/* ---- cons chains ---- */
+
+/* True when the checked term at b[i] holds a list cell whose tail is a list cell or a string. */
+static bool chain_in(const unsigned char *b, int *i) {
+    switch (b[*i]) {
+    case ERL_SMALL_TUPLE_EXT:
+    case ERL_LARGE_TUPLE_EXT:
+    case ERL_MAP_EXT: {
+        bool small = b[*i] == ERL_SMALL_TUPLE_EXT;
+        size_t n = small ? b[*i + 1] : term_be32(b + *i + 1);
+        if (b[*i] == ERL_MAP_EXT) n *= 2;
+        *i += small ? 2 : 5;
+        for (size_t k = 0; k < n; k++)
+            if (chain_in(b, i)) return true;
+        return false;
+    }
+    case ERL_LIST_EXT: {
+        size_t n = term_be32(b + *i + 1);
+        *i += 5;
+        for (size_t k = 0; k < n; k++)
+            if (chain_in(b, i)) return true;
+        if (b[*i] == ERL_LIST_EXT || b[*i] == ERL_STRING_EXT) return true;
+        return chain_in(b, i); /* the tail */
+    }
+    default: ei_skip_term((const char *)b, i); return false;
+    }
+}
+
+static int merge_term(const unsigned char *b, int *i, ei_x_buff *x);
+
+/* A list cell and every cell its tails chain on, as one list. */
+static int merge_list(const unsigned char *b, int *i, ei_x_buff *x) {
+    int hdr = term_hdr_reserve(x);
+    if (hdr < 0) return -1;
+    size_t n = 0;
+    bool all_bytes = true;
+    while (b[*i] == ERL_LIST_EXT) {
+        size_t cell = term_be32(b + *i + 1);
+        *i += 5;
+        for (size_t k = 0; k < cell; k++, n++) {
+            int start = x->index;
+            if (merge_term(b, i, x) != 0) return -1;
+            all_bytes = all_bytes && term_is_byte_int(x, start);
+        }
+    }
+    if (b[*i] == ERL_STRING_EXT) {
+        size_t len = term_be16(b + *i + 1);
+        for (size_t k = 0; k < len; k++, n++) {
+            const char e[2] = {(char)ERL_SMALL_INTEGER_EXT, (char)b[*i + 3 + k]};
+            if (term_x_append(x, e, 2) != 0) return -1;
+        }
+        *i += 3 + (int)len;
+        return term_list_close(x, hdr, n, all_bytes);
+    }
+    if (b[*i] == ERL_NIL_EXT) {
+        (*i)++;
+        return term_list_close(x, hdr, n, all_bytes);
+    }
+    if (merge_term(b, i, x) != 0) return -1; /* a tail that is no list: improper */
+    term_improper_close(x, hdr, n);
+    return 0;
+}
+
+static int merge_term(const unsigned char *b, int *i, ei_x_buff *x) {
+    unsigned char tag = b[*i];
+    if (tag == ERL_LIST_EXT) return merge_list(b, i, x);
+    if (tag == ERL_SMALL_TUPLE_EXT || tag == ERL_LARGE_TUPLE_EXT || tag == ERL_MAP_EXT) {
+        bool small = tag == ERL_SMALL_TUPLE_EXT;
+        size_t n = small ? b[*i + 1] : term_be32(b + *i + 1);
+        int head = small ? 2 : 5;
+        if (term_x_append(x, b + *i, (size_t)head) != 0) return -1;
+        *i += head;
+        if (tag == ERL_MAP_EXT) n *= 2;
+        for (size_t k = 0; k < n; k++)
+            if (merge_term(b, i, x) != 0) return -1;
+        return 0;
+    }
+    int start = *i;
+    ei_skip_term((const char *)b, i);
+    return term_x_append(x, b + start, (size_t)(*i - start));
+}
+
+int term_merge_list_chains(const char **buf, size_t *len, int *index, ei_x_buff *tmp) {
+    const unsigned char *b = (const unsigned char *)*buf;
+    int probe = *index;
+    if (!chain_in(b, &probe)) return 0;
+    if (ei_x_new(tmp) != 0) return -1;
+    int i = *index;
+    if (merge_term(b, &i, tmp) != 0) {
+        ei_x_free(tmp);
+        return -1;
+    }
+    *buf = tmp->buff;
+    *len = (size_t)tmp->index;
+    *index = 0;
+    return 1;
+}

@@ -92,6 +92,13 @@ void term_map_close(ei_x_buff *x, int hdr, size_t n);
 /* True when the encoded term x->buff[start..x->index) is a SMALL_INTEGER_EXT. */
 bool term_is_byte_int(const ei_x_buff *x, int start);
 
+/* Cons chains: a list cell whose tail is another list cell or a STRING_EXT is, to Erlang, one
+ * list (a C-node that builds a list cell by cell sends that). When the checked term at
+ * buf[*index] holds such a chain, re-encodes the term into `tmp` (fresh; the caller ei_x_frees it)
+ * with every list as term_to_binary would write it, and points *buf, *len and *index at the copy;
+ * returns 1. Returns 0 (nothing touched) when it holds none, -1 when out of memory. */
+int term_merge_list_chains(const char **buf, size_t *len, int *index, ei_x_buff *tmp);
+
 /* Reads big-endian integers from validated bytes. */
 static inline uint32_t term_be32(const unsigned char *p) {
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];

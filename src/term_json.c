@@ -839,7 +839,15 @@ int term_to_json(const char *buf, size_t buf_len, int *index, const term_limits 
     }
     size_t mark = out->len;
     int i = *index;
-    int rc = rterm(&r, &i);
+    ei_x_buff merged;
+    int m = term_merge_list_chains(&r.b, &r.n, &i, &merged); /* render the value (15.1) */
+    if (m > 0) { /* the copy's maps, in the same preorder */
+        strbuf_free(&r.map_flags);
+        int e = 0;
+        term_etf_check_maps(r.b, r.n, &e, &lim, err, &r.map_flags);
+    }
+    int rc = m < 0 ? rnomem(&r) : rterm(&r, &i);
+    if (m > 0) ei_x_free(&merged);
     strbuf_free(&r.tmp);
     strbuf_free(&r.map_flags);
     if (rc == 0 && out->len - mark > lim.max_bytes)

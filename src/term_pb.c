@@ -547,10 +547,22 @@ int term_pb_from_ei(const char *buf, size_t buf_len, int *index, const term_limi
     if ((size_t)(end - *index) > lim.max_bytes)
         return term_fail(err, TERM_ERR_SIZE, "term of %d bytes is over the limit of %zu",
                          end - *index, lim.max_bytes);
-    pb_dec d = {buf, buf_len, arena, err};
+    const char *b = buf;
+    size_t n = buf_len;
     int i = *index;
+    ei_x_buff merged;
+    int m = term_merge_list_chains(&b, &n, &i, &merged); /* render the value (15.1) */
+    if (m < 0) return term_fail(err, TERM_ERR_NOMEM, "out of memory");
+    if (m > 0) { /* the Term may point into its bytes: they live in the arena */
+        char *copy = arena_alloc(arena, n);
+        if (copy) memcpy(copy, b, n);
+        ei_x_free(&merged);
+        if (!copy) return term_fail(err, TERM_ERR_NOMEM, "out of memory");
+        b = copy;
+    }
+    pb_dec d = {b, n, arena, err};
     if (dec_term(&d, &i, out) != 0) return -1;
-    *index = i;
+    *index = end;
     return term_ok(err);
 }
 

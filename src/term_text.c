@@ -872,7 +872,10 @@ int term_to_text(const char *buf, size_t buf_len, int *index, const term_limits 
     size_t mark = out->len;
     trender r = {.b = buf, .n = buf_len, .out = out, .err = err};
     int i = *index;
-    int rc = tr_term(&r, &i);
+    ei_x_buff merged;
+    int m = term_merge_list_chains(&r.b, &r.n, &i, &merged); /* render the value (15.1) */
+    int rc = m < 0 ? tr_nomem(&r) : tr_term(&r, &i);
+    if (m > 0) ei_x_free(&merged);
     if (rc == 0 && out->len - mark > lim.max_bytes)
         rc = term_fail(err, TERM_ERR_SIZE, "text output is over the limit of %zu bytes",
                        lim.max_bytes);
