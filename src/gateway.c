@@ -29,6 +29,7 @@
 #include "ei_sock.h"
 #include "log.h"
 #include "loop.h"
+#include "nodes.h"
 #include "routing.h"
 #include "template.h"
 
@@ -630,85 +631,18 @@ static gw_cnode *gw_cnode_by_node(gateway *gw, const char *node) {
     return NULL;
 }
 
-/* Looks a program up on $PATH (execve does not search). Returns a malloc'd path or NULL. */
-static char *gw_which(const char *name) {
-    if (strchr(name, '/')) return access(name, X_OK) == 0 ? strdup(name) : NULL;
-    const char *path = getenv("PATH");
-    if (!path) path = "/usr/local/bin:/usr/bin:/bin";
-    while (*path) {
-        size_t n = strcspn(path, ":");
-        char *cand;
-        if (asprintf(&cand, "%.*s/%s", (int)n, path, name) < 0) return NULL;
-        if (access(cand, X_OK) == 0) return cand;
-        free(cand);
-        path += n + (path[n] == ':');
-    }
-    return NULL;
-}
-
-/* Doubles braces so a literal argument survives template expansion. */
-static char *gw_template_literal(const char *s) {
-    size_t n = strlen(s), extra = 0;
-    for (size_t i = 0; i < n; i++) extra += s[i] == '{' || s[i] == '}';
-    char *out = malloc(n + extra + 1), *p = out;
-    if (!out) return NULL;
-    for (size_t i = 0; i < n; i++) {
-        *p++ = s[i];
-        if (s[i] == '{' || s[i] == '}') *p++ = s[i];
-    }
-    *p = '\0';
-    return out;
-}
-
 static void gw_entry_free(gw_cnode *cn) {
-    config_cnode *o = &cn->own_cfg;
-    for (size_t i = 0; o->args && i < o->arg_count; i++) free(o->args[i]);
-    free(o->args);
-    for (size_t i = 0; o->env && i < o->env_count; i++) {
-        free(o->env[i].name);
-        free(o->env[i].value);
-    }
-    free(o->env);
-    char *strings[] = {o->name, o->executable, o->sname,           o->hostname,
-                       o->node, o->ready_line, o->registered_name, o->reply_tag};
-    for (size_t i = 0; i < sizeof strings / sizeof strings[0]; i++) free(strings[i]);
+    nodes_config_free(&cn->own_cfg);
     child_free(cn->proc);
     free(cn->executable);
     free(cn->ready_line);
     free(cn);
 }
 
-/* Builds a child's argv: erl -noinput -name|-sname Node -pa Dirs... ExtraArgs... -eval ready. */
-static int gw_child_args(gateway *gw, config_cnode *o) {
-    const config *cfg = gw->cfg;
-    size_t n = 6 + 2 * cfg->code_path_count + cfg->erl_arg_count + 2;
-    o->args = calloc(n + 1, sizeof *o->args);
-    if (!o->args) return -1;
-    /* The child ticks at our pace, so a hung child is noticed within node.tick_time_ms. */
-    char ticktime[16];
-    snprintf(ticktime, sizeof ticktime, "%u", (cfg->tick_time_ms + 999) / 1000);
-    const char *fixed[] = {"-noinput",     cfg->longnames ? "-name" : "-sname",
-                           o->node,        "-kernel",
-                           "net_ticktime", ticktime};
-    for (size_t i = 0; i < 6; i++)
-        if (!(o->args[o->arg_count++] = gw_template_literal(fixed[i]))) return -1;
-    for (size_t i = 0; i < cfg->code_path_count; i++) {
-        if (!(o->args[o->arg_count++] = strdup("-pa"))) return -1;
-        if (!(o->args[o->arg_count++] = gw_template_literal(cfg->code_paths[i]))) return -1;
-    }
-    for (size_t i = 0; i < cfg->erl_arg_count; i++)
-        if (!(o->args[o->arg_count++] = gw_template_literal(cfg->erl_args[i]))) return -1;
-    /* The ready line nodexd waits for, printed once the node is distributed. */
-    if (!(o->args[o->arg_count++] = strdup("-eval"))) return -1;
-    if (!(o->args[o->arg_count++] = strdup("io:format(\"~s ready~n\", [node()])"))) return -1;
-    return 0;
-}
-
 /* Creates an Erlang-node entry and links it (any thread), or returns the entry that already
  * exists for `node`. Children get a process spec; peers are connected to (or were accepted).
  * Returns NULL when out of memory or when the child's `erl` cannot be found. */
 static gw_cnode *gw_node_entry_new(gateway *gw, gw_entry_kind kind, const char *node) {
-    const config *cfg = gw->cfg;
     gw_cnode *cn = calloc(1, sizeof *cn);
     if (!cn) return NULL;
     config_cnode *o = &cn->own_cfg;
@@ -723,36 +657,8 @@ static gw_cnode *gw_node_entry_new(gateway *gw, gw_entry_kind kind, const char *
     const char *at = strchr(node, '@');
     snprintf(cn->sname, sizeof cn->sname, "%.*s", at ? (int)(at - node) : 0, node);
     snprintf(cn->hostname, sizeof cn->hostname, "%s", at ? at + 1 : "");
-    o->direction = kind == ENTRY_CHILD ? CNODE_DIRECTION_TO : CNODE_DIRECTION_ADOPT;
-    o->protocol = CNODE_PROTOCOL_RAW;
-    o->reply_filter = REPLY_FILTER_TAG; /* rpc answers {rex, Reply} */
-    o->call_timeout_ms = cfg->rpc_timeout_ms;
-    o->max_call_timeout_ms = cfg->max_rpc_timeout_ms;
-    o->restart = kind == ENTRY_CHILD ? cfg->child_restart : CNODE_RESTART_TEMPORARY;
-    o->max_restarts = cfg->child_max_restarts;
-    o->max_seconds = cfg->child_max_seconds;
-    o->backoff_initial_ms = 100;
-    o->backoff_max_ms = 5000;
-    o->shutdown_timeout_ms = cfg->child_shutdown_timeout_ms;
-    o->spawn_inactive_timeout_ms = cfg->child_ready_timeout_ms;
-    o->connect_timeout_ms = kind == ENTRY_CHILD ? 5000 : 3000;
-    o->max_in_flight = 100000;
-    bool ok = (o->name = strdup(node)) && (o->registered_name = strdup("rex")) &&
-              (o->reply_tag = strdup("rex")) && (o->node = strdup(node));
-    if (ok && kind == ENTRY_CHILD) {
-        /* argv is world-readable: the cookie reaches children through a private HOME. */
-        ok = (o->env = calloc(1, sizeof *o->env)) != NULL && (o->env[0].name = strdup("HOME")) &&
-             (o->env[0].value = strdup(gw->child_home));
-        o->env_count = ok ? 1 : 0;
-        ok = ok && gw_child_args(gw, o) == 0 && (cn->executable = gw_which(cfg->erl_executable)) &&
-             (cn->ready_line = malloc(strlen(node) + 7));
-        if (ok) sprintf(cn->ready_line, "%s ready", node);
-    }
-    if (!ok) {
-        if (o->env && !o->env_count) {
-            free(o->env[0].name);
-            free(o->env[0].value);
-        }
+    if (nodes_config(gw->cfg, kind == ENTRY_CHILD, node, gw->child_home, o, &cn->executable,
+                     &cn->ready_line) != 0) {
         gw_entry_free(cn);
         return NULL;
     }
@@ -919,25 +825,11 @@ static void gw_on_wake(void *ctx) {
     loop_timer_arm(gw->sweep, 0);
 }
 
-/* Tells a child node's `init` to stop: {stop, stop}, what init:stop/0 sends. */
+/* Tells a child node's `init` to stop, from a fresh pid. */
 static void gw_send_init_stop(gw_cnode *cn) {
-    static const char stop_msg[] = {ERL_SMALL_TUPLE_EXT,
-                                    2,
-                                    ERL_SMALL_ATOM_UTF8_EXT,
-                                    4,
-                                    's',
-                                    't',
-                                    'o',
-                                    'p',
-                                    ERL_SMALL_ATOM_UTF8_EXT,
-                                    4,
-                                    's',
-                                    't',
-                                    'o',
-                                    'p'};
     erlang_pid from;
     gateway_make_pid(cn->gw, &from);
-    dist_send_reg(conns_dist(cn->conn), &from, "init", NULL, 0, stop_msg, sizeof stop_msg);
+    nodes_send_init_stop(conns_dist(cn->conn), &from);
 }
 
 /* Stops everything: C-nodes get SIGTERM (and their connection closed: Nodex C-nodes then exit
@@ -1063,8 +955,7 @@ int gateway_run(gateway *gw, void (*on_started)(void *ctx), void *ctx) {
     for (size_t i = 0; i < gw->cnode_count; i++) gw_cnode_start(&gw->cnodes[i]);
     for (unsigned i = 0; i < gw->cfg->child_count; i++) {
         char node[MAXNODELEN * 4];
-        snprintf(node, sizeof node, "%s%u@%s", gw->cfg->child_prefix, ++gw->child_max_index,
-                 gw->hostname);
+        nodes_child_name(gw->cfg, ++gw->child_max_index, gw->hostname, node, sizeof node);
         gw_cnode *cn = gw_node_entry_new(gw, ENTRY_CHILD, node);
         if (!cn)
             log_error("cannot set up child node %s (is %s installed?)", node,
@@ -1225,68 +1116,6 @@ static int gw_cnode_init(gateway *gw, gw_cnode *cn, const config_cnode *cfg, uns
     return 0;
 }
 
-/* Child Erlang nodes read the cookie from $HOME/.erlang.cookie: a private directory (0700)
- * with the file (0400), removed by gateway_free. */
-/* Removes the child-home directories of nodexds that died without cleaning up (SIGKILL):
- * nodexd-<pid>-XXXXXX of ours whose pid no longer runs. */
-static void gw_child_home_sweep(const char *tmp) {
-    DIR *d = opendir(tmp);
-    if (!d) return;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        if (strncmp(e->d_name, "nodexd-", 7) != 0) continue;
-        char *end;
-        long pid = strtol(e->d_name + 7, &end, 10);
-        if (pid <= 0 || pid > INT_MAX || *end != '-') continue;
-        if (kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue;
-        char dir[PATH_MAX], file[PATH_MAX + 32];
-        struct stat st;
-        snprintf(dir, sizeof dir, "%s/%s", tmp, e->d_name);
-        if (lstat(dir, &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != getuid()) continue;
-        snprintf(file, sizeof file, "%s/.erlang.cookie", dir);
-        unlink(file);
-        rmdir(dir);
-    }
-    closedir(d);
-}
-
-static int gw_child_home_create(gateway *gw, char *err, size_t err_len) {
-    const char *tmp = getenv("TMPDIR");
-    gw_child_home_sweep(tmp && *tmp ? tmp : "/tmp");
-    if (asprintf(&gw->child_home, "%s/nodexd-%d-XXXXXX", tmp && *tmp ? tmp : "/tmp",
-                 (int)getpid()) < 0) {
-        gw->child_home = NULL;
-        snprintf(err, err_len, "out of memory");
-        return -1;
-    }
-    if (!mkdtemp(gw->child_home)) {
-        snprintf(err, err_len, "cannot create a directory for child nodes: %s", strerror(errno));
-        free(gw->child_home);
-        gw->child_home = NULL;
-        return -1;
-    }
-    char path[PATH_MAX];
-    snprintf(path, sizeof path, "%s/.erlang.cookie", gw->child_home);
-    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0400);
-    size_t len = strlen(gw->cookie);
-    if (fd < 0 || write(fd, gw->cookie, len) != (ssize_t)len) {
-        snprintf(err, err_len, "cannot write the child nodes' cookie file: %s", strerror(errno));
-        if (fd >= 0) close(fd);
-        return -1;
-    }
-    close(fd);
-    return 0;
-}
-
-static void gw_child_home_remove(gateway *gw) {
-    if (!gw->child_home) return;
-    char path[PATH_MAX];
-    snprintf(path, sizeof path, "%s/.erlang.cookie", gw->child_home);
-    unlink(path);
-    rmdir(gw->child_home);
-    free(gw->child_home);
-}
-
 gateway *gateway_new(const config *cfg, const char *cookie, char *err, size_t err_len) {
     gateway *gw = calloc(1, sizeof *gw);
     if (!gw) {
@@ -1365,7 +1194,7 @@ gateway *gateway_new(const config *cfg, const char *cookie, char *err, size_t er
             if (gw_cnode_init(gw, &gw->cnodes[k], &cfg->cnodes[i], j, err, err_len) != 0) goto fail;
         }
     }
-    if (gw_child_home_create(gw, err, err_len) != 0) goto fail;
+    if (nodes_home_create(gw->cookie, &gw->child_home, err, err_len) != 0) goto fail;
     static const int signals[] = {SIGTERM, SIGINT, SIGCHLD};
     if (!(gw->loop = loop_new(signals, 3, err, err_len))) goto fail;
     if (!(gw->sweep = loop_timer_new(gw->loop, gw_sweep, gw))) {
@@ -1460,7 +1289,7 @@ void gateway_free(gateway *gw) {
         free(r->children);
         free(r);
     }
-    gw_child_home_remove(gw);
+    nodes_home_remove(gw->child_home);
     if (gw->conns) conns_close_all(gw->conns);
     if (gw->publish_fd >= 0) close(gw->publish_fd);
     if (gw->listen_fd >= 0) close(gw->listen_fd);
@@ -1673,18 +1502,8 @@ void gateway_unsubscribe(gateway *gw, uint64_t id) {
 /* ------------------------------------------------------------------------------------------ */
 /* Erlang nodes (any thread) */
 
-/* A node name nodexd will try to reach: alive@host, printable, no spaces. */
-static bool gw_valid_node_name(const char *node) {
-    const char *at = strchr(node, '@');
-    size_t len = strlen(node);
-    if (!at || at == node || !at[1] || strchr(at + 1, '@') || len >= MAXATOMLEN) return false;
-    for (const char *p = node; *p; p++)
-        if ((unsigned char)*p <= ' ' || *p == '\'' || *p == '"') return false;
-    return true;
-}
-
 bool gateway_node_callable(const gateway *gw, const char *node) {
-    return gw_valid_node_name(node) && strcmp(node, gw->node_name) != 0;
+    return nodes_valid_name(node) && strcmp(node, gw->node_name) != 0;
 }
 
 gateway_error gateway_rpc(gateway *gw, const char *node, call *c, const char *module,
@@ -1694,10 +1513,7 @@ gateway_error gateway_rpc(gateway *gw, const char *node, call *c, const char *mo
     /* {Pid, {call, Module, Function, Args, user}} for rex */
     ei_x_buff x;
     if (ei_x_new(&x) != 0) return GATEWAY_NO_MEMORY;
-    if (ei_x_encode_tuple_header(&x, 2) || ei_x_encode_pid(&x, &c->pid) ||
-        ei_x_encode_tuple_header(&x, 5) || ei_x_encode_atom(&x, "call") ||
-        ei_x_encode_atom(&x, module) || ei_x_encode_atom(&x, function) ||
-        ei_x_append_buf(&x, args, (int)args_len) || ei_x_encode_atom(&x, "user")) {
+    if (nodes_encode_rpc(&x, &c->pid, module, function, args, args_len) != 0) {
         ei_x_free(&x);
         return GATEWAY_BAD_REQUEST; /* an atom over 255 characters */
     }
@@ -1793,7 +1609,7 @@ gateway_error gateway_spawn_nodes(gateway *gw, unsigned count, gateway_spawn_fn 
     pthread_mutex_unlock(&gw->mu);
     for (unsigned i = 0; e == GATEWAY_OK && i < count; i++) {
         char node[MAXNODELEN * 4];
-        snprintf(node, sizeof node, "%s%u@%s", gw->cfg->child_prefix, first + i, gw->hostname);
+        nodes_child_name(gw->cfg, first + i, gw->hostname, node, sizeof node);
         gw_cnode *cn = gw_node_entry_new(gw, ENTRY_CHILD, node);
         if (!cn) {
             e = GATEWAY_UNAVAILABLE; /* `erl` not found, or out of memory */
