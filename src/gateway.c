@@ -31,6 +31,7 @@
 #include "loop.h"
 #include "nodes.h"
 #include "routing.h"
+#include "supervisor.h"
 #include "template.h"
 
 #define GW_SWEEP_MS 50 /* supervisor timers and ticks are checked this often */
@@ -39,7 +40,6 @@
 #define GW_BUSY_POLL_MAX_CALLS 2 /* the loop busy-polls after traffic only with this few calls */
 #define GW_HANDSHAKE_MS        3000
 #define GW_ACCEPTORS           4 /* a stalled handshake holds one acceptor, not all of them */
-#define GW_MAX_RESTART_LOG     64
 
 static const char *const cnode_state_names[] = {
 #define X(id, name) name,
@@ -116,9 +116,7 @@ struct gw_cnode {
     loop_watch *out_watch[2]; /* stdout, stderr */
     conns_conn *conn;         /* its connection, owned by conns */
     unsigned connect_generation;
-    unsigned consecutive_failures;
-    int64_t restart_log[GW_MAX_RESTART_LOG];
-    size_t restart_log_len;
+    supervisor_history history; /* restarts and failures, for the restart policy */
     /* shared with API threads: guarded by gw->mu */
     cnode_state state;
     dist_conn *live;     /* the connection calls use; a reference is held */
@@ -326,48 +324,26 @@ static void gw_cnode_after_exit(gw_cnode *cn, bool normal_exit) {
         if (!cn->gw->shutting_down) gw_entry_retire(cn);
         return;
     }
-    if (cfg->direction == CNODE_DIRECTION_ADOPT) {
-        /* Not ours to give up on: reconnect with backoff for as long as we run. */
-        uint64_t backoff = cfg->backoff_initial_ms;
-        for (unsigned i = 0; i < cn->consecutive_failures && backoff < cfg->backoff_max_ms; i++)
-            backoff *= 2;
-        cn->consecutive_failures++;
-        cn->phase = PHASE_BACKOFF;
-        cn->deadline_ms =
-            now + (int64_t)(backoff < cfg->backoff_max_ms ? backoff : cfg->backoff_max_ms);
-        gw_set_state(cn, CNODE_RESTARTING);
-        return;
-    }
-    if (cfg->restart == CNODE_RESTART_TEMPORARY ||
-        (cfg->restart == CNODE_RESTART_TRANSIENT && normal_exit)) {
+    int64_t due;
+    switch (supervisor_restart(cfg, &cn->history, normal_exit, now, &due)) {
+    case SUPERVISOR_STOP:
         cn->phase = PHASE_STOPPED;
         cn->deadline_ms = INT64_MAX;
         gw_set_state(cn, CNODE_STOPPED);
-        return;
-    }
-    /* Restart intensity, as OTP: more than max_restarts within max_seconds means failed. */
-    size_t kept = 0;
-    for (size_t i = 0; i < cn->restart_log_len; i++)
-        if (now - cn->restart_log[i] < (int64_t)cfg->max_seconds * 1000)
-            cn->restart_log[kept++] = cn->restart_log[i];
-    cn->restart_log_len = kept;
-    if (kept >= cfg->max_restarts || kept >= GW_MAX_RESTART_LOG) {
+        break;
+    case SUPERVISOR_FAIL:
         cn->phase = PHASE_FAILED;
         cn->deadline_ms = INT64_MAX;
         log_error("%s %s: failed: more than %u restarts in %u s (last: %s)", gw_what(cn), cfg->name,
                   cfg->max_restarts, cfg->max_seconds, cn->last_error);
         gw_set_state(cn, CNODE_FAILED);
-        return;
+        break;
+    case SUPERVISOR_RESTART:
+        cn->phase = PHASE_BACKOFF;
+        cn->deadline_ms = due;
+        gw_set_state(cn, CNODE_RESTARTING);
+        break;
     }
-    cn->restart_log[cn->restart_log_len++] = now;
-    uint64_t backoff = cfg->backoff_initial_ms;
-    for (unsigned i = 0; i < cn->consecutive_failures && backoff < cfg->backoff_max_ms; i++)
-        backoff *= 2;
-    if (backoff > cfg->backoff_max_ms) backoff = cfg->backoff_max_ms;
-    cn->consecutive_failures++;
-    cn->phase = PHASE_BACKOFF;
-    cn->deadline_ms = now + (int64_t)backoff;
-    gw_set_state(cn, CNODE_RESTARTING);
 }
 
 /* The C-node is lost or failed to start: fail its calls, stop its process, then decide. */
@@ -445,7 +421,7 @@ static void gw_cnode_became_up(gw_cnode *cn) {
     gateway *gw = cn->gw;
     cn->phase = PHASE_UP;
     cn->deadline_ms = INT64_MAX;
-    cn->consecutive_failures = 0;
+    supervisor_history_up(&cn->history);
     dist_conn *dc = conns_dist(cn->conn);
     dist_conn_ref(dc);
     /* Calls that waited for this connection (rpc to a node not yet connected) go out now.
