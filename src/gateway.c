@@ -128,15 +128,6 @@ struct gw_cnode {
     int64_t up_since_ms;
 };
 
-/* A POST /nodes in progress: reported once all its children are up, or one went down. */
-typedef struct gw_spawn_request {
-    gw_cnode **children;
-    size_t count;
-    gateway_spawn_fn done;
-    void *ctx;
-    struct gw_spawn_request *next;
-} gw_spawn_request;
-
 struct gateway {
     const config *cfg;
     ei_cnode ec;         /* the node: pids, refs, the acceptors' handshakes */
@@ -163,9 +154,8 @@ struct gateway {
     gw_cnode *nodes;   /* Erlang nodes: prepended under mu by any thread, unlinked by the loop */
     gw_cnode *retired; /* unlinked entries, freed by gateway_free */
     unsigned child_max_index;
-    char *child_home;                     /* private HOME holding .erlang.cookie for child nodes */
-    struct gw_spawn_request *spawns;      /* loop thread only, after the handoff */
-    struct gw_spawn_request *spawn_queue; /* guarded by mu */
+    char *child_home;     /* private HOME holding .erlang.cookie for child nodes */
+    nodes_spawns *spawns; /* POST /nodes requests in progress */
     /* call path: guarded by mu */
     pthread_mutex_t mu;
     routing *routing; /* in-flight calls, guarded by mu */
@@ -854,46 +844,17 @@ static void gw_stop_all(gateway *gw) {
     conns_close_all(gw->conns);
 }
 
+/* nodes_spawns: a child as the spawn tracker sees it (loop thread, the writer of these). */
+static void gw_child_status(const void *child, nodes_child_status *out) {
+    const gw_cnode *cn = child;
+    out->state = cn->state;
+    out->node = cn->node;
+    out->last_error = cn->last_error;
+}
+
 /* Reports spawn requests whose children are all up, or of which one went down. */
 static void gw_check_spawns(gateway *gw) {
-    pthread_mutex_lock(&gw->mu);
-    gw_spawn_request *q = gw->spawn_queue;
-    gw->spawn_queue = NULL;
-    pthread_mutex_unlock(&gw->mu);
-    while (q) {
-        gw_spawn_request *next = q->next;
-        q->next = gw->spawns;
-        gw->spawns = q;
-        q = next;
-    }
-    for (gw_spawn_request **pp = &gw->spawns; *pp;) {
-        gw_spawn_request *r = *pp;
-        size_t up = 0;
-        const char *error = NULL;
-        const char *names[r->count ? r->count : 1];
-        for (size_t i = 0; i < r->count; i++) {
-            gw_cnode *cn = r->children[i];
-            if (cn->state == CNODE_UP)
-                names[up++] = cn->node;
-            else if (cn->state != CNODE_STARTING && !error)
-                error = cn->last_error[0] ? cn->last_error : "the node went down while starting";
-        }
-        if (up < r->count && !error && !gw->shutting_down) {
-            pp = &r->next;
-            continue;
-        }
-        if (gw->shutting_down && !error) error = "the gateway is shutting down";
-        if (error) {
-            char msg[300];
-            snprintf(msg, sizeof msg, "%s", error);
-            r->done(r->ctx, names, up, msg);
-        } else {
-            r->done(r->ctx, names, up, NULL);
-        }
-        *pp = r->next;
-        free(r->children);
-        free(r);
-    }
+    nodes_spawns_check(gw->spawns, gw->shutting_down);
 }
 
 /* Starts new Erlang-node entries, acts on stop requests and runs every phase timer. */
@@ -1107,7 +1068,8 @@ gateway *gateway_new(const config *cfg, const char *cookie, char *err, size_t er
         goto fail;
     }
     if (gw_split_node(gw, cfg->node_name, err, err_len) != 0) goto fail;
-    if (!(gw->routing = routing_new(&gw->mu, gw->node_name))) {
+    if (!(gw->routing = routing_new(&gw->mu, gw->node_name)) ||
+        !(gw->spawns = nodes_spawns_new(gw_child_status))) {
         snprintf(err, err_len, "out of memory");
         goto fail;
     }
@@ -1260,11 +1222,7 @@ void gateway_free(gateway *gw) {
         gw_entry_free(cn);
     }
     gw->nodes = gw->retired = NULL;
-    for (gw_spawn_request *r = gw->spawn_queue, *next; r; r = next) {
-        next = r->next;
-        free(r->children);
-        free(r);
-    }
+    nodes_spawns_free(gw->spawns);
     nodes_home_remove(gw->child_home);
     if (gw->conns) conns_close_all(gw->conns);
     if (gw->publish_fd >= 0) close(gw->publish_fd);
@@ -1564,13 +1522,8 @@ int gateway_list_nodes(gateway *gw, gateway_node_info **out) {
 }
 
 gateway_error gateway_spawn_nodes(gateway *gw, unsigned count, gateway_spawn_fn done, void *ctx) {
-    gw_spawn_request *r = calloc(1, sizeof *r);
-    if (!r || !(r->children = calloc(count ? count : 1, sizeof *r->children))) {
-        free(r);
-        return GATEWAY_NO_MEMORY;
-    }
-    r->done = done;
-    r->ctx = ctx;
+    nodes_spawn *r = nodes_spawn_new(count, done, ctx);
+    if (!r) return GATEWAY_NO_MEMORY;
     pthread_mutex_lock(&gw->mu);
     size_t children = 0;
     for (gw_cnode *cn = gw->nodes; cn; cn = cn->next)
@@ -1592,22 +1545,19 @@ gateway_error gateway_spawn_nodes(gateway *gw, unsigned count, gateway_spawn_fn 
             break;
         }
         cn->child_index = first + i;
-        r->children[r->count++] = cn;
+        nodes_spawn_add(r, cn);
     }
     if (e != GATEWAY_OK) {
         /* Entries made so far are stopped again by the loop. */
         pthread_mutex_lock(&gw->mu);
-        for (size_t i = 0; i < r->count; i++) r->children[i]->stop_requested = true;
+        for (size_t i = 0; i < nodes_spawn_count(r); i++)
+            ((gw_cnode *)nodes_spawn_child(r, i))->stop_requested = true;
         pthread_mutex_unlock(&gw->mu);
-        free(r->children);
-        free(r);
+        nodes_spawn_discard(r);
         gw_wake(gw);
         return e;
     }
-    pthread_mutex_lock(&gw->mu);
-    r->next = gw->spawn_queue;
-    gw->spawn_queue = r;
-    pthread_mutex_unlock(&gw->mu);
+    nodes_spawns_submit(gw->spawns, r);
     gw_wake(gw);
     return GATEWAY_OK;
 }

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -222,4 +223,120 @@ int nodes_send_init_stop(dist_conn *dc, const erlang_pid *from) {
                                     'o',
                                     'p'};
     return dist_send_reg(dc, from, "init", NULL, 0, stop_msg, sizeof stop_msg);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Spawn requests */
+
+struct nodes_spawn {
+    void **children;
+    size_t count, cap;
+    gateway_spawn_fn done;
+    void *ctx;
+    struct nodes_spawn *next;
+};
+
+struct nodes_spawns {
+    nodes_status_fn status;
+    pthread_mutex_t mu;  /* guards queue */
+    nodes_spawn *queue;  /* submitted, not yet seen by the loop */
+    nodes_spawn *active; /* loop thread only */
+};
+
+nodes_spawns *nodes_spawns_new(nodes_status_fn status) {
+    nodes_spawns *s = calloc(1, sizeof *s);
+    if (!s) return NULL;
+    s->status = status;
+    pthread_mutex_init(&s->mu, NULL);
+    return s;
+}
+
+void nodes_spawns_free(nodes_spawns *s) {
+    if (!s) return;
+    nodes_spawn *lists[] = {s->queue, s->active};
+    for (size_t k = 0; k < 2; k++) {
+        for (nodes_spawn *r = lists[k], *next; r; r = next) {
+            next = r->next;
+            nodes_spawn_discard(r);
+        }
+    }
+    pthread_mutex_destroy(&s->mu);
+    free(s);
+}
+
+nodes_spawn *nodes_spawn_new(unsigned count, gateway_spawn_fn done, void *ctx) {
+    nodes_spawn *r = calloc(1, sizeof *r);
+    if (!r || !(r->children = calloc(count ? count : 1, sizeof *r->children))) {
+        free(r);
+        return NULL;
+    }
+    r->cap = count;
+    r->done = done;
+    r->ctx = ctx;
+    return r;
+}
+
+void nodes_spawn_add(nodes_spawn *r, void *child) {
+    if (r->count < r->cap) r->children[r->count++] = child;
+}
+
+size_t nodes_spawn_count(const nodes_spawn *r) {
+    return r->count;
+}
+
+void *nodes_spawn_child(const nodes_spawn *r, size_t i) {
+    return r->children[i];
+}
+
+void nodes_spawn_discard(nodes_spawn *r) {
+    free(r->children);
+    free(r);
+}
+
+void nodes_spawns_submit(nodes_spawns *s, nodes_spawn *r) {
+    pthread_mutex_lock(&s->mu);
+    r->next = s->queue;
+    s->queue = r;
+    pthread_mutex_unlock(&s->mu);
+}
+
+void nodes_spawns_check(nodes_spawns *s, bool shutting_down) {
+    pthread_mutex_lock(&s->mu);
+    nodes_spawn *q = s->queue;
+    s->queue = NULL;
+    pthread_mutex_unlock(&s->mu);
+    while (q) {
+        nodes_spawn *next = q->next;
+        q->next = s->active;
+        s->active = q;
+        q = next;
+    }
+    for (nodes_spawn **pp = &s->active; *pp;) {
+        nodes_spawn *r = *pp;
+        size_t up = 0;
+        const char *error = NULL;
+        const char *names[r->count ? r->count : 1];
+        for (size_t i = 0; i < r->count; i++) {
+            nodes_child_status st;
+            s->status(r->children[i], &st);
+            if (st.state == CNODE_UP)
+                names[up++] = st.node;
+            else if (st.state != CNODE_STARTING && !error)
+                error = st.last_error[0] ? st.last_error : "the node went down while starting";
+        }
+        if (up < r->count && !error && !shutting_down) {
+            pp = &r->next;
+            continue;
+        }
+        if (shutting_down && !error) error = "the gateway is shutting down";
+        if (error) {
+            char msg[300];
+            snprintf(msg, sizeof msg, "%s", error);
+            r->done(r->ctx, names, up, msg);
+        } else {
+            r->done(r->ctx, names, up, NULL);
+        }
+        *pp = r->next;
+        nodes_spawn_discard(r);
+    }
 }

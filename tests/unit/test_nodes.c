@@ -1,6 +1,7 @@
 /* test_nodes: what nodexd makes of an Erlang node without starting one: a child's config (erl
  * argv, HOME, ready line), a peer's, node names, the children's private HOME with the cookie
- * (and the sweep of those left by dead nodexds), and the rpc request term. */
+ * (and the sweep of those left by dead nodexds), the rpc request term, and when a spawn request
+ * is reported. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -186,6 +187,94 @@ static void test_rpc_request_is_pid_and_call_tuple(void **state) {
     ei_x_free(&x);
 }
 
+/* ---- spawn requests ---- */
+
+typedef struct fake_child {
+    cnode_state state;
+    const char *node;
+    const char *last_error;
+} fake_child;
+
+static void fake_status(const void *child, nodes_child_status *out) {
+    const fake_child *c = child;
+    out->state = c->state;
+    out->node = c->node;
+    out->last_error = c->last_error;
+}
+
+typedef struct report {
+    int calls;
+    size_t count;
+    char first[32];
+    char error[128];
+    bool had_error;
+} report;
+
+static void on_spawned(void *ctx, const char *const *nodes, size_t count, const char *error) {
+    report *r = ctx;
+    r->calls++;
+    r->count = count;
+    snprintf(r->first, sizeof r->first, "%s", count ? nodes[0] : "");
+    r->had_error = error != NULL;
+    snprintf(r->error, sizeof r->error, "%s", error ? error : "");
+}
+
+static void test_spawn_is_reported_once_all_children_are_up(void **state) {
+    (void)state;
+    nodes_spawns *s = nodes_spawns_new(fake_status);
+    fake_child a = {CNODE_STARTING, "kid1@h", ""}, b = {CNODE_STARTING, "kid2@h", ""};
+    report rep = {0};
+    nodes_spawn *r = nodes_spawn_new(2, on_spawned, &rep);
+    nodes_spawn_add(r, &a);
+    nodes_spawn_add(r, &b);
+    assert_int_equal(nodes_spawn_count(r), 2);
+    assert_ptr_equal(nodes_spawn_child(r, 1), &b);
+    nodes_spawns_submit(s, r);
+    a.state = CNODE_UP;
+    nodes_spawns_check(s, false);
+    assert_int_equal(rep.calls, 0);
+    b.state = CNODE_UP;
+    nodes_spawns_check(s, false);
+    assert_int_equal(rep.calls, 1);
+    assert_int_equal(rep.count, 2);
+    assert_false(rep.had_error);
+    nodes_spawns_check(s, false);
+    assert_int_equal(rep.calls, 1);
+    nodes_spawns_free(s);
+}
+
+static void test_spawn_fails_with_the_childs_error_or_at_shutdown(void **state) {
+    (void)state;
+    nodes_spawns *s = nodes_spawns_new(fake_status);
+    fake_child a = {CNODE_UP, "kid1@h", ""}, b = {CNODE_STARTING, "kid2@h", ""};
+    report down = {0}, stopping = {0};
+    nodes_spawn *r = nodes_spawn_new(2, on_spawned, &down);
+    nodes_spawn_add(r, &a);
+    nodes_spawn_add(r, &b);
+    nodes_spawns_submit(s, r);
+    b.state = CNODE_RESTARTING;
+    b.last_error = "exited before it was up: exit status 1";
+    nodes_spawns_check(s, false);
+    assert_int_equal(down.calls, 1);
+    assert_int_equal(down.count, 1);
+    assert_string_equal(down.first, "kid1@h");
+    assert_string_equal(down.error, "exited before it was up: exit status 1");
+    fake_child c = {CNODE_STARTING, "kid3@h", ""};
+    r = nodes_spawn_new(1, on_spawned, &stopping);
+    nodes_spawn_add(r, &c);
+    nodes_spawns_submit(s, r);
+    nodes_spawns_check(s, true);
+    assert_int_equal(stopping.calls, 1);
+    assert_string_equal(stopping.error, "the gateway is shutting down");
+    /* A request never reported is freed with the tracker, without a report. */
+    report never = {0};
+    r = nodes_spawn_new(1, on_spawned, &never);
+    nodes_spawn_add(r, &c);
+    nodes_spawns_submit(s, r);
+    nodes_spawns_free(s);
+    assert_int_equal(never.calls, 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_child_config_runs_erl_with_the_node_name_home_and_ready_line),
@@ -194,6 +283,8 @@ int main(void) {
         cmocka_unit_test(test_names),
         cmocka_unit_test(test_home_holds_the_cookie_privately_and_stale_homes_are_swept),
         cmocka_unit_test(test_rpc_request_is_pid_and_call_tuple),
+        cmocka_unit_test(test_spawn_is_reported_once_all_children_are_up),
+        cmocka_unit_test(test_spawn_fails_with_the_childs_error_or_at_shutdown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
