@@ -48,6 +48,7 @@ typedef struct http_watch {
     http_stream *stream;
     uint64_t subscription;
     bool ndjson;
+    bool cut_noted;
     atomic_llong last_write_ms;
     struct http_watch *next;
 } http_watch;
@@ -856,7 +857,25 @@ not_found:
 /* ------------------------------------------------------------------------------------------ */
 /* Streams: GET /events (Watch) and POST /cnodes/{name}/stream (CallStream) */
 
-#define HTTP_KEEPALIVE_MS 15000
+#define HTTP_KEEPALIVE_MS       15000
+#define HTTP_STREAM_MAX_PENDING (8u << 20) /* unread bytes a stream may hold for its client */
+#define HTTP_TOO_SLOW_JSON                                                                         \
+    "{\"error\":{\"code\":\"too_slow\",\"message\":\"the client left over 8 MiB unread: "          \
+    "the stream was cut off\"}}"
+
+/* Caps a stream's unread bytes, with its last words in its own framing. */
+static void http_stream_cap(http_stream *stream, bool sse) {
+    http_stream_set_cap(stream, HTTP_STREAM_MAX_PENDING,
+                        sse ? "event: error\ndata: " HTTP_TOO_SLOW_JSON "\n\n"
+                            : HTTP_TOO_SLOW_JSON "\n");
+}
+
+/* A failed write on a stream the cap cut off is logged once, here. */
+static void http_stream_note_cut(http_stream *stream, const char *what) {
+    if (http_stream_cut_off(stream))
+        log_warn("http: %s stream cut off: its client left over %u MiB unread (%llu so far)", what,
+                 HTTP_STREAM_MAX_PENDING >> 20, http_stream_cuts_total());
+}
 
 static int64_t http_now_ms(void) {
     struct timespec ts;
@@ -890,7 +909,10 @@ static void http_watch_send(http_watch *w, const gateway_event *ev) {
         http_event_json(&sb, ev);
         strbuf_puts(&sb, "\n\n");
     }
-    if (sb.len) http_stream_write(w->stream, sb.data, sb.len);
+    if (sb.len && http_stream_write(w->stream, sb.data, sb.len) != 0 && !w->cut_noted) {
+        w->cut_noted = true; /* loop thread and janitor only write under watch_mu or alone */
+        http_stream_note_cut(w->stream, "events");
+    }
     atomic_store(&w->last_write_ms, http_now_ms());
     strbuf_free(&sb);
 }
@@ -922,6 +944,7 @@ static enum MHD_Result http_watch_begin(http_request *req) {
         return http_error(conn, 500, "out_of_memory", "out of memory");
     }
     w->ndjson = ndjson;
+    http_stream_cap(w->stream, !ndjson);
     atomic_init(&w->last_write_ms, http_now_ms());
     struct MHD_Response *r = http_stream_response(w->stream);
     if (!r) {
@@ -1021,7 +1044,9 @@ static void http_call_stream_line(http_call_stream *cs, const char *msg, size_t 
     } else {
         strbuf_printf(&sb, ",\"final\":%s}\n", final ? "true" : "false");
     }
-    http_stream_write(cs->stream, sb.data, sb.len);
+    if (http_stream_write(cs->stream, sb.data, sb.len) != 0 && !final &&
+        http_stream_cut_off(cs->stream) && service_cancel(cs->api->svc, &cs->call))
+        http_stream_note_cut(cs->stream, "call"); /* nobody reads the rest: end the call */
     strbuf_free(&sb);
 }
 
@@ -1069,6 +1094,7 @@ static enum MHD_Result http_call_stream_submit(http_request *req) {
         return http_error(conn, 500, "out_of_memory", "out of memory");
     }
     http_stream *stream = cs->stream;
+    http_stream_cap(stream, false);
     cs->api = api;
     cs->timeout_ms = req->timeout_ms;
     snprintf(cs->target, sizeof cs->target, "%s", req->target);

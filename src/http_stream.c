@@ -18,6 +18,9 @@ struct http_stream {
     bool suspended; /* the connection sleeps in the reader until data or the end comes */
     bool ended;
     bool dead;
+    bool cut;           /* ended by the cap */
+    size_t max_pending; /* 0: no cap */
+    char *final_frame;  /* written when the cap is reached */
     void (*on_resume)(void *ctx);
     void *resume_ctx;
 };
@@ -40,8 +43,30 @@ void http_stream_ref(http_stream *s) {
 void http_stream_unref(http_stream *s) {
     if (!s || atomic_fetch_sub(&s->refs, 1) != 1) return;
     strbuf_free(&s->out);
+    free(s->final_frame);
     pthread_mutex_destroy(&s->mu);
     free(s);
+}
+
+static atomic_ullong http_stream_cuts;
+
+void http_stream_set_cap(http_stream *s, size_t max_pending, const char *final_frame) {
+    pthread_mutex_lock(&s->mu);
+    s->max_pending = max_pending;
+    free(s->final_frame);
+    s->final_frame = final_frame ? strdup(final_frame) : NULL;
+    pthread_mutex_unlock(&s->mu);
+}
+
+bool http_stream_cut_off(http_stream *s) {
+    pthread_mutex_lock(&s->mu);
+    bool cut = s->cut;
+    pthread_mutex_unlock(&s->mu);
+    return cut;
+}
+
+unsigned long long http_stream_cuts_total(void) {
+    return atomic_load(&http_stream_cuts);
 }
 
 /* MHD asks for more body. Called on the connection's MHD thread. */
@@ -109,8 +134,17 @@ int http_stream_write(http_stream *s, const char *data, size_t len) {
         pthread_mutex_unlock(&s->mu);
         return -1;
     }
-    int rc = strbuf_append(&s->out, data, len);
-    bool wake = rc == 0 && http_stream_wake_locked(s);
+    int rc;
+    if (s->max_pending && s->out.len - s->out_off + len > s->max_pending) {
+        /* the reader fell behind by the cap: last words, then the end */
+        if (s->final_frame) strbuf_puts(&s->out, s->final_frame);
+        s->ended = s->cut = true;
+        atomic_fetch_add(&http_stream_cuts, 1);
+        rc = -1;
+    } else {
+        rc = strbuf_append(&s->out, data, len);
+    }
+    bool wake = http_stream_wake_locked(s);
     pthread_mutex_unlock(&s->mu);
     if (wake) http_stream_resume(s);
     return rc;

@@ -24,8 +24,8 @@ typedef struct jparser {
     const erlang_pid *self;
     ei_x_buff *x;
     term_error *err;
-    strbuf str; /* decoded string scratch, reused */
-    strbuf aux; /* base64 output scratch, reused */
+    strbuf str;   /* decoded string scratch, reused */
+    strbuf aux;   /* base64 output scratch, reused */
     size_t *tags; /* sorted '{' offsets of the one-member objects whose key starts with '$' */
     size_t tag_count;
 } jparser;

@@ -578,6 +578,37 @@ static void test_writes_from_four_threads_interleave_whole(void **st) {
     client_close(c);
 }
 
+static void test_a_reader_that_falls_behind_by_the_cap_gets_last_words_and_the_end(void **st) {
+    (void)st;
+    client *c = client_open();
+    client_get(c);
+    http_stream *s = take_stream();
+    static const char last[] = "{\"error\":{\"code\":\"too_slow\"}}\n";
+    http_stream_set_cap(s, 256 * 1024, last);
+    unsigned long long cuts = http_stream_cuts_total();
+    static char frame[64 * 1024];
+    memset(frame, 'f', sizeof frame);
+    /* The client reads nothing: socket buffers fill, then the stream's pending bytes grow. */
+    size_t written = 0;
+    while (http_stream_write(s, frame, sizeof frame) == 0) {
+        written += sizeof frame;
+        if (written > (512u << 20)) fail_msg("no cut after %zu bytes", written);
+    }
+    assert_true(http_stream_cut_off(s));
+    assert_int_equal(http_stream_cuts_total(), cuts + 1);
+    assert_int_equal(http_stream_write(s, "x", 1), -1); /* ended: nothing more goes in */
+    /* The client catches up: everything written, then the last words, then the end. */
+    strbuf body = {0};
+    for (long n; (n = client_chunk(c, &body, 30000)) != 0;)
+        if (n < 0) fail_msg("body cut short at %zu bytes", body.len);
+    assert_int_equal(body.len, written + strlen(last));
+    assert_memory_equal(body.data + written, last, strlen(last));
+    assert_true(wait_dead(s, 3000));
+    http_stream_unref(s);
+    strbuf_free(&body);
+    client_close(c);
+}
+
 int main(void) {
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
@@ -596,6 +627,9 @@ int main(void) {
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_refs_are_released_without_leaks_in_any_order, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_reader_that_falls_behind_by_the_cap_gets_last_words_and_the_end, setup,
+            teardown),
         cmocka_unit_test_setup_teardown(test_writes_from_four_threads_interleave_whole, setup,
                                         teardown),
     };
