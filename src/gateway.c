@@ -1310,11 +1310,14 @@ gateway_error gateway_call(gateway *gw, const char *name, call *c, const char *m
     }
     /* The loop may be sleeping past this call's deadline if it is now the earliest. */
     bool wake = e == GATEWAY_OK && routing_next_deadline_locked(gw->routing) == c->deadline_ms;
+    /* Once unlocked the loop may end (and its owner free) the call at any time: from here on
+     * nothing of `c` is read (14.1), only this copy of its pid. */
+    erlang_pid from = c->pid;
     pthread_mutex_unlock(&gw->mu);
     if (e != GATEWAY_OK) return e;
     /* From here the loop owns the outcome: a failed send shuts the connection down, which the
      * loop sees and answers every call on it, this one included, with 503. */
-    dist_send_reg(dc, &c->pid, cfg->registered_name, prefix, (size_t)plen, msg, msg_len);
+    dist_send_reg(dc, &from, cfg->registered_name, prefix, (size_t)plen, msg, msg_len);
     dist_conn_unref(dc);
     if (wake && !gateway_on_loop_thread(gw)) gw_wake(gw);
     return GATEWAY_OK;
@@ -1482,6 +1485,7 @@ gateway_error gateway_rpc(gateway *gw, const char *node, call *c, const char *mo
         dist_conn_ref(dc);
     }
     if (routing_register_locked(gw->routing, &cn->route, c) != 0) e = GATEWAY_NO_MEMORY;
+    erlang_pid from = c->pid; /* unlocked, the loop may end and free the call: see gateway_call */
     pthread_mutex_unlock(&gw->mu);
     if (e != GATEWAY_OK) {
         if (dc) dist_conn_unref(dc);
@@ -1489,7 +1493,7 @@ gateway_error gateway_rpc(gateway *gw, const char *node, call *c, const char *mo
         return e;
     }
     if (dc) {
-        dist_send_reg(dc, &c->pid, "rex", NULL, 0, x.buff, (size_t)x.index);
+        dist_send_reg(dc, &from, "rex", NULL, 0, x.buff, (size_t)x.index);
         dist_conn_unref(dc);
     }
     if (x.buff) ei_x_free(&x);

@@ -247,3 +247,35 @@ def test_erlang_node_events_share_the_stream_with_cnode_events(session, nodexd):
 
 def d_prefix():
     return nx.unique("evchild")
+
+
+def test_streams_that_expire_while_being_sent_never_touch_freed_calls(nodexd):
+    """16 clients x 40 streams with ?timeout_ms=1 on an HTTP pool: the loop ends (and frees) many
+    calls while gateway_call is still sending them (14.1: it read the call's pid after the lock;
+    under AddressSanitizer that was a heap-use-after-free). Every stream answers, nodexd lives."""
+    d = nodexd([nx.test_cnode_spec("t")], http={"threads": 2})
+    d.wait_up("t")
+    errors = []
+
+    def client():
+        for _ in range(40):
+            conn, resp = stream_call(d, "{ping, <<\"x\">>}", query="?timeout_ms=1")
+            try:
+                body = resp.read().decode()
+                last = json.loads(body.splitlines()[-1])
+                if resp.status != 200 or not ("message" in last or
+                                              last["error"]["code"] == "timeout"):
+                    errors.append((resp.status, body))
+            except Exception as e:  # noqa: BLE001 - reported below
+                errors.append(repr(e))
+            finally:
+                conn.close()
+
+    threads = [threading.Thread(target=client) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors[:5]
+    assert d.proc.poll() is None, d.log_tail()
+    assert d.call("t", nx.tup(nx.atom("ping"), "after")).status == 200
