@@ -1339,9 +1339,10 @@ gateway_error gateway_cast(gateway *gw, const char *name, const char *msg, size_
     bool behind = dc && dist_pending_bytes(dc) > GW_BACKLOG_SOFT_MAX;
     if (dc && !behind) dist_conn_ref(dc);
     ei_make_pid(&gw->ec, &from);
+    bool stopping = gw->shutting_down; /* written by the loop under mu: read it under mu (14.12) */
     pthread_mutex_unlock(&gw->mu);
     if (behind) return GATEWAY_OVERLOADED;
-    if (!dc) return gw->shutting_down ? GATEWAY_SHUTTING_DOWN : GATEWAY_UNAVAILABLE;
+    if (!dc) return stopping ? GATEWAY_SHUTTING_DOWN : GATEWAY_UNAVAILABLE;
     int rc = dist_send_reg(dc, &from, cn->cfg->registered_name, NULL, 0, msg, msg_len);
     /* The caller answers "accepted" right away: put the cast on the wire (or in the backlog,
      * which later sends from any thread follow) before that, not at the iteration's end. */
