@@ -34,7 +34,9 @@
 #include "supervisor.h"
 #include "template.h"
 
-#define GW_SWEEP_MS 50 /* supervisor timers and ticks are checked this often */
+#define GW_OUTPUT_LINES_PER_S 100  /* C-node output lines logged per second and process */
+#define GW_OUTPUT_LINE_MAX    1024 /* bytes of one output line in the log */
+#define GW_SWEEP_MS           50   /* supervisor timers and ticks are checked this often */
 /* Calls and casts to a C-node with this much input waiting get 503 overloaded (backpressure). */
 #define GW_BACKLOG_SOFT_MAX    ((size_t)32 << 20)
 #define GW_BUSY_POLL_MAX_CALLS 2 /* the loop busy-polls after traffic only with this few calls */
@@ -91,6 +93,7 @@ typedef enum gw_entry_kind {
 struct gw_cnode {
     const config_cnode *cfg;
     gateway *gw;
+    log_limiter output_limit; /* its stdout/stderr lines in the log */
     gw_entry_kind kind;
     unsigned instance;      /* C-nodes: 1..cfg->instances */
     size_t group;           /* C-nodes: index of the configured C-node (its first instance) */
@@ -449,7 +452,18 @@ static void gw_start_connector(gw_cnode *cn) {
 
 static void gw_on_child_line(void *ctx, int stream, const char *line, size_t len) {
     gw_cnode *cn = ctx;
-    log_info("[%s%s] %.*s", cn->cfg->name, stream ? " stderr" : "", (int)len, line);
+    /* a chatty or hostile process cannot flood the log: lines capped, and a rate per process */
+    uint64_t suppressed = 0;
+    if (log_limiter_allow(&cn->output_limit, dist_now_ms(), &suppressed)) {
+        if (suppressed)
+            log_warn("[%s] %llu output lines not logged (over %d a second)", cn->cfg->name,
+                     (unsigned long long)suppressed, GW_OUTPUT_LINES_PER_S);
+        if (len > GW_OUTPUT_LINE_MAX)
+            log_info("[%s%s] %.*s... (%zu bytes)", cn->cfg->name, stream ? " stderr" : "",
+                     GW_OUTPUT_LINE_MAX, line, len);
+        else
+            log_info("[%s%s] %.*s", cn->cfg->name, stream ? " stderr" : "", (int)len, line);
+    }
     if (cn->ready_seen || cn->phase != PHASE_SPAWNED) return;
     if (strlen(cn->ready_line) != len || memcmp(cn->ready_line, line, len) != 0) return;
     cn->ready_seen = true;
@@ -613,6 +627,7 @@ static gw_cnode *gw_node_entry_new(gateway *gw, gw_entry_kind kind, const char *
     if (!cn) return NULL;
     config_cnode *o = &cn->own_cfg;
     cn->gw = gw;
+    log_limiter_init(&cn->output_limit, GW_OUTPUT_LINES_PER_S, 1000);
     cn->kind = kind;
     cn->cfg = o;
     routing_owner_init(&cn->route, o, cn->node);
@@ -988,6 +1003,7 @@ static int gw_cnode_init(gateway *gw, gw_cnode *cn, const config_cnode *cfg, uns
                          char *err, size_t err_len) {
     cn->cfg = cfg;
     cn->gw = gw;
+    log_limiter_init(&cn->output_limit, GW_OUTPUT_LINES_PER_S, 1000);
     cn->instance = instance;
     routing_owner_init(&cn->route, cfg, cn->node);
     cn->phase = PHASE_IDLE;

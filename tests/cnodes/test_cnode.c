@@ -15,6 +15,7 @@
  *   {flood, N, Size} -> N binaries of Size bytes, then {flooded, N}
  *   {trailing, T} -> {pong, T} plus 8 junk bytes   {twice, T} -> {pong, T} twice
  *   {reply_to, Pid, T} -> {pong, T} to Pid         {big, Size} -> binary of Size bytes
+ *   {print, Lines, Bytes} -> printed, after Lines stdout lines of Bytes bytes each
  *   {'$gen_call', {Pid, Ref}, Req} -> Req as above, replies {Ref, Reply} to Pid
  *   anything else -> {error, unknown_call}
  */
@@ -270,6 +271,22 @@ static void handle(const req_ctx *c, const char *buf, int *index) {
         reply_begin(c);
         encode_tagged("pong", buf, s, e);
         send_to(c, &pid);
+    } else if (strcmp(tag, "print") == 0 && arity == 3) {
+        /* {print, Lines, Bytes}: writes Lines stdout lines of Bytes 'o's, then replies printed */
+        long lines, bytes;
+        if (ei_decode_long(buf, index, &lines) < 0 || ei_decode_long(buf, index, &bytes) < 0 ||
+            lines < 0 || bytes < 0 || bytes > (1 << 20))
+            return reply_unknown(c);
+        char *line = malloc((size_t)bytes + 1);
+        if (!line) return reply_unknown(c);
+        memset(line, 'o', (size_t)bytes);
+        line[bytes] = '\n';
+        for (long k = 0; k < lines; k++) fwrite(line, 1, (size_t)bytes + 1, stdout);
+        fflush(stdout);
+        free(line);
+        reply_begin(c);
+        ei_x_encode_atom(&out, "printed");
+        send_to(c, &c->to);
     } else if (strcmp(tag, "big") == 0 && arity == 2) {
         if (ei_decode_long(buf, index, &n) < 0 || n < 0) return reply_unknown(c);
         reply_begin(c);

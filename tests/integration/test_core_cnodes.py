@@ -1,9 +1,10 @@
 """test_core_cnodes: the example and test C-nodes behave as documented, with a real erl node as gateway."""
 
 import os
-
+import time
 
 import nodex_harness as nx
+from nodex_harness import atom, tup
 
 # Evaluated by file:script/1 on an erl node named GW; prints "OK name" / "FAIL name: detail" lines.
 SCRIPT = r'''
@@ -146,3 +147,23 @@ def test_cnodes_behave_as_documented_against_real_erl(session, tmp_path):
     assert "RESULT done" in out, out
     oks = [l for l in out.splitlines() if l.startswith("OK ")]
     assert len(oks) == 35, out
+
+
+def test_cnode_output_is_capped_and_rate_limited_in_the_log(nodexd):
+    """5000 lines in a burst: at most 100 a second reach the log, the rest are counted once the
+    next line gets through; a 10 kB line is cut to 1 KiB with its length (14.16)."""
+    d = nodexd([nx.test_cnode_spec("t")])
+    d.wait_up("t")
+    t0 = time.monotonic()
+    r = d.call("t", tup(atom("print"), 5000, 100))
+    assert r.status == 200 and r.json() == atom("printed"), r
+    time.sleep(1.1)  # the next window: the count of what was held back is logged with it
+    assert d.call("t", tup(atom("print"), 1, 10000)).status == 200
+    nx.wait_until(lambda: "(10000 bytes)" in d.log_text(), 10, what="the long line")
+    elapsed = time.monotonic() - t0
+    text = d.log_text()
+    logged = sum(1 for line in text.splitlines() if "[t] " + "o" * 100 in line)
+    assert 0 < logged <= 100 * (int(elapsed) + 2), (logged, elapsed)
+    assert "output lines not logged (over 100 a second)" in text
+    long_line = next(line for line in text.splitlines() if "(10000 bytes)" in line)
+    assert len(long_line) < 1200, len(long_line)
