@@ -7,6 +7,7 @@ packages=(
   erlang-nox erlang-dev                # erl, epmd, erlc and erl_interface (ei)
   libmicrohttpd-dev                    # HTTP server
   libgnutls28-dev                      # SHA-256 of bearer tokens; TLS for HTTPS (libmicrohttpd uses GnuTLS)
+  openssl                              # the TLS tests make their CAs with the openssl CLI
   libyaml-dev                          # configuration file parser
   libcmocka-dev                        # unit tests
   zlib1g-dev                           # examples/zlib_cnode (the SDK's real-world example C-node)

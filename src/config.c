@@ -542,6 +542,33 @@ static const field_spec node_fields[] = {
 
 static int set_allowed_origins(parse_ctx *c, yaml_node_t *v, const char *path, void *target);
 static int set_allowed_hosts(parse_ctx *c, yaml_node_t *v, const char *path, void *target);
+static const field_spec tls_fields[] = {
+    STR(config_tls, "cert_file", cert_file, 0),
+    STR(config_tls, "key_file", key_file, 0),
+    STR(config_tls, "client_ca_file", client_ca_file, FLAG_NULLABLE),
+    BOOL(config_tls, "require_client_cert", require_client_cert),
+};
+
+/* A listener's tls mapping (target is its config_tls); null leaves TLS off. */
+static int set_tls(parse_ctx *c, yaml_node_t *v, const char *path, void *target) {
+    config_tls *t = target;
+    if (is_null(v)) return 0;
+    if (parse_mapping(c, v, path, tls_fields, COUNT(tls_fields), t)) return -1;
+    if (!t->cert_file) return fail(c, v, path, "missing required key \"cert_file\"");
+    if (!t->key_file) return fail(c, v, path, "missing required key \"key_file\"");
+    if (t->require_client_cert && !t->client_ca_file) {
+        key_path sub;
+        join_path(sub, path, "require_client_cert");
+        return fail(c, mapping_get(c, v, "require_client_cert"), sub,
+                    "true needs client_ca_file (the CA that client certificates chain to)");
+    }
+    char origin[sizeof(key_path) + 300];
+    snprintf(origin, sizeof origin, "%s:%zu: %s", c->source, v->start_mark.line + 1, path);
+    free(t->origin);
+    if (!(t->origin = strdup(origin))) return fail_oom(c, v, path);
+    t->enabled = true;
+    return 0;
+}
 
 static const field_spec http_fields[] = {
     CUSTOM(config, "listen", http_listen, set_http_listen),
@@ -551,6 +578,7 @@ static const field_spec http_fields[] = {
     UINT(config, "max_connections", http_max_connections, 1, 1000000),
     WHOLE("allowed_origins", set_allowed_origins),
     WHOLE("allowed_hosts", set_allowed_hosts),
+    CUSTOM(config, "tls", http_tls, set_tls),
 };
 
 /* "host:port", or null to disable the gRPC server. */
@@ -572,6 +600,7 @@ static const field_spec grpc_fields[] = {
     UINT(config, "max_concurrent_streams", grpc_max_concurrent_streams, 1, 1000000),
     UINT(config, "max_in_flight", grpc_max_in_flight, 1, 10000000),
     SIZE(config, "max_message_bytes", grpc_max_message_bytes, 1, INT_MAX),
+    CUSTOM(config, "tls", grpc_tls, set_tls),
 };
 
 /* A sequence of plain strings into a NULL-terminated array and its count. */
@@ -1190,8 +1219,15 @@ static void cnode_free(config_cnode *cn) {
     for (size_t i = 0; i < COUNT(strings); i++) free(strings[i]);
 }
 
+static void tls_free(config_tls *t) {
+    char *strings[] = {t->cert_file, t->key_file, t->client_ca_file, t->origin};
+    for (size_t i = 0; i < COUNT(strings); i++) free(strings[i]);
+}
+
 void config_free(config *cfg) {
     if (!cfg) return;
+    tls_free(&cfg->http_tls);
+    tls_free(&cfg->grpc_tls);
     for (size_t i = 0; i < cfg->cnode_count; i++) cnode_free(&cfg->cnodes[i]);
     free(cfg->cnodes);
     char *strings[] = {cfg->source,         cfg->node_name,   cfg->cookie,      cfg->cookie_file,

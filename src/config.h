@@ -100,6 +100,16 @@ typedef struct config_principal {
     X("modules.load", true) /* modules.load:GLOB over module names */                              \
     X("nodes.spawn", false) /* start child Erlang nodes */                                         \
     X("nodes.stop", false)  /* stop child Erlang nodes */
+/* A listener's TLS settings (http.tls, grpc.tls). All strings are owned by the config. */
+typedef struct config_tls {
+    bool enabled;             /* the mapping is present: the listener speaks TLS 1.2 or later */
+    char *cert_file;          /* PEM certificate chain, leaf first (required) */
+    char *key_file;           /* PEM private key of the leaf (required, not encrypted) */
+    char *client_ca_file;     /* PEM CA certificates that client certificates must chain to;
+                                 NULL: no client certificate is asked for */
+    bool require_client_cert; /* refuse clients without a valid certificate (needs the CA) */
+    char *origin;             /* "FILE:LINE: http.tls", for errors about the files */
+} config_tls;
 
 typedef struct config {
     char *source; /* file name, or "<embedded default>" */
@@ -125,6 +135,7 @@ typedef struct config {
     size_t allowed_origin_count;
     char **allowed_hosts; /* Host names a loopback listener also answers to (never NULL) */
     size_t allowed_host_count;
+    config_tls http_tls; /* HTTPS when enabled */
     /* grpc */
     char *grpc_listen;     /* "127.0.0.1:50051"; NULL (yaml null) disables the gRPC server */
     unsigned grpc_threads; /* completion-queue threads, default 2 */
@@ -132,6 +143,7 @@ typedef struct config {
     unsigned grpc_max_in_flight;          /* gRPC calls in progress at once; over it
                                              RESOURCE_EXHAUSTED; default 10000 */
     size_t grpc_max_message_bytes;        /* default 8 MiB */
+    config_tls grpc_tls;                  /* gRPC over TLS when enabled */
     /* erlang_nodes: child Erlang nodes and rpc */
     char *erl_executable; /* default "erl" (looked up on PATH) */
     char *child_prefix;   /* child node names are <prefix><N>@<gateway host>; default "child" */

@@ -148,6 +148,8 @@ struct gateway {
     void *external_ctx;
     int (*iteration_hook)(void *ctx);
     void *iteration_ctx;
+    void (*reload_fn)(void *ctx); /* SIGHUP: gateway_on_reload */
+    void *reload_ctx;
     conns *conns; /* distribution connections, acceptors and connectors */
     atomic_bool stop_requested;
     gw_cnode *cnodes; /* every instance of the configured C-nodes, fixed for the gateway's life */
@@ -794,6 +796,11 @@ static void gw_on_signal(void *ctx, int signo) {
         gw_reap_all(gw);
         return;
     }
+    if (signo == SIGHUP) {
+        log_info("SIGHUP: reloading");
+        if (gw->reload_fn) gw->reload_fn(gw->reload_ctx);
+        return;
+    }
     log_info("signal %d: stopping", signo);
     atomic_store(&gw->stop_requested, true);
 }
@@ -968,6 +975,7 @@ void gateway_block_signals(void) {
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGCHLD);
+    sigaddset(&set, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
 }
@@ -1149,8 +1157,9 @@ gateway *gateway_new(const config *cfg, const char *cookie, char *err, size_t er
         }
     }
     if (nodes_home_create(gw->cookie, &gw->child_home, err, err_len) != 0) goto fail;
-    static const int signals[] = {SIGTERM, SIGINT, SIGCHLD};
-    if (!(gw->loop = loop_new(signals, 3, err, err_len))) goto fail;
+    static const int signals[] = {SIGTERM, SIGINT, SIGCHLD, SIGHUP};
+    if (!(gw->loop = loop_new(signals, sizeof signals / sizeof signals[0], err, err_len)))
+        goto fail;
     if (!(gw->sweep = loop_timer_new(gw->loop, gw_sweep, gw))) {
         snprintf(err, err_len, "out of memory");
         goto fail;
@@ -1193,6 +1202,11 @@ int gateway_watch_fd(gateway *gw, int fd, void (*fn)(void *ctx), void *ctx) {
     gw->external_ctx = ctx;
     gw->external = loop_watch_add(gw->loop, fd, gw_on_external, gw);
     return gw->external ? 0 : -1;
+}
+
+void gateway_on_reload(gateway *gw, void (*fn)(void *ctx), void *ctx) {
+    gw->reload_fn = fn;
+    gw->reload_ctx = ctx;
 }
 
 void gateway_set_iteration_hook(gateway *gw, int (*fn)(void *ctx), void *ctx) {

@@ -85,8 +85,8 @@ const char *gateway_node_name(const gateway *gw);
  * after its shutdown timeout). Returns 0, or -1 on a fatal loop error. The signals must be
  * blocked in every thread before any thread is created (see gateway_block_signals). */
 int gateway_run(gateway *gw, void (*on_started)(void *ctx), void *ctx);
-/* Blocks SIGTERM, SIGINT, SIGCHLD and ignores SIGPIPE in the calling thread: call in main()
- * before creating threads so they all inherit the mask. */
+/* Blocks SIGTERM, SIGINT, SIGCHLD, SIGHUP and ignores SIGPIPE in the calling thread: call in
+ * main() before creating threads so they all inherit the mask. */
 void gateway_block_signals(void);
 /* Asks the loop to stop (any thread). */
 void gateway_request_stop(gateway *gw);
@@ -97,6 +97,9 @@ int gateway_watch_fd(gateway *gw, int fd, void (*fn)(void *ctx), void *ctx);
  * before the iteration's queued sends are written; it returns how long the loop may sleep (ms,
  * -1 for no limit of its own). Call before gateway_run. */
 void gateway_set_iteration_hook(gateway *gw, int (*fn)(void *ctx), void *ctx);
+/* `fn(ctx)` runs on the loop thread for every SIGHUP (reload); without it SIGHUP is only
+ * logged. Call before gateway_run. */
+void gateway_on_reload(gateway *gw, void (*fn)(void *ctx), void *ctx);
 /* Wakes the loop so it runs an iteration soon (any thread). */
 void gateway_wake(gateway *gw);
 /* True when called on the loop thread while gateway_run runs. */

@@ -23,6 +23,7 @@
 #include "service.h"
 #include "term_common.h"
 #include "term_pb.h"
+#include "tls.h"
 
 /* The methods of nodex.v1.Gateway, from one list: id, name, request message, handler. Every
  * method takes one request message (unary or server-streaming). */
@@ -95,6 +96,9 @@ struct grpc_api {
     gcall *live;       /* every call being served */
     size_t live_count;
     bool shutdown_done;
+    /* grpc.tls: the fetcher hands gRPC a new certificate config when the generation moved */
+    tls_creds *tls;
+    atomic_uint_least64_t tls_served; /* generation gRPC has */
 };
 
 /* One gRPC call being served. Reference-counted: one reference per outstanding tag, one while
@@ -946,10 +950,44 @@ static int gcall_post(grpc_api *api, int method) {
     return 0;
 }
 
+/* The verified client certificate's identity on a gRPC-over-TLS call (none: out->present is
+ * false). gRPC verifies the certificate against grpc.tls.client_ca_file in the handshake. */
+static void grpc_peer_identity(grpc_call *call, tls_peer *out) {
+    memset(out, 0, sizeof *out);
+    grpc_auth_context *ctx = grpc_call_auth_context(call);
+    if (!ctx) return;
+    if (grpc_auth_context_peer_is_authenticated(ctx)) {
+        grpc_auth_property_iterator it =
+            grpc_auth_context_find_properties_by_name(ctx, GRPC_X509_SUBJECT_PROPERTY_NAME);
+        const grpc_auth_property *p = grpc_auth_property_iterator_next(&it);
+        if (p) {
+            out->present = true;
+            snprintf(out->subject, sizeof out->subject, "%.*s", (int)p->value_length, p->value);
+        }
+        static const char *const kinds[][2] = {{GRPC_PEER_DNS_PROPERTY_NAME, "DNS"},
+                                               {GRPC_PEER_URI_PROPERTY_NAME, "URI"}};
+        for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
+            it = grpc_auth_context_find_properties_by_name(ctx, kinds[k][0]);
+            while ((p = grpc_auth_property_iterator_next(&it)))
+                tls_peer_add_san(out, kinds[k][1], p->value, p->value_length);
+        }
+    }
+    grpc_auth_context_release(ctx);
+}
+
 static void gcall_log(const gcall *g) {
     char *peer = grpc_call_get_peer(g->call);
     log_debug("grpc %s from %s, %zu metadata", method_name(g), peer ? peer : "?", g->md.count);
     gpr_free(peer);
+    if (g->api->tls) {
+        tls_peer id;
+        grpc_peer_identity(g->call, &id);
+        if (id.present)
+            log_debug("grpc %s: client certificate subject=\"%s\" sans=\"%s\"", method_name(g),
+                      id.subject, id.sans);
+        else
+            log_debug("grpc %s: no client certificate", method_name(g));
+    }
     for (size_t i = 0; i < g->md.count; i++) {
         const grpc_metadata *m = &g->md.metadata[i];
         size_t kl = GRPC_SLICE_LENGTH(m->key), vl = GRPC_SLICE_LENGTH(m->value);
@@ -1042,7 +1080,7 @@ static void on_request(gtag *t, bool ok) {
         gcall_fail(g, GRPC_STATUS_UNIMPLEMENTED, "method %.200s is not implemented", m);
         gpr_free(m);
     } else {
-        gcall_log(g);
+        if (log_enabled(LOG_DEBUG)) gcall_log(g);
         if (over)
             gcall_fail(g, GRPC_STATUS_RESOURCE_EXHAUSTED,
                        "over grpc.max_in_flight (%u calls in progress)",
@@ -1099,6 +1137,57 @@ static void cq_drain_destroy(grpc_completion_queue *cq) {
     grpc_completion_queue_destroy(cq);
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* TLS */
+
+/* gRPC asks before every handshake: a new config only when a reload changed the files. */
+static grpc_ssl_certificate_config_reload_status
+grpc_tls_fetch(void *user_data, grpc_ssl_server_certificate_config **config) {
+    grpc_api *api = user_data;
+    if (tls_creds_generation(api->tls) == atomic_load(&api->tls_served))
+        return GRPC_SSL_CERTIFICATE_CONFIG_RELOAD_UNCHANGED;
+    tls_pem pem;
+    if (tls_creds_pem(api->tls, &pem) != 0) return GRPC_SSL_CERTIFICATE_CONFIG_RELOAD_FAIL;
+    grpc_ssl_pem_key_cert_pair pair = {.private_key = pem.key, .cert_chain = pem.cert};
+    /* gRPC asserts that a fetched config has roots: without a client CA no client certificate
+     * is asked for (GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE), so the chain stands in. */
+    *config = grpc_ssl_server_certificate_config_create(pem.ca ? pem.ca : pem.cert, &pair,
+                                                        1); /* copies */
+    atomic_store(&api->tls_served, pem.generation);
+    tls_pem_clear(&pem);
+    return *config ? GRPC_SSL_CERTIFICATE_CONFIG_RELOAD_NEW
+                   : GRPC_SSL_CERTIFICATE_CONFIG_RELOAD_FAIL;
+}
+
+/* Server credentials for grpc.tls: files checked here (GnuTLS), served through the fetcher. */
+static grpc_server_credentials *grpc_tls_credentials(grpc_api *api, char *err, size_t err_len) {
+    const config_tls *c = &api->cfg->grpc_tls;
+    if (!(api->tls = tls_creds_load(c, err, err_len))) return NULL;
+    atomic_init(&api->tls_served, 0);
+    grpc_ssl_client_certificate_request_type req =
+        !c->client_ca_file       ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
+        : c->require_client_cert ? GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY
+                                 : GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_AND_VERIFY;
+    /* The minimum protocol of gRPC's SSL credentials is TLS 1.2. */
+    grpc_ssl_server_credentials_options *opts =
+        grpc_ssl_server_credentials_create_options_using_config_fetcher(req, grpc_tls_fetch, api);
+    grpc_server_credentials *creds =
+        opts ? grpc_ssl_server_credentials_create_with_options(opts) : NULL; /* takes opts */
+    if (!creds) {
+        snprintf(err, err_len, "%s: gRPC refused the TLS credentials", c->origin);
+        return NULL;
+    }
+    tls_creds_log(api->tls, "grpc.tls: certificate");
+    return creds;
+}
+
+int grpc_api_reload_tls(grpc_api *api, char *err, size_t err_len) {
+    if (!api->tls) return 0;
+    if (tls_creds_reload(api->tls, err, err_len) != 0) return -1;
+    tls_creds_log(api->tls, "grpc.tls: new handshakes use");
+    return 0;
+}
+
 grpc_api *grpc_api_start(const config *cfg, gateway *gw, service *svc, char *err, size_t err_len) {
     grpc_api *api = calloc(1, sizeof *api);
     if (!api) {
@@ -1142,12 +1231,19 @@ grpc_api *grpc_api_start(const config *cfg, gateway *gw, service *svc, char *err
     for (int m = 0; m < M_COUNT; m++)
         api->methods[m] = grpc_server_register_method(api->server, grpc_methods[m].path, NULL,
                                                       GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
-    grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
-    int port = grpc_server_add_http2_port(api->server, cfg->grpc_listen, creds);
-    grpc_server_credentials_release(creds);
+    grpc_server_credentials *creds = NULL;
+    if (cfg->grpc_tls.enabled) {
+        creds = grpc_tls_credentials(api, err, err_len);
+    } else {
+        creds = grpc_insecure_server_credentials_create();
+    }
+    int port = creds ? grpc_server_add_http2_port(api->server, cfg->grpc_listen, creds) : 0;
+    if (creds) grpc_server_credentials_release(creds);
     if (port == 0) {
-        snprintf(err, err_len, "cannot listen for gRPC on %s (address in use or invalid)",
-                 cfg->grpc_listen);
+        if (creds)
+            snprintf(err, err_len, "cannot listen for gRPC on %s (address in use or invalid)",
+                     cfg->grpc_listen);
+        tls_creds_free(api->tls);
         grpc_server_destroy(api->server);
         cq_drain_destroy(api->cq);
         grpc_shutdown_blocking();
@@ -1237,6 +1333,7 @@ void grpc_api_stop(grpc_api *api) {
         log_warn("grpc: %zu calls still held by the gateway at shutdown", api->live_count);
     grpc_completion_queue_destroy(api->cq);
     grpc_shutdown_blocking();
+    tls_creds_free(api->tls);
     pthread_cond_destroy(&api->cv);
     pthread_mutex_destroy(&api->mu);
     free(api);

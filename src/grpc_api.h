@@ -20,6 +20,10 @@ typedef struct grpc_api grpc_api;
 grpc_api *grpc_api_start(const config *cfg, gateway *gw, service *svc, char *err, size_t err_len);
 /* The bound "host:port" (port resolved when the config asked for 0). */
 const char *grpc_api_address(const grpc_api *g);
+/* Re-reads grpc.tls's certificate, key and client CA files: new handshakes use them, open
+ * connections and streams keep theirs. Returns 0 (also when TLS is off), or -1 with the reason
+ * in err and the old credentials still serving. Any thread. */
+int grpc_api_reload_tls(grpc_api *g, char *err, size_t err_len);
 /* Stops the server after gateway_run returned and before gateway_free: ends Watch streams and
  * any other open call with UNAVAILABLE, waits briefly for them, cancels the rest, drains the
  * completion queue, joins its threads and shuts gRPC core down. Frees it. NULL is allowed. */

@@ -23,6 +23,7 @@
 #include "service.h"
 #include "strbuf.h"
 #include "term.h"
+#include "tls.h"
 
 /* Media types, from one list: id, MIME type. */
 #define HTTP_FORMATS(X)                                                                            \
@@ -71,6 +72,7 @@ struct http_api {
     /* threads: 0: MHD runs on the gateway's loop thread (external epoll), driven from there */
     bool on_loop;
     atomic_bool run_due; /* MHD_run needed: its epoll fd was readable or a connection resumed */
+    tls_creds *tls;      /* HTTPS when non-NULL */
 };
 
 typedef enum request_kind { REQ_CALL, REQ_CAST, REQ_RPC, REQ_LOAD, REQ_SPAWN } request_kind;
@@ -1287,6 +1289,59 @@ static enum MHD_Result http_route(http_request *req, const char *url, const char
     return http_error(conn, MHD_HTTP_NOT_FOUND, "not_found", "no route for %s %.200s", method, url);
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* TLS */
+
+/* MHD's certificate callback has no context pointer: the one HTTPS server of the process. */
+static _Atomic(tls_creds *) http_tls_active;
+
+/* Every handshake: the current certificate and key; a client certificate verified if sent. */
+static int http_tls_verify(gnutls_session_t session) {
+    return tls_creds_verify_peer(atomic_load(&http_tls_active), session) == 0 ? 0 : -1;
+}
+
+static int http_tls_retrieve(gnutls_session_t session, const gnutls_datum_t *req_ca_dn, int nreqs,
+                             const gnutls_pk_algorithm_t *pk_algos, int pk_algos_length,
+                             gnutls_pcert_st **pcert, unsigned int *pcert_length,
+                             gnutls_privkey_t *key) {
+    (void)req_ca_dn;
+    (void)nreqs;
+    (void)pk_algos;
+    (void)pk_algos_length;
+    tls_creds *t = atomic_load(&http_tls_active);
+    if (!t) return -1;
+    gnutls_session_set_verify_function(session, http_tls_verify);
+    return tls_creds_retrieve(t, session, pcert, pcert_length, key);
+}
+
+/* The verified client certificate's identity on an HTTPS connection (none: out->present is
+ * false). Handshakes with a certificate that does not verify fail, so any certificate here
+ * chains to the client CA. */
+static void http_peer_identity(struct MHD_Connection *conn, tls_peer *out) {
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+    memset(out, 0, sizeof *out);
+    if (ci && ci->tls_session) tls_session_peer((gnutls_session_t)ci->tls_session, out);
+}
+
+/* Debug line per request: who is calling (never any secret). */
+static void http_log_peer(struct MHD_Connection *conn, const char *method, const char *url) {
+    tls_peer peer;
+    http_peer_identity(conn, &peer);
+    if (peer.present)
+        log_debug("http: %s %.200s: client certificate subject=\"%s\" sans=\"%s\"", method, url,
+                  peer.subject, peer.sans);
+    else
+        log_debug("http: %s %.200s: no client certificate", method, url);
+}
+
+int http_api_reload_tls(http_api *h, char *err, size_t err_len) {
+    if (!h->tls) return 0;
+    if (tls_creds_reload(h->tls, err, err_len) != 0) return -1;
+    tls_creds_log(h->tls, "http.tls: new handshakes use");
+    return 0;
+}
+
 static enum MHD_Result http_handler(void *cls, struct MHD_Connection *conn, const char *url,
                                     const char *method, const char *version,
                                     const char *upload_data, size_t *upload_data_size,
@@ -1303,6 +1358,7 @@ static enum MHD_Result http_handler(void *cls, struct MHD_Connection *conn, cons
         req->conn = conn;
         atomic_init(&req->done, false);
         *con_cls = req;
+        if (api->tls && log_enabled(LOG_DEBUG)) http_log_peer(conn, method, url);
         enum MHD_Result refused;
         if (!http_admit(req, url, &refused)) {
             req->have_response = true;
@@ -1425,8 +1481,27 @@ static int http_iteration(void *ctx) {
 
 /* Frees a server that did not start (or has stopped). */
 static void http_api_discard(http_api *h) {
+    if (h->tls) {
+        atomic_store(&http_tls_active, NULL);
+        tls_creds_free(h->tls);
+    }
     pthread_mutex_destroy(&h->watch_mu);
     free(h);
+}
+
+/* Reads the certificate files; the one HTTPS server of the process. */
+static int http_api_tls_start(http_api *h, char *err, size_t err_len) {
+    tls_creds *t = tls_creds_load(&h->cfg->http_tls, err, err_len);
+    if (!t) return -1;
+    tls_creds *none = NULL;
+    if (!atomic_compare_exchange_strong(&http_tls_active, &none, t)) {
+        snprintf(err, err_len, "http.tls: another HTTPS server runs in this process");
+        tls_creds_free(t);
+        return -1;
+    }
+    h->tls = t;
+    tls_creds_log(t, "http.tls: certificate");
+    return 0;
 }
 
 http_api *http_api_start(const config *cfg, gateway *gw, service *svc, char *err, size_t err_len) {
@@ -1442,6 +1517,10 @@ http_api *http_api_start(const config *cfg, gateway *gw, service *svc, char *err
                     .loopback = config_listen_is_loopback(cfg->http_listen)};
     pthread_mutex_init(&h->watch_mu, NULL);
     atomic_init(&h->stopping, false);
+    if (cfg->http_tls.enabled && http_api_tls_start(h, err, err_len) != 0) {
+        http_api_discard(h);
+        return NULL;
+    }
     struct sockaddr_storage ss;
     socklen_t sslen;
     char host[INET6_ADDRSTRLEN + 2];
@@ -1454,23 +1533,30 @@ http_api *http_api_start(const config *cfg, gateway *gw, service *svc, char *err
         ntohs(v6 ? ((struct sockaddr_in6 *)&ss)->sin6_port : ((struct sockaddr_in *)&ss)->sin_port);
     h->on_loop = cfg->http_threads == 0;
     unsigned flags = (h->on_loop ? 0 : MHD_USE_INTERNAL_POLLING_THREAD) | MHD_USE_EPOLL |
-                     MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG | (v6 ? MHD_USE_IPv6 : 0);
+                     MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG | (v6 ? MHD_USE_IPv6 : 0) |
+                     (h->tls ? MHD_USE_TLS : 0);
     /* The pool option only for a pool (MHD warns about a zero size). */
     struct MHD_OptionItem pool[] = {
         {h->on_loop ? MHD_OPTION_END : MHD_OPTION_THREAD_POOL_SIZE, (intptr_t)cfg->http_threads,
          NULL},
         {MHD_OPTION_END, 0, NULL},
     };
+    /* HTTPS: the certificate of each handshake comes from the callback (reloadable). */
+    struct MHD_OptionItem tls[] = {
+        {h->tls ? MHD_OPTION_HTTPS_CERT_CALLBACK : MHD_OPTION_END, 0, (void *)http_tls_retrieve},
+        {MHD_OPTION_HTTPS_PRIORITIES, 0, (void *)TLS_PRIORITIES},
+        {MHD_OPTION_END, 0, NULL},
+    };
     h->daemon = MHD_start_daemon(
-        flags, (uint16_t)port, NULL, NULL, http_handler, h, MHD_OPTION_SOCK_ADDR,
-        (struct sockaddr *)&ss, MHD_OPTION_ARRAY, pool, MHD_OPTION_NOTIFY_COMPLETED, http_completed,
-        h, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->http_connection_timeout_s,
+        flags, (uint16_t)port, NULL, NULL, http_handler, h, MHD_OPTION_EXTERNAL_LOGGER,
+        http_mhd_log, NULL, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss, MHD_OPTION_ARRAY, pool,
+        MHD_OPTION_ARRAY, tls, MHD_OPTION_NOTIFY_COMPLETED, http_completed, h,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->http_connection_timeout_s,
         MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u, MHD_OPTION_CONNECTION_LIMIT,
         (unsigned)cfg->http_max_connections,
         /* MHD clears each connection's pool for every keep-alive request: 16 KiB (headers up
          * to ~8 KiB) instead of the default 32 KiB halves that cost per request. */
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)16384, MHD_OPTION_EXTERNAL_LOGGER, http_mhd_log,
-        NULL, MHD_OPTION_END);
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)16384, MHD_OPTION_END);
     if (!h->daemon) {
         snprintf(err, err_len, "cannot listen for HTTP on %s: %s", cfg->http_listen,
                  strerror(errno));

@@ -15,6 +15,10 @@ typedef struct http_api http_api;
 http_api *http_api_start(const config *cfg, gateway *gw, service *svc, char *err, size_t err_len);
 /* The bound "host:port" (port resolved when the config asked for 0). */
 const char *http_api_address(const http_api *h);
+/* Re-reads http.tls's certificate, key and client CA files: new handshakes use them, open
+ * connections keep theirs. Returns 0 (also when HTTPS is off), or -1 with the reason in err and
+ * the old credentials still serving. Any thread. */
+int http_api_reload_tls(http_api *h, char *err, size_t err_len);
 /* Stops the server: every call must have completed (gateway_run returned). Frees it. */
 void http_api_stop(http_api *h);
 

@@ -35,6 +35,10 @@ static int log_name_index(const char *const *names, size_t count, const char *na
     return -1;
 }
 
+bool log_enabled(log_level level) {
+    return level >= log_min_level;
+}
+
 int log_level_parse(const char *name, log_level *out) {
     int i = log_name_index(log_names, sizeof log_names / sizeof log_names[0], name);
     if (i < 0) return -1;

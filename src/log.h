@@ -35,6 +35,8 @@ typedef enum log_format {
 
 /* Sets the lowest level that is printed (default LOG_INFO). Call before starting threads. */
 void log_set_level(log_level level);
+/* True when lines at `level` are printed (to skip preparing a line nobody sees). Any thread. */
+bool log_enabled(log_level level);
 /* Parses "debug", "info", "warn" or "error". Returns 0, or -1 for an unknown name. */
 int log_level_parse(const char *name, log_level *out);
 /* Returns the level's name ("info"). */

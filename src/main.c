@@ -14,6 +14,7 @@
 #include "http_api.h"
 #include "log.h"
 #include "sdnotify.h"
+#include "tls.h"
 
 static void usage(FILE *out) {
     fputs("usage: nodexd [--config FILE] [--check-config FILE] [--print-default-config] [--help]\n"
@@ -64,6 +65,33 @@ static void warn_cookie_in_argv(const config *cfg) {
     }
 }
 
+/* SIGHUP: re-read the TLS certificate files of both listeners; a failure keeps the old ones. */
+static void on_reload(void *arg) {
+    started_ctx *s = arg;
+    char err[512];
+    if (http_api_reload_tls(s->http, err, sizeof err) != 0)
+        log_error("reload: HTTPS keeps its certificate: %s", err);
+    if (s->grpc && grpc_api_reload_tls(s->grpc, err, sizeof err) != 0)
+        log_error("reload: gRPC keeps its certificate: %s", err);
+    log_info("reload: done");
+}
+
+/* --check-config: the TLS files must load too (a start would fail on them). */
+static int check_tls(const config *cfg) {
+    const config_tls *t[] = {&cfg->http_tls, cfg->grpc_listen ? &cfg->grpc_tls : NULL};
+    char err[512];
+    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
+        if (!t[i] || !t[i]->enabled) continue;
+        tls_creds *c = tls_creds_load(t[i], err, sizeof err);
+        if (!c) {
+            fprintf(stderr, "%s\n", err);
+            return -1;
+        }
+        tls_creds_free(c);
+    }
+    return 0;
+}
+
 int main(int argc, char **argv) {
     const char *config_path = NULL;
     bool check_only = false;
@@ -100,9 +128,10 @@ int main(int argc, char **argv) {
         return 2;
     }
     if (check_only) {
-        puts("config OK");
+        int bad = check_tls(cfg);
+        if (!bad) puts("config OK");
         config_free(cfg);
-        return 0;
+        return bad ? 2 : 0;
     }
     log_set_level(cfg->log_level);
     log_set_format(cfg->log_format);
@@ -172,6 +201,7 @@ int main(int argc, char **argv) {
         log_info("gRPC on %s", grpc_api_address(grpc));
     }
     started_ctx sctx = {http, grpc, gw};
+    gateway_on_reload(gw, on_reload, &sctx);
     rc = gateway_run(gw, on_started, &sctx) == 0 ? 0 : 1;
     sdnotify_stopping();
     log_info("stopped");

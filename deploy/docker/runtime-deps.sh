@@ -6,6 +6,7 @@ set -euo pipefail
 
 packages=(
   libmicrohttpd12   # HTTP server (libmicrohttpd.so.12)
+  libgnutls30       # HTTPS and certificate checks (libgnutls.so.30)
   libyaml-0-2       # configuration parser (libyaml-0.so.2)
   libgrpc29         # gRPC server (libgrpc.so.29, libgpr.so.29)
   libprotobuf-c1    # gRPC messages (libprotobuf-c.so.1)

@@ -147,11 +147,13 @@ class Response:
         return f"<Response {self.status} {self.body[:300]!r} in {self.elapsed * 1000:.0f} ms>"
 
 
-def http_request(port, method, path, body=None, headers=None, timeout=30.0, conn=None):
-    """One HTTP request; reuses `conn` (keep-alive) when given."""
+def http_request(port, method, path, body=None, headers=None, timeout=30.0, conn=None,
+                 context=None):
+    """One HTTP request (HTTPS with an ssl `context`); reuses `conn` (keep-alive) when given."""
     own = conn is None
     if own:
-        conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
+        conn = (http.client.HTTPSConnection(HOST, port, timeout=timeout, context=context)
+                if context else http.client.HTTPConnection(HOST, port, timeout=timeout))
     if isinstance(body, str):
         body = body.encode()
     t0 = time.monotonic()
@@ -331,6 +333,7 @@ class Nodexd:
         self.env = dict(session.env, **(env or {}))
         self.proc = None
         self.port = None
+        self.https_context = None  # an ssl.SSLContext when http.tls is on
         self.seen = {}  # C-node os_pid -> start time, from every GET we made
         self.lines = []
         self._pumps = []
@@ -456,9 +459,13 @@ class Nodexd:
     def request(self, method, path, body=None, headers=None, timeout=30.0, conn=None):
         if self.token and not any(k.lower() == "authorization" for k in (headers or {})):
             headers = dict(headers or {}, Authorization=f"Bearer {self.token}")
-        return http_request(self.port, method, path, body, headers, timeout, conn)
+        return http_request(self.port, method, path, body, headers, timeout, conn,
+                            self.https_context)
 
     def connection(self, timeout=30.0):
+        if self.https_context:
+            return http.client.HTTPSConnection(HOST, self.port, timeout=timeout,
+                                               context=self.https_context)
         return http.client.HTTPConnection(HOST, self.port, timeout=timeout)
 
     def call(self, name, body, content_type="application/json", accept=None, timeout_ms=None,

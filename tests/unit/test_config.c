@@ -608,6 +608,46 @@ static void test_browser_and_rpc_lists(void **state) {
     config_free(cfg);
 }
 
+static void test_tls_mappings_are_off_by_default_and_parsed_when_given(void **state) {
+    (void)state;
+    config_error err;
+    config *cfg = load("http:\n  tls:\n    cert_file: /c.pem\n    key_file: /k.pem\n"
+                       "grpc:\n  tls:\n    cert_file: /g.pem\n    key_file: /gk.pem\n"
+                       "    client_ca_file: /ca.pem\n    require_client_cert: true\n",
+                       &err);
+    assert_non_null(cfg);
+    assert_true(cfg->http_tls.enabled);
+    assert_string_equal(cfg->http_tls.cert_file, "/c.pem");
+    assert_string_equal(cfg->http_tls.key_file, "/k.pem");
+    assert_null(cfg->http_tls.client_ca_file);
+    assert_false(cfg->http_tls.require_client_cert);
+    assert_string_equal(cfg->http_tls.origin, "nodex.yaml:3: http.tls");
+    assert_true(cfg->grpc_tls.enabled && cfg->grpc_tls.require_client_cert);
+    assert_string_equal(cfg->grpc_tls.client_ca_file, "/ca.pem");
+    config_free(cfg);
+    cfg = load("http:\n  tls: null\n", &err);
+    assert_non_null(cfg);
+    assert_false(cfg->http_tls.enabled || cfg->grpc_tls.enabled);
+    config_free(cfg);
+}
+
+static void test_tls_errors_name_file_line_and_key(void **state) {
+    (void)state;
+    expect_error("http:\n  tls:\n    cert_file: /c.pem\n",
+                 "nodex.yaml:3: http.tls: missing required key \"key_file\"");
+    expect_error("grpc:\n  tls:\n    key_file: /k.pem\n",
+                 "nodex.yaml:3: grpc.tls: missing required key \"cert_file\"");
+    expect_error(
+        "http:\n  tls:\n    cert_file: /c\n    key_file: /k\n    require_client_cert: true\n",
+        "nodex.yaml:5: http.tls.require_client_cert: true needs client_ca_file (the CA "
+        "that client certificates chain to)");
+    expect_error("http:\n  tls:\n    cert_file: /c\n    key_file: /k\n    require_client_cert: 1\n",
+                 "nodex.yaml:5: http.tls.require_client_cert: expected true or false, got \"1\"");
+    expect_error("http:\n  tls:\n    cert_file: /c\n    key_file: /k\n    ca: /x\n",
+                 "nodex.yaml:5: http.tls.ca: unknown key");
+    expect_error("http:\n  tls: yes\n", "nodex.yaml:2: http.tls: expected a mapping, got \"yes\"");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_embedded_default_loads),
@@ -639,6 +679,8 @@ int main(void) {
         cmocka_unit_test(test_a_public_listener_without_auth_is_refused),
         cmocka_unit_test(test_principals_are_checked_where_they_are_written),
         cmocka_unit_test(test_browser_and_rpc_lists),
+        cmocka_unit_test(test_tls_mappings_are_off_by_default_and_parsed_when_given),
+        cmocka_unit_test(test_tls_errors_name_file_line_and_key),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
