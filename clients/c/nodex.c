@@ -22,9 +22,14 @@
 enum { EXIT_OK = 0, EXIT_GRPC = 1, EXIT_USAGE = 2 };
 
 static const char usage_text[] =
-    "usage: nodex [--target HOST:PORT] [--timeout MS] COMMAND [ARGS]\n"
+    "usage: nodex [--target HOST:PORT] [--timeout MS] [TLS OPTIONS] [--token-file FILE]\n"
+    "             COMMAND [ARGS]\n"
     "Calls nodexd's gRPC API (default target $NODEX_TARGET, else localhost:50051). Terms are\n"
     "Erlang text: '{ping, <<\"hi\">>}'; self() stands for the call's own reply pid.\n"
+    "TLS (grpc.tls): --tls, or --ca-file FILE (PEM CAs for nodexd's certificate; default the\n"
+    "system's), --cert FILE --key FILE (a client certificate for mTLS).\n"
+    "Bearer token (authorization metadata): the first line of --token-file FILE, else\n"
+    "$NODEX_TOKEN; never on the command line.\n"
     "commands:\n"
     "  call NAME TERM          call C-node NAME, print its reply\n"
     "  stream NAME TERM        call, printing every message to the call (the reply last)\n"
@@ -166,6 +171,8 @@ typedef struct client {
     grpc_channel *channel;
     grpc_completion_queue *cq;
     gpr_timespec deadline;
+    grpc_metadata auth; /* "authorization: Bearer T" */
+    size_t auth_count;  /* 0 without a token */
 } client;
 
 typedef struct rpc_call {
@@ -228,6 +235,8 @@ static void call_start(client *c, rpc_call *rc, const char *method, const Protob
     grpc_op ops[4];
     memset(ops, 0, sizeof ops);
     ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[0].data.send_initial_metadata.count = c->auth_count;
+    ops[0].data.send_initial_metadata.metadata = c->auth_count ? &c->auth : NULL;
     ops[1].op = GRPC_OP_SEND_MESSAGE;
     ops[1].data.send_message.send_message = bb;
     ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
@@ -552,16 +561,105 @@ static bool parse_uint(const char *s, unsigned long max, unsigned long *out) {
     return true;
 }
 
+/* A whole file as a string, or NULL with the reason on stderr. */
+static char *read_file(const char *what, const char *path) {
+    FILE *f = fopen(path, "rb");
+    strbuf sb = {0};
+    char buf[4096];
+    size_t n;
+    if (!f) {
+        fprintf(stderr, "nodex: %s %s: %s\n", what, path, strerror(errno));
+        return NULL;
+    }
+    while ((n = fread(buf, 1, sizeof buf, f)) > 0 && sb.len < (1u << 20))
+        if (strbuf_append(&sb, buf, n) != 0) break;
+    bool bad = ferror(f) || sb.len == 0 || strbuf_append(&sb, "", 1) != 0;
+    fclose(f);
+    if (bad) {
+        fprintf(stderr, "nodex: %s %s: cannot read it (or it is empty)\n", what, path);
+        strbuf_free(&sb);
+        return NULL;
+    }
+    return sb.data;
+}
+
+/* "--name VALUE" or "--name=VALUE" at argv[*i]: true with *out set (and *i moved on). */
+static bool option_value(int argc, char **argv, int *i, const char *name, const char **out) {
+    size_t len = strlen(name);
+    const char *a = argv[*i];
+    if (strncmp(a, name, len) != 0) return false;
+    if (a[len] == '=') {
+        *out = a + len + 1;
+        return true;
+    }
+    if (a[len] != '\0' || *i + 1 >= argc) return false;
+    *out = argv[++*i];
+    return true;
+}
+
+/* The bearer token: the first line of token_file, else $NODEX_TOKEN; NULL when none. The
+ * result is malloc'd. *bad is set when a source is given but unusable. */
+static char *bearer_token(const char *token_file, bool *bad) {
+    char *t = NULL;
+    *bad = false;
+    if (token_file) {
+        if (!(t = read_file("--token-file", token_file))) return *bad = true, NULL;
+        t[strcspn(t, "\r\n")] = '\0';
+    } else if (getenv("NODEX_TOKEN") && *getenv("NODEX_TOKEN")) {
+        t = strdup(getenv("NODEX_TOKEN"));
+    }
+    if (t && (!*t || t[strcspn(t, " \t")])) {
+        fprintf(stderr, "nodex: the bearer token must be one non-empty word\n");
+        free(t);
+        return *bad = true, NULL;
+    }
+    return t;
+}
+
+/* Channel credentials: TLS when asked for (or implied by a CA or a certificate), else none. */
+static grpc_channel_credentials *channel_credentials(bool tls, const char *ca_file,
+                                                     const char *cert_file, const char *key_file,
+                                                     bool *bad) {
+    *bad = false;
+    if (!tls && !ca_file && !cert_file && !key_file) return grpc_insecure_credentials_create();
+    char *ca = ca_file ? read_file("--ca-file", ca_file) : NULL;
+    char *cert = cert_file ? read_file("--cert", cert_file) : NULL;
+    char *key = key_file ? read_file("--key", key_file) : NULL;
+    grpc_channel_credentials *creds = NULL;
+    if ((!ca_file || ca) && (!cert_file || cert) && (!key_file || key)) {
+        grpc_ssl_pem_key_cert_pair pair = {.private_key = key, .cert_chain = cert};
+        creds = grpc_ssl_credentials_create(ca, cert ? &pair : NULL, NULL, NULL);
+    }
+    if (key) memset(key, 0, strlen(key));
+    free(ca);
+    free(cert);
+    free(key);
+    *bad = creds == NULL;
+    return creds;
+}
+
 int main(int argc, char **argv) {
     const char *target = getenv("NODEX_TARGET");
     if (!target || !*target) target = "localhost:50051";
     long timeout_ms = -1;
+    const char *ca_file = NULL, *cert_file = NULL, *key_file = NULL, *token_file = NULL;
+    bool tls = false;
     int i = 1;
     for (; i < argc && argv[i][0] == '-' && argv[i][1] == '-'; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--help") == 0) {
             fputs(usage_text, stdout);
             return EXIT_OK;
+        } else if (strcmp(a, "--tls") == 0) {
+            tls = true;
+        } else if (option_value(argc, argv, &i, "--ca-file", &ca_file) ||
+                   option_value(argc, argv, &i, "--cert", &cert_file) ||
+                   option_value(argc, argv, &i, "--key", &key_file) ||
+                   option_value(argc, argv, &i, "--token-file", &token_file)) {
+            continue;
+        } else if (strcmp(a, "--token") == 0 || strncmp(a, "--token=", 8) == 0) {
+            return usage_error("no --token: a token on the command line is visible to every "
+                               "user (ps); use --token-file FILE or $NODEX_TOKEN");
         } else if (strcmp(a, "--target") == 0 && i + 1 < argc) {
             target = argv[++i];
         } else if (strncmp(a, "--target=", 9) == 0) {
@@ -585,6 +683,7 @@ int main(int argc, char **argv) {
         return EXIT_OK;
     }
     if (i >= argc) return usage_error("no command");
+    if (!cert_file != !key_file) return usage_error("--cert and --key go together");
     const char *cmd = argv[i++];
     int nargs = argc - i;
     char **args = argv + i;
@@ -629,9 +728,28 @@ int main(int argc, char **argv) {
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
+    bool bad;
+    char *token = bearer_token(token_file, &bad);
+    if (bad) return EXIT_USAGE;
+    char *bearer = NULL;
+    if (token && asprintf(&bearer, "Bearer %s", token) < 0) bearer = NULL;
+    if (token) memset(token, 0, strlen(token));
+    free(token);
+
     grpc_init();
-    client c;
-    grpc_channel_credentials *creds = grpc_insecure_credentials_create();
+    client c = {.auth_count = bearer ? 1 : 0};
+    if (bearer) {
+        c.auth.key = grpc_slice_from_static_string("authorization");
+        c.auth.value = grpc_slice_from_copied_string(bearer);
+        memset(bearer, 0, strlen(bearer));
+        free(bearer);
+    }
+    grpc_channel_credentials *creds = channel_credentials(tls, ca_file, cert_file, key_file, &bad);
+    if (bad) {
+        fprintf(stderr, "nodex: cannot set up TLS with these files\n");
+        grpc_shutdown_blocking();
+        return EXIT_USAGE;
+    }
     c.channel = grpc_channel_create(target, creds, NULL);
     grpc_channel_credentials_release(creds);
     c.cq = grpc_completion_queue_create_for_pluck(NULL);
@@ -670,6 +788,7 @@ int main(int argc, char **argv) {
     }
     grpc_completion_queue_destroy(c.cq);
     grpc_channel_destroy(c.channel);
+    if (c.auth_count) grpc_slice_unref(c.auth.value);
     grpc_shutdown_blocking();
     return code;
 }

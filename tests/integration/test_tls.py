@@ -311,3 +311,108 @@ def test_unreadable_key_is_a_start_up_error(session, pki, tmp_path):
 def test_json_is_the_same_over_https(gw):
     r = gw.request("GET", "/cnodes")
     assert r.status == 200 and json.loads(r.body)["cnodes"][0]["name"] == "t"
+
+
+# --- the clients: TLS options and the bearer token ---------------------------------------------
+import clients_harness as ch  # noqa: E402
+
+TOKEN = "s3cr3t-token-0123"
+PY_CLIENT = """
+import sys
+from nodex import Atom, Gateway, NodexError
+target, ca, cert, key, token_file = sys.argv[1:6]
+kw = dict(ca_file=ca, token_file=token_file or None, token_env="NODEX_TEST_TOKEN")
+if cert:
+    kw.update(cert_file=cert, key_file=key)
+try:
+    with Gateway(target, **kw) as gw:
+        print(gw.call("t", (Atom("ping"), b"py"), timeout=10))
+except NodexError as e:
+    print(e.code_name)
+    sys.exit(1)
+"""
+NODE_CLIENT = """
+import { Gateway, Atom, tuple } from '%s';
+const [target, caFile, certFile, keyFile, tokenFile] = process.argv.slice(1);
+const opts = { caFile, tokenEnv: 'NODEX_TEST_TOKEN' };
+if (tokenFile) opts.tokenFile = tokenFile;
+if (certFile) Object.assign(opts, { certFile, keyFile });
+const gw = new Gateway(target, opts);
+try {
+  const r = await gw.call('t', tuple(new Atom('ping'), Buffer.from('js')), { timeout: 10000 });
+  console.log(JSON.stringify(r[1].toString()));
+} catch (e) {
+  console.log(e.codeName);
+  process.exitCode = 1;
+} finally {
+  gw.close();
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def mtls_gw(session, pki, tmp_path_factory):
+    ca, _ = pki
+    d = TlsNodexd(session, ca, tls_files(ca, str(tmp_path_factory.mktemp("mtls")), require=True),
+                  client=ca.client, debug=True)
+    d.start()
+    d.wait_up("t")
+    token_file = str(tmp_path_factory.mktemp("token") / "token")
+    with open(token_file, "w") as f:
+        f.write(TOKEN + "\n")
+    d.token_file = token_file
+    yield d
+    d.close()
+
+
+def run_client(kind, d, client, token_file="", env_token=None):
+    env = dict(os.environ)
+    env.pop("NODEX_TOKEN", None)
+    env.pop("NODEX_TEST_TOKEN", None)
+    if env_token:
+        env["NODEX_TEST_TOKEN" if kind != "cli" else "NODEX_TOKEN"] = env_token
+    cert, key = (client[0], client[1]) if client else ("", "")
+    target = f"{nx.HOST}:{d.grpc_port}"
+    if kind == "python":
+        env["PYTHONPATH"] = os.path.join(ch.PYTHON_CLIENT_DIR, "src")
+        argv = ["/usr/bin/python3", "-c", PY_CLIENT, target, d.ca.ca_cert, cert, key, token_file]
+    elif kind == "node":
+        index = os.path.join(ch.NODE_CLIENT_DIR, "src", "index.js")
+        argv = ["node", "--input-type=module", "-e", NODE_CLIENT % index, target, d.ca.ca_cert,
+                cert, key, token_file]
+    else:
+        argv = [ch.NODEX_CLI, "--target", target, "--ca-file", d.ca.ca_cert, "--timeout", "10000"]
+        if cert:
+            argv += ["--cert", cert, "--key", key]
+        if token_file:
+            argv += ["--token-file", token_file]
+        argv += ["call", "t", '{ping, <<"cli">>}']
+    p = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60 * nx.SLOW)
+    return p.returncode, p.stdout + p.stderr
+
+
+@pytest.fixture(scope="module", autouse=False)
+def python_stubs():
+    subprocess.run([os.path.join(ch.PYTHON_CLIENT_DIR, "gen_stubs.sh")], check=True)
+
+
+@pytest.mark.parametrize("kind", ["python", "node", "cli"])
+def test_client_over_mtls_with_a_token(kind, mtls_gw, pki, python_stubs):
+    ca, other = pki
+    if kind == "node" and not shutil.which("node"):
+        pytest.skip("no node")
+    before = mtls_gw.log_text().count("authorization: (")
+    rc, out = run_client(kind, mtls_gw, ca.client, token_file=mtls_gw.token_file)
+    assert rc == 0 and ("pong" in out or '"js"' in out), out
+    # the token went out as "authorization: Bearer T" (its length is logged, never the value)
+    line = f"authorization: ({len('Bearer ' + TOKEN)} bytes, not logged)"
+    nx.wait_until(lambda: mtls_gw.log_text().count(line) > before, 10, what=line)
+    assert TOKEN not in mtls_gw.log_text()
+    # from the environment instead of a file
+    rc, out = run_client(kind, mtls_gw, ca.client, env_token=TOKEN)
+    assert rc == 0, out
+    nx.wait_until(lambda: mtls_gw.log_text().count(line) > before + 1, 10, what=line)
+    # refused without a client certificate and with one from another CA
+    for client in (None, other.client):
+        rc, out = run_client(kind, mtls_gw, client)
+        assert rc != 0 and "UNAVAILABLE" in out, (client, out)

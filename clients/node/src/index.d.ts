@@ -160,7 +160,21 @@ export class Gateway {
   readonly target: string;
   constructor(
     target?: string,
-    options?: { credentials?: ChannelCredentials; channelOptions?: ChannelOptions },
+    options?: {
+      credentials?: ChannelCredentials;
+      channelOptions?: ChannelOptions;
+      /** TLS (also implied by caFile or certFile) */
+      tls?: boolean;
+      /** PEM CAs that signed nodexd's certificate (default: the system's) */
+      caFile?: string;
+      /** client certificate and its key (mTLS) */
+      certFile?: string;
+      keyFile?: string;
+      /** bearer token: given, first line of a file, or an environment variable */
+      token?: string;
+      tokenFile?: string;
+      tokenEnv?: string;
+    },
   );
   close(): void;
   call(cnode: string, request: Term | Etf, opts?: TermCallOptions): Promise<Term | Etf>;

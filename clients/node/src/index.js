@@ -1,6 +1,6 @@
 // nodex-client: promise-based Node.js client of the nodexd gRPC API (nodex.v1.Gateway).
 
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 
@@ -147,6 +147,23 @@ export class Stream {
   }
 }
 
+function channelCredentials(options) {
+  if (options.credentials) return options.credentials;
+  const { tls, caFile, certFile, keyFile } = options;
+  if (!certFile !== !keyFile) throw new TypeError('certFile and keyFile go together');
+  if (!tls && !caFile && !certFile) return grpc.credentials.createInsecure();
+  const read = (f) => (f ? readFileSync(f) : null);
+  return grpc.credentials.createSsl(read(caFile), read(keyFile), read(certFile));
+}
+
+function bearerToken({ token, tokenFile, tokenEnv }) {
+  let t = token;
+  if (t == null && tokenFile) t = readFileSync(tokenFile, 'utf8').split(/\r?\n/)[0].trim();
+  if (t == null && tokenEnv) t = process.env[tokenEnv] || null;
+  if (t != null && !/^\S+$/.test(t)) throw new TypeError('a bearer token is one non-empty word');
+  return t;
+}
+
 function callOptions(opts) {
   const o = {};
   if (opts?.timeout != null) o.deadline = new Date(Date.now() + opts.timeout);
@@ -156,17 +173,22 @@ function callOptions(opts) {
 /** A connection to nodexd's gRPC API. Timeouts are in milliseconds. */
 export class Gateway {
   /**
+   * TLS when `tls`, `caFile` (PEM CAs for nodexd's certificate; default the system's) or a
+   * client certificate (`certFile` + `keyFile`, for mTLS) is given. A bearer token (sent as
+   * `authorization: Bearer T` metadata on every call) comes from `token`, the first line of
+   * `tokenFile`, or the environment variable named by `tokenEnv`.
    * @param {string} [target] "host:port", default "localhost:50051"
-   * @param {{credentials?: grpc.ChannelCredentials, channelOptions?: object}} [options]
+   * @param {{credentials?: grpc.ChannelCredentials, channelOptions?: object, tls?: boolean,
+   *   caFile?: string, certFile?: string, keyFile?: string, token?: string,
+   *   tokenFile?: string, tokenEnv?: string}} [options]
    */
   constructor(target = 'localhost:50051', options = {}) {
     const Client = loadPackage().Gateway;
     this.target = target;
-    this._client = new Client(
-      target,
-      options.credentials ?? grpc.credentials.createInsecure(),
-      options.channelOptions ?? {},
-    );
+    this._client = new Client(target, channelCredentials(options), options.channelOptions ?? {});
+    const token = bearerToken(options);
+    this._metadata = new grpc.Metadata();
+    if (token) this._metadata.set('authorization', `Bearer ${token}`);
   }
 
   close() {
@@ -176,7 +198,7 @@ export class Gateway {
   _unary(method, request, opts) {
     return new Promise((resolve, reject) => {
       const signal = opts?.signal;
-      const call = this._client[method](request, callOptions(opts), (err, reply) => {
+      const call = this._client[method](request, this._metadata, callOptions(opts), (err, reply) => {
         signal?.removeEventListener('abort', onAbort);
         if (err) reject(NodexError.from(err));
         else resolve(reply);
@@ -200,7 +222,7 @@ export class Gateway {
   /** Every message reaching the call's pid, the reply last (`final: true`). */
   callStream(cnode, request, opts = {}) {
     const req = { cnode, request: toPayload(request), reply_as_etf: !!opts.asEtf };
-    const call = this._client.CallStream(req, callOptions(opts));
+    const call = this._client.CallStream(req, this._metadata, callOptions(opts));
     return new Stream(call, (m) => ({ message: fromPayload(m.message), final: m.final }));
   }
 
@@ -219,7 +241,11 @@ export class Gateway {
 
   /** Lifecycle events of C-nodes and Erlang nodes until cancel(). */
   watch(opts = {}) {
-    const call = this._client.Watch({ include_current: !!opts.includeCurrent }, callOptions(opts));
+    const call = this._client.Watch(
+      { include_current: !!opts.includeCurrent },
+      this._metadata,
+      callOptions(opts),
+    );
     return new Stream(call, event);
   }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any, Callable, Generic, Iterator, List, Optional, Sequence, Tuple, TypeVar
 
@@ -147,6 +148,26 @@ class Stream(Generic[T]):
         self.cancel()
 
 
+def _read(path: Optional[str]) -> Optional[bytes]:
+    if path is None:
+        return None
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _token(token: Optional[str], token_file: Optional[str],
+           token_env: Optional[str]) -> Optional[str]:
+    """The bearer token: given, the first line of a file, or an environment variable."""
+    if token is None and token_file is not None:
+        with open(token_file) as f:
+            token = f.readline().strip()
+    if token is None and token_env is not None:
+        token = os.environ.get(token_env) or None
+    if token is not None and (not token or any(c.isspace() for c in token)):
+        raise ValueError("a bearer token is one non-empty word")
+    return token
+
+
 class Gateway:
     """A connection to nodexd's gRPC API. ``timeout`` arguments are seconds (``None``: for calls,
     the C-node's ``call_timeout_ms``; for the other methods no deadline). Thread-safe; close() it
@@ -154,10 +175,26 @@ class Gateway:
 
     def __init__(self, target: str = "localhost:50051",
                  options: Optional[Sequence[Tuple[str, Any]]] = None,
-                 channel: Optional[grpc.Channel] = None) -> None:
+                 channel: Optional[grpc.Channel] = None, *, tls: bool = False,
+                 ca_file: Optional[str] = None, cert_file: Optional[str] = None,
+                 key_file: Optional[str] = None, token: Optional[str] = None,
+                 token_file: Optional[str] = None, token_env: Optional[str] = None) -> None:
+        """TLS (``grpc.tls`` on the server) when ``tls`` or any of ``ca_file`` (PEM CAs to
+        verify nodexd with; default: the system's), ``cert_file`` + ``key_file`` (a client
+        certificate, for mTLS) is given. A bearer token (sent as ``authorization: Bearer T``
+        metadata on every call) comes from ``token``, the first line of ``token_file``, or the
+        environment variable ``token_env``."""
         self.target = target
-        self._channel = channel or grpc.insecure_channel(target, options=list(options or []))
+        opts = list(options or [])
+        if (cert_file is None) != (key_file is None):
+            raise ValueError("cert_file and key_file go together")
+        if channel is None and (tls or ca_file or cert_file):
+            creds = grpc.ssl_channel_credentials(_read(ca_file), _read(key_file), _read(cert_file))
+            channel = grpc.secure_channel(target, creds, options=opts)
+        self._channel = channel or grpc.insecure_channel(target, options=opts)
         self._stub = pb_grpc.GatewayStub(self._channel)
+        token = _token(token, token_file, token_env)
+        self._md = (("authorization", f"Bearer {token}"),) if token else None
 
     def close(self) -> None:
         self._channel.close()
@@ -170,7 +207,7 @@ class Gateway:
 
     def _unary(self, method: str, request: Any, timeout: Optional[float]) -> Any:
         try:
-            return getattr(self._stub, method)(request, timeout=timeout)
+            return getattr(self._stub, method)(request, timeout=timeout, metadata=self._md)
         except grpc.RpcError as e:
             raise NodexError.from_rpc_error(e) from None
 
@@ -187,7 +224,7 @@ class Gateway:
         """Like call, but yields every message reaching the call's pid, the reply last."""
         req = pb.CallRequest(cnode=cnode, request=to_payload(request), reply_as_etf=as_etf)
         try:
-            call = self._stub.CallStream(req, timeout=timeout)
+            call = self._stub.CallStream(req, timeout=timeout, metadata=self._md)
         except grpc.RpcError as e:
             raise NodexError.from_rpc_error(e) from None
         return Stream(call, lambda m: StreamMessage(from_payload(m.message), m.final))
@@ -208,7 +245,7 @@ class Gateway:
         """Lifecycle events of C-nodes and Erlang nodes, as they happen, until cancelled."""
         try:
             call = self._stub.Watch(pb.WatchRequest(include_current=include_current),
-                                    timeout=timeout)
+                                    timeout=timeout, metadata=self._md)
         except grpc.RpcError as e:
             raise NodexError.from_rpc_error(e) from None
         return Stream(call, Event._from_pb)
