@@ -73,8 +73,10 @@ def grpc_channel(ca, port, client=None):
 class TlsNodexd(nx.Nodexd):
     """nodexd with http.tls and grpc.tls; HTTP requests through the harness use HTTPS."""
 
-    def __init__(self, session, ca, tls, client=None, debug=False):
+    def __init__(self, session, ca, tls, client=None, debug=False, auth=None):
         extra = {"grpc": {"listen": f"{nx.HOST}:0", "tls": tls}}
+        if auth:
+            extra["auth"] = auth
         if debug:
             extra["log"] = {"level": "debug"}
         super().__init__(session, [nx.test_cnode_spec("t")], http={"tls": tls}, extra=extra)
@@ -353,13 +355,15 @@ try {
 @pytest.fixture(scope="module")
 def mtls_gw(session, pki, tmp_path_factory):
     ca, _ = pki
-    d = TlsNodexd(session, ca, tls_files(ca, str(tmp_path_factory.mktemp("mtls")), require=True),
-                  client=ca.client, debug=True)
-    d.start()
-    d.wait_up("t")
     token_file = str(tmp_path_factory.mktemp("token") / "token")
     with open(token_file, "w") as f:
         f.write(TOKEN + "\n")
+    auth = {"principals": [{"name": "ops", "token_file": token_file, "allow": ["call"]}]}
+    d = TlsNodexd(session, ca, tls_files(ca, str(tmp_path_factory.mktemp("mtls")), require=True),
+                  client=ca.client, debug=True, auth=auth)
+    d.token = TOKEN  # the harness's own HTTPS requests
+    d.start()
+    d.wait_up("t")
     d.token_file = token_file
     yield d
     d.close()
@@ -401,17 +405,20 @@ def test_client_over_mtls_with_a_token(kind, mtls_gw, pki, python_stubs):
     ca, other = pki
     if kind == "node" and not shutil.which("node"):
         pytest.skip("no node")
-    before = mtls_gw.log_text().count("authorization: (")
+    before = mtls_gw.log_text().count("authorization: (redacted")
     rc, out = run_client(kind, mtls_gw, ca.client, token_file=mtls_gw.token_file)
     assert rc == 0 and ("pong" in out or '"js"' in out), out
     # the token went out as "authorization: Bearer T" (its length is logged, never the value)
-    line = f"authorization: ({len('Bearer ' + TOKEN)} bytes, not logged)"
+    line = f"authorization: (redacted, {len('Bearer ' + TOKEN)} bytes)"
     nx.wait_until(lambda: mtls_gw.log_text().count(line) > before, 10, what=line)
     assert TOKEN not in mtls_gw.log_text()
     # from the environment instead of a file
     rc, out = run_client(kind, mtls_gw, ca.client, env_token=TOKEN)
     assert rc == 0, out
     nx.wait_until(lambda: mtls_gw.log_text().count(line) > before + 1, 10, what=line)
+    # the certificate alone is not a principal here: no token, UNAUTHENTICATED
+    rc, out = run_client(kind, mtls_gw, ca.client)
+    assert rc != 0 and "UNAUTHENTICATED" in out, out
     # refused without a client certificate and with one from another CA
     for client in (None, other.client):
         rc, out = run_client(kind, mtls_gw, client)
