@@ -191,8 +191,9 @@ def test_require_client_cert(session, pki, tmp_path):
     try:
         d.wait_up("t")
         assert d.call("t", PING).json() == PONG  # with the CA's client certificate
-        _, stub = d.stub()
+        ch, stub = d.stub()
         assert stub.Health(pb.HealthRequest(), timeout=10).alive
+        ch.close()  # an open channel can hang grpcio's fork handler in a later Popen
         for client in (None, other.client):
             assert refused(d.port, client_context(ca, client)), client
             ch, stub = d.stub(client=client)
