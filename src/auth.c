@@ -163,6 +163,16 @@ static const char *auth_bearer(const char *v, size_t len, size_t *token_len) {
     return len ? v : NULL;
 }
 
+size_t auth_split_sans(char *sans, const char **out, size_t max) {
+    size_t n = 0;
+    for (char *save = NULL, *tok = strtok_r(sans, ",", &save); tok && n < max;
+         tok = strtok_r(NULL, ",", &save)) {
+        char *colon = strchr(tok, ':');
+        out[n++] = colon ? colon + 1 : tok;
+    }
+    return n;
+}
+
 static service_status auth_refuse(service_error *err, const char *why) {
     err->status = SERVICE_UNAUTHENTICATED;
     snprintf(err->message, sizeof err->message, "%s", why);

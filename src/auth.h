@@ -31,6 +31,10 @@ typedef struct auth_credentials {
     size_t cert_san_count;
 } auth_credentials;
 
+/* Splits a TLS layer's "DNS:a.example,URI:spiffe://x" list in place into its values
+ * ("a.example", "spiffe://x"), at most `max`, into out. Returns how many. */
+size_t auth_split_sans(char *sans, const char **out, size_t max);
+
 /* The principal `cr` proves: SERVICE_OK with *out set (service_anonymous when auth is not
  * required), or SERVICE_UNAUTHENTICATED with why (no credentials, a malformed header, an unknown
  * token, an unknown certificate). A token is compared with every principal's in constant time.

@@ -1007,6 +1007,14 @@ static bool gcall_authenticate(gcall *g) {
     size_t len = 0;
     const char *authz = gcall_metadata(g, "authorization", &len);
     auth_credentials cr = {.authorization = authz, .authorization_len = authz ? len : 0};
+    tls_peer peer = {0};
+    const char *sans[16];
+    if (g->api->tls) grpc_peer_identity(g->call, &peer); /* a verified client certificate */
+    if (peer.present) {
+        cr.cert_subject = peer.subject;
+        cr.cert_sans = sans;
+        cr.cert_san_count = auth_split_sans(peer.sans, sans, 16);
+    }
     service_error e;
     if (service_authenticate(g->api->svc, &cr, &g->principal, &e) == SERVICE_OK) return true;
     gcall_fail_with(g, &e);

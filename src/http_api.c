@@ -1131,6 +1131,8 @@ static enum MHD_Result http_call_stream_submit(http_request *req) {
     return ret;
 }
 
+static void http_peer_identity(struct MHD_Connection *conn, tls_peer *out);
+
 /* ------------------------------------------------------------------------------------------ */
 /* The door: Host and Origin (browsers), then who the request is from */
 
@@ -1188,6 +1190,14 @@ static bool http_admit(http_request *req, const char *url, enum MHD_Result *ret)
     if (http_is_probe(url)) return true;
     const char *authz = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization");
     auth_credentials cr = {.authorization = authz, .authorization_len = authz ? strlen(authz) : 0};
+    tls_peer peer;
+    const char *sans[16];
+    http_peer_identity(conn, &peer); /* a verified client certificate (mTLS), if any */
+    if (peer.present) {
+        cr.cert_subject = peer.subject;
+        cr.cert_sans = sans;
+        cr.cert_san_count = auth_split_sans(peer.sans, sans, 16);
+    }
     service_error e;
     if (service_authenticate(api->svc, &cr, &req->principal, &e) != SERVICE_OK) {
         *ret = http_fail(conn, &e);

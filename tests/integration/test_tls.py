@@ -424,3 +424,35 @@ def test_client_over_mtls_with_a_token(kind, mtls_gw, pki, python_stubs):
     for client in (None, other.client):
         rc, out = run_client(kind, mtls_gw, client)
         assert rc != 0 and "UNAVAILABLE" in out, (client, out)
+
+
+@pytest.mark.parametrize("match", [{"subject": "CN=ops,O=Example"},
+                                   {"san": "spiffe://example/ops"}])
+def test_a_client_certificate_is_a_principal_on_both_transports(session, pki, tmp_path, match):
+    """auth.principals[].client_cert: the verified certificate's subject or one SAN names the
+    principal, with its permissions; no certificate and no token is 401 / UNAUTHENTICATED."""
+    ca, _ = pki
+    auth = {"principals": [{"name": "certops", "client_cert": match, "allow": ["call:t"]}]}
+    d = TlsNodexd(session, ca, tls_files(ca, str(tmp_path)), client=ca.client, auth=auth)
+    try:
+        d.start()
+        d.wait_up("t")
+        assert d.call("t", PING).status == 200
+        r = d.call("t", PING, cast=True)
+        assert r.status == 403 and "certops lacks the permission 'cast'" in r.body.decode(), r
+        bare = nx.http_request(d.port, "GET", "/cnodes", context=client_context(ca))
+        assert bare.status == 401, bare
+        ch, stub = d.stub()
+        req = pb.CallRequest(cnode="t", request=P(T(A("ping"), B("m"))))
+        assert stub.Call(req, timeout=10).reply.term == T(A("pong"), B("m"))
+        with pytest.raises(grpc.RpcError) as ei:
+            stub.Cast(pb.CastRequest(cnode="t", message=P(A("x"))), timeout=10)
+        assert ei.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        ch.close()
+        ch, stub = d.stub(client=None)
+        with pytest.raises(grpc.RpcError) as ei:
+            stub.Call(req, timeout=10)
+        assert ei.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        ch.close()
+    finally:
+        d.close()

@@ -212,6 +212,17 @@ static void test_sha256_hex_is_the_standard_digest(void **state) {
     assert_string_equal(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
 }
 
+static void test_san_lists_split_into_values(void **state) {
+    (void)state;
+    char sans[] = "DNS:a.example,URI:spiffe://example/ops,DNS:b.example";
+    const char *out[2];
+    assert_int_equal(auth_split_sans(sans, out, 2), 2); /* at most max */
+    assert_string_equal(out[0], "a.example");
+    assert_string_equal(out[1], "spiffe://example/ops");
+    char none[] = "";
+    assert_int_equal(auth_split_sans(none, out, 2), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_a_valid_token_names_its_principal, setup, teardown),
@@ -227,6 +238,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_without_principals_everyone_is_anonymous, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_sha256_hex_is_the_standard_digest, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_san_lists_split_into_values, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
