@@ -48,22 +48,14 @@ static const char *const cnode_state_names[] = {
     CNODE_STATES(X)
 #undef X
 };
-static const int gateway_error_https[] = {
-#define X(id, http, code) http,
-    GATEWAY_ERRORS(X)
-#undef X
-};
 static const char *const gateway_error_codes[] = {
-#define X(id, http, code) code,
+#define X(id, code) code,
     GATEWAY_ERRORS(X)
 #undef X
 };
 
 const char *cnode_state_name(cnode_state s) {
     return cnode_state_names[s];
-}
-int gateway_error_http(gateway_error e) {
-    return gateway_error_https[e];
 }
 const char *gateway_error_code(gateway_error e) {
     return gateway_error_codes[e];
@@ -1530,6 +1522,14 @@ gateway_error gateway_rpc(gateway *gw, const char *node, call *c, const char *mo
     if (x.buff) ei_x_free(&x);
     gw_wake(gw); /* a new deadline, and maybe a connection to start */
     return GATEWAY_OK;
+}
+
+bool gateway_node_known(gateway *gw, const char *node) {
+    pthread_mutex_lock(&gw->mu);
+    const gw_cnode *cn = gw_find_node_locked(gw, node);
+    bool known = cn && (cn->kind == ENTRY_CHILD || cn->live);
+    pthread_mutex_unlock(&gw->mu);
+    return known;
 }
 
 int gateway_list_nodes(gateway *gw, gateway_node_info **out) {

@@ -30,23 +30,24 @@ typedef enum cnode_state {
 /* "up", "failed", ... */
 const char *cnode_state_name(cnode_state s);
 
-/* Results of the synchronous part of gateway_call / gateway_cast, from one list. */
+/* Results of the synchronous part of gateway_call / gateway_cast, from one list (service.c
+ * maps each to the transports' statuses). */
 #define GATEWAY_ERRORS(X)                                                                          \
-    X(GATEWAY_OK, 200, "ok")                                                                       \
-    X(GATEWAY_BAD_REQUEST, 400, "bad_request")                                                     \
-    X(GATEWAY_NOT_FOUND, 404, "not_found")                                                         \
-    X(GATEWAY_UNAVAILABLE, 503, "unavailable")                                                     \
-    X(GATEWAY_OVERLOADED, 503, "overloaded")                                                       \
-    X(GATEWAY_SHUTTING_DOWN, 503, "shutting_down")                                                 \
-    X(GATEWAY_NO_MEMORY, 500, "out_of_memory")
+    X(GATEWAY_OK, "ok")                                                                            \
+    X(GATEWAY_BAD_REQUEST, "bad_request")                                                          \
+    X(GATEWAY_NOT_FOUND, "not_found")                                                              \
+    X(GATEWAY_UNAVAILABLE, "unavailable")                                                          \
+    X(GATEWAY_OVERLOADED, "overloaded")                                                            \
+    X(GATEWAY_SHUTTING_DOWN, "shutting_down")                                                      \
+    X(GATEWAY_NO_MEMORY, "out_of_memory")
 
 typedef enum gateway_error {
-#define X(id, http, code) id,
+#define X(id, code) id,
     GATEWAY_ERRORS(X)
 #undef X
 } gateway_error;
 
-int gateway_error_http(gateway_error e);
+/* "unavailable", ... */
 const char *gateway_error_code(gateway_error e);
 
 /* A snapshot of one C-node for the API. */
@@ -177,6 +178,8 @@ typedef struct gateway_node_info {
 /* Snapshot of every known Erlang node (C-nodes are listed by gateway_cnode_info_at). Returns
  * how many, with *out malloc'd (the caller frees it), or -1 when out of memory. Any thread. */
 int gateway_list_nodes(gateway *gw, gateway_node_info **out);
+/* True when `node` is one of nodexd's children or a connected peer (any thread). */
+bool gateway_node_known(gateway *gw, const char *node);
 /* True when `node` is a name rpc could reach: name@host, no quotes or spaces, not nodexd. */
 bool gateway_node_callable(const gateway *gw, const char *node);
 /* rpc:call(node, module, function, args): sends {Pid, {call, M, F, Args, user}} to `rex` on

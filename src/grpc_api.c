@@ -464,6 +464,12 @@ static void gcall_fail_with(gcall *g, const service_error *e) {
     gcall_fail(g, (grpc_status_code)service_status_grpc(e->status), "%s", e->message);
 }
 
+/* Fails the call with a request term that cannot be read (its `what`: "args", ...). */
+static void gcall_fail_term(gcall *g, const char *what, const term_error *err) {
+    service_status st = service_status_of_term(err->status);
+    gcall_fail(g, (grpc_status_code)service_status_grpc(st), "%s: %s", what, err->message);
+}
+
 /* Finishes the call with an operation's error (g->mu held). */
 static void gcall_finish_with_locked(gcall *g, const service_error *e) {
     gcall_finish_locked(g, (grpc_status_code)service_status_grpc(e->status), "%s", e->message);
@@ -613,9 +619,7 @@ static void call_common(gcall *g, const Nodex__V1__CallRequest *r, bool stream) 
     term_error err = {0};
     if (term_pb_payload_to_ei(r->request, &api->limits, &c->pid, &x, &err) != 0) {
         ei_x_free(&x);
-        return gcall_fail(g,
-                          (grpc_status_code)service_status_grpc(service_status_of_term(err.status)),
-                          "request: %s", err.message);
+        return gcall_fail_term(g, "request", &err);
     }
     c->on_done = on_call_done;
     c->on_message = stream ? on_call_message : NULL;
@@ -650,9 +654,7 @@ static void m_cast(gcall *g, const ProtobufCMessage *req) {
     term_error err = {0};
     if (term_pb_payload_to_ei(r->message, &api->limits, NULL, &x, &err) != 0) {
         ei_x_free(&x);
-        return gcall_fail(g,
-                          (grpc_status_code)service_status_grpc(service_status_of_term(err.status)),
-                          "message: %s", err.message);
+        return gcall_fail_term(g, "message", &err);
     }
     service_status st =
         service_call(api->svc, gcall_principal(g), &q, NULL, x.buff, (size_t)x.index, &e);
@@ -841,9 +843,7 @@ static void m_rpc(gcall *g, const ProtobufCMessage *req) {
         ei_x_encode_empty_list(&x);
     } else if (term_pb_payload_to_ei(r->args, &api->limits, &g->gc.pid, &x, &err) != 0) {
         ei_x_free(&x);
-        return gcall_fail(g,
-                          (grpc_status_code)service_status_grpc(service_status_of_term(err.status)),
-                          "args: %s", err.message);
+        return gcall_fail_term(g, "args", &err);
     }
     rpc_submit(g, &q, x.buff, (size_t)x.index);
     ei_x_free(&x);

@@ -149,43 +149,53 @@ static const char *service_switch(const config *cfg, service_op op, bool *on) {
     }
 }
 
-static bool service_switch_on(const service *s, service_op op) {
-    bool on;
-    service_switch(s->cfg, op, &on);
-    return on;
-}
-
-static bool service_granted(const service_principal *p, service_op op, const char *target) {
-    if (p->all) return true;
-    for (size_t i = 0; i < p->grant_count; i++) {
-        const service_grant *g = &p->grants[i];
-        if (g->op == op && (!g->pattern || (target && fnmatch(g->pattern, target, 0) == 0)))
-            return true;
-    }
-    return false;
-}
-
-service_status service_authorize(const service *s, const service_principal *p, service_op op,
-                                 const char *target, service_error *err) {
+/* What does not depend on the target: a principal, the operation's switch. *open: any
+ * principal may run it (probes and status). */
+static service_status service_gate(const service *s, const service_principal *p, service_op op,
+                                   bool *open, service_error *err) {
+    *open = op == SERVICE_OP_HEALTH || op == SERVICE_OP_LIST_CNODES || op == SERVICE_OP_GET_CNODE ||
+            op == SERVICE_OP_LIST_NODES;
     if (!p)
         return service_fail(err, SERVICE_UNAUTHENTICATED, "authentication is required for %s",
                             service_op_name(op));
-    if (op == SERVICE_OP_HEALTH || op == SERVICE_OP_LIST_CNODES || op == SERVICE_OP_GET_CNODE ||
-        op == SERVICE_OP_LIST_NODES)
-        return service_ok(err); /* status: any principal */
     bool on;
     const char *key = service_switch(s->cfg, op, &on);
     if (!on) /* off for everyone, whatever the principal */
         return service_fail(err, SERVICE_PERMISSION_DENIED,
                             "%s is turned off in this nodexd (set %s: true to allow it)",
                             service_op_name(op), key);
-    if (op < SERVICE_OP_COUNT && service_granted(p, op, target)) return service_ok(err);
+    return service_ok(err);
+}
+
+/* A grant of `op` on `target`; with `any_target`, a grant of `op` on anything at all. */
+static bool service_granted(const service_principal *p, service_op op, const char *target,
+                            bool any_target) {
+    if (p->all) return true;
+    for (size_t i = 0; i < p->grant_count; i++) {
+        const service_grant *g = &p->grants[i];
+        if (g->op == op &&
+            (any_target || !g->pattern || (target && fnmatch(g->pattern, target, 0) == 0)))
+            return true;
+    }
+    return false;
+}
+
+static service_status service_deny(const service_principal *p, service_op op, const char *target,
+                                   service_error *err) {
     if (target)
         return service_fail(err, SERVICE_PERMISSION_DENIED,
                             "%s lacks the permission '%s' for %.200s", p->name, service_op_name(op),
                             target);
     return service_fail(err, SERVICE_PERMISSION_DENIED, "%s lacks the permission '%s'", p->name,
                         service_op_name(op));
+}
+
+service_status service_authorize(const service *s, const service_principal *p, service_op op,
+                                 const char *target, service_error *err) {
+    bool open;
+    if (service_gate(s, p, op, &open, err) != SERVICE_OK || !p) return err->status;
+    if (open || service_granted(p, op, target, false)) return service_ok(err);
+    return service_deny(p, op, target, err);
 }
 
 /* The wait: `requested` (1..max; 0 means `deflt`), clamped to the client's deadline. */
@@ -214,18 +224,20 @@ static bool service_atom_ok(const char *s) {
 
 service_status service_call_check(service *s, const service_principal *p, service_call_req *r,
                                   service_error *err) {
+    r->checked_for = NULL;
     const config_cnode *cn = r->cnode ? config_find_cnode(s->cfg, r->cnode) : NULL;
     if (!cn)
         return service_fail(err, SERVICE_NOT_FOUND, "no C-node named '%.64s'",
                             r->cnode ? r->cnode : "");
     if (service_authorize(s, p, r->op, cn->name, err) != SERVICE_OK) return err->status;
     r->name = cn->name;
-    if (r->op == SERVICE_OP_CAST) {
-        r->timeout_used = 0;
-        return service_ok(err);
-    }
-    return service_timeout(r->timeout_ms, cn->call_timeout_ms, cn->max_call_timeout_ms,
-                           r->deadline_left_ms, &r->timeout_used, err);
+    r->timeout_used = 0;
+    if (r->op != SERVICE_OP_CAST &&
+        service_timeout(r->timeout_ms, cn->call_timeout_ms, cn->max_call_timeout_ms,
+                        r->deadline_left_ms, &r->timeout_used, err) != SERVICE_OK)
+        return err->status;
+    r->checked_for = p;
+    return service_ok(err);
 }
 
 void service_call_pid(service *s, call *c) {
@@ -236,7 +248,9 @@ service_status service_call(service *s, const service_principal *p, service_call
                             const char *msg, size_t msg_len, service_error *err) {
     if (r->op != SERVICE_OP_CALL && r->op != SERVICE_OP_STREAM && r->op != SERVICE_OP_CAST)
         return service_fail(err, SERVICE_BAD_REQUEST, "%s is not a call", service_op_name(r->op));
-    if (service_call_check(s, p, r, err) != SERVICE_OK) return err->status;
+    if ((!p || r->checked_for != p) && service_call_check(s, p, r, err) != SERVICE_OK)
+        return err->status;
+    r->checked_for = NULL; /* one check, one run: a request changed and run again is checked */
     if (msg_len > s->limits.max_bytes)
         return service_fail(err, SERVICE_TOO_LARGE, "the message is over terms.max_bytes (%zu)",
                             s->limits.max_bytes);
@@ -282,11 +296,10 @@ service_status service_call_outcome(const call *c, const char *what, const char 
 /* service_authorize for a principal holding `op` on at least one target (any pattern). */
 static service_status service_authorize_some(const service *s, const service_principal *p,
                                              service_op op, service_error *err) {
-    if (service_authorize(s, p, op, NULL, err) == SERVICE_OK || !p || !service_switch_on(s, op))
-        return err->status;
-    for (size_t i = 0; i < p->grant_count; i++)
-        if (p->grants[i].op == op) return service_ok(err);
-    return err->status;
+    bool open;
+    if (service_gate(s, p, op, &open, err) != SERVICE_OK || !p) return err->status;
+    if (open || service_granted(p, op, NULL, true)) return service_ok(err);
+    return service_deny(p, op, NULL, err);
 }
 
 /* True when rpc may reach `node`: a child, a connected peer, or one erlang_nodes.rpc_nodes
@@ -294,13 +307,7 @@ static service_status service_authorize_some(const service *s, const service_pri
 static bool service_node_known(service *s, const char *node) {
     for (size_t i = 0; i < s->cfg->rpc_node_count; i++)
         if (fnmatch(s->cfg->rpc_nodes[i], node, 0) == 0) return true;
-    gateway_node_info *nodes = NULL;
-    int n = gateway_list_nodes(s->gw, &nodes);
-    bool known = false;
-    for (int i = 0; i < n && !known; i++)
-        known = strcmp(nodes[i].node, node) == 0 && (nodes[i].child || nodes[i].connected);
-    free(nodes);
-    return known;
+    return gateway_node_known(s->gw, node);
 }
 
 static service_status service_rpc_check_op(service *s, const service_principal *p, service_op op,
@@ -338,7 +345,10 @@ static service_status service_rpc_check_op(service *s, const service_principal *
 
 service_status service_rpc_check(service *s, const service_principal *p, service_rpc_req *r,
                                  service_error *err) {
-    return service_rpc_check_op(s, p, SERVICE_OP_RPC, r, err);
+    r->checked_for = NULL;
+    if (service_rpc_check_op(s, p, SERVICE_OP_RPC, r, err) != SERVICE_OK) return err->status;
+    r->checked_for = p;
+    return SERVICE_OK;
 }
 
 static service_status service_rpc_send(service *s, service_rpc_req *r, call *c, const char *module,
@@ -357,7 +367,9 @@ static service_status service_rpc_send(service *s, service_rpc_req *r, call *c, 
 
 service_status service_rpc(service *s, const service_principal *p, service_rpc_req *r, call *c,
                            const char *args, size_t args_len, service_error *err) {
-    if (service_rpc_check(s, p, r, err) != SERVICE_OK) return err->status;
+    if ((!p || r->checked_for != p) && service_rpc_check(s, p, r, err) != SERVICE_OK)
+        return err->status;
+    r->checked_for = NULL; /* one check, one run: a request changed and run again is checked */
     unsigned char t = args_len ? (unsigned char)args[0] : 0;
     if (t != ERL_NIL_EXT && t != ERL_STRING_EXT && t != ERL_LIST_EXT)
         return service_fail(err, SERVICE_BAD_REQUEST, "args must be a list");

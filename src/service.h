@@ -145,15 +145,18 @@ typedef struct service_call_req {
     /* out, set by service_call_check */
     const char *name;      /* the configured name (lives as long as the config) */
     unsigned timeout_used; /* what the call waits: requested, default or clamped to the deadline */
+    const service_principal *checked_for; /* passed the check for this principal */
 } service_call_req;
 
 /* Checks `r` before its term exists (so HTTP can answer before reading a body): the C-node,
- * the permission, the timeout. Sets r->name and r->timeout_used. */
+ * the permission, the timeout. Sets r->name, r->timeout_used and r->checked_for; `r` must not
+ * change between it and the service_call it spares its check. */
 service_status service_call_check(service *s, const service_principal *p, service_call_req *r,
                                   service_error *err);
 /* A fresh pid for `c` (any thread): set it before encoding a term that refers to self(). */
 void service_call_pid(service *s, call *c);
-/* Runs `r` with the encoded term `msg` (no version byte), checked again. Call/stream: c->pid
+/* Runs `r` with the encoded term `msg` (no version byte), after service_call_check unless `r`
+ * already passed it for `p` (a call is checked once). Call/stream: c->pid
  * from service_call_pid, c->on_done, c->ctx (and c->on_message for streams) set; on SERVICE_OK
  * the call is in flight and on_done runs exactly once later (gateway_call's contract), on any
  * other result never. Cast: `c` is NULL; SERVICE_OK means sent. */
@@ -175,10 +178,12 @@ typedef struct service_rpc_req {
     const char *function; /* rpc only */
     unsigned timeout_ms;  /* 0: erlang_nodes.rpc_timeout_ms; SERVICE_TIMEOUT_INVALID */
     int64_t deadline_left_ms;
-    unsigned timeout_used; /* out */
+    unsigned timeout_used;                /* out */
+    const service_principal *checked_for; /* out: passed service_rpc_check for this principal */
 } service_rpc_req;
 
-/* Checks an rpc before its arguments exist: names, permission, timeout. */
+/* Checks an rpc before its arguments exist: names, permission, the node, timeout. `r` must not
+ * change after it; service_rpc then does not check again. */
 service_status service_rpc_check(service *s, const service_principal *p, service_rpc_req *r,
                                  service_error *err);
 /* rpc:call with `args`, an encoded list (no version byte). Same call contract as service_call. */
