@@ -22,6 +22,8 @@ install(PROGRAMS ${CMAKE_SOURCE_DIR}/deploy/docker/entrypoint.sh
         DESTINATION ${CMAKE_INSTALL_BINDIR} RENAME nodexd-entrypoint)
 install(PROGRAMS ${CMAKE_SOURCE_DIR}/deploy/docker/healthcheck.sh
         DESTINATION ${CMAKE_INSTALL_BINDIR} RENAME nodexd-healthcheck)
+install(PROGRAMS ${CMAKE_SOURCE_DIR}/deploy/docker/trial-cert.sh
+        DESTINATION ${CMAKE_INSTALL_BINDIR} RENAME nodexd-trial-cert)
 
 # Documentation.
 install(FILES ${CMAKE_SOURCE_DIR}/README.md DESTINATION ${CMAKE_INSTALL_DOCDIR})

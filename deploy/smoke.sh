@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# Smoke test of a running deployment: one HTTP call through nodexd into the example C-node, and
+# Smoke test of a running deployment: one HTTPS call through nodexd into the example C-node, and
 # nodexd seen as a hidden node by the plain Erlang node (asked over rpc). Runs inside compose:
 #   docker compose -f deploy/compose.yaml run --rm smoke
-# Environment: NODEX_URL (default http://nodexd:8080), NODEX_NODE (nodexd@nodexd), ERLANG_NODE
+# Environment: NODEX_URL (default https://nodexd:8080), NODEX_CA_FILE (PEM CA certificates that
+# verify nodexd's certificate, e.g. the self-signed one itself; default: the system's), NODEX_NODE (nodexd@nodexd), ERLANG_NODE
 # (erlang@erlang), ERL_NAME_FLAG (-sname|-name), SMOKE_NAME (this probe's node name),
 # ERLANG_COOKIE_FILE (/run/secrets/erlang_cookie), NODEX_TOKEN_FILE (the bearer token, if nodexd
 # requires one), SMOKE_TIMEOUT (seconds, default 60).
 # shellcheck disable=SC2016  # JSON "$tuple"/"$atom" keys are literal
 set -euo pipefail
-url=${NODEX_URL:-http://nodexd:8080}
+url=${NODEX_URL:-https://nodexd:8080}
+tls=()
+[ -z "${NODEX_CA_FILE:-}" ] || tls=(--cacert "$NODEX_CA_FILE")
 export NODEX_NODE=${NODEX_NODE:-nodexd@nodexd}
 export ERLANG_NODE=${ERLANG_NODE:-erlang@erlang}
 export SMOKE_TIMEOUT=${SMOKE_TIMEOUT:-60}
@@ -21,7 +24,7 @@ fail() {
 
 # 1. nodexd ready (all C-nodes up).
 deadline=$((SECONDS + SMOKE_TIMEOUT))
-until [ "$(curl -s -o /dev/null -w '%{http_code}' "$url/readyz")" = 200 ]; do
+until [ "$(curl -s "${tls[@]}" -o /dev/null -w '%{http_code}' "$url/readyz")" = 200 ]; do
   [ "$SECONDS" -lt "$deadline" ] || fail "$url/readyz did not answer 200 within ${SMOKE_TIMEOUT}s"
   sleep 1
 done
@@ -36,7 +39,7 @@ if [ -n "${NODEX_TOKEN_FILE:-}" ]; then
   printf 'Authorization: Bearer %s\n' "$(head -n1 "$NODEX_TOKEN_FILE")" >"$hdr"
   auth=(-H "@$hdr")
 fi
-got=$(curl -sS -X POST "$url/cnodes/example/call" -H 'content-type: application/json' \
+got=$(curl -sS "${tls[@]}" -X POST "$url/cnodes/example/call" -H 'content-type: application/json' \
   "${auth[@]}" -d '{"$tuple":[{"$atom":"ping"},"smoke"]}') || fail "POST $url/cnodes/example/call"
 [ -z "${hdr:-}" ] || rm -f "$hdr"
 [ "$got" = "$want" ] || fail "call answered $got, expected $want"

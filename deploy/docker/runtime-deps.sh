@@ -10,7 +10,7 @@ packages=(
   libyaml-0-2       # configuration parser (libyaml-0.so.2)
   libgrpc29         # gRPC server (libgrpc.so.29, libgpr.so.29)
   libprotobuf-c1    # gRPC messages (libprotobuf-c.so.1)
-  libgnutls30       # token hashes and TLS (libgnutls.so.30)
+  openssl           # nodexd-healthcheck's HTTPS probe (s_client); nodexd-trial-cert
   erlang-base       # epmd, which nodexd starts when none answers (ei itself is linked statically)
   tini              # PID 1: forwards signals and reaps orphans (epmd -daemon, C-nodes)
 )

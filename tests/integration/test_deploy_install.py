@@ -10,6 +10,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import stat
 import subprocess
 import time
@@ -65,9 +66,11 @@ def curl(*args):
     return r.stdout
 
 
-def curl_call(port, token=None):
+def curl_call(port, token=None, ca_file=None):
+    """POST CALL to the example C-node; over HTTPS, trusting `ca_file`, when one is given."""
     auth = ["-H", f"Authorization: Bearer {token}"] if token else []
-    return curl("-X", "POST", f"http://127.0.0.1:{port}/cnodes/example/call",
+    scheme, tls = ("https", ["--cacert", ca_file]) if ca_file else ("http", [])
+    return curl(*tls, "-X", "POST", f"{scheme}://127.0.0.1:{port}/cnodes/example/call",
                 "-H", "content-type: application/json", *auth, "-d", CALL)
 
 
@@ -102,7 +105,7 @@ def test_layout(prefix):
         return os.path.isfile(p) and os.access(p, os.X_OK)
 
     for rel in ("bin/nodexd", "bin/nodexd-entrypoint", "bin/nodexd-healthcheck",
-                "libexec/nodex/example_cnode"):
+                "bin/nodexd-trial-cert", "libexec/nodex/example_cnode"):
         assert executable(rel), rel
     if os.path.exists(os.path.join(nx.BUILD_DIR, "nodex")):
         assert executable("bin/nodex"), "the nodex CLI was built but not installed"
@@ -135,7 +138,7 @@ def test_image_runtime_packages(prefix):
     out = subprocess.run([os.path.join(REPO, "deploy/docker/runtime-deps.sh"), "--list"],
                          stdout=subprocess.PIPE, text=True, check=True).stdout
     packages = set(out.split())
-    assert {"libmicrohttpd12", "libyaml-0-2", "erlang-base", "tini"} <= packages, packages
+    assert {"libmicrohttpd12", "libyaml-0-2", "erlang-base", "tini", "openssl"} <= packages, packages
     for p in sorted(packages):
         r = subprocess.run(["apt-cache", "show", "--no-all-versions", p],
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -157,7 +160,7 @@ def test_image_runtime_packages(prefix):
                                stderr=subprocess.STDOUT, text=True)
             owners = {line.split(":")[0] for line in r.stdout.splitlines() if ":" in line}
             assert owners & (packages | base), f"{binary} needs {lib} from {owners}"
-    for program in ("epmd", "tini"):
+    for program in ("epmd", "tini", "openssl"):  # openssl: nodexd-healthcheck over HTTPS
         r = subprocess.run(["dpkg", "-S", f"/usr/bin/{program}"], stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, text=True)
         if r.returncode == 0:
@@ -187,7 +190,7 @@ def test_installed_default_config_serves(prefix, session, nodexd, monkeypatch):
     exe = os.readlink(f"/proc/{info['os_pid']}/exe")
     assert exe == os.path.join(prefix, "libexec/nodex/example_cnode"), exe
     hc = os.path.join(prefix, "bin/nodexd-healthcheck")
-    env = dict(os.environ, NODEX_HEALTH_PORT=str(d.port))
+    env = dict(os.environ, NODEX_HEALTH_PORT=str(d.port), NODEX_HEALTH_SCHEME="http")
     assert subprocess.run([hc], env=env).returncode == 0
     assert subprocess.run([hc, "/readyz"], env=env).returncode == 0
     assert subprocess.run([hc, "/nope"], env=env, stderr=subprocess.DEVNULL).returncode != 0
@@ -196,8 +199,10 @@ def test_installed_default_config_serves(prefix, session, nodexd, monkeypatch):
 
 def test_container_config_entrypoint_and_smoke(prefix, session, nodexd, monkeypatch, tmp_path):
     """The container config through nodexd-entrypoint (${NODEX_NODE_NAME} expanded, cookie from a
-    0400 secret file, NODEX_COOKIE unset), then deploy/smoke.sh against it and a plain Erlang node
-    run by deploy/docker/erlang-node.sh, as in deploy/compose.yaml but with long names."""
+    0400 secret file, NODEX_COOKIE unset, HTTPS and gRPC-TLS with a certificate from the installed
+    nodexd-trial-cert), nodexd-healthcheck over HTTPS, then deploy/smoke.sh (HTTPS, trusting that
+    certificate as compose's smoke service does) against it and a plain Erlang node run by
+    deploy/docker/erlang-node.sh, as in deploy/compose.yaml but with long names."""
     cookie = tmp_path / "erlang_cookie"
     fd = os.open(cookie, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
     os.write(fd, session.cookie.encode() + b"\n")
@@ -209,6 +214,11 @@ def test_container_config_entrypoint_and_smoke(prefix, session, nodexd, monkeypa
     fd = os.open(token, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
     os.write(fd, b"smoke-token-" + os.urandom(16).hex().encode() + b"\n")
     os.close(fd)
+    secrets = tmp_path / "secrets"
+    r = subprocess.run([os.path.join(prefix, "bin/nodexd-trial-cert"), str(secrets)],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert r.returncode == 0, r.stdout
+    cert, key = str(secrets / "nodex_tls.crt"), str(secrets / "nodex_tls.key")
     template = tmp_path / "nodexd.yaml"
     template.write_text(installed_config(prefix, "share/nodex/docker/nodexd.yaml", [
         ('"0.0.0.0:8080"', '"127.0.0.1:0"'),
@@ -217,17 +227,38 @@ def test_container_config_entrypoint_and_smoke(prefix, session, nodexd, monkeypa
         ("port: 9100", "port: 0"),
         ('"/run/secrets/erlang_cookie"', f'"{cookie}"'),
         ('"/run/secrets/nodex_token"', f'"{token}"'),
+        ('"/run/secrets/nodex_tls.crt"', f'"{cert}"'),
+        ('"/run/secrets/nodex_tls.key"', f'"{key}"'),
     ]))
     node = f"{d.sname}@127.0.0.1"
     d.env.pop("NODEX_COOKIE", None)
     d.env.update(NODEX_CONFIG=str(template), NODEX_NODE_NAME=node, NODEX_RUNTIME_DIR=str(tmp_path))
     d.token = token.read_text().strip()
+    d.https_context = ssl.create_default_context(cafile=cert)
     d.start()
     assert d.ready_node == node
     d.wait_up("example")
-    # the container config requires the token: refused without it, served with it
-    assert json.loads(curl_call(d.port))["error"]["code"] == "unauthenticated"
-    assert curl_call(d.port, token.read_text().strip()) == PONG
+    # the container config requires the token: refused without it, served with it, over HTTPS
+    assert json.loads(curl_call(d.port, ca_file=cert))["error"]["code"] == "unauthenticated"
+    assert curl_call(d.port, token.read_text().strip(), ca_file=cert) == PONG
+    r = subprocess.run(["curl", "-sS", "-o", "/dev/null", f"http://127.0.0.1:{d.port}/healthz"],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=30)
+    assert r.returncode != 0, "the container config's HTTP listener answered plain HTTP"
+    # gRPC speaks TLS too: the handshake presents the same certificate
+    with socket.create_connection(("127.0.0.1", d.grpc_port), timeout=10) as s:
+        ctx = ssl.create_default_context(cafile=cert)
+        ctx.set_alpn_protocols(["h2"])
+        with ctx.wrap_socket(s, server_hostname="localhost") as t:
+            assert t.getpeercert(binary_form=True) == ssl.PEM_cert_to_DER_cert(open(cert).read())
+    # the image's HEALTHCHECK: HTTPS by default, no token needed
+    hc = os.path.join(prefix, "bin/nodexd-healthcheck")
+    env = dict(os.environ, NODEX_HEALTH_PORT=str(d.port))
+    env.pop("NODEX_HEALTH_SCHEME", None)
+    assert subprocess.run([hc], env=env).returncode == 0
+    assert subprocess.run([hc, "/readyz"], env=env).returncode == 0
+    assert subprocess.run([hc, "/nope"], env=env, stderr=subprocess.DEVNULL).returncode != 0
+    assert subprocess.run([hc], env=dict(env, NODEX_HEALTH_SCHEME="http"),
+                          stderr=subprocess.DEVNULL).returncode != 0
 
     erl_name = nx.unique("erl") + "@127.0.0.1"
     common = dict(session.env, ERL_NAME_FLAG="-name", NODEX_NODE=node,
@@ -237,8 +268,8 @@ def test_container_config_entrypoint_and_smoke(prefix, session, nodexd, monkeypa
                         env=dict(common, ERLANG_NODE_NAME=erl_name))
     smoke = subprocess.run(
         [os.path.join(REPO, "deploy/smoke.sh")],
-        env=dict(common, NODEX_URL=f"http://127.0.0.1:{d.port}", ERLANG_NODE=erl_name,
-                 NODEX_TOKEN_FILE=str(token),
+        env=dict(common, NODEX_URL=f"https://127.0.0.1:{d.port}", ERLANG_NODE=erl_name,
+                 NODEX_TOKEN_FILE=str(token), NODEX_CA_FILE=cert,
                  SMOKE_NAME=nx.unique("smoke") + "@127.0.0.1", SMOKE_TIMEOUT=str(int(30 * nx.SLOW))),
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120 * nx.SLOW)
     with open(session.log_path("erlang-node")) as f:
