@@ -2,6 +2,7 @@
  */
 #include "nodes.h"
 
+#include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -43,9 +44,23 @@ char *nodes_which(const char *name) {
     return NULL;
 }
 
-/* Builds a child's argv: erl -noinput -name|-sname Node -pa Dirs... ExtraArgs... -eval ready. */
+/* Writes node.listen as an Erlang ip_address() term ("{127,0,0,1}") when it is an IPv4 loopback
+ * address; returns false (nothing written) for any other address. */
+static bool nodes_loopback_term(const char *listen, char *out, size_t cap) {
+    struct in_addr a;
+    if (!listen || inet_pton(AF_INET, listen, &a) != 1) return false;
+    uint32_t h = ntohl(a.s_addr);
+    if (h >> 24 != 127) return false;
+    snprintf(out, cap, "{%u,%u,%u,%u}", h >> 24, (h >> 16) & 0xffu, (h >> 8) & 0xffu, h & 0xffu);
+    return true;
+}
+
+/* Builds a child's argv: erl -noinput -name|-sname Node -kernel net_ticktime T [-kernel
+ * inet_dist_use_interface IP] -pa Dirs... ExtraArgs... -eval ready. The interface is node.listen's
+ * when that is loopback, so children are as unreachable from outside as nodexd (an epmd they
+ * start inherits ERL_EPMD_ADDRESS, see main.c); ExtraArgs come later and may override it. */
 static int nodes_child_args(const config *cfg, config_cnode *o) {
-    size_t n = 6 + 2 * cfg->code_path_count + cfg->erl_arg_count + 2;
+    size_t n = 6 + 3 + 2 * cfg->code_path_count + cfg->erl_arg_count + 2;
     o->args = calloc(n + 1, sizeof *o->args);
     if (!o->args) return -1;
     /* The child ticks at our pace, so a hung child is noticed within node.tick_time_ms. */
@@ -56,6 +71,12 @@ static int nodes_child_args(const config *cfg, config_cnode *o) {
                            "net_ticktime", ticktime};
     for (size_t i = 0; i < 6; i++)
         if (!(o->args[o->arg_count++] = nodes_template_literal(fixed[i]))) return -1;
+    char interface[32]; /* one argv element each: erl parses the term itself, no shell quoting */
+    if (nodes_loopback_term(cfg->dist_listen, interface, sizeof interface)) {
+        const char *local[] = {"-kernel", "inet_dist_use_interface", interface};
+        for (size_t i = 0; i < 3; i++)
+            if (!(o->args[o->arg_count++] = nodes_template_literal(local[i]))) return -1;
+    }
     for (size_t i = 0; i < cfg->code_path_count; i++) {
         if (!(o->args[o->arg_count++] = strdup("-pa"))) return -1;
         if (!(o->args[o->arg_count++] = nodes_template_literal(cfg->code_paths[i]))) return -1;

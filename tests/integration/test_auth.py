@@ -1,10 +1,12 @@
 """test_auth: authentication and authorization on both transports (every route without a token,
 with a wrong one, with one lacking the permission), the browser door (Origin, CORS, form bodies,
 Host), rpc only to nodes nodexd knows (checked with a listener that counts connects), the
-refusal to start on a public address without auth, and the operations that are off by default."""
+refusal to start on a public address without auth, the operations that are off by default, the
+cookie kept from children, and children and nodexd's epmd on loopback when node.listen is."""
 
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import threading
@@ -348,3 +350,111 @@ def test_children_get_the_cookie_only_where_they_ask(nodexd, session):
         60 * nx.SLOW, what="the child node up")
     assert b"NODEX_COOKIE" not in environ_of(child["os_pid"])
     assert "cnode t: the cookie is in its argv" in d.log_text()
+
+
+# --- loopback: child erl nodes and the epmd nodexd starts ---------------------------------------
+def listening_sockets(pid):
+    """(address, port) of every TCP socket process `pid` listens on, from /proc/net/tcp{,6}."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            inodes.add(link[8:-1])
+    found = []
+    for table, family in (("/proc/net/tcp", socket.AF_INET), ("/proc/net/tcp6", socket.AF_INET6)):
+        try:
+            with open(table) as f:
+                rows = f.readlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            if state != "0A" or inode not in inodes:  # 0A: LISTEN
+                continue
+            addr_hex, port_hex = local.split(":")
+            raw = bytes.fromhex(addr_hex)
+            # the kernel prints the address as 32-bit words in host (little-endian) order
+            raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+            found.append((socket.inet_ntop(family, raw), int(port_hex, 16)))
+    return found
+
+
+def listener_pid(port):
+    """The pid of the process listening on TCP `port` (127.0.0.1 or any address), or None."""
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if any(p == port for _a, p in listening_sockets(int(entry))):
+                    return int(entry)
+            except OSError:
+                continue
+    return None
+
+
+def epmd_port_please(epmd_port, sname):
+    """The distribution port `sname` registered in the epmd on `epmd_port` (PORT_PLEASE2)."""
+    with socket.create_connection((nx.HOST, epmd_port), timeout=2) as s:
+        req = b"z" + sname.encode()
+        s.sendall(len(req).to_bytes(2, "big") + req)
+        data = s.recv(1024)
+    return int.from_bytes(data[2:4], "big") if len(data) >= 4 and data[:2] == b"w\0" else None
+
+
+def test_children_and_the_epmd_nodexd_starts_listen_on_loopback_only(nodexd, session):
+    """node.listen 127.0.0.1: the epmd nodexd starts (none answered on its port) listens on
+    loopback only, and so does a child erl node spawned with POST /nodes: its distribution
+    listener (the port it registered in that epmd) is bound to 127.0.0.1, not 0.0.0.0."""
+    epmd_port = nx.free_port()
+    assert listener_pid(epmd_port) is None
+    spawner_path, spawner = token_file(session, "spawner")
+    d = nodexd([], start=False, env={"ERL_EPMD_PORT": str(epmd_port)},
+               node={"listen": nx.HOST, "start_epmd": True},
+               extra={"auth": {"principals": [
+                   {"name": "spawner", "token_file": spawner_path,
+                    "allow": ["watch", "nodes.spawn", "nodes.stop"]}]},
+                   "erlang_nodes": {"ready_timeout_ms": int(30000 * nx.SLOW)}})
+    d.token = spawner
+    epmd = None
+    child_pid = None
+    try:
+        d.start()
+        epmd = nx.wait_until(lambda: listener_pid(epmd_port), 10 * nx.SLOW, what="nodexd's epmd")
+        with open(f"/proc/{epmd}/environ", "rb") as f:
+            assert f"ERL_EPMD_PORT={epmd_port}".encode() in f.read().split(b"\0")
+        epmd_listens = listening_sockets(epmd)
+        assert epmd_listens and all(a in ("127.0.0.1", "::1") for a, _p in epmd_listens), \
+            epmd_listens
+        assert (nx.HOST, epmd_port) in epmd_listens
+
+        r = d.request("POST", "/nodes", '{"count":1}', JSON, timeout=60 * nx.SLOW)
+        assert r.status in (200, 201, 202), f"{r}\n" + d.log_tail()
+        child = nx.wait_until(
+            lambda: next((n for n in d.get_json("/nodes")["nodes"]
+                          if n["child"] and n["state"] == "up"), None),
+            60 * nx.SLOW, what="the child node up")
+        child_pid = child["os_pid"]
+        with open(f"/proc/{child_pid}/cmdline", "rb") as f:
+            argv = f.read().split(b"\0")
+        assert b"inet_dist_use_interface" in argv, argv
+        dist_port = epmd_port_please(epmd_port, child["node"].split("@")[0])
+        listens = listening_sockets(child_pid)
+        assert dist_port and (nx.HOST, dist_port) in listens, (dist_port, listens)
+        assert all(a == nx.HOST for a, _p in listens), listens
+    finally:
+        d.close()
+        if epmd and nx.proc_alive(epmd):
+            os.kill(epmd, signal.SIGTERM)  # epmd -daemon outlives nodexd: end it by its pid
+        for pid in (child_pid, epmd):  # the child ends with nodexd
+            if pid and not nx.proc_alive(pid):
+                continue
+            if pid:
+                try:
+                    nx.wait_until(lambda p=pid: not nx.proc_alive(p), 10 * nx.SLOW,
+                                  what=f"pid {pid} to end")
+                except AssertionError:
+                    os.kill(pid, signal.SIGKILL)
+                    raise

@@ -65,6 +65,34 @@ static void test_child_config_runs_erl_with_the_node_name_home_and_ready_line(vo
     free(ready);
 }
 
+/* Counts args equal to `want` in the child's argv (templates: braces doubled). */
+static int child_args_with(const char *listen, const char *want) {
+    config cfg = base_config();
+    cfg.dist_listen = (char *)listen;
+    config_cnode o = {0};
+    char *exe = NULL, *ready = NULL;
+    assert_int_equal(nodes_config(&cfg, true, "kid1@host", "/tmp/home", &o, &exe, &ready), 0);
+    int found = -1;
+    for (size_t i = 0; i + 2 < o.arg_count; i++)
+        if (strcmp(o.args[i], "-kernel") == 0 &&
+            strcmp(o.args[i + 1], "inet_dist_use_interface") == 0)
+            found = strcmp(o.args[i + 2], want) == 0 ? (int)i : -2;
+    /* before -pa and the configured erl args, so those can still override it */
+    if (found >= 0) assert_string_equal(o.args[found + 3], "-pa");
+    nodes_config_free(&o);
+    free(exe);
+    free(ready);
+    return found;
+}
+
+static void test_child_listens_on_loopback_when_node_listen_is_loopback(void **state) {
+    (void)state;
+    assert_int_equal(child_args_with("127.0.0.1", "{{127,0,0,1}}"), 6);
+    assert_int_equal(child_args_with("127.1.2.3", "{{127,1,2,3}}"), 6);
+    assert_int_equal(child_args_with("0.0.0.0", ""), -1);
+    assert_int_equal(child_args_with("10.0.0.5", ""), -1);
+}
+
 static void test_peer_config_is_never_restarted_and_has_no_process(void **state) {
     (void)state;
     config cfg = base_config();
@@ -278,6 +306,7 @@ static void test_spawn_fails_with_the_childs_error_or_at_shutdown(void **state) 
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_child_config_runs_erl_with_the_node_name_home_and_ready_line),
+        cmocka_unit_test(test_child_listens_on_loopback_when_node_listen_is_loopback),
         cmocka_unit_test(test_peer_config_is_never_restarted_and_has_no_process),
         cmocka_unit_test(test_child_config_fails_when_erl_is_not_found),
         cmocka_unit_test(test_names),
