@@ -198,16 +198,25 @@ def _dur_us(text):
     return v * {"us": 1, "ms": 1e3, "s": 1e6, "m": 60e6}[unit]
 
 
-def run_wrk(session, port, body_path, conc, dur_s, workdir):
+def run_wrk(session, port, body_path, conc, dur_s, workdir, token_file=None, tls=False):
+    """wrk with `conc` keep-alive connections; over HTTPS when `tls` (wrk does not verify the
+    certificate), with `Authorization: Bearer <token_file's line>` when a token file is given."""
     script = os.path.join(workdir, "post.lua")
     if not os.path.exists(script):
         with open(script, "w") as f:
             f.write('local f = assert(io.open(os.getenv("BENCH_BODY"), "rb"))\n'
                     'wrk.body = f:read("*a")\nf:close()\nwrk.method = "POST"\n'
-                    'wrk.headers["Content-Type"] = "application/json"\n')
-    env = dict(session.env, BENCH_BODY=body_path)
+                    'wrk.headers["Content-Type"] = "application/json"\n'
+                    'local tf = os.getenv("BENCH_TOKEN_FILE")\n'
+                    'if tf and tf ~= "" then\n'
+                    '  local t = assert(io.open(tf, "rb"))\n'
+                    '  wrk.headers["Authorization"] = "Bearer " .. t:read("*l")\n'
+                    '  t:close()\nend\n')
+    env = dict(session.env, BENCH_BODY=body_path, BENCH_TOKEN_FILE=token_file or "")
+    scheme = "https" if tls else "http"
     argv = ["wrk", "-t", str(min(2, conc)), "-c", str(conc), "-d", f"{dur_s}s", "--latency",
-            "--timeout", "10s", "-s", script, f"http://{session_host()}:{port}/cnodes/example/call"]
+            "--timeout", "10s", "-s", script,
+            f"{scheme}://{session_host()}:{port}/cnodes/example/call"]
     out, _ = run_capture(session, argv, "wrk", timeout=dur_s + 60, env=env)
     lat = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.M))
     m = re.search(r"(\d+) requests in ([\d.]+)(\w+),", out)
@@ -221,13 +230,21 @@ def run_wrk(session, port, body_path, conc, dur_s, workdir):
             "p99_us": _dur_us(lat["99"]), "errors": errors}
 
 
-def run_h2load(session, port, body_path, conc, dur_s, workdir):
+def run_h2load(session, port, body_path, conc, dur_s, workdir, token_file=None, tls=False):
+    """h2load with `conc` connections x 1 stream; TLS (ALPN h2, no certificate check) when `tls`,
+    `authorization` metadata from `token_file` when given (h2load has no header file: the token
+    is on its command line, visible to local users for the run; a throwaway bench token)."""
     logf = os.path.join(workdir, "h2load.log")
     if os.path.exists(logf):
         os.unlink(logf)
+    auth = []
+    if token_file:
+        with open(token_file) as f:
+            auth = ["-H", f"authorization: Bearer {f.readline().strip()}"]
+    scheme = "https" if tls else "http"
     argv = ["h2load", "-c", str(conc), "-m", "1", "-t", str(min(2, conc)), "-D", str(dur_s),
-            "-d", body_path, "-H", "content-type: application/grpc", "-H", "te: trailers",
-            "--log-file", logf, f"http://{session_host()}:{port}/nodex.v1.Gateway/Call"]
+            "-d", body_path, "-H", "content-type: application/grpc", "-H", "te: trailers", *auth,
+            "--log-file", logf, f"{scheme}://{session_host()}:{port}/nodex.v1.Gateway/Call"]
     out, _ = run_capture(session, argv, "h2load", timeout=dur_s + 60)
     m = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, "
                   r"(\d+) failed, (\d+) errored, (\d+) timeout", out)
@@ -249,26 +266,67 @@ def session_host():
     return "127.0.0.1"
 
 
-def check_http(port, data):
+def check_http(port, data, token=None, ca_file=None):
+    """One real call, reply compared byte for byte; HTTPS trusting `ca_file` when given."""
     import http.client
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    c.request("POST", "/cnodes/example/call", json_body(data), {"Content-Type": "application/json"})
+    import ssl
+    if ca_file:
+        ctx = ssl.create_default_context(cafile=ca_file)
+        c = http.client.HTTPSConnection("127.0.0.1", port, timeout=30, context=ctx)
+    else:
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    c.request("POST", "/cnodes/example/call", json_body(data), headers)
     r = c.getresponse()
     body = r.read()
+    version = c.sock.version() if ca_file and c.sock else None
     c.close()
     want = b'{"$tuple":[{"$atom":"pong"},"' + data + b'"]}'
     if r.status != 200 or body != want:
         raise RuntimeError(f"HTTP sanity call failed: {r.status} {body[:200]!r}")
+    return version
 
 
-def check_grpc(port, data):
+def check_grpc(port, data, token=None, ca_file=None):
+    """One real gRPC call; over TLS trusting `ca_file` when given, with the token as metadata."""
     import grpc
-    with grpc.insecure_channel(f"127.0.0.1:{port}", options=[
-            ("grpc.max_receive_message_length", 8 * MIB)]) as ch:
-        reply = ch.unary_unary("/nodex.v1.Gateway/Call")(grpc_call_message(data), timeout=30)
+    options = [("grpc.max_receive_message_length", 8 * MIB)]
+    if ca_file:
+        with open(ca_file, "rb") as f:
+            creds = grpc.ssl_channel_credentials(root_certificates=f.read())
+        ch = grpc.secure_channel(f"127.0.0.1:{port}", creds, options=options)
+    else:
+        ch = grpc.insecure_channel(f"127.0.0.1:{port}", options=options)
+    metadata = (("authorization", f"Bearer {token}"),) if token else None
+    with ch:
+        reply = ch.unary_unary("/nodex.v1.Gateway/Call")(grpc_call_message(data), timeout=30,
+                                                         metadata=metadata)
     want = _field(1, _field(1, pb_ping_term(b"pong", data)))  # CallReply{reply{term}}
     if reply != want:
         raise RuntimeError(f"gRPC sanity call failed: {reply[:200]!r}")
+
+
+def cpu_seconds(pid):
+    """utime + stime of process `pid` (all its threads), in seconds, from /proc/PID/stat."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure_case(d, pid, runner, calls_of, *args, **kw):
+    """Runs one load against nodexd `d`: the load tool's figures plus nodexd's RSS peak, the
+    C-node's calls and nodexd's CPU time per call (`cpu_us_per_call`, user + system, all threads:
+    what a call costs nodexd, independent of how busy the load tool keeps the CPUs)."""
+    before, cpu0 = calls_of(), cpu_seconds(pid)
+    with RssSampler(pid) as s:
+        r = runner(*args, **kw)
+    cpu = cpu_seconds(pid) - cpu0
+    r["rss_peak_mib"] = s.peak
+    r["cnode_calls"] = calls_of() - before
+    r["cpu_us_per_call"] = cpu * 1e6 / r["calls"] if r["calls"] else 0.0
+    return r
 
 
 def bench_nodexd(session, nh, payloads, conc_list, dur_s, workdir, pids_seen):
@@ -296,20 +354,118 @@ def bench_nodexd(session, nh, payloads, conc_list, dur_s, workdir, pids_seen):
         bodies = write_bodies(workdir, "", size)
         for proto, port, runner in (("http", d.port, run_wrk), ("grpc", grpc_port, run_h2load)):
             for conc in conc_list:
-                before = d.info("example")["calls_total"]
-                with RssSampler(pid) as s:
-                    r = runner(session, port, bodies[proto], conc, dur_s, workdir)
-                r["rss_peak_mib"] = s.peak
-                r["cnode_calls"] = d.info("example")["calls_total"] - before
+                r = measure_case(d, pid, runner, lambda: d.info("example")["calls_total"],
+                                 session, port, bodies[proto], conc, dur_s, workdir)
                 r["payload_bytes"] = size
                 cases[f"{proto}.{name}.c{conc}"] = r
                 log(f"{proto}.{name}.c{conc}: {r['throughput_per_s']:.0f}/s "
                     f"p50 {r['p50_us']:.0f} us p99 {r['p99_us']:.0f} us "
-                    f"rss {s.peak:.1f} MiB errors {r['errors']}")
+                    f"cpu {r['cpu_us_per_call']:.1f} us/call "
+                    f"rss {r['rss_peak_mib']:.1f} MiB errors {r['errors']}")
     time.sleep(2.0)
     rss["after_mib"] = rss_mib(pid)
     d.close()
     return cases, rss
+
+
+# --- security: a token, and TLS with a token ----------------------------------------------------
+# Two more nodexds beside the plaintext one of bench_nodexd, same C-node, same loads: one with a
+# bearer-token principal on plaintext listeners (the cost of authentication), one with the same
+# token on HTTPS and gRPC over TLS (a P-256 certificate made for this run by
+# tests/integration/tls_pki.py; keep-alive connections, so the handshake is paid once per
+# connection, not per call).
+SECURE_VARIANTS = (  # (label, TLS on both listeners, HTTP case prefix, gRPC case prefix)
+    ("token", False, "http_token", "grpc_token"),
+    ("tls_token", True, "https_token", "grpcs_token"),
+)
+SECURE_PREFIXES = tuple(p for v in SECURE_VARIANTS for p in v[2:])
+
+
+def bench_nodexd_secure(session, nh, conc_list, dur_s, workdir, pids_seen):
+    """16 B cases http_token/grpc_token (plaintext + token) and https_token/grpcs_token (TLS +
+    token) at each concurrency, with nodexd's CPU per call; compared in the report with the
+    plaintext http/grpc cases of the same run."""
+    import secrets
+    import tls_pki
+    pki = tls_pki.Pki(os.path.join(workdir, "pki"), "Bench CA")
+    cert, key, _ = pki.issue("nodexd", "/CN=localhost")
+    token = "bench-" + secrets.token_hex(24)
+    token_file = os.path.join(workdir, "bench.token")
+    fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
+    os.write(fd, token.encode() + b"\n")
+    os.close(fd)
+    auth = {"principals": [{"name": "bench", "token_file": token_file,
+                            "allow": ["call", "watch"]}]}
+    data = payload_bytes(16)
+    body = write_bodies(workdir, "secure_", 16)
+    cases = {}
+    for label, tls, http_prefix, grpc_prefix in SECURE_VARIANTS:
+        tls_cfg = {"cert_file": cert, "key_file": key} if tls else None
+        d = nh.Nodexd(session, [nh.example_cnode_spec("example")],
+                      http={"tls": tls_cfg} if tls else None,
+                      extra={"auth": auth, "grpc": {"listen": "127.0.0.1:0", "tls": tls_cfg}})
+        d.token = token
+        if tls:
+            import ssl
+            d.https_context = ssl.create_default_context(cafile=pki.ca_cert)
+        d.start()
+        try:
+            d.wait_up("example")
+            pids_seen.append(d.info("example")["os_pid"])
+            ca = pki.ca_cert if tls else None
+            version = check_http(d.port, data, token, ca)
+            check_grpc(d.grpc_port, data, token, ca)
+            for prefix, port, runner in ((http_prefix, d.port, run_wrk),
+                                         (grpc_prefix, d.grpc_port, run_h2load)):
+                for conc in conc_list:
+                    r = measure_case(d, d.proc.pid, runner,
+                                     lambda: d.info("example")["calls_total"], session, port,
+                                     body["http" if runner is run_wrk else "grpc"], conc, dur_s,
+                                     workdir, token_file=token_file, tls=tls)
+                    r.update(payload_bytes=16, tls=tls, token=True)
+                    if tls:
+                        r["tls_version"] = version  # as negotiated with Python's client
+                    cases[f"{prefix}.16B.c{conc}"] = r
+                    log(f"{prefix}.16B.c{conc}: {r['throughput_per_s']:.0f}/s "
+                        f"p50 {r['p50_us']:.0f} us p99 {r['p99_us']:.0f} us "
+                        f"cpu {r['cpu_us_per_call']:.1f} us/call errors {r['errors']}")
+        finally:
+            d.close()
+    return cases
+
+
+def secure_rows(cases):
+    """Per secure case: its plaintext counterpart of the same run (http/grpc.16B.cN) and the
+    ratios: calls/s x plaintext, extra nodexd CPU µs per call; for TLS cases also against the
+    token-only case (TLS alone). Returns [(case id, row dict)]."""
+    rows = []
+    base_of = {"http_token": "http", "https_token": "http", "grpc_token": "grpc",
+               "grpcs_token": "grpc"}
+    token_of = {"https_token": "http_token", "grpcs_token": "grpc_token"}
+    for k, r in cases.items():
+        if k.split(".")[0] not in SECURE_PREFIXES:
+            continue
+        prefix, payload, conc = k.split(".")
+        base = cases.get(f"{base_of[prefix]}.{payload}.{conc}")
+        row = {"case": r, "base_id": f"{base_of[prefix]}.{payload}.{conc}", "base": base}
+        if base and base["throughput_per_s"]:
+            row["x_plaintext"] = r["throughput_per_s"] / base["throughput_per_s"]
+            row["cpu_extra_us"] = r["cpu_us_per_call"] - base.get("cpu_us_per_call", 0.0)
+        tok = cases.get(f"{token_of.get(prefix)}.{payload}.{conc}") if prefix in token_of else None
+        if tok and tok["throughput_per_s"]:
+            row["x_token"] = r["throughput_per_s"] / tok["throughput_per_s"]
+            row["cpu_tls_us"] = r["cpu_us_per_call"] - tok["cpu_us_per_call"]
+        rows.append((k, row))
+    return rows
+
+
+def add_secure_ratios(cases):
+    """Stores secure_rows' ratios in the secure cases (results.json)."""
+    for k, row in secure_rows(cases):
+        for key in ("x_plaintext", "cpu_extra_us", "x_token", "cpu_tls_us"):
+            if key in row:
+                cases[k][key] = row[key]
+        cases[k]["plaintext_case"] = row["base_id"]
 
 
 def bench_nodexd_http_pool(session, nh, conc_list, dur_s, workdir, pids_seen):
@@ -582,6 +738,34 @@ def write_markdown(res, path):
                  f"{r['throughput_per_s'] / erl64:.2f} | {r['throughput_per_s'] / raw64:.2f} | "
                  f"{xc} | {r['p50_us']:.0f} | {r['p99_us']:.0f} | {r['rss_peak_mib']:.1f} | "
                  f"{r['errors']} |")
+    rows = secure_rows(c)
+    if rows:
+        L += ["", "## The cost of a token and of TLS (16 B, same run)", "",
+              "Beside the plaintext, unauthenticated cases above: `*_token` has a bearer-token "
+              "principal on plaintext listeners, `https_token` / `grpcs_token` the same token over "
+              "HTTPS / gRPC over TLS (P-256 certificate made for this run, the HTTPS version as "
+              "`tls_version` in results.json; keep-alive "
+              "connections, so one handshake per connection). × plaintext: calls/s ÷ the "
+              "plaintext case's at the same number in flight; CPU: nodexd's user + system time "
+              "per call (all threads, from /proc/PID/stat), and what it adds to the plaintext "
+              "case's (and, for TLS, to the token-only case's: TLS alone).", "",
+              "| case | in flight | calls/s | × plaintext | × token only | p50 µs | p99 µs "
+              "| nodexd CPU µs/call | + vs plaintext | + TLS alone | errors |",
+              "|---" * 11 + "|"]
+        for k, row in rows:
+            r = row["case"]
+
+            def opt(key, spec):
+                return format(row[key], spec) if key in row else "–"
+            L.append(f"| {k} | {r['concurrency']} | {fmt(r['throughput_per_s'], 0)} | "
+                     f"{opt('x_plaintext', '.2f')} | {opt('x_token', '.2f')} | "
+                     f"{r['p50_us']:.0f} | {r['p99_us']:.0f} | {r['cpu_us_per_call']:.1f} | "
+                     f"{opt('cpu_extra_us', '+.1f')} | {opt('cpu_tls_us', '+.1f')} | "
+                     f"{r['errors']} |")
+        base = [(k, c[k]) for k in c if k.startswith(("http.", "grpc.")) and
+                k.split(".")[1] == res["meta"]["small_payload"] and "cpu_us_per_call" in c[k]]
+        L += ["", "Plaintext, no token (the baseline): " + ", ".join(
+            f"{k} {r['cpu_us_per_call']:.1f} µs CPU/call" for k, r in base) + "."]
     ceil = sorted((k for k in c if k.startswith("ceiling.")),
                   key=lambda k: ([x[0] for x in CEILINGS].index(k.split(".")[1]),
                                  c[k]["concurrency"]))
@@ -808,6 +992,9 @@ def main():
                                    if k.endswith(".c64") and r["payload_bytes"] <= 1024)
         rss["load_peak_all_mib"] = max(r["rss_peak_mib"] for r in cases.values())
         res["rss"] = rss
+        log("nodexd with a token, and with TLS and a token (HTTPS, gRPC over TLS), 16 B")
+        res["cases"].update(bench_nodexd_secure(session, nh, conc, load_dur, workdir, pids_seen))
+        add_secure_ratios(res["cases"])
         log("nodexd over HTTP with http.threads 2 (the pool), 16 B")
         res["cases"].update(bench_nodexd_http_pool(session, nh, conc, load_dur, workdir,
                                                    pids_seen))

@@ -1,8 +1,8 @@
 """test_bench_smoke: bench/run.sh --smoke runs every benchmark case end to end and reports them.
 
-This checks the benchmark machinery (build, private epmd, Erlang nodes, C-nodes, nodexd, the
-library-ceiling servers, wrk, h2load, report files, clean-up), never speed: every figure only has
-to be a positive number."""
+This checks the benchmark machinery (build, private epmd, Erlang nodes, C-nodes, nodexd, with a
+token and with TLS and a token, the library-ceiling servers, wrk, h2load, report files, clean-up),
+never speed: every figure only has to be a positive number."""
 
 import importlib.util
 import json
@@ -18,6 +18,9 @@ CASES = (
      "erl.cnode_direct_p16", "erl.cnode_direct_p64", "raw_ei.c1", "raw_ei.c16", "raw_ei.c64"]
     + [f"{proto}.16B.c{c}" for proto in ("http", "http_pool", "grpc") for c in (1, 16, 64)]
 )
+# nodexd with a bearer token on plaintext listeners, and with the token over HTTPS / gRPC-TLS
+SECURE_CASES = [f"{p}.16B.c{c}" for p in ("http_token", "https_token", "grpc_token", "grpcs_token")
+                for c in (1, 16, 64)]
 # library ceilings: bench/http_echo and bench/grpc_echo alone, no backend
 CEILING_CASES = (
     [f"ceiling.{lib}.c{c}" for lib in ("http", "grpc") for c in (1, 16, 64)]
@@ -62,7 +65,7 @@ def test_bench_smoke(tmp_path):
 
     res = json.loads((out / "results.json").read_text())
     assert res["meta"]["mode"] == "smoke"
-    for case in CASES + CEILING_CASES:
+    for case in CASES + SECURE_CASES + CEILING_CASES:
         assert case in res["cases"], f"missing case {case}: {sorted(res['cases'])}"
         r = res["cases"][case]
         for key in ("throughput_per_s", "p50_us", "p99_us", "calls"):
@@ -75,6 +78,19 @@ def test_bench_smoke(tmp_path):
         if case.startswith(("http.", "grpc.")) or case == "http_pool.16B.c64":
             # and is set against its library ceiling at the same concurrency
             assert res["cases"][case]["x_ceiling"] > 0, case
+    for case in SECURE_CASES:
+        r = res["cases"][case]
+        # the token was accepted (no 401s: errors 0 above) and every call reached the C-node
+        assert r["token"] is True and r["cnode_calls"] >= r["calls"], case
+        assert r["tls"] is case.startswith(("https_", "grpcs_")), case
+        # set beside the plaintext case of the same run, with nodexd's CPU per call
+        plain = ("http" if case.startswith("http") else "grpc") + case[case.index("."):]
+        assert r["plaintext_case"] == plain and r["x_plaintext"] > 0, case
+        assert r["cpu_us_per_call"] > 0 and isinstance(r["cpu_extra_us"], float), case
+        if r["tls"]:
+            assert r["x_token"] > 0 and isinstance(r["cpu_tls_us"], float), case
+    for case in (f"{p}.16B.c{c}" for p in ("http", "grpc") for c in (1, 16, 64)):
+        assert res["cases"][case]["cpu_us_per_call"] > 0, case
     assert sorted(res["ceilings"]) == ["grpc", "http", "http_pool", "http_pool_suspend",
                                        "http_suspend"], res["ceilings"]
     for server, info in res["ceilings"].items():
@@ -93,4 +109,6 @@ def test_bench_smoke(tmp_path):
     md = (out / "results.md").read_text()
     assert "## Targets" in md and ("PASS" in md or "FAIL" in md)
     assert "## Library ceilings (no backend at all)" in md and "ceiling: target" in md
+    assert "## The cost of a token and of TLS (16 B, same run)" in md
+    assert all(f"| {case} |" in md for case in SECURE_CASES)
     assert (out / "chart.png").stat().st_size > 1000
