@@ -34,6 +34,7 @@ void call_clear(call *c) {
     c->detail[0] = '\0';
     c->cancel_requested = false;
     c->cancel_next = NULL;
+    c->monitored = false;
 }
 
 static size_t call_hash(uint64_t key, size_t mask) {
@@ -102,6 +103,23 @@ static void heap_down(call_registry *r, size_t i) {
     }
 }
 
+static void call_list_unlink(call_list *owner, call *c) {
+    if (c->node_prev)
+        c->node_prev->node_next = c->node_next;
+    else
+        owner->head = c->node_next;
+    if (c->node_next) c->node_next->node_prev = c->node_prev;
+    owner->count--;
+}
+
+static void call_list_push(call_list *owner, call *c) {
+    c->node_prev = NULL;
+    c->node_next = owner->head;
+    if (owner->head) owner->head->node_prev = c;
+    owner->head = c;
+    owner->count++;
+}
+
 int call_registry_add(call_registry *r, call_list *owner, call *c) {
     if (r->count + 1 > r->bucket_count && call_registry_grow(r) != 0) return -1;
     if (r->heap_len == r->heap_cap) {
@@ -118,11 +136,7 @@ int call_registry_add(call_registry *r, call_list *owner, call *c) {
     c->heap_index = r->heap_len;
     r->heap[r->heap_len++] = c;
     heap_up(r, c->heap_index);
-    c->node_prev = NULL;
-    c->node_next = owner->head;
-    if (owner->head) owner->head->node_prev = c;
-    owner->head = c;
-    owner->count++;
+    call_list_push(owner, c);
     c->registered = true;
     return 0;
 }
@@ -131,6 +145,11 @@ call *call_registry_find(const call_registry *r, uint64_t key) {
     for (call *c = r->buckets[call_hash(key, r->bucket_count - 1)]; c; c = c->hash_next)
         if (c->key == key) return c;
     return NULL;
+}
+
+void call_list_move(call_list *from, call_list *to, call *c) {
+    call_list_unlink(from, c);
+    call_list_push(to, c);
 }
 
 void call_registry_remove(call_registry *r, call_list *owner, call *c) {
@@ -147,12 +166,7 @@ void call_registry_remove(call_registry *r, call_list *owner, call *c) {
         heap_down(r, i);
         heap_up(r, i);
     }
-    if (c->node_prev)
-        c->node_prev->node_next = c->node_next;
-    else
-        owner->head = c->node_next;
-    if (c->node_next) c->node_next->node_prev = c->node_prev;
-    owner->count--;
+    call_list_unlink(owner, c);
     c->hash_next = c->node_prev = c->node_next = NULL;
     c->registered = false;
 }

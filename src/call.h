@@ -55,8 +55,9 @@ struct call {
     size_t reply_len;
     size_t reply_offset; /* where the reply term starts inside `reply` (after a filter's tag) */
     char detail[160];    /* human-readable reason for errors */
-    char *outbox;        /* message waiting for its node's connection (rpc), freed by call_clear */
+    char *outbox;        /* message waiting for its node's connection, freed by call_clear */
     size_t outbox_len;
+    bool monitored; /* gen_call: a MONITOR_P on the target is open (ended with the call) */
     /* registry links */
     call *hash_next;
     call *node_prev, *node_next;
@@ -93,6 +94,8 @@ void call_registry_destroy(call_registry *r);
 int call_registry_add(call_registry *r, call_list *owner, call *c);
 /* Finds a registered call by pid key, or NULL. */
 call *call_registry_find(const call_registry *r, uint64_t key);
+/* Moves a registered call from the owner list `from` to `to` (hash and heap unchanged). */
+void call_list_move(call_list *from, call_list *to, call *c);
 /* Unregisters a call from the hash, the heap and the owner's list. */
 void call_registry_remove(call_registry *r, call_list *owner, call *c);
 /* The earliest deadline, or INT64_MAX when empty. */

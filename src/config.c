@@ -857,6 +857,10 @@ static const field_spec cnode_fields[] = {
     UINT(config_cnode, "connect_timeout_ms", connect_timeout_ms, 1, HOUR_MS),
     UINT(config_cnode, "max_in_flight", max_in_flight, 1, 10000000),
     UINT(config_cnode, "instances", instances, 1, 1024),
+    UINT(config_cnode, "max_waiting", max_waiting, 0, 10000000),
+    UINT(config_cnode, "calls_per_process", calls_per_process, 0, UINT32_MAX - 1),
+    UINT(config_cnode, "retry_failed_after_ms", retry_failed_after_ms, 0, DAY_MS),
+    BOOL(config_cnode, "monitor", monitor),
 };
 
 /* ---- sections ---- */
@@ -920,6 +924,8 @@ static int cnode_defaults(config_cnode *cn) {
     cn->connect_timeout_ms = 2000;
     cn->max_in_flight = 10000;
     cn->instances = 1;
+    cn->max_waiting = 1000;
+    cn->retry_failed_after_ms = 300000; /* as Kubernetes' crash-loop backoff caps at 5 min */
     /* The Nodex convention: <sname> <hostname> <cookie> <gateway-sname>. */
     static const char *const nodex_args[] = {"{sname}", "{hostname}", "{cookie}",
                                              "{gateway_sname}"};

@@ -68,15 +68,26 @@ typedef struct config_cnode {
     unsigned call_timeout_ms;     /* default 5000 */
     unsigned max_call_timeout_ms; /* cap on ?timeout_ms=, default 300000 */
     cnode_restart restart;
-    unsigned max_restarts;        /* default 3 ... */
-    unsigned max_seconds;         /* ... in 5 s; beyond it the C-node is failed */
-    unsigned backoff_initial_ms;  /* default 100, doubling per consecutive restart */
-    unsigned backoff_max_ms;      /* default 5000 */
-    unsigned shutdown_timeout_ms; /* SIGTERM, then SIGKILL after this; default 2000 */
-    unsigned connect_timeout_ms;  /* direction to/adopt: per attempt; default 2000 */
-    unsigned max_in_flight;       /* calls in flight on this C-node; over it 503; default 10000 */
-    unsigned instances;           /* processes serving this name; calls go to the least
-                                     loaded one that is up; default 1 */
+    unsigned max_restarts;          /* default 3 ... */
+    unsigned max_seconds;           /* ... in 5 s; beyond it the C-node is failed */
+    unsigned backoff_initial_ms;    /* default 100, doubling per consecutive restart */
+    unsigned backoff_max_ms;        /* default 5000 */
+    unsigned shutdown_timeout_ms;   /* SIGTERM, then SIGKILL after this; default 2000 */
+    unsigned connect_timeout_ms;    /* direction to/adopt: per attempt; default 2000 */
+    unsigned max_in_flight;         /* calls in flight on this C-node; over it 503; default 10000 */
+    unsigned instances;             /* processes serving this name; calls go to the least
+                                       loaded one that is up; default 1 */
+    unsigned max_waiting;           /* calls held while no instance is up yet; over it 503;
+                                       default 1000; 0: calls never wait */
+    unsigned calls_per_process;     /* recycle a process after this many calls (a C-node that
+                                       serves one message and exits: 1); default 0: never */
+    unsigned retry_failed_after_ms; /* a failed C-node is tried again after this long;
+                                       default 300000; 0: it stays failed */
+    bool monitor; /* gen_call: MONITOR_P the target per call, DEMONITOR_P after it; a
+                     MONITOR_P_EXIT (noproc, the exit) ends the call at once. Default false:
+                     OTP sends that exit only to nodes whose handshake offers
+                     DFLAG_DIST_MONITOR_NAME, which ei 5.3's does not (docs/architecture.md),
+                     and ei C-nodes drop their connection on a MONITOR_P */
 } config_cnode;
 
 /* One principal of auth.principals: how it proves who it is, and what it may do. */
@@ -92,14 +103,15 @@ typedef struct config_principal {
 
 /* The permission names `allow` entries start with, from one list: name, takes a pattern. */
 #define CONFIG_PERMISSIONS(X)                                                                      \
-    X("call", true)         /* call:GLOB over C-node names */                                      \
-    X("cast", true)         /* cast:GLOB */                                                        \
-    X("stream", true)       /* stream:GLOB */                                                      \
-    X("watch", false)       /* lifecycle events */                                                 \
-    X("rpc", true)          /* rpc:MODULE:FUNCTION globs */                                        \
-    X("modules.load", true) /* modules.load:GLOB over module names */                              \
-    X("nodes.spawn", false) /* start child Erlang nodes */                                         \
-    X("nodes.stop", false)  /* stop child Erlang nodes */
+    X("call", true)           /* call:GLOB over C-node names */                                    \
+    X("cast", true)           /* cast:GLOB */                                                      \
+    X("stream", true)         /* stream:GLOB */                                                    \
+    X("watch", false)         /* lifecycle events */                                               \
+    X("rpc", true)            /* rpc:MODULE:FUNCTION globs */                                      \
+    X("modules.load", true)   /* modules.load:GLOB over module names */                            \
+    X("nodes.spawn", false)   /* start child Erlang nodes */                                       \
+    X("nodes.stop", false)    /* stop child Erlang nodes */                                        \
+    X("cnodes.restart", true) /* cnodes.restart:GLOB: restart C-nodes (out of failed too) */
 /* A listener's TLS settings (http.tls, grpc.tls). All strings are owned by the config. */
 typedef struct config_tls {
     bool enabled;             /* the mapping is present: the listener speaks TLS 1.2 or later */

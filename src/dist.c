@@ -21,6 +21,10 @@ enum {
     DOP_REG_SEND_TT = 16,
     DOP_SEND_SENDER = 22,
     DOP_SEND_SENDER_TT = 23,
+    DOP_MONITOR_P = 19,
+    DOP_DEMONITOR_P = 20,
+    DOP_MONITOR_P_EXIT = 21,
+    DOP_PAYLOAD_MONITOR_P_EXIT = 28,
     DOP_ALIAS_SEND = 33,
     DOP_ALIAS_SEND_TT = 34,
     DOP_UNLINK_ID = 35,
@@ -402,6 +406,28 @@ int dist_send_reg(dist_conn *c, const erlang_pid *from, const char *to_name, con
     return dist_send_packet(c, ctrl, (size_t)i, prefix, prefix_len, msg, msg_len);
 }
 
+/* {MONITOR_P | DEMONITOR_P, From, ToName, Ref}: a control message with no message. */
+static int dist_send_monitor_op(dist_conn *c, long op, const erlang_pid *from, const char *to_name,
+                                const erlang_ref *ref) {
+    char ctrl[MAXATOMLEN_UTF8 * 4 + 96];
+    int i = 0;
+    if (ei_encode_version(ctrl, &i) || ei_encode_tuple_header(ctrl, &i, 4) ||
+        ei_encode_long(ctrl, &i, op) || ei_encode_pid(ctrl, &i, from) ||
+        ei_encode_atom(ctrl, &i, to_name) || ei_encode_ref(ctrl, &i, ref))
+        return -1;
+    return dist_send_control(c, ctrl, (size_t)i);
+}
+
+int dist_send_monitor(dist_conn *c, const erlang_pid *from, const char *to_name,
+                      const erlang_ref *ref) {
+    return dist_send_monitor_op(c, DOP_MONITOR_P, from, to_name, ref);
+}
+
+int dist_send_demonitor(dist_conn *c, const erlang_pid *from, const char *to_name,
+                        const erlang_ref *ref) {
+    return dist_send_monitor_op(c, DOP_DEMONITOR_P, from, to_name, ref);
+}
+
 int dist_send_pid(dist_conn *c, const erlang_pid *to, const char *prefix, size_t prefix_len,
                   const char *msg, size_t msg_len) {
     char ctrl[MAXATOMLEN_UTF8 * 2 + 64];
@@ -449,6 +475,20 @@ static int dist_decode_pid(const char *buf, size_t len, int *idx, erlang_pid *pi
     size_t need = 1 + (size_t)asize + (tag == ERL_NEW_PID_EXT ? 12 : 9);
     if ((size_t)*idx + need > len) return -1;
     return ei_decode_pid(buf, idx, pid) < 0 ? -1 : 0;
+}
+
+/* Decodes a reference with bounds checks (NEWER_ or NEW_REFERENCE_EXT, at most 5 words). */
+static int dist_decode_ref(const char *buf, size_t len, int *idx, erlang_ref *ref) {
+    size_t at = (size_t)*idx;
+    if (at + 3 > len) return -1;
+    unsigned char tag = (unsigned char)buf[at];
+    if (tag != ERL_NEWER_REFERENCE_EXT && tag != ERL_NEW_REFERENCE_EXT) return -1;
+    size_t words = ((size_t)(unsigned char)buf[at + 1] << 8) | (unsigned char)buf[at + 2];
+    long asize = dist_atom_size(buf, len, at + 3);
+    if (words < 1 || words > 5 || asize < 0 || (size_t)asize > MAXATOMLEN_UTF8 + 2) return -1;
+    size_t need = 3 + (size_t)asize + (tag == ERL_NEWER_REFERENCE_EXT ? 4 : 1) + 4 * words;
+    if (at + need > len) return -1;
+    return ei_decode_ref(buf, idx, ref) < 0 ? -1 : 0;
 }
 
 /* Skips one atom, small integer or pid with bounds checks: all a control tuple's slots hold. */
@@ -533,6 +573,32 @@ static int dist_dispatch(dist_conn *c, const char *p, size_t len,
             return -1;
         m.to_name = to_name;
         break;
+    case DOP_MONITOR_P_EXIT:         /* {21, FromProc, ToPid, Ref, Reason} */
+    case DOP_PAYLOAD_MONITOR_P_EXIT: /* {28, FromProc, ToPid, Ref}, then Reason as the message */
+        if (arity < (type == DOP_MONITOR_P_EXIT ? 5 : 4) ||
+            dist_skip_small_term(buf, blen, &idx) < 0 ||
+            dist_decode_pid(buf, blen, &idx, &m.to) < 0 ||
+            dist_decode_ref(buf, blen, &idx, &m.ref) < 0)
+            return -1;
+        m.to_pid = true;
+        m.monitor_exit = true;
+        if (type == DOP_MONITOR_P_EXIT) { /* the reason is the control tuple's last element */
+            int end = idx;
+            term_error err;
+            if (term_validate(buf, blen, &end, &term_limits_default, &err) != 0) return -1;
+            m.msg = buf + idx;
+            m.msg_len = (size_t)(end - idx);
+            on_message(ctx, c, &m);
+            return 0;
+        }
+        break;
+    case DOP_ALIAS_SEND:    /* {33, FromPid, Alias} */
+    case DOP_ALIAS_SEND_TT: /* {34, FromPid, Alias, Token} */
+        if (arity < 3 || dist_skip_small_term(buf, blen, &idx) < 0 ||
+            dist_decode_ref(buf, blen, &idx, &m.ref) < 0)
+            return -1;
+        m.to_alias = true;
+        break;
     case DOP_UNLINK_ID: return dist_ack_unlink(c, buf, blen, idx, arity);
     default: /* link, exit, monitor, alias sends...: nothing for us, but counted */
         dist_count_ignored(c, type);
@@ -540,7 +606,8 @@ static int dist_dispatch(dist_conn *c, const char *p, size_t len,
     }
     /* Skip what is left of the control tuple (trace token): find the message's version byte.
      * Control tuples we accept end with the element just read, except the _TT forms. */
-    if (type == DOP_SEND_TT || type == DOP_SEND_SENDER_TT || type == DOP_REG_SEND_TT) {
+    if (type == DOP_SEND_TT || type == DOP_SEND_SENDER_TT || type == DOP_REG_SEND_TT ||
+        type == DOP_ALIAS_SEND_TT) {
         /* The trace token: its label may be any term, so skip it with the bounded walker. */
         term_error err;
         if (term_validate(buf, blen, &idx, &term_limits_default, &err) != 0) return -1;

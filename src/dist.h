@@ -39,18 +39,14 @@ const char *dist_close_reason_text(dist_close_reason reason);
     X(DIST_CTL_EXIT2_TT, 18, "exit2_tt")                                                           \
     X(DIST_CTL_MONITOR_P, 19, "monitor_p")                                                         \
     X(DIST_CTL_DEMONITOR_P, 20, "demonitor_p")                                                     \
-    X(DIST_CTL_MONITOR_P_EXIT, 21, "monitor_p_exit")                                               \
     X(DIST_CTL_PAYLOAD_EXIT, 24, "payload_exit")                                                   \
     X(DIST_CTL_PAYLOAD_EXIT_TT, 25, "payload_exit_tt")                                             \
     X(DIST_CTL_PAYLOAD_EXIT2, 26, "payload_exit2")                                                 \
     X(DIST_CTL_PAYLOAD_EXIT2_TT, 27, "payload_exit2_tt")                                           \
-    X(DIST_CTL_PAYLOAD_MONITOR_P_EXIT, 28, "payload_monitor_p_exit")                               \
     X(DIST_CTL_SPAWN_REQUEST, 29, "spawn_request")                                                 \
     X(DIST_CTL_SPAWN_REQUEST_TT, 30, "spawn_request_tt")                                           \
     X(DIST_CTL_SPAWN_REPLY, 31, "spawn_reply")                                                     \
     X(DIST_CTL_SPAWN_REPLY_TT, 32, "spawn_reply_tt")                                               \
-    X(DIST_CTL_ALIAS_SEND, 33, "alias_send")                                                       \
-    X(DIST_CTL_ALIAS_SEND_TT, 34, "alias_send_tt")                                                 \
     X(DIST_CTL_UNLINK_ID_ACK, 36, "unlink_id_ack")                                                 \
     X(DIST_CTL_OTHER, -1, "other")
 
@@ -69,6 +65,10 @@ const char *dist_ignored_control_name(dist_ignored_control kind);
 typedef struct dist_message {
     long type;           /* control message type: 2 SEND, 6 REG_SEND, 22 SEND_SENDER, ... */
     bool to_pid;         /* true when addressed to a pid (then `to` is set) */
+    bool monitor_exit;   /* MONITOR_P_EXIT (21, 28): `to` is the watcher, `ref` the monitor's,
+                            msg the reason (21: no version byte before it either) */
+    bool to_alias;       /* ALIAS_SEND (33, 34): addressed to the alias `ref` */
+    erlang_ref ref;      /* monitor_exit, to_alias */
     erlang_pid to;       /* recipient pid (to_pid only) */
     const char *to_name; /* recipient registered name (REG_SEND only), else NULL */
     const char *msg;     /* the message term, starting AFTER its version byte */
@@ -168,6 +168,13 @@ size_t dist_pending_bytes(dist_conn *c);
  * (it is then marked broken and shut down). */
 int dist_send_reg(dist_conn *c, const erlang_pid *from, const char *to_name, const char *prefix,
                   size_t prefix_len, const char *msg, size_t msg_len);
+/* Sends MONITOR_P {19, From, ToName, Ref}: the peer answers MONITOR_P_EXIT with `ref` when the
+ * process registered as `to_name` is not there (noproc) or exits. Same threading and returns. */
+int dist_send_monitor(dist_conn *c, const erlang_pid *from, const char *to_name,
+                      const erlang_ref *ref);
+/* Sends DEMONITOR_P {20, From, ToName, Ref}: ends a monitor of dist_send_monitor. */
+int dist_send_demonitor(dist_conn *c, const erlang_pid *from, const char *to_name,
+                        const erlang_ref *ref);
 /* Same, addressed to a pid. */
 int dist_send_pid(dist_conn *c, const erlang_pid *to, const char *prefix, size_t prefix_len,
                   const char *msg, size_t msg_len);

@@ -112,10 +112,15 @@ struct gw_cnode {
     conns_conn *conn;         /* its connection, owned by conns */
     unsigned connect_generation;
     supervisor_history history; /* restarts and failures, for the restart policy */
+    bool restart_now;           /* start again once the process is gone, as no failure */
     /* shared with API threads: guarded by gw->mu */
     cnode_state state;
-    dist_conn *live;     /* the connection calls use; a reference is held */
-    routing_owner route; /* its calls in flight and their counters (routing's accessors) */
+    dist_conn *live;        /* the connection calls use; a reference is held */
+    routing_owner route;    /* its calls in flight and their counters (routing's accessors) */
+    routing_owner waiting;  /* a C-node's first instance: calls held until an instance is up */
+    unsigned calls_sent;    /* to this process since it started (calls_per_process) */
+    bool draining;          /* took its calls_per_process: no more calls, recycled when idle */
+    bool restart_requested; /* gateway_restart_cnode asked; the loop acts on it */
     pid_t os_pid;
     unsigned restarts;
     char last_exit[96];
@@ -157,6 +162,7 @@ struct gateway {
     pthread_mutex_t mu;
     routing *routing; /* in-flight calls, guarded by mu */
     bool shutting_down;
+    uint32_t ref_counter; /* gen_call references (routing_make_ref) */
     events *events;
 };
 
@@ -244,6 +250,29 @@ static const char *gw_what(const gw_cnode *cn) {
     return cn->kind == ENTRY_CNODE ? "cnode" : "node";
 }
 
+/* A configured C-node's first instance: where its waiting calls are held. */
+static gw_cnode *gw_group_first(gw_cnode *cn) {
+    return &cn->gw->cnodes[cn->gw->group_first[cn->group]];
+}
+
+/* True while an instance of the C-node whose first instance is `first` may still come up, so
+ * a call may wait for it: none has failed or stopped for good (caller holds mu). */
+static bool gw_group_may_come_up_locked(const gw_cnode *first) {
+    for (unsigned i = 0; i < first->cfg->instances; i++)
+        if (first[i].state != CNODE_FAILED && first[i].state != CNODE_STOPPED) return true;
+    return false;
+}
+
+/* A C-node that took its calls_per_process and has none left in flight goes down as planned:
+ * it is started again at once, and not counted as a failure. */
+static bool gw_cnode_recycle_due(gw_cnode *cn) {
+    if (cn->kind != ENTRY_CNODE) return false;
+    pthread_mutex_lock(&cn->gw->mu);
+    bool due = cn->draining && routing_owner_in_flight(&cn->route) == 0;
+    pthread_mutex_unlock(&cn->gw->mu);
+    return due;
+}
+
 /* Loop thread (the only writer of the fields read here). */
 static void gw_emit(gateway *gw, const gw_cnode *cn, cnode_state s) {
     gateway_event ev = {.erlang_node = cn->kind != ENTRY_CNODE, .state = s, .os_pid = cn->os_pid};
@@ -300,10 +329,31 @@ static void gw_cnode_disconnect(gw_cnode *cn) {
 
 static void gw_cnode_start(gw_cnode *cn);
 
+/* Calls waiting for a C-node none of whose instances can come up any more fail now. */
+static void gw_group_fail_waiting(gw_cnode *cn) {
+    if (cn->kind != ENTRY_CNODE) return;
+    gw_cnode *first = gw_group_first(cn);
+    pthread_mutex_lock(&cn->gw->mu);
+    bool hopeless = !gw_group_may_come_up_locked(first);
+    pthread_mutex_unlock(&cn->gw->mu);
+    if (!hopeless) return;
+    char detail[200];
+    snprintf(detail, sizeof detail, "C-node %.64s is %s: %.100s", cn->cfg->name,
+             cnode_state_name(cn->state), cn->last_error);
+    routing_fail_owner(cn->gw->routing, &first->waiting, CALL_UNAVAILABLE, detail);
+}
+
 /* Restart decision once the C-node is gone (process reaped, or never had one). */
 static void gw_cnode_after_exit(gw_cnode *cn, bool normal_exit) {
     int64_t now = dist_now_ms();
     const config_cnode *cfg = cn->cfg;
+    if (cn->restart_now && !cn->gw->shutting_down && !cn->removing) {
+        /* recycled (calls_per_process) or restarted on request: not a failure */
+        cn->restart_now = false;
+        cn->phase = PHASE_BACKOFF;
+        gw_cnode_start(cn);
+        return;
+    }
     if (cn->gw->shutting_down || cn->removing || cn->kind == ENTRY_PEER) {
         cn->phase = PHASE_STOPPED;
         cn->deadline_ms = INT64_MAX;
@@ -317,13 +367,17 @@ static void gw_cnode_after_exit(gw_cnode *cn, bool normal_exit) {
         cn->phase = PHASE_STOPPED;
         cn->deadline_ms = INT64_MAX;
         gw_set_state(cn, CNODE_STOPPED);
+        gw_group_fail_waiting(cn);
         break;
     case SUPERVISOR_FAIL:
         cn->phase = PHASE_FAILED;
-        cn->deadline_ms = INT64_MAX;
-        log_error("%s %s: failed: more than %u restarts in %u s (last: %s)", gw_what(cn), cfg->name,
-                  cfg->max_restarts, cfg->max_seconds, cn->last_error);
+        /* crash-loop mode: after a long pause, another try with a clean record */
+        cn->deadline_ms = cfg->retry_failed_after_ms ? now + cfg->retry_failed_after_ms : INT64_MAX;
+        log_error("%s %s: failed: more than %u restarts in %u s (last: %s)%s", gw_what(cn),
+                  cfg->name, cfg->max_restarts, cfg->max_seconds, cn->last_error,
+                  cfg->retry_failed_after_ms ? "; trying again after retry_failed_after_ms" : "");
         gw_set_state(cn, CNODE_FAILED);
+        gw_group_fail_waiting(cn);
         break;
     case SUPERVISOR_RESTART:
         cn->phase = PHASE_BACKOFF;
@@ -343,7 +397,11 @@ static void gw_cnode_down(gw_cnode *cn, bool kill_now, const char *fmt, ...) {
     vsnprintf(reason, sizeof reason, fmt, ap);
     va_end(ap);
     const char *what = cn->kind == ENTRY_CNODE ? "C-node" : "node";
-    log_warn("%s %s: down: %s", what, cn->cfg->name, reason);
+    if (gw_cnode_recycle_due(cn)) cn->restart_now = true;
+    if (cn->restart_now)
+        log_info("%s %s: restarting: %s", what, cn->cfg->name, reason);
+    else
+        log_warn("%s %s: down: %s", what, cn->cfg->name, reason);
     gw_set_error(cn, "%s", reason);
     cn->connect_generation++; /* any connector still running is now stale */
     gw_cnode_disconnect(cn);
@@ -389,7 +447,11 @@ static bool gw_cnode_reap(gw_cnode *cn) {
         break;
     case PHASE_UP:
     case PHASE_CONNECTING:
-        log_warn("%s %s: process %s", gw_what(cn), cn->cfg->name, how);
+        if (gw_cnode_recycle_due(cn)) cn->restart_now = true;
+        if (cn->restart_now)
+            log_info("%s %s: process %s; starting again", gw_what(cn), cn->cfg->name, how);
+        else
+            log_warn("%s %s: process %s", gw_what(cn), cn->cfg->name, how);
         gw_set_error(cn, "process %s", how);
         cn->connect_generation++;
         gw_cnode_disconnect(cn);
@@ -402,6 +464,48 @@ static bool gw_cnode_reap(gw_cnode *cn) {
     default: break;
     }
     return true;
+}
+
+/* Sends a call that waited (its message in c->outbox) on `dc`, its monitor first (gen_call). */
+static void gw_send_outbox(dist_conn *dc, const config_cnode *cfg, call *c) {
+    if (c->monitored) dist_send_monitor(dc, &c->pid, cfg->registered_name, &c->ref);
+    dist_send_reg(dc, &c->pid, cfg->registered_name, NULL, 0, c->outbox, c->outbox_len);
+    free(c->outbox);
+    c->outbox = NULL;
+    c->outbox_len = 0;
+}
+
+/* An instance that is up takes the calls waiting for its C-node, oldest first, as many as
+ * max_in_flight and calls_per_process leave room for. Loop thread. */
+static void gw_flush_waiting(gw_cnode *cn) {
+    gateway *gw = cn->gw;
+    const config_cnode *cfg = cn->cfg;
+    gw_cnode *first = gw_group_first(cn);
+    call **taken = NULL;
+    size_t n = 0;
+    pthread_mutex_lock(&gw->mu);
+    dist_conn *dc = cn->live;
+    size_t in_flight = routing_owner_in_flight(&cn->route);
+    size_t room = in_flight < cfg->max_in_flight ? cfg->max_in_flight - in_flight : 0;
+    if (cfg->calls_per_process) {
+        size_t left = cn->calls_sent < cfg->calls_per_process
+                          ? (size_t)(cfg->calls_per_process - cn->calls_sent)
+                          : 0;
+        if (left < room) room = left;
+    }
+    if (dc && cn->state == CNODE_UP && !cn->draining && room &&
+        routing_owner_in_flight(&first->waiting))
+        n = routing_owner_take_locked(&first->waiting, &cn->route, room, &taken);
+    cn->calls_sent += (unsigned)n;
+    if (cfg->calls_per_process && cn->calls_sent >= cfg->calls_per_process) cn->draining = true;
+    for (size_t i = 0; i < n; i++)
+        taken[i]->monitored = cfg->protocol == CNODE_PROTOCOL_GEN_CALL && cfg->monitor;
+    if (n) dist_conn_ref(dc);
+    pthread_mutex_unlock(&gw->mu);
+    /* Only this thread ends calls, so the taken ones stay valid after the unlock. */
+    for (size_t i = 0; i < n; i++) gw_send_outbox(dc, cfg, taken[i]);
+    if (n) dist_conn_unref(dc);
+    free(taken);
 }
 
 static void gw_cnode_became_up(gw_cnode *cn) {
@@ -420,14 +524,10 @@ static void gw_cnode_became_up(gw_cnode *cn) {
     size_t n = routing_owner_outboxes_locked(&cn->route, &waiting);
     pthread_mutex_unlock(&gw->mu);
     gw_set_state(cn, CNODE_UP);
-    for (size_t i = 0; i < n; i++) {
-        call *c = waiting[i];
-        dist_send_reg(dc, &c->pid, cn->cfg->registered_name, NULL, 0, c->outbox, c->outbox_len);
-        free(c->outbox);
-        c->outbox = NULL;
-    }
+    for (size_t i = 0; i < n; i++) gw_send_outbox(dc, cn->cfg, waiting[i]);
     free(waiting);
     /* Out of memory for the list: the waiting calls time out (504) rather than hang. */
+    if (cn->kind == ENTRY_CNODE) gw_flush_waiting(cn);
 }
 
 static void gw_start_connector(gw_cnode *cn) {
@@ -527,11 +627,11 @@ static void gw_cnode_spawn(gw_cnode *cn) {
 }
 
 static void gw_cnode_start(gw_cnode *cn) {
-    if (cn->phase == PHASE_BACKOFF) {
-        pthread_mutex_lock(&cn->gw->mu);
-        cn->restarts++;
-        pthread_mutex_unlock(&cn->gw->mu);
-    }
+    pthread_mutex_lock(&cn->gw->mu);
+    if (cn->phase == PHASE_BACKOFF) cn->restarts++;
+    cn->calls_sent = 0; /* a new process: a fresh calls_per_process */
+    cn->draining = false;
+    pthread_mutex_unlock(&cn->gw->mu);
     if (cn->state == CNODE_STARTING)
         gw_emit(cn->gw, cn, CNODE_STARTING); /* a first start */
     else
@@ -593,8 +693,59 @@ static void gw_cnode_timers(gw_cnode *cn, int64_t now) {
         cn->kill_sent = true;
         break;
     case PHASE_BACKOFF: gw_cnode_start(cn); break;
+    case PHASE_FAILED: /* retry_failed_after_ms passed: a fresh try, as after a restart */
+        log_info("%s %s: trying again after %u ms failed", gw_what(cn), cn->cfg->name,
+                 cn->cfg->retry_failed_after_ms);
+        memset(&cn->history, 0, sizeof cn->history);
+        cn->phase = PHASE_BACKOFF;
+        gw_cnode_start(cn);
+        break;
     default: break;
     }
+}
+
+/* gateway_restart_cnode, on the loop: start the instance again now, with a clean restart
+ * record; one that runs is stopped first (its calls in flight fail, waiting ones wait). */
+static void gw_cnode_restart(gw_cnode *cn) {
+    memset(&cn->history, 0, sizeof cn->history);
+    log_info("cnode %s: restart requested", cn->cfg->name);
+    switch (cn->phase) {
+    case PHASE_IDLE: break; /* about to start anyway */
+    case PHASE_FAILED:
+    case PHASE_STOPPED:
+    case PHASE_BACKOFF:
+        cn->phase = PHASE_BACKOFF;
+        gw_cnode_start(cn);
+        break;
+    case PHASE_STOPPING: cn->restart_now = true; break;
+    case PHASE_SPAWNED:
+    case PHASE_CONNECTING:
+    case PHASE_UP:
+        cn->restart_now = true;
+        gw_cnode_down(cn, false, "restart requested");
+        break;
+    }
+}
+
+/* A C-node instance's periodic duties: a restart asked for, a process to recycle, calls that
+ * wait while it has room. */
+static void gw_cnode_service(gw_cnode *cn) {
+    pthread_mutex_lock(&cn->gw->mu);
+    bool restart = cn->restart_requested;
+    cn->restart_requested = false;
+    pthread_mutex_unlock(&cn->gw->mu);
+    if (restart) {
+        gw_cnode_restart(cn);
+        return;
+    }
+    if (cn->phase != PHASE_UP) return;
+    if (gw_cnode_recycle_due(cn)) {
+        cn->restart_now = true;
+        gw_cnode_down(cn, false, "recycled after %u calls (calls_per_process)",
+                      cn->cfg->calls_per_process);
+        return;
+    }
+    gw_flush_waiting(cn);
 }
 
 static gw_cnode *gw_cnode_by_node(gateway *gw, const char *node) {
@@ -729,6 +880,20 @@ static void gw_on_lost(void *ctx, void *owner, const char *peer, const char *why
 /* ------------------------------------------------------------------------------------------ */
 /* Replies */
 
+/* routing: a gen_call ended with its monitor open: DEMONITOR_P, so the target's node does not
+ * keep one monitor per call for as long as the process lives. */
+static void gw_on_monitor_end(call *c, routing_owner *o, void *ctx) {
+    gateway *gw = ctx;
+    gw_cnode *cn = (gw_cnode *)(void *)((char *)o - offsetof(gw_cnode, route));
+    pthread_mutex_lock(&gw->mu);
+    dist_conn *dc = cn->live;
+    if (dc) dist_conn_ref(dc);
+    pthread_mutex_unlock(&gw->mu);
+    if (!dc) return;
+    dist_send_demonitor(dc, &c->pid, cn->cfg->registered_name, &c->ref);
+    dist_conn_unref(dc);
+}
+
 /* net_adm:ping/1 asks net_kernel {'$gen_call', {From, Tag}, {is_auth, Node}}: answer
  * {Tag, yes} to From, as an Erlang node does (Tag may be [alias | Ref]: copied verbatim). */
 static void gw_answer_net_kernel(dist_conn *dc, const dist_message *m) {
@@ -823,6 +988,8 @@ static void gw_stop_all(gateway *gw) {
         gw_cnode_disconnect(cn);
         routing_fail_owner(cn->gw->routing, &cn->route, CALL_SHUTDOWN,
                            "the gateway is shutting down");
+        routing_fail_owner(cn->gw->routing, &cn->waiting, CALL_SHUTDOWN,
+                           "the gateway is shutting down");
         cn->stop_stage = 0;
         if (cn->proc && cn->kind != ENTRY_CHILD) {
             child_signal(cn->proc, SIGTERM);
@@ -887,6 +1054,8 @@ static void gw_service_entries(gateway *gw, int64_t now) {
                 gw_cnode_start(cn);
                 continue;
             }
+        } else {
+            gw_cnode_service(cn);
         }
         gw_cnode_timers(cn, now);
     }
@@ -1006,6 +1175,7 @@ static int gw_cnode_init(gateway *gw, gw_cnode *cn, const config_cnode *cfg, uns
     log_limiter_init(&cn->output_limit, GW_OUTPUT_LINES_PER_S, 1000);
     cn->instance = instance;
     routing_owner_init(&cn->route, cfg, cn->node);
+    routing_owner_init(&cn->waiting, cfg, cn->node);
     cn->phase = PHASE_IDLE;
     cn->state = CNODE_STARTING;
     cn->deadline_ms = INT64_MAX;
@@ -1089,6 +1259,7 @@ gateway *gateway_new(const config *cfg, const char *cookie, char *err, size_t er
         snprintf(err, err_len, "out of memory");
         goto fail;
     }
+    routing_set_monitor_end(gw->routing, gw_on_monitor_end, gw);
     if (ei_init() != 0) {
         snprintf(err, err_len, "ei_init failed");
         goto fail;
@@ -1281,66 +1452,98 @@ static gw_cnode *gw_find_cnode(gateway *gw, const char *name) {
     return NULL;
 }
 
-/* The instance a call goes to: the least loaded one that is up, else the first (whose state
- * then explains the refusal). Caller holds mu. */
+/* The instance a call goes to: the least loaded one that is up and takes calls, or NULL.
+ * Caller holds mu. */
 static gw_cnode *gw_pick_instance(gw_cnode *first) {
     gw_cnode *best = NULL;
     for (unsigned i = 0; i < first->cfg->instances; i++) {
         gw_cnode *cn = first + i;
-        if (cn->state != CNODE_UP || !cn->live) continue;
+        if (cn->state != CNODE_UP || !cn->live || cn->draining) continue;
         if (!best || routing_owner_in_flight(&cn->route) < routing_owner_in_flight(&best->route))
             best = cn;
     }
-    return best ? best : first;
+    return best;
+}
+
+/* No instance is up: the call waits in the C-node's queue, its message kept in c->outbox,
+ * until one comes up (gw_flush_waiting) or its deadline passes (504, ROUTING_NOT_SENT). */
+static gateway_error gw_call_wait_locked(gateway *gw, gw_cnode *first, call *c, const char *prefix,
+                                         size_t plen, const char *msg, size_t msg_len) {
+    const config_cnode *cfg = first->cfg;
+    if (!cfg->max_waiting || !gw_group_may_come_up_locked(first)) return GATEWAY_UNAVAILABLE;
+    if (routing_owner_in_flight(&first->waiting) >= cfg->max_waiting) return GATEWAY_OVERLOADED;
+    c->outbox = malloc(plen + msg_len ? plen + msg_len : 1);
+    if (!c->outbox) return GATEWAY_NO_MEMORY;
+    memcpy(c->outbox, prefix, plen);
+    memcpy(c->outbox + plen, msg, msg_len);
+    c->outbox_len = plen + msg_len;
+    if (routing_register_locked(gw->routing, &first->waiting, c) != 0) {
+        free(c->outbox);
+        c->outbox = NULL;
+        return GATEWAY_NO_MEMORY;
+    }
+    return GATEWAY_OK;
 }
 
 gateway_error gateway_call(gateway *gw, const char *name, call *c, const char *msg, size_t msg_len,
-                           unsigned timeout_ms) {
+                           unsigned timeout_ms, bool wait) {
     gw_cnode *first = gw_find_cnode(gw, name);
     if (!first) return GATEWAY_NOT_FOUND;
     const config_cnode *cfg = first->cfg;
     c->key = dist_pid_key(&c->pid);
     c->deadline_ms = dist_now_ms() + (timeout_ms ? timeout_ms : cfg->call_timeout_ms);
     call_clear(c);
+    bool gen_call = cfg->protocol == CNODE_PROTOCOL_GEN_CALL;
     char prefix[MAXATOMLEN_UTF8 * 2 + 128];
     int plen = 0;
     pthread_mutex_lock(&gw->mu);
+    if (gen_call) {
+        /* {'$gen_call', {Pid, Ref}, Request}: the request's bytes follow the prefix. The
+         * reference is made from the pid, so a reply sent to it as an alias finds the call. */
+        routing_make_ref(&c->pid, ++gw->ref_counter, &c->ref);
+        ei_encode_tuple_header(prefix, &plen, 3);
+        ei_encode_atom(prefix, &plen, "$gen_call");
+        ei_encode_tuple_header(prefix, &plen, 2);
+        ei_encode_pid(prefix, &plen, &c->pid);
+        ei_encode_ref(prefix, &plen, &c->ref);
+    }
     gw_cnode *cn = gw_pick_instance(first);
     gateway_error e = GATEWAY_OK;
-    dist_conn *dc = cn->live;
+    dist_conn *dc = cn ? cn->live : NULL;
+    bool waiting = false;
     if (gw->shutting_down)
         e = GATEWAY_SHUTTING_DOWN;
-    else if (!dc || cn->state != CNODE_UP)
+    else if (!cn && wait)
+        waiting = (e = gw_call_wait_locked(gw, first, c, prefix, (size_t)plen, msg, msg_len)) ==
+                  GATEWAY_OK;
+    else if (!cn)
         e = GATEWAY_UNAVAILABLE;
     else if (routing_owner_in_flight(&cn->route) >= cfg->max_in_flight ||
              dist_pending_bytes(dc) > GW_BACKLOG_SOFT_MAX)
         e = GATEWAY_OVERLOADED; /* too many calls, or the C-node does not take its input */
+    else if (routing_register_locked(gw->routing, &cn->route, c) != 0)
+        e = GATEWAY_NO_MEMORY;
     else {
-        if (cfg->protocol == CNODE_PROTOCOL_GEN_CALL) {
-            /* {'$gen_call', {Pid, Ref}, Request}: the request's bytes follow the prefix. */
-            ei_make_ref(&gw->ec, &c->ref);
-            ei_encode_tuple_header(prefix, &plen, 3);
-            ei_encode_atom(prefix, &plen, "$gen_call");
-            ei_encode_tuple_header(prefix, &plen, 2);
-            ei_encode_pid(prefix, &plen, &c->pid);
-            ei_encode_ref(prefix, &plen, &c->ref);
-        }
-        if (routing_register_locked(gw->routing, &cn->route, c) != 0)
-            e = GATEWAY_NO_MEMORY;
-        else
-            dist_conn_ref(dc);
+        dist_conn_ref(dc);
+        c->monitored = gen_call && cfg->monitor; /* the monitor goes out first, below */
+        if (cfg->calls_per_process && ++cn->calls_sent >= cfg->calls_per_process)
+            cn->draining = true; /* its last call: the next ones wait for the next process */
     }
     /* The loop may be sleeping past this call's deadline if it is now the earliest. */
     bool wake = e == GATEWAY_OK && routing_next_deadline_locked(gw->routing) == c->deadline_ms;
     /* Once unlocked the loop may end (and its owner free) the call at any time: from here on
-     * nothing of `c` is read (14.1), only this copy of its pid. */
+     * nothing of `c` is read (14.1), only these copies of its pid and reference. */
     erlang_pid from = c->pid;
+    erlang_ref ref = c->ref;
     pthread_mutex_unlock(&gw->mu);
     if (e != GATEWAY_OK) return e;
-    /* From here the loop owns the outcome: a failed send shuts the connection down, which the
-     * loop sees and answers every call on it, this one included, with 503. */
-    dist_send_reg(dc, &from, cfg->registered_name, prefix, (size_t)plen, msg, msg_len);
-    dist_conn_unref(dc);
+    if (!waiting) {
+        /* From here the loop owns the outcome: a failed send shuts the connection down, which
+         * the loop sees and answers every call on it, this one included, with 503. */
+        if (gen_call && cfg->monitor) dist_send_monitor(dc, &from, cfg->registered_name, &ref);
+        dist_send_reg(dc, &from, cfg->registered_name, prefix, (size_t)plen, msg, msg_len);
+        dist_conn_unref(dc);
+    }
     if (wake && !gateway_on_loop_thread(gw)) gw_wake(gw);
     return GATEWAY_OK;
 }
@@ -1357,7 +1560,7 @@ gateway_error gateway_cast(gateway *gw, const char *name, const char *msg, size_
     erlang_pid from;
     pthread_mutex_lock(&gw->mu);
     gw_cnode *cn = gw_pick_instance(first);
-    dist_conn *dc = cn->state == CNODE_UP && !gw->shutting_down ? cn->live : NULL;
+    dist_conn *dc = cn && !gw->shutting_down ? cn->live : NULL;
     bool behind = dc && dist_pending_bytes(dc) > GW_BACKLOG_SOFT_MAX;
     if (dc && !behind) dist_conn_ref(dc);
     ei_make_pid(&gw->ec, &from);
@@ -1365,7 +1568,7 @@ gateway_error gateway_cast(gateway *gw, const char *name, const char *msg, size_
     pthread_mutex_unlock(&gw->mu);
     if (behind) return GATEWAY_OVERLOADED;
     if (!dc) return stopping ? GATEWAY_SHUTTING_DOWN : GATEWAY_UNAVAILABLE;
-    int rc = dist_send_reg(dc, &from, cn->cfg->registered_name, NULL, 0, msg, msg_len);
+    int rc = dist_send_reg(dc, &from, first->cfg->registered_name, NULL, 0, msg, msg_len);
     /* The caller answers "accepted" right away: put the cast on the wire (or in the backlog,
      * which later sends from any thread follow) before that, not at the iteration's end. */
     if (rc == 0 && gateway_on_loop_thread(gw)) conns_flush_corked(gw->conns);
@@ -1392,6 +1595,7 @@ static void gw_instance_info_locked(const gw_cnode *cn, int64_t now, gateway_cno
     out->in_flight = routing_owner_in_flight(&cn->route);
     out->uptime_ms = cn->state == CNODE_UP ? now - cn->up_since_ms : 0;
     out->calls_total = routing_owner_calls_total(&cn->route);
+    out->waiting = routing_owner_in_flight(&cn->waiting);
     out->dropped_messages = routing_owner_dropped(&cn->route);
     out->direction = cn->cfg->direction;
     out->protocol = cn->cfg->protocol;
@@ -1410,6 +1614,7 @@ int gateway_cnode_info_at(gateway *gw, size_t index, gateway_cnode_info *out) {
         out->instances_up += one.instances_up;
         out->restarts += one.restarts;
         out->in_flight += one.in_flight;
+        out->waiting += one.waiting;
         out->calls_total += one.calls_total;
         out->dropped_messages += one.dropped_messages;
         if (out->state != CNODE_UP && one.state == CNODE_UP) {
@@ -1431,6 +1636,19 @@ int gateway_cnode_instance_at(gateway *gw, size_t index, unsigned instance,
     gw_instance_info_locked(first + instance - 1, dist_now_ms(), out);
     pthread_mutex_unlock(&gw->mu);
     return 0;
+}
+
+gateway_error gateway_restart_cnode(gateway *gw, const char *name) {
+    gw_cnode *first = gw_find_cnode(gw, name);
+    if (!first) return GATEWAY_NOT_FOUND;
+    pthread_mutex_lock(&gw->mu);
+    bool stopping = gw->shutting_down;
+    for (unsigned i = 0; i < first->cfg->instances && !stopping; i++)
+        first[i].restart_requested = true;
+    pthread_mutex_unlock(&gw->mu);
+    if (stopping) return GATEWAY_SHUTTING_DOWN;
+    gw_wake(gw);
+    return GATEWAY_OK;
 }
 
 int gateway_cnode_info_by_name(gateway *gw, const char *name, gateway_cnode_info *out) {

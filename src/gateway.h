@@ -65,6 +65,7 @@ typedef struct gateway_cnode_info {
     size_t in_flight;
     int64_t uptime_ms; /* time since it came up; 0 when not up */
     uint64_t calls_total;
+    size_t waiting; /* calls held until an instance is up (the C-node's, not an instance's) */
     uint64_t dropped_messages; /* replies after their call ended, filtered or unmatched messages */
     cnode_direction direction;
     cnode_protocol protocol;
@@ -114,16 +115,24 @@ void gateway_make_pid(gateway *gw, erlang_pid *pid);
 /* Starts a call: `msg` (encoded term without version byte) goes to the C-node per its protocol;
  * with c->on_message set it is a streaming call (messages before the reply are passed on);
  * c->pid must come from gateway_make_pid; c->on_done/c->ctx set. timeout_ms 0 means the C-node's
- * default. On GATEWAY_OK the call is in flight and on_done runs exactly once later, on another
+ * default. With `wait`, a call to a C-node none of whose instances is up yet (starting,
+ * restarting, being recycled) waits for one, up to its max_waiting calls, until its deadline;
+ * without it (or once the C-node failed or stopped) it gets GATEWAY_UNAVAILABLE at once. A
+ * gen_call monitors its target (MONITOR_P) so a missing or dead process ends it at once.
+ * On GATEWAY_OK the call is in flight and on_done runs exactly once later, on another
  * thread; on any other result on_done is never called. Any thread. */
 gateway_error gateway_call(gateway *gw, const char *cnode, call *c, const char *msg, size_t msg_len,
-                           unsigned timeout_ms);
+                           unsigned timeout_ms, bool wait);
 /* Ends an in-flight call (gateway_call or gateway_rpc) because its caller gave up: if it is
  * still in flight, the loop thread soon unregisters it and runs on_done with CALL_CANCELLED
  * (like every other outcome, on the loop thread: never concurrently with on_message); a reply
  * that comes later is dropped and counted. Returns true if the cancellation was taken, false
  * when the call had already ended or was cancelled before. Any thread. */
 bool gateway_cancel(gateway *gw, call *c);
+/* Starts every instance of the C-node again now, with a clean restart record (out of `failed`
+ * or `stopped`; one that runs is stopped first: its calls in flight fail, waiting calls wait).
+ * GATEWAY_OK once asked; the loop acts on it. Any thread. */
+gateway_error gateway_restart_cnode(gateway *gw, const char *cnode);
 /* Sends `msg` to the C-node without waiting for anything. Any thread. */
 gateway_error gateway_cast(gateway *gw, const char *cnode, const char *msg, size_t msg_len);
 /* --- Lifecycle events (for Watch streams) ---------------------------------------------- */

@@ -38,6 +38,7 @@
     X(M_LIST_NODES, "ListNodes", nodex__v1__list_nodes_request, m_list_nodes)                      \
     X(M_SPAWN_NODES, "SpawnNodes", nodex__v1__spawn_nodes_request, m_spawn_nodes)                  \
     X(M_STOP_NODE, "StopNode", nodex__v1__stop_node_request, m_stop_node)                          \
+    X(M_RESTART_CNODE, "RestartCnode", nodex__v1__restart_cnode_request, m_restart_cnode)          \
     X(M_LOAD_MODULE, "LoadModule", nodex__v1__load_module_request, m_load_module)                  \
     X(M_HEALTH, "Health", nodex__v1__health_request, m_health)
 
@@ -605,7 +606,8 @@ static void call_common(gcall *g, const Nodex__V1__CallRequest *r, bool stream) 
     service_call_req q = {.op = stream ? SERVICE_OP_STREAM : SERVICE_OP_CALL,
                           .cnode = r->cnode,
                           .timeout_ms = r->timeout_ms,
-                          .deadline_left_ms = gcall_deadline_left(g)};
+                          .deadline_left_ms = gcall_deadline_left(g),
+                          .no_wait = r->fail_fast};
     service_error e;
     if (service_call_check(api->svc, gcall_principal(g), &q, &e) != SERVICE_OK)
         return gcall_fail_with(g, &e);
@@ -674,6 +676,7 @@ static void cnode_info_pb(Nodex__V1__CnodeInfo *o, gateway_cnode_info *i) {
     o->last_exit = i->last_exit;
     o->last_error = i->last_error;
     o->in_flight = i->in_flight;
+    o->waiting = i->waiting;
     o->uptime_ms = i->uptime_ms;
     o->calls_total = i->calls_total;
     o->dropped_messages = i->dropped_messages;
@@ -920,6 +923,15 @@ static void m_spawn_nodes(gcall *g, const ProtobufCMessage *req) {
         atomic_fetch_sub(&g->refs, 1);
         gcall_fail_with(g, &e);
     }
+}
+
+static void m_restart_cnode(gcall *g, const ProtobufCMessage *req) {
+    const Nodex__V1__RestartCnodeRequest *r = (const Nodex__V1__RestartCnodeRequest *)req;
+    service_error e;
+    if (service_restart_cnode(g->api->svc, gcall_principal(g), r->name, &e) != SERVICE_OK)
+        return gcall_fail_with(g, &e);
+    Nodex__V1__RestartCnodeReply reply = NODEX__V1__RESTART_CNODE_REPLY__INIT;
+    gcall_reply(g, &reply.base);
 }
 
 static void m_stop_node(gcall *g, const ProtobufCMessage *req) {

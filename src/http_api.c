@@ -290,12 +290,13 @@ static void http_json_cnode(strbuf *sb, const gateway_cnode_info *i) {
     else
         strbuf_puts(sb, "null");
     strbuf_printf(sb,
-                  ",\"in_flight\":%zu,\"uptime_ms\":%lld,\"calls_total\":%llu,"
+                  ",\"in_flight\":%zu,\"waiting\":%zu,\"uptime_ms\":%lld,\"calls_total\":%llu,"
                   "\"dropped_messages\":%llu,\"direction\":\"%s\",\"protocol\":\"%s\","
                   "\"instances\":%u,\"instances_up\":%u}",
-                  i->in_flight, (long long)i->uptime_ms, (unsigned long long)i->calls_total,
-                  (unsigned long long)i->dropped_messages, cnode_direction_name(i->direction),
-                  cnode_protocol_name(i->protocol), i->instances, i->instances_up);
+                  i->in_flight, i->waiting, (long long)i->uptime_ms,
+                  (unsigned long long)i->calls_total, (unsigned long long)i->dropped_messages,
+                  cnode_direction_name(i->direction), cnode_protocol_name(i->protocol),
+                  i->instances, i->instances_up);
 }
 
 static enum MHD_Result http_list_cnodes(http_request *req) {
@@ -313,6 +314,18 @@ static enum MHD_Result http_list_cnodes(http_request *req) {
     strbuf_puts(&sb, "]}");
     free(infos);
     return http_send(req->conn, MHD_HTTP_OK, "application/json", &sb);
+}
+
+/* POST /cnodes/{name}/restart: 202 once asked; /events and GET /cnodes/{name} show it come up. */
+static enum MHD_Result http_restart_cnode(http_request *req, const char *name) {
+    service_error e;
+    if (service_restart_cnode(req->api->svc, http_principal(req), name, &e) != SERVICE_OK)
+        return http_fail(req->conn, &e);
+    strbuf sb = {0};
+    strbuf_puts(&sb, "{\"name\":");
+    strbuf_json_string(&sb, name, strlen(name));
+    strbuf_puts(&sb, ",\"restart\":\"requested\"}");
+    return http_send(req->conn, MHD_HTTP_ACCEPTED, "application/json", &sb);
 }
 
 static enum MHD_Result http_get_cnode(http_request *req, const char *name) {
@@ -459,6 +472,15 @@ static unsigned http_timeout_query(struct MHD_Connection *conn) {
     return (unsigned)v;
 }
 
+/* ?wait=true|false (also 1|0): 1 to wait while the C-node (re)starts (the default), 0 not to,
+ * -1 when it is neither. */
+static int http_wait_query(struct MHD_Connection *conn) {
+    const char *w = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "wait");
+    if (!w || strcmp(w, "true") == 0 || strcmp(w, "1") == 0) return 1;
+    if (strcmp(w, "false") == 0 || strcmp(w, "0") == 0) return 0;
+    return -1;
+}
+
 /* The request's body and reply formats; queues 415 or 406 and returns false when refused. */
 static bool http_negotiate(http_request *req, bool streaming) {
     struct MHD_Connection *conn = req->conn;
@@ -488,10 +510,14 @@ static enum MHD_Result http_call_begin(http_request *req, const char *name, requ
     req->kind = kind;
     snprintf(req->target, sizeof req->target, "%s", name);
     req->have_response = true;
+    int wait = http_wait_query(conn);
+    if (wait < 0)
+        return http_error(conn, MHD_HTTP_BAD_REQUEST, "bad_request", "wait must be true or false");
     req->creq = (service_call_req){.op = op,
                                    .cnode = req->target,
                                    .timeout_ms = http_timeout_query(conn),
-                                   .deadline_left_ms = -1};
+                                   .deadline_left_ms = -1,
+                                   .no_wait = !wait};
     service_error e;
     if (service_call_check(req->api->svc, http_principal(req), &req->creq, &e) != SERVICE_OK)
         return http_fail(conn, &e);
@@ -1276,6 +1302,10 @@ static enum MHD_Result http_route(http_request *req, const char *url, const char
         if (segs == 1) {
             if (!get) return http_method_not_allowed(conn, "GET");
             return http_get_cnode(req, name);
+        }
+        if (segs == 2 && strcmp(action, "restart") == 0) {
+            if (!post) return http_method_not_allowed(conn, "POST");
+            return http_restart_cnode(req, name);
         }
         if (segs == 2 && strcmp(action, "stream") == 0) {
             if (!post) return http_method_not_allowed(conn, "POST");

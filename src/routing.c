@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "strbuf.h"
 #include "term.h"
 
 struct routing {
@@ -13,6 +14,8 @@ struct routing {
     call_registry registry;
     call *cancels;            /* calls routing_cancel took, not yet ended */
     uint64_t dropped_unknown; /* messages to pids of no call, on connections of no owner */
+    void (*monitor_end)(call *c, routing_owner *o, void *ctx);
+    void *monitor_end_ctx;
 };
 
 /* ------------------------------------------------------------------------------------------ */
@@ -105,6 +108,29 @@ int routing_net_kernel_reply(const char *msg, size_t len, erlang_pid *to, char *
     return r;
 }
 
+void routing_make_ref(const erlang_pid *pid, uint32_t counter, erlang_ref *out) {
+    memset(out, 0, sizeof *out);
+    snprintf(out->node, sizeof out->node, "%s", pid->node);
+    out->creation = pid->creation;
+    out->len = 3;
+    out->n[0] = pid->num & 0x3ffff; /* erts keeps 18 bits of a reference's first word */
+    out->n[1] = pid->serial;
+    out->n[2] = counter;
+}
+
+/* The pid key a routing_make_ref reference stands for. */
+static uint64_t routing_ref_key(const erlang_ref *ref) {
+    return ref->len >= 2 ? ((uint64_t)ref->n[1] << 32) | ref->n[0] : UINT64_MAX;
+}
+
+static bool routing_ref_equal(const erlang_ref *a, const erlang_ref *b) {
+    if (a->len != b->len || a->creation != b->creation || strcmp(a->node, b->node) != 0)
+        return false;
+    for (int k = 0; k < a->len; k++)
+        if (a->n[k] != b->n[k]) return false;
+    return true;
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* The registry */
 
@@ -124,6 +150,12 @@ void routing_free(routing *r) {
     if (!r) return;
     call_registry_destroy(&r->registry);
     free(r);
+}
+
+void routing_set_monitor_end(routing *r, void (*fn)(call *c, routing_owner *o, void *ctx),
+                             void *ctx) {
+    r->monitor_end = fn;
+    r->monitor_end_ctx = ctx;
 }
 
 void routing_owner_init(routing_owner *o, const config_cnode *cfg, const char *node) {
@@ -151,6 +183,24 @@ size_t routing_owner_outboxes_locked(const routing_owner *o, call ***out) {
     if (!queued || !(*out = malloc(queued * sizeof **out))) return 0;
     for (call *c = o->calls.head; c; c = c->node_next)
         if (c->outbox) (*out)[n++] = c;
+    return n;
+}
+
+size_t routing_owner_take_locked(routing_owner *from, routing_owner *to, size_t max, call ***out) {
+    size_t n = from->calls.count < max ? from->calls.count : max;
+    *out = NULL;
+    if (!n || !(*out = malloc(n * sizeof **out))) return 0;
+    /* The list holds the newest first: its last n entries are the oldest n. */
+    call *c = from->calls.head;
+    for (size_t skip = from->calls.count - n; skip > 0; skip--) c = c->node_next;
+    for (size_t k = n; k > 0; k--) {
+        call *next = c->node_next;
+        (*out)[k - 1] = c;
+        call_list_move(&from->calls, &to->calls, c);
+        c->cnode = to;
+        to->calls_total++;
+        c = next;
+    }
     return n;
 }
 
@@ -212,12 +262,58 @@ static void routing_complete_chain(call *chain, call_outcome outcome, const char
     }
 }
 
+/* Ends a call that leaves with its monitor open: the owner demonitors first. */
+static void routing_end_monitor(routing *r, call *c) {
+    if (!c->monitored) return;
+    c->monitored = false;
+    if (r->monitor_end) r->monitor_end(c, c->cnode, r->monitor_end_ctx);
+}
+
+/* A monitor exit's reason, as text, into the call's detail. */
+static void routing_monitor_exit_detail(call *c, const dist_message *m) {
+    strbuf reason = {0};
+    term_error err;
+    int i = 0;
+    const char *what = "";
+    if (term_to_text(m->msg, m->msg_len, &i, &term_limits_default, &reason, &err) == 0)
+        what = reason.data;
+    routing_owner *o = c->cnode;
+    snprintf(c->detail, sizeof c->detail, "the target process %s on %s is gone: %.96s",
+             o->cfg->registered_name ? o->cfg->registered_name : "", o->node, what);
+    strbuf_free(&reason);
+}
+
+/* The call `m` is for, if it came the way the call went out (lock held). */
+static call *routing_find_for(routing *r, routing_owner *conn_owner, const dist_message *m) {
+    call *c = NULL;
+    if (m->to_alias) {
+        c = call_registry_find(&r->registry, routing_ref_key(&m->ref));
+        routing_owner *o = c ? c->cnode : NULL;
+        if (c &&
+            (o->cfg->protocol != CNODE_PROTOCOL_GEN_CALL || !routing_ref_equal(&m->ref, &c->ref)))
+            c = NULL;
+    } else if (strcmp(m->to.node, r->node_name) == 0) {
+        c = call_registry_find(&r->registry, dist_pid_key(&m->to));
+        if (c && c->pid.creation != m->to.creation) c = NULL; /* a pid of an earlier run */
+    }
+    /* Only the connection a call went out on may answer it: no peer completes another's. */
+    return c && c->cnode == conn_owner ? c : NULL;
+}
+
 void routing_on_message(routing *r, routing_owner *conn_owner, const dist_message *m) {
-    uint64_t key = dist_pid_key(&m->to);
     pthread_mutex_lock(r->mu);
-    call *c = strcmp(m->to.node, r->node_name) == 0 ? call_registry_find(&r->registry, key) : NULL;
+    call *c = routing_find_for(r, conn_owner, m);
     long offset = -1;
-    if (c) {
+    bool monitor_exit = false;
+    if (c && m->monitor_exit) {
+        routing_owner *owner = c->cnode;
+        monitor_exit = owner->cfg->protocol == CNODE_PROTOCOL_GEN_CALL && c->monitored &&
+                       routing_ref_equal(&m->ref, &c->ref);
+        if (monitor_exit)
+            routing_unregister(r, c);
+        else
+            owner->dropped++;
+    } else if (c) {
         routing_owner *owner = c->cnode;
         offset = routing_match_reply(owner, c, m->msg, m->msg_len);
         if (offset >= 0)
@@ -230,10 +326,22 @@ void routing_on_message(routing *r, routing_owner *conn_owner, const dist_messag
         r->dropped_unknown++;
     }
     pthread_mutex_unlock(r->mu);
+    if (!c) return;
+    if (m->monitor_exit) {
+        if (!monitor_exit) return;
+        c->monitored = false; /* the peer ended the monitor itself */
+        routing_monitor_exit_detail(c, m);
+        c->outcome = CALL_UNAVAILABLE;
+        c->on_done(c, c->ctx);
+        return;
+    }
     /* A streaming call's other messages: passed on while the call stays registered (only this
      * thread unregisters calls, so it is still valid after the unlock). */
-    if (c && offset < 0 && c->on_message) c->on_message(c, m->msg, m->msg_len, c->ctx);
-    if (!c || offset < 0) return;
+    if (offset < 0) {
+        if (c->on_message) c->on_message(c, m->msg, m->msg_len, c->ctx);
+        return;
+    }
+    routing_end_monitor(r, c);
     c->reply = malloc(m->msg_len ? m->msg_len : 1);
     if (!c->reply) {
         routing_complete(c, CALL_UNAVAILABLE, "out of memory storing the reply");
@@ -246,16 +354,19 @@ void routing_on_message(routing *r, routing_owner *conn_owner, const dist_messag
 }
 
 void routing_expire(routing *r, int64_t now_ms) {
-    call *expired = NULL;
+    call *expired = NULL, *unsent = NULL;
     pthread_mutex_lock(r->mu);
     call *c;
     while ((c = call_registry_expired(&r->registry, now_ms)) != NULL) {
         routing_unregister(r, c);
-        c->hash_next = expired;
-        expired = c;
+        call **chain = c->outbox ? &unsent : &expired;
+        c->hash_next = *chain;
+        *chain = c;
     }
     pthread_mutex_unlock(r->mu);
+    for (c = expired; c; c = c->hash_next) routing_end_monitor(r, c);
     routing_complete_chain(expired, CALL_TIMEOUT, "no reply within the call's timeout");
+    routing_complete_chain(unsent, CALL_TIMEOUT, ROUTING_NOT_SENT);
 }
 
 bool routing_cancel(routing *r, call *c) {
@@ -280,6 +391,7 @@ void routing_run_cancels(routing *r) {
         cancelled = c;
     }
     pthread_mutex_unlock(r->mu);
+    for (call *c = cancelled; c; c = c->hash_next) routing_end_monitor(r, c);
     routing_complete_chain(cancelled, CALL_CANCELLED, "the caller cancelled the call");
 }
 
@@ -293,5 +405,6 @@ void routing_fail_owner(routing *r, routing_owner *o, call_outcome outcome, cons
         failed = c;
     }
     pthread_mutex_unlock(r->mu);
+    for (call *c = failed; c; c = c->hash_next) c->monitored = false; /* gone with the link */
     routing_complete_chain(failed, outcome, detail);
 }

@@ -22,6 +22,9 @@
  * functions (routing_match_*, routing_net_kernel_reply) touch no state and run on any thread. */
 typedef struct routing routing;
 
+/* The detail of a call that timed out before it could be sent (its target never came up). */
+#define ROUTING_NOT_SENT "not sent: the target did not come up within the call's timeout"
+
 /* What a call is routed to: a C-node instance or an Erlang node. Embedded by its owner (the
  * gateway's entry), set up with routing_owner_init, read through the accessors below. A
  * registered call's `cnode` points at its routing_owner. */
@@ -48,6 +51,10 @@ long routing_match_reply(const routing_owner *o, const call *c, const char *msg,
  * (no version byte), or -1 when msg is not that request or the answer does not fit. */
 int routing_net_kernel_reply(const char *msg, size_t len, erlang_pid *to, char *out, size_t cap);
 
+/* A gen_call's reference, made from its pid so an alias send (whose only address is the ref)
+ * finds its call: {pid's node and creation, [num, serial, counter]}. Any thread. */
+void routing_make_ref(const erlang_pid *pid, uint32_t counter, erlang_ref *out);
+
 /* --- The registry ------------------------------------------------------------------------- */
 
 /* An empty registry guarded by `lock` (which must outlive it); `node_name` is this node's name
@@ -55,6 +62,12 @@ int routing_net_kernel_reply(const char *msg, size_t len, erlang_pid *to, char *
 routing *routing_new(pthread_mutex_t *lock, const char *node_name);
 /* Frees the registry (not the calls, which must all have ended). */
 void routing_free(routing *r);
+/* Called on the loop thread, outside the lock, for every call that ends with its monitor still
+ * open (c->monitored: a reply, a timeout or a cancel; not a monitor exit, and not when its owner
+ * fails, whose connection goes with the monitor) before its on_done: the place to demonitor.
+ * Set once, before the first call. */
+void routing_set_monitor_end(routing *r, void (*fn)(call *c, routing_owner *o, void *ctx),
+                             void *ctx);
 
 /* Sets an owner up with no calls; `cfg` and `node` must outlive it. */
 void routing_owner_init(routing_owner *o, const config_cnode *cfg, const char *node);
@@ -69,6 +82,12 @@ uint64_t routing_owner_dropped(const routing_owner *o);
  * _locked; the calls stay valid after the unlock on the loop thread. */
 size_t routing_owner_outboxes_locked(const routing_owner *o, call ***out);
 
+/* Moves up to `max` of the calls of `from` (oldest first) to `to`, counted in its calls_total,
+ * into *out in that order (malloc'd; the caller frees it). Returns how many; 0 with *out NULL
+ * when none or out of memory. _locked; the calls stay valid after the unlock on the loop thread.
+ */
+size_t routing_owner_take_locked(routing_owner *from, routing_owner *to, size_t max, call ***out);
+
 /* Registers `c` (key and deadline set) for `o`, counted in its calls_total; c->cnode becomes
  * `o`. Returns 0, or -1 when out of memory. _locked, any thread. */
 int routing_register_locked(routing *r, routing_owner *o, call *c);
@@ -79,12 +98,17 @@ size_t routing_in_flight_locked(const routing *r);
 /* Messages to pids of no call on connections of no owner (_locked). */
 uint64_t routing_dropped_unknown_locked(const routing *r);
 
-/* A message to a pid (m->to_pid) arrived on a connection of `conn_owner` (NULL: a connection of
- * no owner): the call it replies to is unregistered and completed with CALL_REPLIED (reply bytes
- * copied, reply_offset set); a streaming call's other messages go to its on_message; anything
- * else is counted as dropped (the call's owner, else conn_owner, else unknown). Loop thread. */
+/* A message to a pid (m->to_pid) or to an alias (m->to_alias: a gen_call's ref) arrived on a
+ * connection of `conn_owner` (NULL: a connection of no owner). It belongs to a call only when
+ * it came over the connection the call went out on (the call's owner is conn_owner) and names
+ * the call's pid with its creation (not a pid of an earlier run). Then: its reply is
+ * unregistered and completed with CALL_REPLIED (reply bytes copied, reply_offset set); a
+ * monitor exit of a gen_call (m->monitor_exit, its ref) completes it with CALL_UNAVAILABLE and
+ * the reason; a streaming call's other messages go to its on_message. Anything else is counted
+ * as dropped (the call's owner, else conn_owner, else unknown). Loop thread. */
 void routing_on_message(routing *r, routing_owner *conn_owner, const dist_message *m);
-/* Ends every call whose deadline is <= now with CALL_TIMEOUT. Loop thread. */
+/* Ends every call whose deadline is <= now with CALL_TIMEOUT; a call still in its owner's
+ * outbox (never sent) gets the detail ROUTING_NOT_SENT. Loop thread. */
 void routing_expire(routing *r, int64_t now_ms);
 /* Asks for `c` to end with CALL_CANCELLED. True if taken (it is in flight and was not cancelled
  * before); then wake the loop, which ends it in routing_run_cancels. Any thread. */

@@ -2,6 +2,8 @@
  */
 #include "service.h"
 
+#include "routing.h"
+
 #include <fnmatch.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -10,6 +12,7 @@
 #include <time.h>
 
 #include "auth.h"
+#include "routing.h"
 #include "strbuf.h"
 #include "term_common.h"
 
@@ -244,6 +247,30 @@ void service_call_pid(service *s, call *c) {
     gateway_make_pid(s->gw, &c->pid);
 }
 
+/* A call or cast the gateway refused, with the C-node's state and its last error. */
+static service_status service_call_refused(service *s, const char *name, gateway_error ge,
+                                           service_error *err) {
+    gateway_cnode_info i;
+    bool known = gateway_cnode_info_by_name(s->gw, name, &i) == 0;
+    if (!known || (ge != GATEWAY_UNAVAILABLE && ge != GATEWAY_OVERLOADED))
+        return service_fail(err, service_of_gateway(ge), "C-node %s is not available (%s)", name,
+                            gateway_error_code(ge));
+    if (ge == GATEWAY_OVERLOADED && i.state != CNODE_UP)
+        return service_fail(err, SERVICE_OVERLOADED,
+                            "C-node %s is %s and %zu calls already wait for it (max_waiting)", name,
+                            cnode_state_name(i.state), i.waiting);
+    if (ge == GATEWAY_OVERLOADED)
+        return service_fail(err, SERVICE_OVERLOADED,
+                            "C-node %s is overloaded (%zu calls in flight, or its input backlog "
+                            "is full)",
+                            name, i.in_flight);
+    if (i.last_error[0])
+        return service_fail(err, SERVICE_UNAVAILABLE, "C-node %s is %s: %.150s", name,
+                            cnode_state_name(i.state), i.last_error);
+    return service_fail(err, SERVICE_UNAVAILABLE, "C-node %s is %s", name,
+                        cnode_state_name(i.state));
+}
+
 service_status service_call(service *s, const service_principal *p, service_call_req *r, call *c,
                             const char *msg, size_t msg_len, service_error *err) {
     if (r->op != SERVICE_OP_CALL && r->op != SERVICE_OP_STREAM && r->op != SERVICE_OP_CAST)
@@ -259,10 +286,22 @@ service_status service_call(service *s, const service_principal *p, service_call
         ge = gateway_cast(s->gw, r->name, msg, msg_len);
     } else {
         if (r->op == SERVICE_OP_CALL) c->on_message = NULL;
-        ge = gateway_call(s->gw, r->name, c, msg, msg_len, r->timeout_used);
+        ge = gateway_call(s->gw, r->name, c, msg, msg_len, r->timeout_used, !r->no_wait);
     }
+    if (ge != GATEWAY_OK) return service_call_refused(s, r->name, ge, err);
+    return service_ok(err);
+}
+
+service_status service_restart_cnode(service *s, const service_principal *p, const char *name,
+                                     service_error *err) {
+    const config_cnode *cn = name ? config_find_cnode(s->cfg, name) : NULL;
+    if (!cn)
+        return service_fail(err, SERVICE_NOT_FOUND, "no C-node named '%.64s'", name ? name : "");
+    if (service_authorize(s, p, SERVICE_OP_RESTART, cn->name, err) != SERVICE_OK)
+        return err->status;
+    gateway_error ge = gateway_restart_cnode(s->gw, cn->name);
     if (ge != GATEWAY_OK)
-        return service_fail(err, service_of_gateway(ge), "C-node %s is not available (%s)", r->name,
+        return service_fail(err, service_of_gateway(ge), "cannot restart C-node %s (%s)", cn->name,
                             gateway_error_code(ge));
     return service_ok(err);
 }
@@ -276,6 +315,11 @@ service_status service_call_outcome(const call *c, const char *what, const char 
     switch (c->outcome) {
     case CALL_REPLIED: return service_ok(err);
     case CALL_TIMEOUT:
+        if (strcmp(c->detail, ROUTING_NOT_SENT) == 0)
+            return service_fail(err, SERVICE_TIMEOUT,
+                                "%s %s did not come up within %u ms (the call waited and was not "
+                                "sent)",
+                                what, target, timeout_ms);
         return service_fail(err, SERVICE_TIMEOUT, "%s %s did not reply within %u ms", what, target,
                             timeout_ms);
     case CALL_SHUTDOWN:

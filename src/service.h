@@ -25,6 +25,7 @@
     X(SERVICE_OP_LOAD, "modules.load")                                                             \
     X(SERVICE_OP_SPAWN, "nodes.spawn")                                                             \
     X(SERVICE_OP_STOP, "nodes.stop")                                                               \
+    X(SERVICE_OP_RESTART, "cnodes.restart")                                                        \
     X(SERVICE_OP_HEALTH, "health")
 
 typedef enum service_op {
@@ -142,6 +143,7 @@ typedef struct service_call_req {
     const char *cnode;        /* the C-node's API name */
     unsigned timeout_ms;      /* 0: the C-node's default; SERVICE_TIMEOUT_INVALID: unparsable */
     int64_t deadline_left_ms; /* the client's own deadline (gRPC), -1 for none */
+    bool no_wait; /* fail at once (503) instead of waiting while the C-node (re)starts */
     /* out, set by service_call_check */
     const char *name;      /* the configured name (lives as long as the config) */
     unsigned timeout_used; /* what the call waits: requested, default or clamped to the deadline */
@@ -168,6 +170,11 @@ bool service_cancel(service *s, call *c);
  * else the error with its message (timeout_ms: the wait, for the message). */
 service_status service_call_outcome(const call *c, const char *what, const char *target,
                                     unsigned timeout_ms, service_error *err);
+
+/* Restarts every instance of C-node `name` now (out of `failed` too), with a clean restart
+ * record; needs cnodes.restart. SERVICE_OK once asked (the gateway acts on it). */
+service_status service_restart_cnode(service *s, const service_principal *p, const char *name,
+                                     service_error *err);
 
 /* --- Erlang nodes: rpc and code loading --------------------------------------------------- */
 

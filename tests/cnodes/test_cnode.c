@@ -4,7 +4,8 @@
 /*
  * usage: test_cnode <sname> <hostname> <cookie> <gateway-sname> [mode] [arg]
  * modes: serve (default), serve_to, never_ready, exit_before_ready, signal_before_ready,
- *        slow_ready [ms], ready_then_no_connect.
+ *        slow_ready [ms], ready_then_no_connect, serve_once (exits 0 after its first reply),
+ *        exit_if_exists PATH (exits 3 before the ready line while PATH exists, else serves).
  * Requests understood while serving (the reply goes to the sender unless said otherwise):
  *   {ping, T} -> {pong, T}            {sleep, Ms, T} -> {slept, T} after Ms ms
  *   {spin, Us, T} -> {spun, T} after Us microseconds of busy CPU (work that needs a core)
@@ -23,6 +24,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -307,6 +309,8 @@ static void handle(const req_ctx *c, const char *buf, int *index) {
     }
 }
 
+static bool serve_once; /* mode serve_once: one message handled, then exit 0 */
+
 /* Serves messages on fd until the connection drops, then exits 0. */
 static void serve(ei_cnode *ec, int fd) {
     ei_x_buff in;
@@ -335,6 +339,10 @@ static void serve(ei_cnode *ec, int fd) {
             if (ei_decode_tuple_header(in.buff, &probe, &arity) == 0 && arity == 3 &&
                 ei_decode_atom(in.buff, &probe, tag) == 0 && strcmp(tag, "$gen_call") == 0)
                 handle(&c, in.buff, &index);
+        }
+        if (serve_once && (msg.msgtype == ERL_REG_SEND || msg.msgtype == ERL_SEND)) {
+            say("served one message; exiting%s", "");
+            exit(0);
         }
     }
 }
@@ -382,6 +390,17 @@ int main(int argc, char **argv) {
         printf("%s ready\n", node);
         fflush(stdout);
         for (;;) pause();
+    }
+    if (strcmp(mode, "exit_if_exists") == 0) {
+        if (argc > 6 && access(argv[6], F_OK) == 0) {
+            say("%s exists: exiting with status 3", argv[6]);
+            exit(3);
+        }
+        mode = "serve";
+    }
+    if (strcmp(mode, "serve_once") == 0) {
+        serve_once = true;
+        mode = "serve";
     }
     if (strcmp(mode, "slow_ready") == 0) {
         long ms = argc > 6 ? atol(argv[6]) : 1000;

@@ -4,6 +4,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 
 import nodex_harness as nx
@@ -47,9 +48,18 @@ def test_direction_adopt_connects_and_reconnects_after_restart(session, nodexd):
     assert r.status == 200 and r.json() == tup(atom("pong"), "a1"), r
     nx.end_process(p, signal.SIGKILL)
     nx.wait_until(lambda: d.info("ad")["state"] != "up", 5, what="adopted node to be seen down")
-    r = d.call("ad", tup(atom("ping"), "x"), timeout_ms=60000)
-    assert r.status == 503, r  # refused at once, not held until its 60 s timeout (504)
+    r = d.request("POST", "/cnodes/ad/call?timeout_ms=60000&wait=false",
+                  nx.J(tup(atom("ping"), "x")), {"Content-Type": "application/json"})
+    assert r.status == 503, r  # told not to wait: refused at once, not held (504)
+    # The default: a call made while the node is away waits for it to come back.
+    held = []
+    t = threading.Thread(target=lambda: held.append(
+        d.call("ad", tup(atom("ping"), "held"), timeout_ms=60000, timeout=90)))
+    t.start()
+    nx.wait_until(lambda: d.info("ad")["waiting"] == 1, 10 * nx.SLOW, what="the call to wait")
     p2 = start_adoptee(session, sname)
+    t.join(90)
+    assert held and held[0].status == 200 and held[0].json() == tup(atom("pong"), "held"), held
     d.wait_up("ad", timeout=10)
     r = d.call("ad", tup(atom("ping"), "a2"))
     assert r.status == 200 and r.json() == tup(atom("pong"), "a2"), r

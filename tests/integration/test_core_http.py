@@ -119,8 +119,9 @@ def test_readyz_is_503_while_a_cnode_is_not_up(session, nodexd):
     r = d.request("GET", "/readyz")
     assert r.status == 503, r
     assert d.request("GET", "/healthz").status == 200
-    # A call to the C-node that is not up fails fast with 503 and Retry-After.
-    r = d.call("never", tup(atom("ping"), "x"), timeout_ms=60000)
+    # A call to the C-node that is not up, told not to wait: 503 at once, with Retry-After.
+    r = d.request("POST", "/cnodes/never/call?timeout_ms=60000&wait=false",
+                  nx.J(tup(atom("ping"), "x")), {"Content-Type": "application/json"})
     assert r.status == 503, r  # refused, not held until its 60 s timeout (504)
     assert r.json()["error"]["code"] == "unavailable"
     assert "retry-after" in r.headers, r.headers

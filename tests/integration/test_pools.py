@@ -81,6 +81,7 @@ def test_killing_one_instance_does_not_fail_calls_to_the_pool(nodexd):
 
 def test_pool_with_no_instance_up_is_503(nodexd):
     d = nodexd([pool_spec(2, "never_ready", spawn_inactive_timeout_ms=5000)])
-    r = d.call("pool", nx.J(tup(atom("ping"), 1)))
+    r = d.request("POST", "/cnodes/pool/call?wait=false", nx.J(tup(atom("ping"), 1)),
+                  {"Content-Type": "application/json"})
     assert r.status == 503 and r.headers.get("retry-after") == "1", r
     d._note({"cnodes": d.info("pool")["pool"]})

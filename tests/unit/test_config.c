@@ -558,10 +558,11 @@ static void test_a_public_listener_without_auth_is_refused(void **state) {
 
 static void test_principals_are_checked_where_they_are_written(void **state) {
     (void)state;
-    expect_error("auth:\n  principals:\n    - name: a\n      token_env: T\n"
-                 "      allow: [calls]\n",
-                 "nodex.yaml:5: auth.principals[0].allow[0]: unknown permission 'calls' (one of "
-                 "call, cast, stream, watch, rpc, modules.load, nodes.spawn, nodes.stop)");
+    expect_error(
+        "auth:\n  principals:\n    - name: a\n      token_env: T\n"
+        "      allow: [calls]\n",
+        "nodex.yaml:5: auth.principals[0].allow[0]: unknown permission 'calls' (one of "
+        "call, cast, stream, watch, rpc, modules.load, nodes.spawn, nodes.stop, cnodes.restart)");
     expect_error_part("auth:\n  principals:\n    - name: a\n      token_env: T\n"
                       "      allow: [\"watch:x\"]\n",
                       "watch takes no pattern");

@@ -62,6 +62,8 @@ typedef struct {
     bool has_name;
     char to_name[MAXATOMLEN_UTF8];
     bool version_before; /* msg[-1] == 131 */
+    bool monitor_exit, to_alias;
+    erlang_ref ref;
     char *msg;
     size_t msg_len;
 } got_msg;
@@ -83,6 +85,9 @@ static void on_msg(void *ctx, dist_conn *c, const dist_message *m) {
     g->has_name = m->to_name != NULL;
     if (m->to_name) snprintf(g->to_name, sizeof g->to_name, "%s", m->to_name);
     g->version_before = (unsigned char)m->msg[-1] == 131;
+    g->monitor_exit = m->monitor_exit;
+    g->to_alias = m->to_alias;
+    if (m->monitor_exit || m->to_alias) g->ref = m->ref;
     g->msg = malloc(m->msg_len ? m->msg_len : 1);
     memcpy(g->msg, m->msg, m->msg_len);
     g->msg_len = m->msg_len;
@@ -1853,7 +1858,7 @@ static void test_ignored_control_messages_are_counted_by_kind(void **state) {
     assert_int_equal(ei_x_encode_ref(&ctrl, &ref), 0);
     add_packet(&sb, &ctrl, NULL);
     ei_x_free(&ctrl);
-    /* {33, From, Alias} + message: ALIAS_SEND */
+    /* {33, From, Alias} + message: ALIAS_SEND, dispatched to the alias */
     assert_int_equal(ei_x_new_with_version(&ctrl), 0);
     assert_int_equal(ei_x_encode_tuple_header(&ctrl, 3), 0);
     assert_int_equal(ei_x_encode_long(&ctrl, 33), 0);
@@ -1878,17 +1883,90 @@ static void test_ignored_control_messages_are_counted_by_kind(void **state) {
 
     collector col = {0};
     assert_int_equal(feed(f, &sb, &col), DIST_OPEN);
-    assert_int_equal(col.n, 1);
-    assert_hello(&col.m[0], 2);
+    assert_int_equal(col.n, 2);
+    assert_int_equal(col.m[0].type, 33);
+    assert_true(col.m[0].to_alias);
+    assert_false(col.m[0].to_pid);
+    assert_int_equal(col.m[0].ref.n[0], ref.n[0]);
+    assert_hello(&col.m[0], 1);
+    assert_hello(&col.m[1], 2);
     assert_int_equal(dist_ignored_count(f->c, DIST_CTL_LINK), 1);
     assert_int_equal(dist_ignored_count(f->c, DIST_CTL_MONITOR_P), 1);
-    assert_int_equal(dist_ignored_count(f->c, DIST_CTL_ALIAS_SEND), 1);
     assert_int_equal(dist_ignored_count(f->c, DIST_CTL_OTHER), 1);
     assert_int_equal(dist_ignored_count(f->c, DIST_CTL_EXIT), 0);
     assert_int_equal(dist_ignored_count(f->c, DIST_CTL_KINDS), 0); /* out of range */
     assert_string_equal(dist_ignored_control_name(DIST_CTL_MONITOR_P), "monitor_p");
     assert_string_equal(dist_ignored_control_name(DIST_CTL_KINDS), "other");
     collector_free(&col);
+    strbuf_free(&sb);
+}
+
+/* {Type, FromProc, ToPid, Ref[, Reason]}: a monitor's exit. */
+static void add_monitor_exit(strbuf *sb, long type, const erlang_ref *ref, const char *reason) {
+    ei_x_buff ctrl, msg;
+    assert_int_equal(ei_x_new_with_version(&ctrl), 0);
+    assert_int_equal(ei_x_encode_tuple_header(&ctrl, type == 21 ? 5 : 4), 0);
+    assert_int_equal(ei_x_encode_long(&ctrl, type), 0);
+    assert_int_equal(ei_x_encode_atom(&ctrl, "example_server"), 0);
+    assert_int_equal(ei_x_encode_pid(&ctrl, &pid_a), 0);
+    assert_int_equal(ei_x_encode_ref(&ctrl, ref), 0);
+    if (type == 21) {
+        assert_int_equal(ei_x_encode_atom(&ctrl, reason), 0);
+        add_packet(sb, &ctrl, NULL);
+    } else {
+        assert_int_equal(ei_x_new_with_version(&msg), 0);
+        assert_int_equal(ei_x_encode_atom(&msg, reason), 0);
+        add_packet(sb, &ctrl, &msg);
+        ei_x_free(&msg);
+    }
+    ei_x_free(&ctrl);
+}
+
+static void test_monitor_exits_are_dispatched_with_their_ref_and_reason(void **state) {
+    fixture *f = *state;
+    strbuf sb = {0};
+    erlang_ref ref;
+    assert_int_equal(ei_make_ref(&ec, &ref), 0);
+    add_monitor_exit(&sb, 21, &ref, "noproc");
+    add_monitor_exit(&sb, 28, &ref, "killed");
+    collector col = {0};
+    assert_int_equal(feed(f, &sb, &col), DIST_OPEN);
+    assert_int_equal(col.n, 2);
+    const char *const reasons[] = {"noproc", "killed"};
+    for (int k = 0; k < 2; k++) {
+        got_msg *g = &col.m[k];
+        assert_true(g->monitor_exit);
+        assert_true(g->to_pid);
+        assert_int_equal(g->to.num, pid_a.num);
+        assert_int_equal(g->ref.len, ref.len);
+        assert_memory_equal(g->ref.n, ref.n, sizeof ref.n[0] * (size_t)ref.len);
+        int i = 0;
+        char atom[MAXATOMLEN_UTF8];
+        assert_int_equal(ei_decode_atom(g->msg, &i, atom), 0);
+        assert_string_equal(atom, reasons[k]);
+        assert_int_equal((size_t)i, g->msg_len); /* exactly the reason */
+    }
+    collector_free(&col);
+    strbuf_free(&sb);
+}
+
+static void test_monitor_exit_with_a_cut_ref_is_a_protocol_error(void **state) {
+    fixture *f = *state;
+    strbuf sb = {0};
+    ei_x_buff ctrl;
+    assert_int_equal(ei_x_new_with_version(&ctrl), 0);
+    assert_int_equal(ei_x_encode_tuple_header(&ctrl, 5), 0);
+    assert_int_equal(ei_x_encode_long(&ctrl, 21), 0);
+    assert_int_equal(ei_x_encode_atom(&ctrl, "x"), 0);
+    assert_int_equal(ei_x_encode_pid(&ctrl, &pid_a), 0);
+    /* NEWER_REFERENCE_EXT announcing 5 words, carrying none */
+    const char cut[] = {(char)ERL_NEWER_REFERENCE_EXT, 0, 5, (char)ERL_SMALL_ATOM_UTF8_EXT, 1, 'n'};
+    assert_int_equal(ei_x_append_buf(&ctrl, cut, sizeof cut), 0);
+    add_packet(&sb, &ctrl, NULL);
+    ei_x_free(&ctrl);
+    collector col = {0};
+    assert_int_equal(feed(f, &sb, &col), DIST_PROTOCOL_ERROR);
+    assert_int_equal(col.n, 0);
     strbuf_free(&sb);
 }
 
@@ -2009,6 +2087,8 @@ int main(void) {
         T(test_packet_then_close_dispatches_then_reports_close),
         T(test_no_data_yet_is_open),
         T(test_link_and_monitor_control_messages_are_ignored),
+        T(test_monitor_exits_are_dispatched_with_their_ref_and_reason),
+        T(test_monitor_exit_with_a_cut_ref_is_a_protocol_error),
         T(test_send_reg_with_prefix_decodes_as_gen_call),
         T(test_send_pid_without_prefix_decodes_exactly),
         T(test_send_reg_and_send_pid_loop_back_through_dist_read),

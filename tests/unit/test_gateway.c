@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "routing.h"
 #include "epmd.h"
 #include "gateway.h"
 #include "log.h"
@@ -133,9 +134,10 @@ static bool tcall_wait(tcall *t, int timeout_ms) {
     return done;
 }
 
-/* Encodes `text` (self() is the call's pid) and starts the call. */
-static gateway_error tcall_start(tcall *t, const char *cnode, const char *text, unsigned timeout_ms,
-                                 bool streaming) {
+/* Encodes `text` (self() is the call's pid) and starts the call; `wait`: while the C-node is
+ * not up yet. */
+static gateway_error tcall_start_waiting(tcall *t, const char *cnode, const char *text,
+                                         unsigned timeout_ms, bool streaming, bool wait) {
     memset(t, 0, sizeof *t);
     gateway_make_pid(fx.gw, &t->c.pid);
     t->c.on_done = tcall_done;
@@ -146,9 +148,14 @@ static gateway_error tcall_start(tcall *t, const char *cnode, const char *text, 
     term_error err;
     if (term_from_text(text, strlen(text), NULL, &t->c.pid, &x, &err) != 0)
         fail_msg("term_from_text(%s): %s", text, err.message);
-    gateway_error e = gateway_call(fx.gw, cnode, &t->c, x.buff, (size_t)x.index, timeout_ms);
+    gateway_error e = gateway_call(fx.gw, cnode, &t->c, x.buff, (size_t)x.index, timeout_ms, wait);
     ei_x_free(&x);
     return e;
+}
+
+static gateway_error tcall_start(tcall *t, const char *cnode, const char *text, unsigned timeout_ms,
+                                 bool streaming) {
+    return tcall_start_waiting(t, cnode, text, timeout_ms, streaming, true);
 }
 
 /* The reply as Erlang text; the caller frees it. */
@@ -319,9 +326,10 @@ static void test_unknown_cnode_is_not_found_synchronously_and_on_done_never_runs
     tcall t;
     assert_int_equal(tcall_start(&t, "no_such_cnode", "{ping, x}", 0, false), GATEWAY_NOT_FOUND);
     assert_int_equal(cast_text("no_such_cnode", "{ping, x}", NULL), GATEWAY_NOT_FOUND);
-    /* A C-node that is not up refuses too, synchronously. */
+    /* A C-node that is not up refuses too, synchronously, when the call may not wait. */
     tcall u;
-    assert_int_equal(tcall_start(&u, "never", "{ping, x}", 0, false), GATEWAY_UNAVAILABLE);
+    assert_int_equal(tcall_start_waiting(&u, "never", "{ping, x}", 0, false, false),
+                     GATEWAY_UNAVAILABLE);
     assert_int_equal(cast_text("never", "{ping, x}", NULL), GATEWAY_UNAVAILABLE);
     fixture_sleep_ms(200);
     assert_false(t.done);
@@ -329,6 +337,23 @@ static void test_unknown_cnode_is_not_found_synchronously_and_on_done_never_runs
     assert_int_equal(t.done_count + u.done_count, 0);
     tcall_free(&t);
     tcall_free(&u);
+}
+
+static void test_a_call_to_a_cnode_not_up_yet_waits_and_times_out_unsent(void **state) {
+    (void)state;
+    tcall t;
+    assert_int_equal(tcall_start(&t, "never", "{ping, x}", 300, false), GATEWAY_OK);
+    gateway_cnode_info info;
+    assert_int_equal(gateway_cnode_info_by_name(fx.gw, "never", &info), 0);
+    assert_int_equal(info.waiting, 1);
+    assert_int_equal(info.in_flight, 0);
+    assert_true(tcall_wait(&t, 10000));
+    assert_int_equal(t.c.outcome, CALL_TIMEOUT);
+    assert_string_equal(t.c.detail, ROUTING_NOT_SENT);
+    assert_int_equal(t.done_count, 1);
+    assert_int_equal(gateway_cnode_info_by_name(fx.gw, "never", &info), 0);
+    assert_int_equal(info.waiting, 0);
+    tcall_free(&t);
 }
 
 static void test_cancel_runs_on_done_once_on_the_loop_thread(void **state) {
@@ -579,6 +604,8 @@ int main(void) {
             test_timeout_completes_the_call_and_counts_the_late_reply_as_dropped, setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_unknown_cnode_is_not_found_synchronously_and_on_done_never_runs, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_call_to_a_cnode_not_up_yet_waits_and_times_out_unsent, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel_runs_on_done_once_on_the_loop_thread, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(

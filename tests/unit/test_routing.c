@@ -372,6 +372,167 @@ static void test_outboxes_lists_the_calls_waiting_for_a_connection(void **state)
     call_clear(&b.c);
 }
 
+static void test_a_reply_over_another_connection_or_to_an_earlier_run_is_dropped(void **state) {
+    fixture *f = *state;
+    tcall t;
+    start(f, &t, 11, INT64_MAX);
+    char buf[64];
+    int n = encode_tagged(buf, "ok");
+    dist_message m = message_to(11, buf, (size_t)n);
+    /* Another C-node's connection names our call's pid: not its call to complete. */
+    routing_owner other;
+    routing_owner_init(&other, &f->cfg, "c2@host");
+    routing_on_message(f->r, &other, &m);
+    assert_int_equal(t.done, 0);
+    assert_int_equal(routing_owner_dropped(&other), 1);
+    /* A connection of no owner: neither. */
+    routing_on_message(f->r, NULL, &m);
+    assert_int_equal(t.done, 0);
+    assert_int_equal(routing_dropped_unknown_locked(f->r), 1);
+    /* The right connection, but the pid of an earlier nodexd run (another creation). */
+    m.to.creation = 6;
+    routing_on_message(f->r, &f->owner, &m);
+    assert_int_equal(t.done, 0);
+    assert_int_equal(routing_owner_dropped(&f->owner), 1);
+    m.to.creation = 7;
+    routing_on_message(f->r, &f->owner, &m);
+    assert_int_equal(t.done, 1);
+    assert_int_equal(t.outcome, CALL_REPLIED);
+    call_clear(&t.c);
+}
+
+static int monitor_ends;
+static void on_monitor_end(call *c, routing_owner *o, void *ctx) {
+    (void)ctx;
+    assert_true(c->registered == false);
+    assert_non_null(o);
+    monitor_ends++;
+}
+
+/* A gen_call with its monitor open and a ref made from its pid. */
+static void start_gen_call(fixture *f, tcall *t, unsigned num, int64_t deadline) {
+    f->cfg.protocol = CNODE_PROTOCOL_GEN_CALL;
+    f->cfg.registered_name = "example_server";
+    start(f, t, num, deadline);
+    routing_make_ref(&t->c.pid, 77, &t->c.ref);
+    t->c.monitored = true;
+}
+
+static void test_a_monitor_exit_ends_its_gen_call_with_the_reason(void **state) {
+    fixture *f = *state;
+    monitor_ends = 0;
+    routing_set_monitor_end(f->r, on_monitor_end, NULL);
+    tcall t;
+    start_gen_call(f, &t, 12, INT64_MAX);
+    char reason[32];
+    int n = 0;
+    ei_encode_atom(reason, &n, "noproc");
+    dist_message m = {.type = 21,
+                      .to_pid = true,
+                      .monitor_exit = true,
+                      .to = pid_of(12),
+                      .msg = reason,
+                      .msg_len = (size_t)n};
+    /* Another monitor's ref: not this call's. */
+    m.ref = ref_of(1, 2, 3);
+    routing_on_message(f->r, &f->owner, &m);
+    assert_int_equal(t.done, 0);
+    m.ref = t.c.ref;
+    routing_on_message(f->r, &f->owner, &m);
+    assert_int_equal(t.done, 1);
+    assert_int_equal(t.outcome, CALL_UNAVAILABLE);
+    assert_non_null(strstr(t.c.detail, "example_server"));
+    assert_non_null(strstr(t.c.detail, "noproc"));
+    assert_int_equal(monitor_ends, 0); /* the peer ended that monitor itself */
+    call_clear(&t.c);
+}
+
+static void test_a_reply_to_the_calls_alias_completes_it_and_ends_the_monitor(void **state) {
+    fixture *f = *state;
+    monitor_ends = 0;
+    routing_set_monitor_end(f->r, on_monitor_end, NULL);
+    tcall t;
+    start_gen_call(f, &t, 13, INT64_MAX);
+    char buf[128];
+    int n = encode_ref_reply(buf, &t.c.ref);
+    dist_message m = {
+        .type = 33, .to_alias = true, .ref = t.c.ref, .msg = buf, .msg_len = (size_t)n};
+    routing_on_message(f->r, &f->owner, &m);
+    assert_int_equal(t.done, 1);
+    assert_int_equal(t.outcome, CALL_REPLIED);
+    assert_int_equal(decode_long_at(t.c.reply, (long)t.c.reply_offset), 42);
+    assert_int_equal(monitor_ends, 1);
+    call_clear(&t.c);
+    /* An alias no call holds is dropped. */
+    m.ref.n[2] = 78;
+    routing_on_message(f->r, &f->owner, &m);
+    assert_int_equal(routing_owner_dropped(&f->owner), 1);
+}
+
+static void test_timeouts_and_cancels_end_the_monitor_and_a_failed_owner_does_not(void **state) {
+    fixture *f = *state;
+    monitor_ends = 0;
+    routing_set_monitor_end(f->r, on_monitor_end, NULL);
+    tcall a, b, c;
+    start_gen_call(f, &a, 14, 5);
+    start_gen_call(f, &b, 15, INT64_MAX);
+    start_gen_call(f, &c, 16, INT64_MAX);
+    routing_expire(f->r, 5);
+    assert_int_equal(a.outcome, CALL_TIMEOUT);
+    assert_int_equal(monitor_ends, 1);
+    routing_cancel(f->r, &b.c);
+    routing_run_cancels(f->r);
+    assert_int_equal(monitor_ends, 2);
+    routing_fail_owner(f->r, &f->owner, CALL_UNAVAILABLE, "down");
+    assert_int_equal(monitor_ends, 2);
+    assert_int_equal(a.done + b.done + c.done, 3);
+}
+
+static void test_take_moves_the_oldest_waiting_calls_in_order(void **state) {
+    fixture *f = *state;
+    tcall t[4];
+    for (unsigned i = 0; i < 4; i++) start(f, &t[i], 20 + i, INT64_MAX);
+    routing_owner up;
+    routing_owner_init(&up, &f->cfg, "c2@host");
+    call **taken;
+    pthread_mutex_lock(&f->mu);
+    assert_int_equal(routing_owner_take_locked(&f->owner, &up, 3, &taken), 3);
+    assert_int_equal(routing_owner_in_flight(&f->owner), 1);
+    assert_int_equal(routing_owner_in_flight(&up), 3);
+    assert_int_equal(routing_owner_calls_total(&up), 3);
+    pthread_mutex_unlock(&f->mu);
+    for (unsigned i = 0; i < 3; i++) {
+        assert_ptr_equal(taken[i], &t[i].c);
+        assert_ptr_equal(t[i].c.cnode, &up);
+    }
+    free(taken);
+    /* A reply now comes over the connection of the owner it moved to. */
+    char buf[64];
+    int n = encode_tagged(buf, "ok");
+    dist_message m = message_to(20, buf, (size_t)n);
+    routing_on_message(f->r, &up, &m);
+    assert_int_equal(t[0].done, 1);
+    call_clear(&t[0].c);
+    routing_fail_owner(f->r, &up, CALL_SHUTDOWN, NULL);
+    routing_fail_owner(f->r, &f->owner, CALL_SHUTDOWN, NULL);
+    for (unsigned i = 0; i < 4; i++) assert_int_equal(t[i].done, 1);
+}
+
+static void test_a_call_that_times_out_unsent_says_its_target_never_came_up(void **state) {
+    fixture *f = *state;
+    tcall sent, unsent;
+    start(f, &sent, 30, 100);
+    start(f, &unsent, 31, 100);
+    unsent.c.outbox = malloc(4);
+    unsent.c.outbox_len = 4;
+    routing_expire(f->r, 100);
+    assert_int_equal(sent.outcome, CALL_TIMEOUT);
+    assert_int_equal(unsent.outcome, CALL_TIMEOUT);
+    assert_string_equal(sent.c.detail, "no reply within the call's timeout");
+    assert_string_equal(unsent.c.detail, ROUTING_NOT_SENT);
+    call_clear(&unsent.c);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_match_tagged_finds_the_reply_after_its_tag),
@@ -391,6 +552,18 @@ int main(void) {
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_a_cancelled_call_that_ends_otherwise_leaves_the_cancel_list, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_reply_over_another_connection_or_to_an_earlier_run_is_dropped, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_a_monitor_exit_ends_its_gen_call_with_the_reason,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_reply_to_the_calls_alias_completes_it_and_ends_the_monitor, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_timeouts_and_cancels_end_the_monitor_and_a_failed_owner_does_not, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_take_moves_the_oldest_waiting_calls_in_order, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_call_that_times_out_unsent_says_its_target_never_came_up, setup, teardown),
         cmocka_unit_test_setup_teardown(test_outboxes_lists_the_calls_waiting_for_a_connection,
                                         setup, teardown),
     };

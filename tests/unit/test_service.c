@@ -276,6 +276,7 @@ static void test_every_operation_refuses_a_principal_without_its_permission(void
         }
         case SERVICE_OP_SPAWN: st = service_spawn_nodes(svc, &p, 1, NULL, NULL, &e); break;
         case SERVICE_OP_STOP: st = service_stop_node(svc, &p, "child1@127.0.0.1", &e); break;
+        case SERVICE_OP_RESTART: st = service_restart_cnode(svc, &p, "t", &e); break;
         case SERVICE_OP_HEALTH:
         case SERVICE_OP_COUNT: break;
         }
