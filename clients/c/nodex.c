@@ -41,6 +41,7 @@ static const char usage_text[] =
     "  nodes                   Erlang nodes: node connected child state os_pid restarts\n"
     "  spawn [COUNT]           start child Erlang nodes, print their names\n"
     "  stop NODE               stop a child Erlang node\n"
+    "  restart NAME            restart C-node NAME now (out of failed too)\n"
     "  load NODE MODULE FILE   load a .beam file on NODE\n"
     "exit status: 0 success, 1 gRPC error (status and message on stderr), 2 usage error\n";
 
@@ -518,6 +519,17 @@ static int cmd_stop(client *c, const char *node) {
     return code;
 }
 
+static int cmd_restart(client *c, const char *name) {
+    Nodex__V1__RestartCnodeRequest req = NODEX__V1__RESTART_CNODE_REQUEST__INIT;
+    req.name = (char *)name;
+    ProtobufCMessage *m = NULL;
+    int code =
+        unary(c, M("RestartCnode"), &req.base, &nodex__v1__restart_cnode_reply__descriptor, &m);
+    if (m) protobuf_c_message_free_unpacked(m, NULL);
+    if (code == 0) printf("%s: restart requested\n", name);
+    return code;
+}
+
 static int cmd_load(client *c, const char *node, const char *module, const char *path) {
     FILE *f = fopen(path, "rb");
     if (!f) return usage_error("cannot open %s: %s", path, strerror(errno));
@@ -694,7 +706,7 @@ int main(int argc, char **argv) {
         int min, max;
     } const table[] = {{"call", 2, 2},  {"stream", 2, 2}, {"cast", 2, 2}, {"list", 0, 0},
                        {"get", 1, 1},   {"watch", 0, 1},  {"rpc", 4, 4},  {"nodes", 0, 0},
-                       {"spawn", 0, 1}, {"stop", 1, 1},   {"load", 3, 3}};
+                       {"spawn", 0, 1}, {"stop", 1, 1},   {"load", 3, 3}, {"restart", 1, 1}};
     size_t k = 0;
     for (; k < sizeof table / sizeof *table && strcmp(table[k].name, cmd) != 0; k++) {
     }
@@ -778,6 +790,8 @@ int main(int argc, char **argv) {
         code = cmd_spawn(&c, (unsigned)count);
     else if (strcmp(cmd, "stop") == 0)
         code = cmd_stop(&c, args[0]);
+    else if (strcmp(cmd, "restart") == 0)
+        code = cmd_restart(&c, args[0]);
     else
         code = cmd_load(&c, args[0], args[1], args[2]);
 

@@ -35,6 +35,7 @@ ROUTES = [
     ("DELETE", "/nodes/child1@127.0.0.1", None),
     ("POST", "/nodes/child1@127.0.0.1/rpc", '{"module":"erlang","function":"node","args":[]}'),
     ("PUT", "/nodes/child1@127.0.0.1/modules/m", "beam"),
+    ("POST", "/cnodes/u/restart", None),
 ]
 
 
@@ -53,12 +54,14 @@ def authd(session):
     full_path, full = token_file(session, "full")
     caller_path, caller = token_file(session, "caller")
     watcher_path, watcher = token_file(session, "watcher")
+    restarter_path, restarter = token_file(session, "restarter")
     principals = [
         {"name": "full", "token_file": full_path,
          "allow": ["call", "cast", "stream", "watch", "rpc", "modules.load", "nodes.spawn",
                    "nodes.stop"]},
         {"name": "caller", "token_file": caller_path, "allow": ["call:t"]},
         {"name": "watcher", "token_file": watcher_path, "allow": ["watch"]},
+        {"name": "restarter", "token_file": restarter_path, "allow": ["cnodes.restart:u*"]},
     ]
     d = GrpcNodexd(session, [nx.test_cnode_spec("t"), nx.test_cnode_spec("u")],
                    extra={"auth": {"principals": principals}})
@@ -66,7 +69,7 @@ def authd(session):
     d.start()
     d.wait_up("t")
     d.wait_up("u")
-    d.tokens = {"full": full, "caller": caller, "watcher": watcher}
+    d.tokens = {"full": full, "caller": caller, "watcher": watcher, "restarter": restarter}
     yield d
     d.close()
 
@@ -115,6 +118,7 @@ def test_a_token_without_the_permission_is_403_naming_it(authd):
         "/nodes/child1@127.0.0.1": "'nodes.stop'",
         "/nodes/child1@127.0.0.1/rpc": "'rpc' for erlang:node",
         "/nodes/child1@127.0.0.1/modules/m": "'modules.load' for m",
+        "/cnodes/u/restart": "'cnodes.restart' for u",
     }
     methods = {"/events": "GET", "/nodes/child1@127.0.0.1": "DELETE",
                "/nodes/child1@127.0.0.1/modules/m": "PUT"}
@@ -126,6 +130,13 @@ def test_a_token_without_the_permission_is_403_naming_it(authd):
         err = r.json()["error"]
         assert err["code"] == "permission_denied" and needle in err["message"], (path, err)
         assert "caller" in err["message"]
+    # cnodes.restart:u* restarts u, not t
+    restarter = bearer(authd.tokens["restarter"])
+    r = nx.http_request(authd.port, "POST", "/cnodes/t/restart", None, restarter)
+    assert r.status == 403 and "'cnodes.restart' for t" in r.json()["error"]["message"], r
+    old = authd.info("u")["os_pid"]
+    assert nx.http_request(authd.port, "POST", "/cnodes/u/restart", None, restarter).status == 202
+    authd.wait_new_pid("u", old, timeout=30)
     # status is readable by every principal
     r = nx.http_request(authd.port, "GET", "/cnodes", None, caller)
     assert r.status == 200 and len(r.json()["cnodes"]) == 2, r
@@ -163,6 +174,8 @@ def grpc_calls(stub):
         ("LoadModule", lambda m: stub.LoadModule(
             pb.LoadModuleRequest(node="child1@127.0.0.1", module="m", beam=b"x"), metadata=m,
             timeout=10)),
+        ("RestartCnode", lambda m: stub.RestartCnode(pb.RestartCnodeRequest(name="u"),
+                                                     metadata=m, timeout=10)),
     ]
 
 
@@ -184,7 +197,8 @@ def test_a_grpc_token_without_the_permission_is_permission_denied(authd):
     for name, needle in [("Cast", "'cast' for t"), ("CallStream", "'stream' for t"),
                          ("Watch", "'watch'"), ("SpawnNodes", "'nodes.spawn'"),
                          ("StopNode", "'nodes.stop'"), ("Rpc", "'rpc' for erlang:node"),
-                         ("LoadModule", "'modules.load' for m")]:
+                         ("LoadModule", "'modules.load' for m"),
+                         ("RestartCnode", "'cnodes.restart' for u")]:
         code, msg = status_of(calls[name], caller)
         assert code == grpc.StatusCode.PERMISSION_DENIED and needle in msg, (name, code, msg)
     full = md(authd.tokens["full"])

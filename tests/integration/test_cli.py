@@ -168,3 +168,12 @@ def test_nodes_rpc_and_load(gw, tmp_path):
         assert ok(gw, "rpc", node, "nxcli_mod", "hi", "[<<\"x\">>]") == '{hi,<<"x">>}\n'
     finally:
         ok(gw, "--timeout", "30000", "stop", node)
+
+
+def test_restart_starts_a_cnode_again(gw):
+    old = gw.wait_up("example")["os_pid"]
+    assert ok(gw, "restart", "example") == "example: restart requested\n"
+    gw.wait_new_pid("example", old)
+    assert ok(gw, "call", "example", '{ping, <<"again">>}') == '{pong,<<"again">>}\n'
+    r = run(gw, "restart", "nosuch")
+    assert r.returncode == 1 and r.stderr.startswith("NOT_FOUND: ")

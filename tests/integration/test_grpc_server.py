@@ -441,3 +441,24 @@ def test_health_ready_when_every_cnode_is_up(session):
         assert d.request("GET", "/readyz").status == 200
     finally:
         d.close()
+
+
+def test_fail_fast_refuses_while_starting_and_restart_cnode(session):
+    d = GrpcNodexd(session, [nx.test_cnode_spec("slow", "slow_ready", str(int(4000 * nx.SLOW)),
+                                                spawn_inactive_timeout_ms=int(30000 * nx.SLOW))])
+    try:
+        d.start()
+        assert d.info("slow")["state"] == "starting"
+        # fail_fast: UNAVAILABLE at once; the default waits for the C-node (wait-for-ready)
+        code, msg = status_of(call, d, "slow", T(A("ping"), B("f")), fail_fast=True)
+        assert code == grpc.StatusCode.UNAVAILABLE and "starting" in msg, msg
+        r = call(d, "slow", T(A("ping"), B("w")), timeout=60 * nx.SLOW)
+        assert r.reply.term == T(A("pong"), B("w"))
+        assert d.stub.GetCnode(pb.GetCnodeRequest(name="slow")).waiting == 0
+        old = d.info("slow")["os_pid"]
+        d.stub.RestartCnode(pb.RestartCnodeRequest(name="slow"), timeout=10)
+        d.wait_new_pid("slow", old, timeout=30)
+        code, _ = status_of(d.stub.RestartCnode, pb.RestartCnodeRequest(name="nosuch"), timeout=10)
+        assert code == grpc.StatusCode.NOT_FOUND
+    finally:
+        d.close()
