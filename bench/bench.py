@@ -218,7 +218,8 @@ def run_wrk(session, port, body_path, conc, dur_s, workdir, token_file=None, tls
             "--timeout", "10s", "-s", script,
             f"{scheme}://{session_host()}:{port}/cnodes/example/call"]
     out, _ = run_capture(session, argv, "wrk", timeout=dur_s + 60, env=env)
-    lat = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.M))
+    # wrk pads values in seconds with a trailing space ("1.02s ")
+    lat = dict(re.findall(r"^\s+(50|99)%\s+(\S+)\s*$", out, re.M))
     m = re.search(r"(\d+) requests in ([\d.]+)(\w+),", out)
     errors = sum(int(x) for x in re.findall(r"Non-2xx or 3xx responses: (\d+)", out))
     sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
