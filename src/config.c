@@ -951,6 +951,11 @@ static int cnode_validate(parse_ctx *c, yaml_node_t *map, const char *path, conf
                     cnode_direction_name(cn->direction));
     if (!cn->node && cn->direction == CNODE_DIRECTION_ADOPT)
         return fail(c, map, path, "missing required key \"node\" (direction adopt)");
+    /* By default a gen_call monitors its target where that is an Erlang process (an adopted
+     * node's gen_server): ei C-nodes drop their connection on a MONITOR_P. */
+    if (!mapping_get(c, map, "monitor"))
+        cn->monitor =
+            cn->protocol == CNODE_PROTOCOL_GEN_CALL && cn->direction == CNODE_DIRECTION_ADOPT;
     if (cn->call_timeout_ms > cn->max_call_timeout_ms) {
         join_path(sub, path, "call_timeout_ms");
         return fail(c, mapping_get(c, map, "call_timeout_ms"), sub,

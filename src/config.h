@@ -83,11 +83,10 @@ typedef struct config_cnode {
                                        serves one message and exits: 1); default 0: never */
     unsigned retry_failed_after_ms; /* a failed C-node is tried again after this long;
                                        default 300000; 0: it stays failed */
-    bool monitor; /* gen_call: MONITOR_P the target per call, DEMONITOR_P after it; a
-                     MONITOR_P_EXIT (noproc, the exit) ends the call at once. Default false:
-                     OTP sends that exit only to nodes whose handshake offers
-                     DFLAG_DIST_MONITOR_NAME, which ei 5.3's does not (docs/architecture.md),
-                     and ei C-nodes drop their connection on a MONITOR_P */
+    bool monitor; /* gen_call: MONITOR_P the target per call, DEMONITOR_P after it; its
+                     MONITOR_P_EXIT (noproc, the exit) ends the call at once. Default: true for
+                     direction adopt (an Erlang node), false for the C-nodes nodexd starts (ei
+                     C-nodes drop their connection on a MONITOR_P) */
 } config_cnode;
 
 /* One principal of auth.principals: how it proves who it is, and what it may do. */

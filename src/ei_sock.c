@@ -6,7 +6,9 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <stdbool.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <time.h>
@@ -19,6 +21,7 @@ static _Thread_local int64_t ei_sock_deadline_ms;
 typedef struct ei_sock {
     int fd;
     int64_t deadline_ms; /* fixed when the socket is made: the whole handshake shares it */
+    bool name_sent;      /* the handshake's send_name went out (with EI_SOCK_EXTRA_FLAGS) */
 } ei_sock;
 
 static int64_t ei_sock_now_ms(void) {
@@ -63,6 +66,7 @@ static int ei_sock_socket(void **ctx, void *setup_ctx) {
     setsockopt(s->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     s->deadline_ms =
         ei_sock_deadline_ms ? ei_sock_deadline_ms : ei_sock_now_ms() + EI_SOCK_DEFAULT_MS;
+    s->name_sent = false;
     *ctx = s;
     return 0;
 }
@@ -111,8 +115,39 @@ static int ei_sock_read(void *ctx, char *buf, ssize_t *len, unsigned tmo) {
     }
 }
 
+/* The big-endian unsigned integer of `n` bytes at p. */
+static uint64_t ei_sock_get_be(const char *p, int n) {
+    uint64_t v = 0;
+    for (int i = 0; i < n; i++) v = (v << 8) | (unsigned char)p[i];
+    return v;
+}
+
+static void ei_sock_put_be(char *p, int n, uint64_t v) {
+    for (int i = n - 1; i >= 0; i--, v >>= 8) p[i] = (char)(v & 0xff);
+}
+
+uint64_t ei_sock_offer_flags(char *msg, size_t len) {
+    if (len < 3 || ei_sock_get_be(msg, 2) != len - 2) return 0;
+    if (msg[2] == 'N' && len >= 17) { /* version 6: Len:16 'N' Flags:64 Creation:32 NLen:16 Name */
+        ei_sock_put_be(msg + 3, 8, ei_sock_get_be(msg + 3, 8) | EI_SOCK_EXTRA_FLAGS);
+        return ei_sock_get_be(msg + 3, 8);
+    }
+    if (msg[2] == 'n' && len >= 9) { /* version 5: Len:16 'n' Version:16 Flags:32 Name */
+        ei_sock_put_be(msg + 5, 4, ei_sock_get_be(msg + 5, 4) | EI_SOCK_EXTRA_FLAGS);
+        return ei_sock_get_be(msg + 5, 4);
+    }
+    return 0;
+}
+
 static int ei_sock_write(void *ctx, const char *buf, ssize_t *len, unsigned tmo) {
     ei_sock *s = ctx;
+    char patched[512];
+    if (!s->name_sent && *len > 0 && (size_t)*len <= sizeof patched) {
+        /* The first write is ei's send_name: offer what nodexd handles beyond ei's flags. */
+        s->name_sent = true;
+        memcpy(patched, buf, (size_t)*len);
+        if (ei_sock_offer_flags(patched, (size_t)*len)) buf = patched;
+    }
     for (;;) {
         ssize_t n = send(s->fd, buf, (size_t)*len, MSG_NOSIGNAL);
         if (n >= 0) {
@@ -128,6 +163,27 @@ static int ei_sock_write(void *ctx, const char *buf, ssize_t *len, unsigned tmo)
 
 static int ei_sock_writev(void *ctx, const void *iov, int iovcnt, ssize_t *len, unsigned tmo) {
     ei_sock *s = ctx;
+    if (!s->name_sent) {
+        /* The first write is the send_name (see ei_sock_write): gathered, then written so. */
+        const struct iovec *v = iov;
+        char flat[512];
+        size_t n = 0;
+        for (int i = 0; i < iovcnt && n <= sizeof flat; i++) {
+            if (v[i].iov_len > sizeof flat - n) {
+                n = sizeof flat + 1;
+                break;
+            }
+            memcpy(flat + n, v[i].iov_base, v[i].iov_len);
+            n += v[i].iov_len;
+        }
+        if (n <= sizeof flat) {
+            ssize_t flen = (ssize_t)n;
+            int rc = ei_sock_write(ctx, flat, &flen, tmo);
+            *len = flen;
+            return rc;
+        }
+        s->name_sent = true;
+    }
     for (;;) {
         struct msghdr mh = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt};
         ssize_t n = sendmsg(s->fd, &mh, MSG_NOSIGNAL);

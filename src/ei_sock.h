@@ -2,6 +2,7 @@
 #ifndef NODEX_EI_SOCK_H
 #define NODEX_EI_SOCK_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include <ei.h>
@@ -12,6 +13,16 @@
  * past it, so a peer that accepts TCP but never completes the handshake cannot hold a thread.
  * Connect only: listen and accept are not supported. Sockets are left non-blocking. */
 extern ei_socket_callbacks ei_sock_callbacks;
+
+/* Handshake flags nodexd offers beyond ei's own on its outgoing connections: it reads
+ * MONITOR_P_EXIT for monitors by name (src/dist.c), which OTP sends only to nodes offering
+ * DFLAG_DIST_MONITOR_NAME. The digest covers the challenge, not the flags. */
+#define EI_SOCK_DIST_MONITOR_NAME ((uint64_t)0x20)
+#define EI_SOCK_EXTRA_FLAGS       EI_SOCK_DIST_MONITOR_NAME
+
+/* Adds EI_SOCK_EXTRA_FLAGS to a version 6 send_name message (`len` bytes with its 2-byte
+ * length) in place. Returns the flags it now offers, or 0 when `msg` is not one (left alone). */
+uint64_t ei_sock_offer_flags(char *msg, size_t len);
 
 /* Sets the calling thread's deadline (monotonic ms, as dist_now_ms) for ei I/O through
  * ei_sock_callbacks; 0 means ei's own timeout, or 10 s where ei asks for none. */

@@ -155,19 +155,27 @@ def start_erlang_server(session):
     return p, f"{sname}@{nx.HOST}"
 
 
-def test_gen_call_monitor_is_set_per_call_and_removed_after_it(session, nodexd):
-    # monitor: true sends MONITOR_P before each gen_call and DEMONITOR_P after it. (OTP answers a
-    # monitor's exit only to nodes whose handshake offers DFLAG_DIST_MONITOR_NAME, which ei 5.3's
-    # does not: see docs/architecture.md. This proves the monitor is well-formed and never leaks.)
+def test_gen_call_monitors_its_target_process(session, nodexd):
+    # two nodes: nodexd holds one connection per node, so one adopted entry per node
     p, node = start_erlang_server(session)
-    d = nodexd([{"name": "srv", "direction": "adopt", "node": node, "protocol": "gen_call",
-                 "registered_name": "nx_server", "connect_timeout_ms": 2000, "monitor": True}])
+    p2, node2 = start_erlang_server(session)
+    adopt = {"direction": "adopt", "protocol": "gen_call", "connect_timeout_ms": 2000}
+    d = nodexd([dict(adopt, name="srv", node=node, registered_name="nx_server"),
+                dict(adopt, name="ghost", node=node2, registered_name="no_such_server")])
     d.wait_up("srv")
+    d.wait_up("ghost")
     for i in range(5):
         r = d.call("srv", tup(atom("ping"), i))
         assert r.status == 200 and r.json() == tup(atom("pong"), i), r
-    # During a call its own monitor is there; the earlier calls' are gone (DEMONITOR_P, which
-    # the loop sends right after each reply: poll for the last one's).
+    # Each call's monitor ends with it (DEMONITOR_P, sent right after each reply: poll for the
+    # last one's): the server holds the current call's only.
     nx.wait_until(lambda: d.call("srv", atom("monitors")).json() == 1, 10 * nx.SLOW,
                   what="exactly the current call's monitor")
+    # No such process: noproc at once, not a timeout after 60 s.
+    r = post_call(d, "ghost", tup(atom("ping"), 1), "?timeout_ms=60000")
+    assert r.status == 503 and "noproc" in r.json()["error"]["message"], r
+    # The process exits during the call: its exit reason at once.
+    r = post_call(d, "srv", atom("crash"), "?timeout_ms=60000")
+    assert r.status == 503 and "crashed" in r.json()["error"]["message"], r
     nx.end_process(p)
+    nx.end_process(p2)

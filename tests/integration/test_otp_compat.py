@@ -63,4 +63,6 @@ def test_nodexd_connecting_offers_every_flag_otp26_requires(nodexd, tmp_path):
     flags = int(flags, 16)
     assert tag == "N", tag
     assert not missing(flags), f"nodexd offers {flags:#x}, lacking {missing(flags)}"
+    # beyond ei's set: named monitors, whose MONITOR_P_EXIT OTP sends only to nodes offering it
+    assert flags & 0x20, f"nodexd offers {flags:#x} without DFLAG_DIST_MONITOR_NAME"
     assert d.proc.poll() is None
