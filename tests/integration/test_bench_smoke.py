@@ -19,8 +19,9 @@ CASES = (
     + [f"{proto}.16B.c{c}" for proto in ("http", "http_pool", "grpc") for c in (1, 16, 64)]
 )
 # nodexd with a bearer token on plaintext listeners, and with the token over HTTPS / gRPC-TLS
+# (at 1 and 16 in flight: 64 TLS handshakes need not finish within a 1 s smoke case under ASan)
 SECURE_CASES = [f"{p}.16B.c{c}" for p in ("http_token", "https_token", "grpc_token", "grpcs_token")
-                for c in (1, 16, 64)]
+                for c in (1, 16)]
 # library ceilings: bench/http_echo and bench/grpc_echo alone, no backend
 CEILING_CASES = (
     [f"ceiling.{lib}.c{c}" for lib in ("http", "grpc") for c in (1, 16, 64)]
