@@ -153,12 +153,13 @@ def test_loop_sleeps_while_calls_wait_on_cnodes(nodexd, http_threads):
     # The test C-node serves one call at a time: 8 x 300 ms keep 3 or more in flight for 1.5 s.
     calls = [call_in_thread(d, "t", tup(atom("sleep"), 300, f"s{i}"), 10000) for i in range(8)]
     wait_in_flight(d, "t", 8)
+    # nodexd's CPU time from now until the last call is answered (an event, not a sleep), as a
+    # share of that time: the loop works for 8 replies and otherwise sleeps
     c0, t0 = cpu_seconds(d.proc.pid), time.monotonic()
-    time.sleep(1.2)
-    share = (cpu_seconds(d.proc.pid) - c0) / (time.monotonic() - t0)
     for th, out in calls:
-        th.join(15)
+        th.join(30 * nx.SLOW)
         assert out["r"].status == 200, out["r"]
+    share = (cpu_seconds(d.proc.pid) - c0) / (time.monotonic() - t0)
     assert share < 0.1, f"nodexd used {share:.0%} of a CPU while waiting"
 
 
@@ -167,12 +168,16 @@ def test_refused_call_is_answered_at_once(nodexd):
     the same loop iteration, not at the next timer sweep (50 ms later)."""
     d = nodexd([nx.test_cnode_spec("gone", "exit_before_ready", max_restarts=0)])
     d.wait_for_state("gone", "failed")
-    took = []
+    took, probe = [], []
     for _ in range(7):
         r = d.call("gone", tup(atom("ping"), "x"))
         assert r.status == 503, r
         took.append(r.elapsed)
-    assert sorted(took)[3] < 0.03, f"refused calls took {took}"  # the timer sweep is 50 ms
+        probe.append(d.request("GET", "/healthz").elapsed)  # the same loop, answered at once
+    # Against /healthz on the same loop at the same moment (a loaded machine slows both), not
+    # a fixed time: waiting for the sweep would add 25 ms on average (it runs every 50 ms).
+    median = sorted(took)[3] - sorted(probe)[3]
+    assert median < 0.02, f"refused calls took {took}, /healthz {probe}"
 
 
 def test_crash_mid_call_is_503_fast(nodexd):
