@@ -281,9 +281,6 @@ static void *conns_acceptor_main(void *arg) {
             }
             continue;
         }
-        /* The handshake ran under the listener's receive timeout; the loop wants none. */
-        struct timeval none = {0, 0};
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &none, sizeof none);
         conns_handoff *h = calloc(1, sizeof *h);
         if (!h) {
             ei_close_connection(fd);

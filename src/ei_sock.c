@@ -17,6 +17,7 @@
 #define EI_SOCK_DEFAULT_MS 10000 /* where ei asks to wait forever */
 
 static _Thread_local int64_t ei_sock_deadline_ms;
+static _Atomic unsigned ei_sock_accept_ms = 3000; /* an accepted handshake's whole deadline */
 
 typedef struct ei_sock {
     int fd;
@@ -34,6 +35,10 @@ void ei_sock_set_deadline(int64_t deadline_ms) {
     ei_sock_deadline_ms = deadline_ms;
 }
 
+void ei_sock_set_accept_deadline(unsigned ms) {
+    ei_sock_accept_ms = ms;
+}
+
 /* Waits for `events` until the socket's deadline (or ei's tmo, whichever is sooner). */
 static int ei_sock_wait(const ei_sock *s, short events, unsigned tmo) {
     int64_t deadline = s->deadline_ms;
@@ -45,30 +50,35 @@ static int ei_sock_wait(const ei_sock *s, short events, unsigned tmo) {
         int64_t left = deadline - ei_sock_now_ms();
         if (left <= 0) return ETIMEDOUT;
         struct pollfd p = {.fd = s->fd, .events = events};
-        int n = poll(&p, 1, (int)left);
+        int n = poll(&p, 1, left > 1000 ? 1000 : (int)left); /* a listener's is INT64_MAX */
+        if (n == 0 && left > 1000) continue;
         if (n > 0) return 0;
         if (n == 0) return ETIMEDOUT;
         if (errno != EINTR) return errno;
     }
 }
 
-static int ei_sock_socket(void **ctx, void *setup_ctx) {
-    (void)setup_ctx;
+/* A context for `fd` whose I/O waits until `deadline_ms`. */
+static int ei_sock_wrap(int fd, int64_t deadline_ms, void **ctx) {
     ei_sock *s = malloc(sizeof *s);
     if (!s) return ENOMEM;
-    s->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (s->fd < 0) {
-        int e = errno;
-        free(s);
-        return e;
-    }
-    int one = 1;
-    setsockopt(s->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    s->deadline_ms =
-        ei_sock_deadline_ms ? ei_sock_deadline_ms : ei_sock_now_ms() + EI_SOCK_DEFAULT_MS;
+    s->fd = fd;
+    s->deadline_ms = deadline_ms;
     s->name_sent = false;
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     *ctx = s;
     return 0;
+}
+
+static int ei_sock_socket(void **ctx, void *setup_ctx) {
+    (void)setup_ctx;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) return errno;
+    int rc = ei_sock_wrap(
+        fd, ei_sock_deadline_ms ? ei_sock_deadline_ms : ei_sock_now_ms() + EI_SOCK_DEFAULT_MS, ctx);
+    if (rc) close(fd);
+    return rc;
 }
 
 static int ei_sock_close(void *ctx) {
@@ -79,13 +89,36 @@ static int ei_sock_close(void *ctx) {
 }
 
 static int ei_sock_listen(void *ctx, void *addr, int *len, int backlog) {
-    (void)ctx, (void)addr, (void)len, (void)backlog;
-    return EOPNOTSUPP;
+    ei_sock *s = ctx;
+    int on = 1;
+    setsockopt(s->fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
+    socklen_t sl = (socklen_t)*len;
+    if (bind(s->fd, addr, sl) != 0 || getsockname(s->fd, addr, &sl) != 0 ||
+        listen(s->fd, backlog) != 0)
+        return errno;
+    *len = (int)sl;
+    s->deadline_ms = INT64_MAX; /* a listener waits for connections for as long as it lives */
+    return 0;
 }
 
 static int ei_sock_accept(void **ctx, void *addr, int *len, unsigned tmo) {
-    (void)ctx, (void)addr, (void)len, (void)tmo;
-    return EOPNOTSUPP;
+    ei_sock *l = *ctx;
+    for (;;) {
+        socklen_t sl = (socklen_t)*len;
+        int fd = accept4(l->fd, addr, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd >= 0) {
+            *len = (int)sl;
+            /* The whole handshake from here shares one deadline: a peer trickling a byte at a
+             * time is cut off at it, not allowed a fresh timeout per read. */
+            int rc = ei_sock_wrap(fd, ei_sock_now_ms() + ei_sock_accept_ms, ctx);
+            if (rc) close(fd);
+            return rc;
+        }
+        if (errno == EINTR || errno == ECONNABORTED) continue;
+        if (errno != EAGAIN) return errno;
+        int rc = ei_sock_wait(l, POLLIN, tmo);
+        if (rc) return rc;
+    }
 }
 
 static int ei_sock_connect(void *ctx, void *addr, int len, unsigned tmo) {

@@ -1272,9 +1272,11 @@ gateway *gateway_new(const config *cfg, const char *cookie, char *err, size_t er
     /* A creation that differs per incarnation, as the node's pids must. */
     unsigned creation = (unsigned)time(NULL) ^ ((unsigned)getpid() << 16);
     if (creation == 0) creation = 1;
-    if (ei_connect_xinit(&gw->ec, gw->hostname, gw->sname, gw->node_name, &addr, gw->cookie,
-                         creation) < 0) {
-        snprintf(err, err_len, "ei_connect_xinit failed for %s", gw->node_name);
+    /* The accepting side on ei_sock too: each accepted handshake has one deadline in all. */
+    ei_sock_set_accept_deadline(GW_HANDSHAKE_MS);
+    if (ei_connect_xinit_ussi(&gw->ec, gw->hostname, gw->sname, gw->node_name, &addr, gw->cookie,
+                              creation, &ei_sock_callbacks, sizeof ei_sock_callbacks, NULL) < 0) {
+        snprintf(err, err_len, "ei_connect_xinit_ussi failed for %s", gw->node_name);
         goto fail;
     }
     if (ei_connect_xinit_ussi(&gw->ec_connect, gw->hostname, gw->sname, gw->node_name, &addr,
@@ -1290,11 +1292,8 @@ gateway *gateway_new(const config *cfg, const char *cookie, char *err, size_t er
                  strerror(errno));
         goto fail;
     }
-    /* Bounds each handshake: accepted sockets inherit the listener's receive timeout. And a
-     * connection that sends nothing is never handed to accept() at all (TCP_DEFER_ACCEPT), so
-     * idle connections to the port cannot hold the acceptors. */
-    struct timeval hs = {GW_HANDSHAKE_MS / 1000, 0};
-    setsockopt(gw->listen_fd, SOL_SOCKET, SO_RCVTIMEO, &hs, sizeof hs);
+    /* A connection that sends nothing is never handed to accept() at all (TCP_DEFER_ACCEPT),
+     * so idle connections to the port cannot hold the acceptors. */
     int defer_s = 30;
     setsockopt(gw->listen_fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &defer_s, sizeof defer_s);
     gw->publish_fd = ei_publish(&gw->ec, port);

@@ -234,3 +234,37 @@ def test_erl_node_with_shorter_net_ticktime_than_ours_stays_connected(session, n
     out = out.decode(errors="replace")
     assert "LINK up" in out, out + d.log_tail()
     assert d.call("t", tup(atom("ping"), "x")).status == 200
+
+
+def test_slow_handshakes_cannot_keep_a_cnode_from_connecting(session, nodexd):
+    """Six connections that start a handshake and then send a byte every 2.5 s (issue 14.2):
+    each handshake has a deadline for the whole exchange, so the acceptors are free again after
+    it and the restarted C-node connects while the slow peers still trickle."""
+    d = nodexd([nx.test_cnode_spec("t")])
+    old = d.wait_up("t")["os_pid"]
+    port = session.epmd_port_of(d.sname)
+    socks = [socket.create_connection((nx.HOST, port), timeout=5) for _ in range(6)]
+    for s in socks:
+        s.sendall(b"\x00\x20N")  # a send_name announcing 32 bytes, then almost nothing
+    stop = threading.Event()
+
+    def trickle():
+        while not stop.wait(2.5):
+            for s in socks:
+                try:
+                    s.send(b"\x00")
+                except OSError:
+                    pass  # cut off by nodexd: the point
+
+    th = threading.Thread(target=trickle)
+    th.start()
+    try:
+        os.kill(old, signal.SIGKILL)
+        d.wait_new_pid("t", old, timeout=20)  # the trickle alone would take 80 s per peer
+        r = d.call("t", tup(atom("ping"), "through"))
+        assert r.status == 200 and r.json() == tup(atom("pong"), "through"), r
+    finally:
+        stop.set()
+        th.join()
+        for s in socks:
+            s.close()

@@ -6,7 +6,13 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <pthread.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "ei_sock.h"
 
@@ -61,11 +67,61 @@ static void test_other_messages_are_left_alone(void **state) {
     assert_memory_equal(buf, before + 0, 2);
 }
 
+/* A peer that connects and sends one byte every 100 ms, 30 times (3 s in all). */
+static void *trickle(void *arg) {
+    int fd = *(int *)arg;
+    for (int i = 0; i < 30; i++) {
+        if (send(fd, "x", 1, MSG_NOSIGNAL) != 1) break;
+        usleep(100000);
+    }
+    return NULL;
+}
+
+static void test_an_accepted_handshake_has_one_deadline_for_all_its_reads(void **state) {
+    (void)state;
+    ei_socket_callbacks *cb = &ei_sock_callbacks;
+    void *lctx = NULL;
+    assert_int_equal(cb->socket(&lctx, NULL), 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    int len = sizeof a;
+    assert_int_equal(cb->listen(lctx, &a, &len, 4), 0);
+    assert_int_not_equal(a.sin_port, 0);
+    int client = socket(AF_INET, SOCK_STREAM, 0);
+    assert_int_equal(connect(client, (struct sockaddr *)&a, sizeof a), 0);
+    ei_sock_set_accept_deadline(300);
+    void *ctx = lctx;
+    struct sockaddr_in peer;
+    int plen = sizeof peer;
+    assert_int_equal(cb->EI_ACCEPT_NAME(&ctx, &peer, &plen, EI_SCLBK_INF_TMO), 0);
+    assert_ptr_not_equal(ctx, lctx);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, trickle, &client), 0);
+    /* Each read gets a byte well within any per-read timeout; the handshake's deadline still
+     * ends the reading long before the peer's 3 s of trickle. */
+    int rc = 0, bytes = 0;
+    while (rc == 0) {
+        char b[8];
+        ssize_t n = sizeof b;
+        rc = cb->read(ctx, b, &n, EI_SCLBK_INF_TMO);
+        if (rc == 0 && n == 0) break;
+        if (rc == 0) bytes += (int)n;
+    }
+    assert_int_equal(rc, ETIMEDOUT);
+    assert_true(bytes >= 1 && bytes < 30);
+    assert_int_equal(cb->close(ctx), 0);
+    shutdown(client, SHUT_RDWR);
+    pthread_join(th, NULL);
+    close(client);
+    assert_int_equal(cb->close(lctx), 0);
+    ei_sock_set_accept_deadline(3000);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_a_v6_send_name_offers_dist_monitor_name_and_keeps_the_rest),
         cmocka_unit_test(test_a_v5_send_name_gets_the_flag_in_its_32_bit_field),
         cmocka_unit_test(test_other_messages_are_left_alone),
+        cmocka_unit_test(test_an_accepted_handshake_has_one_deadline_for_all_its_reads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
