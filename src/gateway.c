@@ -115,10 +115,11 @@ struct gw_cnode {
     bool restart_now;           /* start again once the process is gone, as no failure */
     /* shared with API threads: guarded by gw->mu */
     cnode_state state;
-    dist_conn *live;        /* the connection calls use; a reference is held */
-    routing_owner route;    /* its calls in flight and their counters (routing's accessors) */
-    routing_owner waiting;  /* a C-node's first instance: calls held until an instance is up */
-    unsigned calls_sent;    /* to this process since it started (calls_per_process) */
+    dist_conn *live;       /* the connection calls use; a reference is held */
+    routing_owner route;   /* its calls in flight and their counters (routing's accessors) */
+    routing_owner waiting; /* a C-node's first instance: calls held until an instance is up */
+    uint64_t ignored[DIST_CTL_KINDS]; /* control messages dropped on its closed connections */
+    unsigned calls_sent;              /* to this process since it started (calls_per_process) */
     bool draining;          /* took its calls_per_process: no more calls, recycled when idle */
     bool restart_requested; /* gateway_restart_cnode asked; the loop acts on it */
     pid_t os_pid;
@@ -319,6 +320,8 @@ static void gw_cnode_disconnect(gw_cnode *cn) {
     pthread_mutex_lock(&gw->mu);
     dist_conn *live = cn->live;
     cn->live = NULL;
+    for (int k = 0; live && k < DIST_CTL_KINDS; k++)
+        cn->ignored[k] += dist_ignored_count(live, (dist_ignored_control)k);
     pthread_mutex_unlock(&gw->mu);
     if (live) dist_conn_unref(live);
     if (cn->conn) {
@@ -1595,6 +1598,9 @@ static void gw_instance_info_locked(const gw_cnode *cn, int64_t now, gateway_cno
     out->uptime_ms = cn->state == CNODE_UP ? now - cn->up_since_ms : 0;
     out->calls_total = routing_owner_calls_total(&cn->route);
     out->waiting = routing_owner_in_flight(&cn->waiting);
+    for (int k = 0; k < DIST_CTL_KINDS; k++)
+        out->ignored_controls[k] =
+            cn->ignored[k] + (cn->live ? dist_ignored_count(cn->live, (dist_ignored_control)k) : 0);
     out->dropped_messages = routing_owner_dropped(&cn->route);
     out->direction = cn->cfg->direction;
     out->protocol = cn->cfg->protocol;
@@ -1614,6 +1620,8 @@ int gateway_cnode_info_at(gateway *gw, size_t index, gateway_cnode_info *out) {
         out->restarts += one.restarts;
         out->in_flight += one.in_flight;
         out->waiting += one.waiting;
+        for (int k = 0; k < DIST_CTL_KINDS; k++)
+            out->ignored_controls[k] += one.ignored_controls[k];
         out->calls_total += one.calls_total;
         out->dropped_messages += one.dropped_messages;
         if (out->state != CNODE_UP && one.state == CNODE_UP) {

@@ -11,6 +11,7 @@
 
 #include "call.h"
 #include "config.h"
+#include "dist.h"
 
 /* Externally visible C-node states, from one list. */
 #define CNODE_STATES(X)                                                                            \
@@ -66,6 +67,8 @@ typedef struct gateway_cnode_info {
     int64_t uptime_ms; /* time since it came up; 0 when not up */
     uint64_t calls_total;
     size_t waiting; /* calls held until an instance is up (the C-node's, not an instance's) */
+    uint64_t ignored_controls[DIST_CTL_KINDS]; /* control messages read and not acted on, by
+                                                  kind (dist_ignored_control_name) */
     uint64_t dropped_messages; /* replies after their call ended, filtered or unmatched messages */
     cnode_direction direction;
     cnode_protocol protocol;

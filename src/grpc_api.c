@@ -666,7 +666,16 @@ static void m_cast(gcall *g, const ProtobufCMessage *req) {
     gcall_reply(g, &reply.base);
 }
 
-static void cnode_info_pb(Nodex__V1__CnodeInfo *o, gateway_cnode_info *i) {
+/* A CnodeInfo with the storage of its ignored_controls map. */
+typedef struct cnode_pb {
+    Nodex__V1__CnodeInfo msg;
+    Nodex__V1__CnodeInfo__IgnoredControlsEntry entries[DIST_CTL_KINDS];
+    Nodex__V1__CnodeInfo__IgnoredControlsEntry *ptrs[DIST_CTL_KINDS];
+} cnode_pb;
+
+static void cnode_info_pb(cnode_pb *store, gateway_cnode_info *i) {
+    Nodex__V1__CnodeInfo *o = &store->msg;
+    Nodex__V1__CnodeInfo__IgnoredControlsEntry *entries = store->entries, **ptrs = store->ptrs;
     nodex__v1__cnode_info__init(o);
     o->name = (char *)i->name;
     o->state = state_pb(i->state);
@@ -677,6 +686,16 @@ static void cnode_info_pb(Nodex__V1__CnodeInfo *o, gateway_cnode_info *i) {
     o->last_error = i->last_error;
     o->in_flight = i->in_flight;
     o->waiting = i->waiting;
+    o->n_ignored_controls = 0;
+    for (int k = 0; k < DIST_CTL_KINDS; k++) {
+        if (!i->ignored_controls[k]) continue;
+        Nodex__V1__CnodeInfo__IgnoredControlsEntry *e = &entries[o->n_ignored_controls];
+        nodex__v1__cnode_info__ignored_controls_entry__init(e);
+        e->key = (char *)dist_ignored_control_name((dist_ignored_control)k);
+        e->value = i->ignored_controls[k];
+        ptrs[o->n_ignored_controls++] = e;
+    }
+    o->ignored_controls = o->n_ignored_controls ? ptrs : NULL;
     o->uptime_ms = i->uptime_ms;
     o->calls_total = i->calls_total;
     o->dropped_messages = i->dropped_messages;
@@ -691,7 +710,7 @@ static void m_list_cnodes(gcall *g, const ProtobufCMessage *req) {
     service_error e;
     if (service_list_cnodes(g->api->svc, gcall_principal(g), &infos, &n, &e) != SERVICE_OK)
         return gcall_fail_with(g, &e);
-    Nodex__V1__CnodeInfo *pbs = calloc(n ? n : 1, sizeof *pbs);
+    cnode_pb *pbs = calloc(n ? n : 1, sizeof *pbs);
     Nodex__V1__CnodeInfo **ptrs = calloc(
         n ? n : 1, sizeof *ptrs); /* NOLINT(bugprone-sizeof-expression): an array of pointers */
     if (!pbs || !ptrs) {
@@ -699,7 +718,7 @@ static void m_list_cnodes(gcall *g, const ProtobufCMessage *req) {
     } else {
         for (size_t i = 0; i < n; i++) {
             cnode_info_pb(&pbs[i], &infos[i]);
-            ptrs[i] = &pbs[i];
+            ptrs[i] = &pbs[i].msg;
         }
         Nodex__V1__ListCnodesReply r = NODEX__V1__LIST_CNODES_REPLY__INIT;
         r.n_cnodes = n;
@@ -718,9 +737,9 @@ static void m_get_cnode(gcall *g, const ProtobufCMessage *req) {
     if (service_get_cnode(g->api->svc, gcall_principal(g), r->name, &info, NULL, NULL, &e) !=
         SERVICE_OK)
         return gcall_fail_with(g, &e);
-    Nodex__V1__CnodeInfo o;
+    cnode_pb o;
     cnode_info_pb(&o, &info);
-    gcall_reply(g, &o.base);
+    gcall_reply(g, &o.msg.base);
 }
 
 /* --- Health: /healthz and /readyz in one reply --- */

@@ -292,11 +292,21 @@ static void http_json_cnode(strbuf *sb, const gateway_cnode_info *i) {
     strbuf_printf(sb,
                   ",\"in_flight\":%zu,\"waiting\":%zu,\"uptime_ms\":%lld,\"calls_total\":%llu,"
                   "\"dropped_messages\":%llu,\"direction\":\"%s\",\"protocol\":\"%s\","
-                  "\"instances\":%u,\"instances_up\":%u}",
+                  "\"instances\":%u,\"instances_up\":%u,\"ignored_controls\":{",
                   i->in_flight, i->waiting, (long long)i->uptime_ms,
                   (unsigned long long)i->calls_total, (unsigned long long)i->dropped_messages,
                   cnode_direction_name(i->direction), cnode_protocol_name(i->protocol),
                   i->instances, i->instances_up);
+    /* control messages it sent that nodexd does not act on, by kind: {"link":2,...} */
+    bool first = true;
+    for (int k = 0; k < DIST_CTL_KINDS; k++) {
+        if (!i->ignored_controls[k]) continue;
+        strbuf_printf(sb, "%s\"%s\":%llu", first ? "" : ",",
+                      dist_ignored_control_name((dist_ignored_control)k),
+                      (unsigned long long)i->ignored_controls[k]);
+        first = false;
+    }
+    strbuf_puts(sb, "}}");
 }
 
 static enum MHD_Result http_list_cnodes(http_request *req) {

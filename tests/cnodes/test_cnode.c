@@ -17,6 +17,7 @@
  *   {trailing, T} -> {pong, T} plus 8 junk bytes   {twice, T} -> {pong, T} twice
  *   {reply_to, Pid, T} -> {pong, T} to Pid         {big, Size} -> binary of Size bytes
  *   {print, Lines, Bytes} -> printed, after Lines stdout lines of Bytes bytes each
+ *   {exit2, T} -> an EXIT2 control message to the caller, then {pong, T}
  *   {'$gen_call', {Pid, Ref}, Req} -> Req as above, replies {Ref, Reply} to Pid
  *   anything else -> {error, unknown_call}
  */
@@ -164,6 +165,24 @@ static void handle(const req_ctx *c, const char *buf, int *index) {
 
     if (strcmp(tag, "ping") == 0 && arity == 2) {
         if (term_span(buf, index, &s, &e) < 0) return reply_unknown(c);
+        reply_begin(c);
+        encode_tagged("pong", buf, s, e);
+        send_to(c, &c->to);
+    } else if (strcmp(tag, "exit2") == 0 && arity == 2) {
+        /* an EXIT2 control message to the caller first (nodexd counts it, acts on nothing) */
+        if (term_span(buf, index, &s, &e) < 0) return reply_unknown(c);
+        ei_x_buff ctl;
+        ei_x_new_with_version(&ctl);
+        ei_x_encode_tuple_header(&ctl, 4); /* {EXIT2, From, To, Reason}, written by hand */
+        ei_x_encode_long(&ctl, 8);
+        ei_x_encode_pid(&ctl, ei_self(c->ec));
+        ei_x_encode_pid(&ctl, &c->to);
+        ei_x_encode_atom(&ctl, "bye");
+        uint32_t plen = htonl((uint32_t)ctl.index + 1);
+        int ok = write(c->fd, &plen, 4) == 4 && write(c->fd, "p", 1) == 1 &&
+                 write(c->fd, ctl.buff, (size_t)ctl.index) == ctl.index;
+        ei_x_free(&ctl);
+        if (!ok) exit(0);
         reply_begin(c);
         encode_tagged("pong", buf, s, e);
         send_to(c, &c->to);

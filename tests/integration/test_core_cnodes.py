@@ -1,6 +1,7 @@
 """test_core_cnodes: the example and test C-nodes behave as documented, with a real erl node as gateway."""
 
 import os
+import signal
 import time
 
 import nodex_harness as nx
@@ -167,3 +168,18 @@ def test_cnode_output_is_capped_and_rate_limited_in_the_log(nodexd):
     assert "output lines not logged (over 100 a second)" in text
     long_line = next(line for line in text.splitlines() if "(10000 bytes)" in line)
     assert len(long_line) < 1200, len(long_line)
+
+
+def test_control_messages_nodexd_ignores_are_counted_by_kind(nodexd):
+    d = nodexd([nx.test_cnode_spec("t")])
+    d.wait_up("t")
+    assert d.info("t")["ignored_controls"] == {}
+    for i in range(3):
+        r = d.call("t", tup(atom("exit2"), i))
+        assert r.status == 200 and r.json() == tup(atom("pong"), i), r
+    assert d.info("t")["ignored_controls"] == {"exit2": 3}
+    # kept across a reconnect: the counts of the closed connection stay the C-node's
+    old = d.info("t")["os_pid"]
+    os.kill(old, signal.SIGKILL)
+    d.wait_new_pid("t", old)
+    assert d.info("t")["ignored_controls"] == {"exit2": 3}
