@@ -1064,17 +1064,22 @@ static void gcall_dispatch(gcall *g) {
     const uint8_t *data = GRPC_SLICE_START_PTR(s);
     size_t len = GRPC_SLICE_LENGTH(s);
     const ProtobufCMessageDescriptor *desc = grpc_methods[g->method].request;
-    ProtobufCMessage *req = NULL;
-    if (term_pb_check_depth(desc, data, len, api->wire_depth) != 0)
-        gcall_fail(g, GRPC_STATUS_INVALID_ARGUMENT,
-                   "request message is malformed or nested deeper than terms.max_depth allows");
-    else if (!(req = protobuf_c_message_unpack(desc, NULL, len, data)))
-        gcall_fail(g, GRPC_STATUS_INVALID_ARGUMENT, "request is not a valid %s message",
-                   desc->name);
+    term_pb_unpack_status why;
+    ProtobufCMessage *req =
+        term_pb_unpack(desc, data, len, api->wire_depth, api->cfg->term_max_bytes, &why, NULL);
     grpc_slice_unref(s);
-    if (!req) return;
+    if (why == TERM_PB_UNPACK_OVER_BUDGET)
+        return gcall_fail(g, GRPC_STATUS_RESOURCE_EXHAUSTED,
+                          "decoding the %s message would take more than terms.max_bytes (%zu "
+                          "bytes) of memory",
+                          desc->name, api->cfg->term_max_bytes);
+    if (!req)
+        return gcall_fail(g, GRPC_STATUS_INVALID_ARGUMENT,
+                          "request is not a valid %s message or is nested deeper than "
+                          "terms.max_depth allows",
+                          desc->name);
     if (g->method == M_HEALTH || gcall_authenticate(g)) grpc_methods[g->method].handler(g, req);
-    protobuf_c_message_free_unpacked(req, NULL);
+    term_pb_unpacked_free(req);
 }
 
 /* A call arrived (cq thread). */

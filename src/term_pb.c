@@ -5,6 +5,8 @@
 #include <math.h>
 #include <stdalign.h>
 #include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -649,6 +651,70 @@ static int wire_check(const ProtobufCMessageDescriptor *desc, const uint8_t *p, 
 int term_pb_check_depth(const ProtobufCMessageDescriptor *desc, const uint8_t *data, size_t len,
                         unsigned max_depth) {
     return wire_check(desc, data, len, 1, max_depth);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Budgeted unpacking */
+
+/* Each block carries its size in front (one max_align_t keeps malloc's alignment); a block
+ * costs its size plus this header plus malloc's own per-chunk word. */
+#define BUDGET_HEADER   sizeof(max_align_t)
+#define BUDGET_OVERHEAD (BUDGET_HEADER + sizeof(size_t))
+
+typedef struct pb_budget {
+    size_t max, used, peak;
+    bool refused;
+} pb_budget;
+
+static void *budget_alloc(void *data, size_t size) {
+    pb_budget *b = data;
+    if (size > SIZE_MAX - BUDGET_OVERHEAD || size + BUDGET_OVERHEAD > b->max - b->used) {
+        b->refused = true;
+        return NULL;
+    }
+    max_align_t *h = malloc(BUDGET_HEADER + size);
+    if (!h) {
+        b->refused = true; /* out of memory is the same answer: no room for this request */
+        return NULL;
+    }
+    memcpy(h, &size, sizeof size);
+    b->used += size + BUDGET_OVERHEAD;
+    if (b->used > b->peak) b->peak = b->used;
+    return h + 1;
+}
+
+/* `data` is the budget while unpacking, NULL when the caller frees the message. */
+static void budget_free(void *data, void *p) {
+    if (!p) return;
+    max_align_t *h = (max_align_t *)p - 1;
+    size_t size;
+    memcpy(&size, h, sizeof size);
+    pb_budget *b = data;
+    if (b) b->used -= size + BUDGET_OVERHEAD;
+    free(h);
+}
+
+ProtobufCMessage *term_pb_unpack(const ProtobufCMessageDescriptor *desc, const uint8_t *data,
+                                 size_t len, unsigned max_depth, size_t max_bytes,
+                                 term_pb_unpack_status *status, size_t *peak) {
+    pb_budget b = {.max = max_bytes};
+    ProtobufCMessage *m = NULL;
+    *status = TERM_PB_UNPACK_MALFORMED;
+    if (wire_check(desc, data, len, 1, max_depth) == 0) {
+        ProtobufCAllocator a = {budget_alloc, budget_free, &b};
+        m = protobuf_c_message_unpack(desc, &a, len, data);
+        if (m)
+            *status = TERM_PB_UNPACK_OK;
+        else if (b.refused)
+            *status = TERM_PB_UNPACK_OVER_BUDGET;
+    }
+    if (peak) *peak = b.peak;
+    return m;
+}
+
+void term_pb_unpacked_free(ProtobufCMessage *msg) {
+    ProtobufCAllocator a = {budget_alloc, budget_free, NULL};
+    if (msg) protobuf_c_message_free_unpacked(msg, &a);
 }
 
 unsigned term_pb_wire_depth(unsigned term_depth, unsigned outer) {

@@ -60,6 +60,25 @@ int term_pb_payload_from_ei(const char *buf, size_t buf_len, int *index, const t
  * wire format. Call before protobuf_c_message_unpack on untrusted input. */
 int term_pb_check_depth(const ProtobufCMessageDescriptor *desc, const uint8_t *data, size_t len,
                         unsigned max_depth);
+/* Why term_pb_unpack refused its input. */
+typedef enum term_pb_unpack_status {
+    TERM_PB_UNPACK_OK,
+    TERM_PB_UNPACK_MALFORMED,   /* not wire format of the message, or nested deeper than allowed */
+    TERM_PB_UNPACK_OVER_BUDGET, /* decoding would take more memory than the budget */
+} term_pb_unpack_status;
+
+/* Decodes untrusted serialized bytes of message type `desc`: term_pb_check_depth(max_depth)
+ * first, then protobuf_c_message_unpack on an allocator that refuses once the memory it holds
+ * at one time (protobuf-c's scan buffers included, each block counted with malloc's overhead)
+ * would pass `max_bytes`, so no input can take more. Returns the message (free it with
+ * term_pb_unpacked_free) with *status TERM_PB_UNPACK_OK, or NULL with *status saying why.
+ * `peak` (may be NULL) receives the most memory held at once. Thread-safe. */
+ProtobufCMessage *term_pb_unpack(const ProtobufCMessageDescriptor *desc, const uint8_t *data,
+                                 size_t len, unsigned max_depth, size_t max_bytes,
+                                 term_pb_unpack_status *status, size_t *peak);
+/* Frees a message term_pb_unpack returned; NULL is a no-op. */
+void term_pb_unpacked_free(ProtobufCMessage *msg);
+
 /* The message depth that a request holding a Term with `term_depth` nested containers may reach
  * (a map level costs three messages: Term, Map, MapEntry), plus `outer` enclosing messages. */
 unsigned term_pb_wire_depth(unsigned term_depth, unsigned outer);

@@ -292,16 +292,19 @@ def test_unimplemented_method(gw):
     assert status_of(fn, b"", timeout=5)[0] == grpc.StatusCode.UNIMPLEMENTED
 
 
+def ld(field, body):
+    """Protobuf wire format: field `field` (length-delimited) holding `body`."""
+    n, v = len(body), b""
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        v += bytes([b | (0x80 if n else 0)])
+        if not n:
+            return bytes([field << 3 | 2]) + v + body
+
+
 def test_deep_request_is_rejected_not_crashing(gw):
     # CallRequest{cnode: "t", request: Payload{term: Term{tuple: Tuple{elements: [...]}}}} 100k deep
-    def ld(field, body):
-        n, v = len(body), b""
-        while True:
-            b = n & 0x7F
-            n >>= 7
-            v += bytes([b | (0x80 if n else 0)])
-            if not n:
-                return bytes([field << 3 | 2]) + v + body
     inner = b"\x10\x02"
     for _ in range(100_000):
         inner = ld(8, ld(1, inner))
@@ -310,6 +313,37 @@ def test_deep_request_is_rejected_not_crashing(gw):
     code, msg = status_of(fn, raw, timeout=10)
     assert code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED), msg
     assert call(gw, "t", T(A("ping"), B("alive"))).reply.term == T(A("pong"), B("alive"))
+
+
+def _vm_kib(pid, field):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise AssertionError(f"no {field} in /proc/{pid}/status")
+
+
+def test_request_of_4m_empty_terms_is_refused_within_bounded_memory(session):
+    # CallRequest{cnode: "t", request: Payload{term: Term{list: List{elements: 4 M x Term{}}}}}:
+    # 8 MB on the wire (under the default grpc.max_message_bytes), ~340 MB for protobuf-c
+    # unpacked. Decoding is bounded by terms.max_bytes (64 MiB by default).
+    raw = ld(1, b"t") + ld(2, ld(1, ld(7, b"\x0a\x00" * 4_000_000)))
+    assert len(raw) < 8 << 20
+    d = GrpcNodexd(session, [nx.test_cnode_spec("t")])
+    try:
+        d.start()
+        d.wait_up("t")
+        assert call(d, "t", T(A("ping"), B("warm"))).reply.term == T(A("pong"), B("warm"))
+        before = _vm_kib(d.proc.pid, "VmHWM")
+        fn = d.channel.unary_unary(SERVICE + "Call")
+        code, msg = status_of(fn, raw, timeout=60)
+        growth = _vm_kib(d.proc.pid, "VmHWM") - before
+        print(f"VmHWM growth for the 8 MB request: {growth} KiB")
+        assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "terms.max_bytes" in msg, msg
+        assert growth < 100 << 10, f"peak RSS grew by {growth} KiB"
+        assert call(d, "t", T(A("ping"), B("alive"))).reply.term == T(A("pong"), B("alive"))
+    finally:
+        d.close()
 
 
 def test_200_concurrent_unary_calls(gw):

@@ -318,6 +318,89 @@ static void test_depth_limits(void **state) {
     assert_int_equal(term_pb_check_depth(&nodex__v1__term__descriptor, junk, sizeof junk, 10), -1);
 }
 
+/* Appends field `field` (wire type 2) holding `len` bytes of `body`. */
+static void put_ld(strbuf *out, unsigned field, const void *body, size_t len) {
+    strbuf_putc(out, (char)(field << 3 | 2));
+    size_t n = len;
+    do {
+        strbuf_putc(out, (char)((n & 0x7f) | (n > 0x7f ? 0x80 : 0)));
+        n >>= 7;
+    } while (n);
+    strbuf_append(out, body, len);
+}
+
+/* CallRequest{cnode: "t", request: Payload{term: Term{list: List{elements: `n` x `element`}}}}
+ * serialized. */
+static void list_request(strbuf *out, size_t n, const char *element, size_t element_len) {
+    strbuf list = {0}, term = {0}, payload = {0};
+    for (size_t i = 0; i < n; i++) strbuf_append(&list, element, element_len);
+    put_ld(&term, 7, list.data, list.len);
+    put_ld(&payload, 1, term.data, term.len);
+    *out = (strbuf){0};
+    put_ld(out, 1, "t", 1);
+    put_ld(out, 2, payload.data, payload.len);
+    strbuf_free(&list);
+    strbuf_free(&term);
+    strbuf_free(&payload);
+}
+
+static void test_unpack_of_4m_empty_terms_stops_at_the_budget(void **state) {
+    (void)state;
+    strbuf wire;
+    list_request(&wire, 4u << 20, "\x0a\x00", 2); /* 8 MiB of empty Terms */
+    size_t budget = 64u << 20, peak = 0;
+    term_pb_unpack_status why;
+    ProtobufCMessage *m =
+        term_pb_unpack(&nodex__v1__call_request__descriptor, (const uint8_t *)wire.data, wire.len,
+                       64, budget, &why, &peak);
+    assert_null(m);
+    assert_int_equal(why, TERM_PB_UNPACK_OVER_BUDGET);
+    assert_true(peak <= budget);
+    strbuf_free(&wire);
+}
+
+static void test_unpack_within_budget_decodes_and_frees(void **state) {
+    (void)state;
+    strbuf wire;
+    list_request(&wire, 1000, "\x0a\x02\x10\x02", 4); /* 1000 x Term{int: 1} */
+    size_t peak = 0;
+    term_pb_unpack_status why;
+    ProtobufCMessage *m =
+        term_pb_unpack(&nodex__v1__call_request__descriptor, (const uint8_t *)wire.data, wire.len,
+                       64, 1u << 20, &why, &peak);
+    assert_non_null(m);
+    assert_int_equal(why, TERM_PB_UNPACK_OK);
+    const Nodex__V1__CallRequest *r = (const Nodex__V1__CallRequest *)m;
+    assert_string_equal(r->cnode, "t");
+    assert_int_equal(r->request->term->list->n_elements, 1000);
+    assert_int_equal(r->request->term->list->elements[999]->int_, 1);
+    /* the same bytes with a budget just under what they took: refused, nothing leaks (ASan) */
+    term_pb_unpacked_free(m);
+    assert_null(term_pb_unpack(&nodex__v1__call_request__descriptor, (const uint8_t *)wire.data,
+                               wire.len, 64, peak - 1, &why, NULL));
+    assert_int_equal(why, TERM_PB_UNPACK_OVER_BUDGET);
+    assert_non_null(m = term_pb_unpack(&nodex__v1__call_request__descriptor,
+                                       (const uint8_t *)wire.data, wire.len, 64, peak, &why, NULL));
+    term_pb_unpacked_free(m);
+    term_pb_unpacked_free(NULL);
+    strbuf_free(&wire);
+}
+
+static void test_unpack_refuses_malformed_and_too_deep(void **state) {
+    (void)state;
+    term_pb_unpack_status why;
+    const uint8_t junk[] = {0x42, 0x10, 0x01};
+    assert_null(
+        term_pb_unpack(&nodex__v1__term__descriptor, junk, sizeof junk, 10, 1u << 20, &why, NULL));
+    assert_int_equal(why, TERM_PB_UNPACK_MALFORMED);
+    strbuf wire;
+    nested_wire(&wire, 100); /* 201 messages deep */
+    assert_null(term_pb_unpack(&nodex__v1__term__descriptor, (const uint8_t *)wire.data, wire.len,
+                               200, 1u << 20, &why, NULL));
+    assert_int_equal(why, TERM_PB_UNPACK_MALFORMED);
+    strbuf_free(&wire);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_roundtrip_every_type),
@@ -327,6 +410,9 @@ int main(void) {
         cmocka_unit_test(test_invalid_terms),
         cmocka_unit_test(test_atom_with_nul_is_unsupported),
         cmocka_unit_test(test_depth_limits),
+        cmocka_unit_test(test_unpack_of_4m_empty_terms_stops_at_the_budget),
+        cmocka_unit_test(test_unpack_within_budget_decodes_and_frees),
+        cmocka_unit_test(test_unpack_refuses_malformed_and_too_deep),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
