@@ -256,7 +256,9 @@ def scale(a):
     s = Session(a.pidfile)
     try:
         s.epmd()
-        http_extra = f"  threads: {a.http_threads}\n  max_connections: {a.max_connections}\n"
+        http_extra = (f"  threads: {a.http_threads}\n  max_connections: {a.max_connections}\n"
+                      f"  max_connections_per_ip: {a.max_connections}\n"
+                      "  header_timeout_ms: 60000\n")  # idle keep-alives: connection_timeout_s
 
         # 1. Baseline: the same daemon with no C-node.
         d0 = Nodexd(s, a.build_dir, base_config(extra_http=http_extra) + "cnodes: []\n",

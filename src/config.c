@@ -576,6 +576,10 @@ static const field_spec http_fields[] = {
     SIZE(config, "max_body_bytes", max_body_bytes, 1, INT_MAX),
     UINT(config, "connection_timeout_s", http_connection_timeout_s, 0, 86400),
     UINT(config, "max_connections", http_max_connections, 1, 1000000),
+    UINT(config, "max_connections_per_ip", http_max_connections_per_ip, 0, 1000000),
+    UINT(config, "header_timeout_ms", http_header_timeout_ms, 0, 86400000),
+    UINT(config, "body_timeout_ms", http_body_timeout_ms, 0, 86400000),
+    SIZE(config, "body_budget_bytes", http_body_budget_bytes, 1, 1ull << 40),
     WHOLE("allowed_origins", set_allowed_origins),
     WHOLE("allowed_hosts", set_allowed_hosts),
     CUSTOM(config, "tls", http_tls, set_tls),
@@ -1016,6 +1020,10 @@ static config *config_new(const char *source) {
     cfg->max_body_bytes = 8u << 20;
     cfg->http_connection_timeout_s = 60;
     cfg->http_max_connections = 10000;
+    cfg->http_max_connections_per_ip = 1000;
+    cfg->http_header_timeout_ms = 30000;
+    cfg->http_body_timeout_ms = 120000;
+    cfg->http_body_budget_bytes = 256u << 20;
     cfg->term_max_depth = 512;
     cfg->term_max_bytes = 64u << 20;
     cfg->log_level = LOG_INFO;

@@ -137,11 +137,15 @@ typedef struct config {
                                    net_ticktime (default 60 s); default 60000 */
     bool start_epmd;            /* run `epmd -daemon` when none answers; default true */
     /* http */
-    char *http_listen;                  /* "127.0.0.1:8080"; port 0 = ephemeral */
-    unsigned http_threads;              /* 0 (default): MHD on the gateway loop thread */
-    size_t max_body_bytes;              /* default 8 MiB; over it 413 */
-    unsigned http_connection_timeout_s; /* idle keep-alive timeout, default 60 */
-    unsigned http_max_connections;      /* concurrent HTTP connections, default 10000 */
+    char *http_listen;                    /* "127.0.0.1:8080"; port 0 = ephemeral */
+    unsigned http_threads;                /* 0 (default): MHD on the gateway loop thread */
+    unsigned http_max_connections_per_ip; /* from one client address, default 1000; 0: no cap */
+    size_t max_body_bytes;                /* default 8 MiB; over it 413 */
+    size_t http_body_budget_bytes;        /* body bytes held at once, in all; default 256 MiB */
+    unsigned http_connection_timeout_s;   /* idle keep-alive timeout, default 60 */
+    unsigned http_max_connections;        /* concurrent HTTP connections, default 10000 */
+    unsigned http_header_timeout_ms; /* a request's headers must be in by then, default 30000 */
+    unsigned http_body_timeout_ms;   /* its body after its headers, default 120000; 0: none */
     char **allowed_origins; /* browser origins allowed (CORS), NULL-terminated (never NULL) */
     size_t allowed_origin_count;
     char **allowed_hosts; /* Host names a loopback listener also answers to (never NULL) */

@@ -18,6 +18,7 @@
 #include <strings.h>
 
 #include "auth.h"
+#include "http_limits.h"
 #include "http_stream.h"
 #include "log.h"
 #include "service.h"
@@ -73,6 +74,7 @@ struct http_api {
     bool on_loop;
     atomic_bool run_due; /* MHD_run needed: its epoll fd was readable or a connection resumed */
     tls_creds *tls;      /* HTTPS when non-NULL */
+    http_limits *guard;  /* header and body deadlines, the body budget */
 };
 
 typedef enum request_kind { REQ_CALL, REQ_CAST, REQ_RPC, REQ_LOAD, REQ_SPAWN } request_kind;
@@ -83,7 +85,10 @@ typedef struct http_request {
     struct MHD_Connection *conn;
     strbuf body;
     bool too_large;
-    bool have_response; /* an early error response is queued, the body is discarded */
+    bool over_budget;          /* the body budget was full: 503 once the body is in */
+    size_t reserved;           /* body bytes taken from the budget */
+    http_limits_conn *guarded; /* the connection's deadlines (NULL: none) */
+    bool have_response;        /* an early error response is queued, the body is discarded */
     request_kind kind;
     service_call_req creq; /* REQ_CALL, REQ_CAST */
     unsigned timeout_ms;   /* the wait the call was given, for messages */
@@ -1033,6 +1038,12 @@ static void *http_janitor_main(void *arg) {
     while (!atomic_load(&api->stopping)) {
         usleep(200000);
         int64_t now = http_now_ms();
+        if (http_limits_sweep(api->guard, now)) {
+            http_limits_stats st = http_limits_stats_get(api->guard);
+            log_info("http: cut connections past http.header_timeout_ms or body_timeout_ms (%llu "
+                     "header, %llu body timeouts so far)",
+                     (unsigned long long)st.header_timeouts, (unsigned long long)st.body_timeouts);
+        }
         /* After a burst (HTTP or gRPC), hand freed heap back to the kernel: glibc keeps it
          * otherwise. Once a second at most, and only when a few MiB lie free. */
         if (++ticks >= 5) {
@@ -1392,6 +1403,28 @@ int http_api_reload_tls(http_api *h, char *err, size_t err_len) {
     return 0;
 }
 
+/* Buffers a chunk of the body: over max_body_bytes it is discarded (413 at the end), and when
+ * the body budget is full too (503 at the end). */
+static void http_take_body(http_request *req, const char *data, size_t len) {
+    http_api *api = req->api;
+    if (req->body.len + len > api->cfg->max_body_bytes) {
+        req->too_large = true;
+    } else if (!http_limits_reserve(api->guard, len)) {
+        req->over_budget = true;
+        uint64_t n = http_limits_stats_get(api->guard).budget_refusals;
+        if ((n & (n - 1)) == 0) /* the 1st, 2nd, 4th, ... */
+            log_warn("http: http.body_budget_bytes (%zu) is full: a request gets 503 (%llu so far)",
+                     api->cfg->http_body_budget_bytes, (unsigned long long)n);
+    } else {
+        req->reserved += len;
+        if (strbuf_append(&req->body, data, len) == 0) return;
+        req->too_large = true;
+    }
+    http_limits_release(api->guard, req->reserved);
+    req->reserved = 0;
+    strbuf_free(&req->body);
+}
+
 static enum MHD_Result http_handler(void *cls, struct MHD_Connection *conn, const char *url,
                                     const char *method, const char *version,
                                     const char *upload_data, size_t *upload_data_size,
@@ -1408,6 +1441,10 @@ static enum MHD_Result http_handler(void *cls, struct MHD_Connection *conn, cons
         req->conn = conn;
         atomic_init(&req->done, false);
         *con_cls = req;
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+        req->guarded = ci ? ci->socket_context : NULL;
+        http_limits_headers_in(api->guard, req->guarded, http_now_ms());
         if (api->tls && log_enabled(LOG_DEBUG)) http_log_peer(conn, method, url);
         enum MHD_Result refused;
         if (!http_admit(req, url, &refused)) {
@@ -1428,13 +1465,8 @@ static enum MHD_Result http_handler(void *cls, struct MHD_Connection *conn, cons
         return MHD_YES;
     }
     if (*upload_data_size) {
-        if (!req->too_large) {
-            if (req->body.len + *upload_data_size > api->cfg->max_body_bytes ||
-                strbuf_append(&req->body, upload_data, *upload_data_size) != 0) {
-                req->too_large = true;
-                strbuf_free(&req->body);
-            }
-        }
+        if (!req->too_large && !req->over_budget)
+            http_take_body(req, upload_data, *upload_data_size);
         *upload_data_size = 0;
         return MHD_YES;
     }
@@ -1444,6 +1476,13 @@ static enum MHD_Result http_handler(void *cls, struct MHD_Connection *conn, cons
         return http_call_response(req);
     }
     /* The whole request is in. */
+    http_limits_body_in(req->guarded);
+    if (req->over_budget) {
+        req->have_response = true;
+        return http_error(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "busy",
+                          "request bodies held at once are over http.body_budget_bytes (%zu)",
+                          api->cfg->http_body_budget_bytes);
+    }
     enum MHD_Result r = http_route(req, url, method);
     if (!req->submitted) req->have_response = true;
     return r;
@@ -1451,16 +1490,32 @@ static enum MHD_Result http_handler(void *cls, struct MHD_Connection *conn, cons
 
 static void http_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                            enum MHD_RequestTerminationCode toe) {
-    (void)cls;
     (void)conn;
     (void)toe;
     http_request *req = *con_cls;
     if (!req) return;
+    http_api *api = cls;
+    http_limits_release(api->guard, req->reserved);
+    http_limits_request_done(api->guard, req->guarded, http_now_ms());
     strbuf_free(&req->body);
     strbuf_free(&req->spawned);
     call_clear(&req->call);
     free(req);
     *con_cls = NULL;
+}
+
+/* A connection opens or closes: its deadlines are tracked from its first byte to its close. */
+static void http_connection_notify(void *cls, struct MHD_Connection *conn, void **socket_context,
+                                   enum MHD_ConnectionNotificationCode code) {
+    http_api *api = cls;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        *socket_context = ci ? http_limits_open(api->guard, ci->connect_fd, http_now_ms()) : NULL;
+    } else { /* MHD_CONNECTION_NOTIFY_CLOSED comes before MHD closes the fd */
+        http_limits_close(api->guard, *socket_context);
+        *socket_context = NULL;
+    }
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -1531,6 +1586,7 @@ static int http_iteration(void *ctx) {
 
 /* Frees a server that did not start (or has stopped). */
 static void http_api_discard(http_api *h) {
+    http_limits_free(h->guard);
     if (h->tls) {
         atomic_store(&http_tls_active, NULL);
         tls_creds_free(h->tls);
@@ -1567,6 +1623,13 @@ http_api *http_api_start(const config *cfg, gateway *gw, service *svc, char *err
                     .loopback = config_listen_is_loopback(cfg->http_listen)};
     pthread_mutex_init(&h->watch_mu, NULL);
     atomic_init(&h->stopping, false);
+    h->guard = http_limits_new(cfg->http_header_timeout_ms, cfg->http_body_timeout_ms,
+                               cfg->http_body_budget_bytes);
+    if (!h->guard) {
+        snprintf(err, err_len, "out of memory");
+        http_api_discard(h);
+        return NULL;
+    }
     if (cfg->http_tls.enabled && http_api_tls_start(h, err, err_len) != 0) {
         http_api_discard(h);
         return NULL;
@@ -1603,7 +1666,9 @@ http_api *http_api_start(const config *cfg, gateway *gw, service *svc, char *err
         MHD_OPTION_ARRAY, tls, MHD_OPTION_NOTIFY_COMPLETED, http_completed, h,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->http_connection_timeout_s,
         MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u, MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned)cfg->http_max_connections,
+        (unsigned)cfg->http_max_connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+        (unsigned)cfg->http_max_connections_per_ip, MHD_OPTION_NOTIFY_CONNECTION,
+        http_connection_notify, h,
         /* MHD clears each connection's pool for every keep-alive request: 16 KiB (headers up
          * to ~8 KiB) instead of the default 32 KiB halves that cost per request. */
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)16384, MHD_OPTION_END);

@@ -148,7 +148,8 @@ def check_calls_on_high_descriptors(d, old_pid):
 
 def test_more_than_1024_http_connections_and_a_call_still_works(session, nodexd):
     d = nodexd([nx.test_cnode_spec("t")], node={"tick_time_ms": 1000}, nofile=4096,
-               http={"connection_timeout_s": 120})
+               http={"connection_timeout_s": 120, "header_timeout_ms": 120000,
+                     "max_connections_per_ip": 0})  # 1100 idle connections from one address
     old = d.wait_up("t")["os_pid"]
     socks = hold_connections(d, d.port, 1100)
     try:
