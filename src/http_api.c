@@ -19,31 +19,13 @@
 
 #include "auth.h"
 #include "http_limits.h"
+#include "http_route.h"
 #include "http_stream.h"
 #include "log.h"
 #include "service.h"
 #include "strbuf.h"
 #include "term.h"
 #include "tls.h"
-
-/* Media types, from one list: id, MIME type. */
-#define HTTP_FORMATS(X)                                                                            \
-    X(FORMAT_JSON, "application/json")                                                             \
-    X(FORMAT_TEXT, "application/x-erlang-text")                                                    \
-    X(FORMAT_ETF, "application/x-erlang-binary")
-
-typedef enum http_format {
-#define X(id, mime) id,
-    HTTP_FORMATS(X)
-#undef X
-        FORMAT_NONE
-} http_format;
-
-static const char *const http_format_mime[] = {
-#define X(id, mime) mime,
-    HTTP_FORMATS(X)
-#undef X
-};
 
 /* One GET /events stream: lifecycle events as Server-Sent Events or NDJSON. */
 typedef struct http_watch {
@@ -201,47 +183,16 @@ static enum MHD_Result http_method_not_allowed(struct MHD_Connection *conn, cons
 /* ------------------------------------------------------------------------------------------ */
 /* Content negotiation */
 
-static http_format http_format_of(const char *value, size_t len) {
-    while (len && (*value == ' ' || *value == '\t')) value++, len--;
-    while (len && (value[len - 1] == ' ' || value[len - 1] == '\t')) len--;
-    for (int f = 0; f < FORMAT_NONE; f++)
-        if (strlen(http_format_mime[f]) == len && strncasecmp(value, http_format_mime[f], len) == 0)
-            return (http_format)f;
-    return FORMAT_NONE;
-}
-
 /* The request body's format: Content-Type without parameters; absent means JSON. */
 static http_format http_content_type(struct MHD_Connection *conn, bool *present) {
     const char *ct = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Type");
     *present = ct != NULL;
-    if (!ct) return FORMAT_JSON;
-    /* Form and text/plain bodies (what a browser sends cross-origin without a preflight) are
-     * never read: 415. */
-    return http_format_of(ct, strcspn(ct, ";"));
+    return http_route_content_type(ct); /* HTTP_FORMAT_NONE: 415 */
 }
 
-/* The reply's format from Accept: the first listed type we produce; absent or a wildcard means
- * the request's own format. FORMAT_NONE: nothing acceptable (406). */
+/* The reply's format from Accept; HTTP_FORMAT_NONE: nothing acceptable (406). */
 static http_format http_accept(struct MHD_Connection *conn, http_format in) {
-    const char *acc = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Accept");
-    if (!acc || !*acc) return in;
-    const char *p = acc;
-    while (*p) {
-        size_t item = strcspn(p, ",");
-        size_t type = strcspn(p, ";,");
-        const char *t = p;
-        size_t tl = type;
-        while (tl && (*t == ' ' || *t == '\t')) t++, tl--;
-        while (tl && (t[tl - 1] == ' ' || t[tl - 1] == '\t')) tl--;
-        if ((tl == 3 && strncmp(t, "*/*", 3) == 0) ||
-            (tl == 13 && strncasecmp(t, "application/*", 13) == 0))
-            return in;
-        http_format f = http_format_of(t, tl);
-        if (f != FORMAT_NONE) return f;
-        p += item;
-        if (*p == ',') p++;
-    }
-    return FORMAT_NONE;
+    return http_route_accept(MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Accept"), in);
 }
 
 /* Decodes the request body in the request's format into a new ei buffer (the caller frees it
@@ -256,8 +207,8 @@ static int http_decode_body(const http_request *req, const erlang_pid *self, ei_
     const char *body = req->body.data ? req->body.data : "";
     const term_limits *lim = &req->api->limits;
     switch (req->in) {
-    case FORMAT_TEXT: return term_from_text(body, req->body.len, lim, self, x, err);
-    case FORMAT_ETF: return term_from_etf(body, req->body.len, lim, x, err);
+    case HTTP_FORMAT_TEXT: return term_from_text(body, req->body.len, lim, self, x, err);
+    case HTTP_FORMAT_ETF: return term_from_etf(body, req->body.len, lim, x, err);
     default: return term_from_json(body, req->body.len, lim, self, x, err);
     }
 }
@@ -266,8 +217,8 @@ static int http_decode_body(const http_request *req, const erlang_pid *self, ei_
 static int http_render_term(http_format format, const char *buf, size_t len, int *idx,
                             const term_limits *lim, strbuf *out, term_error *err) {
     switch (format) {
-    case FORMAT_TEXT: return term_to_text(buf, len, idx, lim, out, err);
-    case FORMAT_ETF: return term_to_etf(buf, len, idx, lim, out, err);
+    case HTTP_FORMAT_TEXT: return term_to_text(buf, len, idx, lim, out, err);
+    case HTTP_FORMAT_ETF: return term_to_etf(buf, len, idx, lim, out, err);
     default: return term_to_json(buf, len, idx, lim, out, err);
     }
 }
@@ -424,7 +375,7 @@ static enum MHD_Result http_call_response(http_request *req) {
                           "C-node %s sent a reply that cannot be decoded: %s", req->target,
                           err.message);
     }
-    return http_send(conn, MHD_HTTP_OK, http_format_mime[req->out], &sb);
+    return http_send(conn, MHD_HTTP_OK, http_format_mime(req->out), &sb);
 }
 
 /* Answers a refusal from the resumed connection like any other outcome (no response may be
@@ -476,15 +427,9 @@ static enum MHD_Result http_call_submit(http_request *req) {
 /* ?timeout_ms=N as the service reads it: 0 when absent, SERVICE_TIMEOUT_INVALID when not an
  * integer from 1 up. */
 static unsigned http_timeout_query(struct MHD_Connection *conn) {
-    const char *t = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "timeout_ms");
-    if (!t) return 0;
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(t, &end, 10);
-    if (!*t || *end || errno || v == 0 || v >= SERVICE_TIMEOUT_INVALID ||
-        strspn(t, "0123456789") != strlen(t))
-        return SERVICE_TIMEOUT_INVALID;
-    return (unsigned)v;
+    return http_route_timeout_ms(
+        MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "timeout_ms"),
+        SERVICE_TIMEOUT_INVALID);
 }
 
 /* ?wait=true|false (also 1|0): 1 to wait while the C-node (re)starts (the default), 0 not to,
@@ -501,14 +446,14 @@ static bool http_negotiate(http_request *req, bool streaming) {
     struct MHD_Connection *conn = req->conn;
     bool present;
     req->in = http_content_type(conn, &present);
-    if (req->in == FORMAT_NONE) {
+    if (req->in == HTTP_FORMAT_NONE) {
         http_error(conn, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type",
                    "Content-Type must be application/json, application/x-erlang-text or "
                    "application/x-erlang-binary");
         return false;
     }
-    req->out = streaming ? FORMAT_JSON : http_accept(conn, req->in);
-    if (req->out == FORMAT_NONE) {
+    req->out = streaming ? HTTP_FORMAT_JSON : http_accept(conn, req->in);
+    if (req->out == HTTP_FORMAT_NONE) {
         http_error(conn, MHD_HTTP_NOT_ACCEPTABLE, "not_acceptable",
                    "Accept must allow application/json, application/x-erlang-text or "
                    "application/x-erlang-binary");
@@ -650,7 +595,7 @@ static enum MHD_Result http_spawn_nodes(http_request *req) {
         return http_error(conn, MHD_HTTP_CONTENT_TOO_LARGE, "payload_too_large",
                           "request body over %zu bytes", req->api->cfg->max_body_bytes);
     bool present;
-    if (http_content_type(conn, &present) != FORMAT_JSON)
+    if (http_content_type(conn, &present) != HTTP_FORMAT_JSON)
         return http_error(conn, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type",
                           "Content-Type must be application/json");
     unsigned count;
@@ -804,7 +749,7 @@ static enum MHD_Result http_load_begin(http_request *req, const char *node, cons
     http_api *api = req->api;
     struct MHD_Connection *conn = req->conn;
     req->kind = REQ_LOAD;
-    req->out = FORMAT_JSON;
+    req->out = HTTP_FORMAT_JSON;
     snprintf(req->target, sizeof req->target, "%s", node);
     snprintf(req->module, sizeof req->module, "%s", module);
     if (req->too_large)
@@ -853,48 +798,19 @@ static enum MHD_Result http_rpc_response(http_request *req) {
         strbuf_free(&sb);
         return http_error(conn, MHD_HTTP_BAD_GATEWAY, "bad_reply", "%s", err.message);
     }
-    return http_send(conn, MHD_HTTP_OK, http_format_mime[req->out], &sb);
+    return http_send(conn, MHD_HTTP_OK, http_format_mime(req->out), &sb);
 }
 
-/* /nodes, /nodes/{node}, /nodes/{node}/rpc, /nodes/{node}/modules/{module} */
-static enum MHD_Result http_route_nodes(http_request *req, const char *url, const char *method) {
-    struct MHD_Connection *conn = req->conn;
-    bool get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
-    const char *p = url + strlen("/nodes");
-    if (!*p) {
-        if (get) return http_list_nodes(req);
-        if (strcmp(method, "POST") == 0) return http_spawn_nodes(req);
-        return http_method_not_allowed(conn, "GET, POST");
-    }
-    if (*p != '/') goto not_found;
-    p++;
-    char node[256];
-    size_t n = strcspn(p, "/");
-    if (n == 0 || n >= sizeof node) goto not_found;
-    memcpy(node, p, n);
-    node[n] = '\0';
-    p += n;
-    if (!*p) {
-        if (strcmp(method, "DELETE") != 0) return http_method_not_allowed(conn, "DELETE");
-        service_error e;
-        if (service_stop_node(req->api->svc, http_principal(req), node, &e) != SERVICE_OK)
-            return http_fail(conn, &e);
-        strbuf sb = {0};
-        strbuf_puts(&sb, "{\"status\":\"stopping\",\"node\":");
-        strbuf_json_string(&sb, node, strlen(node));
-        strbuf_putc(&sb, '}');
-        return http_send(conn, MHD_HTTP_ACCEPTED, "application/json", &sb);
-    }
-    if (strcmp(p, "/rpc") == 0) {
-        if (strcmp(method, "POST") != 0) return http_method_not_allowed(conn, "POST");
-        return http_rpc_begin(req, node);
-    }
-    if (strncmp(p, "/modules/", 9) == 0 && p[9] && !strchr(p + 9, '/') && strlen(p + 9) < 256) {
-        if (strcmp(method, "PUT") != 0) return http_method_not_allowed(conn, "PUT");
-        return http_load_begin(req, node, p + 9);
-    }
-not_found:
-    return http_error(conn, MHD_HTTP_NOT_FOUND, "not_found", "no route for %s %.200s", method, url);
+/* DELETE /nodes/{node}: 202 once the child is asked to stop. */
+static enum MHD_Result http_stop_node(http_request *req, const char *node) {
+    service_error e;
+    if (service_stop_node(req->api->svc, http_principal(req), node, &e) != SERVICE_OK)
+        return http_fail(req->conn, &e);
+    strbuf sb = {0};
+    strbuf_puts(&sb, "{\"status\":\"stopping\",\"node\":");
+    strbuf_json_string(&sb, node, strlen(node));
+    strbuf_putc(&sb, '}');
+    return http_send(req->conn, MHD_HTTP_ACCEPTED, "application/json", &sb);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -966,8 +882,7 @@ static void http_watch_on_event(const gateway_event *ev, void *ctx) {
 }
 
 static bool http_query_true(struct MHD_Connection *conn, const char *key) {
-    const char *v = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, key);
-    return v && (strcmp(v, "true") == 0 || strcmp(v, "1") == 0 || *v == '\0');
+    return http_route_query_true(MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, key));
 }
 
 static enum MHD_Result http_watch_begin(http_request *req) {
@@ -1183,23 +1098,6 @@ static void http_peer_identity(struct MHD_Connection *conn, tls_peer *out);
 /* ------------------------------------------------------------------------------------------ */
 /* The door: Host and Origin (browsers), then who the request is from */
 
-/* A Host a loopback listener answers to (against DNS rebinding): localhost, a 127/8 address,
- * [::1], or one of http.allowed_hosts; an optional :port is ignored. */
-static bool http_host_allowed(const http_api *api, const char *host) {
-    char name[256];
-    size_t n = host[0] == '[' ? strcspn(host, "]") + 1 : strcspn(host, ":");
-    if (n >= sizeof name || (host[0] == '[' && host[n - 1] != ']')) return false;
-    memcpy(name, host, n);
-    name[n] = '\0';
-    struct in_addr a4;
-    if (strcasecmp(name, "localhost") == 0 || strcmp(name, "[::1]") == 0 ||
-        (inet_pton(AF_INET, name, &a4) == 1 && (ntohl(a4.s_addr) >> 24) == 127))
-        return true;
-    for (size_t i = 0; i < api->cfg->allowed_host_count; i++)
-        if (strcasecmp(name, api->cfg->allowed_hosts[i]) == 0) return true;
-    return false;
-}
-
 static bool http_origin_allowed(const http_api *api, const char *origin) {
     for (size_t i = 0; i < api->cfg->allowed_origin_count; i++)
         if (strcmp(origin, api->cfg->allowed_origins[i]) == 0) return true;
@@ -1217,7 +1115,8 @@ static bool http_admit(http_request *req, const char *url, enum MHD_Result *ret)
     http_api *api = req->api;
     struct MHD_Connection *conn = req->conn;
     const char *host = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Host");
-    if (host && api->loopback && !http_host_allowed(api, host)) {
+    if (host && api->loopback &&
+        !http_route_host_allowed(host, api->cfg->allowed_hosts, api->cfg->allowed_host_count)) {
         *ret = http_error(conn, MHD_HTTP_FORBIDDEN, "forbidden_host",
                           "Host %.200s is not this loopback listener (add it to "
                           "http.allowed_hosts if it is)",
@@ -1271,82 +1170,47 @@ static enum MHD_Result http_preflight(struct MHD_Connection *conn) {
 /* ------------------------------------------------------------------------------------------ */
 /* Routing */
 
-/* Splits "/cnodes/NAME/ACTION": returns the number of segments after "/cnodes" (0, 1 or 2). */
-static int http_split_cnode_path(const char *url, char *name, size_t name_len, char *action,
-                                 size_t action_len) {
-    const char *p = url + strlen("/cnodes");
-    if (!*p) return 0;
-    if (*p != '/') return -1;
-    p++;
-    size_t n = strcspn(p, "/");
-    if (n == 0 || n >= name_len) return -1;
-    memcpy(name, p, n);
-    name[n] = '\0';
-    p += n;
-    if (!*p) return 1;
-    p++;
-    n = strlen(p);
-    if (n == 0 || n >= action_len || strchr(p, '/')) return -1;
-    memcpy(action, p, n + 1);
-    return 2;
-}
-
-static enum MHD_Result http_route(http_request *req, const char *url, const char *method) {
+static enum MHD_Result http_dispatch(http_request *req, const char *url, const char *method) {
     http_api *api = req->api;
     struct MHD_Connection *conn = req->conn;
-    bool get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
-    bool post = strcmp(method, "POST") == 0;
     if (strcmp(method, "OPTIONS") == 0 &&
         MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Origin"))
         return http_preflight(conn); /* the Origin passed http_admit */
-    if (strcmp(url, "/healthz") == 0) {
-        if (!get) return http_method_not_allowed(conn, "GET");
-        strbuf sb = {0};
+    http_route r;
+    http_route_match(method, url, &r);
+    if (r.allow) return http_method_not_allowed(conn, r.allow);
+    enum MHD_Result ret;
+    strbuf sb = {0};
+    switch (r.kind) {
+    case HTTP_ROUTE_HEALTHZ:
         strbuf_puts(&sb, "{\"status\":\"ok\"}");
         return http_send(conn, MHD_HTTP_OK, "application/json", &sb);
-    }
-    if (strcmp(url, "/readyz") == 0) {
-        if (!get) return http_method_not_allowed(conn, "GET");
+    case HTTP_ROUTE_READYZ: {
         bool ready = service_health(api->svc, NULL, NULL);
-        strbuf sb = {0};
         strbuf_printf(&sb, "{\"status\":\"%s\"}", ready ? "ready" : "not_ready");
         return http_send(conn, ready ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE,
                          "application/json", &sb);
     }
-    if (strncmp(url, "/cnodes", 7) == 0) {
-        char name[128], action[32];
-        int segs = http_split_cnode_path(url, name, sizeof name, action, sizeof action);
-        if (segs == 0) {
-            if (!get) return http_method_not_allowed(conn, "GET");
-            return http_list_cnodes(req);
-        }
-        if (segs == 1) {
-            if (!get) return http_method_not_allowed(conn, "GET");
-            return http_get_cnode(req, name);
-        }
-        if (segs == 2 && strcmp(action, "restart") == 0) {
-            if (!post) return http_method_not_allowed(conn, "POST");
-            return http_restart_cnode(req, name);
-        }
-        if (segs == 2 && strcmp(action, "stream") == 0) {
-            if (!post) return http_method_not_allowed(conn, "POST");
-            enum MHD_Result r = http_call_begin(req, name, REQ_CALL, SERVICE_OP_STREAM);
-            return req->have_response ? r : http_call_stream_submit(req);
-        }
-        if (segs == 2 && (strcmp(action, "call") == 0 || strcmp(action, "cast") == 0)) {
-            if (!post) return http_method_not_allowed(conn, "POST");
-            bool is_call = strcmp(action, "call") == 0;
-            enum MHD_Result r = http_call_begin(req, name, is_call ? REQ_CALL : REQ_CAST,
-                                                is_call ? SERVICE_OP_CALL : SERVICE_OP_CAST);
-            return req->have_response ? r : http_call_submit(req);
-        }
+    case HTTP_ROUTE_CNODES: return http_list_cnodes(req);
+    case HTTP_ROUTE_CNODE: return http_get_cnode(req, r.name);
+    case HTTP_ROUTE_CNODE_RESTART: return http_restart_cnode(req, r.name);
+    case HTTP_ROUTE_CNODE_STREAM:
+        ret = http_call_begin(req, r.name, REQ_CALL, SERVICE_OP_STREAM);
+        return req->have_response ? ret : http_call_stream_submit(req);
+    case HTTP_ROUTE_CNODE_CALL:
+        ret = http_call_begin(req, r.name, REQ_CALL, SERVICE_OP_CALL);
+        return req->have_response ? ret : http_call_submit(req);
+    case HTTP_ROUTE_CNODE_CAST:
+        ret = http_call_begin(req, r.name, REQ_CAST, SERVICE_OP_CAST);
+        return req->have_response ? ret : http_call_submit(req);
+    case HTTP_ROUTE_EVENTS: return http_watch_begin(req);
+    case HTTP_ROUTE_NODES: return http_list_nodes(req);
+    case HTTP_ROUTE_NODES_SPAWN: return http_spawn_nodes(req);
+    case HTTP_ROUTE_NODE_STOP: return http_stop_node(req, r.name);
+    case HTTP_ROUTE_NODE_RPC: return http_rpc_begin(req, r.name);
+    case HTTP_ROUTE_NODE_LOAD: return http_load_begin(req, r.name, r.module);
+    case HTTP_ROUTE_NOT_FOUND: break;
     }
-    if (strcmp(url, "/events") == 0) {
-        if (!get) return http_method_not_allowed(conn, "GET");
-        return http_watch_begin(req);
-    }
-    if (strncmp(url, "/nodes", 6) == 0 && (url[6] == '\0' || url[6] == '/'))
-        return http_route_nodes(req, url, method);
     return http_error(conn, MHD_HTTP_NOT_FOUND, "not_found", "no route for %s %.200s", method, url);
 }
 
@@ -1483,7 +1347,7 @@ static enum MHD_Result http_handler(void *cls, struct MHD_Connection *conn, cons
                           "request bodies held at once are over http.body_budget_bytes (%zu)",
                           api->cfg->http_body_budget_bytes);
     }
-    enum MHD_Result r = http_route(req, url, method);
+    enum MHD_Result r = http_dispatch(req, url, method);
     if (!req->submitted) req->have_response = true;
     return r;
 }
