@@ -86,23 +86,44 @@ static int enc_items(pb_enc *e, Nodex__V1__Term *const *items, size_t n, const p
     return 0;
 }
 
+/* Encodes the elements of `l` and of every list its tail chains to ([A | [B | T]] is
+ * [A, B | T] to Erlang, and term_to_binary encodes it so), counted in *n, then the chain's last
+ * tail when it has one (*improper). The list header at *hdr is reserved with the first element.
+ * Recursion is bounded by max_depth, a tail list counting as one level as elsewhere. */
+static int enc_chain(pb_enc *e, const Nodex__V1__List *l, const pb_path *here, unsigned depth,
+                     int *hdr, size_t *n, bool *all_bytes, bool *improper) {
+    if (!l) return efail(e, here->up, TERM_ERR_SYNTAX, "list without a List message");
+    if (l->n_elements) {
+        if (*hdr < 0 && (*hdr = term_hdr_reserve(e->x)) < 0) return enomem(e);
+        bool bytes;
+        if (enc_items(e, l->elements, l->n_elements, here, depth, &bytes) != 0) return -1;
+        *all_bytes = *all_bytes && bytes;
+        *n += l->n_elements;
+    }
+    if (!l->tail) return 0;
+    pb_path tail = {here, "tail", 0};
+    if (l->tail->kind_case != NODEX__V1__TERM__KIND_LIST) {
+        *improper = true;
+        return enc_term(e, l->tail, &tail, depth + 1);
+    }
+    if (depth + 2 > e->lim.max_depth)
+        return efail(e, &tail, TERM_ERR_DEPTH, "nesting deeper than %u", e->lim.max_depth);
+    pb_path next = {&tail, "list", 0};
+    return enc_chain(e, l->tail->list, &next, depth + 1, hdr, n, all_bytes, improper);
+}
+
 static int enc_list(pb_enc *e, const Nodex__V1__List *l, const pb_path *path, unsigned depth) {
     pb_path here = {path, "list", 0};
-    if (!l) return efail(e, path, TERM_ERR_SYNTAX, "list without a List message");
-    if (l->n_elements == 0) {
-        if (!l->tail) return ei_x_encode_empty_list(e->x) == 0 ? 0 : enomem(e);
-        pb_path tail = {&here, "tail", 0};
-        return enc_term(e, l->tail, &tail, depth + 1); /* [ | T] is T */
+    int hdr = -1;
+    size_t n = 0;
+    bool all_bytes = true, improper = false;
+    if (enc_chain(e, l, &here, depth, &hdr, &n, &all_bytes, &improper) != 0) return -1;
+    if (!n) return improper || ei_x_encode_empty_list(e->x) == 0 ? 0 : enomem(e); /* [ | T] is T */
+    if (improper) {
+        term_improper_close(e->x, hdr, n);
+        return 0;
     }
-    int hdr = term_hdr_reserve(e->x);
-    if (hdr < 0) return enomem(e);
-    bool all_bytes;
-    if (enc_items(e, l->elements, l->n_elements, &here, depth, &all_bytes) != 0) return -1;
-    if (!l->tail) return term_list_close(e->x, hdr, l->n_elements, all_bytes) == 0 ? 0 : enomem(e);
-    pb_path tail = {&here, "tail", 0};
-    if (enc_term(e, l->tail, &tail, depth + 1) != 0) return -1;
-    term_improper_close(e->x, hdr, l->n_elements);
-    return 0;
+    return term_list_close(e->x, hdr, n, all_bytes) == 0 ? 0 : enomem(e);
 }
 
 static int enc_big(pb_enc *e, const char *s, const pb_path *path) {

@@ -318,6 +318,56 @@ static void test_depth_limits(void **state) {
     assert_int_equal(term_pb_check_depth(&nodex__v1__term__descriptor, junk, sizeof junk, 10), -1);
 }
 
+/* `t` encodes to exactly the ETF bytes of `text` (term_to_binary's encoding). */
+static void expect_bytes_of(const Nodex__V1__Term *t, const char *text) {
+    ei_x_buff x, want;
+    term_error err;
+    ei_x_new(&x);
+    assert_int_equal(term_pb_to_ei(t, NULL, NULL, &x, &err), 0);
+    text_to_ei(text, &want);
+    assert_int_equal(x.index, want.index);
+    assert_memory_equal(x.buff, want.buff, (size_t)x.index);
+    ei_x_free(&x);
+    ei_x_free(&want);
+}
+
+static void test_a_tail_that_is_a_list_joins_it(void **state) {
+    (void)state;
+    /* found by fuzz_grpc_request: [1 | []] came out as a cons cell, not term_to_binary's [1] */
+    Nodex__V1__Term one = NODEX__V1__TERM__INIT, two = NODEX__V1__TERM__INIT;
+    one.kind_case = two.kind_case = NODEX__V1__TERM__KIND_INT;
+    one.int_ = 1;
+    two.int_ = 2;
+    Nodex__V1__Term x = NODEX__V1__TERM__INIT;
+    x.kind_case = NODEX__V1__TERM__KIND_ATOM;
+    x.atom = "x";
+    Nodex__V1__Term *e1[] = {&one}, *e2[] = {&two};
+    Nodex__V1__List inner = NODEX__V1__LIST__INIT, empty = NODEX__V1__LIST__INIT,
+                    outer = NODEX__V1__LIST__INIT;
+    Nodex__V1__Term t_inner = NODEX__V1__TERM__INIT, t_empty = NODEX__V1__TERM__INIT,
+                    t = NODEX__V1__TERM__INIT;
+    t_inner.kind_case = t_empty.kind_case = t.kind_case = NODEX__V1__TERM__KIND_LIST;
+    t_inner.list = &inner;
+    t_empty.list = &empty;
+    t.list = &outer;
+    outer.n_elements = 1;
+    outer.elements = e1;
+    outer.tail = &t_empty;
+    expect_bytes_of(&t, "[1]"); /* [1 | []] */
+    inner.n_elements = 1;
+    inner.elements = e2;
+    inner.tail = &t_empty;
+    outer.tail = &t_inner;
+    expect_bytes_of(&t, "[1, 2]"); /* [1 | [2 | []]] */
+    inner.tail = &x;
+    expect_bytes_of(&t, "[1, 2 | x]"); /* [1 | [2 | x]] */
+    outer.n_elements = 0;
+    expect_bytes_of(&t, "[2 | x]"); /* [ | [2 | x]] */
+    inner.n_elements = 0;
+    inner.tail = &t_empty;
+    expect_bytes_of(&t, "[]"); /* [ | [ | []]] */
+}
+
 /* Appends field `field` (wire type 2) holding `len` bytes of `body`. */
 static void put_ld(strbuf *out, unsigned field, const void *body, size_t len) {
     strbuf_putc(out, (char)(field << 3 | 2));
@@ -410,6 +460,7 @@ int main(void) {
         cmocka_unit_test(test_invalid_terms),
         cmocka_unit_test(test_atom_with_nul_is_unsupported),
         cmocka_unit_test(test_depth_limits),
+        cmocka_unit_test(test_a_tail_that_is_a_list_joins_it),
         cmocka_unit_test(test_unpack_of_4m_empty_terms_stops_at_the_budget),
         cmocka_unit_test(test_unpack_within_budget_decodes_and_frees),
         cmocka_unit_test(test_unpack_refuses_malformed_and_too_deep),
