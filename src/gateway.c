@@ -61,18 +61,6 @@ const char *gateway_error_code(gateway_error e) {
     return gateway_error_codes[e];
 }
 
-/* Supervisor phases: finer than the public states. */
-typedef enum gw_phase {
-    PHASE_IDLE,       /* not started yet */
-    PHASE_SPAWNED,    /* process running, waiting for the ready line and/or the connection */
-    PHASE_CONNECTING, /* a connector thread is connecting to the node */
-    PHASE_UP,
-    PHASE_STOPPING, /* signalled after a failure; waiting for the exit */
-    PHASE_BACKOFF,
-    PHASE_FAILED,
-    PHASE_STOPPED,
-} gw_phase;
-
 typedef struct gw_cnode gw_cnode;
 
 /* What a supervised entry is. C-nodes come from the config; Erlang nodes come and go. */
@@ -94,7 +82,7 @@ struct gw_cnode {
     bool removing;          /* being stopped for good: retire instead of restarting */
     bool stop_requested;    /* gateway_stop_node asked; the loop acts on it (guarded by mu) */
     bool retired;           /* off the list; memory kept until gateway_free */
-    unsigned stop_stage;    /* PHASE_STOPPING: 0 asked to stop, 1 SIGTERM sent */
+    unsigned stop_stage;    /* SUPERVISOR_STOPPING: 0 asked to stop, 1 SIGTERM sent */
     gw_cnode *next;         /* in gw->nodes (Erlang nodes only) */
     gw_cnode *retired_next; /* in gw->retired */
     char *executable;       /* resolved path; NULL for adopt */
@@ -103,16 +91,13 @@ struct gw_cnode {
     char node[MAXNODELEN * 4]; /* the node name it has in the cluster */
     char *ready_line;
     /* supervisor (loop thread) */
-    gw_phase phase;
-    int64_t deadline_ms; /* of the current phase; INT64_MAX for none */
+    supervisor_entry sup; /* phase, its deadline, restarts (supervisor's accessors) */
     bool ready_seen;
     bool kill_sent;
     child *proc;
     loop_watch *out_watch[2]; /* stdout, stderr */
     conns_conn *conn;         /* its connection, owned by conns */
     unsigned connect_generation;
-    supervisor_history history; /* restarts and failures, for the restart policy */
-    bool restart_now;           /* start again once the process is gone, as no failure */
     /* shared with API threads: guarded by gw->mu */
     cnode_state state;
     dist_conn *live;       /* the connection calls use; a reference is held */
@@ -348,45 +333,28 @@ static void gw_group_fail_waiting(gw_cnode *cn) {
 
 /* Restart decision once the C-node is gone (process reaped, or never had one). */
 static void gw_cnode_after_exit(gw_cnode *cn, bool normal_exit) {
-    int64_t now = dist_now_ms();
     const config_cnode *cfg = cn->cfg;
-    if (cn->restart_now && !cn->gw->shutting_down && !cn->removing) {
-        /* recycled (calls_per_process) or restarted on request: not a failure */
-        cn->restart_now = false;
-        cn->phase = PHASE_BACKOFF;
-        gw_cnode_start(cn);
-        return;
-    }
-    if (cn->gw->shutting_down || cn->removing || cn->kind == ENTRY_PEER) {
-        cn->phase = PHASE_STOPPED;
-        cn->deadline_ms = INT64_MAX;
+    bool for_good = cn->gw->shutting_down || cn->removing;
+    switch (supervisor_entry_after_exit(&cn->sup, cfg, normal_exit, for_good,
+                                        cn->kind == ENTRY_PEER, dist_now_ms())) {
+    case SUPERVISOR_DO_START: gw_cnode_start(cn); break;
+    case SUPERVISOR_DO_RETIRE:
         gw_set_state(cn, CNODE_STOPPED);
         if (!cn->gw->shutting_down) gw_entry_retire(cn);
-        return;
-    }
-    int64_t due;
-    switch (supervisor_restart(cfg, &cn->history, normal_exit, now, &due)) {
-    case SUPERVISOR_STOP:
-        cn->phase = PHASE_STOPPED;
-        cn->deadline_ms = INT64_MAX;
+        break;
+    case SUPERVISOR_DO_SET_STOPPED:
         gw_set_state(cn, CNODE_STOPPED);
         gw_group_fail_waiting(cn);
         break;
-    case SUPERVISOR_FAIL:
-        cn->phase = PHASE_FAILED;
-        /* crash-loop mode: after a long pause, another try with a clean record */
-        cn->deadline_ms = cfg->retry_failed_after_ms ? now + cfg->retry_failed_after_ms : INT64_MAX;
+    case SUPERVISOR_DO_SET_FAILED:
         log_error("%s %s: failed: more than %u restarts in %u s (last: %s)%s", gw_what(cn),
                   cfg->name, cfg->max_restarts, cfg->max_seconds, cn->last_error,
                   cfg->retry_failed_after_ms ? "; trying again after retry_failed_after_ms" : "");
         gw_set_state(cn, CNODE_FAILED);
         gw_group_fail_waiting(cn);
         break;
-    case SUPERVISOR_RESTART:
-        cn->phase = PHASE_BACKOFF;
-        cn->deadline_ms = due;
-        gw_set_state(cn, CNODE_RESTARTING);
-        break;
+    case SUPERVISOR_DO_SET_RESTARTING: gw_set_state(cn, CNODE_RESTARTING); break;
+    default: break;
     }
 }
 
@@ -400,8 +368,8 @@ static void gw_cnode_down(gw_cnode *cn, bool kill_now, const char *fmt, ...) {
     vsnprintf(reason, sizeof reason, fmt, ap);
     va_end(ap);
     const char *what = cn->kind == ENTRY_CNODE ? "C-node" : "node";
-    if (gw_cnode_recycle_due(cn)) cn->restart_now = true;
-    if (cn->restart_now)
+    if (gw_cnode_recycle_due(cn)) supervisor_entry_restart_soon(&cn->sup);
+    if (supervisor_entry_restart_due(&cn->sup))
         log_info("%s %s: restarting: %s", what, cn->cfg->name, reason);
     else
         log_warn("%s %s: down: %s", what, cn->cfg->name, reason);
@@ -415,8 +383,7 @@ static void gw_cnode_down(gw_cnode *cn, bool kill_now, const char *fmt, ...) {
     if (cn->proc && !child_exited(cn->proc)) {
         child_signal(cn->proc, kill_now ? SIGKILL : SIGTERM);
         cn->kill_sent = kill_now;
-        cn->phase = PHASE_STOPPING;
-        cn->deadline_ms = dist_now_ms() + cn->cfg->shutdown_timeout_ms;
+        supervisor_entry_stopping(&cn->sup, dist_now_ms() + cn->cfg->shutdown_timeout_ms);
         gw_set_state(cn, CNODE_DOWN);
         return;
     }
@@ -439,8 +406,8 @@ static bool gw_cnode_reap(gw_cnode *cn) {
     cn->os_pid = 0;
     pthread_mutex_unlock(&cn->gw->mu);
     bool normal = WIFEXITED(status) && WEXITSTATUS(status) == 0;
-    switch (cn->phase) {
-    case PHASE_SPAWNED:
+    switch (supervisor_entry_phase(&cn->sup)) {
+    case SUPERVISOR_SPAWNED:
         log_warn("%s %s: exited before it was up: %s", gw_what(cn), cn->cfg->name, how);
         gw_set_error(cn, "exited before it was up: %s", how);
         gw_cnode_disconnect(cn);
@@ -448,10 +415,10 @@ static bool gw_cnode_reap(gw_cnode *cn) {
         gw_set_state(cn, CNODE_DOWN);
         gw_cnode_after_exit(cn, normal);
         break;
-    case PHASE_UP:
-    case PHASE_CONNECTING:
-        if (gw_cnode_recycle_due(cn)) cn->restart_now = true;
-        if (cn->restart_now)
+    case SUPERVISOR_UP:
+    case SUPERVISOR_CONNECTING:
+        if (gw_cnode_recycle_due(cn)) supervisor_entry_restart_soon(&cn->sup);
+        if (supervisor_entry_restart_due(&cn->sup))
             log_info("%s %s: process %s; starting again", gw_what(cn), cn->cfg->name, how);
         else
             log_warn("%s %s: process %s", gw_what(cn), cn->cfg->name, how);
@@ -463,7 +430,7 @@ static bool gw_cnode_reap(gw_cnode *cn) {
         gw_set_state(cn, CNODE_DOWN);
         gw_cnode_after_exit(cn, normal);
         break;
-    case PHASE_STOPPING: gw_cnode_after_exit(cn, normal && !cn->kill_sent); break;
+    case SUPERVISOR_STOPPING: gw_cnode_after_exit(cn, normal && !cn->kill_sent); break;
     default: break;
     }
     return true;
@@ -513,9 +480,7 @@ static void gw_flush_waiting(gw_cnode *cn) {
 
 static void gw_cnode_became_up(gw_cnode *cn) {
     gateway *gw = cn->gw;
-    cn->phase = PHASE_UP;
-    cn->deadline_ms = INT64_MAX;
-    supervisor_history_up(&cn->history);
+    supervisor_entry_up(&cn->sup);
     dist_conn *dc = conns_dist(cn->conn);
     dist_conn_ref(dc);
     /* Calls that waited for this connection (rpc to a node not yet connected) go out now.
@@ -535,8 +500,7 @@ static void gw_cnode_became_up(gw_cnode *cn) {
 
 static void gw_start_connector(gw_cnode *cn) {
     unsigned generation = ++cn->connect_generation;
-    cn->phase = PHASE_CONNECTING;
-    cn->deadline_ms = dist_now_ms() + cn->cfg->connect_timeout_ms + 1000;
+    supervisor_entry_connecting(&cn->sup, cn->cfg, dist_now_ms());
     /* A C-node we just started ("to") may need a moment to appear in epmd: retry briefly.
      * An adopted node or a peer is there or not: one attempt (adoption retries with backoff). */
     bool retry = cn->cfg->direction == CNODE_DIRECTION_TO;
@@ -561,7 +525,7 @@ static void gw_on_child_line(void *ctx, int stream, const char *line, size_t len
         else
             log_info("[%s%s] %.*s", cn->cfg->name, stream ? " stderr" : "", (int)len, line);
     }
-    if (cn->ready_seen || cn->phase != PHASE_SPAWNED) return;
+    if (cn->ready_seen || supervisor_entry_phase(&cn->sup) != SUPERVISOR_SPAWNED) return;
     if (strlen(cn->ready_line) != len || memcmp(cn->ready_line, line, len) != 0) return;
     cn->ready_seen = true;
     if (cn->cfg->direction == CNODE_DIRECTION_TO) {
@@ -623,15 +587,14 @@ static void gw_cnode_spawn(gw_cnode *cn) {
     pthread_mutex_lock(&gw->mu);
     cn->os_pid = child_pid(proc);
     pthread_mutex_unlock(&gw->mu);
-    cn->phase = PHASE_SPAWNED;
-    cn->deadline_ms = dist_now_ms() + cfg->spawn_inactive_timeout_ms;
+    supervisor_entry_spawned(&cn->sup, cfg, dist_now_ms());
     log_info("%s %s: started %s as pid %d (node %s)", gw_what(cn), cfg->name, cn->executable,
              (int)cn->os_pid, cn->node);
 }
 
 static void gw_cnode_start(gw_cnode *cn) {
     pthread_mutex_lock(&cn->gw->mu);
-    if (cn->phase == PHASE_BACKOFF) cn->restarts++;
+    if (supervisor_entry_restarting(&cn->sup)) cn->restarts++;
     cn->calls_sent = 0; /* a new process: a fresh calls_per_process */
     cn->draining = false;
     pthread_mutex_unlock(&cn->gw->mu);
@@ -656,10 +619,9 @@ static void gw_child_stop(gw_cnode *cn) {
     gw_set_error(cn, "stopped on request");
     routing_fail_owner(cn->gw->routing, &cn->route, CALL_UNAVAILABLE, "the node is being stopped");
     if (cn->proc && !child_exited(cn->proc)) {
-        cn->phase = PHASE_STOPPING;
         cn->stop_stage = cn->conn ? 0 : 1;
         if (!cn->conn) child_signal(cn->proc, SIGTERM);
-        cn->deadline_ms = dist_now_ms() + cn->cfg->shutdown_timeout_ms / 2 + 1;
+        supervisor_entry_stopping(&cn->sup, dist_now_ms() + cn->cfg->shutdown_timeout_ms / 2 + 1);
         gw_set_state(cn, CNODE_DOWN);
         return; /* the connection closes when the node exits */
     }
@@ -670,37 +632,33 @@ static void gw_child_stop(gw_cnode *cn) {
 
 /* Phase deadlines: spawn timeout, connect timeout, kill escalation, backoff. */
 static void gw_cnode_timers(gw_cnode *cn, int64_t now) {
-    if (now < cn->deadline_ms) return;
-    cn->deadline_ms = INT64_MAX;
-    switch (cn->phase) {
-    case PHASE_SPAWNED:
+    switch (supervisor_entry_timer(&cn->sup, now)) {
+    case SUPERVISOR_DO_SPAWN_TIMEOUT:
         gw_cnode_down(cn, true,
                       cn->ready_seen ? "ready line seen but no connection within %u ms"
                                      : "no ready line within %u ms (spawn_inactive_timeout)",
                       cn->cfg->spawn_inactive_timeout_ms);
         break;
-    case PHASE_CONNECTING:
+    case SUPERVISOR_DO_CONNECT_TIMEOUT:
         gw_cnode_down(cn, true, "could not connect to %s in time", cn->node);
         break;
-    case PHASE_STOPPING:
+    case SUPERVISOR_DO_ESCALATE:
         if (!cn->proc || child_exited(cn->proc)) break;
         if (cn->stop_stage == 0 && cn->kind == ENTRY_CHILD) {
             /* init:stop was not enough: SIGTERM (which also runs init:stop in the VM) */
             child_signal(cn->proc, SIGTERM);
             cn->stop_stage = 1;
-            cn->deadline_ms = now + cn->cfg->shutdown_timeout_ms / 2 + 1;
+            supervisor_entry_stopping_until(&cn->sup, now + cn->cfg->shutdown_timeout_ms / 2 + 1);
             break;
         }
         log_warn("%s: did not exit in time; SIGKILL", cn->cfg->name);
         child_signal(cn->proc, SIGKILL);
         cn->kill_sent = true;
         break;
-    case PHASE_BACKOFF: gw_cnode_start(cn); break;
-    case PHASE_FAILED: /* retry_failed_after_ms passed: a fresh try, as after a restart */
+    case SUPERVISOR_DO_START: gw_cnode_start(cn); break;
+    case SUPERVISOR_DO_RETRY: /* retry_failed_after_ms passed: a fresh try, as after a restart */
         log_info("%s %s: trying again after %u ms failed", gw_what(cn), cn->cfg->name,
                  cn->cfg->retry_failed_after_ms);
-        memset(&cn->history, 0, sizeof cn->history);
-        cn->phase = PHASE_BACKOFF;
         gw_cnode_start(cn);
         break;
     default: break;
@@ -710,23 +668,11 @@ static void gw_cnode_timers(gw_cnode *cn, int64_t now) {
 /* gateway_restart_cnode, on the loop: start the instance again now, with a clean restart
  * record; one that runs is stopped first (its calls in flight fail, waiting ones wait). */
 static void gw_cnode_restart(gw_cnode *cn) {
-    memset(&cn->history, 0, sizeof cn->history);
     log_info("cnode %s: restart requested", cn->cfg->name);
-    switch (cn->phase) {
-    case PHASE_IDLE: break; /* about to start anyway */
-    case PHASE_FAILED:
-    case PHASE_STOPPED:
-    case PHASE_BACKOFF:
-        cn->phase = PHASE_BACKOFF;
-        gw_cnode_start(cn);
-        break;
-    case PHASE_STOPPING: cn->restart_now = true; break;
-    case PHASE_SPAWNED:
-    case PHASE_CONNECTING:
-    case PHASE_UP:
-        cn->restart_now = true;
-        gw_cnode_down(cn, false, "restart requested");
-        break;
+    switch (supervisor_entry_restart(&cn->sup)) {
+    case SUPERVISOR_DO_START: gw_cnode_start(cn); break;
+    case SUPERVISOR_DO_TAKE_DOWN: gw_cnode_down(cn, false, "restart requested"); break;
+    default: break;
     }
 }
 
@@ -741,9 +687,9 @@ static void gw_cnode_service(gw_cnode *cn) {
         gw_cnode_restart(cn);
         return;
     }
-    if (cn->phase != PHASE_UP) return;
+    if (supervisor_entry_phase(&cn->sup) != SUPERVISOR_UP) return;
     if (gw_cnode_recycle_due(cn)) {
-        cn->restart_now = true;
+        supervisor_entry_restart_soon(&cn->sup);
         gw_cnode_down(cn, false, "recycled after %u calls (calls_per_process)",
                       cn->cfg->calls_per_process);
         return;
@@ -779,9 +725,8 @@ static gw_cnode *gw_node_entry_new(gateway *gw, gw_entry_kind kind, const char *
     cn->kind = kind;
     cn->cfg = o;
     routing_owner_init(&cn->route, o, cn->node);
-    cn->phase = PHASE_IDLE;
+    supervisor_entry_init(&cn->sup);
     cn->state = CNODE_STARTING;
-    cn->deadline_ms = INT64_MAX;
     snprintf(cn->node, sizeof cn->node, "%s", node);
     const char *at = strchr(node, '@');
     snprintf(cn->sname, sizeof cn->sname, "%.*s", at ? (int)(at - node) : 0, node);
@@ -840,7 +785,8 @@ static void gw_on_connected(void *ctx, void *owner, unsigned generation, int fd,
     gateway *gw = ctx;
     gw_cnode *cn = owner;
     conns_conn *gc;
-    bool current = generation == cn->connect_generation && cn->phase == PHASE_CONNECTING;
+    bool current = generation == cn->connect_generation &&
+                   supervisor_entry_phase(&cn->sup) == SUPERVISOR_CONNECTING;
     if (!current) {
         if (fd >= 0) ei_close_connection(fd);
     } else if (fd < 0) {
@@ -858,7 +804,7 @@ static void gw_on_connected(void *ctx, void *owner, unsigned generation, int fd,
 static void gw_on_accepted(void *ctx, int fd, const char *peer) {
     gateway *gw = ctx;
     gw_cnode *cn = gw_cnode_by_node(gw, peer);
-    if (cn && (cn->phase != PHASE_SPAWNED || cn->conn)) {
+    if (cn && (supervisor_entry_phase(&cn->sup) != SUPERVISOR_SPAWNED || cn->conn)) {
         log_warn("connection from %s while it is not expected; closed", peer);
         ei_close_connection(fd);
         return;
@@ -998,7 +944,7 @@ static void gw_stop_all(gateway *gw) {
             child_signal(cn->proc, SIGTERM);
             cn->stop_stage = 1;
         }
-        cn->phase = PHASE_STOPPING;
+        supervisor_entry_stopping(&cn->sup, INT64_MAX); /* the loop's timers no longer run */
     }
     for (;;) {
         bool running = false;
@@ -1022,7 +968,7 @@ static void gw_stop_all(gateway *gw) {
         usleep(10000);
     }
     for (gw_cnode *cn = gw_entry_next(gw, NULL); cn; cn = gw_entry_next(gw, cn)) {
-        cn->phase = PHASE_STOPPED;
+        supervisor_entry_stopped(&cn->sup);
         gw_set_state(cn, CNODE_STOPPED);
     }
     conns_close_all(gw->conns);
@@ -1053,7 +999,7 @@ static void gw_service_entries(gateway *gw, int64_t now) {
                 gw_child_stop(cn);
                 continue;
             }
-            if (cn->phase == PHASE_IDLE) {
+            if (supervisor_entry_phase(&cn->sup) == SUPERVISOR_IDLE) {
                 gw_cnode_start(cn);
                 continue;
             }
@@ -1179,9 +1125,8 @@ static int gw_cnode_init(gateway *gw, gw_cnode *cn, const config_cnode *cfg, uns
     cn->instance = instance;
     routing_owner_init(&cn->route, cfg, cn->node);
     routing_owner_init(&cn->waiting, cfg, cn->node);
-    cn->phase = PHASE_IDLE;
+    supervisor_entry_init(&cn->sup);
     cn->state = CNODE_STARTING;
-    cn->deadline_ms = INT64_MAX;
     snprintf(cn->hostname, sizeof cn->hostname, "%s", cfg->hostname ? cfg->hostname : gw->hostname);
     const template_var base[] = {{"name", cfg->name},
                                  {"gateway_sname", gw->sname},
