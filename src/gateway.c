@@ -1,4 +1,4 @@
-/* gateway: the hidden Erlang node: event loop, C-node supervision and the multiplexed call path. */
+/* gateway: the composition: the node's entries, the actions of their supervision, the call path. */
 #include "gateway.h"
 
 #include <arpa/inet.h>
