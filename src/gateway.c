@@ -1365,8 +1365,9 @@ void gateway_free(gateway *gw) {
     nodes_spawns_free(gw->spawns);
     nodes_home_remove(gw->child_home);
     if (gw->conns) conns_close_all(gw->conns);
-    if (gw->publish_fd >= 0) close(gw->publish_fd);
-    if (gw->listen_fd >= 0) close(gw->listen_fd);
+    /* made through ei_sock: ei_close_connection frees their context too */
+    if (gw->publish_fd >= 0) ei_close_connection(gw->publish_fd);
+    if (gw->listen_fd >= 0) ei_close_connection(gw->listen_fd);
     routing_free(gw->routing);
     free(gw->cnodes);
     free(gw->group_first);
