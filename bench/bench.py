@@ -40,6 +40,14 @@ def json_body(data):
     return b'{"$tuple":[{"$atom":"ping"},"' + data + b'"]}'
 
 
+ETF_TYPE = "application/x-erlang-binary"
+
+
+def etf_body(data):
+    """term_to_binary({ping, Data}) as OTP 25 writes it (ATOM_EXT, BINARY_EXT)."""
+    return b"\x83h\x02d\x00\x04pingm" + struct.pack(">I", len(data)) + data
+
+
 def _varint(n):
     out = bytearray()
     while True:
@@ -74,9 +82,12 @@ def write_bodies(workdir, prefix, size):
     """The load tools' request bodies for `size` payload bytes: {"http": path, "grpc": path}."""
     data, name = payload_bytes(size), PAYLOAD_NAMES.get(size, f"{size}B")
     bodies = {"http": os.path.join(workdir, f"{prefix}http_{name}.json"),
+              "etf": os.path.join(workdir, f"{prefix}http_{name}.etf"),
               "grpc": os.path.join(workdir, f"{prefix}grpc_{name}.bin")}
     with open(bodies["http"], "wb") as f:
         f.write(json_body(data))
+    with open(bodies["etf"], "wb") as f:
+        f.write(etf_body(data))
     with open(bodies["grpc"], "wb") as f:
         f.write(grpc_frame(grpc_call_message(data)))
     return bodies
@@ -198,21 +209,24 @@ def _dur_us(text):
     return v * {"us": 1, "ms": 1e3, "s": 1e6, "m": 60e6}[unit]
 
 
-def run_wrk(session, port, body_path, conc, dur_s, workdir, token_file=None, tls=False):
+def run_wrk(session, port, body_path, conc, dur_s, workdir, token_file=None, tls=False,
+            ctype="application/json"):
     """wrk with `conc` keep-alive connections; over HTTPS when `tls` (wrk does not verify the
-    certificate), with `Authorization: Bearer <token_file's line>` when a token file is given."""
+    certificate), with `Authorization: Bearer <token_file's line>` when a token file is given,
+    the body sent as `ctype`."""
     script = os.path.join(workdir, "post.lua")
     if not os.path.exists(script):
         with open(script, "w") as f:
             f.write('local f = assert(io.open(os.getenv("BENCH_BODY"), "rb"))\n'
                     'wrk.body = f:read("*a")\nf:close()\nwrk.method = "POST"\n'
-                    'wrk.headers["Content-Type"] = "application/json"\n'
+                    'wrk.headers["Content-Type"] = os.getenv("BENCH_CTYPE")\n'
                     'local tf = os.getenv("BENCH_TOKEN_FILE")\n'
                     'if tf and tf ~= "" then\n'
                     '  local t = assert(io.open(tf, "rb"))\n'
                     '  wrk.headers["Authorization"] = "Bearer " .. t:read("*l")\n'
                     '  t:close()\nend\n')
-    env = dict(session.env, BENCH_BODY=body_path, BENCH_TOKEN_FILE=token_file or "")
+    env = dict(session.env, BENCH_BODY=body_path, BENCH_TOKEN_FILE=token_file or "",
+               BENCH_CTYPE=ctype)
     scheme = "https" if tls else "http"
     argv = ["wrk", "-t", str(min(2, conc)), "-c", str(conc), "-d", f"{dur_s}s", "--latency",
             "--timeout", "10s", "-s", script,
@@ -290,6 +304,21 @@ def check_http(port, data, token=None, ca_file=None):
     return version
 
 
+def check_etf(port, data):
+    """One real ETF call (term_to_binary body, ETF reply): {pong, Data} whatever atom encoding
+    the replying side uses."""
+    import http.client
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    c.request("POST", "/cnodes/example/call", etf_body(data), {"Content-Type": ETF_TYPE})
+    r = c.getresponse()
+    body = r.read()
+    c.close()
+    tail = b"m" + struct.pack(">I", len(data)) + data
+    if r.status != 200 or not body.startswith(b"\x83h\x02") or b"pong" not in body[:12] or \
+            not body.endswith(tail):
+        raise RuntimeError(f"HTTP ETF sanity call failed: {r.status} {body[:200]!r}")
+
+
 def check_grpc(port, data, token=None, ca_file=None):
     """One real gRPC call; over TLS trusting `ca_file` when given, with the token as metadata."""
     import grpc
@@ -316,18 +345,51 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def measure_case(d, pid, runner, calls_of, *args, **kw):
-    """Runs one load against nodexd `d`: the load tool's figures plus nodexd's RSS peak, the
-    C-node's calls and nodexd's CPU time per call (`cpu_us_per_call`, user + system, all threads:
-    what a call costs nodexd, independent of how busy the load tool keeps the CPUs)."""
-    before, cpu0 = calls_of(), cpu_seconds(pid)
-    with RssSampler(pid) as s:
+class CpuMeter:
+    """CPU time (user + system, all threads, /proc/PID/stat) of a server and of its C-node over
+    one case; `add_per_call` stores them per call: `cpu_us_per_call` (the server) and
+    `cnode_cpu_us_per_call` (the C-node), what a call costs each of them, independent of how
+    busy the load tool keeps the CPUs. The load tool's own calls count, so a case's window also
+    holds its ramp-up and ramp-down: both are short against the case."""
+
+    def __init__(self, pid, cnode_pid=None):
+        self.pids = {"cpu": pid, "cnode_cpu": cnode_pid}
+        self.pids = {k: p for k, p in self.pids.items() if p}
+        self.used = {}
+
+    def __enter__(self):
+        self.t0 = {k: cpu_seconds(p) for k, p in self.pids.items()}
+        return self
+
+    def __exit__(self, *exc):
+        self.used = {k: cpu_seconds(p) - self.t0[k] for k, p in self.pids.items()}
+
+    def add_per_call(self, r):
+        for k, secs in self.used.items():
+            r[f"{k}_us_per_call"] = secs * 1e6 / r["calls"] if r["calls"] else 0.0
+        return r
+
+
+def measure_case(pid, cnode_pid, runner, calls_of, *args, **kw):
+    """Runs one load against the server `pid` (nodexd, the Erlang front): the load tool's
+    figures plus the server's RSS peak, the C-node's calls (`calls_of`: None where the server
+    cannot tell) and the server's and the C-node's CPU time per call (CpuMeter)."""
+    before = calls_of() if calls_of else 0
+    with RssSampler(pid) as s, CpuMeter(pid, cnode_pid) as m:
         r = runner(*args, **kw)
-    cpu = cpu_seconds(pid) - cpu0
     r["rss_peak_mib"] = s.peak
-    r["cnode_calls"] = calls_of() - before
-    r["cpu_us_per_call"] = cpu * 1e6 / r["calls"] if r["calls"] else 0.0
-    return r
+    if calls_of:
+        r["cnode_calls"] = calls_of() - before
+    return m.add_per_call(r)
+
+
+def log_case(k, r):
+    cpu = "".join(f" {label} {r[key]:.1f} us/call" for key, label in
+                  (("cpu_us_per_call", "cpu"), ("cnode_cpu_us_per_call", "cnode cpu"))
+                  if key in r)
+    rss = f" rss {r['rss_peak_mib']:.1f} MiB" if "rss_peak_mib" in r else ""
+    log(f"{k}: {r['throughput_per_s']:.0f}/s p50 {r['p50_us']:.0f} us p99 {r['p99_us']:.0f} us"
+        f"{cpu}{rss} errors {r['errors']}")
 
 
 def bench_nodexd(session, nh, payloads, conc_list, dur_s, workdir, pids_seen):
@@ -343,7 +405,8 @@ def bench_nodexd(session, nh, payloads, conc_list, dur_s, workdir, pids_seen):
     if not grpc_port:
         raise RuntimeError("nodexd reported no gRPC port")
     pid = d.proc.pid
-    pids_seen.append(d.info("example")["os_pid"])
+    cnode_pid = d.info("example")["os_pid"]
+    pids_seen.append(cnode_pid)
     time.sleep(1.0)
     rss = {"idle_mib": rss_mib(pid)}
     cases = {}
@@ -353,16 +416,18 @@ def bench_nodexd(session, nh, payloads, conc_list, dur_s, workdir, pids_seen):
         check_http(d.port, data)
         check_grpc(grpc_port, data)
         bodies = write_bodies(workdir, "", size)
-        for proto, port, runner in (("http", d.port, run_wrk), ("grpc", grpc_port, run_h2load)):
+        loads = [("http", d.port, run_wrk, {}), ("grpc", grpc_port, run_h2load, {})]
+        if size == 16:  # ETF over HTTP, beside the Erlang front's ETF variant
+            check_etf(d.port, data)
+            loads.insert(1, ("http_etf", d.port, run_wrk, {"ctype": ETF_TYPE}))
+        for proto, port, runner, kw in loads:
             for conc in conc_list:
-                r = measure_case(d, pid, runner, lambda: d.info("example")["calls_total"],
-                                 session, port, bodies[proto], conc, dur_s, workdir)
+                r = measure_case(pid, cnode_pid, runner, lambda: d.info("example")["calls_total"],
+                                 session, port, bodies[proto.replace("http_", "")], conc, dur_s,
+                                 workdir, **kw)
                 r["payload_bytes"] = size
                 cases[f"{proto}.{name}.c{conc}"] = r
-                log(f"{proto}.{name}.c{conc}: {r['throughput_per_s']:.0f}/s "
-                    f"p50 {r['p50_us']:.0f} us p99 {r['p99_us']:.0f} us "
-                    f"cpu {r['cpu_us_per_call']:.1f} us/call "
-                    f"rss {r['rss_peak_mib']:.1f} MiB errors {r['errors']}")
+                log_case(f"{proto}.{name}.c{conc}", r)
     time.sleep(2.0)
     rss["after_mib"] = rss_mib(pid)
     d.close()
@@ -412,14 +477,15 @@ def bench_nodexd_secure(session, nh, conc_list, dur_s, workdir, pids_seen):
         d.start()
         try:
             d.wait_up("example")
-            pids_seen.append(d.info("example")["os_pid"])
+            cnode_pid = d.info("example")["os_pid"]
+            pids_seen.append(cnode_pid)
             ca = pki.ca_cert if tls else None
             version = check_http(d.port, data, token, ca)
             check_grpc(d.grpc_port, data, token, ca)
             for prefix, port, runner in ((http_prefix, d.port, run_wrk),
                                          (grpc_prefix, d.grpc_port, run_h2load)):
                 for conc in conc_list:
-                    r = measure_case(d, d.proc.pid, runner,
+                    r = measure_case(d.proc.pid, cnode_pid, runner,
                                      lambda: d.info("example")["calls_total"], session, port,
                                      body["http" if runner is run_wrk else "grpc"], conc, dur_s,
                                      workdir, token_file=token_file, tls=tls)
@@ -427,9 +493,7 @@ def bench_nodexd_secure(session, nh, conc_list, dur_s, workdir, pids_seen):
                     if tls:
                         r["tls_version"] = version  # as negotiated with Python's client
                     cases[f"{prefix}.16B.c{conc}"] = r
-                    log(f"{prefix}.16B.c{conc}: {r['throughput_per_s']:.0f}/s "
-                        f"p50 {r['p50_us']:.0f} us p99 {r['p99_us']:.0f} us "
-                        f"cpu {r['cpu_us_per_call']:.1f} us/call errors {r['errors']}")
+                    log_case(f"{prefix}.16B.c{conc}", r)
         finally:
             d.close()
     return cases
@@ -475,20 +539,62 @@ def bench_nodexd_http_pool(session, nh, conc_list, dur_s, workdir, pids_seen):
     d = nh.Nodexd(session, [nh.example_cnode_spec("example")], http={"threads": 2})
     d.start()
     d.wait_up("example")
-    pids_seen.append(d.info("example")["os_pid"])
+    cnode_pid = d.info("example")["os_pid"]
+    pids_seen.append(cnode_pid)
     check_http(d.port, payload_bytes(16))
     body = write_bodies(workdir, "pool_", 16)["http"]
     cases = {}
     for conc in conc_list:
-        before = d.info("example")["calls_total"]
-        with RssSampler(d.proc.pid) as s:
-            r = run_wrk(session, d.port, body, conc, dur_s, workdir)
-        r.update(rss_peak_mib=s.peak, cnode_calls=d.info("example")["calls_total"] - before,
-                 payload_bytes=16)
+        r = measure_case(d.proc.pid, cnode_pid, run_wrk, lambda: d.info("example")["calls_total"],
+                         session, d.port, body, conc, dur_s, workdir)
+        r["payload_bytes"] = 16
         cases[f"http_pool.16B.c{conc}"] = r
-        log(f"http_pool.16B.c{conc}: {r['throughput_per_s']:.0f}/s p50 {r['p50_us']:.0f} us "
-            f"p99 {r['p99_us']:.0f} us errors {r['errors']}")
+        log_case(f"http_pool.16B.c{conc}", r)
     d.close()
+    return cases
+
+
+def bench_front(session, nh, ebin, conc_list, dur_s, workdir, pids_seen):
+    """The user's alternative: an Erlang node serving HTTP with mochiweb (bench/erl/nodex_front.erl)
+    calling its own example C-node the Nodex way, JSON through jiffy with nodexd's mapping
+    (`mochiweb.16B.c<N>`) and ETF (`mochiweb_etf.16B.c<N>`); the same wrk runs as nodexd's, with
+    the node's (beam.smp) and its C-node's CPU per call."""
+    tag = nh.unique("nxfront")
+    argv = ["erl", "-noshell", "-args_file", session.erl_args_file, "-pa", ebin,
+            "-name", f"{tag}@{nh.HOST}", "-run", "nodex_front", "main", nh.EXAMPLE_CNODE, "5000"]
+    p = session.spawn(argv, tag, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    line, deadline = "", time.monotonic() + 30
+    while time.monotonic() < deadline and p.poll() is None:
+        if select.select([p.stdout], [], [], 0.1)[0]:
+            line = p.stdout.readline().decode(errors="replace")
+            if line.startswith("nodex_front ready") or not line:
+                break
+    m = re.match(r"nodex_front ready port=(\d+) cnode_os_pid=(\d+)", line)
+    if not m:
+        nh.end_process(p)
+        raise RuntimeError(f"the mochiweb front did not start: {line!r}")
+    port, cnode_pid = int(m.group(1)), int(m.group(2))
+    pids_seen.append(cnode_pid)
+    # keep reading what the node prints (crash reports), so a full pipe never blocks it
+    threading.Thread(target=lambda: [None for _ in iter(p.stdout.readline, b"")],
+                     daemon=True).start()
+    data = payload_bytes(16)
+    bodies = write_bodies(workdir, "front_", 16)
+    cases = {}
+    try:
+        check_http(port, data)
+        check_etf(port, data)
+        for prefix, body, ctype in (("mochiweb", bodies["http"], "application/json"),
+                                    ("mochiweb_etf", bodies["etf"], ETF_TYPE)):
+            for conc in conc_list:
+                r = measure_case(p.pid, cnode_pid, run_wrk, None, session, port, body, conc,
+                                 dur_s, workdir, ctype=ctype)
+                r.update(payload_bytes=16, server="erl + mochiweb " +
+                         ("+ jiffy (JSON)" if prefix == "mochiweb" else "(ETF)"))
+                cases[f"{prefix}.16B.c{conc}"] = r
+                log_case(f"{prefix}.16B.c{conc}", r)
+    finally:
+        nh.end_process(p)
     return cases
 
 
@@ -612,12 +718,11 @@ def bench_ceilings(session, nh, build, conc_list, dur_s, workdir):
             (check_http if proto == "http" else check_grpc_echo)(port, data)
             for conc in concs:
                 runner = run_wrk if proto == "http" else run_h2load
-                with RssSampler(p.pid) as s:
-                    r = runner(session, port, bodies[proto], conc, dur_s, workdir)
-                r.update(rss_peak_mib=s.peak, payload_bytes=16, server=cmd)
+                r = measure_case(p.pid, None, runner, None, session, port, bodies[proto], conc,
+                                 dur_s, workdir)
+                r.update(payload_bytes=16, server=cmd)
                 cases[f"ceiling.{label}.c{conc}"] = r
-                log(f"ceiling.{label}.c{conc}: {r['throughput_per_s']:.0f}/s "
-                    f"p50 {r['p50_us']:.0f} us p99 {r['p99_us']:.0f} us errors {r['errors']}")
+                log_case(f"ceiling.{label}.c{conc}", r)
         finally:
             rc = nh.end_process(p)
             servers[label] = {"server": cmd, "exit_status": rc}
@@ -678,6 +783,30 @@ def compute_targets(cases, rss, small):
         added = raw64 / thr - 1.0 if thr else float("inf")
         add(f"{label} cost added over the raw-ei floor @64 (raw/nodexd - 1)", added * 100, "%",
             "<= 30", added <= 0.30)
+    # issue 17: against the user's alternative (the mochiweb front) and the library + ei floors
+    http64, grpc64 = cases[f"http.{small}.c64"], cases[f"grpc.{small}.c64"]
+    front64 = cases[f"mochiweb.{small}.c64"]
+    x = http64["throughput_per_s"] / front64["throughput_per_s"]
+    add("HTTP throughput @64 / Erlang mochiweb front (JSON) @64", x, "x", ">= 2.5", x >= 2.5)
+    x = http64["cpu_us_per_call"] / front64["cpu_us_per_call"]
+    add("nodexd CPU per HTTP call @64 / the mochiweb front's", x, "x", "<= 0.25", x <= 0.25)
+    floor = cases["ceiling.http.c64"]["cpu_us_per_call"] + cases["raw_ei.c64"]["cpu_us_per_call"]
+    x = http64["cpu_us_per_call"] / floor
+    add("nodexd CPU per HTTP call @64 / (http_echo + raw_ei_bench) per call @64", x, "x",
+        "<= 1.15", x <= 1.15)
+    x = grpc64["throughput_per_s"] / cases["ceiling.grpc.c64"]["throughput_per_s"]
+    add("gRPC throughput @64 / grpc_echo @64", x, "x", ">= 0.8", x >= 0.8)
+    diff = cases[f"grpc.{small}.c1"]["p50_us"] - (cases["ceiling.grpc.c1"]["p50_us"] +
+                                                  cases["raw_ei.c1"]["p50_us"])
+    add("gRPC p50 @1 minus (grpc_echo p50 @1 + raw-ei p50 @1)", diff, "us", "<= +15", diff <= 15)
+    for tls, plain, label in (("https_token", "http", "HTTPS"), ("grpcs_token", "grpc", "gRPC-TLS")):
+        conc = max((int(k.rsplit(".c", 1)[1]) for k in cases if k.startswith(f"{tls}.{small}.")),
+                   default=None)
+        if conc is None:
+            continue
+        x = (cases[f"{tls}.{small}.c{conc}"]["cpu_us_per_call"] /
+             cases[f"{plain}.{small}.c{conc}"]["cpu_us_per_call"])
+        add(f"{label} + token CPU per call @{conc} / plaintext", x, "x", "<= 1.15", x <= 1.15)
     add("nodexd RSS idle", rss["idle_mib"], "MiB", "<= 16", rss["idle_mib"] <= 16)
     add(f"nodexd RSS peak under 64-connection load ({small} and 1KiB payloads)",
         rss["load_peak_mib"], "MiB", "<= 64", rss["load_peak_mib"] <= 64)
@@ -703,12 +832,66 @@ def fmt(v, nd=1):
     return f"{v:,.{nd}f}"
 
 
+CPU_SERVERS = (  # (case prefix, what serves it), in the order of the CPU table
+    ("http", "nodexd HTTP (JSON)"), ("http_etf", "nodexd HTTP (ETF)"),
+    ("http_pool", "nodexd HTTP, http.threads 2"), ("grpc", "nodexd gRPC"),
+    ("http_token", "nodexd HTTP + token"), ("https_token", "nodexd HTTPS + token"),
+    ("grpc_token", "nodexd gRPC + token"), ("grpcs_token", "nodexd gRPC-TLS + token"),
+    ("mochiweb", "Erlang front: mochiweb + jiffy"), ("mochiweb_etf", "Erlang front: mochiweb, ETF"),
+    ("raw_ei", "raw_ei_bench (ei, no HTTP)"), ("ceiling.http", "http_echo (MHD, no backend)"),
+    ("ceiling.grpc", "grpc_echo (gRPC core, no backend)"),
+)
+
+
+def front_and_cpu_tables(c, small):
+    """results.md: nodexd against the Erlang front at each number in flight, and the CPU per call
+    of every server and of its C-node."""
+    L = ["", "## nodexd against the Erlang front (mochiweb, 16 B, same wrk runs)", "",
+         "The user's alternative (`bench/erl/nodex_front.erl`): an Erlang node serving the same "
+         "`POST /cnodes/example/call` with mochiweb, `{any, CNode} ! Req` and a receive with a "
+         "timeout to its own example C-node, JSON through jiffy with nodexd's mapping, or ETF. "
+         "CPU: user + system time of the serving process (nodexd; the front's beam.smp) per "
+         "call, from /proc/PID/stat over the case.", "",
+         "| nodexd case | front case | in flight | nodexd calls/s | front calls/s | × front "
+         "| nodexd CPU µs/call | front CPU µs/call | CPU ÷ front |", "|---" * 9 + "|"]
+    for nd_p, fr_p in (("http", "mochiweb"), ("http_etf", "mochiweb_etf")):
+        for k in sorted((k for k in c if k.startswith(f"{fr_p}.{small}.")),
+                        key=lambda k: c[k]["concurrency"]):
+            fr, conc = c[k], c[k]["concurrency"]
+            nd = c.get(f"{nd_p}.{small}.c{conc}")
+            if not nd:
+                continue
+            xt = nd["throughput_per_s"] / fr["throughput_per_s"] if fr["throughput_per_s"] else 0
+            xc = nd["cpu_us_per_call"] / fr["cpu_us_per_call"] if fr["cpu_us_per_call"] else 0
+            L.append(f"| {nd_p}.{small}.c{conc} | {k} | {conc} | {fmt(nd['throughput_per_s'], 0)} "
+                     f"| {fmt(fr['throughput_per_s'], 0)} | {xt:.2f} | {nd['cpu_us_per_call']:.1f} "
+                     f"| {fr['cpu_us_per_call']:.1f} | {xc:.2f} |")
+    L += ["", "## CPU per call (16 B, same run)", "",
+          "User + system time per call over each case (all threads; /proc/PID/stat, or "
+          "getrusage for raw_ei_bench itself) of the server and of the example C-node behind it. "
+          "At 1 in flight idle wake-ups weigh on few calls: the 16 and 64 rows are the steadier "
+          "figures. The load tools' CPU is not counted.", "",
+          "| case | server | in flight | calls/s | p50 µs | server CPU µs/call "
+          "| C-node CPU µs/call |", "|---" * 7 + "|"]
+    for prefix, what in CPU_SERVERS:
+        keys = [k for k in c if k.startswith(prefix + ".") and "cpu_us_per_call" in c[k] and
+                (k.startswith(("raw_ei.", "ceiling.")) or k.split(".")[1] == small)]
+        for k in sorted(keys, key=lambda k: c[k]["concurrency"]):
+            r = c[k]
+            cn = f"{r['cnode_cpu_us_per_call']:.1f}" if "cnode_cpu_us_per_call" in r else "–"
+            L.append(f"| {k} | {what} | {r['concurrency']} | {fmt(r['throughput_per_s'], 0)} | "
+                     f"{r['p50_us']:.0f} | {r['cpu_us_per_call']:.1f} | {cn} |")
+    return L
+
+
 def write_markdown(res, path):
     c = res["cases"]
     L = [f"# nodexd benchmarks, {res['meta']['timestamp']}", "",
          f"{res['meta']['mode']} run on `{res['meta']['host']}` ({res['meta']['cpus']} CPUs), "
          f"{res['meta']['duration_s']} s per case, git {res['meta']['git']}. "
-         "Compare figures only within this run.", "",
+         "Compare figures only within this run. Machine load (1, 5, 15 min): "
+         f"{res['meta'].get('load_avg_start')} at the start, {res['meta'].get('load_avg_end')} "
+         "at the end (other users share the CPUs).", "",
          "## The seed's four cases (`{ping, <<\"hello\">>}`, one call at a time)", "",
          "| case | README (MacBook) µs/op | this run µs/op | p50 µs | p99 µs |", "|---|---|---|---|---|"]
     for k, label in (("erl.local", "local process"), ("erl.cnode_direct", "Erlang → C-node direct"),
@@ -731,7 +914,7 @@ def write_markdown(res, path):
           "| case | payload | in flight | calls/s | × Erlang p64 | × raw-ei c64 | × ceiling "
           "| p50 µs | p99 µs | RSS peak MiB | errors |", "|---" * 11 + "|"]
     for k, r in c.items():
-        if not k.startswith(("http.", "http_pool.", "grpc.")):
+        if not k.startswith(("http.", "http_etf.", "http_pool.", "grpc.")):
             continue
         proto, pl, _ = k.split(".")
         xc = f"{r['x_ceiling']:.2f}" if "x_ceiling" in r else "–"
@@ -739,6 +922,7 @@ def write_markdown(res, path):
                  f"{r['throughput_per_s'] / erl64:.2f} | {r['throughput_per_s'] / raw64:.2f} | "
                  f"{xc} | {r['p50_us']:.0f} | {r['p99_us']:.0f} | {r['rss_peak_mib']:.1f} | "
                  f"{r['errors']} |")
+    L += front_and_cpu_tables(c, res["meta"]["small_payload"])
     rows = secure_rows(c)
     if rows:
         L += ["", "## The cost of a token and of TLS (16 B, same run)", "",
@@ -966,6 +1150,7 @@ def main():
                     "http_format": "application/json", "grpc_payload": "Term (structured)",
                     "ceilings": {c[0]: " ".join(c[2]) for c in CEILINGS}},
            "cases": {}}
+    res["meta"]["load_avg_start"] = [round(x, 2) for x in os.getloadavg()]
     t_start = time.monotonic()
     log("term codec (bench/term_bench)")
     res["term_codec"] = bench_term_codec(args.build_dir, 2000 if smoke else 100000)
@@ -978,8 +1163,9 @@ def main():
     try:
         ebin = os.path.join(session.dir, "ebin")
         os.mkdir(ebin)
-        subprocess.run(["erlc", "-o", ebin, os.path.join(REPO, "bench", "erl", "nodex_bench.erl")],
-                       check=True)
+        subprocess.run(["erlc", "-o", ebin] +
+                       [os.path.join(REPO, "bench", "erl", m + ".erl")
+                        for m in ("nodex_bench", "nodex_front")], check=True)
         log("Erlang cases (local, remote, C-node direct, GenServer, 16/64 processes)")
         res["cases"].update(bench_erlang(session, nh, ebin, int(dur * 1000), [16, 64], pids_seen))
         log("raw ei floor (1, 16, 64 in flight)")
@@ -999,6 +1185,8 @@ def main():
         res["cases"].update(bench_nodexd_secure(session, nh, secure_conc, load_dur, workdir,
                                                 pids_seen))
         add_secure_ratios(res["cases"])
+        log("the Erlang front: mochiweb + jiffy (JSON) and ETF, 16 B")
+        res["cases"].update(bench_front(session, nh, ebin, conc, load_dur, workdir, pids_seen))
         log("nodexd over HTTP with http.threads 2 (the pool), 16 B")
         res["cases"].update(bench_nodexd_http_pool(session, nh, conc, load_dur, workdir,
                                                    pids_seen))
@@ -1023,6 +1211,7 @@ def main():
             log(f"failed; leftovers: {res['leftovers'] or 'none'}")
     res["targets"] = compute_targets(res["cases"], res["rss"], small)
     res["meta"]["elapsed_s"] = round(time.monotonic() - t_start, 1)
+    res["meta"]["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump(res, f, indent=1)
     write_markdown(res, os.path.join(args.out, "results.md"))

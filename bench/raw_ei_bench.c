@@ -8,8 +8,9 @@
  * connects back to us, then for each in-flight count K keep K calls outstanding on the one
  * connection for the duration: every call is {ping, Payload} sent to the registered name `nil`
  * from its own pid (ei_make_pid), and its reply is matched by the pid it is addressed to.
- * One JSON object per K goes to stdout; at the end we close the connection (the C-node exits 0)
- * and reap it. */
+ * One JSON object per K goes to stdout, with the CPU time (user + system) per call of this
+ * program (getrusage) and of the C-node (/proc/PID/stat) over the K run; at the end we close the
+ * connection (the C-node exits 0) and reap it. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -18,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -66,6 +68,32 @@ static void lat_push(lat_vec *l, double x) {
 
 static ei_cnode ec;
 static ei_x_buff req;
+static pid_t child;
+
+/* CPU seconds (user + system) of this process. */
+static double self_cpu_s(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+           (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
+/* CPU seconds (utime + stime, all threads) of process `pid` from /proc/PID/stat; 0 on error. */
+static double proc_cpu_s(pid_t pid) {
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return 0.0;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    char *p = strrchr(buf, ')');
+    unsigned long ut = 0, st = 0;
+    /* after the command: state, then fields 4..13, utime and stime are fields 14 and 15 */
+    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
+        return 0.0;
+    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
 
 static void send_call(int fd, slot *s) {
     if (ei_make_pid(&ec, &s->pid) < 0) die("ei_make_pid");
@@ -97,7 +125,8 @@ static void run(int fd, int k, double dur_us) {
     memset(slots, 0, sizeof slots);
     double warm = dur_us / 10 > 50000 ? dur_us / 10 : 50000;
     double start = now_us() + warm, end = start + dur_us;
-    long stray = 0;
+    long stray = 0, replies = 0;
+    double cpu0 = self_cpu_s(), cnode_cpu0 = proc_cpu_s(child);
     for (int i = 0; i < k; i++) send_call(fd, &slots[i]);
     int outstanding = k;
     while (outstanding > 0) {
@@ -109,21 +138,26 @@ static void run(int fd, int k, double dur_us) {
         double t1 = now_us();
         s->busy = 0;
         outstanding--;
+        replies++;
         if (s->t0 >= start && t1 <= end) lat_push(&lat, t1 - s->t0);
         if (t1 < end) {
             send_call(fd, s);
             outstanding++;
         }
     }
+    double cpu_us = (self_cpu_s() - cpu0) * 1e6,
+           cnode_cpu_us = (proc_cpu_s(child) - cnode_cpu0) * 1e6;
+    double per = replies ? (double)replies : 1.0;
     qsort(lat.v, lat.n, sizeof *lat.v, cmp_double);
     double sum = 0;
     for (size_t i = 0; i < lat.n; i++) sum += lat.v[i];
     size_t n = lat.n ? lat.n : 1;
 #define PCT(p) (lat.n ? lat.v[(size_t)((p) * (double)(lat.n - 1) + 0.5)] : 0.0)
     printf("{\"inflight\":%d,\"calls\":%zu,\"throughput_per_s\":%.1f,\"us_per_op\":%.3f,"
-           "\"mean_us\":%.3f,\"p50_us\":%.3f,\"p99_us\":%.3f,\"stray\":%ld}\n",
+           "\"mean_us\":%.3f,\"p50_us\":%.3f,\"p99_us\":%.3f,\"stray\":%ld,"
+           "\"cpu_us_per_call\":%.3f,\"cnode_cpu_us_per_call\":%.3f}\n",
            k, lat.n, (double)lat.n / (dur_us / 1e6), dur_us / (double)n, sum / (double)n, PCT(0.50),
-           PCT(0.99), stray);
+           PCT(0.99), stray, cpu_us / per, cnode_cpu_us / per);
     fflush(stdout);
     free(lat.v);
     ei_x_free(&in);
@@ -159,7 +193,6 @@ int main(int argc, char **argv) {
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, "/dev/null", O_WRONLY, 0);
-    pid_t child;
     int spawn_rc = posix_spawn(&child, exe, &fa, NULL, cargv, environ);
     posix_spawn_file_actions_destroy(&fa);
     if (spawn_rc != 0) die("posix_spawn");

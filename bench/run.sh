@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # bench/run.sh: builds what the benchmarks need (Release, in build-bench) and runs every case in
-# one go on loopback: Erlang baselines, the raw ei floor, nodexd over HTTP and gRPC, the HTTP and
-# gRPC library ceilings (bench/http_echo, bench/grpc_echo), RSS, the term codec and a callgrind
-# profile. Writes bench/results/<timestamp>/{results.json,results.md,chart.png,profile.txt} and a
+# one go on loopback: Erlang baselines, the raw ei floor, nodexd over HTTP and gRPC, the Erlang
+# mochiweb front (the user's alternative), the HTTP and gRPC library ceilings (bench/http_echo,
+# bench/grpc_echo), CPU per call, RSS, the term codec and a callgrind profile. Writes bench/results/<timestamp>/{results.json,results.md,chart.png,profile.txt} and a
 # copy in bench/results/latest/. See bench/README.md.
 #
 #   bench/run.sh [--smoke] [--out DIR] [--build-dir DIR] [--no-build] [--no-profile]
@@ -32,6 +32,9 @@ done
 for tool in erl erlc epmd wrk h2load python3; do
   command -v "$tool" >/dev/null || { echo "run.sh: $tool not found (scripts/deps.sh installs it)" >&2; exit 1; }
 done
+# the Erlang front (bench/erl/nodex_front.erl) runs on Debian's erlang-mochiweb and erlang-jiffy
+erl -noshell -eval 'halt(case is_list(code:which(mochiweb_http)) andalso is_list(code:which(jiffy)) of true -> 0; false -> 1 end).' ||
+  { echo "run.sh: mochiweb or jiffy not found (scripts/deps.sh installs erlang-mochiweb, erlang-jiffy)" >&2; exit 1; }
 
 if [ "$do_build" = 1 ]; then
   # GCC's -O2 flow analysis raises truncation warnings that the default (-O0) builds do not see;

@@ -27,6 +27,7 @@ packages=(
   nghttp2-client                       # bench/run.sh: h2load, gRPC unary load
   gnuplot-nox                          # bench/run.sh: chart.png
   valgrind                             # bench/run.sh: callgrind profile of nodexd under load
+  erlang-mochiweb erlang-jiffy         # bench/run.sh: the Erlang HTTP front nodexd is measured against (bench/erl/nodex_front.erl)
 )
 # The Node.js client's tests need node and npm; the machine image ships Node 20 with npm, and
 # Debian's nodejs + npm packages serve where it does not.

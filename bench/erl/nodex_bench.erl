@@ -13,7 +13,7 @@
 -module(nodex_bench).
 -behaviour(gen_server).
 
--export([main/1, echo_node/0]).
+-export([main/1, echo_node/0, start_cnode/1]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2]).
 
 -define(REQ, {ping, <<"hello">>}).
@@ -69,6 +69,8 @@ handle_call(Req, _From, CNode) ->
 handle_cast(_, S) -> {noreply, S}.
 handle_info(_, S) -> {noreply, S}.
 
+%% Starts the example C-node as a port with the Nodex argv; it connects back to this node.
+%% Returns {Port, CNodeName, OsPid} once it printed its ready line (nodex_front uses it too).
 start_cnode(Exe) ->
     [Self, Host] = string:split(atom_to_list(node()), "@"),
     Sname = Self ++ "_cn",

@@ -1,8 +1,9 @@
 """test_bench_smoke: bench/run.sh --smoke runs every benchmark case end to end and reports them.
 
 This checks the benchmark machinery (build, private epmd, Erlang nodes, C-nodes, nodexd, with a
-token and with TLS and a token, the library-ceiling servers, wrk, h2load, report files, clean-up),
-never speed: every figure only has to be a positive number."""
+token and with TLS and a token, the Erlang mochiweb front, the library-ceiling servers, wrk,
+h2load, CPU per call, report files, clean-up), never speed: every figure only has to be a
+positive number, and every target a computed ratio with a PASS or FAIL."""
 
 import importlib.util
 import json
@@ -16,8 +17,11 @@ RUN = os.path.join(nx.REPO_DIR, "bench", "run.sh")
 CASES = (
     ["erl.local", "erl.remote", "erl.cnode_direct", "erl.cnode_genserver",
      "erl.cnode_direct_p16", "erl.cnode_direct_p64", "raw_ei.c1", "raw_ei.c16", "raw_ei.c64"]
-    + [f"{proto}.16B.c{c}" for proto in ("http", "http_pool", "grpc") for c in (1, 16, 64)]
+    + [f"{proto}.16B.c{c}" for proto in ("http", "http_etf", "http_pool", "grpc")
+       for c in (1, 16, 64)]
 )
+# the user's alternative: an Erlang node with mochiweb (jiffy JSON, and ETF) and its own C-node
+FRONT_CASES = [f"{p}.16B.c{c}" for p in ("mochiweb", "mochiweb_etf") for c in (1, 16, 64)]
 # nodexd with a bearer token on plaintext listeners, and with the token over HTTPS / gRPC-TLS
 # (at 1 and 16 in flight: 64 TLS handshakes need not finish within a 1 s smoke case under ASan)
 SECURE_CASES = [f"{p}.16B.c{c}" for p in ("http_token", "https_token", "grpc_token", "grpcs_token")
@@ -66,7 +70,7 @@ def test_bench_smoke(tmp_path):
 
     res = json.loads((out / "results.json").read_text())
     assert res["meta"]["mode"] == "smoke"
-    for case in CASES + SECURE_CASES + CEILING_CASES:
+    for case in CASES + SECURE_CASES + CEILING_CASES + FRONT_CASES:
         assert case in res["cases"], f"missing case {case}: {sorted(res['cases'])}"
         r = res["cases"][case]
         for key in ("throughput_per_s", "p50_us", "p99_us", "calls"):
@@ -90,8 +94,18 @@ def test_bench_smoke(tmp_path):
         assert r["cpu_us_per_call"] > 0 and isinstance(r["cpu_extra_us"], float), case
         if r["tls"]:
             assert r["x_token"] > 0 and isinstance(r["cpu_tls_us"], float), case
-    for case in (f"{p}.16B.c{c}" for p in ("http", "grpc") for c in (1, 16, 64)):
-        assert res["cases"][case]["cpu_us_per_call"] > 0, case
+    # CPU per call of every server, and of the C-node behind each one that has a C-node
+    for case in CASES + SECURE_CASES + CEILING_CASES + FRONT_CASES:
+        r = res["cases"][case]
+        if case.startswith("erl."):
+            continue
+        assert r["cpu_us_per_call"] > 0, case
+        if not case.startswith("ceiling."):
+            assert r["cnode_cpu_us_per_call"] >= 0, case
+    md_cpu = (out / "results.md").read_text()
+    assert "## CPU per call (16 B, same run)" in md_cpu
+    assert "## nodexd against the Erlang front (mochiweb, 16 B, same wrk runs)" in md_cpu
+    assert all(f"| {case} |" in md_cpu for case in FRONT_CASES)
     assert sorted(res["ceilings"]) == ["grpc", "http", "http_pool", "http_pool_suspend",
                                        "http_suspend"], res["ceilings"]
     for server, info in res["ceilings"].items():
@@ -101,7 +115,13 @@ def test_bench_smoke(tmp_path):
     for fmt in ("json", "text", "etf"):
         assert res["term_codec"][fmt]["parse_us"] > 0 and res["term_codec"][fmt]["render_us"] > 0
     graded = [t for t in res["targets"] if t["kind"] == "target"]
-    assert len(graded) == 9 and all(isinstance(t["pass"], bool) for t in graded)
+    assert len(graded) == 16 and all(isinstance(t["pass"], bool) for t in graded), graded
+    names = " ".join(t["name"] for t in graded)
+    for what in ("mochiweb front (JSON)", "the mochiweb front's", "(http_echo + raw_ei_bench)",
+                 "/ grpc_echo @64", "(grpc_echo p50 @1 + raw-ei p50 @1)", "HTTPS + token CPU",
+                 "gRPC-TLS + token CPU"):
+        assert what in names, what
+    assert all(t["value"] > 0 for t in graded if t["unit"] == "x"), graded
     ceilings = [t for t in res["targets"] if t["kind"] == "ceiling"]
     assert len(ceilings) == 5 and all(t["pass"] is None and isinstance(t["within_reach"], bool)
                                       for t in ceilings), ceilings
