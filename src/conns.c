@@ -1,7 +1,9 @@
 /* conns: distribution connections: acceptor and connector threads, hand-offs, reads, ticks. */
 #include "conns.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netdb.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +13,7 @@
 #include <unistd.h>
 
 #include "ei_sock.h"
+#include "epmd.h"
 #include "log.h"
 
 #define CONNS_SEND_TIMEOUT_MS 5000 /* a peer that takes no bytes this long is broken */
@@ -302,6 +305,45 @@ int conns_start_acceptors(conns *cs, int listen_fd, size_t n) {
     return 0;
 }
 
+/* One attempt to reach `peer` (alive@host) before `deadline`: the host resolved, its epmd
+ * asked for the node's port with the deadline (ei_connect's own lookup waits without a limit
+ * for an epmd that accepts and never answers), then the handshake on ei_sock's deadline-bound
+ * sockets. Returns the fd, or -1 with the reason in `why`. */
+static int conns_dial(ei_cnode *ec, const char *peer, int64_t deadline, char *why, size_t cap) {
+    const char *at = strchr(peer, '@');
+    char alive[MAXATOMLEN];
+    if (!at || at == peer || (size_t)(at - peer) >= sizeof alive) {
+        snprintf(why, cap, "bad node name");
+        return -1;
+    }
+    snprintf(alive, sizeof alive, "%.*s", (int)(at - peer), peer);
+    struct in_addr addr;
+    if (inet_pton(AF_INET, at + 1, &addr) != 1) {
+        /* The resolver is bounded by its own timeouts (resolv.conf), not by the deadline. */
+        struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM}, *res = NULL;
+        int rc = getaddrinfo(at + 1, NULL, &hints, &res);
+        if (rc != 0 || !res) {
+            snprintf(why, cap, "host %.64s: %s", at + 1, gai_strerror(rc));
+            if (res) freeaddrinfo(res);
+            return -1;
+        }
+        addr = ((const struct sockaddr_in *)(const void *)res->ai_addr)->sin_addr;
+        freeaddrinfo(res);
+    }
+    int port = epmd_port_please(&addr, alive, deadline);
+    if (port == 0) {
+        snprintf(why, cap, "not registered with epmd on %.64s", at + 1);
+        return -1;
+    }
+    if (port < 0) {
+        snprintf(why, cap, "epmd on %.64s: %s", at + 1, strerror(errno));
+        return -1;
+    }
+    int fd = ei_xconnect_host_port(ec, &addr, port);
+    if (fd < 0) snprintf(why, cap, "handshake failed");
+    return fd;
+}
+
 static void *conns_connector_main(void *arg) {
     conns_handoff *job = arg;
     conns *cs = job->cs;
@@ -311,13 +353,15 @@ static void *conns_connector_main(void *arg) {
      * of holding this thread forever. */
     ei_sock_set_deadline(deadline);
     int fd = -1;
+    char why[96] = "stopping";
     while (!atomic_load(cs->stop)) {
-        fd = ei_connect(&ec, job->peer);
+        fd = conns_dial(&ec, job->peer, deadline, why, sizeof why);
         if (fd >= 0 || !job->retry || dist_now_ms() >= deadline) break;
         usleep(50000);
     }
     job->fd = fd < 0 ? -1 : fd;
-    if (fd < 0) snprintf(job->error, sizeof job->error, "cannot connect to %.100s", job->peer);
+    if (fd < 0)
+        snprintf(job->error, sizeof job->error, "cannot connect to %.100s: %s", job->peer, why);
     conns_handoff_push(cs, job);
     atomic_fetch_sub(&cs->connectors, 1);
     return NULL;

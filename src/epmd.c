@@ -1,4 +1,4 @@
-/* epmd: checks that the Erlang port mapper answers, and starts it when it does not. */
+/* epmd: the Erlang port mapper: checks it answers, starts it, asks it for a node's port. */
 #include "epmd.h"
 
 #include <arpa/inet.h>
@@ -22,6 +22,8 @@
 
 #define EPMD_DEFAULT_PORT 4369
 #define EPMD_NAMES_REQ    110
+#define EPMD_PORT2_REQ    122
+#define EPMD_PORT2_RESP   119
 
 extern char **environ;
 
@@ -56,44 +58,125 @@ static int wait_fd(int fd, short events, int64_t deadline) {
     }
 }
 
+/* A TCP connection to `addr`:`port` made before the deadline (non-blocking), or -1 with errno. */
+static int connect_by(const struct in_addr *addr, int port, int64_t deadline) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    sa.sin_addr = *addr;
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+        int soerr = errno;
+        socklen_t len = sizeof soerr;
+        if (soerr == EINPROGRESS) {
+            soerr = ETIMEDOUT;
+            if (wait_fd(fd, POLLOUT, deadline) == 0 &&
+                getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len) != 0)
+                soerr = errno;
+        }
+        if (soerr != 0) {
+            close(fd);
+            errno = soerr;
+            return -1;
+        }
+    }
+    return fd;
+}
+
+/* Reads exactly `len` bytes before the deadline. Returns 0, or -1 with errno (ETIMEDOUT, or
+ * ECONNRESET when the peer closed first). */
+static int recv_all_by(int fd, unsigned char *buf, size_t len, int64_t deadline) {
+    size_t got = 0;
+    while (got < len) {
+        ssize_t n = recv(fd, buf + got, len - got, 0);
+        if (n > 0) {
+            got += (size_t)n;
+        } else if (n == 0) {
+            errno = ECONNRESET;
+            return -1;
+        } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            if (wait_fd(fd, POLLIN, deadline) != 0) {
+                errno = ETIMEDOUT;
+                return -1;
+            }
+        } else if (errno != EINTR) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
 int epmd_is_running(int timeout_ms) {
     int64_t deadline = now_ms() + (timeout_ms < 0 ? 0 : timeout_ms);
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    struct in_addr lo = {.s_addr = htonl(INADDR_LOOPBACK)};
+    int fd = connect_by(&lo, epmd_port(), deadline);
     if (fd < 0) return 0;
-    int port = epmd_port();
-    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     int ok = 0;
-    if (connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0) {
-        if (errno != EINPROGRESS || wait_fd(fd, POLLOUT, deadline) != 0) goto out;
-        int soerr = 0;
-        socklen_t len = sizeof soerr;
-        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len) != 0 || soerr != 0) goto out;
-    }
     /* NAMES_REQ: 2-byte big-endian length 1, then the request byte. Small enough to send whole. */
     static const unsigned char req[3] = {0, 1, EPMD_NAMES_REQ};
     if (send(fd, req, sizeof req, MSG_NOSIGNAL) != (ssize_t)sizeof req) goto out;
     /* The reply starts with epmd's own port as a 4-byte big-endian integer. */
     unsigned char reply[4];
-    size_t got = 0;
-    while (got < sizeof reply) {
-        ssize_t n = recv(fd, reply + got, sizeof reply - got, 0);
-        if (n > 0) {
-            got += (size_t)n;
-        } else if (n < 0 && errno == EINTR) {
-            continue;
-        } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            if (wait_fd(fd, POLLIN, deadline) != 0) goto out;
-        } else {
-            goto out;
-        }
-    }
+    if (recv_all_by(fd, reply, sizeof reply, deadline) != 0) goto out;
     uint32_t their_port =
         (uint32_t)reply[0] << 24 | (uint32_t)reply[1] << 16 | (uint32_t)reply[2] << 8 | reply[3];
     ok = their_port >= 1 && their_port <= 65535;
 out:
     close(fd);
     return ok;
+}
+
+int epmd_port_please(const struct in_addr *addr, const char *alive, int64_t deadline_ms) {
+    size_t len = strlen(alive);
+    if (len == 0 || len > 255) {
+        errno = EINVAL;
+        return -1;
+    }
+    int fd = connect_by(addr, epmd_port(), deadline_ms);
+    if (fd < 0) return -1;
+    /* PORT_PLEASE2_REQ: 2-byte big-endian length, the request byte, the alive name. */
+    unsigned char req[3 + 255];
+    req[0] = (unsigned char)((len + 1) >> 8);
+    req[1] = (unsigned char)(len + 1);
+    req[2] = EPMD_PORT2_REQ;
+    for (size_t i = 0; i < len; i++) req[3 + i] = (unsigned char)alive[i]; /* no NUL sent */
+    int rc = -1;
+    size_t sent = 0;
+    while (sent < len + 3) {
+        ssize_t n = send(fd, req + sent, len + 3 - sent, MSG_NOSIGNAL);
+        if (n > 0) {
+            sent += (size_t)n;
+        } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            if (wait_fd(fd, POLLOUT, deadline_ms) != 0) {
+                errno = ETIMEDOUT;
+                goto out;
+            }
+        } else if (n < 0 && errno != EINTR) {
+            goto out;
+        }
+    }
+    /* PORT2_RESP: 119, result (0 found); when found: port (2 bytes), node type, protocol,
+     * highest and lowest version (2 bytes each), then the name and extra, which we skip. */
+    unsigned char head[2];
+    if (recv_all_by(fd, head, sizeof head, deadline_ms) != 0) goto out;
+    if (head[0] != EPMD_PORT2_RESP) {
+        errno = EPROTO;
+        goto out;
+    }
+    if (head[1] != 0) {
+        rc = 0; /* no such name */
+        goto out;
+    }
+    unsigned char body[8];
+    if (recv_all_by(fd, body, sizeof body, deadline_ms) != 0) goto out;
+    int port = body[0] << 8 | body[1];
+    if (port < 1 || body[3] != 0 /* protocol: TCP/IP v4 */) {
+        errno = EPROTO;
+        goto out;
+    }
+    rc = port;
+out:
+    close(fd);
+    return rc;
 }
 
 /* Finds `name` on $PATH before forking: execvp is not on the async-signal-safe list. */

@@ -81,7 +81,7 @@ struct gw_cnode {
     unsigned child_index;   /* children: N of <prefix>N */
     bool removing;          /* being stopped for good: retire instead of restarting */
     bool stop_requested;    /* gateway_stop_node asked; the loop acts on it (guarded by mu) */
-    bool retired;           /* off the list; memory kept until gateway_free */
+    bool retired;           /* off the list; freed once nothing refers to it (gw_free_retired) */
     unsigned stop_stage;    /* SUPERVISOR_STOPPING: 0 asked to stop, 1 SIGTERM sent */
     gw_cnode *next;         /* in gw->nodes (Erlang nodes only) */
     gw_cnode *retired_next; /* in gw->retired */
@@ -98,6 +98,7 @@ struct gw_cnode {
     loop_watch *out_watch[2]; /* stdout, stderr */
     conns_conn *conn;         /* its connection, owned by conns */
     unsigned connect_generation;
+    unsigned connectors; /* conns_connect attempts not yet reported back: they hold `cn` */
     /* shared with API threads: guarded by gw->mu */
     cnode_state state;
     dist_conn *live;       /* the connection calls use; a reference is held */
@@ -139,8 +140,10 @@ struct gateway {
     size_t cnode_count;
     size_t *group_first; /* configured C-node i's first instance in cnodes */
     size_t group_count;
-    gw_cnode *nodes;   /* Erlang nodes: prepended under mu by any thread, unlinked by the loop */
-    gw_cnode *retired; /* unlinked entries, freed by gateway_free */
+    gw_cnode *nodes;      /* Erlang nodes: prepended under mu by any thread, unlinked by the loop */
+    gw_cnode *retired;    /* unlinked entries (loop thread), freed by gw_free_retired */
+    size_t retired_count; /* entries on gw->retired (guarded by mu) */
+    size_t node_count;    /* entries on gw->nodes (guarded by mu) */
     unsigned child_max_index;
     char *child_home;     /* private HOME holding .erlang.cookie for child nodes */
     nodes_spawns *spawns; /* POST /nodes requests in progress */
@@ -203,21 +206,31 @@ static gw_cnode *gw_entry_next(gateway *gw, gw_cnode *prev) {
     return prev->next;
 }
 
-/* Takes an Erlang-node entry off the list for good (its calls were already failed). */
+static void gw_cnode_disconnect(gw_cnode *cn);
+
+/* Takes an Erlang-node entry off the list for good: no thread can find it from now on. Its
+ * connection (a child that exited before its connection was seen lost) is closed and its calls
+ * failed; the memory goes once no connector attempt refers to it (gw_free_retired). Loop
+ * thread. */
 static void gw_entry_retire(gw_cnode *cn) {
     gateway *gw = cn->gw;
     if (cn->kind == ENTRY_CNODE || cn->retired) return;
+    cn->connect_generation++;
+    gw_cnode_disconnect(cn);
+    routing_fail_owner(gw->routing, &cn->route, CALL_UNAVAILABLE, "the node was forgotten");
     pthread_mutex_lock(&gw->mu);
     for (gw_cnode **pp = &gw->nodes; *pp; pp = &(*pp)->next) {
         if (*pp == cn) {
             *pp = cn->next;
+            gw->node_count--;
             break;
         }
     }
     cn->retired = true;
+    gw->retired_count++;
+    pthread_mutex_unlock(&gw->mu);
     cn->retired_next = gw->retired;
     gw->retired = cn;
-    pthread_mutex_unlock(&gw->mu);
     log_info("node %s: forgotten", cn->node);
 }
 
@@ -505,7 +518,9 @@ static void gw_start_connector(gw_cnode *cn) {
      * An adopted node or a peer is there or not: one attempt (adoption retries with backoff). */
     bool retry = cn->cfg->direction == CNODE_DIRECTION_TO;
     if (conns_connect(cn->gw->conns, cn, generation, cn->node, cn->cfg->connect_timeout_ms,
-                      retry) != 0)
+                      retry) == 0)
+        cn->connectors++; /* the attempt refers to cn until gw_on_connected */
+    else
         gw_cnode_down(cn, true, "%s",
                       errno == ENOMEM ? "out of memory starting a connection"
                                       : "cannot start a connector thread");
@@ -713,10 +728,10 @@ static void gw_entry_free(gw_cnode *cn) {
     free(cn);
 }
 
-/* Creates an Erlang-node entry and links it (any thread), or returns the entry that already
- * exists for `node`. Children get a process spec; peers are connected to (or were accepted).
- * Returns NULL when out of memory or when the child's `erl` cannot be found. */
-static gw_cnode *gw_node_entry_new(gateway *gw, gw_entry_kind kind, const char *node) {
+/* Makes an Erlang-node entry, not linked yet (any thread). Children get a process spec; peers
+ * are connected to (or were accepted). Returns NULL when out of memory or when the child's
+ * `erl` cannot be found. */
+static gw_cnode *gw_node_entry_make(gateway *gw, gw_entry_kind kind, const char *node) {
     gw_cnode *cn = calloc(1, sizeof *cn);
     if (!cn) return NULL;
     config_cnode *o = &cn->own_cfg;
@@ -736,18 +751,49 @@ static gw_cnode *gw_node_entry_new(gateway *gw, gw_entry_kind kind, const char *
         gw_entry_free(cn);
         return NULL;
     }
-    pthread_mutex_lock(&gw->mu);
-    gw_cnode *existing = gw_find_node_locked(gw, node);
-    if (!existing) {
-        cn->next = gw->nodes;
-        gw->nodes = cn;
-    }
-    pthread_mutex_unlock(&gw->mu);
-    if (existing) { /* another thread made it meanwhile: one entry per node */
+    return cn;
+}
+
+/* Links an entry from gw_node_entry_make, or frees it and returns the entry that already exists
+ * for its node (another thread made it meanwhile: one entry per node). Caller holds mu; the
+ * entry stays valid while it does (only the loop retires entries, under mu). */
+static gw_cnode *gw_node_entry_link_locked(gateway *gw, gw_cnode *cn) {
+    gw_cnode *existing = gw_find_node_locked(gw, cn->node);
+    if (existing) {
         gw_entry_free(cn);
         return existing;
     }
+    cn->next = gw->nodes;
+    gw->nodes = cn;
+    gw->node_count++;
     return cn;
+}
+
+/* gw_node_entry_make and link. Loop thread (the pointer stays valid: only it retires). */
+static gw_cnode *gw_node_entry_new(gateway *gw, gw_entry_kind kind, const char *node) {
+    gw_cnode *cn = gw_node_entry_make(gw, kind, node);
+    if (!cn) return NULL;
+    pthread_mutex_lock(&gw->mu);
+    cn = gw_node_entry_link_locked(gw, cn);
+    pthread_mutex_unlock(&gw->mu);
+    return cn;
+}
+
+/* Frees retired entries no connector attempt refers to any more. A retired child has been
+ * reported by the spawn tracker (stopped), which then no longer holds it. Loop thread. */
+static void gw_free_retired(gateway *gw) {
+    for (gw_cnode **pp = &gw->retired; *pp;) {
+        gw_cnode *cn = *pp;
+        if (cn->connectors || nodes_spawns_holds(gw->spawns, cn)) {
+            pp = &cn->retired_next;
+            continue;
+        }
+        *pp = cn->retired_next;
+        pthread_mutex_lock(&gw->mu);
+        gw->retired_count--;
+        pthread_mutex_unlock(&gw->mu);
+        gw_entry_free(cn);
+    }
 }
 
 /* Attaches a connection to its entry (both ways). Peers tick at their own net_ticktime, which
@@ -785,7 +831,8 @@ static void gw_on_connected(void *ctx, void *owner, unsigned generation, int fd,
     gateway *gw = ctx;
     gw_cnode *cn = owner;
     conns_conn *gc;
-    bool current = generation == cn->connect_generation &&
+    cn->connectors--;
+    bool current = !cn->retired && generation == cn->connect_generation &&
                    supervisor_entry_phase(&cn->sup) == SUPERVISOR_CONNECTING;
     if (!current) {
         if (fd >= 0) ei_close_connection(fd);
@@ -1017,6 +1064,7 @@ static void gw_sweep(void *ctx) {
     int64_t now = dist_now_ms();
     gw_service_entries(gw, now);
     conns_tick(gw->conns, now);
+    if (gw->retired) gw_free_retired(gw);
     loop_timer_arm(gw->sweep, now + GW_SWEEP_MS);
 }
 
@@ -1652,38 +1700,47 @@ gateway_error gateway_rpc(gateway *gw, const char *node, call *c, const char *mo
     c->key = dist_pid_key(&c->pid);
     gateway_error e = GATEWAY_OK;
     dist_conn *dc = NULL;
+    /* Everything about the entry happens under mu: the loop retires (and later frees) entries
+     * under it, so the pointer is not used once it is released. */
     pthread_mutex_lock(&gw->mu);
     gw_cnode *cn = gw_find_node_locked(gw, node);
-    if (gw->shutting_down)
+    if (!cn && !gw->shutting_down) {
+        /* Not known yet: connect on demand (the loop starts it). */
+        pthread_mutex_unlock(&gw->mu);
+        gw_cnode *fresh = gw_node_entry_make(gw, ENTRY_PEER, node);
+        pthread_mutex_lock(&gw->mu);
+        if (fresh) cn = gw_node_entry_link_locked(gw, fresh); /* or the one a racer made */
+        if (!cn) e = GATEWAY_NO_MEMORY;
+    }
+    if (e == GATEWAY_OK && gw->shutting_down)
         e = GATEWAY_SHUTTING_DOWN;
-    else if (cn &&
+    else if (e == GATEWAY_OK &&
              (cn->removing || cn->stop_requested || (!cn->live && cn->state != CNODE_STARTING)))
         e = GATEWAY_UNAVAILABLE;
-    pthread_mutex_unlock(&gw->mu);
-    /* Not known yet: connect on demand (the loop starts it). A racing thread that created it
-     * first gets its entry back from gw_node_entry_new. */
-    if (e == GATEWAY_OK && !cn && !(cn = gw_node_entry_new(gw, ENTRY_PEER, node)))
-        e = GATEWAY_NO_MEMORY;
-    if (e != GATEWAY_OK) {
-        ei_x_free(&x);
-        return e;
+    if (e == GATEWAY_OK) {
+        c->deadline_ms = dist_now_ms() + (timeout_ms ? timeout_ms : cn->cfg->call_timeout_ms);
+        dc = cn->live;
+        if (!dc) { /* waits in the call until the node is connected */
+            c->outbox = x.buff;
+            c->outbox_len = (size_t)x.index;
+            x.buff = NULL;
+        } else {
+            dist_conn_ref(dc);
+        }
+        if (routing_register_locked(gw->routing, &cn->route, c) != 0) {
+            e = GATEWAY_NO_MEMORY;
+            if (!dc) { /* hand the message back: the call is not registered */
+                x.buff = c->outbox;
+                c->outbox = NULL;
+                c->outbox_len = 0;
+            }
+        }
     }
-    c->deadline_ms = dist_now_ms() + (timeout_ms ? timeout_ms : cn->cfg->call_timeout_ms);
-    pthread_mutex_lock(&gw->mu);
-    dc = cn->live;
-    if (!dc) { /* waits in the call until the node is connected */
-        c->outbox = x.buff;
-        c->outbox_len = (size_t)x.index;
-        x.buff = NULL;
-    } else {
-        dist_conn_ref(dc);
-    }
-    if (routing_register_locked(gw->routing, &cn->route, c) != 0) e = GATEWAY_NO_MEMORY;
     erlang_pid from = c->pid; /* unlocked, the loop may end and free the call: see gateway_call */
     pthread_mutex_unlock(&gw->mu);
     if (e != GATEWAY_OK) {
         if (dc) dist_conn_unref(dc);
-        ei_x_free(&x);
+        if (x.buff) ei_x_free(&x);
         return e;
     }
     if (dc) {
@@ -1701,6 +1758,13 @@ bool gateway_node_known(gateway *gw, const char *node) {
     bool known = cn && (cn->kind == ENTRY_CHILD || cn->live);
     pthread_mutex_unlock(&gw->mu);
     return known;
+}
+
+void gateway_node_entries(gateway *gw, size_t *listed, size_t *retired) {
+    pthread_mutex_lock(&gw->mu);
+    *listed = gw->node_count;
+    *retired = gw->retired_count;
+    pthread_mutex_unlock(&gw->mu);
 }
 
 int gateway_list_nodes(gateway *gw, gateway_node_info **out) {
@@ -1742,30 +1806,36 @@ gateway_error gateway_spawn_nodes(gateway *gw, unsigned count, gateway_spawn_fn 
     unsigned first = gw->child_max_index + 1;
     if (e == GATEWAY_OK) gw->child_max_index += count; /* numbering goes on from the highest */
     pthread_mutex_unlock(&gw->mu);
-    for (unsigned i = 0; e == GATEWAY_OK && i < count; i++) {
+    if (e != GATEWAY_OK) {
+        nodes_spawn_discard(r);
+        return e;
+    }
+    /* The entries are made first and linked together with the request's submission, under mu:
+     * until then no other thread sees them, and from then on the tracker holds them. */
+    gw_cnode **made = calloc(count, sizeof *made);
+    for (unsigned i = 0; made && i < count; i++) {
         char node[MAXNODELEN * 4];
         nodes_child_name(gw->cfg, first + i, gw->hostname, node, sizeof node);
-        gw_cnode *cn = gw_node_entry_new(gw, ENTRY_CHILD, node);
-        if (!cn) {
+        if (!(made[i] = gw_node_entry_make(gw, ENTRY_CHILD, node))) {
             e = GATEWAY_UNAVAILABLE; /* `erl` not found, or out of memory */
             break;
         }
-        cn->child_index = first + i;
-        nodes_spawn_add(r, cn);
+        made[i]->child_index = first + i;
     }
+    if (!made) e = GATEWAY_NO_MEMORY;
+    pthread_mutex_lock(&gw->mu);
+    if (e == GATEWAY_OK && gw->shutting_down) e = GATEWAY_SHUTTING_DOWN;
+    for (unsigned i = 0; e == GATEWAY_OK && i < count; i++)
+        nodes_spawn_add(r, gw_node_entry_link_locked(gw, made[i]));
+    if (e == GATEWAY_OK) nodes_spawns_submit(gw->spawns, r);
+    pthread_mutex_unlock(&gw->mu);
     if (e != GATEWAY_OK) {
-        /* Entries made so far are stopped again by the loop. */
-        pthread_mutex_lock(&gw->mu);
-        for (size_t i = 0; i < nodes_spawn_count(r); i++)
-            ((gw_cnode *)nodes_spawn_child(r, i))->stop_requested = true;
-        pthread_mutex_unlock(&gw->mu);
+        for (unsigned i = 0; made && i < count && made[i]; i++) gw_entry_free(made[i]);
         nodes_spawn_discard(r);
-        gw_wake(gw);
-        return e;
     }
-    nodes_spawns_submit(gw->spawns, r);
-    gw_wake(gw);
-    return GATEWAY_OK;
+    free(made);
+    if (e == GATEWAY_OK) gw_wake(gw);
+    return e;
 }
 
 gateway_error gateway_stop_node(gateway *gw, const char *node) {

@@ -190,6 +190,9 @@ typedef struct gateway_node_info {
 /* Snapshot of every known Erlang node (C-nodes are listed by gateway_cnode_info_at). Returns
  * how many, with *out malloc'd (the caller frees it), or -1 when out of memory. Any thread. */
 int gateway_list_nodes(gateway *gw, gateway_node_info **out);
+/* Erlang-node entries in memory: `listed` (children and peers, as gateway_list_nodes) and
+ * `retired` (forgotten, freed once no connector attempt refers to them). Any thread. */
+void gateway_node_entries(gateway *gw, size_t *listed, size_t *retired);
 /* True when `node` is one of nodexd's children or a connected peer (any thread). */
 bool gateway_node_known(gateway *gw, const char *node);
 /* True when `node` is a name rpc could reach: name@host, no quotes or spaces, not nodexd. */

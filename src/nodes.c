@@ -321,6 +321,17 @@ void nodes_spawns_submit(nodes_spawns *s, nodes_spawn *r) {
     pthread_mutex_unlock(&s->mu);
 }
 
+bool nodes_spawns_holds(nodes_spawns *s, const void *child) {
+    bool held = false;
+    pthread_mutex_lock(&s->mu);
+    nodes_spawn *lists[] = {s->queue, s->active};
+    for (size_t k = 0; k < 2 && !held; k++)
+        for (const nodes_spawn *r = lists[k]; r && !held; r = r->next)
+            for (size_t i = 0; i < r->count && !held; i++) held = r->children[i] == child;
+    pthread_mutex_unlock(&s->mu);
+    return held;
+}
+
 void nodes_spawns_check(nodes_spawns *s, bool shutting_down) {
     pthread_mutex_lock(&s->mu);
     nodes_spawn *q = s->queue;

@@ -81,6 +81,9 @@ void *nodes_spawn_child(const nodes_spawn *r, size_t i);
 void nodes_spawn_discard(nodes_spawn *r);
 /* Hands a request to the tracker, which owns it from now on. Any thread. */
 void nodes_spawns_submit(nodes_spawns *s, nodes_spawn *r);
+/* True while a request submitted and not yet reported holds `child` (its owner must not free
+ * it before). Loop thread. */
+bool nodes_spawns_holds(nodes_spawns *s, const void *child);
 /* Reports every request whose children are all up (names, NULL error), or of which one left
  * starting without coming up (its last error), or all of them with `shutting_down` ("the
  * gateway is shutting down" unless a child's error says more); reported requests are freed. */

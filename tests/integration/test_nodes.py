@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -501,6 +502,52 @@ def test_rpc_into_unreachable_node_is_503(gw):
     assert e is None or not e["connected"], e
     # The children are unaffected.
     assert node_of(gw, child(1)) == atom(child(1))
+
+
+def task_count(pid):
+    return len(os.listdir(f"/proc/{pid}/task"))
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+
+
+def test_rpcs_to_unreachable_nodes_leave_no_threads_or_memory_behind(nodexd, session):
+    """Each rpc to an unknown node makes a peer entry and a connector thread. Behind an epmd that
+    accepts and never answers (ei_connect's own lookup has no timeout) the threads used to hang
+    for ever, one per attempt; entries stayed until exit. Now the lookup has the attempt's
+    deadline and a forgotten entry is freed."""
+    gw = nodexd([], extra=nodes_config(count=0, rpc_nodes=[f"*@{H}", "*@127.0.0.2"]))
+    pid = gw.proc.pid
+    tasks0, rss0 = task_count(pid), rss_kib(pid)
+    # 127.0.0.2 is loopback too, and our epmd listens on 127.0.0.1 only.
+    silent = socket.socket()
+    silent.bind(("127.0.0.2", session.epmd_port))
+    silent.listen(1024)
+    try:
+        silent_nodes = [f"{nx.unique('nxsilent')}@127.0.0.2" for _ in range(120)]
+        with concurrent.futures.ThreadPoolExecutor(60) as ex:
+            codes = list(ex.map(lambda n: rpc(gw, n, mfa("erlang", "node", []),
+                                              timeout_ms=20000).status, silent_nodes))
+        assert codes == [503] * len(codes), codes
+        # 2,000 more to names epmd does not know: each answered at once.
+        ghosts = [f"{nx.unique('nxghost')}@{H}" for _ in range(2000)]
+        with concurrent.futures.ThreadPoolExecutor(16) as ex:
+            codes = list(ex.map(lambda n: rpc(gw, n, mfa("erlang", "node", []),
+                                              timeout_ms=20000).status, ghosts))
+        assert set(codes) == {503}, set(codes)
+        # The connector threads end (at their deadline at most): back to where we started.
+        nx.wait_until(lambda: task_count(pid) <= tasks0, 30 * nx.SLOW, interval=0.1,
+                      what=f"threads back to {tasks0} (now {task_count(pid)})")
+    finally:
+        silent.close()
+    nodes = [n["node"] for n in list_nodes(gw)["nodes"]]
+    assert not [n for n in nodes if "nxsilent" in n or "nxghost" in n], nodes
+    rss = rss_kib(pid)
+    if not nx.SANITIZE:  # ASan keeps freed memory in its quarantine
+        assert rss <= rss0 * 1.5 + 32 * 1024, f"RSS {rss} KiB after, {rss0} KiB before"
+    print(f"threads {tasks0} before and after; RSS {rss0} -> {rss} KiB")
 
 
 def test_rpc_to_a_malformed_node_name_is_400(gw):

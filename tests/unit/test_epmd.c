@@ -1,4 +1,5 @@
-/* test_epmd: ERL_EPMD_PORT parsing, the NAMES probe against a real epmd, and epmd_ensure. */
+/* test_epmd: ERL_EPMD_PORT parsing, the NAMES probe against a real epmd, epmd_ensure, and the
+ * bounded PORT_PLEASE2 lookup. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -190,9 +191,8 @@ static void test_is_running_false_on_a_closed_port(void **state) {
     assert_true(now_ms() - start < 60000); /* refused, not the timeout's answer */
 }
 
-static void test_is_running_false_when_listener_never_answers(void **state) {
-    (void)state;
-    /* A listener that accepts (the kernel does) but never replies: the probe must time out. */
+/* A listener that accepts (the kernel does) and never answers; its port is epmd's from now on. */
+static int silent_epmd(void) {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
@@ -200,6 +200,13 @@ static void test_is_running_false_when_listener_never_answers(void **state) {
     socklen_t len = sizeof a;
     assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
     use_port(ntohs(a.sin_port));
+    return fd;
+}
+
+static void test_is_running_false_when_listener_never_answers(void **state) {
+    (void)state;
+    /* A listener that accepts (the kernel does) but never replies: the probe must time out. */
+    int fd = silent_epmd();
     int64_t start = now_ms();
     assert_false(epmd_is_running(300));
     /* Not before the timeout (a lower bound: load only adds to it); without one it would hang. */
@@ -224,6 +231,81 @@ static void test_is_running_true_against_a_real_epmd(void **state) {
     assert_int_equal(waitpid(epmd_child, NULL, 0), epmd_child);
     epmd_child = 0;
     assert_false(epmd_is_running(200));
+}
+
+static void test_port_please_gives_up_at_its_deadline_when_epmd_never_answers(void **state) {
+    (void)state;
+    int fd = silent_epmd();
+    struct in_addr lo = {.s_addr = htonl(INADDR_LOOPBACK)};
+    int64_t start = now_ms();
+    errno = 0;
+    /* ei_connect's own lookup waits here for ever (no timeout on the epmd socket). */
+    assert_int_equal(epmd_port_please(&lo, "ghost", start + 300), -1);
+    assert_int_equal(errno, ETIMEDOUT);
+    assert_true(now_ms() - start >= 250); /* a lower bound: load only adds to it */
+    close(fd);
+}
+
+static void test_port_please_refused_when_no_epmd_listens(void **state) {
+    (void)state;
+    use_port(free_port());
+    struct in_addr lo = {.s_addr = htonl(INADDR_LOOPBACK)};
+    errno = 0;
+    assert_int_equal(epmd_port_please(&lo, "ghost", now_ms() + 60000), -1);
+    assert_int_equal(errno, ECONNREFUSED);
+}
+
+/* Registers `alive` on `port` with the epmd (ALIVE2_REQ); the returned socket keeps it there. */
+static int epmd_register(const char *alive, int port) {
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)epmd_port())};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    unsigned char req[64];
+    size_t n = strlen(alive), len = 13 + n;
+    unsigned char head[] = {(unsigned char)(len >> 8),
+                            (unsigned char)len,
+                            120,
+                            (unsigned char)(port >> 8),
+                            (unsigned char)port,
+                            72,
+                            0,
+                            0,
+                            6,
+                            0,
+                            5,
+                            0,
+                            (unsigned char)n};
+    memcpy(req, head, sizeof head);
+    memcpy(req + sizeof head, alive, n);
+    req[sizeof head + n] = 0; /* no extra */
+    req[sizeof head + n + 1] = 0;
+    assert_int_equal(send(fd, req, sizeof head + n + 2, 0), (ssize_t)(sizeof head + n + 2));
+    unsigned char resp[2];
+    assert_int_equal(recv(fd, resp, 2, MSG_WAITALL), 2);
+    assert_true(resp[0] == 121 || resp[0] == 118); /* ALIVE2_RESP, or ALIVE2_X_RESP (v6) */
+    assert_int_equal(resp[1], 0);
+    return fd;
+}
+
+static void test_port_please_finds_a_registered_node_and_answers_0_for_an_unknown_one(void **s) {
+    (void)s;
+    int port = free_port();
+    use_port(port);
+    start_foreground_epmd(port);
+    int64_t deadline = now_ms() + 5000;
+    while (!epmd_is_running(200)) {
+        assert_true(now_ms() < deadline);
+        sleep_ms(20);
+    }
+    int reg = epmd_register("here", 45678);
+    struct in_addr lo = {.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(epmd_port_please(&lo, "here", now_ms() + 5000), 45678);
+    assert_int_equal(epmd_port_please(&lo, "nobody", now_ms() + 5000), 0);
+    errno = 0;
+    assert_int_equal(epmd_port_please(&lo, "", now_ms() + 5000), -1);
+    assert_int_equal(errno, EINVAL);
+    close(reg);
 }
 
 static void test_ensure_starts_a_daemon_on_the_configured_port(void **state) {
@@ -285,6 +367,11 @@ int main(void) {
         cmocka_unit_test_teardown(test_is_running_false_on_a_closed_port, teardown),
         cmocka_unit_test_teardown(test_is_running_false_when_listener_never_answers, teardown),
         cmocka_unit_test_teardown(test_is_running_true_against_a_real_epmd, teardown),
+        cmocka_unit_test_teardown(test_port_please_gives_up_at_its_deadline_when_epmd_never_answers,
+                                  teardown),
+        cmocka_unit_test_teardown(test_port_please_refused_when_no_epmd_listens, teardown),
+        cmocka_unit_test_teardown(
+            test_port_please_finds_a_registered_node_and_answers_0_for_an_unknown_one, teardown),
         cmocka_unit_test_teardown(test_ensure_starts_a_daemon_on_the_configured_port, teardown),
         cmocka_unit_test_teardown(test_ensure_reports_epmd_missing_from_path, teardown),
     };

@@ -592,6 +592,67 @@ static void test_shutdown_fails_calls_in_flight_and_stops_every_cnode(void **sta
     tcall_free(&late);
 }
 
+/* Threads of this process (/proc/self/task). */
+static size_t thread_count(void) {
+    size_t n = 0;
+    DIR *d = opendir("/proc/self/task");
+    assert_non_null(d);
+    for (struct dirent *e; (e = readdir(d));) n += e->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
+
+#define GHOST_RPCS 2000
+#define GHOST_WAVE 50
+
+/* Every rpc to a node nobody runs makes a peer entry and a connector attempt; once answered
+ * (503: epmd does not know the name), the entry is freed and the connector thread gone. Before,
+ * each stayed retired in memory until gateway_free: 2000 rpcs, 2000 entries. */
+static void test_rpcs_to_unknown_nodes_leave_no_entries_or_threads_behind(void **state) {
+    (void)state;
+    size_t threads_before = thread_count(), threads_max = 0, listed, retired, held_max = 0;
+    static tcall t[GHOST_WAVE];
+    static const char nil[] = {ERL_NIL_EXT};
+    for (int done = 0; done < GHOST_RPCS; done += GHOST_WAVE) {
+        for (int k = 0; k < GHOST_WAVE; k++) {
+            char node[64];
+            snprintf(node, sizeof node, "ghost%d@127.0.0.1", done + k);
+            memset(&t[k], 0, sizeof t[k]);
+            gateway_make_pid(fx.gw, &t[k].c.pid);
+            t[k].c.on_done = tcall_done;
+            t[k].c.ctx = &t[k];
+            assert_int_equal(gateway_rpc(fx.gw, node, &t[k].c, "erlang", "node", nil, 1, 20000),
+                             GATEWAY_OK);
+        }
+        size_t threads = thread_count();
+        if (threads > threads_max) threads_max = threads;
+        for (int k = 0; k < GHOST_WAVE; k++) {
+            assert_true(tcall_wait(&t[k], 20000));
+            assert_int_equal(t[k].c.outcome, CALL_UNAVAILABLE);
+            assert_int_equal(t[k].done_count, 1);
+            tcall_free(&t[k]);
+        }
+        gateway_node_entries(fx.gw, &listed, &retired);
+        if (listed + retired > held_max) held_max = listed + retired;
+    }
+    /* Freed at the loop's next sweeps; connector threads end right after their hand-off. */
+    int64_t deadline = fixture_now_ms() + 30000;
+    for (;;) {
+        gateway_node_entries(fx.gw, &listed, &retired);
+        if (listed + retired == 0 && thread_count() <= threads_before) break;
+        if (fixture_now_ms() > deadline)
+            fail_msg("%zu entries listed, %zu retired, %zu threads (%zu before)", listed, retired,
+                     thread_count(), threads_before);
+        fixture_sleep_ms(20);
+    }
+    /* At most one wave's entries and connectors at a time (plus what the last sweep had not
+     * freed yet): nothing accumulates across waves. */
+    assert_true(held_max <= 2 * GHOST_WAVE);
+    assert_true(threads_max <= threads_before + GHOST_WAVE);
+    print_message("%d rpcs: at most %zu entries held, %zu threads (%zu before)\n", GHOST_RPCS,
+                  held_max, threads_max, threads_before);
+}
+
 int main(void) {
     fixture_process_init(); /* before any thread */
     const struct CMUnitTest tests[] = {
@@ -617,6 +678,8 @@ int main(void) {
                                         teardown),
         cmocka_unit_test_setup_teardown(test_shutdown_fails_calls_in_flight_and_stops_every_cnode,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_rpcs_to_unknown_nodes_leave_no_entries_or_threads_behind, setup, teardown),
     };
     return cmocka_run_group_tests(tests, fixture_group_setup, fixture_group_teardown);
 }

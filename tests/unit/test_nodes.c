@@ -271,6 +271,28 @@ static void test_spawn_is_reported_once_all_children_are_up(void **state) {
     nodes_spawns_free(s);
 }
 
+/* The gateway frees a forgotten child only once no request holds it: submitted (queued or
+ * checked) and not yet reported. */
+static void test_spawns_hold_their_children_until_reported(void **state) {
+    (void)state;
+    nodes_spawns *s = nodes_spawns_new(fake_status);
+    fake_child a = {CNODE_STARTING, "kid1@h", ""}, other = {CNODE_STARTING, "kid9@h", ""};
+    report rep = {0};
+    nodes_spawn *r = nodes_spawn_new(1, on_spawned, &rep);
+    nodes_spawn_add(r, &a);
+    assert_false(nodes_spawns_holds(s, &a)); /* being built: its maker's */
+    nodes_spawns_submit(s, r);
+    assert_true(nodes_spawns_holds(s, &a)); /* queued */
+    assert_false(nodes_spawns_holds(s, &other));
+    nodes_spawns_check(s, false);
+    assert_true(nodes_spawns_holds(s, &a)); /* checked, still starting */
+    a.state = CNODE_STOPPED;
+    nodes_spawns_check(s, false);
+    assert_int_equal(rep.calls, 1);
+    assert_false(nodes_spawns_holds(s, &a)); /* reported */
+    nodes_spawns_free(s);
+}
+
 static void test_spawn_fails_with_the_childs_error_or_at_shutdown(void **state) {
     (void)state;
     nodes_spawns *s = nodes_spawns_new(fake_status);
@@ -314,6 +336,7 @@ int main(void) {
         cmocka_unit_test(test_rpc_request_is_pid_and_call_tuple),
         cmocka_unit_test(test_spawn_is_reported_once_all_children_are_up),
         cmocka_unit_test(test_spawn_fails_with_the_childs_error_or_at_shutdown),
+        cmocka_unit_test(test_spawns_hold_their_children_until_reported),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
