@@ -19,7 +19,8 @@ packages=(
   libprotobuf-c-dev                    # protobuf-c runtime: gRPC message (un)packing
   protobuf-c-compiler                  # protoc-c: C code for proto/nodex/v1/nodex.proto
   python3-grpcio python3-protobuf      # gRPC integration tests and the Python client
-  protobuf-compiler protobuf-compiler-grpc  # protoc + grpc_python_plugin: Python stubs
+  protobuf-compiler protobuf-compiler-grpc  # protoc: the descriptor set server reflection serves; + grpc_python_plugin: Python stubs
+  grpc-proto                           # grpc.health.v1 and grpc.reflection.v1/v1alpha .proto files nodexd serves
   yamllint                             # lint of deploy/ YAML (tests/integration/test_deploy_lint.py)
   shellcheck                           # lint of the shell scripts (same test)
   systemd                              # systemd-analyze verify of deploy/systemd (same test)

@@ -19,6 +19,7 @@
 #include <grpc/support/time.h>
 
 #include "auth.h"
+#include "grpc_health.h"
 #include "log.h"
 #include "service.h"
 #include "term_common.h"
@@ -42,9 +43,17 @@
     X(M_LOAD_MODULE, "LoadModule", nodex__v1__load_module_request, m_load_module)                  \
     X(M_HEALTH, "Health", nodex__v1__health_request, m_health)
 
+/* The standard services nodexd serves beside it (grpc.health.v1.Health): id, full path, request
+ * message, handler. */
+#define GRPC_STD_METHODS(X)                                                                        \
+    X(M_HEALTH_CHECK, "/grpc.health.v1.Health/Check", grpc__health__v1__health_check_request,      \
+      m_health_check)                                                                              \
+    X(M_HEALTH_WATCH, "/grpc.health.v1.Health/Watch", grpc__health__v1__health_check_request,      \
+      m_health_watch)
+
 enum {
 #define X(id, name, msg, fn) id,
-    GRPC_METHODS(X)
+    GRPC_METHODS(X) GRPC_STD_METHODS(X)
 #undef X
         M_COUNT,
     M_UNREGISTERED = -1
@@ -133,6 +142,7 @@ struct gcall {
     grpc_metadata reply_md[1];
     size_t reply_md_count;
     uint64_t sub_id;                    /* Watch subscription */
+    grpc_health_watch *health;          /* grpc.health.v1 Watch */
     const service_principal *principal; /* who sent it; NULL for Health */
     /* the gateway call (Call, CallStream, Rpc, LoadModule) */
     call gc;
@@ -145,6 +155,7 @@ struct gcall {
 typedef void (*method_fn)(gcall *g, const ProtobufCMessage *req);
 #define X(id, name, msg, fn) static void fn(gcall *g, const ProtobufCMessage *req);
 GRPC_METHODS(X)
+GRPC_STD_METHODS(X)
 #undef X
 
 static const struct {
@@ -154,6 +165,9 @@ static const struct {
 } grpc_methods[M_COUNT] = {
 #define X(id, name, msg, fn) [id] = {GRPC_SERVICE_PREFIX name, &msg##__descriptor, fn},
     GRPC_METHODS(X)
+#undef X
+#define X(id, path, msg, fn) [id] = {path, &msg##__descriptor, fn},
+        GRPC_STD_METHODS(X)
 #undef X
 };
 
@@ -166,7 +180,16 @@ static Nodex__V1__State state_pb(cnode_state s) {
 }
 
 static const char *method_name(const gcall *g) {
-    return g->method >= 0 ? grpc_methods[g->method].path + strlen(GRPC_SERVICE_PREFIX) : "?";
+    if (g->method < 0) return "?";
+    const char *path = grpc_methods[g->method].path;
+    size_t n = strlen(GRPC_SERVICE_PREFIX);
+    return strncmp(path, GRPC_SERVICE_PREFIX, n) == 0 ? path + n : path;
+}
+
+/* Probes (health) are answered without authentication, as service_op_is_probe says. */
+static bool method_is_probe(int method) {
+    return (method == M_HEALTH || method == M_HEALTH_CHECK || method == M_HEALTH_WATCH) &&
+           service_op_is_probe(SERVICE_OP_HEALTH);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -444,6 +467,8 @@ static void on_close(gtag *t, bool ok) {
     }
     uint64_t sub = g->sub_id;
     g->sub_id = 0;
+    grpc_health_watch *health = g->health;
+    g->health = NULL;
     pthread_mutex_unlock(&g->mu);
     if (cancelled) {
         log_debug("grpc %s: cancelled (client cancel or deadline)", method_name(g));
@@ -452,6 +477,10 @@ static void on_close(gtag *t, bool ok) {
     }
     if (sub) {
         service_unwatch(g->api->svc, sub);
+        gcall_unref(g);
+    }
+    if (health) {
+        grpc_health_watch_free(health);
         gcall_unref(g);
     }
     gcall_unref(g);
@@ -756,6 +785,55 @@ static void m_health(gcall *g, const ProtobufCMessage *req) {
     o.not_ready = (char **)names;
     gcall_reply(g, &o.base);
     free(names);
+}
+
+/* --- grpc.health.v1.Health (grpc_health.h names the services) --- */
+
+static void m_health_check(gcall *g, const ProtobufCMessage *req) {
+    const Grpc__Health__V1__HealthCheckRequest *r =
+        (const Grpc__Health__V1__HealthCheckRequest *)req;
+    Grpc__Health__V1__HealthCheckResponse o = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
+    service_error e;
+    if (grpc_health_check(g->api->svc, gcall_principal(g), r->service, &o.status, &e) != SERVICE_OK)
+        return gcall_fail_with(g, &e);
+    gcall_reply(g, &o.base);
+}
+
+/* A Watch's status (the handler's thread, then the loop thread): one message. */
+static void on_health_status(grpc_health_status status, void *ctx) {
+    gcall *g = ctx;
+    Grpc__Health__V1__HealthCheckResponse o = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
+    o.status = status;
+    pthread_mutex_lock(&g->mu);
+    gcall_send_locked(g, &o.base, &g->out);
+    pthread_mutex_unlock(&g->mu);
+}
+
+static void m_health_watch(gcall *g, const ProtobufCMessage *req) {
+    const Grpc__Health__V1__HealthCheckRequest *r =
+        (const Grpc__Health__V1__HealthCheckRequest *)req;
+    pthread_mutex_lock(&g->mu);
+    bool over = g->closed || g->dead;
+    g->md_wanted = true; /* the client sees the stream open at once */
+    gcall_pump_locked(g);
+    pthread_mutex_unlock(&g->mu);
+    if (over) return;
+    gcall_ref(g); /* for the watch's reports */
+    service_error e;
+    grpc_health_watch *w =
+        grpc_health_watch_new(g->api->svc, gcall_principal(g), r->service, on_health_status, g, &e);
+    if (!w) {
+        atomic_fetch_sub(&g->refs, 1);
+        return gcall_fail_with(g, &e);
+    }
+    pthread_mutex_lock(&g->mu);
+    bool closed = g->closed;
+    if (!closed) g->health = w; /* on_close ends it */
+    pthread_mutex_unlock(&g->mu);
+    if (closed) {
+        grpc_health_watch_free(w);
+        gcall_unref(g);
+    }
 }
 
 /* --- Watch --- */
@@ -1078,7 +1156,8 @@ static void gcall_dispatch(gcall *g) {
                           "request is not a valid %s message or is nested deeper than "
                           "terms.max_depth allows",
                           desc->name);
-    if (g->method == M_HEALTH || gcall_authenticate(g)) grpc_methods[g->method].handler(g, req);
+    if (method_is_probe(g->method) || gcall_authenticate(g))
+        grpc_methods[g->method].handler(g, req);
     term_pb_unpacked_free(req);
 }
 

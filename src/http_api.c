@@ -1104,9 +1104,11 @@ static bool http_origin_allowed(const http_api *api, const char *origin) {
     return false;
 }
 
-/* The probes stay open: an orchestrator has no token. */
+/* The probes (the health operation) stay open, as service_op_is_probe says for both transports:
+ * an orchestrator has no token. */
 static bool http_is_probe(const char *url) {
-    return strcmp(url, "/healthz") == 0 || strcmp(url, "/readyz") == 0;
+    return (strcmp(url, "/healthz") == 0 || strcmp(url, "/readyz") == 0) &&
+           service_op_is_probe(SERVICE_OP_HEALTH);
 }
 
 /* Checks a request's headers: a loopback listener's Host, the Origin, then authentication

@@ -152,12 +152,17 @@ static const char *service_switch(const config *cfg, service_op op, bool *on) {
     }
 }
 
+bool service_op_is_probe(service_op op) {
+    return op == SERVICE_OP_HEALTH;
+}
+
 /* What does not depend on the target: a principal, the operation's switch. *open: any
  * principal may run it (probes and status). */
 static service_status service_gate(const service *s, const service_principal *p, service_op op,
                                    bool *open, service_error *err) {
     *open = op == SERVICE_OP_HEALTH || op == SERVICE_OP_LIST_CNODES || op == SERVICE_OP_GET_CNODE ||
-            op == SERVICE_OP_LIST_NODES;
+            op == SERVICE_OP_LIST_NODES || op == SERVICE_OP_REFLECTION;
+    if (!p && service_op_is_probe(op)) return service_ok(err);
     if (!p)
         return service_fail(err, SERVICE_UNAUTHENTICATED, "authentication is required for %s",
                             service_op_name(op));
@@ -631,6 +636,21 @@ bool service_health(service *s, const char ***not_ready, size_t *count) {
     return ready;
 }
 
+service_status service_health_check(service *s, const service_principal *p, const char *cnode,
+                                    bool *serving, service_error *err) {
+    *serving = false;
+    if (service_authorize(s, p, SERVICE_OP_HEALTH, cnode, err) != SERVICE_OK) return err->status;
+    if (!cnode) {
+        *serving = gateway_is_ready(s->gw);
+        return service_ok(err);
+    }
+    gateway_cnode_info info;
+    if (gateway_cnode_info_by_name(s->gw, cnode, &info) != 0)
+        return service_fail(err, SERVICE_NOT_FOUND, "no C-node named '%.64s'", cnode);
+    *serving = info.instances_up > 0;
+    return service_ok(err);
+}
+
 static int64_t service_wall_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -672,6 +692,15 @@ service_status service_watch(service *s, const service_principal *p, bool includ
     *id = gateway_subscribe(s->gw, fn, ctx);
     if (!*id) return service_fail(err, SERVICE_NO_MEMORY, "out of memory");
     if (include_current) service_snapshot(s, fn, ctx);
+    return service_ok(err);
+}
+
+service_status service_watch_health(service *s, const service_principal *p, gateway_event_fn fn,
+                                    void *ctx, uint64_t *id, service_error *err) {
+    *id = 0;
+    if (service_authorize(s, p, SERVICE_OP_HEALTH, NULL, err) != SERVICE_OK) return err->status;
+    *id = gateway_subscribe(s->gw, fn, ctx);
+    if (!*id) return service_fail(err, SERVICE_NO_MEMORY, "out of memory");
     return service_ok(err);
 }
 

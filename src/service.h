@@ -26,7 +26,8 @@
     X(SERVICE_OP_SPAWN, "nodes.spawn")                                                             \
     X(SERVICE_OP_STOP, "nodes.stop")                                                               \
     X(SERVICE_OP_RESTART, "cnodes.restart")                                                        \
-    X(SERVICE_OP_HEALTH, "health")
+    X(SERVICE_OP_HEALTH, "health")                                                                 \
+    X(SERVICE_OP_REFLECTION, "reflection")
 
 typedef enum service_op {
 #define X(id, name) id,
@@ -93,8 +94,9 @@ typedef struct service_grant {
     const char *pattern; /* NULL: every target */
 } service_grant;
 
-/* Who asks: the authenticated caller and what it may do. Listing and reading C-nodes and nodes
- * and health need no grant; rpc, loading and spawning also need their erlang_nodes switch. */
+/* Who asks: the authenticated caller and what it may do. Listing and reading C-nodes and nodes,
+ * health and gRPC server reflection need no grant; health needs no principal either (probes);
+ * rpc, loading and spawning also need their erlang_nodes switch. */
 typedef struct service_principal {
     const char *name;
     bool all; /* every operation on every target (no authentication configured) */
@@ -126,9 +128,14 @@ service_status service_authenticate(const service *s, const struct auth_credenti
 /* True when every request must prove a principal. */
 bool service_auth_required(const service *s);
 
+/* True when `op` needs no credentials on any transport: the probes (/healthz, /readyz, gRPC
+ * health), since an orchestrator has no token. Transports do not authenticate those requests
+ * and pass a NULL principal. */
+bool service_op_is_probe(service_op op);
+
 /* Refuses with SERVICE_PERMISSION_DENIED unless `p` may run `op` (on `target`, may be NULL),
- * and with SERVICE_UNAUTHENTICATED when `p` is NULL. Every operation below calls it first;
- * transports need it only to fail early. */
+ * and with SERVICE_UNAUTHENTICATED when `p` is NULL (unless `op` is a probe). Every operation
+ * below calls it first; transports need it only to fail early. */
 service_status service_authorize(const service *s, const service_principal *p, service_op op,
                                  const char *target, service_error *err);
 
@@ -234,12 +241,21 @@ service_status service_get_cnode(service *s, const service_principal *p, const c
  * `not_ready` (may be NULL), the names of those that are not (malloc'd array of config-owned
  * names, the caller frees the array). */
 bool service_health(service *s, const char ***not_ready, size_t *count);
+/* Whether `cnode` serves (*serving: an instance of it is up), or with `cnode` NULL the whole
+ * gateway (*serving: service_health's readiness). A probe: `p` may be NULL. SERVICE_NOT_FOUND
+ * for a name that is no C-node. */
+service_status service_health_check(service *s, const service_principal *p, const char *cnode,
+                                    bool *serving, service_error *err);
 /* Subscribes `fn` to lifecycle events (gateway_subscribe's contract); with `include_current`,
  * first every node's current state as events with seq 0 (`fn` is then called on this thread
  * before this returns: subscribe first, so nothing between is lost). *id for service_unwatch. */
 service_status service_watch(service *s, const service_principal *p, bool include_current,
                              gateway_event_fn fn, void *ctx, uint64_t *id, service_error *err);
-/* Ends a subscription (gateway_unsubscribe's contract). */
+/* Subscribes `fn` to lifecycle events for a health watch (gateway_subscribe's contract, no
+ * current states): a probe, `p` may be NULL. *id for service_unwatch. */
+service_status service_watch_health(service *s, const service_principal *p, gateway_event_fn fn,
+                                    void *ctx, uint64_t *id, service_error *err);
+/* Ends a subscription (gateway_unsubscribe's contract; 0 is ignored). */
 void service_unwatch(service *s, uint64_t id);
 
 #endif

@@ -8,6 +8,7 @@
 
 #include <limits.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -226,8 +227,8 @@ static void test_every_operation_refuses_a_principal_without_its_permission(void
     /* allowed everything but the operation under test: the refusal must name that one */
     for (int op = 0; op < SERVICE_OP_COUNT; op++) {
         if (op == SERVICE_OP_HEALTH || op == SERVICE_OP_LIST_CNODES || op == SERVICE_OP_GET_CNODE ||
-            op == SERVICE_OP_LIST_NODES)
-            continue; /* probes and status need no permission */
+            op == SERVICE_OP_LIST_NODES || op == SERVICE_OP_REFLECTION)
+            continue; /* probes, status and the schema need no permission */
         service_grant grants[SERVICE_OP_COUNT];
         size_t n_grants = 0;
         for (int other = 0; other < SERVICE_OP_COUNT; other++)
@@ -278,6 +279,7 @@ static void test_every_operation_refuses_a_principal_without_its_permission(void
         case SERVICE_OP_STOP: st = service_stop_node(svc, &p, "child1@127.0.0.1", &e); break;
         case SERVICE_OP_RESTART: st = service_restart_cnode(svc, &p, "t", &e); break;
         case SERVICE_OP_HEALTH:
+        case SERVICE_OP_REFLECTION:
         case SERVICE_OP_COUNT: break;
         }
         char needle[64];
@@ -806,6 +808,65 @@ static void test_health_names_what_is_not_ready(void **state) {
     assert_true(service_health(svc, NULL, NULL));
 }
 
+static void test_health_check_serves_the_gateway_and_each_cnode_without_a_principal(void **state) {
+    (void)state;
+    /* ready once every instance is up (setup waited for the first of the pool) */
+    for (int64_t deadline = fixture_now_ms() + 20000; !service_health(svc, NULL, NULL);) {
+        if (fixture_now_ms() > deadline) fail_msg("the gateway did not become ready");
+        fixture_sleep_ms(5);
+    }
+    service_error e;
+    bool serving = false;
+    assert_int_equal(service_health_check(svc, NULL, NULL, &serving, &e), SERVICE_OK);
+    assert_true(serving);
+    serving = false;
+    assert_int_equal(service_health_check(svc, NULL, "t", &serving, &e), SERVICE_OK);
+    assert_true(serving);
+    serving = false;
+    assert_int_equal(service_health_check(svc, NULL, "pool", &serving, &e), SERVICE_OK);
+    assert_true(serving);
+    assert_refused(service_health_check(svc, NULL, "nope", &serving, &e), &e, SERVICE_NOT_FOUND,
+                   "'nope'");
+    assert_false(serving);
+    /* only the probe is open: the operations around it still want a principal */
+    assert_true(service_op_is_probe(SERVICE_OP_HEALTH));
+    for (int op = 0; op < SERVICE_OP_COUNT; op++) {
+        if (op == SERVICE_OP_HEALTH) continue;
+        assert_false(service_op_is_probe((service_op)op));
+        assert_refused(service_authorize(svc, NULL, (service_op)op, NULL, &e), &e,
+                       SERVICE_UNAUTHENTICATED, "authentication");
+    }
+}
+
+static void test_health_check_of_a_stopped_pool_instance_still_serves(void **state) {
+    (void)state;
+    /* one instance down is still a serving C-node: any instance up will do */
+    gateway_cnode_info info;
+    assert_int_equal(gateway_cnode_info_by_name(fx.gw, "pool", &info), 0);
+    assert_int_equal(info.instances, 2);
+    gateway_cnode_info one;
+    size_t index = 0;
+    for (; index < gateway_cnode_count(fx.gw); index++) {
+        gateway_cnode_info probe;
+        if (gateway_cnode_info_at(fx.gw, index, &probe) == 0 && strcmp(probe.name, "pool") == 0)
+            break;
+    }
+    assert_int_equal(gateway_cnode_instance_at(fx.gw, index, 2, &one), 0);
+    assert_true(one.os_pid > 0);
+    kill(one.os_pid, SIGKILL);
+    for (;;) { /* max_restarts 0: the instance stays failed */
+        assert_int_equal(gateway_cnode_instance_at(fx.gw, index, 2, &one), 0);
+        if (one.state == CNODE_FAILED) break;
+        fixture_sleep_ms(5);
+    }
+    service_error e;
+    bool serving = false;
+    assert_int_equal(service_health_check(svc, NULL, "pool", &serving, &e), SERVICE_OK);
+    assert_true(serving);
+    assert_int_equal(service_health_check(svc, NULL, NULL, &serving, &e), SERVICE_OK);
+    assert_false(serving); /* not ready: an instance that should run is not up */
+}
+
 typedef struct seen_events {
     size_t current; /* seq 0 */
     bool saw_t, saw_pool;
@@ -847,6 +908,7 @@ int main(void) {
         cmocka_unit_test(test_operation_names_are_distinct),
         cmocka_unit_test(test_every_operation_refuses_a_principal_without_its_permission),
         cmocka_unit_test(test_no_principal_is_unauthenticated),
+        cmocka_unit_test(test_health_check_serves_the_gateway_and_each_cnode_without_a_principal),
         cmocka_unit_test(test_grants_name_their_targets_with_globs),
         cmocka_unit_test(test_rpc_load_and_spawn_are_off_unless_switched_on),
         cmocka_unit_test(test_rpc_to_a_node_nodexd_does_not_know_is_refused),
@@ -868,6 +930,8 @@ int main(void) {
         cmocka_unit_test(test_cnode_snapshots_list_get_and_pool_instances),
         cmocka_unit_test(test_health_names_what_is_not_ready),
         cmocka_unit_test(test_watch_sends_current_states_before_it_returns),
+        /* last: it leaves a pool instance failed */
+        cmocka_unit_test(test_health_check_of_a_stopped_pool_instance_still_serves),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
