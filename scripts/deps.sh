@@ -21,6 +21,7 @@ packages=(
   python3-grpcio python3-protobuf      # gRPC integration tests and the Python client
   protobuf-compiler protobuf-compiler-grpc  # protoc: the descriptor set server reflection serves; + grpc_python_plugin: Python stubs
   grpc-proto                           # grpc.health.v1 and grpc.reflection.v1/v1alpha .proto files nodexd serves
+  python3-prometheus-client            # test_observability parses /metrics with Prometheus' own parser
   yamllint                             # lint of deploy/ YAML (tests/integration/test_deploy_lint.py)
   shellcheck                           # lint of the shell scripts (same test)
   systemd                              # systemd-analyze verify of deploy/systemd (same test)

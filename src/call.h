@@ -23,6 +23,14 @@ typedef enum call_outcome {
 #undef X
 } call_outcome;
 
+/* Number of outcomes (arrays indexed by call_outcome): the enumerators counted. */
+enum {
+#define X(id, http, code) id##_COUNTED,
+    CALL_OUTCOMES(X)
+#undef X
+        CALL_OUTCOME_COUNT
+};
+
 /* HTTP status for an outcome (504). */
 int call_outcome_http(call_outcome o);
 /* Error code for an outcome ("timeout"). */
@@ -45,6 +53,7 @@ struct call {
     erlang_ref ref;      /* gen_call protocol: the reference of the envelope */
     uint64_t key;        /* dist_pid_key(&pid) */
     int64_t deadline_ms; /* monotonic */
+    int64_t started_us;  /* monotonic µs when first registered: the start of its latency */
     void *cnode;         /* while registered: its owner (routing_owner) */
     call_done_fn on_done;
     call_message_fn on_message; /* NULL: such messages are dropped and counted */

@@ -833,6 +833,7 @@ static const field_spec terms_fields[] = {
 static const field_spec log_fields[] = {
     CUSTOM(config, "level", log_level, set_log_level),
     CUSTOM(config, "format", log_format, set_log_format),
+    BOOL(config, "access", log_access),
 };
 
 static const field_spec cnode_fields[] = {

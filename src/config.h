@@ -193,7 +193,8 @@ typedef struct config {
     bool allow_rpc;          /* erlang_nodes.rpc: rpc at all; default false */
     bool allow_load_modules; /* erlang_nodes.load_modules; default false */
     bool allow_spawn;        /* erlang_nodes.spawn: spawn and stop children; default false */
-    bool auth_none; /* `auth: none`: no authentication, even on a public listener (warned) */
+    bool auth_none;  /* `auth: none`: no authentication, even on a public listener (warned) */
+    bool log_access; /* log.access: one line per finished HTTP request and gRPC call */
 } config;
 
 /* Error report: "file:line: key: what is wrong". */

@@ -58,6 +58,14 @@ uint64_t dist_ignored_count(const dist_conn *c, dist_ignored_control kind) {
     return (unsigned)kind < DIST_CTL_KINDS ? atomic_load(&c->ignored[kind]) : 0;
 }
 
+uint64_t dist_bytes_in(const dist_conn *c) {
+    return atomic_load_explicit(&c->bytes_in, memory_order_relaxed);
+}
+
+uint64_t dist_bytes_out(const dist_conn *c) {
+    return atomic_load_explicit(&c->bytes_out, memory_order_relaxed);
+}
+
 /* Counts a control message that nodexd does not act on under its kind. */
 static void dist_count_ignored(dist_conn *c, long type) {
     static const long ops[] = {
@@ -138,6 +146,7 @@ static int dist_write_iov(dist_conn *c, const struct iovec *iov_in, int iovcnt, 
             return errno == EAGAIN ? 0 : -1;
         }
         *written += (size_t)n;
+        atomic_fetch_add_explicit(&c->bytes_out, (uint64_t)n, memory_order_relaxed);
         while (iovcnt > 0 && (size_t)n >= iov->iov_len) {
             n -= (ssize_t)iov->iov_len;
             iov++;
@@ -650,6 +659,7 @@ dist_read(dist_conn *c, void (*on_message)(void *, dist_conn *, const dist_messa
         }
         c->rlen += (size_t)n;
         budget -= (size_t)n;
+        atomic_fetch_add_explicit(&c->bytes_in, (uint64_t)n, memory_order_relaxed);
         atomic_store(&c->last_recv_ms, dist_now_ms());
         /* Dispatch every complete packet in the buffer. */
         size_t off = 0;

@@ -104,6 +104,8 @@ typedef struct dist_conn {
     size_t max_packet;
     size_t read_budget; /* bytes one dist_read takes at most: DIST_READ_BUDGET unless lowered */
     atomic_uint_fast64_t ignored[DIST_CTL_KINDS]; /* control messages read and not acted on */
+    atomic_uint_fast64_t bytes_in;                /* read from the socket so far */
+    atomic_uint_fast64_t bytes_out;               /* written to the socket so far */
     void *owner;                                  /* the event loop's context for this connection */
     /* Called (outside the send lock) on the sending thread when a send that is not corked leaves
      * bytes the socket did not take: the owner must wait for EPOLLOUT and call dist_flush. Set
@@ -141,6 +143,9 @@ dist_close_reason dist_read(dist_conn *c,
 
 /* How many control messages of `kind` c has read and dropped (any thread). */
 uint64_t dist_ignored_count(const dist_conn *c, dist_ignored_control kind);
+/* Bytes read from (received) and written to (sent) the socket so far. Any thread. */
+uint64_t dist_bytes_in(const dist_conn *c);
+uint64_t dist_bytes_out(const dist_conn *c);
 
 /* Corks the calling thread (an event loop that must never block): from now on its sends are only
  * queued, whole packets in order per connection, until dist_cork_flush writes them. */

@@ -105,6 +105,7 @@ struct gw_cnode {
     routing_owner route;   /* its calls in flight and their counters (routing's accessors) */
     routing_owner waiting; /* a C-node's first instance: calls held until an instance is up */
     uint64_t ignored[DIST_CTL_KINDS]; /* control messages dropped on its closed connections */
+    uint64_t bytes_in, bytes_out;     /* received and sent on its closed connections */
     unsigned calls_sent;              /* to this process since it started (calls_per_process) */
     bool draining;          /* took its calls_per_process: no more calls, recycled when idle */
     bool restart_requested; /* gateway_restart_cnode asked; the loop acts on it */
@@ -320,6 +321,10 @@ static void gw_cnode_disconnect(gw_cnode *cn) {
     cn->live = NULL;
     for (int k = 0; live && k < DIST_CTL_KINDS; k++)
         cn->ignored[k] += dist_ignored_count(live, (dist_ignored_control)k);
+    if (live) {
+        cn->bytes_in += dist_bytes_in(live);
+        cn->bytes_out += dist_bytes_out(live);
+    }
     pthread_mutex_unlock(&gw->mu);
     if (live) dist_conn_unref(live);
     if (cn->conn) {
@@ -1596,6 +1601,10 @@ static void gw_instance_info_locked(const gw_cnode *cn, int64_t now, gateway_cno
         out->ignored_controls[k] =
             cn->ignored[k] + (cn->live ? dist_ignored_count(cn->live, (dist_ignored_control)k) : 0);
     out->dropped_messages = routing_owner_dropped(&cn->route);
+    out->stats = *routing_owner_stats(&cn->route);
+    memset(&out->waited, 0, sizeof out->waited);
+    out->bytes_in = cn->bytes_in + (cn->live ? dist_bytes_in(cn->live) : 0);
+    out->bytes_out = cn->bytes_out + (cn->live ? dist_bytes_out(cn->live) : 0);
     out->direction = cn->cfg->direction;
     out->protocol = cn->cfg->protocol;
 }
@@ -1618,11 +1627,16 @@ int gateway_cnode_info_at(gateway *gw, size_t index, gateway_cnode_info *out) {
             out->ignored_controls[k] += one.ignored_controls[k];
         out->calls_total += one.calls_total;
         out->dropped_messages += one.dropped_messages;
+        routing_stats_add(&out->stats, &one.stats);
+        out->bytes_in += one.bytes_in;
+        out->bytes_out += one.bytes_out;
         if (out->state != CNODE_UP && one.state == CNODE_UP) {
             out->state = CNODE_UP;
             out->uptime_ms = one.uptime_ms;
         }
     }
+    out->waited = *routing_owner_stats(&first->waiting); /* calls never sent */
+    routing_stats_add(&out->stats, &out->waited);
     out->instance = 0;
     pthread_mutex_unlock(&gw->mu);
     return 0;

@@ -12,6 +12,7 @@
 #include "call.h"
 #include "config.h"
 #include "dist.h"
+#include "routing.h"
 
 /* Externally visible C-node states, from one list. */
 #define CNODE_STATES(X)                                                                            \
@@ -70,6 +71,12 @@ typedef struct gateway_cnode_info {
     uint64_t ignored_controls[DIST_CTL_KINDS]; /* control messages read and not acted on, by
                                                   kind (dist_ignored_control_name) */
     uint64_t dropped_messages; /* replies after their call ended, filtered or unmatched messages */
+    routing_stats stats;       /* how its calls ended (outcomes, latency), drops by cause; a
+                                  C-node's (instance 0) includes `waited` */
+    routing_stats waited;      /* instance 0 only: calls that ended before reaching an instance
+                                  (they waited out a restart and timed out or were cancelled) */
+    uint64_t bytes_in;         /* distribution bytes received from it, all connections */
+    uint64_t bytes_out;        /* and sent to it */
     cnode_direction direction;
     cnode_protocol protocol;
 } gateway_cnode_info;

@@ -18,9 +18,11 @@
 #include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
 
+#include "access.h"
 #include "auth.h"
 #include "grpc_health.h"
 #include "log.h"
+#include "metrics.h"
 #include "service.h"
 #include "term_common.h"
 #include "term_pb.h"
@@ -109,6 +111,7 @@ struct grpc_api {
     /* grpc.tls: the fetcher hands gRPC a new certificate config when the generation moved */
     tls_creds *tls;
     atomic_uint_least64_t tls_served; /* generation gRPC has */
+    metrics_requests *requests;       /* nodex_grpc_requests_total */
 };
 
 /* One gRPC call being served. Reference-counted: one reference per outstanding tag, one while
@@ -150,6 +153,11 @@ struct gcall {
     unsigned timeout_ms;
     char target[256]; /* C-node or node name, for messages */
     char module[256]; /* LoadModule, for messages */
+    /* for the access log and metrics */
+    access_ids ids;     /* x-request-id (echoed or made, sent back) and the trace context */
+    int64_t started_us; /* monotonic, when the call arrived */
+    uint64_t bytes_in;  /* request message bytes */
+    uint64_t bytes_out; /* reply message bytes queued */
 };
 
 typedef void (*method_fn)(gcall *g, const ProtobufCMessage *req);
@@ -190,6 +198,44 @@ static const char *method_name(const gcall *g) {
 static bool method_is_probe(int method) {
     return (method == M_HEALTH || method == M_HEALTH_CHECK || method == M_HEALTH_WATCH) &&
            service_op_is_probe(SERVICE_OP_HEALTH);
+}
+
+/* Metrics' method label: each method's full name, then one for every method not served. */
+static const char *const grpc_method_labels[M_COUNT + 1] = {
+#define X(id, name, msg, fn) [id] = GRPC_SERVICE_PREFIX name,
+    GRPC_METHODS(X)
+#undef X
+        [M_COUNT] = "unimplemented",
+};
+
+/* The canonical name of a status code ("UNAVAILABLE"). */
+static const char *grpc_status_name(grpc_status_code code) {
+    static const char *const names[] = {
+        "OK",
+        "CANCELLED",
+        "UNKNOWN",
+        "INVALID_ARGUMENT",
+        "DEADLINE_EXCEEDED",
+        "NOT_FOUND",
+        "ALREADY_EXISTS",
+        "PERMISSION_DENIED",
+        "RESOURCE_EXHAUSTED",
+        "FAILED_PRECONDITION",
+        "ABORTED",
+        "OUT_OF_RANGE",
+        "UNIMPLEMENTED",
+        "INTERNAL",
+        "UNAVAILABLE",
+        "DATA_LOSS",
+        "UNAUTHENTICATED",
+    };
+    return (unsigned)code < sizeof names / sizeof names[0] ? names[code] : "UNKNOWN";
+}
+
+static int64_t grpc_now_us(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -241,8 +287,43 @@ static void gqueue_clear(gqueue *q) {
     }
 }
 
+/* Counts the finished call (and logs it with log.access): method, status, sizes, duration. */
+static void gcall_account(gcall *g) {
+    grpc_api *api = g->api;
+    grpc_status_code code = g->status_sent ? g->status : GRPC_STATUS_CANCELLED;
+    size_t label = g->method >= 0 ? (size_t)g->method : M_COUNT;
+    metrics_requests_count(api->requests, label, (unsigned)code);
+    if (!api->cfg->log_access) return;
+    char *peer = grpc_call_get_peer(g->call);
+    char method[256];
+    if (g->method >= 0) {
+        snprintf(method, sizeof method, "%s", grpc_methods[g->method].path);
+    } else {
+        char *m = grpc_slice_to_c_string(g->details.method);
+        snprintf(method, sizeof method, "%s", m);
+        gpr_free(m);
+    }
+    access_entry e = {
+        .transport = "grpc",
+        .method = method,
+        .route = grpc_method_labels[label],
+        .target = g->target,
+        .status = (unsigned)code,
+        .code = code == GRPC_STATUS_OK ? NULL : grpc_status_name(code),
+        .duration_us = grpc_now_us() - g->started_us,
+        .bytes_in = g->bytes_in,
+        .bytes_out = g->bytes_out,
+        .peer = peer,
+        .principal = g->principal ? g->principal->name : NULL,
+        .ids = &g->ids,
+    };
+    access_log(&e);
+    gpr_free(peer);
+}
+
 static void gcall_free(gcall *g) {
     grpc_api *api = g->api;
+    if (g->call) gcall_account(g);
     if (g->listed) {
         pthread_mutex_lock(&api->mu);
         if (g->live_prev)
@@ -377,6 +458,7 @@ static int gcall_queue_locked(gcall *g, const ProtobufCMessage *msg, gqueue *q) 
     if (g->finishing || g->dead) return -1;
     size_t max = g->api->cfg->grpc_max_message_bytes;
     size_t n = protobuf_c_message_get_packed_size(msg);
+    g->bytes_out += n;
     if (n > max) {
         gcall_finish_locked(g, GRPC_STATUS_RESOURCE_EXHAUSTED,
                             "reply of %zu bytes is over grpc.max_message_bytes (%zu)", n, max);
@@ -1189,14 +1271,19 @@ static void on_request(gtag *t, bool ok) {
         atomic_fetch_sub(&g->refs, 1);
         g->dead = true;
     }
-    size_t id_len;
-    if (gcall_metadata(g, GRPC_REQUEST_ID_KEY, &id_len)) {
-        /* echoed: the slices belong to the call, which outlives every batch */
-        g->reply_md[0] = *gcall_metadata_entry(g, GRPC_REQUEST_ID_KEY);
-        g->reply_md_count = 1;
-        log_debug("grpc %s: %s %.*s", method_name(g), GRPC_REQUEST_ID_KEY, (int)id_len,
-                  (const char *)GRPC_SLICE_START_PTR(g->reply_md[0].value));
-    }
+    g->started_us = grpc_now_us();
+    if (g->payload) g->bytes_in = grpc_byte_buffer_length(g->payload);
+    size_t id_len = 0, tp_len = 0, ts_len = 0;
+    const char *id = gcall_metadata(g, GRPC_REQUEST_ID_KEY, &id_len);
+    const char *tp = gcall_metadata(g, "traceparent", &tp_len);
+    const char *ts = gcall_metadata(g, "tracestate", &ts_len);
+    access_ids_from(&g->ids, id, id_len, tp, tp_len, ts, ts_len);
+    /* sent back in the initial metadata: the client's id when acceptable, else one made here
+     * (the slices point into g, which outlives every batch) */
+    g->reply_md[0].key = grpc_slice_from_static_string(GRPC_REQUEST_ID_KEY);
+    g->reply_md[0].value = grpc_slice_from_static_string(g->ids.request_id);
+    g->reply_md_count = 1;
+    log_debug("grpc %s: %s %s", method_name(g), GRPC_REQUEST_ID_KEY, g->ids.request_id);
     if (g->method == M_UNREGISTERED) {
         char *m = grpc_slice_to_c_string(g->details.method);
         log_debug("grpc: unknown method %s", m);
@@ -1321,6 +1408,9 @@ grpc_api *grpc_api_start(const config *cfg, gateway *gw, service *svc, char *err
     api->gw = gw;
     api->svc = svc;
     api->limits = *service_limits(api->svc);
+    api->requests = metrics_add_requests(service_metrics(api->svc), "nodex_grpc_requests_total",
+                                         "gRPC calls finished, by method and status code.",
+                                         "method", "code", grpc_method_labels, M_COUNT + 1, 16);
     api->wire_depth = term_pb_wire_depth(cfg->term_max_depth, 2);
     api->shutdown_tag.fn = on_shutdown;
     atomic_init(&api->stopping, false);

@@ -23,6 +23,8 @@
 #include "http_stream.h"
 #include "log.h"
 #include "service.h"
+#include "metrics.h"
+#include "access.h"
 #include "strbuf.h"
 #include "term.h"
 #include "tls.h"
@@ -57,6 +59,7 @@ struct http_api {
     atomic_bool run_due; /* MHD_run needed: its epoll fd was readable or a connection resumed */
     tls_creds *tls;      /* HTTPS when non-NULL */
     http_limits *guard;  /* header and body deadlines, the body budget */
+    metrics_requests *requests; /* nodex_http_requests_total */
 };
 
 typedef enum request_kind { REQ_CALL, REQ_CAST, REQ_RPC, REQ_LOAD, REQ_SPAWN } request_kind;
@@ -86,19 +89,29 @@ typedef struct http_request {
     atomic_bool done;                   /* set by the gateway's loop before it resumes us */
     const service_principal *principal; /* who sent it; NULL for the open probes */
     call call;
+    /* for the access log and metrics */
+    http_route route;       /* what the method and path asked for (matched on arrival) */
+    access_ids ids;         /* X-Request-Id (echoed or made) and the trace context */
+    int64_t started_us;     /* monotonic, when the headers were in */
+    uint64_t bytes_in;      /* request body bytes received */
+    uint64_t bytes_out;     /* response body bytes queued (streams: not counted) */
+    char method[16];        /* for the access log */
+    const char *error_code; /* the error body's code, if the answer was one */
 } http_request;
 
 /* ------------------------------------------------------------------------------------------ */
 /* Responses */
 
-/* Headers every response carries as its status and request ask: CORS for an allowed Origin
- * (a refused one never gets this far), the Bearer challenge, Retry-After. */
-static void http_common_headers(struct MHD_Connection *conn, struct MHD_Response *r,
-                                unsigned status) {
+/* Headers every response carries as its status and request ask: the request id, CORS for an
+ * allowed Origin (a refused one never gets this far), the Bearer challenge, Retry-After. */
+static void http_common_headers(http_request *req, struct MHD_Response *r, unsigned status) {
+    struct MHD_Connection *conn = req->conn;
+    MHD_add_response_header(r, "X-Request-Id", req->ids.request_id);
     const char *origin = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Origin");
     if (origin) {
         MHD_add_response_header(r, MHD_HTTP_HEADER_ACCESS_CONTROL_ALLOW_ORIGIN, origin);
         MHD_add_response_header(r, MHD_HTTP_HEADER_VARY, "Origin");
+        MHD_add_response_header(r, "Access-Control-Expose-Headers", "X-Request-Id");
     }
     if (status == 401)
         MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE,
@@ -108,7 +121,19 @@ static void http_common_headers(struct MHD_Connection *conn, struct MHD_Response
     if (status == 503) MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, "1");
 }
 
-static enum MHD_Result http_send(struct MHD_Connection *conn, unsigned status, const char *type,
+/* Every response leaves here: the common headers, then MHD's queue (the response is
+ * destroyed: MHD holds its own reference). */
+static enum MHD_Result http_queue(http_request *req, unsigned status, struct MHD_Response *r,
+                                  size_t body_len) {
+    if (!r) return MHD_NO;
+    http_common_headers(req, r, status);
+    req->bytes_out += body_len;
+    enum MHD_Result ret = MHD_queue_response(req->conn, status, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+static enum MHD_Result http_send(http_request *req, unsigned status, const char *type,
                                  strbuf *body) {
     size_t len;
     char *data = strbuf_detach(body, &len);
@@ -118,41 +143,39 @@ static enum MHD_Result http_send(struct MHD_Connection *conn, unsigned status, c
         return MHD_NO;
     }
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
-    http_common_headers(conn, r, status);
-    enum MHD_Result ret = MHD_queue_response(conn, status, r);
-    MHD_destroy_response(r);
-    return ret;
+    return http_queue(req, status, r, len);
 }
 
 /* Queues {"error":{"code":..., "message":...}}. */
-static enum MHD_Result http_error(struct MHD_Connection *conn, unsigned status, const char *code,
+static enum MHD_Result http_error(http_request *req, unsigned status, const char *code,
                                   const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-static enum MHD_Result http_error(struct MHD_Connection *conn, unsigned status, const char *code,
+static enum MHD_Result http_error(http_request *req, unsigned status, const char *code,
                                   const char *fmt, ...) {
     char msg[512];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    req->error_code = code;
     strbuf sb = {0};
     strbuf_puts(&sb, "{\"error\":{\"code\":");
     strbuf_json_string(&sb, code, strlen(code));
     strbuf_puts(&sb, ",\"message\":");
     strbuf_json_string(&sb, msg, strlen(msg));
     strbuf_puts(&sb, "}}");
-    return http_send(conn, status, "application/json", &sb);
+    return http_send(req, status, "application/json", &sb);
 }
 
 /* Queues the error body of an operation's refusal. */
-static enum MHD_Result http_fail(struct MHD_Connection *conn, const service_error *e) {
-    return http_error(conn, (unsigned)service_status_http(e->status),
-                      service_status_code(e->status), "%s", e->message);
+static enum MHD_Result http_fail(http_request *req, const service_error *e) {
+    return http_error(req, (unsigned)service_status_http(e->status), service_status_code(e->status),
+                      "%s", e->message);
 }
 
 /* Queues the error body of a term that cannot be read. */
-static enum MHD_Result http_fail_term(struct MHD_Connection *conn, const term_error *err) {
+static enum MHD_Result http_fail_term(http_request *req, const term_error *err) {
     service_status st = service_status_of_term(err->status);
-    return http_error(conn, (unsigned)service_status_http(st), service_status_code(st), "%s",
+    return http_error(req, (unsigned)service_status_http(st), service_status_code(st), "%s",
                       err->message);
 }
 
@@ -161,7 +184,7 @@ static const service_principal *http_principal(const http_request *req) {
     return req->principal;
 }
 
-static enum MHD_Result http_method_not_allowed(struct MHD_Connection *conn, const char *allow) {
+static enum MHD_Result http_method_not_allowed(http_request *req, const char *allow) {
     strbuf sb = {0};
     strbuf_printf(&sb, "{\"error\":{\"code\":\"method_not_allowed\",\"message\":\"use %s\"}}",
                   allow);
@@ -174,10 +197,7 @@ static enum MHD_Result http_method_not_allowed(struct MHD_Connection *conn, cons
     }
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
     MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, allow);
-    http_common_headers(conn, r, MHD_HTTP_METHOD_NOT_ALLOWED);
-    enum MHD_Result ret = MHD_queue_response(conn, MHD_HTTP_METHOD_NOT_ALLOWED, r);
-    MHD_destroy_response(r);
-    return ret;
+    return http_queue(req, MHD_HTTP_METHOD_NOT_ALLOWED, r, len);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -270,7 +290,7 @@ static enum MHD_Result http_list_cnodes(http_request *req) {
     size_t n;
     service_error e;
     if (service_list_cnodes(req->api->svc, http_principal(req), &infos, &n, &e) != SERVICE_OK)
-        return http_fail(req->conn, &e);
+        return http_fail(req, &e);
     strbuf sb = {0};
     strbuf_puts(&sb, "{\"cnodes\":[");
     for (size_t k = 0; k < n; k++) {
@@ -279,19 +299,19 @@ static enum MHD_Result http_list_cnodes(http_request *req) {
     }
     strbuf_puts(&sb, "]}");
     free(infos);
-    return http_send(req->conn, MHD_HTTP_OK, "application/json", &sb);
+    return http_send(req, MHD_HTTP_OK, "application/json", &sb);
 }
 
 /* POST /cnodes/{name}/restart: 202 once asked; /events and GET /cnodes/{name} show it come up. */
 static enum MHD_Result http_restart_cnode(http_request *req, const char *name) {
     service_error e;
     if (service_restart_cnode(req->api->svc, http_principal(req), name, &e) != SERVICE_OK)
-        return http_fail(req->conn, &e);
+        return http_fail(req, &e);
     strbuf sb = {0};
     strbuf_puts(&sb, "{\"name\":");
     strbuf_json_string(&sb, name, strlen(name));
     strbuf_puts(&sb, ",\"restart\":\"requested\"}");
-    return http_send(req->conn, MHD_HTTP_ACCEPTED, "application/json", &sb);
+    return http_send(req, MHD_HTTP_ACCEPTED, "application/json", &sb);
 }
 
 static enum MHD_Result http_get_cnode(http_request *req, const char *name) {
@@ -300,7 +320,7 @@ static enum MHD_Result http_get_cnode(http_request *req, const char *name) {
     service_error e;
     if (service_get_cnode(req->api->svc, http_principal(req), name, &info, &pool, &n, &e) !=
         SERVICE_OK)
-        return http_fail(req->conn, &e);
+        return http_fail(req, &e);
     strbuf sb = {0};
     http_json_cnode(&sb, &info);
     if (pool) {
@@ -322,7 +342,7 @@ static enum MHD_Result http_get_cnode(http_request *req, const char *name) {
         strbuf_puts(&sb, "]}");
         free(pool);
     }
-    return http_send(req->conn, MHD_HTTP_OK, "application/json", &sb);
+    return http_send(req, MHD_HTTP_OK, "application/json", &sb);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -356,26 +376,25 @@ static enum MHD_Result http_rpc_response(http_request *req);
 
 static enum MHD_Result http_call_response(http_request *req) {
     call *c = &req->call;
-    struct MHD_Connection *conn = req->conn;
-    if (req->refused.status != SERVICE_OK) return http_fail(conn, &req->refused);
+    if (req->refused.status != SERVICE_OK) return http_fail(req, &req->refused);
     if (req->kind == REQ_SPAWN)
-        return http_send(conn, req->spawn_failed ? MHD_HTTP_SERVICE_UNAVAILABLE : MHD_HTTP_CREATED,
+        return http_send(req, req->spawn_failed ? MHD_HTTP_SERVICE_UNAVAILABLE : MHD_HTTP_CREATED,
                          "application/json", &req->spawned);
     service_error e;
     const char *what = req->kind == REQ_CALL ? "C-node" : "node";
     if (service_call_outcome(c, what, req->target, req->timeout_ms, &e) != SERVICE_OK)
-        return http_fail(conn, &e);
+        return http_fail(req, &e);
     if (req->kind == REQ_RPC || req->kind == REQ_LOAD) return http_rpc_response(req);
     strbuf sb = {0};
     term_error err = {0};
     int idx = (int)c->reply_offset;
     if (http_render_term(req->out, c->reply, c->reply_len, &idx, &req->api->limits, &sb, &err)) {
         strbuf_free(&sb);
-        return http_error(conn, MHD_HTTP_BAD_GATEWAY, "bad_reply",
+        return http_error(req, MHD_HTTP_BAD_GATEWAY, "bad_reply",
                           "C-node %s sent a reply that cannot be decoded: %s", req->target,
                           err.message);
     }
-    return http_send(conn, MHD_HTTP_OK, http_format_mime(req->out), &sb);
+    return http_send(req, MHD_HTTP_OK, http_format_mime(req->out), &sb);
 }
 
 /* Answers a refusal from the resumed connection like any other outcome (no response may be
@@ -392,7 +411,7 @@ static enum MHD_Result http_call_submit(http_request *req) {
     http_api *api = req->api;
     struct MHD_Connection *conn = req->conn;
     if (req->too_large)
-        return http_error(conn, MHD_HTTP_CONTENT_TOO_LARGE, "payload_too_large",
+        return http_error(req, MHD_HTTP_CONTENT_TOO_LARGE, "payload_too_large",
                           "request body over %zu bytes", api->cfg->max_body_bytes);
     ei_x_buff x;
     call *c = &req->call;
@@ -400,17 +419,17 @@ static enum MHD_Result http_call_submit(http_request *req) {
     term_error err = {0};
     if (http_decode_body(req, &c->pid, &x, &err) != 0) {
         ei_x_free(&x);
-        return http_fail_term(conn, &err);
+        return http_fail_term(req, &err);
     }
     service_error e;
     if (req->kind == REQ_CAST) {
         service_status st = service_call(api->svc, http_principal(req), &req->creq, NULL, x.buff,
                                          (size_t)x.index, &e);
         ei_x_free(&x);
-        if (st != SERVICE_OK) return http_fail(conn, &e);
+        if (st != SERVICE_OK) return http_fail(req, &e);
         strbuf sb = {0};
         strbuf_puts(&sb, "{\"status\":\"accepted\"}");
-        return http_send(conn, MHD_HTTP_ACCEPTED, "application/json", &sb);
+        return http_send(req, MHD_HTTP_ACCEPTED, "application/json", &sb);
     }
     c->on_done = http_call_done;
     c->ctx = req;
@@ -447,14 +466,14 @@ static bool http_negotiate(http_request *req, bool streaming) {
     bool present;
     req->in = http_content_type(conn, &present);
     if (req->in == HTTP_FORMAT_NONE) {
-        http_error(conn, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type",
+        http_error(req, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type",
                    "Content-Type must be application/json, application/x-erlang-text or "
                    "application/x-erlang-binary");
         return false;
     }
     req->out = streaming ? HTTP_FORMAT_JSON : http_accept(conn, req->in);
     if (req->out == HTTP_FORMAT_NONE) {
-        http_error(conn, MHD_HTTP_NOT_ACCEPTABLE, "not_acceptable",
+        http_error(req, MHD_HTTP_NOT_ACCEPTABLE, "not_acceptable",
                    "Accept must allow application/json, application/x-erlang-text or "
                    "application/x-erlang-binary");
         return false;
@@ -472,7 +491,7 @@ static enum MHD_Result http_call_begin(http_request *req, const char *name, requ
     req->have_response = true;
     int wait = http_wait_query(conn);
     if (wait < 0)
-        return http_error(conn, MHD_HTTP_BAD_REQUEST, "bad_request", "wait must be true or false");
+        return http_error(req, MHD_HTTP_BAD_REQUEST, "bad_request", "wait must be true or false");
     req->creq = (service_call_req){.op = op,
                                    .cnode = req->target,
                                    .timeout_ms = http_timeout_query(conn),
@@ -480,7 +499,7 @@ static enum MHD_Result http_call_begin(http_request *req, const char *name, requ
                                    .no_wait = !wait};
     service_error e;
     if (service_call_check(req->api->svc, http_principal(req), &req->creq, &e) != SERVICE_OK)
-        return http_fail(conn, &e);
+        return http_fail(req, &e);
     if (!http_negotiate(req, op == SERVICE_OP_STREAM)) return MHD_YES;
     req->timeout_ms = req->creq.timeout_used;
     req->have_response = false;
@@ -492,12 +511,11 @@ static enum MHD_Result http_call_begin(http_request *req, const char *name, requ
 
 static enum MHD_Result http_list_nodes(http_request *req) {
     http_api *api = req->api;
-    struct MHD_Connection *conn = req->conn;
     gateway_node_info *nodes;
     size_t n;
     service_error e;
     if (service_list_nodes(api->svc, http_principal(req), &nodes, &n, &e) != SERVICE_OK)
-        return http_fail(conn, &e);
+        return http_fail(req, &e);
     strbuf sb = {0};
     strbuf_printf(&sb, "{\"self\":");
     const char *self = service_node_name(api->svc);
@@ -519,7 +537,7 @@ static enum MHD_Result http_list_nodes(http_request *req) {
     }
     strbuf_puts(&sb, "]}");
     free(nodes);
-    return http_send(conn, MHD_HTTP_OK, "application/json", &sb);
+    return http_send(req, MHD_HTTP_OK, "application/json", &sb);
 }
 
 /* Runs on the gateway's loop thread when the children of POST /nodes are up (or not). */
@@ -592,16 +610,16 @@ static int http_body_count(http_request *req, unsigned *count, char *why, size_t
 static enum MHD_Result http_spawn_nodes(http_request *req) {
     struct MHD_Connection *conn = req->conn;
     if (req->too_large)
-        return http_error(conn, MHD_HTTP_CONTENT_TOO_LARGE, "payload_too_large",
+        return http_error(req, MHD_HTTP_CONTENT_TOO_LARGE, "payload_too_large",
                           "request body over %zu bytes", req->api->cfg->max_body_bytes);
     bool present;
     if (http_content_type(conn, &present) != HTTP_FORMAT_JSON)
-        return http_error(conn, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type",
+        return http_error(req, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type",
                           "Content-Type must be application/json");
     unsigned count;
     char why[300];
     if (http_body_count(req, &count, why, sizeof why) != 0)
-        return http_error(conn, MHD_HTTP_BAD_REQUEST, "bad_request", "%s", why);
+        return http_error(req, MHD_HTTP_BAD_REQUEST, "bad_request", "%s", why);
     req->kind = REQ_SPAWN;
     snprintf(req->target, sizeof req->target, "children");
     MHD_suspend_connection(conn);
@@ -612,7 +630,7 @@ static enum MHD_Result http_spawn_nodes(http_request *req) {
         return MHD_YES;
     req->submitted = false;
     http_resume(req->api, conn);
-    return http_fail(conn, &e);
+    return http_fail(req, &e);
 }
 
 /* Copies an atom or UTF-8 binary term at x[*i] into out as a C string. */
@@ -718,20 +736,20 @@ static enum MHD_Result http_rpc_begin(http_request *req, const char *node) {
     snprintf(req->target, sizeof req->target, "%s", node);
     if (!http_negotiate(req, false)) return MHD_YES;
     if (req->too_large)
-        return http_error(conn, MHD_HTTP_CONTENT_TOO_LARGE, "payload_too_large",
+        return http_error(req, MHD_HTTP_CONTENT_TOO_LARGE, "payload_too_large",
                           "request body over %zu bytes", api->cfg->max_body_bytes);
     ei_x_buff x;
     service_call_pid(api->svc, &req->call);
     term_error err = {0};
     if (http_decode_body(req, &req->call.pid, &x, &err) != 0) {
         ei_x_free(&x);
-        return http_fail_term(conn, &err);
+        return http_fail_term(req, &err);
     }
     char module[256], function[256], why[200];
     int a0, a1;
     if (http_parse_mfa(x.buff, module, function, sizeof module, &a0, &a1, why, sizeof why) != 0) {
         ei_x_free(&x);
-        return http_error(conn, MHD_HTTP_BAD_REQUEST, "bad_request", "%s", why);
+        return http_error(req, MHD_HTTP_BAD_REQUEST, "bad_request", "%s", why);
     }
     snprintf(req->module, sizeof req->module, "%s", module);
     snprintf(req->function, sizeof req->function, "%s", function);
@@ -753,7 +771,7 @@ static enum MHD_Result http_load_begin(http_request *req, const char *node, cons
     snprintf(req->target, sizeof req->target, "%s", node);
     snprintf(req->module, sizeof req->module, "%s", module);
     if (req->too_large)
-        return http_error(conn, MHD_HTTP_CONTENT_TOO_LARGE, "payload_too_large",
+        return http_error(req, MHD_HTTP_CONTENT_TOO_LARGE, "payload_too_large",
                           "request body over %zu bytes", api->cfg->max_body_bytes);
     req->rreq = (service_rpc_req){.node = req->target,
                                   .module = req->module,
@@ -766,7 +784,6 @@ static enum MHD_Result http_load_begin(http_request *req, const char *node, cons
 /* rpc and load replies: {badrpc, Reason} is 502 with Reason; load wants {module, M}. */
 static enum MHD_Result http_rpc_response(http_request *req) {
     call *c = &req->call;
-    struct MHD_Connection *conn = req->conn;
     service *svc = req->api->svc;
     service_error e;
     int at;
@@ -780,37 +797,37 @@ static enum MHD_Result http_rpc_response(http_request *req) {
         if (term_to_json(c->reply, c->reply_len, &at, service_limits(svc), &sb, &err) != 0)
             strbuf_puts(&sb, "null");
         strbuf_puts(&sb, "}}");
-        return http_send(conn, MHD_HTTP_BAD_GATEWAY, "application/json", &sb);
+        return http_send(req, MHD_HTTP_BAD_GATEWAY, "application/json", &sb);
     }
-    if (st != SERVICE_OK) return http_fail(conn, &e);
+    if (st != SERVICE_OK) return http_fail(req, &e);
     if (req->kind == REQ_LOAD) {
         if (service_load_result(svc, c, req->target, req->module, &e) != SERVICE_OK)
-            return http_fail(conn, &e);
+            return http_fail(req, &e);
         strbuf_puts(&sb, "{\"status\":\"loaded\",\"module\":");
         strbuf_json_string(&sb, req->module, strlen(req->module));
         strbuf_puts(&sb, ",\"node\":");
         strbuf_json_string(&sb, req->target, strlen(req->target));
         strbuf_putc(&sb, '}');
-        return http_send(conn, MHD_HTTP_OK, "application/json", &sb);
+        return http_send(req, MHD_HTTP_OK, "application/json", &sb);
     }
     if (http_render_term(req->out, c->reply, c->reply_len, &at, service_limits(svc), &sb, &err) !=
         0) {
         strbuf_free(&sb);
-        return http_error(conn, MHD_HTTP_BAD_GATEWAY, "bad_reply", "%s", err.message);
+        return http_error(req, MHD_HTTP_BAD_GATEWAY, "bad_reply", "%s", err.message);
     }
-    return http_send(conn, MHD_HTTP_OK, http_format_mime(req->out), &sb);
+    return http_send(req, MHD_HTTP_OK, http_format_mime(req->out), &sb);
 }
 
 /* DELETE /nodes/{node}: 202 once the child is asked to stop. */
 static enum MHD_Result http_stop_node(http_request *req, const char *node) {
     service_error e;
     if (service_stop_node(req->api->svc, http_principal(req), node, &e) != SERVICE_OK)
-        return http_fail(req->conn, &e);
+        return http_fail(req, &e);
     strbuf sb = {0};
     strbuf_puts(&sb, "{\"status\":\"stopping\",\"node\":");
     strbuf_json_string(&sb, node, strlen(node));
     strbuf_putc(&sb, '}');
-    return http_send(req->conn, MHD_HTTP_ACCEPTED, "application/json", &sb);
+    return http_send(req, MHD_HTTP_ACCEPTED, "application/json", &sb);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -840,6 +857,12 @@ static int64_t http_now_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t http_now_us(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
 static void http_event_json(strbuf *sb, const gateway_event *ev) {
@@ -891,15 +914,15 @@ static enum MHD_Result http_watch_begin(http_request *req) {
     const char *acc = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Accept");
     bool ndjson = acc && strstr(acc, "application/x-ndjson") && !strstr(acc, "text/event-stream");
     if (acc && !ndjson && !strstr(acc, "text/event-stream") && !strstr(acc, "*/*"))
-        return http_error(conn, MHD_HTTP_NOT_ACCEPTABLE, "not_acceptable",
+        return http_error(req, MHD_HTTP_NOT_ACCEPTABLE, "not_acceptable",
                           "Accept must allow text/event-stream or application/x-ndjson");
     service_error e;
     if (service_authorize(api->svc, http_principal(req), SERVICE_OP_WATCH, NULL, &e) != SERVICE_OK)
-        return http_fail(conn, &e);
+        return http_fail(req, &e);
     http_watch *w = calloc(1, sizeof *w);
     if (!w || !(w->stream = http_stream_new(conn, http_resumed, api))) {
         free(w);
-        return http_error(conn, 500, "out_of_memory", "out of memory");
+        return http_error(req, 500, "out_of_memory", "out of memory");
     }
     w->ndjson = ndjson;
     http_stream_cap(w->stream, !ndjson);
@@ -908,7 +931,7 @@ static enum MHD_Result http_watch_begin(http_request *req) {
     if (!r) {
         http_stream_unref(w->stream);
         free(w);
-        return http_error(conn, 500, "out_of_memory", "out of memory");
+        return http_error(req, 500, "out_of_memory", "out of memory");
     }
     /* Subscribed first, then the snapshot: a change in between is reported, never lost. */
     if (service_watch(api->svc, http_principal(req), http_query_true(conn, "include_current"),
@@ -916,7 +939,7 @@ static enum MHD_Result http_watch_begin(http_request *req) {
         MHD_destroy_response(r);
         http_stream_unref(w->stream);
         free(w);
-        return http_fail(conn, &e);
+        return http_fail(req, &e);
     }
     pthread_mutex_lock(&api->watch_mu);
     w->next = api->watches;
@@ -933,11 +956,8 @@ static enum MHD_Result http_watch_begin(http_request *req) {
     }
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE,
                             ndjson ? "application/x-ndjson" : "text/event-stream");
-    http_common_headers(conn, r, MHD_HTTP_OK);
     MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
-    enum MHD_Result ret = MHD_queue_response(conn, MHD_HTTP_OK, r);
-    MHD_destroy_response(r);
-    return ret;
+    return http_queue(req, MHD_HTTP_OK, r, 0);
 }
 
 static void http_watch_free(http_api *api, http_watch *w) {
@@ -1047,15 +1067,15 @@ static enum MHD_Result http_call_stream_submit(http_request *req) {
     const char *acc = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Accept");
     if (acc && !strstr(acc, "application/x-ndjson") && !strstr(acc, "application/json") &&
         !strstr(acc, "*/*"))
-        return http_error(conn, MHD_HTTP_NOT_ACCEPTABLE, "not_acceptable",
+        return http_error(req, MHD_HTTP_NOT_ACCEPTABLE, "not_acceptable",
                           "Accept must allow application/x-ndjson");
     if (req->too_large)
-        return http_error(conn, MHD_HTTP_CONTENT_TOO_LARGE, "payload_too_large",
+        return http_error(req, MHD_HTTP_CONTENT_TOO_LARGE, "payload_too_large",
                           "request body over %zu bytes", api->cfg->max_body_bytes);
     http_call_stream *cs = calloc(1, sizeof *cs);
     if (!cs || !(cs->stream = http_stream_new(conn, http_resumed, api))) {
         free(cs);
-        return http_error(conn, 500, "out_of_memory", "out of memory");
+        return http_error(req, 500, "out_of_memory", "out of memory");
     }
     http_stream *stream = cs->stream;
     http_stream_cap(stream, false);
@@ -1080,17 +1100,14 @@ static enum MHD_Result http_call_stream_submit(http_request *req) {
         http_stream_unref(cs->stream); /* the response's reference: no response was made */
         http_stream_unref(cs->stream);
         free(cs);
-        return rc != 0 ? http_fail_term(conn, &err) : http_fail(conn, &e);
+        return rc != 0 ? http_fail_term(req, &err) : http_fail(req, &e);
     }
     /* From here the call owns cs (on_done may already have freed it: use `stream`, kept alive
      * by the response's reference); the response reads what it writes. */
     struct MHD_Response *r = http_stream_response(stream);
     if (!r) return MHD_NO; /* the call still ends and frees cs */
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/x-ndjson");
-    http_common_headers(conn, r, MHD_HTTP_OK);
-    enum MHD_Result ret = MHD_queue_response(conn, MHD_HTTP_OK, r);
-    MHD_destroy_response(r);
-    return ret;
+    return http_queue(req, MHD_HTTP_OK, r, 0);
 }
 
 static void http_peer_identity(struct MHD_Connection *conn, tls_peer *out);
@@ -1119,7 +1136,7 @@ static bool http_admit(http_request *req, const char *url, enum MHD_Result *ret)
     const char *host = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Host");
     if (host && api->loopback &&
         !http_route_host_allowed(host, api->cfg->allowed_hosts, api->cfg->allowed_host_count)) {
-        *ret = http_error(conn, MHD_HTTP_FORBIDDEN, "forbidden_host",
+        *ret = http_error(req, MHD_HTTP_FORBIDDEN, "forbidden_host",
                           "Host %.200s is not this loopback listener (add it to "
                           "http.allowed_hosts if it is)",
                           host);
@@ -1129,6 +1146,7 @@ static bool http_admit(http_request *req, const char *url, enum MHD_Result *ret)
     if (origin && !http_origin_allowed(api, origin)) {
         /* answered without CORS headers: the page that sent it cannot read the answer */
         struct MHD_Response *r = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
+        if (r) MHD_add_response_header(r, "X-Request-Id", req->ids.request_id);
         *ret = r ? MHD_queue_response(conn, MHD_HTTP_FORBIDDEN, r) : MHD_NO;
         if (r) MHD_destroy_response(r);
         log_info("http: refused a request from origin %.200s (not in http.allowed_origins)",
@@ -1148,25 +1166,23 @@ static bool http_admit(http_request *req, const char *url, enum MHD_Result *ret)
     }
     service_error e;
     if (service_authenticate(api->svc, &cr, &req->principal, &e) != SERVICE_OK) {
-        *ret = http_fail(conn, &e);
+        *ret = http_fail(req, &e);
         return false;
     }
     return true;
 }
 
 /* OPTIONS from an allowed origin: the CORS preflight. */
-static enum MHD_Result http_preflight(struct MHD_Connection *conn) {
+static enum MHD_Result http_preflight(http_request *req) {
     struct MHD_Response *r = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
     if (!r) return MHD_NO;
-    http_common_headers(conn, r, MHD_HTTP_NO_CONTENT);
     MHD_add_response_header(r, MHD_HTTP_HEADER_ACCESS_CONTROL_ALLOW_METHODS,
                             "GET, POST, PUT, DELETE");
     MHD_add_response_header(r, "Access-Control-Allow-Headers",
-                            "Authorization, Content-Type, Accept, X-Request-Id");
+                            "Authorization, Content-Type, Accept, X-Request-Id, traceparent, "
+                            "tracestate");
     MHD_add_response_header(r, "Access-Control-Max-Age", "600");
-    enum MHD_Result ret = MHD_queue_response(conn, MHD_HTTP_NO_CONTENT, r);
-    MHD_destroy_response(r);
-    return ret;
+    return http_queue(req, MHD_HTTP_NO_CONTENT, r, 0);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -1177,21 +1193,28 @@ static enum MHD_Result http_dispatch(http_request *req, const char *url, const c
     struct MHD_Connection *conn = req->conn;
     if (strcmp(method, "OPTIONS") == 0 &&
         MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Origin"))
-        return http_preflight(conn); /* the Origin passed http_admit */
-    http_route r;
-    http_route_match(method, url, &r);
-    if (r.allow) return http_method_not_allowed(conn, r.allow);
+        return http_preflight(req); /* the Origin passed http_admit */
+    const http_route r = req->route;
+    if (r.allow) return http_method_not_allowed(req, r.allow);
     enum MHD_Result ret;
     strbuf sb = {0};
     switch (r.kind) {
     case HTTP_ROUTE_HEALTHZ:
         strbuf_puts(&sb, "{\"status\":\"ok\"}");
-        return http_send(conn, MHD_HTTP_OK, "application/json", &sb);
+        return http_send(req, MHD_HTTP_OK, "application/json", &sb);
     case HTTP_ROUTE_READYZ: {
         bool ready = service_health(api->svc, NULL, NULL);
         strbuf_printf(&sb, "{\"status\":\"%s\"}", ready ? "ready" : "not_ready");
-        return http_send(conn, ready ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE,
+        return http_send(req, ready ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE,
                          "application/json", &sb);
+    }
+    case HTTP_ROUTE_METRICS: {
+        service_error e;
+        if (service_metrics_render(api->svc, http_principal(req), &sb, &e) != SERVICE_OK) {
+            strbuf_free(&sb);
+            return http_fail(req, &e);
+        }
+        return http_send(req, MHD_HTTP_OK, METRICS_CONTENT_TYPE, &sb);
     }
     case HTTP_ROUTE_CNODES: return http_list_cnodes(req);
     case HTTP_ROUTE_CNODE: return http_get_cnode(req, r.name);
@@ -1213,7 +1236,7 @@ static enum MHD_Result http_dispatch(http_request *req, const char *url, const c
     case HTTP_ROUTE_NODE_LOAD: return http_load_begin(req, r.name, r.module);
     case HTTP_ROUTE_NOT_FOUND: break;
     }
-    return http_error(conn, MHD_HTTP_NOT_FOUND, "not_found", "no route for %s %.200s", method, url);
+    return http_error(req, MHD_HTTP_NOT_FOUND, "not_found", "no route for %s %.200s", method, url);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -1291,6 +1314,8 @@ static void http_take_body(http_request *req, const char *data, size_t len) {
     strbuf_free(&req->body);
 }
 
+static void http_request_ids(http_request *req);
+
 static enum MHD_Result http_handler(void *cls, struct MHD_Connection *conn, const char *url,
                                     const char *method, const char *version,
                                     const char *upload_data, size_t *upload_data_size,
@@ -1307,6 +1332,10 @@ static enum MHD_Result http_handler(void *cls, struct MHD_Connection *conn, cons
         req->conn = conn;
         atomic_init(&req->done, false);
         *con_cls = req;
+        req->started_us = http_now_us();
+        snprintf(req->method, sizeof req->method, "%s", method);
+        http_route_match(method, url, &req->route);
+        http_request_ids(req);
         const union MHD_ConnectionInfo *ci =
             MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
         req->guarded = ci ? ci->socket_context : NULL;
@@ -1320,7 +1349,7 @@ static enum MHD_Result http_handler(void *cls, struct MHD_Connection *conn, cons
         const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
         if (cl && strtoull(cl, NULL, 10) > api->cfg->max_body_bytes) {
             req->have_response = true;
-            return http_error(conn, MHD_HTTP_CONTENT_TOO_LARGE, "payload_too_large",
+            return http_error(req, MHD_HTTP_CONTENT_TOO_LARGE, "payload_too_large",
                               "request body of %s bytes is over the limit of %zu", cl,
                               api->cfg->max_body_bytes);
         }
@@ -1331,6 +1360,7 @@ static enum MHD_Result http_handler(void *cls, struct MHD_Connection *conn, cons
         return MHD_YES;
     }
     if (*upload_data_size) {
+        req->bytes_in += *upload_data_size;
         if (!req->too_large && !req->over_budget)
             http_take_body(req, upload_data, *upload_data_size);
         *upload_data_size = 0;
@@ -1345,7 +1375,7 @@ static enum MHD_Result http_handler(void *cls, struct MHD_Connection *conn, cons
     http_limits_body_in(req->guarded);
     if (req->over_budget) {
         req->have_response = true;
-        return http_error(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "busy",
+        return http_error(req, MHD_HTTP_SERVICE_UNAVAILABLE, "busy",
                           "request bodies held at once are over http.body_budget_bytes (%zu)",
                           api->cfg->http_body_budget_bytes);
     }
@@ -1354,13 +1384,64 @@ static enum MHD_Result http_handler(void *cls, struct MHD_Connection *conn, cons
     return r;
 }
 
+/* The request's correlation from its headers: X-Request-Id, traceparent, tracestate. */
+static void http_request_ids(http_request *req) {
+    const char *v[3];
+    size_t n[3] = {0, 0, 0};
+    static const char *const keys[3] = {"X-Request-Id", "traceparent", "tracestate"};
+    for (int i = 0; i < 3; i++)
+        if (MHD_lookup_connection_value_n(req->conn, MHD_HEADER_KIND, keys[i], strlen(keys[i]),
+                                          &v[i], &n[i]) != MHD_YES)
+            v[i] = NULL;
+    access_ids_from(&req->ids, v[0], n[0], v[1], n[1], v[2], n[2]);
+}
+
+/* Counts the request (and logs it with log.access): its route, status, size and duration. */
+static void http_account(http_request *req, enum MHD_RequestTerminationCode toe) {
+    http_api *api = req->api;
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(req->conn, MHD_CONNECTION_INFO_HTTP_STATUS);
+    unsigned status = ci ? ci->http_status : 0;
+    if (!status ||
+        (status == MHD_HTTP_OK && toe != MHD_REQUEST_TERMINATED_COMPLETED_OK &&
+         req->route.kind != HTTP_ROUTE_EVENTS && req->route.kind != HTTP_ROUTE_CNODE_STREAM))
+        status = 499; /* the client left before the answer was out (nginx's code) */
+    metrics_requests_count(api->requests, req->route.kind, status);
+    if (!api->cfg->log_access) return;
+    char peer[INET6_ADDRSTRLEN + 8] = "";
+    const union MHD_ConnectionInfo *ai =
+        MHD_get_connection_info(req->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    if (ai && ai->client_addr) {
+        const struct sockaddr *sa = ai->client_addr;
+        if (sa->sa_family == AF_INET)
+            inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, peer, sizeof peer);
+        else if (sa->sa_family == AF_INET6)
+            inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, peer, sizeof peer);
+    }
+    access_entry e = {
+        .transport = "http",
+        .method = req->method,
+        .route = http_route_name(req->route.kind),
+        .target = req->route.name,
+        .status = status,
+        .code = req->error_code,
+        .duration_us = http_now_us() - req->started_us,
+        .bytes_in = req->bytes_in,
+        .bytes_out = req->bytes_out,
+        .peer = peer,
+        .principal = req->principal ? req->principal->name : NULL,
+        .ids = &req->ids,
+    };
+    access_log(&e);
+}
+
 static void http_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                            enum MHD_RequestTerminationCode toe) {
     (void)conn;
-    (void)toe;
     http_request *req = *con_cls;
     if (!req) return;
     http_api *api = cls;
+    http_account(req, toe);
     http_limits_release(api->guard, req->reserved);
     http_limits_request_done(api->guard, req->guarded, http_now_ms());
     strbuf_free(&req->body);
@@ -1491,7 +1572,10 @@ http_api *http_api_start(const config *cfg, gateway *gw, service *svc, char *err
     atomic_init(&h->stopping, false);
     h->guard = http_limits_new(cfg->http_header_timeout_ms, cfg->http_body_timeout_ms,
                                cfg->http_body_budget_bytes);
-    if (!h->guard) {
+    h->requests = metrics_add_requests(service_metrics(svc), "nodex_http_requests_total",
+                                       "HTTP requests answered, by route and status.", "route",
+                                       "status", http_route_names, HTTP_ROUTE_COUNT, 599);
+    if (!h->guard || !h->requests) {
         snprintf(err, err_len, "out of memory");
         http_api_discard(h);
         return NULL;

@@ -92,6 +92,16 @@ static bool match_nodes(const char *method, const char *p, bool get, http_route 
     return false;
 }
 
+const char *const http_route_names[] = {
+#define X(id, name) name,
+    HTTP_ROUTES(X)
+#undef X
+};
+
+const char *http_route_name(http_route_kind kind) {
+    return (unsigned)kind < HTTP_ROUTE_COUNT ? http_route_names[kind] : "unmatched";
+}
+
 void http_route_match(const char *method, const char *url, http_route *out) {
     out->kind = HTTP_ROUTE_NOT_FOUND;
     out->allow = NULL;
@@ -101,6 +111,7 @@ void http_route_match(const char *method, const char *url, http_route *out) {
     if (strcmp(url, "/healthz") == 0) return route(out, get, HTTP_ROUTE_HEALTHZ, "GET");
     if (strcmp(url, "/readyz") == 0) return route(out, get, HTTP_ROUTE_READYZ, "GET");
     if (strcmp(url, "/events") == 0) return route(out, get, HTTP_ROUTE_EVENTS, "GET");
+    if (strcmp(url, "/metrics") == 0) return route(out, get, HTTP_ROUTE_METRICS, "GET");
     bool found = false;
     if (strncmp(url, "/cnodes", 7) == 0) found = match_cnodes(url + 7, get, post, out);
     if (strncmp(url, "/nodes", 6) == 0 && (url[6] == '\0' || url[6] == '/'))

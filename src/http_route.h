@@ -14,24 +14,43 @@ typedef enum http_format {
     HTTP_FORMAT_NONE /* none that nodexd reads or writes */
 } http_format;
 
-/* What a method and path ask for. */
+/* What a method and path ask for, with the path template that names it in metrics and logs. */
+#define HTTP_ROUTES(X)                                                                             \
+    X(HTTP_ROUTE_NOT_FOUND, "unmatched")                                                           \
+    X(HTTP_ROUTE_HEALTHZ, "GET /healthz")                                                          \
+    X(HTTP_ROUTE_READYZ, "GET /readyz")                                                            \
+    X(HTTP_ROUTE_METRICS, "GET /metrics")                                                          \
+    X(HTTP_ROUTE_CNODES, "GET /cnodes")                                                            \
+    X(HTTP_ROUTE_CNODE, "GET /cnodes/{name}")                                                      \
+    X(HTTP_ROUTE_CNODE_CALL, "POST /cnodes/{name}/call")                                           \
+    X(HTTP_ROUTE_CNODE_CAST, "POST /cnodes/{name}/cast")                                           \
+    X(HTTP_ROUTE_CNODE_STREAM, "POST /cnodes/{name}/stream")                                       \
+    X(HTTP_ROUTE_CNODE_RESTART, "POST /cnodes/{name}/restart")                                     \
+    X(HTTP_ROUTE_EVENTS, "GET /events")                                                            \
+    X(HTTP_ROUTE_NODES, "GET /nodes")                                                              \
+    X(HTTP_ROUTE_NODES_SPAWN, "POST /nodes")                                                       \
+    X(HTTP_ROUTE_NODE_STOP, "DELETE /nodes/{node}")                                                \
+    X(HTTP_ROUTE_NODE_RPC, "POST /nodes/{node}/rpc")                                               \
+    X(HTTP_ROUTE_NODE_LOAD, "PUT /nodes/{node}/modules/{module}")
+
 typedef enum http_route_kind {
-    HTTP_ROUTE_NOT_FOUND,
-    HTTP_ROUTE_HEALTHZ,       /* GET /healthz */
-    HTTP_ROUTE_READYZ,        /* GET /readyz */
-    HTTP_ROUTE_CNODES,        /* GET /cnodes */
-    HTTP_ROUTE_CNODE,         /* GET /cnodes/{name} */
-    HTTP_ROUTE_CNODE_CALL,    /* POST /cnodes/{name}/call */
-    HTTP_ROUTE_CNODE_CAST,    /* POST /cnodes/{name}/cast */
-    HTTP_ROUTE_CNODE_STREAM,  /* POST /cnodes/{name}/stream */
-    HTTP_ROUTE_CNODE_RESTART, /* POST /cnodes/{name}/restart */
-    HTTP_ROUTE_EVENTS,        /* GET /events */
-    HTTP_ROUTE_NODES,         /* GET /nodes */
-    HTTP_ROUTE_NODES_SPAWN,   /* POST /nodes */
-    HTTP_ROUTE_NODE_STOP,     /* DELETE /nodes/{node} */
-    HTTP_ROUTE_NODE_RPC,      /* POST /nodes/{node}/rpc */
-    HTTP_ROUTE_NODE_LOAD,     /* PUT /nodes/{node}/modules/{module} */
+#define X(id, name) id,
+    HTTP_ROUTES(X)
+#undef X
 } http_route_kind;
+
+/* Number of route kinds: the enumerators counted. */
+enum {
+#define X(id, name) id##_COUNTED,
+    HTTP_ROUTES(X)
+#undef X
+        HTTP_ROUTE_COUNT
+};
+
+/* The route's template ("POST /cnodes/{name}/call"; "unmatched" for HTTP_ROUTE_NOT_FOUND). */
+const char *http_route_name(http_route_kind kind);
+/* Every route's template, indexed by http_route_kind (HTTP_ROUTE_COUNT of them). */
+extern const char *const http_route_names[];
 
 /* A matched route. */
 typedef struct http_route {

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "strbuf.h"
 #include "term.h"
@@ -173,7 +174,37 @@ uint64_t routing_owner_calls_total(const routing_owner *o) {
 }
 
 uint64_t routing_owner_dropped(const routing_owner *o) {
-    return o->dropped;
+    return o->stats.dropped_filtered + o->stats.dropped_unmatched;
+}
+
+const routing_stats *routing_owner_stats(const routing_owner *o) {
+    return &o->stats;
+}
+
+const uint32_t routing_latency_bounds_us[] = {
+#define X(us) us,
+    ROUTING_LATENCY_BOUNDS_US(X)
+#undef X
+};
+
+size_t routing_latency_bucket(int64_t us) {
+    size_t i = 0;
+    while (i < ROUTING_LATENCY_BUCKETS - 1 && us > (int64_t)routing_latency_bounds_us[i]) i++;
+    return i;
+}
+
+void routing_stats_add(routing_stats *into, const routing_stats *from) {
+    for (size_t i = 0; i < CALL_OUTCOME_COUNT; i++) into->outcomes[i] += from->outcomes[i];
+    for (size_t i = 0; i < ROUTING_LATENCY_BUCKETS; i++) into->latency[i] += from->latency[i];
+    into->latency_sum_us += from->latency_sum_us;
+    into->dropped_filtered += from->dropped_filtered;
+    into->dropped_unmatched += from->dropped_unmatched;
+}
+
+static int64_t routing_now_us(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
 size_t routing_owner_outboxes_locked(const routing_owner *o, call ***out) {
@@ -206,6 +237,7 @@ size_t routing_owner_take_locked(routing_owner *from, routing_owner *to, size_t 
 
 int routing_register_locked(routing *r, routing_owner *o, call *c) {
     c->cnode = o;
+    c->started_us = routing_now_us();
     if (call_registry_add(&r->registry, &o->calls, c) != 0) return -1;
     o->calls_total++;
     return 0;
@@ -236,11 +268,16 @@ static void routing_complete(call *c, call_outcome outcome, const char *detail) 
     c->on_done(c, c->ctx);
 }
 
-/* Unregisters a call (lock held), and drops it from the cancel list if it is there: once
- * unregistered, the frontend may free it as soon as on_done has run. */
-static void routing_unregister(routing *r, call *c) {
+/* Unregisters a call that ends with `outcome` (lock held; counted in its owner's stats), and
+ * drops it from the cancel list if it is there: once unregistered, the frontend may free it as
+ * soon as on_done has run. */
+static void routing_unregister(routing *r, call *c, call_outcome outcome) {
     routing_owner *o = c->cnode;
     call_registry_remove(&r->registry, &o->calls, c);
+    int64_t us = routing_now_us() - c->started_us;
+    o->stats.outcomes[outcome]++;
+    o->stats.latency[routing_latency_bucket(us)]++;
+    o->stats.latency_sum_us += (uint64_t)(us > 0 ? us : 0);
     if (!c->cancel_requested) return;
     for (call **pp = &r->cancels; *pp; pp = &(*pp)->cancel_next) {
         if (*pp == c) {
@@ -310,18 +347,18 @@ void routing_on_message(routing *r, routing_owner *conn_owner, const dist_messag
         monitor_exit = owner->cfg->protocol == CNODE_PROTOCOL_GEN_CALL && c->monitored &&
                        routing_ref_equal(&m->ref, &c->ref);
         if (monitor_exit)
-            routing_unregister(r, c);
+            routing_unregister(r, c, CALL_UNAVAILABLE);
         else
-            owner->dropped++;
+            owner->stats.dropped_filtered++;
     } else if (c) {
         routing_owner *owner = c->cnode;
         offset = routing_match_reply(owner, c, m->msg, m->msg_len);
         if (offset >= 0)
-            routing_unregister(r, c);
+            routing_unregister(r, c, CALL_REPLIED);
         else if (!c->on_message)
-            owner->dropped++;
+            owner->stats.dropped_filtered++;
     } else if (conn_owner) {
-        conn_owner->dropped++;
+        conn_owner->stats.dropped_unmatched++;
     } else {
         r->dropped_unknown++;
     }
@@ -358,7 +395,7 @@ void routing_expire(routing *r, int64_t now_ms) {
     pthread_mutex_lock(r->mu);
     call *c;
     while ((c = call_registry_expired(&r->registry, now_ms)) != NULL) {
-        routing_unregister(r, c);
+        routing_unregister(r, c, CALL_TIMEOUT);
         call **chain = c->outbox ? &unsent : &expired;
         c->hash_next = *chain;
         *chain = c;
@@ -386,7 +423,7 @@ void routing_run_cancels(routing *r) {
     pthread_mutex_lock(r->mu);
     while (r->cancels) {
         call *c = r->cancels;
-        routing_unregister(r, c);
+        routing_unregister(r, c, CALL_CANCELLED);
         c->hash_next = cancelled;
         cancelled = c;
     }
@@ -400,7 +437,7 @@ void routing_fail_owner(routing *r, routing_owner *o, call_outcome outcome, cons
     pthread_mutex_lock(r->mu);
     while (o->calls.head) {
         call *c = o->calls.head;
-        routing_unregister(r, c);
+        routing_unregister(r, c, outcome);
         c->hash_next = failed;
         failed = c;
     }

@@ -25,6 +25,52 @@ typedef struct routing routing;
 /* The detail of a call that timed out before it could be sent (its target never came up). */
 #define ROUTING_NOT_SENT "not sent: the target did not come up within the call's timeout"
 
+/* Upper bounds (µs) of the call latency histogram's buckets, from one list (Prometheus-style
+ * le bounds); one more bucket holds the slower calls (+Inf). */
+#define ROUTING_LATENCY_BOUNDS_US(X)                                                               \
+    X(100)                                                                                         \
+    X(250)                                                                                         \
+    X(500)                                                                                         \
+    X(1000)                                                                                        \
+    X(2500)                                                                                        \
+    X(5000)                                                                                        \
+    X(10000)                                                                                       \
+    X(25000)                                                                                       \
+    X(50000)                                                                                       \
+    X(100000)                                                                                      \
+    X(250000)                                                                                      \
+    X(500000)                                                                                      \
+    X(1000000)                                                                                     \
+    X(2500000)                                                                                     \
+    X(5000000)                                                                                     \
+    X(10000000)
+
+/* Buckets in routing_stats.latency: one per bound, then +Inf. */
+enum {
+#define X(us) ROUTING_LATENCY_BUCKET_##us,
+    ROUTING_LATENCY_BOUNDS_US(X)
+#undef X
+        ROUTING_LATENCY_INF,
+    ROUTING_LATENCY_BUCKETS
+};
+
+/* The bounds of ROUTING_LATENCY_BOUNDS_US, in order (ROUTING_LATENCY_BUCKETS - 1 of them). */
+extern const uint32_t routing_latency_bounds_us[];
+
+/* What the calls of an owner came to, counted when each ended (for metrics). */
+typedef struct routing_stats {
+    uint64_t outcomes[CALL_OUTCOME_COUNT];     /* calls ended, by outcome */
+    uint64_t latency[ROUTING_LATENCY_BUCKETS]; /* ended calls per latency bucket (not cumulative) */
+    uint64_t latency_sum_us;                   /* their latencies summed */
+    uint64_t dropped_filtered;  /* messages to a call's pid that were not its reply */
+    uint64_t dropped_unmatched; /* messages on its connection to no call (late replies, ...) */
+} routing_stats;
+
+/* Adds every counter of `from` to `into`. Pure. */
+void routing_stats_add(routing_stats *into, const routing_stats *from);
+/* The bucket of a latency of `us` microseconds. Pure. */
+size_t routing_latency_bucket(int64_t us);
+
 /* What a call is routed to: a C-node instance or an Erlang node. Embedded by its owner (the
  * gateway's entry), set up with routing_owner_init, read through the accessors below. A
  * registered call's `cnode` points at its routing_owner. */
@@ -33,7 +79,7 @@ typedef struct routing_owner {
     const char *node;        /* the node name a {Node, Reply} reply is tagged with */
     call_list calls;         /* its calls in flight */
     uint64_t calls_total;    /* calls registered so far */
-    uint64_t dropped;        /* messages to its calls' pids that were not replies, or too late */
+    routing_stats stats;     /* how its calls ended; messages dropped */
 } routing_owner;
 
 /* --- Pure matching (any thread) ----------------------------------------------------------- */
@@ -77,6 +123,8 @@ size_t routing_owner_in_flight(const routing_owner *o);
 uint64_t routing_owner_calls_total(const routing_owner *o);
 /* Messages dropped for `o`: late replies, filtered or unmatched messages (_locked). */
 uint64_t routing_owner_dropped(const routing_owner *o);
+/* How the calls of `o` ended, and what it dropped (_locked). */
+const routing_stats *routing_owner_stats(const routing_owner *o);
 /* The calls of `o` that hold an outbox (a message waiting for a connection), malloc'd into
  * *out (the caller frees it); returns how many, 0 with *out NULL when none or out of memory.
  * _locked; the calls stay valid after the unlock on the loop thread. */

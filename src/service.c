@@ -21,6 +21,7 @@ struct service {
     gateway *gw;
     auth *auth;
     term_limits limits;
+    metrics *metrics; /* the transports count their requests here; GET /metrics renders it */
 };
 
 const service_principal service_anonymous = {.name = "anonymous", .all = true};
@@ -111,7 +112,13 @@ service *service_new(const config *cfg, gateway *gw, char *err, size_t err_len) 
     s->gw = gw;
     s->limits.max_depth = cfg->term_max_depth;
     s->limits.max_bytes = cfg->term_max_bytes;
+    if (!(s->metrics = metrics_new())) {
+        snprintf(err, err_len, "out of memory");
+        free(s);
+        return NULL;
+    }
     if (!(s->auth = auth_new(cfg, err, err_len))) {
+        metrics_free(s->metrics);
         free(s);
         return NULL;
     }
@@ -121,7 +128,20 @@ service *service_new(const config *cfg, gateway *gw, char *err, size_t err_len) 
 void service_free(service *s) {
     if (!s) return;
     auth_free(s->auth);
+    metrics_free(s->metrics);
     free(s);
+}
+
+metrics *service_metrics(service *s) {
+    return s->metrics;
+}
+
+service_status service_metrics_render(service *s, const service_principal *p, strbuf *out,
+                                      service_error *err) {
+    if (service_authorize(s, p, SERVICE_OP_METRICS, NULL, err) != SERVICE_OK) return err->status;
+    if (metrics_render(s->metrics, s->gw, out) != 0)
+        return service_fail(err, SERVICE_NO_MEMORY, "out of memory rendering the metrics");
+    return service_ok(err);
 }
 
 service_status service_authenticate(const service *s, const auth_credentials *cr,
@@ -161,7 +181,7 @@ bool service_op_is_probe(service_op op) {
 static service_status service_gate(const service *s, const service_principal *p, service_op op,
                                    bool *open, service_error *err) {
     *open = op == SERVICE_OP_HEALTH || op == SERVICE_OP_LIST_CNODES || op == SERVICE_OP_GET_CNODE ||
-            op == SERVICE_OP_LIST_NODES || op == SERVICE_OP_REFLECTION;
+            op == SERVICE_OP_LIST_NODES || op == SERVICE_OP_REFLECTION || op == SERVICE_OP_METRICS;
     if (!p && service_op_is_probe(op)) return service_ok(err);
     if (!p)
         return service_fail(err, SERVICE_UNAUTHENTICATED, "authentication is required for %s",

@@ -10,6 +10,8 @@
 #include "call.h"
 #include "config.h"
 #include "gateway.h"
+#include "metrics.h"
+#include "strbuf.h"
 #include "term.h"
 
 /* The operations, from one list: id, permission name (what a policy grants). */
@@ -27,7 +29,8 @@
     X(SERVICE_OP_STOP, "nodes.stop")                                                               \
     X(SERVICE_OP_RESTART, "cnodes.restart")                                                        \
     X(SERVICE_OP_HEALTH, "health")                                                                 \
-    X(SERVICE_OP_REFLECTION, "reflection")
+    X(SERVICE_OP_REFLECTION, "reflection")                                                         \
+    X(SERVICE_OP_METRICS, "metrics")
 
 typedef enum service_op {
 #define X(id, name) id,
@@ -95,8 +98,8 @@ typedef struct service_grant {
 } service_grant;
 
 /* Who asks: the authenticated caller and what it may do. Listing and reading C-nodes and nodes,
- * health and gRPC server reflection need no grant; health needs no principal either (probes);
- * rpc, loading and spawning also need their erlang_nodes switch. */
+ * health, metrics and gRPC server reflection need no grant; health needs no principal either
+ * (probes); rpc, loading and spawning also need their erlang_nodes switch. */
 typedef struct service_principal {
     const char *name;
     bool all; /* every operation on every target (no authentication configured) */
@@ -121,6 +124,13 @@ void service_free(service *s);
 const term_limits *service_limits(const service *s);
 /* The gateway's own node name. */
 const char *service_node_name(const service *s);
+
+/* The registry the transports count their requests in (lives as long as the service). */
+metrics *service_metrics(service *s);
+/* GET /metrics: the Prometheus exposition into `out` (any authenticated principal; none needed
+ * without authentication). */
+service_status service_metrics_render(service *s, const service_principal *p, strbuf *out,
+                                      service_error *err);
 
 /* The principal that `cr` proves (see auth_authenticate): every transport asks here. */
 service_status service_authenticate(const service *s, const struct auth_credentials *cr,

@@ -34,6 +34,7 @@ static void test_every_route_matches_with_its_names(void **state) {
     expect("GET", "/healthz", HTTP_ROUTE_HEALTHZ, "");
     expect("HEAD", "/readyz", HTTP_ROUTE_READYZ, "");
     expect("GET", "/events", HTTP_ROUTE_EVENTS, "");
+    expect("GET", "/metrics", HTTP_ROUTE_METRICS, "");
     expect("GET", "/cnodes", HTTP_ROUTE_CNODES, "");
     expect("GET", "/cnodes/example", HTTP_ROUTE_CNODE, "example");
     expect("POST", "/cnodes/example/call", HTTP_ROUTE_CNODE_CALL, "example");
@@ -134,6 +135,23 @@ static void test_host_timeout_and_flags(void **state) {
     assert_false(http_route_query_true(NULL));
 }
 
+/* Metrics label requests by these names: each one distinct, the path's template, never a path
+ * a client sent. */
+static void test_every_route_has_a_distinct_template_name(void **state) {
+    (void)state;
+    for (int i = 0; i < HTTP_ROUTE_COUNT; i++) {
+        const char *n = http_route_name((http_route_kind)i);
+        assert_non_null(n);
+        assert_ptr_equal(n, http_route_names[i]);
+        for (int k = 0; k < i; k++) assert_string_not_equal(n, http_route_names[k]);
+    }
+    assert_string_equal(http_route_name(HTTP_ROUTE_CNODE_CALL), "POST /cnodes/{name}/call");
+    assert_string_equal(http_route_name(HTTP_ROUTE_METRICS), "GET /metrics");
+    assert_string_equal(http_route_name(HTTP_ROUTE_NOT_FOUND), "unmatched");
+    assert_string_equal(http_route_name((http_route_kind)HTTP_ROUTE_COUNT), "unmatched");
+    expect_405("POST", "/metrics", "GET");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_every_route_matches_with_its_names),
@@ -141,6 +159,7 @@ int main(void) {
         cmocka_unit_test(test_other_paths_are_not_found),
         cmocka_unit_test(test_content_type_and_accept_choose_formats),
         cmocka_unit_test(test_host_timeout_and_flags),
+        cmocka_unit_test(test_every_route_has_a_distinct_template_name),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

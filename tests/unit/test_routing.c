@@ -326,6 +326,53 @@ static void test_expire_ends_only_calls_past_their_deadline(void **state) {
     assert_int_equal(routing_next_deadline_locked(f->r), INT64_MAX);
 }
 
+/* Metrics: every way a call ends is counted once under its outcome, with its latency. */
+static void test_each_ending_is_counted_by_outcome_with_its_latency(void **state) {
+    fixture *f = *state;
+    tcall replied, expired, cancelled, failed;
+    start(f, &replied, 20, INT64_MAX);
+    start(f, &expired, 21, 1000);
+    start(f, &cancelled, 22, INT64_MAX);
+    start(f, &failed, 23, INT64_MAX);
+    char buf[64];
+    int n = encode_tagged(buf, "ok");
+    dist_message m = message_to(20, buf, (size_t)n);
+    routing_on_message(f->r, &f->owner, &m);
+    routing_expire(f->r, 1000);
+    assert_true(routing_cancel(f->r, &cancelled.c));
+    routing_run_cancels(f->r);
+    routing_fail_owner(f->r, &f->owner, CALL_UNAVAILABLE, "down");
+    routing_on_message(f->r, &f->owner, &m); /* late: no call */
+    const routing_stats *st = routing_owner_stats(&f->owner);
+    assert_int_equal(st->outcomes[CALL_REPLIED], 1);
+    assert_int_equal(st->outcomes[CALL_TIMEOUT], 1);
+    assert_int_equal(st->outcomes[CALL_CANCELLED], 1);
+    assert_int_equal(st->outcomes[CALL_UNAVAILABLE], 1);
+    assert_int_equal(st->outcomes[CALL_SHUTDOWN], 0);
+    uint64_t in_buckets = 0;
+    for (size_t b = 0; b < ROUTING_LATENCY_BUCKETS; b++) in_buckets += st->latency[b];
+    assert_int_equal(in_buckets, 4);
+    assert_int_equal(st->dropped_unmatched, 1);
+    assert_int_equal(st->dropped_filtered, 0);
+    routing_stats sum = {0};
+    routing_stats_add(&sum, st);
+    routing_stats_add(&sum, st);
+    assert_int_equal(sum.outcomes[CALL_REPLIED], 2);
+    assert_int_equal(sum.dropped_unmatched, 2);
+    call_clear(&replied.c);
+}
+
+static void test_latency_buckets_follow_their_bounds(void **state) {
+    (void)state;
+    assert_int_equal(routing_latency_bucket(0), 0);
+    assert_int_equal(routing_latency_bucket(100), 0); /* le: a bound holds itself */
+    assert_int_equal(routing_latency_bucket(101), 1);
+    assert_int_equal(routing_latency_bucket(10000000), ROUTING_LATENCY_BUCKETS - 2);
+    assert_int_equal(routing_latency_bucket(10000001), ROUTING_LATENCY_BUCKETS - 1);
+    for (size_t b = 1; b + 1 < ROUTING_LATENCY_BUCKETS; b++)
+        assert_true(routing_latency_bounds_us[b] > routing_latency_bounds_us[b - 1]);
+}
+
 static void test_cancel_is_taken_once_and_ends_the_call_in_run_cancels(void **state) {
     fixture *f = *state;
     tcall t;
@@ -546,6 +593,9 @@ int main(void) {
             test_unmatched_messages_are_counted_as_dropped_where_they_belong, setup, teardown),
         cmocka_unit_test_setup_teardown(test_streaming_call_gets_other_messages_and_stays_in_flight,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(test_each_ending_is_counted_by_outcome_with_its_latency,
+                                        setup, teardown),
+        cmocka_unit_test(test_latency_buckets_follow_their_bounds),
         cmocka_unit_test_setup_teardown(test_expire_ends_only_calls_past_their_deadline, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_cancel_is_taken_once_and_ends_the_call_in_run_cancels,
