@@ -836,6 +836,10 @@ static const field_spec log_fields[] = {
     BOOL(config, "access", log_access),
 };
 
+static const field_spec shutdown_fields[] = {
+    UINT(config, "drain_ms", shutdown_drain_ms, 0, HOUR_MS),
+};
+
 static const field_spec cnode_fields[] = {
     CUSTOM(config_cnode, "name", name, set_cnode_name),
     STR(config_cnode, "executable", executable, 0),
@@ -878,6 +882,7 @@ SECTION_SETTER(set_node_section, node_fields)
 SECTION_SETTER(set_http_section, http_fields)
 SECTION_SETTER(set_terms_section, terms_fields)
 SECTION_SETTER(set_log_section, log_fields)
+SECTION_SETTER(set_shutdown_section, shutdown_fields)
 SECTION_SETTER(set_grpc_section, grpc_fields)
 #undef SECTION_SETTER
 
@@ -1002,10 +1007,15 @@ static int set_cnodes(parse_ctx *c, yaml_node_t *v, const char *path, void *targ
 }
 
 static const field_spec top_fields[] = {
-    WHOLE("node", set_node_section),   WHOLE("http", set_http_section),
-    WHOLE("terms", set_terms_section), WHOLE("log", set_log_section),
-    WHOLE("grpc", set_grpc_section),   WHOLE("erlang_nodes", set_erlang_nodes_section),
-    WHOLE("cnodes", set_cnodes),       WHOLE("auth", set_auth_section),
+    WHOLE("node", set_node_section),
+    WHOLE("http", set_http_section),
+    WHOLE("terms", set_terms_section),
+    WHOLE("log", set_log_section),
+    WHOLE("shutdown", set_shutdown_section),
+    WHOLE("grpc", set_grpc_section),
+    WHOLE("erlang_nodes", set_erlang_nodes_section),
+    WHOLE("cnodes", set_cnodes),
+    WHOLE("auth", set_auth_section),
 };
 
 /* ---- loading ---- */
@@ -1029,6 +1039,7 @@ static config *config_new(const char *source) {
     cfg->term_max_bytes = 64u << 20;
     cfg->log_level = LOG_INFO;
     cfg->log_format = LOG_FORMAT_TEXT;
+    cfg->shutdown_drain_ms = 10000;
     cfg->grpc_threads = 2;
     cfg->grpc_max_concurrent_streams = 1000;
     cfg->grpc_max_in_flight = 10000;

@@ -186,6 +186,8 @@ typedef struct config {
     /* logging */
     log_level log_level;
     log_format log_format;
+    unsigned shutdown_drain_ms; /* shutdown.drain_ms: SIGTERM lets calls in flight finish this
+                                   long (not ready, no new calls); 0 = fail them at once */
     /* C-nodes */
     config_cnode *cnodes;
     size_t cnode_count;

@@ -31,6 +31,7 @@
 #include "loop.h"
 #include "nodes.h"
 #include "routing.h"
+#include "sdnotify.h"
 #include "supervisor.h"
 #include "template.h"
 
@@ -135,6 +136,11 @@ struct gateway {
     void *iteration_ctx;
     void (*reload_fn)(void *ctx); /* SIGHUP: gateway_on_reload */
     void *reload_ctx;
+    void (*drain_fn)(void *ctx); /* SIGTERM with shutdown.drain_ms: gateway_on_drain */
+    void *drain_ctx;
+    int64_t drain_until_ms; /* monotonic end of the drain; 0 while not draining (loop thread) */
+    loop_timer *watchdog;   /* WATCHDOG=1 to systemd when WatchdogSec= asks for it */
+    int64_t watchdog_ms;
     conns *conns; /* distribution connections, acceptors and connectors */
     atomic_bool stop_requested;
     gw_cnode *cnodes; /* every instance of the configured C-nodes, fixed for the gateway's life */
@@ -152,6 +158,7 @@ struct gateway {
     pthread_mutex_t mu;
     routing *routing; /* in-flight calls, guarded by mu */
     bool shutting_down;
+    bool draining;        /* SIGTERM came: calls in flight finish, no new ones, not ready */
     uint32_t ref_counter; /* gen_call references (routing_make_ref) */
     events *events;
 };
@@ -959,8 +966,43 @@ static void gw_on_signal(void *ctx, int signo) {
         if (gw->reload_fn) gw->reload_fn(gw->reload_ctx);
         return;
     }
-    log_info("signal %d: stopping", signo);
+    unsigned drain_ms = gw->cfg->shutdown_drain_ms;
+    if (gw->drain_until_ms || drain_ms == 0) { /* a second signal ends the drain at once */
+        log_info("signal %d: stopping", signo);
+        atomic_store(&gw->stop_requested, true);
+        return;
+    }
+    pthread_mutex_lock(&gw->mu);
+    gw->draining = true;
+    size_t in_flight = routing_in_flight_locked(gw->routing);
+    pthread_mutex_unlock(&gw->mu);
+    gw->drain_until_ms = dist_now_ms() + drain_ms;
+    log_info("signal %d: draining: not ready, no new calls; %zu in flight get up to %u ms "
+             "(shutdown.drain_ms; another signal stops at once)",
+             signo, in_flight, drain_ms);
+    if (gw->drain_fn) gw->drain_fn(gw->drain_ctx);
+}
+
+/* Draining: once no call is in flight, or the drain time is up, the loop stops. */
+static void gw_check_drain(gateway *gw, int64_t now) {
+    if (!gw->drain_until_ms) return;
+    pthread_mutex_lock(&gw->mu);
+    size_t in_flight = routing_in_flight_locked(gw->routing);
+    pthread_mutex_unlock(&gw->mu);
+    if (in_flight && now < gw->drain_until_ms) return;
+    if (in_flight)
+        log_warn("drain: shutdown.drain_ms passed with %zu calls in flight: they fail now",
+                 in_flight);
+    else
+        log_info("drain: no call in flight; stopping");
     atomic_store(&gw->stop_requested, true);
+}
+
+/* WATCHDOG=1 twice per interval, from the loop: a stuck loop stops the pings. */
+static void gw_watchdog(void *ctx) {
+    gateway *gw = ctx;
+    sdnotify_watchdog();
+    loop_timer_arm(gw->watchdog, dist_now_ms() + gw->watchdog_ms / 2);
 }
 
 /* Requests from other threads: connections handed over, backlogs to watch, and whatever made
@@ -1088,6 +1130,10 @@ int gateway_run(gateway *gw, void (*on_started)(void *ctx), void *ctx) {
     gw_service_entries(gw, dist_now_ms());
     if (on_started) on_started(ctx);
     loop_timer_arm(gw->sweep, 0);
+    if ((gw->watchdog_ms = sdnotify_watchdog_ms()) > 0) {
+        log_info("systemd watchdog: WATCHDOG=1 every %lld ms", (long long)gw->watchdog_ms / 2);
+        loop_timer_arm(gw->watchdog, 0);
+    }
     int rc = 0;
     loop_enter(gw->loop);
     /* Sends made on this thread are queued and written once per iteration, never blocking. */
@@ -1102,6 +1148,7 @@ int gateway_run(gateway *gw, void (*on_started)(void *ctx), void *ctx) {
         pthread_mutex_unlock(&gw->mu);
         if (hook_wait >= 0 && now + hook_wait < deadline) deadline = now + hook_wait;
         if (corked_busy && now + 1 < deadline) deadline = now + 1;
+        if (gw->drain_until_ms && gw->drain_until_ms < deadline) deadline = gw->drain_until_ms;
         /* Right after light traffic, poll a little before sleeping: the next request or the
          * reply usually comes within microseconds. With more calls in flight, spinning would
          * take CPU from the C-nodes. */
@@ -1118,6 +1165,7 @@ int gateway_run(gateway *gw, void (*on_started)(void *ctx), void *ctx) {
         if (gw->iteration_hook) hook_wait = gw->iteration_hook(gw->iteration_ctx);
         corked_busy = conns_flush_corked(gw->conns);
         conns_bury(gw->conns);
+        gw_check_drain(gw, now);
     }
     dist_cork_end();
     loop_leave(gw->loop);
@@ -1323,7 +1371,8 @@ gateway *gateway_new(const config *cfg, const char *cookie, char *err, size_t er
     static const int signals[] = {SIGTERM, SIGINT, SIGCHLD, SIGHUP};
     if (!(gw->loop = loop_new(signals, sizeof signals / sizeof signals[0], err, err_len)))
         goto fail;
-    if (!(gw->sweep = loop_timer_new(gw->loop, gw_sweep, gw))) {
+    if (!(gw->sweep = loop_timer_new(gw->loop, gw_sweep, gw)) ||
+        !(gw->watchdog = loop_timer_new(gw->loop, gw_watchdog, gw))) {
         snprintf(err, err_len, "out of memory");
         goto fail;
     }
@@ -1365,6 +1414,18 @@ int gateway_watch_fd(gateway *gw, int fd, void (*fn)(void *ctx), void *ctx) {
     gw->external_ctx = ctx;
     gw->external = loop_watch_add(gw->loop, fd, gw_on_external, gw);
     return gw->external ? 0 : -1;
+}
+
+void gateway_on_drain(gateway *gw, void (*fn)(void *ctx), void *ctx) {
+    gw->drain_fn = fn;
+    gw->drain_ctx = ctx;
+}
+
+bool gateway_draining(gateway *gw) {
+    pthread_mutex_lock(&gw->mu);
+    bool d = gw->draining;
+    pthread_mutex_unlock(&gw->mu);
+    return d;
 }
 
 void gateway_on_reload(gateway *gw, void (*fn)(void *ctx), void *ctx) {
@@ -1512,7 +1573,7 @@ gateway_error gateway_call(gateway *gw, const char *name, call *c, const char *m
     gateway_error e = GATEWAY_OK;
     dist_conn *dc = cn ? cn->live : NULL;
     bool waiting = false;
-    if (gw->shutting_down)
+    if (gw->shutting_down || gw->draining)
         e = GATEWAY_SHUTTING_DOWN;
     else if (!cn && wait)
         waiting = (e = gw_call_wait_locked(gw, first, c, prefix, (size_t)plen, msg, msg_len)) ==
@@ -1561,11 +1622,12 @@ gateway_error gateway_cast(gateway *gw, const char *name, const char *msg, size_
     erlang_pid from;
     pthread_mutex_lock(&gw->mu);
     gw_cnode *cn = gw_pick_instance(first);
-    dist_conn *dc = cn && !gw->shutting_down ? cn->live : NULL;
+    dist_conn *dc = cn && !gw->shutting_down && !gw->draining ? cn->live : NULL;
     bool behind = dc && dist_pending_bytes(dc) > GW_BACKLOG_SOFT_MAX;
     if (dc && !behind) dist_conn_ref(dc);
     ei_make_pid(&gw->ec, &from);
-    bool stopping = gw->shutting_down; /* written by the loop under mu: read it under mu (14.12) */
+    /* written by the loop under mu: read under mu (14.12) */
+    bool stopping = gw->shutting_down || gw->draining;
     pthread_mutex_unlock(&gw->mu);
     if (behind) return GATEWAY_OVERLOADED;
     if (!dc) return stopping ? GATEWAY_SHUTTING_DOWN : GATEWAY_UNAVAILABLE;
@@ -1657,7 +1719,7 @@ gateway_error gateway_restart_cnode(gateway *gw, const char *name) {
     gw_cnode *first = gw_find_cnode(gw, name);
     if (!first) return GATEWAY_NOT_FOUND;
     pthread_mutex_lock(&gw->mu);
-    bool stopping = gw->shutting_down;
+    bool stopping = gw->shutting_down || gw->draining;
     for (unsigned i = 0; i < first->cfg->instances && !stopping; i++)
         first[i].restart_requested = true;
     pthread_mutex_unlock(&gw->mu);
@@ -1679,7 +1741,7 @@ bool gateway_is_ready(gateway *gw) {
         bool should_run = cn->state != CNODE_STOPPED;
         if (should_run && cn->state != CNODE_UP) ready = false;
     }
-    if (gw->shutting_down) ready = false;
+    if (gw->shutting_down || gw->draining) ready = false;
     pthread_mutex_unlock(&gw->mu);
     return ready;
 }
@@ -1718,7 +1780,7 @@ gateway_error gateway_rpc(gateway *gw, const char *node, call *c, const char *mo
      * under it, so the pointer is not used once it is released. */
     pthread_mutex_lock(&gw->mu);
     gw_cnode *cn = gw_find_node_locked(gw, node);
-    if (!cn && !gw->shutting_down) {
+    if (!cn && !gw->shutting_down && !gw->draining) {
         /* Not known yet: connect on demand (the loop starts it). */
         pthread_mutex_unlock(&gw->mu);
         gw_cnode *fresh = gw_node_entry_make(gw, ENTRY_PEER, node);
@@ -1726,7 +1788,7 @@ gateway_error gateway_rpc(gateway *gw, const char *node, call *c, const char *mo
         if (fresh) cn = gw_node_entry_link_locked(gw, fresh); /* or the one a racer made */
         if (!cn) e = GATEWAY_NO_MEMORY;
     }
-    if (e == GATEWAY_OK && gw->shutting_down)
+    if (e == GATEWAY_OK && (gw->shutting_down || gw->draining))
         e = GATEWAY_SHUTTING_DOWN;
     else if (e == GATEWAY_OK &&
              (cn->removing || cn->stop_requested || (!cn->live && cn->state != CNODE_STARTING)))
@@ -1813,7 +1875,7 @@ gateway_error gateway_spawn_nodes(gateway *gw, unsigned count, gateway_spawn_fn 
     for (gw_cnode *cn = gw->nodes; cn; cn = cn->next)
         children += cn->kind == ENTRY_CHILD && !cn->removing && !cn->stop_requested;
     gateway_error e = GATEWAY_OK;
-    if (gw->shutting_down)
+    if (gw->shutting_down || gw->draining)
         e = GATEWAY_SHUTTING_DOWN;
     else if (count == 0 || children + count > gw->cfg->max_children)
         e = GATEWAY_BAD_REQUEST;

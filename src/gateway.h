@@ -91,8 +91,9 @@ gateway *gateway_new(const config *cfg, const char *cookie, char *err, size_t er
 /* The node name ("nodexd@127.0.0.1"). */
 const char *gateway_node_name(const gateway *gw);
 /* Runs the event loop on the calling thread (children are spawned from it, so it must live as
- * long as the process: PR_SET_PDEATHSIG follows the spawning thread) until SIGTERM/SIGINT or
- * gateway_request_stop. `on_started` (may be NULL) runs once the C-nodes have been started.
+ * long as the process: PR_SET_PDEATHSIG follows the spawning thread) until SIGTERM/SIGINT (after
+ * the drain, see gateway_on_drain) or gateway_request_stop; sends WATCHDOG=1 to systemd when
+ * WatchdogSec= asks for it. `on_started` (may be NULL) runs once the C-nodes have been started.
  * Then fails calls still in flight with CALL_SHUTDOWN and stops every C-node (SIGTERM, SIGKILL
  * after its shutdown timeout). Returns 0, or -1 on a fatal loop error. The signals must be
  * blocked in every thread before any thread is created (see gateway_block_signals). */
@@ -109,6 +110,14 @@ int gateway_watch_fd(gateway *gw, int fd, void (*fn)(void *ctx), void *ctx);
  * before the iteration's queued sends are written; it returns how long the loop may sleep (ms,
  * -1 for no limit of its own). Call before gateway_run. */
 void gateway_set_iteration_hook(gateway *gw, int (*fn)(void *ctx), void *ctx);
+/* `fn(ctx)` runs on the loop thread once, when the first SIGTERM/SIGINT begins the drain
+ * (shutdown.drain_ms > 0): from then on the gateway is not ready, refuses new calls, casts, rpcs
+ * and spawns (GATEWAY_SHUTTING_DOWN) and stops once no call is in flight or the drain time is
+ * up (the rest then fail with CALL_SHUTDOWN); a second signal stops at once. The place to stop
+ * the listeners accepting. Call before gateway_run. */
+void gateway_on_drain(gateway *gw, void (*fn)(void *ctx), void *ctx);
+/* True once the drain began (any thread). */
+bool gateway_draining(gateway *gw);
 /* `fn(ctx)` runs on the loop thread for every SIGHUP (reload); without it SIGHUP is only
  * logged. Call before gateway_run. */
 void gateway_on_reload(gateway *gw, void (*fn)(void *ctx), void *ctx);

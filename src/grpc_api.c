@@ -101,6 +101,7 @@ struct grpc_api {
     unsigned thread_count;
     char address[160];
     atomic_bool stopping;
+    atomic_bool drained; /* grpc_api_drain asked gRPC to shut down (no new calls) */
     gtag shutdown_tag;
     /* guarded by mu */
     pthread_mutex_t mu;
@@ -1496,10 +1497,17 @@ const char *grpc_api_address(const grpc_api *api) {
     return api->address;
 }
 
+void grpc_api_drain(grpc_api *api) {
+    if (!api || atomic_exchange(&api->drained, true)) return;
+    /* gRPC stops listening, sends GOAWAY and refuses new calls; calls in progress go on */
+    grpc_server_shutdown_and_notify(api->server, api->cq, &api->shutdown_tag);
+}
+
 void grpc_api_stop(grpc_api *api) {
     if (!api) return;
     atomic_store(&api->stopping, true);
-    grpc_server_shutdown_and_notify(api->server, api->cq, &api->shutdown_tag);
+    if (!atomic_exchange(&api->drained, true))
+        grpc_server_shutdown_and_notify(api->server, api->cq, &api->shutdown_tag);
     /* Answer what is still open (Watch streams; calls a gateway callback still owes). */
     pthread_mutex_lock(&api->mu);
     size_t n = 0;

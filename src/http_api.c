@@ -53,7 +53,8 @@ struct http_api {
     pthread_t janitor;
     bool janitor_started;
     atomic_bool stopping;
-    bool loopback; /* http.listen is a loopback address: Host is checked */
+    atomic_bool draining; /* http_api_drain: not accepting; answers close their connection */
+    bool loopback;        /* http.listen is a loopback address: Host is checked */
     /* threads: 0: MHD runs on the gateway's loop thread (external epoll), driven from there */
     bool on_loop;
     atomic_bool run_due; /* MHD_run needed: its epoll fd was readable or a connection resumed */
@@ -119,6 +120,8 @@ static void http_common_headers(http_request *req, struct MHD_Response *r, unsig
                                     ? "Bearer realm=\"nodexd\", error=\"invalid_token\""
                                     : "Bearer realm=\"nodexd\"");
     if (status == 503) MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, "1");
+    if (atomic_load(&req->api->draining)) /* a keep-alive client moves to another instance */
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
 }
 
 /* Every response leaves here: the common headers, then MHD's queue (the response is
@@ -1283,6 +1286,13 @@ static void http_log_peer(struct MHD_Connection *conn, const char *method, const
                   peer.subject, peer.sans);
     else
         log_debug("http: %s %.200s: no client certificate", method, url);
+}
+
+void http_api_drain(http_api *h) {
+    if (!h || atomic_exchange(&h->draining, true)) return;
+    MHD_socket fd = MHD_quiesce_daemon(h->daemon); /* no more accepts; connections go on */
+    if (fd != MHD_INVALID_SOCKET) close(fd);
+    log_info("http: %s no longer accepts connections", h->address);
 }
 
 int http_api_reload_tls(http_api *h, char *err, size_t err_len) {

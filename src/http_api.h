@@ -19,6 +19,9 @@ const char *http_api_address(const http_api *h);
  * connections keep theirs. Returns 0 (also when HTTPS is off), or -1 with the reason in err and
  * the old credentials still serving. Any thread. */
 int http_api_reload_tls(http_api *h, char *err, size_t err_len);
+/* Stops accepting connections (the listening socket is closed) while open ones are served;
+ * every answer from then on closes its connection. Any thread; NULL is a no-op. */
+void http_api_drain(http_api *h);
 /* Stops the server: every call must have completed (gateway_run returned). Frees it. */
 void http_api_stop(http_api *h);
 

@@ -76,6 +76,15 @@ static void on_reload(void *arg) {
     log_info("reload: done");
 }
 
+/* SIGTERM: the listeners stop accepting while calls in flight finish (shutdown.drain_ms). */
+static void on_drain(void *arg) {
+    started_ctx *s = arg;
+    sdnotify_stopping();
+    sdnotify_status("draining: finishing calls in flight");
+    http_api_drain(s->http);
+    grpc_api_drain(s->grpc);
+}
+
 /* --check-config: the TLS files must load too (a start would fail on them). */
 static int check_tls(const config *cfg) {
     const config_tls *t[] = {&cfg->http_tls, cfg->grpc_listen ? &cfg->grpc_tls : NULL};
@@ -202,6 +211,7 @@ int main(int argc, char **argv) {
     }
     started_ctx sctx = {http, grpc, gw};
     gateway_on_reload(gw, on_reload, &sctx);
+    gateway_on_drain(gw, on_drain, &sctx);
     rc = gateway_run(gw, on_started, &sctx) == 0 ? 0 : 1;
     sdnotify_stopping();
     log_info("stopped");

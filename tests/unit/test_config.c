@@ -78,6 +78,8 @@ static void test_omitted_keys_get_documented_defaults(void **state) {
     assert_int_equal(cfg->term_max_bytes, 67108864);
     assert_int_equal(cfg->log_level, LOG_INFO);
     assert_int_equal(cfg->log_format, LOG_FORMAT_TEXT);
+    assert_false(cfg->log_access);
+    assert_int_equal(cfg->shutdown_drain_ms, 10000);
     const config_cnode *cn = &cfg->cnodes[0];
     assert_non_null(cn->args);
     assert_int_equal(cn->arg_count, 4); /* the Nodex convention */
@@ -129,7 +131,8 @@ static void test_every_key_is_parsed(void **state) {
         "  max_body_bytes: 1024\n"
         "  connection_timeout_s: 0\n"
         "terms: {max_depth: 64, max_bytes: 4096}\n"
-        "log: {level: debug, format: json}\n"
+        "log: {level: debug, format: json, access: true}\n"
+        "shutdown: {drain_ms: 2500}\n"
         "cnodes:\n"
         "  - name: full-1\n"
         "    executable: /usr/bin/full\n"
@@ -180,6 +183,8 @@ static void test_every_key_is_parsed(void **state) {
     assert_int_equal(cfg->term_max_bytes, 4096);
     assert_int_equal(cfg->log_level, LOG_DEBUG);
     assert_int_equal(cfg->log_format, LOG_FORMAT_JSON);
+    assert_true(cfg->log_access);
+    assert_int_equal(cfg->shutdown_drain_ms, 2500);
     assert_int_equal(cfg->cnode_count, 2);
     const config_cnode *cn = config_find_cnode(cfg, "full-1");
     assert_non_null(cn);
