@@ -785,7 +785,7 @@ static void test_list_cnodes_and_get_cnode_fields(void **state) {
     nodex__v1__cnode_info__free_unpacked(info, NULL);
 }
 
-static void test_x_request_id_is_echoed_in_initial_metadata(void **state) {
+static void test_x_request_id_is_echoed_or_made_in_initial_metadata(void **state) {
     (void)state;
     grpc_metadata md[2];
     memset(md, 0, sizeof md);
@@ -827,9 +827,11 @@ static void test_x_request_id_is_echoed_in_initial_metadata(void **state) {
     assert_string_equal(v, "req-42");
     cc_free(&c);
 
-    /* Without it, nothing is echoed. */
+    /* Without it, nodexd makes one (32 hex digits) and sends it back. */
     assert_int_equal(do_call(&c, "t", "{ping, nomd}", 5000, &r), GRPC_STATUS_OK);
-    assert_false(md_find(&c.initial_md, "x-request-id", v, sizeof v));
+    assert_true(md_find(&c.initial_md, "x-request-id", v, sizeof v));
+    assert_int_equal(strlen(v), 32);
+    assert_int_equal(strspn(v, "0123456789abcdef"), 32);
     nodex__v1__call_reply__free_unpacked(r, NULL);
     cc_free(&c);
 
@@ -984,8 +986,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_watch_include_current_sends_up_for_the_cnode, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_list_cnodes_and_get_cnode_fields, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_x_request_id_is_echoed_in_initial_metadata, setup,
-                                        teardown),
+        cmocka_unit_test_setup_teardown(test_x_request_id_is_echoed_or_made_in_initial_metadata,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_calls_on_one_channel, setup, teardown),
         cmocka_unit_test_setup_teardown(test_shutdown_with_calls_in_flight_is_unavailable, setup,
                                         teardown),
