@@ -111,8 +111,9 @@ struct grpc_api {
     bool shutdown_done;
     /* grpc.tls: the fetcher hands gRPC a new certificate config when the generation moved */
     tls_creds *tls;
-    atomic_uint_least64_t tls_served; /* generation gRPC has */
-    metrics_requests *requests;       /* nodex_grpc_requests_total */
+    atomic_uint_least64_t tls_served;       /* generation gRPC has */
+    metrics_requests *requests;             /* nodex_grpc_requests_total */
+    const char *method_labels[M_COUNT + 1]; /* its method label values (method_label) */
 };
 
 /* One gRPC call being served. Reference-counted: one reference per outstanding tag, one while
@@ -201,13 +202,10 @@ static bool method_is_probe(int method) {
            service_op_is_probe(SERVICE_OP_HEALTH);
 }
 
-/* Metrics' method label: each method's full name, then one for every method not served. */
-static const char *const grpc_method_labels[M_COUNT + 1] = {
-#define X(id, name, msg, fn) [id] = GRPC_SERVICE_PREFIX name,
-    GRPC_METHODS(X)
-#undef X
-        [M_COUNT] = "unimplemented",
-};
+/* Metrics' method label of a method (its full path), or "unimplemented" for any other. */
+static const char *method_label(int method) {
+    return method >= 0 && method < M_COUNT ? grpc_methods[method].path : "unimplemented";
+}
 
 /* The canonical name of a status code ("UNAVAILABLE"). */
 static const char *grpc_status_name(grpc_status_code code) {
@@ -307,7 +305,7 @@ static void gcall_account(gcall *g) {
     access_entry e = {
         .transport = "grpc",
         .method = method,
-        .route = grpc_method_labels[label],
+        .route = method_label(g->method),
         .target = g->target,
         .status = (unsigned)code,
         .code = code == GRPC_STATUS_OK ? NULL : grpc_status_name(code),
@@ -1409,9 +1407,10 @@ grpc_api *grpc_api_start(const config *cfg, gateway *gw, service *svc, char *err
     api->gw = gw;
     api->svc = svc;
     api->limits = *service_limits(api->svc);
+    for (int m = 0; m <= M_COUNT; m++) api->method_labels[m] = method_label(m);
     api->requests = metrics_add_requests(service_metrics(api->svc), "nodex_grpc_requests_total",
                                          "gRPC calls finished, by method and status code.",
-                                         "method", "code", grpc_method_labels, M_COUNT + 1, 16);
+                                         "method", "code", api->method_labels, M_COUNT + 1, 16);
     api->wire_depth = term_pb_wire_depth(cfg->term_max_depth, 2);
     api->shutdown_tag.fn = on_shutdown;
     atomic_init(&api->stopping, false);
