@@ -604,6 +604,7 @@ static const field_spec grpc_fields[] = {
     UINT(config, "max_concurrent_streams", grpc_max_concurrent_streams, 1, 1000000),
     UINT(config, "max_in_flight", grpc_max_in_flight, 1, 10000000),
     SIZE(config, "max_message_bytes", grpc_max_message_bytes, 1, INT_MAX),
+    SIZE(config, "max_stream_pending_bytes", grpc_max_stream_pending_bytes, 1, INT_MAX),
     CUSTOM(config, "tls", grpc_tls, set_tls),
 };
 
@@ -1044,6 +1045,7 @@ static config *config_new(const char *source) {
     cfg->grpc_max_concurrent_streams = 1000;
     cfg->grpc_max_in_flight = 10000;
     cfg->grpc_max_message_bytes = 8u << 20;
+    cfg->grpc_max_stream_pending_bytes = 8u << 20;
     cfg->child_ready_timeout_ms = 15000;
     cfg->child_shutdown_timeout_ms = 5000;
     cfg->child_restart = CNODE_RESTART_PERMANENT;

@@ -158,6 +158,8 @@ typedef struct config {
     unsigned grpc_max_in_flight;          /* gRPC calls in progress at once; over it
                                              RESOURCE_EXHAUSTED; default 10000 */
     size_t grpc_max_message_bytes;        /* default 8 MiB */
+    size_t grpc_max_stream_pending_bytes; /* a stream's unsent bytes before it is cut off,
+                                             default 8 MiB */
     config_tls grpc_tls;                  /* gRPC over TLS when enabled */
     /* erlang_nodes: child Erlang nodes and rpc */
     char *erl_executable; /* default "erl" (looked up on PATH) */

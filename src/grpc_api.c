@@ -62,9 +62,9 @@ enum {
 };
 
 #define GRPC_SERVICE_PREFIX      "/nodex.v1.Gateway/"
-#define GRPC_REQUESTS_PER_METHOD 4     /* request slots posted per method (and for unknown ones) */
-#define GRPC_STREAM_MAX_QUEUED   4096u /* messages queued on one stream before it is ended */
-#define GRPC_STOP_GRACE_MS       1000  /* how long grpc_api_stop lets answers go out */
+#define GRPC_REQUESTS_PER_METHOD 4    /* request slots posted per method (and for unknown ones) */
+#define GRPC_MSG_OVERHEAD        256u /* bytes a queued message costs beyond its payload */
+#define GRPC_STOP_GRACE_MS       1000 /* how long grpc_api_stop lets answers go out */
 #define GRPC_THREAD_STACK        (8u << 20)
 #define GRPC_REQUEST_ID_KEY      "x-request-id" /* echoed in the initial metadata */
 
@@ -79,11 +79,13 @@ typedef struct gtag {
 typedef struct gmsg {
     struct gmsg *next;
     grpc_byte_buffer *bb;
+    size_t bytes; /* what it holds: payload and GRPC_MSG_OVERHEAD */
 } gmsg;
 
 typedef struct gqueue {
     gmsg *head, *tail;
     size_t count;
+    size_t bytes; /* sum of the messages' bytes */
 } gqueue;
 
 typedef struct gcall gcall;
@@ -142,6 +144,7 @@ struct gcall {
     grpc_status_code status;
     grpc_slice status_details;
     grpc_byte_buffer *sending;
+    size_t sending_bytes; /* of `sending`: handed to grpc_call_start_batch, not yet completed */
     gqueue out;
     gqueue held; /* Watch: events that arrived while the current states were being read */
     grpc_metadata reply_md[1];
@@ -267,6 +270,7 @@ static void gqueue_push(gqueue *q, gmsg *m) {
         q->head = m;
     q->tail = m;
     q->count++;
+    q->bytes += m->bytes;
 }
 
 static gmsg *gqueue_pop(gqueue *q) {
@@ -275,6 +279,7 @@ static gmsg *gqueue_pop(gqueue *q) {
     q->head = m->next;
     if (!q->head) q->tail = NULL;
     q->count--;
+    q->bytes -= m->bytes;
     return m;
 }
 
@@ -405,6 +410,7 @@ static void gcall_pump_locked(gcall *g) {
         ops[n].op = GRPC_OP_SEND_MESSAGE;
         ops[n].data.send_message.send_message = m->bb;
         g->sending = m->bb;
+        g->sending_bytes = m->bytes;
         free(m);
         n++;
     }
@@ -425,6 +431,7 @@ static void gcall_pump_locked(gcall *g) {
         g->dead = true;
         if (g->sending) grpc_byte_buffer_destroy(g->sending);
         g->sending = NULL;
+        g->sending_bytes = 0;
         gqueue_clear(&g->out);
         atomic_fetch_sub(&g->refs, 1); /* never the last one: our caller holds one */
     }
@@ -450,9 +457,40 @@ static void gcall_finish_locked(gcall *g, grpc_status_code code, const char *fmt
     gcall_pump_locked(g);
 }
 
+static atomic_ullong grpc_stream_cuts;
+
+unsigned long long grpc_api_stream_cuts_total(void) {
+    return atomic_load(&grpc_stream_cuts);
+}
+
+/* Bytes the call holds for its client: queued, and the message gRPC has not finished sending. */
+static size_t gcall_pending_locked(const gcall *g) {
+    return g->out.bytes + g->held.bytes + g->sending_bytes;
+}
+
+/* The client stopped reading: cancel the call with RESOURCE_EXHAUSTED now. A status queued
+ * behind the unsent messages would wait for the client to read them; a cancel sends trailers
+ * and RST_STREAM, which flow control does not hold back. Nothing more goes out; on_close
+ * cancels the gateway call behind it. */
+static void gcall_cut_locked(gcall *g, size_t pending, size_t cap) {
+    g->dead = true;
+    gqueue_clear(&g->out);
+    gqueue_clear(&g->held);
+    unsigned long long cuts = atomic_fetch_add(&grpc_stream_cuts, 1) + 1;
+    char msg[160];
+    snprintf(msg, sizeof msg,
+             "the client left over %zu bytes unread (grpc.max_stream_pending_bytes): the stream "
+             "was cut off",
+             cap);
+    log_warn("grpc %s: stream cut off: its client left %zu bytes unread, over %zu (%llu so far)",
+             method_name(g), pending, cap, cuts);
+    grpc_call_cancel_with_status(g->call, GRPC_STATUS_RESOURCE_EXHAUSTED, msg, NULL);
+}
+
 /* Packs `msg` and queues it on `q` (g->out or g->held) without sending; a message over
- * grpc.max_message_bytes or a stream whose client does not keep up ends the call with
- * RESOURCE_EXHAUSTED. Returns 0 when queued. */
+ * grpc.max_message_bytes ends the call with RESOURCE_EXHAUSTED, and one that would take what
+ * the call holds for its client past grpc.max_stream_pending_bytes cuts it off (a single larger
+ * message still goes when nothing else waits). Returns 0 when queued. */
 static int gcall_queue_locked(gcall *g, const ProtobufCMessage *msg, gqueue *q) {
     if (g->finishing || g->dead) return -1;
     size_t max = g->api->cfg->grpc_max_message_bytes;
@@ -463,13 +501,9 @@ static int gcall_queue_locked(gcall *g, const ProtobufCMessage *msg, gqueue *q) 
                             "reply of %zu bytes is over grpc.max_message_bytes (%zu)", n, max);
         return -1;
     }
-    if (q->count >= GRPC_STREAM_MAX_QUEUED) {
-        gqueue_clear(&g->out);
-        gqueue_clear(&g->held);
-        gcall_finish_locked(g, GRPC_STATUS_RESOURCE_EXHAUSTED,
-                            "the client does not read the stream fast enough (%u messages "
-                            "queued)",
-                            GRPC_STREAM_MAX_QUEUED);
+    size_t pending = gcall_pending_locked(g), cap = g->api->cfg->grpc_max_stream_pending_bytes;
+    if (pending && pending + n + GRPC_MSG_OVERHEAD > cap) {
+        gcall_cut_locked(g, pending + n + GRPC_MSG_OVERHEAD, cap);
         return -1;
     }
     uint8_t *buf = malloc(n ? n : 1);
@@ -483,6 +517,7 @@ static int gcall_queue_locked(gcall *g, const ProtobufCMessage *msg, gqueue *q) 
     protobuf_c_message_pack(msg, buf);
     grpc_slice s = grpc_slice_new(buf, n, free); /* the slice owns buf from here */
     m->bb = grpc_raw_byte_buffer_create(&s, 1);
+    m->bytes = n + GRPC_MSG_OVERHEAD;
     grpc_slice_unref(s);
     gqueue_push(q, m);
     return 0;
@@ -523,6 +558,7 @@ static void on_sent(gtag *t, bool ok) {
     g->send_busy = false;
     if (g->sending) grpc_byte_buffer_destroy(g->sending);
     g->sending = NULL;
+    g->sending_bytes = 0;
     if (!ok) {
         g->dead = true;
         gqueue_clear(&g->out);

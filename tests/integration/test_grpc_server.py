@@ -496,3 +496,54 @@ def test_fail_fast_refuses_while_starting_and_restart_cnode(session):
         assert code == grpc.StatusCode.NOT_FOUND
     finally:
         d.close()
+
+
+def vm_kib(pid, key):
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(key + ":"))
+
+
+def test_callstream_whose_client_stops_reading_is_cut_off_by_bytes(session):
+    """A CallStream client that never reads: nodexd holds at most grpc.max_stream_pending_bytes
+    for it (its own queue plus the message gRPC is sending), then cancels the stream with
+    RESOURCE_EXHAUSTED, logs and counts the cut, and cancels the call behind it. Before, the cap
+    was 4096 messages of any size: 2000 x 100 kB all queued, 200 MB in nodexd."""
+    cap = 1 << 20
+    d = GrpcNodexd(session, [nx.test_cnode_spec("tagged", reply_filter={"tag": "reply"})],
+                   grpc_cfg={"max_stream_pending_bytes": cap})
+    d.start()
+    d.wait_up("tagged")
+    pid = d.proc.pid
+    rss0 = vm_kib(pid, "VmRSS")
+    # A client whose windows do not grow: it takes no more than 64 KiB it has not read.
+    ch = grpc.insecure_channel(f"{nx.HOST}:{d.grpc_port}",
+                               options=[("grpc.http2.bdp_probe", 0),
+                                        ("grpc.http2.lookahead_bytes", 65536)])
+    try:
+        stub = pb_grpc.GatewayStub(ch)
+        it = stub.CallStream(pb.CallRequest(cnode="tagged", request=P(
+            T(A("flood"), I(2000), I(100000))), timeout_ms=120000), timeout=120)
+        # never read until nodexd has cut the stream off
+        nx.wait_until(lambda: "stream cut off" in d.log_text(), 60 * nx.SLOW, interval=0.1,
+                      what="nodexd to cut the stream off")
+        # the flood keeps coming in from the C-node; none of it stays in nodexd
+        nx.wait_until(lambda: d.info("tagged")["dropped_messages"] >= 1000, 60 * nx.SLOW,
+                      interval=0.1, what="the rest of the flood to be dropped")
+        hwm = vm_kib(pid, "VmHWM")
+        if not nx.SANITIZE:  # ASan's quarantine keeps the flood's freed read buffers
+            assert hwm - rss0 < 64 * 1024, f"peak RSS {hwm} KiB, {rss0} KiB before the stream"
+        with pytest.raises(grpc.RpcError) as ei:
+            for _ in it:
+                pass
+        assert ei.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, ei.value
+        assert "unread" in ei.value.details() and str(cap) in ei.value.details(), ei.value
+        line = next(ln for ln in d.log_text().splitlines() if "stream cut off" in ln)
+        assert "CallStream" in line and "(1 so far)" in line, line
+        print(f"cap {cap} B: peak RSS {hwm - rss0} KiB over the {rss0} KiB before")
+        # the C-node and the server are fine
+        msgs = list(stub.CallStream(pb.CallRequest(cnode="tagged", request=P(
+            T(A("noise"), I(1), B("after")))), timeout=30))
+        assert msgs[-1].final and msgs[-1].message.term == T(A("pong"), B("after"))
+    finally:
+        ch.close()
+        d.close()
