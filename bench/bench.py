@@ -11,6 +11,7 @@ import datetime
 import json
 import os
 import re
+import resource
 import select
 import shutil
 import signal
@@ -375,17 +376,23 @@ def measure_case(pid, cnode_pid, runner, calls_of, *args, **kw):
     figures plus the server's RSS peak, the C-node's calls (`calls_of`: None where the server
     cannot tell) and the server's and the C-node's CPU time per call (CpuMeter)."""
     before = calls_of() if calls_of else 0
+    # the load tool is the only child of ours that ends (and is reaped) during the case
+    kids0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     with RssSampler(pid) as s, CpuMeter(pid, cnode_pid) as m:
         r = runner(*args, **kw)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    load_s = kids.ru_utime + kids.ru_stime - kids0.ru_utime - kids0.ru_stime
     r["rss_peak_mib"] = s.peak
     if calls_of:
         r["cnode_calls"] = calls_of() - before
+    r["load_cpu_us_per_call"] = load_s * 1e6 / r["calls"] if r["calls"] else 0.0
     return m.add_per_call(r)
 
 
 def log_case(k, r):
     cpu = "".join(f" {label} {r[key]:.1f} us/call" for key, label in
-                  (("cpu_us_per_call", "cpu"), ("cnode_cpu_us_per_call", "cnode cpu"))
+                  (("cpu_us_per_call", "cpu"), ("cnode_cpu_us_per_call", "cnode cpu"),
+                   ("load_cpu_us_per_call", "load tool cpu"))
                   if key in r)
     rss = f" rss {r['rss_peak_mib']:.1f} MiB" if "rss_peak_mib" in r else ""
     log(f"{k}: {r['throughput_per_s']:.0f}/s p50 {r['p50_us']:.0f} us p99 {r['p99_us']:.0f} us"
@@ -756,6 +763,37 @@ def add_ceiling_ratios(cases):
 
 
 # --- targets, report, chart -----------------------------------------------------------------------
+def cpu_total(r):
+    """CPU µs per call of everything a case runs on the machine's CPUs: server, C-node, load tool."""
+    return r["cpu_us_per_call"] + r.get("cnode_cpu_us_per_call", 0.0) + r["load_cpu_us_per_call"]
+
+
+def cpu_bounds(cases, small):
+    """The throughput targets against what the CPUs allow (kind "bound", informational). On two
+    saturated CPUs calls/s is about CPUs ÷ (CPU µs per call of everything that runs), so with
+    nodexd at its floor (its library alone plus raw_ei_bench's ei client per call), the ratio to
+    the other side can be at most (other side's CPU per call) ÷ (nodexd floor + its C-node + its
+    load tool). Below the goal, the target is out of reach of any nodexd on this machine."""
+    out = []
+    for name, nd, other, lib, goal in (
+            ("gRPC @64 vs grpc_echo", f"grpc.{small}.c64", "ceiling.grpc.c64",
+             "ceiling.grpc.c64", 0.8),
+            ("HTTP @64 vs the mochiweb front", f"http.{small}.c64", f"mochiweb.{small}.c64",
+             "ceiling.http.c64", 2.5)):
+        if not all(k in cases and "load_cpu_us_per_call" in cases[k] for k in (nd, other, lib)):
+            continue
+        n = cases[nd]
+        floor = (cases[lib]["cpu_us_per_call"] + cases["raw_ei.c64"]["cpu_us_per_call"] +
+                 n.get("cnode_cpu_us_per_call", 0.0) + n["load_cpu_us_per_call"])
+        bound = cpu_total(cases[other]) / floor
+        out.append({"name": f"{name}: the most a nodexd at its CPU floor can reach (CPU budget)",
+                    "value": round(bound, 3), "unit": "x", "target": f">= {goal}", "pass": None,
+                    "kind": "bound", "within_reach": bound >= goal,
+                    "measured": round(n["throughput_per_s"] / cases[other]["throughput_per_s"], 3),
+                    "cpu_now": round(cpu_total(cases[other]) / cpu_total(n), 3) if cpu_total(n) else 0.0})
+    return out
+
+
 def compute_targets(cases, rss, small):
     t = []
     erl64 = cases["erl.cnode_direct_p64"]["throughput_per_s"]
@@ -807,6 +845,7 @@ def compute_targets(cases, rss, small):
         x = (cases[f"{tls}.{small}.c{conc}"]["cpu_us_per_call"] /
              cases[f"{plain}.{small}.c{conc}"]["cpu_us_per_call"])
         add(f"{label} + token CPU per call @{conc} / plaintext", x, "x", "<= 1.15", x <= 1.15)
+    t += cpu_bounds(cases, small)
     add("nodexd RSS idle", rss["idle_mib"], "MiB", "<= 16", rss["idle_mib"] <= 16)
     add(f"nodexd RSS peak under 64-connection load ({small} and 1KiB payloads)",
         rss["load_peak_mib"], "MiB", "<= 64", rss["load_peak_mib"] <= 64)
@@ -870,17 +909,19 @@ def front_and_cpu_tables(c, small):
           "User + system time per call over each case (all threads; /proc/PID/stat, or "
           "getrusage for raw_ei_bench itself) of the server and of the example C-node behind it. "
           "At 1 in flight idle wake-ups weigh on few calls: the 16 and 64 rows are the steadier "
-          "figures. The load tools' CPU is not counted.", "",
+          "figures. The load tool's (wrk, h2load) is its rusage over the case; raw_ei_bench is "
+          "its own load tool.", "",
           "| case | server | in flight | calls/s | p50 µs | server CPU µs/call "
-          "| C-node CPU µs/call |", "|---" * 7 + "|"]
+          "| C-node CPU µs/call | load tool CPU µs/call |", "|---" * 8 + "|"]
     for prefix, what in CPU_SERVERS:
         keys = [k for k in c if k.startswith(prefix + ".") and "cpu_us_per_call" in c[k] and
                 (k.startswith(("raw_ei.", "ceiling.")) or k.split(".")[1] == small)]
         for k in sorted(keys, key=lambda k: c[k]["concurrency"]):
             r = c[k]
             cn = f"{r['cnode_cpu_us_per_call']:.1f}" if "cnode_cpu_us_per_call" in r else "–"
+            lt = f"{r['load_cpu_us_per_call']:.1f}" if "load_cpu_us_per_call" in r else "–"
             L.append(f"| {k} | {what} | {r['concurrency']} | {fmt(r['throughput_per_s'], 0)} | "
-                     f"{r['p50_us']:.0f} | {r['cpu_us_per_call']:.1f} | {cn} |")
+                     f"{r['p50_us']:.0f} | {r['cpu_us_per_call']:.1f} | {cn} | {lt} |")
     return L
 
 
@@ -997,9 +1038,20 @@ def write_markdown(res, path):
         L.append("")
     L += ["## Targets", "", "Rows marked *ceiling* are informational: the library alone (no "
           "backend) against nodexd's target; \"out of reach\" means no nodexd built on that "
-          "library can pass that target on this machine.", "",
+          "library can pass that target on this machine. Rows marked *CPU budget* are "
+          "informational too: on two saturated CPUs calls/s goes as 1 ÷ the CPU µs per call of "
+          "everything that runs (server, C-node, load tool), so a nodexd at its floor (its "
+          "library alone + raw_ei_bench's ei client) can reach at most the ratio shown; "
+          "\"CPU-per-call ratio now\" is the same ratio with nodexd's measured CPU.", "",
           "| target | measured | goal | result |", "|---|---|---|---|"]
     for t in res["targets"]:
+        if t.get("kind") == "bound":
+            result = "CPU budget: target " + ("within reach" if t["within_reach"] else
+                                              "out of reach")
+            L.append(f"| {t['name']} (measured {t['measured']:.2f}, CPU-per-call ratio now "
+                     f"{t['cpu_now']:.2f}) | {t['value']:.2f} {t['unit']} | (nodexd's target "
+                     f"{t['target']} {t['unit']}) | {result} |")
+            continue
         if t.get("kind") == "ceiling":
             result = "ceiling: target " + ("within reach" if t["within_reach"] else "out of reach")
             L.append(f"| {t['name']} | {t['value']:.2f} {t['unit']} | (nodexd's target "

@@ -102,6 +102,8 @@ def test_bench_smoke(tmp_path):
         assert r["cpu_us_per_call"] > 0, case
         if not case.startswith("ceiling."):
             assert r["cnode_cpu_us_per_call"] >= 0, case
+        if not case.startswith("raw_ei."):  # wrk or h2load, measured from their rusage
+            assert r["load_cpu_us_per_call"] > 0, case
     md_cpu = (out / "results.md").read_text()
     assert "## CPU per call (16 B, same run)" in md_cpu
     assert "## nodexd against the Erlang front (mochiweb, 16 B, same wrk runs)" in md_cpu
@@ -126,6 +128,9 @@ def test_bench_smoke(tmp_path):
     assert len(ceilings) == 5 and all(t["pass"] is None and isinstance(t["within_reach"], bool)
                                       for t in ceilings), ceilings
     assert all(t["value"] > 0 for t in ceilings if t["unit"] == "x")
+    bounds = [t for t in res["targets"] if t["kind"] == "bound"]
+    assert len(bounds) == 2 and all(t["value"] > 0 and isinstance(t["within_reach"], bool)
+                                    for t in bounds), bounds
     assert res["leftovers"] == [], res["leftovers"]
     md = (out / "results.md").read_text()
     assert "## Targets" in md and ("PASS" in md or "FAIL" in md)
