@@ -676,6 +676,8 @@ CEILINGS = (  # (label, server binary, extra argv, protocol, concurrencies: None
     ("http_pool", "http_echo", ["--threads", "2"], "http", [64]),
     ("http_pool_suspend", "http_echo", ["--threads", "2", "--suspend"], "http", [64]),
     ("grpc", "grpc_echo", ["--threads", "2"], "grpc", None),
+    ("grpc_reply_thread", "grpc_echo", ["--threads", "2", "--reply-thread", "direct"], "grpc",
+     [1, 64]),
 )
 
 
@@ -760,6 +762,9 @@ def add_ceiling_ratios(cases):
         sus = cases.get(f"ceiling.{k.split('.')[0]}_suspend.c64")
         if cid and cid.endswith(".c64") and sus and sus["throughput_per_s"]:
             r["x_ceiling_suspend"] = r["throughput_per_s"] / sus["throughput_per_s"]
+        rt = cases.get(f"ceiling.{k.split('.')[0]}_reply_thread.c64")
+        if cid and cid.endswith(".c64") and rt and rt["throughput_per_s"]:
+            r["x_ceiling_reply_thread"] = r["throughput_per_s"] / rt["throughput_per_s"]
 
 
 # --- targets, report, chart -----------------------------------------------------------------------
@@ -879,6 +884,7 @@ CPU_SERVERS = (  # (case prefix, what serves it), in the order of the CPU table
     ("mochiweb", "Erlang front: mochiweb + jiffy"), ("mochiweb_etf", "Erlang front: mochiweb, ETF"),
     ("raw_ei", "raw_ei_bench (ei, no HTTP)"), ("ceiling.http", "http_echo (MHD, no backend)"),
     ("ceiling.grpc", "grpc_echo (gRPC core, no backend)"),
+    ("ceiling.grpc_reply_thread", "grpc_echo, replies from another thread"),
 )
 
 
@@ -1009,7 +1015,7 @@ def write_markdown(res, path):
         for k in ceil:
             r = c[k]
             label = k.split(".")[1]
-            proto = {"grpc": "grpc", "http_pool": "http_pool",
+            proto = {"grpc": "grpc", "grpc_reply_thread": "grpc", "http_pool": "http_pool",
                      "http_pool_suspend": "http_pool"}.get(label, "http")
             nd = c.get(f"{proto}.{small}.c{r['concurrency']}")
             nd_thr = f"{fmt(nd['throughput_per_s'], 0)}" if nd else "–"

@@ -42,12 +42,27 @@ typedef struct ecall {
     int cancelled;
     bool listed;
     bool status_pending; /* --split-status: OK goes out once the message batch completed */
-    tag req_tag, close_tag, send_tag;
+    grpc_status_code status;
+    const char *status_text; /* static; NULL for OK */
+    struct ecall *next;      /* --reply-thread: the replier's queue */
+    tag req_tag, close_tag, send_tag, bounce_tag;
     atomic_uint refs;
     pthread_mutex_t mu; /* serializes grpc_call_start_batch on this call */
 } ecall;
 
 static bool split_status; /* reply in two batches, as nodexd does (message, then status) */
+
+/* --reply-thread direct: the cq thread hands each call to one replier thread (as nodexd's loop
+ * has the C-node's reply), which starts the reply batch; bounce: the replier starts a batch of
+ * no operations instead, whose tag completes at once on the cq, and the cq thread that takes it
+ * starts the reply batch. Without it the cq thread answers at once. */
+static enum { REPLY_CQ, REPLY_DIRECT, REPLY_BOUNCE } reply_mode;
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct ecall *head, *tail;
+    bool stop;
+} replier;
 
 static struct {
     grpc_server *server;
@@ -64,6 +79,7 @@ static struct {
 static void on_request(tag *t, bool ok);
 static void on_close(tag *t, bool ok);
 static void on_sent(tag *t, bool ok);
+static void on_bounce(tag *t, bool ok);
 
 static void ecall_free(ecall *c) {
     if (c->listed) {
@@ -97,6 +113,7 @@ static int post_request(bool registered) {
     c->req_tag.fn = on_request;
     c->close_tag.fn = on_close;
     c->send_tag.fn = on_sent;
+    c->bounce_tag.fn = on_bounce;
     grpc_call_error e =
         registered
             ? grpc_server_request_registered_call(srv.server, srv.method, &c->call, &c->deadline,
@@ -121,7 +138,9 @@ static grpc_byte_buffer *echo_of(grpc_byte_buffer *payload) {
     return bb;
 }
 
-/* A call arrived (cq thread): answer it at once. */
+static void reply(ecall *c);
+
+/* A call arrived (cq thread): answer it at once (or hand it to the replier). */
 static void on_request(tag *t, bool ok) {
     ecall *c = container_of(t, ecall, req_tag);
     if (!ok) { /* the server is shutting down */
@@ -143,18 +162,68 @@ static void on_request(tag *t, bool ok) {
     if (grpc_call_start_batch(c->call, &op, 1, &c->close_tag, NULL) != GRPC_CALL_OK)
         atomic_fetch_sub(&c->refs, 1); /* never the last one: we hold the request's */
 
-    grpc_status_code status = GRPC_STATUS_OK;
-    grpc_slice details = grpc_empty_slice();
+    c->status = GRPC_STATUS_OK;
     if (!c->registered) {
-        status = GRPC_STATUS_UNIMPLEMENTED;
-        details = grpc_slice_from_static_string("method not implemented");
+        c->status = GRPC_STATUS_UNIMPLEMENTED;
+        c->status_text = "method not implemented";
     } else if (atomic_load(&srv.stopping)) {
-        status = GRPC_STATUS_UNAVAILABLE;
-        details = grpc_slice_from_static_string("grpc_echo is shutting down");
+        c->status = GRPC_STATUS_UNAVAILABLE;
+        c->status_text = "grpc_echo is shutting down";
     } else if (!(c->reply = echo_of(c->payload))) {
-        status = GRPC_STATUS_INVALID_ARGUMENT;
-        details = grpc_slice_from_static_string("no request message");
+        c->status = GRPC_STATUS_INVALID_ARGUMENT;
+        c->status_text = "no request message";
     }
+    if (reply_mode == REPLY_CQ || c->status != GRPC_STATUS_OK) {
+        reply(c);
+        return;
+    }
+    pthread_mutex_lock(&replier.mu); /* the replier takes over the request's reference */
+    if (replier.tail)
+        replier.tail->next = c;
+    else
+        replier.head = c;
+    replier.tail = c;
+    pthread_cond_signal(&replier.cv);
+    pthread_mutex_unlock(&replier.mu);
+}
+
+/* The replier thread (--reply-thread): answers the calls the cq threads hand it, until told to
+ * stop with its queue empty. */
+static void *replier_thread(void *arg) {
+    (void)arg;
+    pthread_mutex_lock(&replier.mu);
+    for (;;) {
+        while (!replier.head && !replier.stop) pthread_cond_wait(&replier.cv, &replier.mu);
+        ecall *c = replier.head;
+        if (!c) break;
+        replier.head = c->next;
+        if (!replier.head) replier.tail = NULL;
+        pthread_mutex_unlock(&replier.mu);
+        if (reply_mode == REPLY_DIRECT) {
+            reply(c);
+        } else {
+            pthread_mutex_lock(&c->mu);
+            grpc_call_error e = grpc_call_start_batch(c->call, NULL, 0, &c->bounce_tag, NULL);
+            pthread_mutex_unlock(&c->mu);
+            if (e != GRPC_CALL_OK) reply(c);
+        }
+        pthread_mutex_lock(&replier.mu);
+    }
+    pthread_mutex_unlock(&replier.mu);
+    return NULL;
+}
+
+/* The replier's empty batch completed (cq thread): answer here. */
+static void on_bounce(tag *t, bool ok) {
+    (void)ok;
+    reply(container_of(t, ecall, bounce_tag));
+}
+
+/* Starts the reply batch of c (its status and reply set) and drops the request's reference. */
+static void reply(ecall *c) {
+    grpc_slice details =
+        c->status_text ? grpc_slice_from_static_string(c->status_text) : grpc_empty_slice();
+    grpc_status_code status = c->status;
     grpc_op ops[3];
     memset(ops, 0, sizeof ops);
     size_t n = 0;
@@ -227,7 +296,8 @@ static void *cq_thread(void *arg) {
 }
 
 static int usage(void) {
-    fprintf(stderr, "usage: grpc_echo [--threads N] [--split-status]\n");
+    fprintf(stderr,
+            "usage: grpc_echo [--threads N] [--split-status] [--reply-thread direct|bounce]\n");
     return 2;
 }
 
@@ -236,6 +306,14 @@ int main(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--split-status") == 0) {
             split_status = true;
+        } else if (strcmp(argv[i], "--reply-thread") == 0 && i + 1 < argc) {
+            const char *m = argv[++i];
+            if (strcmp(m, "direct") == 0)
+                reply_mode = REPLY_DIRECT;
+            else if (strcmp(m, "bounce") == 0)
+                reply_mode = REPLY_BOUNCE;
+            else
+                return usage();
         } else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) {
             char *end;
             unsigned long n = strtoul(argv[++i], &end, 10);
@@ -309,13 +387,18 @@ int main(int argc, char **argv) {
         if (pthread_create(&tids[i], &attr, cq_thread, NULL) != 0) break;
         started++;
     }
+    pthread_mutex_init(&replier.mu, NULL);
+    pthread_cond_init(&replier.cv, NULL);
+    pthread_t replier_tid;
+    bool replier_started =
+        reply_mode != REPLY_CQ && pthread_create(&replier_tid, &attr, replier_thread, NULL) == 0;
     pthread_attr_destroy(&attr);
-    bool posted = started == threads;
+    bool posted = started == threads && (reply_mode == REPLY_CQ || replier_started);
     for (int k = 0; posted && k < REQUESTS_PER_METHOD; k++)
         posted = post_request(true) == 0 && post_request(false) == 0;
     if (posted) {
-        printf("grpc_echo ready port=%d threads=%u split_status=%d\n", port, threads,
-               (int)split_status);
+        printf("grpc_echo ready port=%d threads=%u split_status=%d reply_thread=%d\n", port,
+               threads, (int)split_status, (int)reply_mode);
         fflush(stdout);
         int sig = 0;
         sigwait(&set, &sig);
@@ -336,6 +419,13 @@ int main(int argc, char **argv) {
     while (srv.live > 0 && pthread_cond_timedwait(&srv.cv, &srv.mu, &until) == 0) {
     }
     pthread_mutex_unlock(&srv.mu);
+    if (replier_started) { /* it answers what it holds, then ends */
+        pthread_mutex_lock(&replier.mu);
+        replier.stop = true;
+        pthread_cond_signal(&replier.cv);
+        pthread_mutex_unlock(&replier.mu);
+        pthread_join(replier_tid, NULL);
+    }
     grpc_server_cancel_all_calls(srv.server);
     if (started == 0) { /* no cq thread takes the shutdown tag */
         while (!srv.shutdown_done) {

@@ -30,6 +30,7 @@ SECURE_CASES = [f"{p}.16B.c{c}" for p in ("http_token", "https_token", "grpc_tok
 CEILING_CASES = (
     [f"ceiling.{lib}.c{c}" for lib in ("http", "grpc") for c in (1, 16, 64)]
     + [f"ceiling.{lib}.c64" for lib in ("http_suspend", "http_pool", "http_pool_suspend")]
+    + [f"ceiling.grpc_reply_thread.c{c}" for c in (1, 64)]
 )
 
 
@@ -108,8 +109,8 @@ def test_bench_smoke(tmp_path):
     assert "## CPU per call (16 B, same run)" in md_cpu
     assert "## nodexd against the Erlang front (mochiweb, 16 B, same wrk runs)" in md_cpu
     assert all(f"| {case} |" in md_cpu for case in FRONT_CASES)
-    assert sorted(res["ceilings"]) == ["grpc", "http", "http_pool", "http_pool_suspend",
-                                       "http_suspend"], res["ceilings"]
+    assert sorted(res["ceilings"]) == ["grpc", "grpc_reply_thread", "http", "http_pool",
+                                       "http_pool_suspend", "http_suspend"], res["ceilings"]
     for server, info in res["ceilings"].items():
         assert info["exit_status"] == 0, f"ceiling server {server} did not stop cleanly: {info}"
     for key in ("idle_mib", "load_peak_mib", "after_mib"):
