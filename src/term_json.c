@@ -274,6 +274,22 @@ typedef struct jscan_level {
     bool object, key_seen, dollar;
 } jscan_level;
 
+/* Levels jtags_scan keeps on the C stack; deeper inputs move it to the heap (doubling, up to the
+ * depth budget). Every level is written when it is pushed: nothing needs zeroing. */
+#define JSCAN_INLINE_LEVELS 64
+
+/* Doubles jtags_scan's stack, at most to `max` levels; the inline one is copied, never freed. */
+static int jscan_grow(jscan_level **stack, size_t *cap, size_t max, jscan_level *inline_stack) {
+    size_t n = *cap * 2 < max ? *cap * 2 : max;
+    jscan_level *ns = malloc(n * sizeof *ns);
+    if (!ns) return -1;
+    memcpy(ns, *stack, *cap * sizeof *ns);
+    if (*stack != inline_stack) free(*stack);
+    *stack = ns;
+    *cap = n;
+    return 0;
+}
+
 static int jcmp_offset(const void *a, const void *b) {
     size_t x = *(const size_t *)a, y = *(const size_t *)b;
     return x < y ? -1 : x > y;
@@ -286,8 +302,9 @@ static int jcmp_offset(const void *a, const void *b) {
 static int jtags_scan(jparser *p) {
     if (!memchr(p->s, '$', p->n)) return 0;
     size_t cap_levels = (size_t)p->max_depth + 2, depth = 0, overflow = 0, cap_tags = 0;
-    jscan_level *stack = calloc(cap_levels, sizeof *stack);
-    if (!stack) return -1;
+    jscan_level inline_stack[JSCAN_INLINE_LEVELS];
+    jscan_level *stack = inline_stack;
+    size_t cap = cap_levels < JSCAN_INLINE_LEVELS ? cap_levels : JSCAN_INLINE_LEVELS;
     for (size_t k = 0; k < p->n;) {
         char c = p->s[k++];
         if (c == '"') {
@@ -306,6 +323,10 @@ static int jtags_scan(jparser *p) {
                 overflow++;
                 continue;
             }
+            if (depth == cap && jscan_grow(&stack, &cap, cap_levels, inline_stack) != 0) {
+                if (stack != inline_stack) free(stack);
+                return -1;
+            }
             stack[depth++] = (jscan_level){.start = k - 1, .object = c == '{'};
         } else if (c == '}' || c == ']') {
             if (overflow) {
@@ -319,7 +340,7 @@ static int jtags_scan(jparser *p) {
                 size_t n = cap_tags ? 2 * cap_tags : 16;
                 size_t *t = realloc(p->tags, n * sizeof *t);
                 if (!t) {
-                    free(stack);
+                    if (stack != inline_stack) free(stack);
                     return -1;
                 }
                 p->tags = t;
@@ -330,7 +351,7 @@ static int jtags_scan(jparser *p) {
             stack[depth - 1].commas++;
         }
     }
-    free(stack);
+    if (stack != inline_stack) free(stack);
     if (p->tag_count) qsort(p->tags, p->tag_count, sizeof *p->tags, jcmp_offset);
     return 0;
 }

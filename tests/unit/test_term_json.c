@@ -248,6 +248,22 @@ static void test_depth_limit_is_configurable(void **state) {
     ei_x_free(&x);
 }
 
+/* The "$tag" scan keeps 64 levels on the C stack and grows onto the heap past them: tags 200
+ * levels deep, and a tag under 200 arrays, are still found. */
+static void test_tags_deeper_than_the_scan_stack_on_the_c_stack_parse(void **state) {
+    (void)state;
+    char *json = nested("{\"$tuple\":[", "{\"$atom\":\"a\"}", "]}", 200);
+    char *text = nested("{", "a", "}", 200);
+    expect_text(json, text);
+    free(json);
+    free(text);
+    json = nested("[", "{\"$atom\":\"b\"}", "]", 200);
+    text = nested("[", "b", "]", 200);
+    expect_text(json, text);
+    free(json);
+    free(text);
+}
+
 static void test_input_over_max_bytes_is_413(void **state) {
     (void)state;
     const term_limits small = {512, 8};
@@ -385,6 +401,7 @@ int main(void) {
         cmocka_unit_test(test_reply_decoding_ignores_trailing_bytes),
         cmocka_unit_test(test_reply_deeper_than_limit_is_an_error),
         cmocka_unit_test(test_dollar_keyed_objects_parse_in_linear_time),
+        cmocka_unit_test(test_tags_deeper_than_the_scan_stack_on_the_c_stack_parse),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
