@@ -20,6 +20,8 @@ BUILD_DIR = os.path.abspath(os.environ.get("NODEX_BUILD_DIR") or os.path.join(RE
 SANITIZE = os.environ.get("NODEX_SANITIZE", "OFF").upper() in ("ON", "1", "TRUE", "YES")
 # Sanitized binaries start and run slower: stretch waits, never the timings a test asserts.
 SLOW = 3.0 if SANITIZE else 1.0
+# The ThreadSanitizer build (SANITIZE is set for it too): its shadow memory inflates RSS.
+TSAN = os.environ.get("NODEX_TSAN", "OFF").upper() in ("ON", "1", "TRUE", "YES")
 
 NODEXD = os.path.join(BUILD_DIR, "nodexd")
 EXAMPLE_CNODE = os.path.join(BUILD_DIR, "example_cnode")
@@ -439,6 +441,9 @@ class Nodexd:
             except OSError:
                 pass
         assert not survivors, f"C-node processes survived nodexd: {survivors}\n" + self.log_tail()
+        # The ThreadSanitizer pass (scripts/test.sh): a data race reported by nodexd fails the test.
+        text = self.log_text()
+        assert "WARNING: ThreadSanitizer" not in text, text[text.find("WARNING: ThreadSanitizer"):][:6000]
 
     def survivors(self, wait=2.0):
         """C-node pids still alive: those reported by the API plus any process carrying our

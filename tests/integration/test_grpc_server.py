@@ -340,7 +340,8 @@ def test_request_of_4m_empty_terms_is_refused_within_bounded_memory(session):
         growth = _vm_kib(d.proc.pid, "VmHWM") - before
         print(f"VmHWM growth for the 8 MB request: {growth} KiB")
         assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "terms.max_bytes" in msg, msg
-        assert growth < 100 << 10, f"peak RSS grew by {growth} KiB"
+        if not nx.TSAN:  # ThreadSanitizer's shadow memory grows with what is touched
+            assert growth < 100 << 10, f"peak RSS grew by {growth} KiB"
         assert call(d, "t", T(A("ping"), B("alive"))).reply.term == T(A("pong"), B("alive"))
     finally:
         d.close()
