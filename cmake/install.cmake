@@ -29,6 +29,7 @@ install(PROGRAMS ${CMAKE_SOURCE_DIR}/deploy/docker/trial-cert.sh
 install(FILES ${CMAKE_SOURCE_DIR}/README.md DESTINATION ${CMAKE_INSTALL_DOCDIR})
 file(GLOB NODEX_DOCS CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/docs/*.md)
 install(FILES ${NODEX_DOCS} DESTINATION ${CMAKE_INSTALL_DOCDIR})
+install(FILES ${CMAKE_SOURCE_DIR}/docs/openapi.json DESTINATION ${CMAKE_INSTALL_DOCDIR})
 
 # Deployment files for packagers and operators: the container config, the Kubernetes manifests
 # and the systemd unit, whose ExecStart is rewritten to the actual install prefix.

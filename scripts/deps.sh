@@ -15,6 +15,8 @@ packages=(
   clang-format clang-tidy cppcheck     # lint gate (scripts/lint.sh, ctest lint.c)
   curl                                 # README example, smoke tests
   python3 python3-pytest               # integration tests
+  python3-jsonschema                   # test_openapi: answers checked against docs/openapi.json (draft 2020-12)
+  chromium python3-websocket           # test_status_page only: the page in headless Chromium over DevTools (big)
   libgrpc-dev                          # gRPC C core (grpc, gpr): the gRPC server
   libprotobuf-c-dev                    # protobuf-c runtime: gRPC message (un)packing
   protobuf-c-compiler                  # protoc-c: C code for proto/nodex/v1/nodex.proto

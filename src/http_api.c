@@ -18,6 +18,7 @@
 #include <strings.h>
 
 #include "auth.h"
+#include "http_assets.h"
 #include "http_limits.h"
 #include "http_route.h"
 #include "http_stream.h"
@@ -1125,10 +1126,12 @@ static bool http_origin_allowed(const http_api *api, const char *origin) {
 }
 
 /* The probes (the health operation) stay open, as service_op_is_probe says for both transports:
- * an orchestrator has no token. */
-static bool http_is_probe(const char *url) {
-    return (strcmp(url, "/healthz") == 0 || strcmp(url, "/readyz") == 0) &&
-           service_op_is_probe(SERVICE_OP_HEALTH);
+ * an orchestrator has no token. So does the status page: static, it holds nothing of this
+ * nodexd and fetches the rest with the token its user enters. */
+static bool http_is_open(const char *url) {
+    return ((strcmp(url, "/healthz") == 0 || strcmp(url, "/readyz") == 0) &&
+            service_op_is_probe(SERVICE_OP_HEALTH)) ||
+           strcmp(url, "/") == 0;
 }
 
 /* Checks a request's headers: a loopback listener's Host, the Origin, then authentication
@@ -1156,7 +1159,7 @@ static bool http_admit(http_request *req, const char *url, enum MHD_Result *ret)
                  origin);
         return false;
     }
-    if (http_is_probe(url)) return true;
+    if (http_is_open(url)) return true;
     const char *authz = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization");
     auth_credentials cr = {.authorization = authz, .authorization_len = authz ? strlen(authz) : 0};
     tls_peer peer;
@@ -1186,6 +1189,24 @@ static enum MHD_Result http_preflight(http_request *req) {
                             "tracestate");
     MHD_add_response_header(r, "Access-Control-Max-Age", "600");
     return http_queue(req, MHD_HTTP_NO_CONTENT, r, 0);
+}
+
+/* GET / and GET /openapi.json: an embedded file, as is; the API's description for any
+ * principal (service_authorize: api.describe). */
+static enum MHD_Result http_send_asset(http_request *req, http_route_kind kind) {
+    bool page = kind == HTTP_ROUTE_STATUS_PAGE;
+    service_error e;
+    if (!page && service_authorize(req->api->svc, http_principal(req), SERVICE_OP_DESCRIBE, NULL,
+                                   &e) != SERVICE_OK)
+        return http_fail(req, &e);
+    http_asset a = page ? http_assets_status_page() : http_assets_openapi();
+    struct MHD_Response *r =
+        MHD_create_response_from_buffer(a.len, (void *)a.data, MHD_RESPMEM_PERSISTENT);
+    if (!r) return MHD_NO;
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, a.content_type);
+    for (const http_asset_header *h = http_assets_page_headers(); page && h->name; h++)
+        MHD_add_response_header(r, h->name, h->value);
+    return http_queue(req, MHD_HTTP_OK, r, a.len);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -1237,6 +1258,8 @@ static enum MHD_Result http_dispatch(http_request *req, const char *url, const c
     case HTTP_ROUTE_NODE_STOP: return http_stop_node(req, r.name);
     case HTTP_ROUTE_NODE_RPC: return http_rpc_begin(req, r.name);
     case HTTP_ROUTE_NODE_LOAD: return http_load_begin(req, r.name, r.module);
+    case HTTP_ROUTE_STATUS_PAGE:
+    case HTTP_ROUTE_OPENAPI: return http_send_asset(req, r.kind);
     case HTTP_ROUTE_NOT_FOUND: break;
     }
     return http_error(req, MHD_HTTP_NOT_FOUND, "not_found", "no route for %s %.200s", method, url);

@@ -112,6 +112,8 @@ void http_route_match(const char *method, const char *url, http_route *out) {
     if (strcmp(url, "/readyz") == 0) return route(out, get, HTTP_ROUTE_READYZ, "GET");
     if (strcmp(url, "/events") == 0) return route(out, get, HTTP_ROUTE_EVENTS, "GET");
     if (strcmp(url, "/metrics") == 0) return route(out, get, HTTP_ROUTE_METRICS, "GET");
+    if (strcmp(url, "/") == 0) return route(out, get, HTTP_ROUTE_STATUS_PAGE, "GET");
+    if (strcmp(url, "/openapi.json") == 0) return route(out, get, HTTP_ROUTE_OPENAPI, "GET");
     bool found = false;
     if (strncmp(url, "/cnodes", 7) == 0) found = match_cnodes(url + 7, get, post, out);
     if (strncmp(url, "/nodes", 6) == 0 && (url[6] == '\0' || url[6] == '/'))

@@ -31,7 +31,9 @@ typedef enum http_format {
     X(HTTP_ROUTE_NODES_SPAWN, "POST /nodes")                                                       \
     X(HTTP_ROUTE_NODE_STOP, "DELETE /nodes/{node}")                                                \
     X(HTTP_ROUTE_NODE_RPC, "POST /nodes/{node}/rpc")                                               \
-    X(HTTP_ROUTE_NODE_LOAD, "PUT /nodes/{node}/modules/{module}")
+    X(HTTP_ROUTE_NODE_LOAD, "PUT /nodes/{node}/modules/{module}")                                  \
+    X(HTTP_ROUTE_STATUS_PAGE, "GET /")                                                             \
+    X(HTTP_ROUTE_OPENAPI, "GET /openapi.json")
 
 typedef enum http_route_kind {
 #define X(id, name) id,

@@ -181,7 +181,8 @@ bool service_op_is_probe(service_op op) {
 static service_status service_gate(const service *s, const service_principal *p, service_op op,
                                    bool *open, service_error *err) {
     *open = op == SERVICE_OP_HEALTH || op == SERVICE_OP_LIST_CNODES || op == SERVICE_OP_GET_CNODE ||
-            op == SERVICE_OP_LIST_NODES || op == SERVICE_OP_REFLECTION || op == SERVICE_OP_METRICS;
+            op == SERVICE_OP_LIST_NODES || op == SERVICE_OP_REFLECTION ||
+            op == SERVICE_OP_METRICS || op == SERVICE_OP_DESCRIBE;
     if (!p && service_op_is_probe(op)) return service_ok(err);
     if (!p)
         return service_fail(err, SERVICE_UNAUTHENTICATED, "authentication is required for %s",

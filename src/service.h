@@ -30,7 +30,8 @@
     X(SERVICE_OP_RESTART, "cnodes.restart")                                                        \
     X(SERVICE_OP_HEALTH, "health")                                                                 \
     X(SERVICE_OP_REFLECTION, "reflection")                                                         \
-    X(SERVICE_OP_METRICS, "metrics")
+    X(SERVICE_OP_METRICS, "metrics")                                                               \
+    X(SERVICE_OP_DESCRIBE, "api.describe")
 
 typedef enum service_op {
 #define X(id, name) id,
@@ -98,8 +99,8 @@ typedef struct service_grant {
 } service_grant;
 
 /* Who asks: the authenticated caller and what it may do. Listing and reading C-nodes and nodes,
- * health, metrics and gRPC server reflection need no grant; health needs no principal either
- * (probes); rpc, loading and spawning also need their erlang_nodes switch. */
+ * health, metrics, gRPC server reflection and the API's description need no grant; health needs
+ * no principal either (probes); rpc, loading and spawning also need their erlang_nodes switch. */
 typedef struct service_principal {
     const char *name;
     bool all; /* every operation on every target (no authentication configured) */

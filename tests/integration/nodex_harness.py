@@ -83,6 +83,30 @@ def pids_with_arg(token):
     return found
 
 
+def pids_in_group(pgid):
+    """Pids of live (not zombie) processes in process group `pgid`."""
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # not a process, or gone
+        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            found.append(int(entry))
+    return found
+
+
+def token_file(session, name):
+    """A fresh bearer token for principal `name` in a 0400 file: (path, token)."""
+    token = f"{name}-" + secrets.token_hex(16)
+    path = os.path.join(session.dir, f"{name}.{unique('tok')}.token")
+    with open(path, "w") as f:
+        f.write(token + "\n")
+    os.chmod(path, 0o400)
+    return path, token
+
+
 def wait_until(predicate, timeout, interval=0.05, what="condition"):
     deadline = time.monotonic() + timeout
     while True:

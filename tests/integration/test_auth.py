@@ -5,7 +5,6 @@ refusal to start on a public address without auth, the operations that are off b
 cookie kept from children, and children and nodexd's epmd on loopback when node.listen is."""
 
 import os
-import secrets
 import signal
 import socket
 import subprocess
@@ -39,13 +38,7 @@ ROUTES = [
 ]
 
 
-def token_file(session, name):
-    token = f"{name}-" + secrets.token_hex(16)
-    path = os.path.join(session.dir, f"{name}.{nx.unique('tok')}.token")
-    with open(path, "w") as f:
-        f.write(token + "\n")
-    os.chmod(path, 0o400)
-    return path, token
+token_file = nx.token_file
 
 
 @pytest.fixture(scope="module")

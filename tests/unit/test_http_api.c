@@ -30,6 +30,7 @@
 #include "epmd.h"
 #include "gateway.h"
 #include "http_api.h"
+#include "http_assets.h"
 #include "log.h"
 #include "nodex_fixture.h"
 #include "strbuf.h"
@@ -37,10 +38,36 @@
 
 /* ---- tests -------------------------------------------------------------------------------- */
 
+static void test_the_status_page_and_the_api_document_are_the_embedded_files(void **state) {
+    (void)state;
+    fixture_response r;
+    char v[512];
+    fixture_http_request(fixture_http_fe.port, "GET", "/", NULL, NULL, 0, &r);
+    assert_int_equal(r.status, 200);
+    http_asset page = http_assets_status_page();
+    assert_int_equal(r.body.len, page.len);
+    assert_memory_equal(r.body.data, page.data, page.len);
+    assert_string_equal(fixture_http_header(&r, "Content-Type", v, sizeof v), page.content_type);
+    assert_non_null(fixture_http_header(&r, "Content-Security-Policy", v, sizeof v));
+    assert_non_null(strstr(v, "connect-src 'self'"));
+    fixture_http_response_free(&r);
+    fixture_http_request(fixture_http_fe.port, "GET", "/openapi.json", NULL, NULL, 0, &r);
+    assert_int_equal(r.status, 200);
+    http_asset doc = http_assets_openapi();
+    assert_int_equal(r.body.len, doc.len);
+    assert_memory_equal(r.body.data, doc.data, doc.len);
+    assert_string_equal(fixture_http_header(&r, "Content-Type", v, sizeof v), "application/json");
+    assert_null(fixture_http_header(&r, "Content-Security-Policy", v, sizeof v));
+    fixture_http_response_free(&r);
+    fixture_http_request(fixture_http_fe.port, "POST", "/", NULL, "x", 1, &r);
+    fixture_assert_http_error(&r, 405, "method_not_allowed");
+    fixture_http_response_free(&r);
+}
+
 static void test_unknown_routes_are_404_with_an_error_body(void **state) {
     (void)state;
     static const char *const paths[] = {
-        "/", "/nope", "/healthz/x", "/cnodes/t/x", "/cnodes/t/call/x", "/cnodesx", "/eventsx"};
+        "//", "/nope", "/healthz/x", "/cnodes/t/x", "/cnodes/t/call/x", "/cnodesx", "/eventsx"};
     for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
         fixture_response r;
         fixture_http_request(fixture_http_fe.port, "GET", paths[i], NULL, NULL, 0, &r);
@@ -447,6 +474,9 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_unknown_routes_are_404_with_an_error_body,
                                         fixture_http_setup, fixture_http_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_the_status_page_and_the_api_document_are_the_embedded_files, fixture_http_setup,
+            fixture_http_teardown),
         cmocka_unit_test_setup_teardown(test_wrong_methods_are_405_with_allow, fixture_http_setup,
                                         fixture_http_teardown),
         cmocka_unit_test_setup_teardown(test_content_negotiation, fixture_http_setup,

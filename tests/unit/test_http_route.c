@@ -35,6 +35,8 @@ static void test_every_route_matches_with_its_names(void **state) {
     expect("HEAD", "/readyz", HTTP_ROUTE_READYZ, "");
     expect("GET", "/events", HTTP_ROUTE_EVENTS, "");
     expect("GET", "/metrics", HTTP_ROUTE_METRICS, "");
+    expect("GET", "/", HTTP_ROUTE_STATUS_PAGE, "");
+    expect("HEAD", "/openapi.json", HTTP_ROUTE_OPENAPI, "");
     expect("GET", "/cnodes", HTTP_ROUTE_CNODES, "");
     expect("GET", "/cnodes/example", HTTP_ROUTE_CNODE, "example");
     expect("POST", "/cnodes/example/call", HTTP_ROUTE_CNODE_CALL, "example");
@@ -55,6 +57,8 @@ static void test_a_wrong_method_is_405_with_the_allowed_ones(void **state) {
     (void)state;
     expect_405("POST", "/healthz", "GET");
     expect_405("DELETE", "/events", "GET");
+    expect_405("POST", "/", "GET");
+    expect_405("PUT", "/openapi.json", "GET");
     expect_405("POST", "/cnodes/x", "GET");
     expect_405("GET", "/cnodes/x/call", "POST");
     expect_405("PUT", "/nodes", "GET, POST");
@@ -65,8 +69,11 @@ static void test_a_wrong_method_is_405_with_the_allowed_ones(void **state) {
 
 static void test_other_paths_are_not_found(void **state) {
     (void)state;
-    const char *paths[] = {"/",
+    const char *paths[] = {"//",
                            "",
+                           "/openapi.json/",
+                           "/openapi",
+                           "/index.html",
                            "/healthz/",
                            "/cnodesx",
                            "/cnodes/",

@@ -227,8 +227,10 @@ static void test_every_operation_refuses_a_principal_without_its_permission(void
     /* allowed everything but the operation under test: the refusal must name that one */
     for (int op = 0; op < SERVICE_OP_COUNT; op++) {
         if (op == SERVICE_OP_HEALTH || op == SERVICE_OP_LIST_CNODES || op == SERVICE_OP_GET_CNODE ||
-            op == SERVICE_OP_LIST_NODES || op == SERVICE_OP_REFLECTION || op == SERVICE_OP_METRICS)
-            continue; /* probes, status and the schema and metrics need no permission */
+            op == SERVICE_OP_LIST_NODES || op == SERVICE_OP_REFLECTION ||
+            op == SERVICE_OP_METRICS || op == SERVICE_OP_DESCRIBE)
+            continue; /* probes, status and the schema, metrics and the API's description need no
+                         permission */
         service_grant grants[SERVICE_OP_COUNT];
         size_t n_grants = 0;
         for (int other = 0; other < SERVICE_OP_COUNT; other++)
@@ -281,6 +283,7 @@ static void test_every_operation_refuses_a_principal_without_its_permission(void
         case SERVICE_OP_HEALTH:
         case SERVICE_OP_REFLECTION:
         case SERVICE_OP_METRICS:
+        case SERVICE_OP_DESCRIBE:
         case SERVICE_OP_COUNT: break;
         }
         char needle[64];
@@ -310,6 +313,15 @@ static void test_no_principal_is_unauthenticated(void **state) {
                    SERVICE_UNAUTHENTICATED, "authentication");
     assert_int_equal(service_authorize(svc, &service_anonymous, SERVICE_OP_RPC, "m:f", &e),
                      SERVICE_OK);
+}
+
+static void test_the_api_description_needs_a_principal_and_no_grant(void **state) {
+    (void)state;
+    service_error e;
+    service_principal nobody = {.name = "nobody"};
+    assert_int_equal(service_authorize(svc, &nobody, SERVICE_OP_DESCRIBE, NULL, &e), SERVICE_OK);
+    assert_refused(service_authorize(svc, NULL, SERVICE_OP_DESCRIBE, NULL, &e), &e,
+                   SERVICE_UNAUTHENTICATED, "api.describe");
 }
 
 static void test_grants_name_their_targets_with_globs(void **state) {
@@ -910,6 +922,7 @@ int main(void) {
         cmocka_unit_test(test_every_operation_refuses_a_principal_without_its_permission),
         cmocka_unit_test(test_no_principal_is_unauthenticated),
         cmocka_unit_test(test_health_check_serves_the_gateway_and_each_cnode_without_a_principal),
+        cmocka_unit_test(test_the_api_description_needs_a_principal_and_no_grant),
         cmocka_unit_test(test_grants_name_their_targets_with_globs),
         cmocka_unit_test(test_rpc_load_and_spawn_are_off_unless_switched_on),
         cmocka_unit_test(test_rpc_to_a_node_nodexd_does_not_know_is_refused),
