@@ -20,6 +20,7 @@ typedef struct auth_entry {
     bool has_token;
     unsigned char token_sha256[32];
     const char *cert_subject, *cert_san; /* the config's */
+    const char *token_env;               /* the config's: where the token came from, or NULL */
 } auth_entry;
 
 struct auth {
@@ -92,8 +93,25 @@ static int auth_parse_grant(const char *entry, service_grant *g) {
     return -1;
 }
 
-static int auth_entry_init(auth_entry *e, const config_principal *pr, char *err, size_t err_len) {
+/* The previous set's token hash of a principal whose token came from the same variable: a
+ * reload cannot read it again (nodexd unset it at start, so no child inherits it). */
+static bool auth_previous_env_token(const auth *previous, const config_principal *pr,
+                                    unsigned char out[32]) {
+    for (size_t i = 0; previous && i < previous->count; i++) {
+        const auth_entry *e = &previous->entries[i];
+        if (e->has_token && e->token_env && strcmp(e->principal.name, pr->name) == 0 &&
+            strcmp(e->token_env, pr->token_env) == 0) {
+            memcpy(out, e->token_sha256, 32);
+            return true;
+        }
+    }
+    return false;
+}
+
+static int auth_entry_init(auth_entry *e, const config_principal *pr, const auth *previous,
+                           char *err, size_t err_len) {
     e->principal.name = pr->name;
+    e->token_env = pr->token_env;
     e->cert_subject = pr->cert_subject;
     e->cert_san = pr->cert_san;
     e->grants = calloc(pr->allow_count ? pr->allow_count : 1, sizeof *e->grants);
@@ -110,6 +128,11 @@ static int auth_entry_init(auth_entry *e, const config_principal *pr, char *err,
     e->principal.grants = e->grants;
     e->principal.grant_count = pr->allow_count;
     if (!pr->token_file && !pr->token_env) return 0;
+    if (pr->token_env && !getenv(pr->token_env) &&
+        auth_previous_env_token(previous, pr, e->token_sha256)) {
+        e->has_token = true;
+        return 0;
+    }
     char token[AUTH_MAX_TOKEN + 1];
     size_t len = 0;
     int rc = auth_load_token(pr, token, sizeof token, &len, err, err_len);
@@ -123,6 +146,10 @@ static int auth_entry_init(auth_entry *e, const config_principal *pr, char *err,
 }
 
 auth *auth_new(const config *cfg, char *err, size_t err_len) {
+    return auth_renew(cfg, NULL, err, err_len);
+}
+
+auth *auth_renew(const config *cfg, const auth *previous, char *err, size_t err_len) {
     auth *a = calloc(1, sizeof *a);
     if (!a || !(a->entries =
                     calloc(cfg->principal_count ? cfg->principal_count : 1, sizeof *a->entries))) {
@@ -132,7 +159,7 @@ auth *auth_new(const config *cfg, char *err, size_t err_len) {
     }
     for (size_t i = 0; i < cfg->principal_count; i++) {
         a->count = i + 1;
-        if (auth_entry_init(&a->entries[i], &cfg->principals[i], err, err_len) != 0) {
+        if (auth_entry_init(&a->entries[i], &cfg->principals[i], previous, err, err_len) != 0) {
             auth_free(a);
             return NULL;
         }

@@ -18,6 +18,10 @@ typedef struct auth auth;
  * message in err (a missing file, an empty or short token, out of memory). `cfg` must outlive
  * it. Free with auth_free. */
 auth *auth_new(const config *cfg, char *err, size_t err_len);
+/* auth_new for a reload: token files are read again; a token_env principal whose variable is
+ * gone (auth_new removed it) keeps `previous`'s token when `previous` had it under the same name
+ * and variable. `previous` may be NULL and is not changed. */
+auth *auth_renew(const config *cfg, const auth *previous, char *err, size_t err_len);
 void auth_free(auth *a);
 /* True when principals are configured: every request must prove one. */
 bool auth_required(const auth *a);

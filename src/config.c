@@ -200,6 +200,65 @@ static yaml_node_t *node_at(parse_ctx *c, yaml_node_item_t id) {
     return yaml_document_get_node(c->doc, id);
 }
 
+/* FNV-1a over a YAML subtree: node kinds, scalars and keys in order. Equal YAML (up to
+ * formatting and comments) gives an equal fingerprint. */
+static uint64_t fingerprint_bytes(uint64_t h, const void *data, size_t n) {
+    const unsigned char *p = data;
+    for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 0x100000001b3ULL;
+    return h;
+}
+
+static uint64_t fingerprint_node(parse_ctx *c, yaml_node_t *n, uint64_t h, unsigned depth) {
+    if (!n || depth > 64) return fingerprint_bytes(h, "?", 1);
+    switch (n->type) {
+    case YAML_SCALAR_NODE:
+        h = fingerprint_bytes(h, "s", 1);
+        h = fingerprint_bytes(h, n->data.scalar.value, n->data.scalar.length);
+        return fingerprint_bytes(h, "", 1); /* the NUL ends it: "a","b" differs from "ab" */
+    case YAML_SEQUENCE_NODE:
+        h = fingerprint_bytes(h, "[", 1);
+        for (yaml_node_item_t *i = n->data.sequence.items.start; i < n->data.sequence.items.top;
+             i++)
+            h = fingerprint_node(c, yaml_document_get_node(c->doc, *i), h, depth + 1);
+        return fingerprint_bytes(h, "]", 1);
+    case YAML_MAPPING_NODE:
+        h = fingerprint_bytes(h, "{", 1);
+        for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top;
+             p++) {
+            h = fingerprint_node(c, yaml_document_get_node(c->doc, p->key), h, depth + 1);
+            h = fingerprint_node(c, yaml_document_get_node(c->doc, p->value), h, depth + 1);
+        }
+        return fingerprint_bytes(h, "}", 1);
+    default: return fingerprint_bytes(h, "?", 1);
+    }
+}
+
+static uint64_t fingerprint(parse_ctx *c, yaml_node_t *n) {
+    return fingerprint_node(c, n, 0xcbf29ce484222325ULL, 0);
+}
+
+static const char *const config_section_names[] = {
+#define X(id, name) name,
+    CONFIG_SECTIONS(X)
+#undef X
+};
+
+const char *config_section_name(config_section s) {
+    return (unsigned)s < CONFIG_SECTION_COUNT ? config_section_names[s] : "?";
+}
+
+/* Every top-level section's fingerprint (the mapping passed parse_mapping). */
+static void fingerprint_sections(parse_ctx *c, yaml_node_t *root, config *cfg) {
+    for (yaml_node_pair_t *p = root->data.mapping.pairs.start; p < root->data.mapping.pairs.top;
+         p++) {
+        yaml_node_t *k = yaml_document_get_node(c->doc, p->key);
+        for (int i = 0; k && k->type == YAML_SCALAR_NODE && i < CONFIG_SECTION_COUNT; i++)
+            if (strcmp((const char *)k->data.scalar.value, config_section_names[i]) == 0)
+                cfg->section_fingerprint[i] =
+                    fingerprint(c, yaml_document_get_node(c->doc, p->value));
+    }
+}
+
 /* The value of `key` in a mapping, or NULL. */
 static yaml_node_t *mapping_get(parse_ctx *c, yaml_node_t *map, const char *key) {
     for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top;
@@ -994,6 +1053,7 @@ static int parse_cnode(parse_ctx *c, yaml_node_t *item, const char *sub, void *t
     config_cnode *cn = &cfg->cnodes[i];
     if (cnode_defaults(cn)) return fail_oom(c, item, sub);
     if (parse_mapping(c, item, sub, cnode_fields, COUNT(cnode_fields), cn)) return -1;
+    cn->fingerprint = fingerprint(c, item);
     return cnode_validate(c, item, sub, cfg, i);
 }
 
@@ -1165,6 +1225,7 @@ static config *load(yaml_parser_t *parser, const char *source, config_error *err
         rc = fail(&c, root, "(top level)", "expected a mapping, got %s", describe(&c, root));
     }
     if (rc == 0) rc = parse_mapping(&c, root, "", top_fields, COUNT(top_fields), cfg);
+    if (rc == 0) fingerprint_sections(&c, root, cfg);
     if (rc == 0) rc = check_exposure(&c, root, cfg);
     yaml_document_delete(&doc);
     if (rc == 0) { /* a second document is almost surely a mistake (a stray "---") */
@@ -1218,6 +1279,7 @@ config *config_load_file(const char *path, config_error *err) {
         snprintf(err->message, sizeof err->message, "%s: out of memory", path);
     }
     fclose(f);
+    if (cfg) cfg->from_file = true;
     return cfg;
 }
 

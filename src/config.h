@@ -83,10 +83,11 @@ typedef struct config_cnode {
                                        serves one message and exits: 1); default 0: never */
     unsigned retry_failed_after_ms; /* a failed C-node is tried again after this long;
                                        default 300000; 0: it stays failed */
-    bool monitor; /* gen_call: MONITOR_P the target per call, DEMONITOR_P after it; its
-                     MONITOR_P_EXIT (noproc, the exit) ends the call at once. Default: true for
-                     direction adopt (an Erlang node), false for the C-nodes nodexd starts (ei
-                     C-nodes drop their connection on a MONITOR_P) */
+    bool monitor;         /* gen_call: MONITOR_P the target per call, DEMONITOR_P after it; its
+                             MONITOR_P_EXIT (noproc, the exit) ends the call at once. Default: true for
+                             direction adopt (an Erlang node), false for the C-nodes nodexd starts (ei
+                             C-nodes drop their connection on a MONITOR_P) */
+    uint64_t fingerprint; /* of its YAML mapping: a reload compares C-nodes by it */
 } config_cnode;
 
 /* One principal of auth.principals: how it proves who it is, and what it may do. */
@@ -122,8 +123,32 @@ typedef struct config_tls {
     char *origin;             /* "FILE:LINE: http.tls", for errors about the files */
 } config_tls;
 
+/* The top-level sections, from one list (a reload reports which of them changed). */
+#define CONFIG_SECTIONS(X)                                                                         \
+    X(CONFIG_SECTION_NODE, "node")                                                                 \
+    X(CONFIG_SECTION_HTTP, "http")                                                                 \
+    X(CONFIG_SECTION_GRPC, "grpc")                                                                 \
+    X(CONFIG_SECTION_ERLANG_NODES, "erlang_nodes")                                                 \
+    X(CONFIG_SECTION_TERMS, "terms")                                                               \
+    X(CONFIG_SECTION_LOG, "log")                                                                   \
+    X(CONFIG_SECTION_SHUTDOWN, "shutdown")                                                         \
+    X(CONFIG_SECTION_AUTH, "auth")                                                                 \
+    X(CONFIG_SECTION_CNODES, "cnodes")
+
+typedef enum config_section {
+#define X(id, name) id,
+    CONFIG_SECTIONS(X)
+#undef X
+        CONFIG_SECTION_COUNT
+} config_section;
+
+/* "http", ... */
+const char *config_section_name(config_section s);
+
 typedef struct config {
     char *source; /* file name, or "<embedded default>" */
+    /* of each section's YAML as written (0: absent): equal text, equal fingerprint */
+    uint64_t section_fingerprint[CONFIG_SECTION_COUNT];
     /* node */
     char *node_name;       /* "nodexd@127.0.0.1"; a name without '@' gets "@<hostname>" */
     bool longnames;        /* derived: the host part has a dot or is an IP address */
@@ -199,6 +224,7 @@ typedef struct config {
     bool allow_spawn;        /* erlang_nodes.spawn: spawn and stop children; default false */
     bool auth_none;  /* `auth: none`: no authentication, even on a public listener (warned) */
     bool log_access; /* log.access: one line per finished HTTP request and gRPC call */
+    bool from_file;  /* loaded by config_load_file (a reload can read it again) */
 } config;
 
 /* Error report: "file:line: key: what is wrong". */

@@ -37,6 +37,10 @@ typedef struct started_ctx {
     http_api *http;
     grpc_api *grpc; /* NULL when grpc.listen is null */
     gateway *gw;
+    service *svc;
+    const config *cfg; /* the configuration nodexd started with */
+    config **reloaded; /* configurations read by reloads: in use (auth) until exit */
+    size_t reloaded_count;
 } started_ctx;
 
 static void on_started(void *arg) {
@@ -65,9 +69,61 @@ static void warn_cookie_in_argv(const config *cfg) {
     }
 }
 
-/* SIGHUP: re-read the TLS certificate files of both listeners; a failure keeps the old ones. */
+/* Logs what a new configuration changes that a reload does not apply (it takes a restart). */
+static void report_unapplied(const config *cur, const config *next) {
+    for (int i = 0; i < CONFIG_SECTION_COUNT; i++) {
+        if (i == CONFIG_SECTION_AUTH || i == CONFIG_SECTION_CNODES) continue;
+        if (cur->section_fingerprint[i] != next->section_fingerprint[i])
+            log_warn("reload: %s changed: it takes a restart (the running values stay)",
+                     config_section_name((config_section)i));
+    }
+    for (size_t i = 0; i < next->cnode_count; i++) {
+        const config_cnode *was = config_find_cnode(cur, next->cnodes[i].name);
+        if (!was || was->fingerprint != next->cnodes[i].fingerprint)
+            log_warn("reload: cnode %s %s: C-node changes take a restart (it runs as it was)",
+                     next->cnodes[i].name, was ? "changed" : "added");
+    }
+    for (size_t i = 0; i < cur->cnode_count; i++)
+        if (!config_find_cnode(next, cur->cnodes[i].name))
+            log_warn("reload: cnode %s removed: C-node changes take a restart (it runs as it was)",
+                     cur->cnodes[i].name);
+}
+
+/* SIGHUP: read the configuration file again; a file that does not load is refused with its
+ * error and changes nothing. Its principals and tokens replace the running ones. */
+static void reload_config(started_ctx *s) {
+    if (!s->cfg->from_file) {
+        log_info("reload: nodexd runs on the embedded default configuration: no file to read");
+        return;
+    }
+    config_error cerr = {{0}};
+    config *next = config_load_file(s->cfg->source, &cerr);
+    if (!next) {
+        log_error("reload: refused, the running configuration stays: %s", cerr.message);
+        return;
+    }
+    config **list = realloc(s->reloaded, (s->reloaded_count + 1) * sizeof *list);
+    if (!list) {
+        log_error("reload: out of memory; the running configuration stays");
+        config_free(next);
+        return;
+    }
+    s->reloaded = list;
+    s->reloaded[s->reloaded_count++] = next;
+    report_unapplied(s->cfg, next);
+    char err[512];
+    size_t principals = 0;
+    if (service_reload_auth(s->svc, next, &principals, err, sizeof err) != 0)
+        log_error("reload: auth keeps its principals and tokens: %s", err);
+    else
+        log_info("reload: auth: %zu principals, tokens read again", principals);
+}
+
+/* SIGHUP: the configuration file, then the TLS certificate files of both listeners (a failure
+ * keeps the old ones). */
 static void on_reload(void *arg) {
     started_ctx *s = arg;
+    reload_config(s);
     char err[512];
     if (http_api_reload_tls(s->http, err, sizeof err) != 0)
         log_error("reload: HTTPS keeps its certificate: %s", err);
@@ -164,6 +220,7 @@ int main(int argc, char **argv) {
     http_api *http = NULL;
     grpc_api *grpc = NULL;
     service *svc = NULL;
+    started_ctx sctx = {0}; /* what the loop's callbacks see; its reloaded configs freed at out */
     if (cookie_resolve(cfg->cookie, cfg->cookie_env, cfg->cookie_file, 1, cookie, sizeof cookie,
                        err, sizeof err) != 0) {
         log_error("cookie: %s", err);
@@ -209,7 +266,7 @@ int main(int argc, char **argv) {
         }
         log_info("gRPC on %s", grpc_api_address(grpc));
     }
-    started_ctx sctx = {http, grpc, gw};
+    sctx = (started_ctx){http, grpc, gw, svc, cfg, NULL, 0};
     gateway_on_reload(gw, on_reload, &sctx);
     gateway_on_drain(gw, on_drain, &sctx);
     rc = gateway_run(gw, on_started, &sctx) == 0 ? 0 : 1;
@@ -221,6 +278,8 @@ out:
     http_api_stop(http);
     service_free(svc);
     gateway_free(gw);
+    for (size_t i = 0; i < sctx.reloaded_count; i++) config_free(sctx.reloaded[i]);
+    free(sctx.reloaded);
     config_free(cfg);
     return rc;
 }

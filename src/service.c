@@ -5,7 +5,9 @@
 #include "routing.h"
 
 #include <fnmatch.h>
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,7 +21,10 @@
 struct service {
     const config *cfg;
     gateway *gw;
-    auth *auth;
+    _Atomic(auth *) auth; /* swapped by service_reload_auth */
+    pthread_mutex_t reload_mu;
+    auth **old_auths; /* replaced sets: a request may still hold one of their principals */
+    size_t old_auth_count;
     term_limits limits;
     metrics *metrics; /* the transports count their requests here; GET /metrics renders it */
 };
@@ -117,17 +122,23 @@ service *service_new(const config *cfg, gateway *gw, char *err, size_t err_len) 
         free(s);
         return NULL;
     }
-    if (!(s->auth = auth_new(cfg, err, err_len))) {
+    auth *a = auth_new(cfg, err, err_len);
+    if (!a) {
         metrics_free(s->metrics);
         free(s);
         return NULL;
     }
+    atomic_init(&s->auth, a);
+    pthread_mutex_init(&s->reload_mu, NULL);
     return s;
 }
 
 void service_free(service *s) {
     if (!s) return;
-    auth_free(s->auth);
+    auth_free(atomic_load(&s->auth));
+    for (size_t i = 0; i < s->old_auth_count; i++) auth_free(s->old_auths[i]);
+    free(s->old_auths);
+    pthread_mutex_destroy(&s->reload_mu);
     metrics_free(s->metrics);
     free(s);
 }
@@ -146,11 +157,28 @@ service_status service_metrics_render(service *s, const service_principal *p, st
 
 service_status service_authenticate(const service *s, const auth_credentials *cr,
                                     const service_principal **out, service_error *err) {
-    return auth_authenticate(s->auth, cr, out, err);
+    return auth_authenticate(atomic_load(&s->auth), cr, out, err);
 }
 
 bool service_auth_required(const service *s) {
-    return auth_required(s->auth);
+    return auth_required(atomic_load(&s->auth));
+}
+
+int service_reload_auth(service *s, const config *cfg, size_t *principals, char *err,
+                        size_t err_len) {
+    pthread_mutex_lock(&s->reload_mu);
+    auth *old = atomic_load(&s->auth);
+    auth **kept = realloc(s->old_auths, (s->old_auth_count + 1) * sizeof *kept);
+    auth *next = kept ? auth_renew(cfg, old, err, err_len) : NULL;
+    if (kept) s->old_auths = kept;
+    if (!kept) snprintf(err, err_len, "out of memory");
+    if (next) {
+        s->old_auths[s->old_auth_count++] = old; /* freed with the service */
+        atomic_store(&s->auth, next);
+        *principals = cfg->principal_count;
+    }
+    pthread_mutex_unlock(&s->reload_mu);
+    return next ? 0 : -1;
 }
 
 const term_limits *service_limits(const service *s) {

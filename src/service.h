@@ -138,6 +138,12 @@ service_status service_authenticate(const service *s, const struct auth_credenti
                                     const service_principal **out, service_error *err);
 /* True when every request must prove a principal. */
 bool service_auth_required(const service *s);
+/* SIGHUP: the principals of `cfg` (which must outlive the service) replace the current ones for
+ * every request from now on; token files are read again (see auth_renew). On failure the
+ * current ones stay and err says why. Returns 0 (*principals: how many now) or -1. Any
+ * thread. */
+int service_reload_auth(service *s, const config *cfg, size_t *principals, char *err,
+                        size_t err_len);
 
 /* True when `op` needs no credentials on any transport: the probes (/healthz, /readyz, gRPC
  * health), since an orchestrator has no token. Transports do not authenticate those requests

@@ -121,6 +121,32 @@ static void test_a_token_variable_is_removed_from_the_environment(void **state) 
     config_free(cfg);
 }
 
+/* SIGHUP: files are read again; a variable nodexd removed keeps the token it had. */
+static void test_a_reload_reads_token_files_again_and_keeps_variable_tokens(void **state) {
+    (void)state;
+    config *cfg = standard();
+    char err[256];
+    auth *a = auth_new(cfg, err, sizeof err);
+    assert_non_null(a);
+    FILE *f = fopen(token_path, "w");
+    assert_non_null(f);
+    fputs("rotated-token-of-alice-42\n", f);
+    fclose(f);
+    auth *b = auth_renew(cfg, a, err, sizeof err);
+    if (!b) fail_msg("auth_renew: %s", err);
+    authenticate(b, "Bearer " TOKEN_A, SERVICE_UNAUTHENTICATED, "not valid");
+    assert_string_equal(authenticate(b, "Bearer rotated-token-of-alice-42", SERVICE_OK, NULL)->name,
+                        "alice");
+    assert_string_equal(authenticate(b, "Bearer " TOKEN_B, SERVICE_OK, NULL)->name, "bob");
+    /* the old set is unchanged: requests that hold its principals go on */
+    assert_string_equal(authenticate(a, "Bearer " TOKEN_A, SERVICE_OK, NULL)->name, "alice");
+    /* without the previous set there is nothing to keep the variable's token from */
+    assert_null(auth_renew(cfg, NULL, err, sizeof err));
+    auth_free(b);
+    auth_free(a);
+    config_free(cfg);
+}
+
 static void test_short_and_missing_tokens_stop_the_start(void **state) {
     (void)state;
     char path[80];
@@ -230,6 +256,8 @@ int main(void) {
             test_missing_malformed_and_unknown_tokens_are_unauthenticated, setup, teardown),
         cmocka_unit_test_setup_teardown(test_a_token_variable_is_removed_from_the_environment,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_reload_reads_token_files_again_and_keeps_variable_tokens, setup, teardown),
         cmocka_unit_test_setup_teardown(test_short_and_missing_tokens_stop_the_start, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_client_certificates_name_principals_by_subject_or_san,

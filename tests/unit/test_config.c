@@ -228,6 +228,35 @@ static void test_every_key_is_parsed(void **state) {
     config_free(cfg);
 }
 
+/* A reload compares sections and C-nodes by fingerprint: formatting and comments do not count,
+ * a value does. */
+static void test_fingerprints_see_values_not_formatting(void **state) {
+    (void)state;
+    config_error err;
+    static const char a[] = "http: {listen: \"127.0.0.1:1\"}\n"
+                            "cnodes:\n  - {name: x, executable: /bin/true}\n"
+                            "  - {name: y, executable: /bin/true}\n";
+    static const char b[] = "# the same, written otherwise\nhttp:\n  listen: '127.0.0.1:1'\n"
+                            "cnodes:\n  - name: x\n    executable: /bin/true\n"
+                            "  - {name: y, executable: /bin/false}\n";
+    config *ca = config_load_string(a, strlen(a), "a", &err);
+    config *cb = config_load_string(b, strlen(b), "b", &err);
+    assert_non_null(ca);
+    assert_non_null(cb);
+    assert_true(ca->section_fingerprint[CONFIG_SECTION_HTTP] != 0);
+    assert_true(ca->section_fingerprint[CONFIG_SECTION_HTTP] ==
+                cb->section_fingerprint[CONFIG_SECTION_HTTP]);
+    assert_int_equal(ca->section_fingerprint[CONFIG_SECTION_LOG], 0); /* absent */
+    assert_true(config_find_cnode(ca, "x")->fingerprint == config_find_cnode(cb, "x")->fingerprint);
+    assert_true(config_find_cnode(ca, "y")->fingerprint != config_find_cnode(cb, "y")->fingerprint);
+    assert_true(ca->section_fingerprint[CONFIG_SECTION_CNODES] !=
+                cb->section_fingerprint[CONFIG_SECTION_CNODES]);
+    assert_false(ca->from_file);
+    assert_string_equal(config_section_name(CONFIG_SECTION_ERLANG_NODES), "erlang_nodes");
+    config_free(ca);
+    config_free(cb);
+}
+
 static void test_bare_node_name_gets_short_hostname(void **state) {
     (void)state;
     char host[256];
@@ -659,6 +688,7 @@ int main(void) {
         cmocka_unit_test(test_embedded_default_loads),
         cmocka_unit_test(test_omitted_keys_get_documented_defaults),
         cmocka_unit_test(test_every_key_is_parsed),
+        cmocka_unit_test(test_fingerprints_see_values_not_formatting),
         cmocka_unit_test(test_bare_node_name_gets_short_hostname),
         cmocka_unit_test(test_longnames_follow_the_host_part),
         cmocka_unit_test(test_null_sections_mean_defaults),
