@@ -21,6 +21,7 @@
 #include "access.h"
 #include "auth.h"
 #include "grpc_health.h"
+#include "grpc_reflection.h"
 #include "log.h"
 #include "metrics.h"
 #include "service.h"
@@ -45,16 +46,21 @@
     X(M_LOAD_MODULE, "LoadModule", nodex__v1__load_module_request, m_load_module)                  \
     X(M_HEALTH, "Health", nodex__v1__health_request, m_health)
 
-/* The standard services nodexd serves beside it (grpc.health.v1.Health): id, full path, request
- * message, handler. */
+/* The standard services nodexd serves beside it (grpc.health.v1.Health, server reflection v1
+ * and v1alpha, whose messages are the same on the wire): id, full path, request message,
+ * handler, whether the client streams requests (the handler then reads them itself). */
 #define GRPC_STD_METHODS(X)                                                                        \
     X(M_HEALTH_CHECK, "/grpc.health.v1.Health/Check", grpc__health__v1__health_check_request,      \
-      m_health_check)                                                                              \
+      m_health_check, false)                                                                       \
     X(M_HEALTH_WATCH, "/grpc.health.v1.Health/Watch", grpc__health__v1__health_check_request,      \
-      m_health_watch)
+      m_health_watch, false)                                                                       \
+    X(M_REFLECTION, "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",                   \
+      grpc__reflection__v1__server_reflection_request, m_reflection, true)                         \
+    X(M_REFLECTION_V1ALPHA, "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",      \
+      grpc__reflection__v1__server_reflection_request, m_reflection, true)
 
 enum {
-#define X(id, name, msg, fn) id,
+#define X(id, name, msg, fn, ...) id,
     GRPC_METHODS(X) GRPC_STD_METHODS(X)
 #undef X
         M_COUNT,
@@ -113,6 +119,7 @@ struct grpc_api {
     grpc_server *server;
     grpc_completion_queue *cq;
     void *methods[M_COUNT];
+    grpc_reflection *reflection; /* the build's descriptors */
     pthread_t *threads;
     unsigned thread_count;
     char address[160];
@@ -144,7 +151,7 @@ struct gcall {
     grpc_metadata_array md;
     grpc_call_details details; /* unregistered methods only */
     grpc_byte_buffer *payload;
-    gtag req_tag, close_tag, send_tag;
+    gtag req_tag, close_tag, send_tag, recv_tag; /* recv_tag: streamed requests */
     atomic_uint refs;
     gcall *live_prev, *live_next; /* api->live, under api->mu */
     /* guarded by mu */
@@ -180,7 +187,7 @@ struct gcall {
 };
 
 typedef void (*method_fn)(gcall *g, const ProtobufCMessage *req);
-#define X(id, name, msg, fn) static void fn(gcall *g, const ProtobufCMessage *req);
+#define X(id, name, msg, fn, ...) static void fn(gcall *g, const ProtobufCMessage *req);
 GRPC_METHODS(X)
 GRPC_STD_METHODS(X)
 #undef X
@@ -189,11 +196,12 @@ static const struct {
     const char *path;
     const ProtobufCMessageDescriptor *request;
     method_fn handler;
+    bool streaming; /* requests come as a stream: no request message at the start */
 } grpc_methods[M_COUNT] = {
-#define X(id, name, msg, fn) [id] = {GRPC_SERVICE_PREFIX name, &msg##__descriptor, fn},
+#define X(id, name, msg, fn) [id] = {GRPC_SERVICE_PREFIX name, &msg##__descriptor, fn, false},
     GRPC_METHODS(X)
 #undef X
-#define X(id, path, msg, fn) [id] = {path, &msg##__descriptor, fn},
+#define X(id, path, msg, fn, streaming) [id] = {path, &msg##__descriptor, fn, streaming},
         GRPC_STD_METHODS(X)
 #undef X
 };
@@ -260,6 +268,8 @@ static int64_t grpc_now_us(void) {
 static void on_request(gtag *t, bool ok);
 static void on_close(gtag *t, bool ok);
 static void on_sent(gtag *t, bool ok);
+static void on_recv(gtag *t, bool ok);
+static ProtobufCMessage *gcall_decode(gcall *g, grpc_byte_buffer *bb);
 
 static gcall *gcall_new(grpc_api *api, int method) {
     gcall *g = calloc(1, sizeof *g);
@@ -273,6 +283,7 @@ static gcall *gcall_new(grpc_api *api, int method) {
     g->req_tag.fn = on_request;
     g->close_tag.fn = on_close;
     g->send_tag.fn = on_sent;
+    g->recv_tag.fn = on_recv;
     return g;
 }
 
@@ -968,6 +979,65 @@ static void m_health_watch(gcall *g, const ProtobufCMessage *req) {
     }
 }
 
+/* --- Server reflection (grpc_reflection.h answers; v1 and v1alpha alike) --- */
+
+/* Asks for the next streamed request (g->mu held). */
+static void gcall_recv_locked(gcall *g) {
+    if (g->dead || g->finishing) return;
+    grpc_op op;
+    memset(&op, 0, sizeof op);
+    op.op = GRPC_OP_RECV_MESSAGE;
+    op.data.recv_message.recv_message = &g->payload;
+    gcall_ref(g);
+    if (grpc_call_start_batch(g->call, &op, 1, &g->recv_tag, NULL) != GRPC_CALL_OK) {
+        atomic_fetch_sub(&g->refs, 1); /* never the last one: our caller holds one */
+        gcall_finish_locked(g, GRPC_STATUS_INTERNAL, "cannot read the request stream");
+    }
+}
+
+/* A streamed request arrived (cq thread): one answer each; the client's half-close ends the
+ * call with OK once the answers are out. */
+static void on_recv(gtag *t, bool ok) {
+    gcall *g = container_of(t, gcall, recv_tag);
+    grpc_byte_buffer *bb = g->payload;
+    g->payload = NULL;
+    ProtobufCMessage *req = NULL;
+    if (ok && bb && (req = gcall_decode(g, bb))) {
+        grpc_reflection_answer a;
+        if (grpc_reflection_answer_to(g->api->reflection,
+                                      (const Grpc__Reflection__V1__ServerReflectionRequest *)req,
+                                      &a) != 0) {
+            gcall_fail(g, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        } else {
+            pthread_mutex_lock(&g->mu);
+            gcall_send_locked(g, &a.response.base, &g->out);
+            gcall_recv_locked(g);
+            pthread_mutex_unlock(&g->mu);
+            grpc_reflection_answer_clear(&a);
+        }
+        term_pb_unpacked_free(req);
+    } else if (ok && !bb) {
+        pthread_mutex_lock(&g->mu);
+        gcall_finish_locked(g, GRPC_STATUS_OK, NULL);
+        pthread_mutex_unlock(&g->mu);
+    } /* !ok: the call is over; on_close has it */
+    if (bb) grpc_byte_buffer_destroy(bb);
+    gcall_unref(g);
+}
+
+static void m_reflection(gcall *g, const ProtobufCMessage *req) {
+    (void)req; /* none: requests are streamed */
+    service_error e;
+    if (service_authorize(g->api->svc, gcall_principal(g), SERVICE_OP_REFLECTION, NULL, &e) !=
+        SERVICE_OK)
+        return gcall_fail_with(g, &e);
+    pthread_mutex_lock(&g->mu);
+    g->md_wanted = true;
+    gcall_pump_locked(g);
+    gcall_recv_locked(g);
+    pthread_mutex_unlock(&g->mu);
+}
+
 /* --- Watch --- */
 
 static void event_pb(Nodex__V1__Event *e, const gateway_event *ev) {
@@ -1184,7 +1254,8 @@ static int gcall_post(grpc_api *api, int method) {
                                                        api->cq, api->cq, &g->req_tag)
                             : grpc_server_request_registered_call(
                                   api->server, api->methods[method], &g->call, &g->deadline, &g->md,
-                                  &g->payload, api->cq, api->cq, &g->req_tag);
+                                  grpc_methods[method].streaming ? NULL : &g->payload, api->cq,
+                                  api->cq, &g->req_tag);
     if (e != GRPC_CALL_OK) {
         gcall_unref(g);
         return -1;
@@ -1263,13 +1334,18 @@ static bool gcall_authenticate(gcall *g) {
     return false;
 }
 
-/* Decodes the request message and runs the method's handler. */
-static void gcall_dispatch(gcall *g) {
+/* Decodes a request message of the call's method (`bb`); NULL when it failed the call. */
+static ProtobufCMessage *gcall_decode(gcall *g, grpc_byte_buffer *bb) {
     grpc_api *api = g->api;
-    if (!g->payload) return gcall_fail(g, GRPC_STATUS_INVALID_ARGUMENT, "no request message");
+    if (!bb) {
+        gcall_fail(g, GRPC_STATUS_INVALID_ARGUMENT, "no request message");
+        return NULL;
+    }
     grpc_byte_buffer_reader reader;
-    if (!grpc_byte_buffer_reader_init(&reader, g->payload))
-        return gcall_fail(g, GRPC_STATUS_INTERNAL, "cannot read the request message");
+    if (!grpc_byte_buffer_reader_init(&reader, bb)) {
+        gcall_fail(g, GRPC_STATUS_INTERNAL, "cannot read the request message");
+        return NULL;
+    }
     grpc_slice s = grpc_byte_buffer_reader_readall(&reader);
     grpc_byte_buffer_reader_destroy(&reader);
     const uint8_t *data = GRPC_SLICE_START_PTR(s);
@@ -1280,18 +1356,26 @@ static void gcall_dispatch(gcall *g) {
         term_pb_unpack(desc, data, len, api->wire_depth, api->cfg->term_max_bytes, &why, NULL);
     grpc_slice_unref(s);
     if (why == TERM_PB_UNPACK_OVER_BUDGET)
-        return gcall_fail(g, GRPC_STATUS_RESOURCE_EXHAUSTED,
-                          "decoding the %s message would take more than terms.max_bytes (%zu "
-                          "bytes) of memory",
-                          desc->name, api->cfg->term_max_bytes);
-    if (!req)
-        return gcall_fail(g, GRPC_STATUS_INVALID_ARGUMENT,
-                          "request is not a valid %s message or is nested deeper than "
-                          "terms.max_depth allows",
-                          desc->name);
+        gcall_fail(g, GRPC_STATUS_RESOURCE_EXHAUSTED,
+                   "decoding the %s message would take more than terms.max_bytes (%zu bytes) of "
+                   "memory",
+                   desc->name, api->cfg->term_max_bytes);
+    else if (!req)
+        gcall_fail(g, GRPC_STATUS_INVALID_ARGUMENT,
+                   "request is not a valid %s message or is nested deeper than terms.max_depth "
+                   "allows",
+                   desc->name);
+    return req;
+}
+
+/* Decodes the request message and runs the method's handler (which reads streamed requests
+ * itself). */
+static void gcall_dispatch(gcall *g) {
+    ProtobufCMessage *req = NULL;
+    if (!grpc_methods[g->method].streaming && !(req = gcall_decode(g, g->payload))) return;
     if (method_is_probe(g->method) || gcall_authenticate(g))
         grpc_methods[g->method].handler(g, req);
-    term_pb_unpacked_free(req);
+    if (req) term_pb_unpacked_free(req);
 }
 
 /* A call arrived (cq thread). */
@@ -1467,6 +1551,11 @@ grpc_api *grpc_api_start(const config *cfg, gateway *gw, service *svc, char *err
                                          "method", "code", api->method_labels, M_COUNT + 1, 16);
     api->wire_depth = term_pb_wire_depth(cfg->term_max_depth, 2);
     api->shutdown_tag.fn = on_shutdown;
+    if (!(api->reflection =
+              grpc_reflection_new(nodex_descriptor_set, nodex_descriptor_set_len, err, err_len))) {
+        free(api);
+        return NULL;
+    }
     atomic_init(&api->stopping, false);
     pthread_mutex_init(&api->mu, NULL);
     pthread_condattr_t ca;
@@ -1496,8 +1585,11 @@ grpc_api *grpc_api_start(const config *cfg, gateway *gw, service *svc, char *err
     api->cq = grpc_completion_queue_create_for_next(NULL);
     grpc_server_register_completion_queue(api->server, api->cq, NULL);
     for (int m = 0; m < M_COUNT; m++)
-        api->methods[m] = grpc_server_register_method(api->server, grpc_methods[m].path, NULL,
-                                                      GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
+        api->methods[m] = grpc_server_register_method(
+            api->server, grpc_methods[m].path, NULL,
+            grpc_methods[m].streaming ? GRPC_SRM_PAYLOAD_NONE
+                                      : GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER,
+            0);
     grpc_server_credentials *creds = NULL;
     if (cfg->grpc_tls.enabled) {
         creds = grpc_tls_credentials(api, err, err_len);
@@ -1511,6 +1603,7 @@ grpc_api *grpc_api_start(const config *cfg, gateway *gw, service *svc, char *err
             snprintf(err, err_len, "cannot listen for gRPC on %s (address in use or invalid)",
                      cfg->grpc_listen);
         tls_creds_free(api->tls);
+        grpc_reflection_free(api->reflection);
         grpc_server_destroy(api->server);
         cq_drain_destroy(api->cq);
         grpc_shutdown_blocking();
@@ -1613,6 +1706,7 @@ void grpc_api_stop(grpc_api *api) {
     grpc_completion_queue_destroy(api->cq);
     grpc_shutdown_blocking();
     tls_creds_free(api->tls);
+    grpc_reflection_free(api->reflection);
     pthread_cond_destroy(&api->cv);
     pthread_mutex_destroy(&api->mu);
     free(api);
