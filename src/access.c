@@ -63,9 +63,12 @@ bool access_traceparent_valid(const char *s, size_t len) {
 void access_ids_from(access_ids *ids, const char *request_id, size_t request_id_len,
                      const char *traceparent, size_t traceparent_len, const char *tracestate,
                      size_t tracestate_len) {
-    memset(ids, 0, sizeof *ids);
+    /* each field is written, not the whole struct zeroed: this runs for every request */
+    ids->traceparent[0] = ids->tracestate[0] = '\0';
+    ids->request_id_generated = false;
     if (access_request_id_valid(request_id, request_id_len)) {
         memcpy(ids->request_id, request_id, request_id_len);
+        ids->request_id[request_id_len] = '\0';
     } else {
         access_request_id_new(ids->request_id);
         ids->request_id_generated = true;

@@ -91,6 +91,12 @@ int64_t dist_now_ms(void) {
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+int64_t dist_now_us(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
 dist_conn *dist_conn_new(int fd, const char *peer, size_t max_packet) {
     dist_conn *c = calloc(1, sizeof *c);
     if (!c) return NULL;

@@ -189,6 +189,8 @@ int dist_send_tick(dist_conn *c);
 
 /* Monotonic clock in milliseconds. */
 int64_t dist_now_ms(void);
+/* Monotonic clock in microseconds (durations of calls and requests). Any thread. */
+int64_t dist_now_us(void);
 /* A 64-bit key that identifies one of OUR pids (num and serial; creation and node are ours). */
 static inline uint64_t dist_pid_key(const erlang_pid *p) {
     return ((uint64_t)p->serial << 32) | p->num;

@@ -256,12 +256,6 @@ static const char *grpc_status_name(grpc_status_code code) {
     return (unsigned)code < sizeof names / sizeof names[0] ? names[code] : "UNKNOWN";
 }
 
-static int64_t grpc_now_us(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
 /* ------------------------------------------------------------------------------------------ */
 /* Call lifetime */
 
@@ -339,7 +333,7 @@ static void gcall_account(gcall *g) {
         .target = g->target,
         .status = (unsigned)code,
         .code = code == GRPC_STATUS_OK ? NULL : grpc_status_name(code),
-        .duration_us = grpc_now_us() - g->started_us,
+        .duration_us = dist_now_us() - g->started_us,
         .bytes_in = g->bytes_in,
         .bytes_out = g->bytes_out,
         .peer = peer,
@@ -1407,7 +1401,7 @@ static void on_request(gtag *t, bool ok) {
         atomic_fetch_sub(&g->refs, 1);
         g->dead = true;
     }
-    g->started_us = grpc_now_us();
+    g->started_us = dist_now_us();
     if (g->payload) g->bytes_in = grpc_byte_buffer_length(g->payload);
     size_t id_len = 0, tp_len = 0, ts_len = 0;
     const char *id = gcall_metadata(g, GRPC_REQUEST_ID_KEY, &id_len);

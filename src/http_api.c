@@ -863,12 +863,6 @@ static int64_t http_now_ms(void) {
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static int64_t http_now_us(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
 static void http_event_json(strbuf *sb, const gateway_event *ev) {
     strbuf_printf(
         sb, "{\"seq\":%llu,\"time_ms\":%lld,\"kind\":\"%s\",\"name\":", (unsigned long long)ev->seq,
@@ -1365,7 +1359,7 @@ static enum MHD_Result http_handler(void *cls, struct MHD_Connection *conn, cons
         req->conn = conn;
         atomic_init(&req->done, false);
         *con_cls = req;
-        req->started_us = http_now_us();
+        req->started_us = dist_now_us();
         snprintf(req->method, sizeof req->method, "%s", method);
         http_route_match(method, url, &req->route);
         http_request_ids(req);
@@ -1458,7 +1452,7 @@ static void http_account(http_request *req, enum MHD_RequestTerminationCode toe)
         .target = req->route.name,
         .status = status,
         .code = req->error_code,
-        .duration_us = http_now_us() - req->started_us,
+        .duration_us = dist_now_us() - req->started_us,
         .bytes_in = req->bytes_in,
         .bytes_out = req->bytes_out,
         .peer = peer,

@@ -153,53 +153,48 @@ static void metrics_cnode_labels(mout *out, const char *name, const gateway_cnod
     mput(out, ",instance=\"%s\"", instance);
 }
 
-/* Every instance of every C-node, and each C-node's calls that ended before reaching one. */
+/* One row of the exposition: an instance, or a C-node's calls that ended before reaching one. */
+typedef struct metrics_row {
+    gateway_cnode_info info;
+    char instance[16]; /* its instance label: "1".., or "waiting" */
+    bool waiting_row;  /* the calls that ended waiting (stats and the waiting count only) */
+} metrics_row;
+
 typedef struct metrics_snapshot {
-    gateway_cnode_info *info; /* instances, then one "waiting" row per C-node */
-    char (*instance)[16];     /* the instance label of each row */
-    bool *waiting_row;        /* the row holds the calls that ended waiting (stats only) */
+    metrics_row *rows;
     size_t count;
 } metrics_snapshot;
 
-static void metrics_snapshot_free(metrics_snapshot *s) {
-    free(s->info);
-    free(s->instance);
-    free(s->waiting_row);
-}
-
 static int metrics_snapshot_take(gateway *gw, metrics_snapshot *s) {
-    memset(s, 0, sizeof *s);
-    size_t groups = gateway_cnode_count(gw), rows = 0, cap = 0;
+    s->rows = NULL;
+    s->count = 0;
+    size_t groups = gateway_cnode_count(gw), cap = 0;
     for (size_t g = 0; g < groups; g++) {
         gateway_cnode_info all;
         if (gateway_cnode_info_at(gw, g, &all) != 0) continue;
-        if (rows + all.instances + 1 > cap) {
-            cap = (rows + all.instances + 1) * 2;
-            gateway_cnode_info *info = realloc(s->info, cap * sizeof *info);
-            if (info) s->info = info;
-            char(*inst)[16] = realloc(s->instance, cap * sizeof *inst);
-            if (inst) s->instance = inst;
-            bool *w = realloc(s->waiting_row, cap * sizeof *w);
-            if (w) s->waiting_row = w;
-            if (!info || !inst || !w) {
-                metrics_snapshot_free(s);
+        if (s->count + all.instances + 1 > cap) {
+            cap = (s->count + all.instances + 1) * 2;
+            metrics_row *rows = realloc(s->rows, cap * sizeof *rows);
+            if (!rows) {
+                free(s->rows);
                 return -1;
             }
+            s->rows = rows;
         }
         for (unsigned k = 1; k <= all.instances; k++) {
-            gateway_cnode_info *one = &s->info[rows];
-            if (gateway_cnode_instance_at(gw, g, k, one) != 0) continue;
-            snprintf(s->instance[rows], sizeof s->instance[rows], "%u", k);
-            s->waiting_row[rows++] = false;
+            metrics_row *r = &s->rows[s->count];
+            if (gateway_cnode_instance_at(gw, g, k, &r->info) != 0) continue;
+            snprintf(r->instance, sizeof r->instance, "%u", k);
+            r->waiting_row = false;
+            s->count++;
         }
         /* The C-node's calls that ended before reaching an instance, and its waiting count. */
-        gateway_cnode_info *w = &s->info[rows];
-        *w = all;
-        w->stats = all.waited;
-        snprintf(s->instance[rows], sizeof s->instance[rows], "waiting");
-        s->waiting_row[rows++] = true;
+        metrics_row *w = &s->rows[s->count++];
+        w->info = all;
+        w->info.stats = all.waited;
+        snprintf(w->instance, sizeof w->instance, "waiting");
+        w->waiting_row = true;
     }
-    s->count = rows;
     return 0;
 }
 
@@ -207,10 +202,10 @@ static void metrics_render_states(mout *out, const metrics_snapshot *s) {
     metrics_family(out, "nodex_cnode_state", "gauge",
                    "1 for the state each C-node instance is in, 0 for the others.");
     for (size_t r = 0; r < s->count; r++) {
-        if (s->waiting_row[r]) continue;
+        if (s->rows[r].waiting_row) continue;
         for (cnode_state st = CNODE_STARTING; st <= CNODE_STOPPED; st++) {
-            metrics_cnode_labels(out, "nodex_cnode_state", &s->info[r], s->instance[r]);
-            mput(out, ",state=\"%s\"} %d\n", cnode_state_name(st), s->info[r].state == st);
+            metrics_cnode_labels(out, "nodex_cnode_state", &s->rows[r].info, s->rows[r].instance);
+            mput(out, ",state=\"%s\"} %d\n", cnode_state_name(st), s->rows[r].info.state == st);
         }
     }
     static const struct {
@@ -226,21 +221,21 @@ static void metrics_render_states(mout *out, const metrics_snapshot *s) {
     for (size_t g = 0; g < sizeof gauges / sizeof gauges[0]; g++) {
         metrics_family(out, gauges[g].name, gauges[g].type, gauges[g].help);
         for (size_t r = 0; r < s->count; r++) {
-            if (s->waiting_row[r]) continue;
-            const gateway_cnode_info *i = &s->info[r];
+            if (s->rows[r].waiting_row) continue;
+            const gateway_cnode_info *i = &s->rows[r].info;
             uint64_t v[] = {i->state == CNODE_UP, i->in_flight, i->restarts, i->bytes_in,
                             i->bytes_out};
-            metrics_cnode_labels(out, gauges[g].name, i, s->instance[r]);
+            metrics_cnode_labels(out, gauges[g].name, i, s->rows[r].instance);
             mput(out, "} %llu\n", (unsigned long long)v[g]);
         }
     }
     metrics_family(out, "nodex_cnode_waiting", "gauge",
                    "Calls held until an instance of the C-node is up (during a restart).");
     for (size_t r = 0; r < s->count; r++) {
-        if (!s->waiting_row[r]) continue;
+        if (!s->rows[r].waiting_row) continue;
         mput(out, "%s", "nodex_cnode_waiting{cnode=");
-        mlabel(out, s->info[r].name);
-        mput(out, "} %zu\n", s->info[r].waiting);
+        mlabel(out, s->rows[r].info.name);
+        mput(out, "} %zu\n", s->rows[r].info.waiting);
     }
 }
 
@@ -249,37 +244,38 @@ static void metrics_render_calls(mout *out, const metrics_snapshot *s) {
                    "Calls that ended, by outcome (instance=\"waiting\": ended before one was up).");
     for (size_t r = 0; r < s->count; r++)
         for (size_t o = CALL_REPLIED; o < CALL_OUTCOME_COUNT; o++) {
-            metrics_cnode_labels(out, "nodex_cnode_calls_total", &s->info[r], s->instance[r]);
+            metrics_cnode_labels(out, "nodex_cnode_calls_total", &s->rows[r].info,
+                                 s->rows[r].instance);
             mput(out, ",outcome=\"%s\"} %llu\n", metrics_outcome_codes[o],
-                 (unsigned long long)s->info[r].stats.outcomes[o]);
+                 (unsigned long long)s->rows[r].info.stats.outcomes[o]);
         }
     metrics_family(out, "nodex_cnode_call_duration_seconds", "histogram",
                    "Time from a call's start to its end, whatever the outcome.");
     for (size_t r = 0; r < s->count; r++) {
-        const routing_stats *st = &s->info[r].stats;
+        const routing_stats *st = &s->rows[r].info.stats;
         uint64_t cumulative = 0;
         for (size_t b = 0; b < ROUTING_LATENCY_BUCKETS; b++) {
             cumulative += st->latency[b];
-            metrics_cnode_labels(out, "nodex_cnode_call_duration_seconds_bucket", &s->info[r],
-                                 s->instance[r]);
+            metrics_cnode_labels(out, "nodex_cnode_call_duration_seconds_bucket", &s->rows[r].info,
+                                 s->rows[r].instance);
             if (b + 1 < ROUTING_LATENCY_BUCKETS)
                 mput(out, ",le=\"%g\"} %llu\n", routing_latency_bounds_us[b] / 1e6,
                      (unsigned long long)cumulative);
             else
                 mput(out, ",le=\"+Inf\"} %llu\n", (unsigned long long)cumulative);
         }
-        metrics_cnode_labels(out, "nodex_cnode_call_duration_seconds_sum", &s->info[r],
-                             s->instance[r]);
+        metrics_cnode_labels(out, "nodex_cnode_call_duration_seconds_sum", &s->rows[r].info,
+                             s->rows[r].instance);
         mput(out, "} %.6f\n", (double)st->latency_sum_us / 1e6);
-        metrics_cnode_labels(out, "nodex_cnode_call_duration_seconds_count", &s->info[r],
-                             s->instance[r]);
+        metrics_cnode_labels(out, "nodex_cnode_call_duration_seconds_count", &s->rows[r].info,
+                             s->rows[r].instance);
         mput(out, "} %llu\n", (unsigned long long)cumulative);
     }
     metrics_family(out, "nodex_cnode_dropped_messages_total", "counter",
                    "Messages from the instance that reached no caller, by cause.");
     for (size_t r = 0; r < s->count; r++) {
-        if (s->waiting_row[r]) continue;
-        const gateway_cnode_info *i = &s->info[r];
+        if (s->rows[r].waiting_row) continue;
+        const gateway_cnode_info *i = &s->rows[r].info;
         uint64_t v[2 + DIST_CTL_KINDS];
         const char *cause[2 + DIST_CTL_KINDS];
         v[0] = i->stats.dropped_filtered;
@@ -291,7 +287,7 @@ static void metrics_render_calls(mout *out, const metrics_snapshot *s) {
             cause[2 + k] = dist_ignored_control_name((dist_ignored_control)k);
         }
         for (size_t c = 0; c < 2 + DIST_CTL_KINDS; c++) {
-            metrics_cnode_labels(out, "nodex_cnode_dropped_messages_total", i, s->instance[r]);
+            metrics_cnode_labels(out, "nodex_cnode_dropped_messages_total", i, s->rows[r].instance);
             mput(out, ",cause=\"%s%s\"} %llu\n", c >= 2 ? "control_" : "", cause[c],
                  (unsigned long long)v[c]);
         }
@@ -365,7 +361,7 @@ int metrics_render(const metrics *m, gateway *gw, strbuf *sb) {
     if (gw) {
         metrics_render_states(&out, &s);
         metrics_render_calls(&out, &s);
-        metrics_snapshot_free(&s);
+        free(s.rows);
     }
     pthread_mutex_lock((pthread_mutex_t *)&m->mu);
     for (const metrics_requests *t = m->tables; t; t = t->next) metrics_render_requests(&out, t);

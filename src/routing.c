@@ -201,12 +201,6 @@ void routing_stats_add(routing_stats *into, const routing_stats *from) {
     into->dropped_unmatched += from->dropped_unmatched;
 }
 
-static int64_t routing_now_us(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
 size_t routing_owner_outboxes_locked(const routing_owner *o, call ***out) {
     size_t queued = 0, n = 0;
     *out = NULL;
@@ -237,7 +231,7 @@ size_t routing_owner_take_locked(routing_owner *from, routing_owner *to, size_t 
 
 int routing_register_locked(routing *r, routing_owner *o, call *c) {
     c->cnode = o;
-    c->started_us = routing_now_us();
+    c->started_us = dist_now_us();
     if (call_registry_add(&r->registry, &o->calls, c) != 0) return -1;
     o->calls_total++;
     return 0;
@@ -274,7 +268,7 @@ static void routing_complete(call *c, call_outcome outcome, const char *detail) 
 static void routing_unregister(routing *r, call *c, call_outcome outcome) {
     routing_owner *o = c->cnode;
     call_registry_remove(&r->registry, &o->calls, c);
-    int64_t us = routing_now_us() - c->started_us;
+    int64_t us = dist_now_us() - c->started_us;
     o->stats.outcomes[outcome]++;
     o->stats.latency[routing_latency_bucket(us)]++;
     o->stats.latency_sum_us += (uint64_t)(us > 0 ? us : 0);

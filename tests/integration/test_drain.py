@@ -14,6 +14,18 @@ def slow_http_call(d, ms, out, key):
     out[key] = d.call("t", tup(atom("sleep"), ms, atom(key)), timeout_ms=30000, timeout=60)
 
 
+def start_with_a_call_in_flight(session, drain_ms, sleep_ms=20000):
+    """A nodexd with shutdown.drain_ms and one HTTP call sleeping in C-node t: (d, thread, out)."""
+    d = nx.Nodexd(session, [nx.test_cnode_spec("t")], extra={"shutdown": {"drain_ms": drain_ms}})
+    d.start()
+    d.wait_up("t")
+    out = {}
+    t = threading.Thread(target=slow_http_call, args=(d, sleep_ms, out, "h"))
+    t.start()
+    nx.wait_until(lambda: d.info("t")["in_flight"] == 1, 10 * nx.SLOW, what="in flight")
+    return d, t, out
+
+
 def connect_refused(port):
     s = socket.socket()
     s.settimeout(2)
@@ -84,14 +96,8 @@ def test_a_new_call_on_an_open_connection_during_the_drain_is_503(session):
 
 
 def test_calls_still_in_flight_when_drain_ms_passes_fail_503(session):
-    d = nx.Nodexd(session, [nx.test_cnode_spec("t")], extra={"shutdown": {"drain_ms": 300}})
+    d, t, out = start_with_a_call_in_flight(session, 300)
     try:
-        d.start()
-        d.wait_up("t")
-        out = {}
-        t = threading.Thread(target=slow_http_call, args=(d, 20000, out, "h"))
-        t.start()
-        nx.wait_until(lambda: d.info("t")["in_flight"] == 1, 10 * nx.SLOW, what="in flight")
         d.send_signal(signal.SIGTERM)
         t.join(30)
         r = out["h"]
@@ -103,14 +109,8 @@ def test_calls_still_in_flight_when_drain_ms_passes_fail_503(session):
 
 
 def test_a_second_signal_ends_the_drain_at_once(session):
-    d = nx.Nodexd(session, [nx.test_cnode_spec("t")], extra={"shutdown": {"drain_ms": 600000}})
+    d, t, out = start_with_a_call_in_flight(session, 600000)
     try:
-        d.start()
-        d.wait_up("t")
-        out = {}
-        t = threading.Thread(target=slow_http_call, args=(d, 20000, out, "h"))
-        t.start()
-        nx.wait_until(lambda: d.info("t")["in_flight"] == 1, 10 * nx.SLOW, what="in flight")
         d.send_signal(signal.SIGTERM)
         nx.wait_until(lambda: "draining" in d.log_text(), 10 * nx.SLOW, what="the drain")
         d.send_signal(signal.SIGINT)
@@ -122,14 +122,8 @@ def test_a_second_signal_ends_the_drain_at_once(session):
 
 
 def test_drain_ms_0_fails_calls_in_flight_at_once(session):
-    d = nx.Nodexd(session, [nx.test_cnode_spec("t")], extra={"shutdown": {"drain_ms": 0}})
+    d, t, out = start_with_a_call_in_flight(session, 0)
     try:
-        d.start()
-        d.wait_up("t")
-        out = {}
-        t = threading.Thread(target=slow_http_call, args=(d, 20000, out, "h"))
-        t.start()
-        nx.wait_until(lambda: d.info("t")["in_flight"] == 1, 10 * nx.SLOW, what="in flight")
         d.send_signal(signal.SIGTERM)
         t.join(30)
         assert out["h"].status == 503
