@@ -75,6 +75,7 @@ void access_ids_from(access_ids *ids, const char *request_id, size_t request_id_
     }
     if (!access_traceparent_valid(traceparent, traceparent_len)) return;
     memcpy(ids->traceparent, traceparent, 55); /* the fields this version defines */
+    ids->traceparent[55] = '\0';
     if (!tracestate) return;
     size_t n = tracestate_len;
     for (size_t i = 0; i < n; i++)
