@@ -23,6 +23,14 @@ const char *call_outcome_code(call_outcome o) {
     return call_codes[o];
 }
 
+_Static_assert(offsetof(call, pid) < offsetof(call, key) &&
+                   offsetof(call, ref) < offsetof(call, key),
+               "call_init keeps exactly the fields before key: pid and ref");
+
+void call_init(call *c) {
+    memset((char *)c + offsetof(call, key), 0, sizeof *c - offsetof(call, key));
+}
+
 void call_clear(call *c) {
     free(c->reply);
     c->reply = NULL;

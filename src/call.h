@@ -78,6 +78,10 @@ struct call {
 
 /* Frees the reply and resets the result fields (keeps pid, on_done, ctx). */
 void call_clear(call *c);
+/* Zeroes every field of a fresh call except `pid` and `ref` (2 KiB of node-name buffers), which
+ * are written before they are read (service_call_pid, the gen_call envelope): what a frontend
+ * does instead of zeroing the whole struct per request. Any thread, on a call it owns. */
+void call_init(call *c);
 
 /* The registry: a hash of calls by pid key, a deadline heap, and per-owner lists (an owner is a
  * C-node). NOT thread-safe: the gateway guards it with its lock. */

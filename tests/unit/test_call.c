@@ -1,5 +1,5 @@
 /* test_call: registry hash (add/find/remove, growth), deadline heap order, removal from the middle,
- * per-owner lists, call_clear and the outcome tables. */
+ * per-owner lists, call_clear, call_init and the outcome tables. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -86,6 +86,23 @@ static void test_call_clear_frees_reply_and_keeps_identity(void **state) {
     assert_ptr_equal(c.ctx, &ctx);
     assert_int_equal(c.pid.num, 7);
     call_clear(&c); /* idempotent */
+}
+
+/* call_init zeroes everything after the pid and reference and leaves those two alone. */
+static void test_call_init_zeroes_all_but_pid_and_ref(void **state) {
+    (void)state;
+    call *c = malloc(sizeof *c);
+    assert_non_null(c);
+    memset(c, 0xA5, sizeof *c);
+    call_init(c);
+    const unsigned char *tail = (const unsigned char *)c + offsetof(call, key);
+    for (size_t i = 0; i < sizeof *c - offsetof(call, key); i++) assert_int_equal(tail[i], 0);
+    assert_int_equal((unsigned char)c->pid.node[0], 0xA5);
+    assert_int_equal((unsigned char)c->ref.node[0], 0xA5);
+    assert_null(c->reply);
+    assert_int_equal(c->outcome, CALL_PENDING);
+    assert_false(c->registered);
+    free(c);
 }
 
 static void test_empty_registry_has_no_deadline_and_finds_nothing(void **state) {
@@ -345,6 +362,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_outcome_tables_match_the_x_macro),
         cmocka_unit_test(test_call_clear_frees_reply_and_keeps_identity),
+        cmocka_unit_test(test_call_init_zeroes_all_but_pid_and_ref),
         cmocka_unit_test(test_empty_registry_has_no_deadline_and_finds_nothing),
         cmocka_unit_test(test_add_find_remove_single_call),
         cmocka_unit_test(test_keys_colliding_in_a_bucket_are_all_found),
