@@ -25,7 +25,8 @@ struct child {
     int fd[2];    /* stdout, stderr read ends; -1 once closed */
     char *buf[2]; /* partial line per stream, CHILD_LINE_MAX + 1 bytes, lazily allocated */
     size_t buf_len[2];
-    bool cut[2]; /* the last piece delivered was cut: a newline right after ends it */
+    bool cut[2];   /* the last piece delivered was cut: a newline right after ends it */
+    bool ended[2]; /* read to EOF or an error: nothing more is read; fd open until closed */
 };
 
 /* Async-signal-safe helpers for the forked child: no malloc, no stdio, no locale. */
@@ -224,6 +225,10 @@ static void close_stream(child *c, int stream) {
     c->fd[stream] = -1;
 }
 
+void child_close_output(child *c, int stream) {
+    if (stream == 0 || stream == 1) close_stream(c, stream);
+}
+
 /* Hands line[0..len) to on_line NUL-terminated; the byte after it (inside the buffer) is restored.
  */
 static void deliver(int stream, char *line, size_t len,
@@ -268,11 +273,11 @@ int child_read_lines(child *c, int stream,
                      void (*on_line)(void *ctx, int stream, const char *line, size_t len),
                      void *ctx) {
     if (stream != 0 && stream != 1) return -1;
-    if (c->fd[stream] < 0) return 0;
+    if (c->fd[stream] < 0 || c->ended[stream]) return 0;
     if (!c->buf[stream]) {
         c->buf[stream] = malloc(CHILD_LINE_MAX + 1);
         if (!c->buf[stream]) {
-            close_stream(c, stream); /* a retry would need another readiness event */
+            c->ended[stream] = true; /* a retry would need another readiness event */
             errno = ENOMEM;
             return -1;
         }
@@ -291,7 +296,7 @@ int child_read_lines(child *c, int stream,
         c->buf_len[stream] = 0;
         int rc = n == 0 ? 0 : -1;
         int saved = errno;
-        close_stream(c, stream);
+        c->ended[stream] = true;
         free(c->buf[stream]);
         c->buf[stream] = NULL;
         errno = saved;

@@ -26,17 +26,22 @@ typedef struct child_spec {
 child *child_spawn(const child_spec *spec);
 /* OS pid. */
 pid_t child_pid(const child *c);
-/* The read ends of stdout (stream 0) and stderr (stream 1), for epoll; -1 once closed. */
+/* The read ends of stdout (stream 0) and stderr (stream 1), for epoll; -1 once closed
+ * (child_close_output or child_free). */
 int child_output_fd(const child *c, int stream);
 
 /* Reads what is available on `stream` and calls `on_line` for every complete line, with the
  * trailing "\n" or "\r\n" stripped (lines over 64 KiB are cut and delivered in pieces). At EOF a
- * final unterminated line is delivered and the fd is closed. Returns 1 while open, 0 at EOF, -1 on
- * a read error (fd closed). Never blocks; reads until EAGAIN (edge-triggered epoll is fine). `line`
+ * final unterminated line is delivered. Returns 1 while open, 0 at EOF (and on every call after),
+ * -1 on a read error; after 0 or -1 the fd stays open until child_close_output, so a watcher can
+ * take it out of epoll first (a closed fd cannot be: a forked child's copy keeps its events
+ * coming). Never blocks; reads until EAGAIN (edge-triggered epoll is fine). `line`
  * is NUL-terminated and valid only during the call; on_line must not free `c`. */
 int child_read_lines(child *c, int stream,
                      void (*on_line)(void *ctx, int stream, const char *line, size_t len),
                      void *ctx);
+/* Closes `stream`'s read end (take it out of epoll before). */
+void child_close_output(child *c, int stream);
 
 /* Non-blocking reap: returns true once the child has exited (then fills *status with the raw
  * waitpid status, see WIFEXITED etc.), false while it runs. Safe to call repeatedly. */

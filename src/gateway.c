@@ -63,6 +63,7 @@ const char *gateway_error_code(gateway_error e) {
 }
 
 typedef struct gw_cnode gw_cnode;
+typedef struct gw_group gw_group;
 
 /* What a supervised entry is. C-nodes come from the config; Erlang nodes come and go. */
 typedef enum gw_entry_kind {
@@ -77,7 +78,7 @@ struct gw_cnode {
     log_limiter output_limit; /* its stdout/stderr lines in the log */
     gw_entry_kind kind;
     unsigned instance;      /* C-nodes: 1..cfg->instances */
-    size_t group;           /* C-nodes: index of the configured C-node (its first instance) */
+    gw_group *group;        /* C-nodes: the configured C-node it is an instance of */
     config_cnode own_cfg;   /* children and peers: their synthesized config (cfg points here) */
     unsigned child_index;   /* children: N of <prefix>N */
     bool removing;          /* being stopped for good: retire instead of restarting */
@@ -117,6 +118,18 @@ struct gw_cnode {
     int64_t up_since_ms;
 };
 
+/* A configured C-node: its instances, made from one config_cnode. A reload that removes or
+ * changes it takes it off gw->groups (no thread finds it from then on) and onto gw->retired_groups,
+ * where its instances finish their calls in flight and stop; it is freed once all have. */
+struct gw_group {
+    const config_cnode *cfg; /* lives as long as the process (configs are kept until exit) */
+    gw_cnode *inst;          /* cfg->instances entries */
+    size_t index;            /* in gw->groups while not removed */
+    bool removed;            /* on gw->retired_groups (loop thread; set under mu) */
+    bool started;            /* its instances were started (loop thread) */
+    gw_group *retired_next;
+};
+
 struct gateway {
     const config *cfg;
     ei_cnode ec;         /* the node: pids, refs, the acceptors' handshakes */
@@ -143,10 +156,9 @@ struct gateway {
     int64_t watchdog_ms;
     conns *conns; /* distribution connections, acceptors and connectors */
     atomic_bool stop_requested;
-    gw_cnode *cnodes; /* every instance of the configured C-nodes, fixed for the gateway's life */
-    size_t cnode_count;
-    size_t *group_first; /* configured C-node i's first instance in cnodes */
+    gw_group **groups; /* the configured C-nodes, in config order: changed by the loop under mu */
     size_t group_count;
+    gw_group *retired_groups; /* removed or replaced by a reload, still stopping (loop thread) */
     gw_cnode *nodes;      /* Erlang nodes: prepended under mu by any thread, unlinked by the loop */
     gw_cnode *retired;    /* unlinked entries (loop thread), freed by gw_free_retired */
     size_t retired_count; /* entries on gw->retired (guarded by mu) */
@@ -204,17 +216,30 @@ static gw_cnode *gw_nodes_head(gateway *gw) {
     return head;
 }
 
-/* The entry after `prev` (NULL: the first). Loop thread: the only one that unlinks entries. */
+/* The group after `g` (NULL: the first): the configured ones, then those still stopping. */
+static gw_group *gw_group_next(gateway *gw, const gw_group *g) {
+    if (!g) return gw->group_count ? gw->groups[0] : gw->retired_groups;
+    if (g->removed) return g->retired_next;
+    return g->index + 1 < gw->group_count ? gw->groups[g->index + 1] : gw->retired_groups;
+}
+
+/* The entry after `prev` (NULL: the first): every C-node instance, then the Erlang nodes. Loop
+ * thread: the only one that adds groups, unlinks entries and frees either. */
 static gw_cnode *gw_entry_next(gateway *gw, gw_cnode *prev) {
-    if (!prev) return gw->cnode_count ? &gw->cnodes[0] : gw_nodes_head(gw);
-    if (prev->kind == ENTRY_CNODE) {
-        size_t i = (size_t)(prev - gw->cnodes) + 1;
-        return i < gw->cnode_count ? &gw->cnodes[i] : gw_nodes_head(gw);
+    gw_group *g;
+    if (!prev) {
+        g = gw_group_next(gw, NULL);
+    } else if (prev->kind == ENTRY_CNODE) {
+        if (prev->instance < prev->group->cfg->instances) return &prev->group->inst[prev->instance];
+        g = gw_group_next(gw, prev->group);
+    } else {
+        return prev->next;
     }
-    return prev->next;
+    return g ? &g->inst[0] : gw_nodes_head(gw);
 }
 
 static void gw_cnode_disconnect(gw_cnode *cn);
+static void gw_group_free(gw_group *g);
 
 /* Takes an Erlang-node entry off the list for good: no thread can find it from now on. Its
  * connection (a child that exited before its connection was seen lost) is closed and its calls
@@ -259,7 +284,7 @@ static const char *gw_what(const gw_cnode *cn) {
 
 /* A configured C-node's first instance: where its waiting calls are held. */
 static gw_cnode *gw_group_first(gw_cnode *cn) {
-    return &cn->gw->cnodes[cn->gw->group_first[cn->group]];
+    return &cn->group->inst[0];
 }
 
 /* True while an instance of the C-node whose first instance is `first` may still come up, so
@@ -724,11 +749,14 @@ static void gw_cnode_service(gw_cnode *cn) {
     gw_flush_waiting(cn);
 }
 
+/* The configured `back` C-node instance named `node` (loop thread). */
 static gw_cnode *gw_cnode_by_node(gateway *gw, const char *node) {
-    for (size_t i = 0; i < gw->cnode_count; i++)
-        if (gw->cnodes[i].cfg->direction == CNODE_DIRECTION_BACK &&
-            strcmp(gw->cnodes[i].node, node) == 0)
-            return &gw->cnodes[i];
+    for (size_t i = 0; i < gw->group_count; i++) {
+        gw_group *g = gw->groups[i];
+        for (unsigned k = 0; k < g->cfg->instances; k++)
+            if (g->cfg->direction == CNODE_DIRECTION_BACK && strcmp(g->inst[k].node, node) == 0)
+                return &g->inst[k];
+    }
     return NULL;
 }
 
@@ -805,6 +833,35 @@ static void gw_free_retired(gateway *gw) {
         gw->retired_count--;
         pthread_mutex_unlock(&gw->mu);
         gw_entry_free(cn);
+    }
+}
+
+/* True once nothing of a retired group's runs or refers to it: processes reaped, connections
+ * closed, connector attempts reported, calls ended (loop thread). */
+static bool gw_group_done(gateway *gw, const gw_group *g) {
+    bool done = true;
+    pthread_mutex_lock(&gw->mu);
+    for (unsigned i = 0; i < g->cfg->instances && done; i++) {
+        const gw_cnode *cn = &g->inst[i];
+        done = !cn->proc && !cn->conn && !cn->live && !cn->connectors &&
+               supervisor_entry_phase(&cn->sup) == SUPERVISOR_STOPPED &&
+               !routing_owner_in_flight(&cn->route) && !routing_owner_in_flight(&cn->waiting);
+    }
+    pthread_mutex_unlock(&gw->mu);
+    return done;
+}
+
+/* Frees the groups a reload retired that have stopped (loop thread). */
+static void gw_free_retired_groups(gateway *gw) {
+    for (gw_group **pp = &gw->retired_groups; *pp;) {
+        gw_group *g = *pp;
+        if (!gw_group_done(gw, g)) {
+            pp = &g->retired_next;
+            continue;
+        }
+        *pp = g->retired_next;
+        log_info("cnode %s: the instances a reload retired have stopped", g->cfg->name);
+        gw_group_free(g);
     }
 }
 
@@ -932,9 +989,10 @@ static void gw_on_message(void *ctx, conns_conn *gc, const dist_message *m) {
 static void gw_on_child_output(gw_cnode *cn, int stream) {
     if (!cn->proc) return;
     int r = child_read_lines(cn->proc, stream, gw_on_child_line, cn);
-    if (r <= 0) {
+    if (r <= 0) { /* out of epoll while the fd is open, then closed */
         loop_watch_remove(cn->gw->loop, cn->out_watch[stream]);
         cn->out_watch[stream] = NULL;
+        child_close_output(cn->proc, stream);
     }
 }
 
@@ -1081,6 +1139,43 @@ static void gw_check_spawns(gateway *gw) {
     nodes_spawns_check(gw->spawns, gw->shutting_down);
 }
 
+/* Starts every instance of a C-node. */
+static void gw_group_start(gw_group *g) {
+    g->started = true;
+    for (unsigned i = 0; i < g->cfg->instances; i++) gw_cnode_start(&g->inst[i]);
+}
+
+/* True while a group that is still stopping has an instance with one of `g`'s node names: the
+ * name is taken (epmd, the C-node's own checks) until that process is gone. */
+static bool gw_group_blocked(gateway *gw, const gw_group *g) {
+    for (const gw_group *old = gw->retired_groups; old; old = old->retired_next)
+        for (unsigned i = 0; i < old->cfg->instances; i++)
+            for (unsigned k = 0; k < g->cfg->instances; k++)
+                if (strcmp(old->inst[i].node, g->inst[k].node) == 0) return true;
+    return false;
+}
+
+/* An instance of a C-node a reload removed or replaced: no new call reaches it; it stops for
+ * good once it has no call in flight (those finish within their own deadlines). */
+static void gw_cnode_retire_service(gw_cnode *cn) {
+    switch (supervisor_entry_phase(&cn->sup)) {
+    case SUPERVISOR_STOPPING:
+    case SUPERVISOR_STOPPED: return; /* on its way out, or out */
+    case SUPERVISOR_UP: {
+        pthread_mutex_lock(&cn->gw->mu);
+        size_t in_flight = routing_owner_in_flight(&cn->route);
+        pthread_mutex_unlock(&cn->gw->mu);
+        if (in_flight) return;
+    } /* fall through */
+    case SUPERVISOR_SPAWNED:
+    case SUPERVISOR_CONNECTING: gw_cnode_down(cn, false, "removed from the configuration"); return;
+    default: /* not started, waiting to restart, or failed: nothing runs */
+        supervisor_entry_stopped(&cn->sup);
+        gw_set_state(cn, CNODE_STOPPED);
+        return;
+    }
+}
+
 /* Starts new Erlang-node entries, acts on stop requests and runs every phase timer. */
 static void gw_service_entries(gateway *gw, int64_t now) {
     for (gw_cnode *cn = gw_entry_next(gw, NULL), *nx; cn; cn = nx) {
@@ -1097,6 +1192,11 @@ static void gw_service_entries(gateway *gw, int64_t now) {
                 gw_cnode_start(cn);
                 continue;
             }
+        } else if (cn->group->removed) {
+            gw_cnode_retire_service(cn);
+        } else if (!cn->group->started) {
+            if (cn->instance == 1 && !gw_group_blocked(gw, cn->group)) gw_group_start(cn->group);
+            continue; /* a reload's group waits until the one it replaces has stopped */
         } else {
             gw_cnode_service(cn);
         }
@@ -1112,11 +1212,12 @@ static void gw_sweep(void *ctx) {
     gw_service_entries(gw, now);
     conns_tick(gw->conns, now);
     if (gw->retired) gw_free_retired(gw);
+    if (gw->retired_groups) gw_free_retired_groups(gw);
     loop_timer_arm(gw->sweep, now + GW_SWEEP_MS);
 }
 
 int gateway_run(gateway *gw, void (*on_started)(void *ctx), void *ctx) {
-    for (size_t i = 0; i < gw->cnode_count; i++) gw_cnode_start(&gw->cnodes[i]);
+    for (size_t i = 0; i < gw->group_count; i++) gw_group_start(gw->groups[i]);
     for (unsigned i = 0; i < gw->cfg->child_count; i++) {
         char node[MAXNODELEN * 4];
         nodes_child_name(gw->cfg, ++gw->child_max_index, gw->hostname, node, sizeof node);
@@ -1288,6 +1389,49 @@ static int gw_cnode_init(gateway *gw, gw_cnode *cn, const config_cnode *cfg, uns
     return 0;
 }
 
+/* Frees a group and what its instances hold (their connections are the caller's: closed). */
+static void gw_group_free(gw_group *g) {
+    if (!g) return;
+    for (unsigned i = 0; g->inst && i < g->cfg->instances; i++) {
+        gw_cnode *cn = &g->inst[i];
+        child_free(cn->proc);
+        free(cn->executable);
+        free(cn->ready_line);
+    }
+    free(g->inst);
+    free(g);
+}
+
+/* A configured C-node's instances, set up but not started. NULL with err. */
+static gw_group *gw_group_new(gateway *gw, const config_cnode *cfg, char *err, size_t err_len) {
+    gw_group *g = calloc(1, sizeof *g);
+    if (g) g->cfg = cfg;
+    if (!g || !(g->inst = calloc(cfg->instances, sizeof *g->inst))) {
+        snprintf(err, err_len, "out of memory");
+        free(g);
+        return NULL;
+    }
+    for (unsigned i = 0; i < cfg->instances; i++) {
+        g->inst[i].group = g;
+        if (gw_cnode_init(gw, &g->inst[i], cfg, i + 1, err, err_len) != 0) {
+            gw_group_free(g);
+            return NULL;
+        }
+    }
+    return g;
+}
+
+/* Closes what an instance of a group still holds, at gateway_free. */
+static void gw_group_close(gateway *gw, gw_group *g) {
+    for (unsigned i = 0; i < g->cfg->instances; i++) {
+        gw_cnode *cn = &g->inst[i];
+        if (cn->live) dist_conn_unref(cn->live);
+        if (cn->conn) conns_close(gw->conns, cn->conn);
+        cn->live = NULL;
+        cn->conn = NULL;
+    }
+}
+
 gateway *gateway_new(const config *cfg, const char *cookie, char *err, size_t err_len) {
     gateway *gw = calloc(1, sizeof *gw);
     if (!gw) {
@@ -1352,20 +1496,13 @@ gateway *gateway_new(const config *cfg, const char *cookie, char *err, size_t er
                  gw->node_name);
         goto fail;
     }
-    gw->group_count = cfg->cnode_count;
-    for (size_t i = 0; i < cfg->cnode_count; i++) gw->cnode_count += cfg->cnodes[i].instances;
-    gw->cnodes = calloc(gw->cnode_count ? gw->cnode_count : 1, sizeof *gw->cnodes);
-    gw->group_first = calloc(gw->group_count ? gw->group_count : 1, sizeof *gw->group_first);
-    if (!gw->cnodes || !gw->group_first) {
+    if (!(gw->groups = calloc(cfg->cnode_count ? cfg->cnode_count : 1, sizeof *gw->groups))) {
         snprintf(err, err_len, "out of memory");
         goto fail;
     }
-    for (size_t i = 0, k = 0; i < cfg->cnode_count; i++) {
-        gw->group_first[i] = k;
-        for (unsigned j = 1; j <= cfg->cnodes[i].instances; j++, k++) {
-            gw->cnodes[k].group = i;
-            if (gw_cnode_init(gw, &gw->cnodes[k], &cfg->cnodes[i], j, err, err_len) != 0) goto fail;
-        }
+    for (size_t i = 0; i < cfg->cnode_count; i++, gw->group_count++) {
+        if (!(gw->groups[i] = gw_group_new(gw, &cfg->cnodes[i], err, err_len))) goto fail;
+        gw->groups[i]->index = i;
     }
     if (nodes_home_create(gw->cookie, &gw->child_home, err, err_len) != 0) goto fail;
     static const int signals[] = {SIGTERM, SIGINT, SIGCHLD, SIGHUP};
@@ -1455,13 +1592,14 @@ void gateway_free(gateway *gw) {
     if (!gw) return;
     atomic_store(&gw->stop_requested, true);
     bool connectors_left = gw->conns && !conns_stop(gw->conns);
-    for (size_t i = 0; i < gw->cnode_count; i++) {
-        gw_cnode *cn = &gw->cnodes[i];
-        if (cn->live) dist_conn_unref(cn->live);
-        if (cn->conn) conns_close(gw->conns, cn->conn);
-        child_free(cn->proc);
-        free(cn->executable);
-        free(cn->ready_line);
+    for (size_t i = 0; i < gw->group_count; i++) {
+        gw_group_close(gw, gw->groups[i]);
+        gw_group_free(gw->groups[i]);
+    }
+    for (gw_group *g = gw->retired_groups, *next; g; g = next) {
+        next = g->retired_next;
+        gw_group_close(gw, g);
+        gw_group_free(g);
     }
     for (gw_cnode *cn = gw->nodes, *next; cn; cn = next) {
         next = cn->next;
@@ -1483,8 +1621,7 @@ void gateway_free(gateway *gw) {
     if (gw->publish_fd >= 0) ei_close_connection(gw->publish_fd);
     if (gw->listen_fd >= 0) ei_close_connection(gw->listen_fd);
     routing_free(gw->routing);
-    free(gw->cnodes);
-    free(gw->group_first);
+    free(gw->groups);
     free(gw->cookie);
     /* A connector still uses conns, the loop and gw's stop flag: leave them (the process is
      * exiting). */
@@ -1505,12 +1642,11 @@ void gateway_make_pid(gateway *gw, erlang_pid *pid) {
     pthread_mutex_unlock(&gw->mu);
 }
 
-/* The first instance of the configured C-node `name`, or NULL. */
-static gw_cnode *gw_find_cnode(gateway *gw, const char *name) {
-    for (size_t i = 0; i < gw->group_count; i++) {
-        gw_cnode *first = &gw->cnodes[gw->group_first[i]];
-        if (strcmp(first->cfg->name, name) == 0) return first;
-    }
+/* The first instance of the configured C-node `name`, or NULL. Caller holds mu, and uses the
+ * entry only while it does: a reload may retire the group once it is released. */
+static gw_cnode *gw_find_cnode_locked(gateway *gw, const char *name) {
+    for (size_t i = 0; i < gw->group_count; i++)
+        if (strcmp(gw->groups[i]->cfg->name, name) == 0) return &gw->groups[i]->inst[0];
     return NULL;
 }
 
@@ -1549,16 +1685,19 @@ static gateway_error gw_call_wait_locked(gateway *gw, gw_cnode *first, call *c, 
 
 gateway_error gateway_call(gateway *gw, const char *name, call *c, const char *msg, size_t msg_len,
                            unsigned timeout_ms, bool wait) {
-    gw_cnode *first = gw_find_cnode(gw, name);
-    if (!first) return GATEWAY_NOT_FOUND;
-    const config_cnode *cfg = first->cfg;
     c->key = dist_pid_key(&c->pid);
-    c->deadline_ms = dist_now_ms() + (timeout_ms ? timeout_ms : cfg->call_timeout_ms);
     call_clear(c);
-    bool gen_call = cfg->protocol == CNODE_PROTOCOL_GEN_CALL;
     char prefix[MAXATOMLEN_UTF8 * 2 + 128];
     int plen = 0;
     pthread_mutex_lock(&gw->mu);
+    gw_cnode *first = gw_find_cnode_locked(gw, name);
+    if (!first) {
+        pthread_mutex_unlock(&gw->mu);
+        return GATEWAY_NOT_FOUND;
+    }
+    const config_cnode *cfg = first->cfg; /* configs outlive every call */
+    c->deadline_ms = dist_now_ms() + (timeout_ms ? timeout_ms : cfg->call_timeout_ms);
+    bool gen_call = cfg->protocol == CNODE_PROTOCOL_GEN_CALL;
     if (gen_call) {
         /* {'$gen_call', {Pid, Ref}, Request}: the request's bytes follow the prefix. The
          * reference is made from the pid, so a reply sent to it as an alias finds the call. */
@@ -1617,10 +1756,14 @@ bool gateway_cancel(gateway *gw, call *c) {
 }
 
 gateway_error gateway_cast(gateway *gw, const char *name, const char *msg, size_t msg_len) {
-    gw_cnode *first = gw_find_cnode(gw, name);
-    if (!first) return GATEWAY_NOT_FOUND;
     erlang_pid from;
     pthread_mutex_lock(&gw->mu);
+    gw_cnode *first = gw_find_cnode_locked(gw, name);
+    if (!first) {
+        pthread_mutex_unlock(&gw->mu);
+        return GATEWAY_NOT_FOUND;
+    }
+    const config_cnode *cfg = first->cfg;
     gw_cnode *cn = gw_pick_instance(first);
     dist_conn *dc = cn && !gw->shutting_down && !gw->draining ? cn->live : NULL;
     bool behind = dc && dist_pending_bytes(dc) > GW_BACKLOG_SOFT_MAX;
@@ -1631,7 +1774,7 @@ gateway_error gateway_cast(gateway *gw, const char *name, const char *msg, size_
     pthread_mutex_unlock(&gw->mu);
     if (behind) return GATEWAY_OVERLOADED;
     if (!dc) return stopping ? GATEWAY_SHUTTING_DOWN : GATEWAY_UNAVAILABLE;
-    int rc = dist_send_reg(dc, &from, first->cfg->registered_name, NULL, 0, msg, msg_len);
+    int rc = dist_send_reg(dc, &from, cfg->registered_name, NULL, 0, msg, msg_len);
     /* The caller answers "accepted" right away: put the cast on the wire (or in the backlog,
      * which later sends from any thread follow) before that, not at the iteration's end. */
     if (rc == 0 && gateway_on_loop_thread(gw)) conns_flush_corked(gw->conns);
@@ -1639,8 +1782,11 @@ gateway_error gateway_cast(gateway *gw, const char *name, const char *msg, size_
     return rc == 0 ? GATEWAY_OK : GATEWAY_UNAVAILABLE;
 }
 
-size_t gateway_cnode_count(const gateway *gw) {
-    return gw->group_count;
+size_t gateway_cnode_count(gateway *gw) {
+    pthread_mutex_lock(&gw->mu);
+    size_t n = gw->group_count;
+    pthread_mutex_unlock(&gw->mu);
+    return n;
 }
 
 /* Fills `out` from one instance (caller holds mu). */
@@ -1671,11 +1817,10 @@ static void gw_instance_info_locked(const gw_cnode *cn, int64_t now, gateway_cno
     out->protocol = cn->cfg->protocol;
 }
 
-int gateway_cnode_info_at(gateway *gw, size_t index, gateway_cnode_info *out) {
-    if (index >= gw->group_count) return -1;
-    const gw_cnode *first = &gw->cnodes[gw->group_first[index]];
+/* A C-node's snapshot: a pool reads as its first instance, with the counters summed and the
+ * best state (caller holds mu). */
+static void gw_group_info_locked(const gw_cnode *first, gateway_cnode_info *out) {
     int64_t now = dist_now_ms();
-    pthread_mutex_lock(&gw->mu);
     gw_instance_info_locked(first, now, out);
     /* A pool reads as its first instance, with the counters summed and the best state. */
     for (unsigned i = 1; i < first->cfg->instances; i++) {
@@ -1700,25 +1845,33 @@ int gateway_cnode_info_at(gateway *gw, size_t index, gateway_cnode_info *out) {
     out->waited = *routing_owner_stats(&first->waiting); /* calls never sent */
     routing_stats_add(&out->stats, &out->waited);
     out->instance = 0;
+}
+
+int gateway_cnode_info_at(gateway *gw, size_t index, gateway_cnode_info *out) {
+    pthread_mutex_lock(&gw->mu);
+    bool known = index < gw->group_count;
+    if (known) gw_group_info_locked(&gw->groups[index]->inst[0], out);
     pthread_mutex_unlock(&gw->mu);
-    return 0;
+    return known ? 0 : -1;
 }
 
 int gateway_cnode_instance_at(gateway *gw, size_t index, unsigned instance,
                               gateway_cnode_info *out) {
-    if (index >= gw->group_count) return -1;
-    const gw_cnode *first = &gw->cnodes[gw->group_first[index]];
-    if (instance < 1 || instance > first->cfg->instances) return -1;
     pthread_mutex_lock(&gw->mu);
-    gw_instance_info_locked(first + instance - 1, dist_now_ms(), out);
+    const gw_group *g = index < gw->group_count ? gw->groups[index] : NULL;
+    bool known = g && instance >= 1 && instance <= g->cfg->instances;
+    if (known) gw_instance_info_locked(&g->inst[instance - 1], dist_now_ms(), out);
     pthread_mutex_unlock(&gw->mu);
-    return 0;
+    return known ? 0 : -1;
 }
 
 gateway_error gateway_restart_cnode(gateway *gw, const char *name) {
-    gw_cnode *first = gw_find_cnode(gw, name);
-    if (!first) return GATEWAY_NOT_FOUND;
     pthread_mutex_lock(&gw->mu);
+    gw_cnode *first = gw_find_cnode_locked(gw, name);
+    if (!first) {
+        pthread_mutex_unlock(&gw->mu);
+        return GATEWAY_NOT_FOUND;
+    }
     bool stopping = gw->shutting_down || gw->draining;
     for (unsigned i = 0; i < first->cfg->instances && !stopping; i++)
         first[i].restart_requested = true;
@@ -1729,17 +1882,22 @@ gateway_error gateway_restart_cnode(gateway *gw, const char *name) {
 }
 
 int gateway_cnode_info_by_name(gateway *gw, const char *name, gateway_cnode_info *out) {
-    gw_cnode *cn = gw_find_cnode(gw, name);
-    return cn ? gateway_cnode_info_at(gw, cn->group, out) : -1;
+    pthread_mutex_lock(&gw->mu);
+    const gw_cnode *first = gw_find_cnode_locked(gw, name);
+    if (first) gw_group_info_locked(first, out);
+    pthread_mutex_unlock(&gw->mu);
+    return first ? 0 : -1;
 }
 
 bool gateway_is_ready(gateway *gw) {
     bool ready = true;
     pthread_mutex_lock(&gw->mu);
-    for (size_t i = 0; i < gw->cnode_count && ready; i++) {
-        const gw_cnode *cn = &gw->cnodes[i];
-        bool should_run = cn->state != CNODE_STOPPED;
-        if (should_run && cn->state != CNODE_UP) ready = false;
+    for (size_t i = 0; i < gw->group_count && ready; i++) {
+        const gw_group *g = gw->groups[i];
+        for (unsigned k = 0; k < g->cfg->instances && ready; k++) {
+            cnode_state st = g->inst[k].state;
+            ready = st == CNODE_STOPPED || st == CNODE_UP; /* every one that should run runs */
+        }
     }
     if (gw->shutting_down || gw->draining) ready = false;
     pthread_mutex_unlock(&gw->mu);
@@ -1752,6 +1910,105 @@ uint64_t gateway_subscribe(gateway *gw, gateway_event_fn fn, void *ctx) {
 
 void gateway_unsubscribe(gateway *gw, uint64_t id) {
     events_unsubscribe(gw->events, id);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Reload (loop thread) */
+
+/* The configured group named `name`, or NULL (loop thread: the only writer of gw->groups). */
+static gw_group *gw_group_by_name(gateway *gw, const char *name) {
+    for (size_t i = 0; i < gw->group_count; i++)
+        if (strcmp(gw->groups[i]->cfg->name, name) == 0) return gw->groups[i];
+    return NULL;
+}
+
+/* True when `g` is one of the `n` groups in `list`. */
+static bool gw_group_listed(gw_group *const *list, size_t n, const gw_group *g) {
+    for (size_t i = 0; i < n; i++)
+        if (list[i] == g) return true;
+    return false;
+}
+
+/* True when one of the `n` groups in `list` is named `name`. */
+static bool gw_group_named(gw_group *const *list, size_t n, const char *name) {
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(list[i]->cfg->name, name) == 0) return true;
+    return false;
+}
+
+int gateway_reload_cnodes(gateway *gw, const config *next, gateway_reload_counts *out, char *err,
+                          size_t err_len) {
+    *out = (gateway_reload_counts){0};
+    size_t n = next->cnode_count;
+    gw_group **groups = calloc(n ? n : 1, sizeof *groups);
+    if (!groups) {
+        snprintf(err, err_len, "out of memory");
+        return -1;
+    }
+    /* Everything new is set up first: a C-node that cannot be (its executable is gone) refuses
+     * the whole reload, and nothing has changed yet. */
+    for (size_t i = 0; i < n; i++) {
+        const config_cnode *want = &next->cnodes[i];
+        gw_group *had = gw_group_by_name(gw, want->name);
+        if (had && had->cfg->fingerprint == want->fingerprint) {
+            groups[i] = had; /* unchanged: it runs on, untouched */
+            continue;
+        }
+        if (!(groups[i] = gw_group_new(gw, want, err, err_len))) {
+            for (size_t k = 0; k < i; k++)
+                if (groups[k]->cfg == &next->cnodes[k]) gw_group_free(groups[k]);
+            free(groups);
+            return -1;
+        }
+    }
+    pthread_mutex_lock(&gw->mu);
+    gw_group **was = gw->groups;
+    size_t was_count = gw->group_count;
+    for (size_t i = 0; i < was_count; i++) {
+        gw_group *g = was[i];
+        if (gw_group_listed(groups, n, g)) continue;
+        g->removed = true; /* from now on no call, cast or lookup finds it */
+        for (unsigned k = 0; k < g->cfg->instances; k++) g->inst[k].removing = true;
+        g->retired_next = gw->retired_groups;
+        gw->retired_groups = g;
+    }
+    for (size_t i = 0; i < n; i++) groups[i]->index = i;
+    gw->groups = groups;
+    gw->group_count = n;
+    pthread_mutex_unlock(&gw->mu);
+    for (size_t i = 0; i < n; i++) {
+        if (groups[i]->cfg != &next->cnodes[i]) {
+            out->kept++;
+            continue;
+        }
+        bool had = gw_group_named(was, was_count, groups[i]->cfg->name);
+        if (had)
+            out->changed++;
+        else
+            out->added++;
+        log_info("reload: cnode %s %s", groups[i]->cfg->name,
+                 had ? "changed: its instances finish their calls in flight and stop, then the "
+                       "new ones start (calls meanwhile wait: max_waiting)"
+                     : "added: starting");
+    }
+    for (size_t i = 0; i < was_count; i++) {
+        gw_group *g = was[i];
+        if (!g->removed) continue;
+        bool replaced = gw_group_named(groups, n, g->cfg->name);
+        if (!replaced) {
+            out->removed++;
+            log_info("reload: cnode %s removed: its instances finish their calls in flight and "
+                     "stop",
+                     g->cfg->name);
+        }
+        char detail[160];
+        snprintf(detail, sizeof detail, "C-node %.64s was %s by a reload", g->cfg->name,
+                 replaced ? "reconfigured" : "removed");
+        routing_fail_owner(gw->routing, &g->inst[0].waiting, CALL_UNAVAILABLE, detail);
+    }
+    free(was);
+    loop_timer_arm(gw->sweep, 0); /* new groups start, old ones stop, in this iteration */
+    return 0;
 }
 
 /* ------------------------------------------------------------------------------------------ */

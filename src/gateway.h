@@ -121,6 +121,19 @@ bool gateway_draining(gateway *gw);
 /* `fn(ctx)` runs on the loop thread for every SIGHUP (reload); without it SIGHUP is only
  * logged. Call before gateway_run. */
 void gateway_on_reload(gateway *gw, void (*fn)(void *ctx), void *ctx);
+/* What gateway_reload_cnodes did, by C-node. */
+typedef struct gateway_reload_counts {
+    size_t added, removed, changed, kept;
+} gateway_reload_counts;
+/* Applies the C-nodes of a reloaded configuration `next` (it must outlive the gateway): one whose
+ * YAML is unchanged runs on untouched; an added one starts; a removed one takes no new call,
+ * finishes those in flight (within their deadlines) and stops; a changed one is replaced: the
+ * old instances finish and stop, then the new ones start (calls meanwhile wait, max_waiting).
+ * Calls that were waiting for a removed or changed C-node fail (CALL_UNAVAILABLE). When a new
+ * C-node cannot be set up (its executable is not found, say) nothing changes. Loop thread (the
+ * reload callback). Returns 0 with *out, or -1 with err. */
+int gateway_reload_cnodes(gateway *gw, const config *next, gateway_reload_counts *out, char *err,
+                          size_t err_len);
 /* Wakes the loop so it runs an iteration soon (any thread). */
 void gateway_wake(gateway *gw);
 /* True when called on the loop thread while gateway_run runs. */
@@ -180,8 +193,8 @@ void gateway_unsubscribe(gateway *gw, uint64_t id);
 
 /* --- C-nodes -------------------------------------------------------------------------- */
 
-/* Number of configured C-nodes. */
-size_t gateway_cnode_count(const gateway *gw);
+/* Number of configured C-nodes (a reload may change it: an index past the end is -1 below). */
+size_t gateway_cnode_count(gateway *gw);
 /* Snapshot of the C-node at `index` (any thread). Returns 0, or -1 when out of range. */
 int gateway_cnode_info_at(gateway *gw, size_t index, gateway_cnode_info *out);
 /* Snapshot of one instance (1-based) of the C-node at `index`. Returns 0, or -1 when out of

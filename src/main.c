@@ -77,20 +77,11 @@ static void report_unapplied(const config *cur, const config *next) {
             log_warn("reload: %s changed: it takes a restart (the running values stay)",
                      config_section_name((config_section)i));
     }
-    for (size_t i = 0; i < next->cnode_count; i++) {
-        const config_cnode *was = config_find_cnode(cur, next->cnodes[i].name);
-        if (!was || was->fingerprint != next->cnodes[i].fingerprint)
-            log_warn("reload: cnode %s %s: C-node changes take a restart (it runs as it was)",
-                     next->cnodes[i].name, was ? "changed" : "added");
-    }
-    for (size_t i = 0; i < cur->cnode_count; i++)
-        if (!config_find_cnode(next, cur->cnodes[i].name))
-            log_warn("reload: cnode %s removed: C-node changes take a restart (it runs as it was)",
-                     cur->cnodes[i].name);
 }
 
-/* SIGHUP: read the configuration file again; a file that does not load is refused with its
- * error and changes nothing. Its principals and tokens replace the running ones. */
+/* SIGHUP: read the configuration file again; a file that does not load, or names a C-node that
+ * cannot be set up, is refused with its error and changes nothing. C-nodes added, removed or
+ * changed are started, stopped or replaced; its principals and tokens replace the running ones. */
 static void reload_config(started_ctx *s) {
     if (!s->cfg->from_file) {
         log_info("reload: nodexd runs on the embedded default configuration: no file to read");
@@ -109,9 +100,18 @@ static void reload_config(started_ctx *s) {
         return;
     }
     s->reloaded = list;
-    s->reloaded[s->reloaded_count++] = next;
-    report_unapplied(s->cfg, next);
     char err[512];
+    gateway_reload_counts n;
+    if (gateway_reload_cnodes(s->gw, next, &n, err, sizeof err) != 0) {
+        log_error("reload: refused, the running configuration stays: %s", err);
+        config_free(next);
+        return;
+    }
+    s->reloaded[s->reloaded_count++] = next; /* in use until exit: C-nodes and auth refer to it */
+    service_reload_cnodes(s->svc, next);
+    log_info("reload: cnodes: %zu added, %zu removed, %zu changed, %zu unchanged", n.added,
+             n.removed, n.changed, n.kept);
+    report_unapplied(s->cfg, next);
     size_t principals = 0;
     if (service_reload_auth(s->svc, next, &principals, err, sizeof err) != 0)
         log_error("reload: auth keeps its principals and tokens: %s", err);

@@ -21,7 +21,8 @@
 struct service {
     const config *cfg;
     gateway *gw;
-    _Atomic(auth *) auth; /* swapped by service_reload_auth */
+    _Atomic(auth *) auth;           /* swapped by service_reload_auth */
+    _Atomic(const config *) cnodes; /* where C-nodes are looked up: swapped by a reload */
     pthread_mutex_t reload_mu;
     auth **old_auths; /* replaced sets: a request may still hold one of their principals */
     size_t old_auth_count;
@@ -114,6 +115,7 @@ service *service_new(const config *cfg, gateway *gw, char *err, size_t err_len) 
         return NULL;
     }
     s->cfg = cfg;
+    atomic_init(&s->cnodes, cfg);
     s->gw = gw;
     s->limits.max_depth = cfg->term_max_depth;
     s->limits.max_bytes = cfg->term_max_bytes;
@@ -179,6 +181,10 @@ int service_reload_auth(service *s, const config *cfg, size_t *principals, char 
     }
     pthread_mutex_unlock(&s->reload_mu);
     return next ? 0 : -1;
+}
+
+void service_reload_cnodes(service *s, const config *cfg) {
+    atomic_store(&s->cnodes, cfg);
 }
 
 const term_limits *service_limits(const service *s) {
@@ -282,7 +288,7 @@ static bool service_atom_ok(const char *s) {
 service_status service_call_check(service *s, const service_principal *p, service_call_req *r,
                                   service_error *err) {
     r->checked_for = NULL;
-    const config_cnode *cn = r->cnode ? config_find_cnode(s->cfg, r->cnode) : NULL;
+    const config_cnode *cn = r->cnode ? config_find_cnode(atomic_load(&s->cnodes), r->cnode) : NULL;
     if (!cn)
         return service_fail(err, SERVICE_NOT_FOUND, "no C-node named '%.64s'",
                             r->cnode ? r->cnode : "");
@@ -348,7 +354,7 @@ service_status service_call(service *s, const service_principal *p, service_call
 
 service_status service_restart_cnode(service *s, const service_principal *p, const char *name,
                                      service_error *err) {
-    const config_cnode *cn = name ? config_find_cnode(s->cfg, name) : NULL;
+    const config_cnode *cn = name ? config_find_cnode(atomic_load(&s->cnodes), name) : NULL;
     if (!cn)
         return service_fail(err, SERVICE_NOT_FOUND, "no C-node named '%.64s'", name ? name : "");
     if (service_authorize(s, p, SERVICE_OP_RESTART, cn->name, err) != SERVICE_OK)

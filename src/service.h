@@ -144,6 +144,9 @@ bool service_auth_required(const service *s);
  * thread. */
 int service_reload_auth(service *s, const config *cfg, size_t *principals, char *err,
                         size_t err_len);
+/* SIGHUP: C-nodes are looked up in `cfg` (which must outlive the service) from now on: their
+ * names, timeouts and permissions' targets. Call after gateway_reload_cnodes. Any thread. */
+void service_reload_cnodes(service *s, const config *cfg);
 
 /* True when `op` needs no credentials on any transport: the probes (/healthz, /readyz, gRPC
  * health), since an orchestrator has no token. Transports do not authenticate those requests

@@ -113,7 +113,10 @@ static int run_to_exit(child *c, output *o) {
                                 {.fd = child_output_fd(c, 1), .events = POLLIN}};
         assert_true(poll(pfd, 2, 100) >= 0);
         for (int s = 0; s < 2; s++) {
-            if (child_output_fd(c, s) >= 0) assert_true(child_read_lines(c, s, on_line, o) >= 0);
+            if (child_output_fd(c, s) < 0) continue;
+            int r = child_read_lines(c, s, on_line, o);
+            assert_true(r >= 0);
+            if (r == 0) child_close_output(c, s);
         }
         assert_true(now_ms() < deadline);
     }
@@ -157,6 +160,34 @@ static void test_lines_strip_lf_and_crlf_and_keep_final_unterminated_line(void *
     assert_string_equal(o.lines[1][1], "e2");
     assert_int_equal(child_output_fd(c, 0), -1);
     assert_int_equal(child_read_lines(c, 0, on_line, &o), 0); /* EOF stays EOF */
+    done(c);
+    output_free(&o);
+}
+
+/* The fd outlives EOF until child_close_output: a watcher that closed it before taking it out of
+ * epoll would keep getting its events (through a forked child's copy) after freeing the watch. */
+static void test_a_stream_at_eof_stays_open_until_child_close_output(void **state) {
+    (void)state;
+    output o = {0};
+    child *c = spawn_sh("printf 'bye\\n'", NULL, NULL);
+    int fd = child_output_fd(c, 0);
+    assert_true(fd >= 0);
+    int64_t deadline = now_ms() + 10000;
+    int r;
+    while ((r = child_read_lines(c, 0, on_line, &o)) == 1) {
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        assert_true(poll(&pfd, 1, 100) >= 0);
+        assert_true(now_ms() < deadline);
+    }
+    assert_int_equal(r, 0);
+    assert_int_equal(o.count[0], 1);
+    assert_string_equal(o.lines[0][0], "bye");
+    assert_int_equal(child_output_fd(c, 0), fd); /* still open: the caller closes it */
+    assert_true(fcntl(fd, F_GETFD) >= 0);
+    assert_int_equal(child_read_lines(c, 0, on_line, &o), 0); /* EOF stays EOF, nothing read */
+    assert_int_equal(o.count[0], 1);
+    child_close_output(c, 0);
+    assert_int_equal(child_output_fd(c, 0), -1);
     done(c);
     output_free(&o);
 }
@@ -489,6 +520,8 @@ static void test_child_dies_when_its_parent_is_killed(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_lines_strip_lf_and_crlf_and_keep_final_unterminated_line,
+                                  teardown),
+        cmocka_unit_test_teardown(test_a_stream_at_eof_stays_open_until_child_close_output,
                                   teardown),
         cmocka_unit_test_teardown(test_overlong_line_is_cut_in_64k_pieces, teardown),
         cmocka_unit_test_teardown(test_crlf_split_at_the_64k_cut_yields_no_empty_line, teardown),
