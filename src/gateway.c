@@ -753,11 +753,19 @@ static void gw_cnode_service(gw_cnode *cn) {
 static gw_cnode *gw_cnode_by_node(gateway *gw, const char *node) {
     for (size_t i = 0; i < gw->group_count; i++) {
         gw_group *g = gw->groups[i];
+        if (g->cfg->direction != CNODE_DIRECTION_BACK) continue;
         for (unsigned k = 0; k < g->cfg->instances; k++)
-            if (g->cfg->direction == CNODE_DIRECTION_BACK && strcmp(g->inst[k].node, node) == 0)
-                return &g->inst[k];
+            if (strcmp(g->inst[k].node, node) == 0) return &g->inst[k];
     }
     return NULL;
+}
+
+/* Drops the entry's connection reference and closes its connection, at gateway_free. */
+static void gw_entry_close(gw_cnode *cn) {
+    if (cn->live) dist_conn_unref(cn->live);
+    if (cn->conn) conns_close(cn->gw->conns, cn->conn);
+    cn->live = NULL;
+    cn->conn = NULL;
 }
 
 static void gw_entry_free(gw_cnode *cn) {
@@ -1389,11 +1397,12 @@ static int gw_cnode_init(gateway *gw, gw_cnode *cn, const config_cnode *cfg, uns
     return 0;
 }
 
-/* Frees a group and what its instances hold (their connections are the caller's: closed). */
+/* Frees a group and what its instances hold. */
 static void gw_group_free(gw_group *g) {
     if (!g) return;
     for (unsigned i = 0; g->inst && i < g->cfg->instances; i++) {
         gw_cnode *cn = &g->inst[i];
+        gw_entry_close(cn);
         child_free(cn->proc);
         free(cn->executable);
         free(cn->ready_line);
@@ -1419,17 +1428,6 @@ static gw_group *gw_group_new(gateway *gw, const config_cnode *cfg, char *err, s
         }
     }
     return g;
-}
-
-/* Closes what an instance of a group still holds, at gateway_free. */
-static void gw_group_close(gateway *gw, gw_group *g) {
-    for (unsigned i = 0; i < g->cfg->instances; i++) {
-        gw_cnode *cn = &g->inst[i];
-        if (cn->live) dist_conn_unref(cn->live);
-        if (cn->conn) conns_close(gw->conns, cn->conn);
-        cn->live = NULL;
-        cn->conn = NULL;
-    }
 }
 
 gateway *gateway_new(const config *cfg, const char *cookie, char *err, size_t err_len) {
@@ -1592,25 +1590,19 @@ void gateway_free(gateway *gw) {
     if (!gw) return;
     atomic_store(&gw->stop_requested, true);
     bool connectors_left = gw->conns && !conns_stop(gw->conns);
-    for (size_t i = 0; i < gw->group_count; i++) {
-        gw_group_close(gw, gw->groups[i]);
-        gw_group_free(gw->groups[i]);
-    }
+    for (size_t i = 0; i < gw->group_count; i++) gw_group_free(gw->groups[i]);
     for (gw_group *g = gw->retired_groups, *next; g; g = next) {
         next = g->retired_next;
-        gw_group_close(gw, g);
         gw_group_free(g);
     }
     for (gw_cnode *cn = gw->nodes, *next; cn; cn = next) {
         next = cn->next;
-        if (cn->live) dist_conn_unref(cn->live);
-        if (cn->conn) conns_close(gw->conns, cn->conn);
+        gw_entry_close(cn);
         gw_entry_free(cn);
     }
     for (gw_cnode *cn = gw->retired, *next; cn; cn = next) {
         next = cn->retired_next;
-        if (cn->live) dist_conn_unref(cn->live);
-        if (cn->conn) conns_close(gw->conns, cn->conn);
+        gw_entry_close(cn);
         gw_entry_free(cn);
     }
     gw->nodes = gw->retired = NULL;
@@ -1689,6 +1681,7 @@ gateway_error gateway_call(gateway *gw, const char *name, call *c, const char *m
     call_clear(c);
     char prefix[MAXATOMLEN_UTF8 * 2 + 128];
     int plen = 0;
+    int64_t now = dist_now_ms(); /* read before taking mu: the lock is held as briefly as can be */
     pthread_mutex_lock(&gw->mu);
     gw_cnode *first = gw_find_cnode_locked(gw, name);
     if (!first) {
@@ -1696,7 +1689,7 @@ gateway_error gateway_call(gateway *gw, const char *name, call *c, const char *m
         return GATEWAY_NOT_FOUND;
     }
     const config_cnode *cfg = first->cfg; /* configs outlive every call */
-    c->deadline_ms = dist_now_ms() + (timeout_ms ? timeout_ms : cfg->call_timeout_ms);
+    c->deadline_ms = now + (timeout_ms ? timeout_ms : cfg->call_timeout_ms);
     bool gen_call = cfg->protocol == CNODE_PROTOCOL_GEN_CALL;
     if (gen_call) {
         /* {'$gen_call', {Pid, Ref}, Request}: the request's bytes follow the prefix. The

@@ -160,6 +160,12 @@ def call_in_thread(d, name, term, **kw):
     return th, box
 
 
+def start_t_and_u(d):
+    """Starts d (C-nodes t and u) and returns their OS pids once both are up."""
+    d.start()
+    return d.wait_up("t")["os_pid"], d.wait_up("u")["os_pid"]
+
+
 def wait_in_flight(d, name, n=1):
     nx.wait_until(lambda: d.info(name)["in_flight"] >= n, 10 * nx.SLOW, what=f"{name} in flight")
 
@@ -167,9 +173,7 @@ def wait_in_flight(d, name, n=1):
 def test_a_reload_starts_added_stops_removed_and_leaves_unchanged_cnodes_running(session):
     d = GrpcNodexd(session, [nx.test_cnode_spec("t"), nx.test_cnode_spec("u")])
     try:
-        d.start()
-        t0 = d.wait_up("t")["os_pid"]
-        u0 = d.wait_up("u")["os_pid"]
+        t0, u0 = start_t_and_u(d)
         rewrite(d, cnodes=[nx.test_cnode_spec("t"), nx.test_cnode_spec("v")])
         hup(d, "reload: cnodes: 1 added, 1 removed, 0 changed, 1 unchanged")
         # added: started, callable on both transports
@@ -201,9 +205,7 @@ def test_a_reload_starts_added_stops_removed_and_leaves_unchanged_cnodes_running
 def test_a_removed_cnode_finishes_its_call_in_flight_then_stops(session):
     d = nx.Nodexd(session, [nx.test_cnode_spec("t"), nx.test_cnode_spec("u")])
     try:
-        d.start()
-        d.wait_up("t")
-        u0 = d.wait_up("u")["os_pid"]
+        _, u0 = start_t_and_u(d)
         th, box = call_in_thread(d, "u", tup(atom("sleep"), 1500, "late"))
         wait_in_flight(d, "u")
         rewrite(d, cnodes=[nx.test_cnode_spec("t")])
@@ -222,9 +224,7 @@ def test_a_removed_cnode_finishes_its_call_in_flight_then_stops(session):
 def test_a_changed_cnode_is_replaced_after_its_call_in_flight_and_its_new_settings_apply(session):
     d = nx.Nodexd(session, [nx.test_cnode_spec("t"), nx.test_cnode_spec("u")])
     try:
-        d.start()
-        t0 = d.wait_up("t")["os_pid"]
-        u0 = d.wait_up("u")["os_pid"]
+        t0, u0 = start_t_and_u(d)
         th, box = call_in_thread(d, "t", tup(atom("sleep"), 1000, "old"))
         wait_in_flight(d, "t")
         rewrite(d, cnodes=[nx.test_cnode_spec("t", call_timeout_ms=300, instances=2),
@@ -253,9 +253,7 @@ def test_a_changed_cnode_is_replaced_after_its_call_in_flight_and_its_new_settin
 def test_a_reload_whose_new_cnode_cannot_be_set_up_is_refused_and_changes_nothing(session):
     d = nx.Nodexd(session, [nx.test_cnode_spec("t"), nx.test_cnode_spec("u")])
     try:
-        d.start()
-        t0 = d.wait_up("t")["os_pid"]
-        u0 = d.wait_up("u")["os_pid"]
+        t0, u0 = start_t_and_u(d)
         missing = nx.test_cnode_spec("w", executable="no-such-cnode-program-on-path")
         rewrite(d, cnodes=[nx.test_cnode_spec("t", call_timeout_ms=300), missing])
         hup(d, "reload: refused")
