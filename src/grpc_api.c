@@ -173,17 +173,17 @@ struct gcall {
     uint64_t sub_id;                    /* Watch subscription */
     grpc_health_watch *health;          /* grpc.health.v1 Watch */
     const service_principal *principal; /* who sent it; NULL for Health */
-    /* the gateway call (Call, CallStream, Rpc, LoadModule) */
-    call gc;
     bool as_etf;
     unsigned timeout_ms;
-    char target[256]; /* C-node or node name, for messages */
-    char module[256]; /* LoadModule, for messages */
     /* for the access log and metrics */
-    access_ids ids;     /* x-request-id (echoed or made, sent back) and the trace context */
     int64_t started_us; /* monotonic, when the call arrived */
     uint64_t bytes_in;  /* request message bytes */
     uint64_t bytes_out; /* reply message bytes queued */
+    /* --- not zeroed by gcall_new (3.2 of its 4.1 KiB): each is written before it is read --- */
+    call gc;          /* the gateway call (Call, CallStream, Rpc, LoadModule): call_init */
+    char target[256]; /* C-node or node name, for messages (empty until set) */
+    char module[256]; /* LoadModule, for messages (empty until set) */
+    access_ids ids; /* x-request-id (echoed or made, sent back) and the trace context: on_request */
 };
 
 typedef void (*method_fn)(gcall *g, const ProtobufCMessage *req);
@@ -265,9 +265,13 @@ static void on_sent(gtag *t, bool ok);
 static void on_recv(gtag *t, bool ok);
 static ProtobufCMessage *gcall_decode(gcall *g, grpc_byte_buffer *bb);
 
+/* A request slot's call; only the fields before `gc` are zeroed (see the struct). */
 static gcall *gcall_new(grpc_api *api, int method) {
-    gcall *g = calloc(1, sizeof *g);
+    gcall *g = malloc(sizeof *g);
     if (!g) return NULL;
+    memset(g, 0, offsetof(gcall, gc));
+    call_init(&g->gc);
+    g->target[0] = g->module[0] = '\0';
     g->api = api;
     g->method = method;
     atomic_init(&g->refs, 1);
@@ -1380,8 +1384,6 @@ static void on_request(gtag *t, bool ok) {
         gcall_unref(g);
         return;
     }
-    if (!atomic_load(&api->stopping) && gcall_post(api, g->method) != 0)
-        log_error("grpc: cannot post a request slot for %s", method_name(g));
     pthread_mutex_lock(&api->mu);
     g->live_next = api->live;
     if (api->live) api->live->live_prev = g;
@@ -1430,6 +1432,11 @@ static void on_request(gtag *t, bool ok) {
         else
             gcall_dispatch(g);
     }
+    /* The slot is posted again once the request is on its way (the other slots and gRPC's own
+     * queue take calls meanwhile): its allocation and gRPC's bookkeeping are not in the
+     * call's latency. */
+    if (!atomic_load(&api->stopping) && gcall_post(api, g->method) != 0)
+        log_error("grpc: cannot post a request slot for %s", method_name(g));
     gcall_unref(g);
 }
 
