@@ -481,12 +481,6 @@ static void gcall_finish_locked(gcall *g, grpc_status_code code, const char *fmt
     gcall_pump_locked(g);
 }
 
-static atomic_ullong grpc_stream_cuts;
-
-unsigned long long grpc_api_stream_cuts_total(void) {
-    return atomic_load(&grpc_stream_cuts);
-}
-
 /* Bytes the call holds for its client: queued, and the message gRPC has not finished sending. */
 static size_t gcall_pending_locked(const gcall *g) {
     return g->out.bytes + g->held.bytes + g->sending_bytes;
@@ -495,12 +489,13 @@ static size_t gcall_pending_locked(const gcall *g) {
 /* The client stopped reading: cancel the call with RESOURCE_EXHAUSTED now. A status queued
  * behind the unsent messages would wait for the client to read them; a cancel sends trailers
  * and RST_STREAM, which flow control does not hold back. Nothing more goes out; on_close
- * cancels the gateway call behind it. */
+ * cancels the gateway call behind it. Counted once per call (nodex_stream_cuts_total). */
 static void gcall_cut_locked(gcall *g, size_t pending, size_t cap) {
     g->dead = true;
     gqueue_clear(&g->out);
     gqueue_clear(&g->held);
-    unsigned long long cuts = atomic_fetch_add(&grpc_stream_cuts, 1) + 1;
+    unsigned long long cuts =
+        metrics_stream_cut(service_metrics(g->api->svc), METRICS_GRPC, METRICS_CUT_UNREAD_BYTES);
     char msg[160];
     snprintf(msg, sizeof msg,
              "the client left over %zu bytes unread (grpc.max_stream_pending_bytes): the stream "

@@ -27,8 +27,6 @@ int grpc_api_reload_tls(grpc_api *g, char *err, size_t err_len);
 /* Stops taking calls (the listener closes, clients get GOAWAY and UNAVAILABLE for new calls)
  * while the calls in progress go on; grpc_api_stop ends those. Any thread; NULL is a no-op. */
 void grpc_api_drain(grpc_api *g);
-/* Streams cut off by grpc.max_stream_pending_bytes since start, in all (any thread). */
-unsigned long long grpc_api_stream_cuts_total(void);
 /* Stops the server after gateway_run returned and before gateway_free: ends Watch streams and
  * any other open call with UNAVAILABLE, waits briefly for them, cancels the rest, drains the
  * completion queue, joins its threads and shuts gRPC core down. Frees it. NULL is allowed. */

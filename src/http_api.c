@@ -34,9 +34,9 @@
 /* One GET /events stream: lifecycle events as Server-Sent Events or NDJSON. */
 typedef struct http_watch {
     http_stream *stream;
+    http_api *api;
     uint64_t subscription;
     bool ndjson;
-    bool cut_noted;
     atomic_llong last_write_ms;
     struct http_watch *next;
 } http_watch;
@@ -854,11 +854,19 @@ static void http_stream_cap(http_stream *stream, bool sse) {
                             : HTTP_TOO_SLOW_JSON "\n");
 }
 
-/* A failed write on a stream the cap cut off is logged once, here. */
-static void http_stream_note_cut(http_stream *stream, const char *what) {
-    if (http_stream_cut_off(stream))
+/* Writes to a capped stream (`what`: "events", "call"); the write the cap turned into the
+ * stream's end is counted (nodex_stream_cuts_total) and logged, once per stream since the cap
+ * cuts a stream once. Returns http_stream_write's result. */
+static int http_stream_put(http_api *api, http_stream *stream, const char *what, const char *data,
+                           size_t len) {
+    int rc = http_stream_write(stream, data, len);
+    if (rc == HTTP_STREAM_CUT) {
+        uint64_t cuts =
+            metrics_stream_cut(service_metrics(api->svc), METRICS_HTTP, METRICS_CUT_UNREAD_BYTES);
         log_warn("http: %s stream cut off: its client left over %u MiB unread (%llu so far)", what,
-                 HTTP_STREAM_MAX_PENDING >> 20, http_stream_cuts_total());
+                 HTTP_STREAM_MAX_PENDING >> 20, (unsigned long long)cuts);
+    }
+    return rc;
 }
 
 static int64_t http_now_ms(void) {
@@ -893,10 +901,7 @@ static void http_watch_send(http_watch *w, const gateway_event *ev) {
         http_event_json(&sb, ev);
         strbuf_puts(&sb, "\n\n");
     }
-    if (sb.len && http_stream_write(w->stream, sb.data, sb.len) != 0 && !w->cut_noted) {
-        w->cut_noted = true; /* loop thread and janitor only write under watch_mu or alone */
-        http_stream_note_cut(w->stream, "events");
-    }
+    if (sb.len) http_stream_put(w->api, w->stream, "events", sb.data, sb.len);
     atomic_store(&w->last_write_ms, http_now_ms());
     strbuf_free(&sb);
 }
@@ -926,6 +931,7 @@ static enum MHD_Result http_watch_begin(http_request *req) {
         free(w);
         return http_error(req, 500, "out_of_memory", "out of memory");
     }
+    w->api = api;
     w->ndjson = ndjson;
     http_stream_cap(w->stream, !ndjson);
     atomic_init(&w->last_write_ms, http_now_ms());
@@ -997,7 +1003,7 @@ static void *http_janitor_main(void *arg) {
             }
             if (now - atomic_load(&w->last_write_ms) >= HTTP_KEEPALIVE_MS) {
                 const char *ka = w->ndjson ? "{\"keepalive\":true}\n" : ": keepalive\n\n";
-                http_stream_write(w->stream, ka, strlen(ka));
+                http_stream_put(api, w->stream, "events", ka, strlen(ka));
                 atomic_store(&w->last_write_ms, now);
             }
             pp = &w->next;
@@ -1030,9 +1036,8 @@ static void http_call_stream_line(http_call_stream *cs, const char *msg, size_t 
     } else {
         strbuf_printf(&sb, ",\"final\":%s}\n", final ? "true" : "false");
     }
-    if (http_stream_write(cs->stream, sb.data, sb.len) != 0 && !final &&
-        http_stream_cut_off(cs->stream) && service_cancel(cs->api->svc, &cs->call))
-        http_stream_note_cut(cs->stream, "call"); /* nobody reads the rest: end the call */
+    if (http_stream_put(cs->api, cs->stream, "call", sb.data, sb.len) == HTTP_STREAM_CUT && !final)
+        service_cancel(cs->api->svc, &cs->call); /* nobody reads the rest: end the call */
     strbuf_free(&sb);
 }
 
@@ -1054,7 +1059,7 @@ static void http_call_stream_done(call *c, void *ctx) {
                       "{\"error\":{\"code\":\"%s\",\"message\":", service_status_code(e.status));
         strbuf_json_string(&sb, e.message, strlen(e.message));
         strbuf_puts(&sb, "}}\n");
-        http_stream_write(cs->stream, sb.data, sb.len);
+        http_stream_put(cs->api, cs->stream, "call", sb.data, sb.len);
         strbuf_free(&sb);
     }
     http_stream_end(cs->stream);

@@ -48,8 +48,6 @@ void http_stream_unref(http_stream *s) {
     free(s);
 }
 
-static atomic_ullong http_stream_cuts;
-
 void http_stream_set_cap(http_stream *s, size_t max_pending, const char *final_frame) {
     pthread_mutex_lock(&s->mu);
     s->max_pending = max_pending;
@@ -63,10 +61,6 @@ bool http_stream_cut_off(http_stream *s) {
     bool cut = s->cut;
     pthread_mutex_unlock(&s->mu);
     return cut;
-}
-
-unsigned long long http_stream_cuts_total(void) {
-    return atomic_load(&http_stream_cuts);
 }
 
 /* MHD asks for more body. Called on the connection's MHD thread. */
@@ -139,8 +133,7 @@ int http_stream_write(http_stream *s, const char *data, size_t len) {
         /* the reader fell behind by the cap: last words, then the end */
         if (s->final_frame) strbuf_puts(&s->out, s->final_frame);
         s->ended = s->cut = true;
-        atomic_fetch_add(&http_stream_cuts, 1);
-        rc = -1;
+        rc = HTTP_STREAM_CUT;
     } else {
         rc = strbuf_append(&s->out, data, len);
     }

@@ -19,18 +19,21 @@ http_stream *http_stream_new(struct MHD_Connection *conn, void (*on_resume)(void
  * connection's access handler; the caller queues it. NULL when out of memory (then the
  * response's reference is dropped). */
 struct MHD_Response *http_stream_response(http_stream *s);
-/* Appends bytes; any thread; never blocks on the network. Returns 0, or -1 when the client is
- * gone or memory is out. Must not be called after http_stream_end. */
+/* http_stream_write's result when that very write found the reader behind by the cap and cut
+ * the stream off (once per stream: the writer counts the cut). */
+#define HTTP_STREAM_CUT 1
+
+/* Appends bytes; any thread; never blocks on the network. Returns 0; HTTP_STREAM_CUT when the
+ * cap cut the stream off instead (see http_stream_set_cap); -1 when the client is gone, the
+ * stream ended or memory is out. Must not be called after http_stream_end. */
 int http_stream_write(http_stream *s, const char *data, size_t len);
 /* Caps the bytes written but not yet taken by the client at `max_pending` (0: no cap, the
  * default). A write that would pass it appends `final_frame` (copied; the stream's last words,
- * e.g. an error line) instead, ends the stream and fails: a client that stopped reading cannot
- * make nodexd buffer without bound. Set before writing. */
+ * e.g. an error line) instead, ends the stream and returns HTTP_STREAM_CUT: a client that stopped
+ * reading cannot make nodexd buffer without bound. Set before writing. */
 void http_stream_set_cap(http_stream *s, size_t max_pending, const char *final_frame);
 /* True once the cap cut the stream off. */
 bool http_stream_cut_off(http_stream *s);
-/* Streams cut off by their cap since start, in all (any thread). */
-unsigned long long http_stream_cuts_total(void);
 /* Ends the body after what was written; any thread. Idempotent. */
 void http_stream_end(http_stream *s);
 /* True once MHD has released the response (the body was sent, or the client went away). */

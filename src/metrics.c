@@ -1,4 +1,5 @@
-/* metrics: Prometheus text exposition of the gateway: C-nodes, transports' requests, process. */
+/* metrics: Prometheus text exposition of the gateway: C-nodes, transports' requests and stream
+ * cuts, process. */
 #include "metrics.h"
 
 #include <dirent.h>
@@ -28,6 +29,7 @@ struct metrics_requests {
 struct metrics {
     pthread_mutex_t mu; /* guards the list of tables (their counters are atomic) */
     metrics_requests *tables;
+    atomic_uint_fast64_t stream_cuts[METRICS_TRANSPORT_COUNT][METRICS_CUT_CAUSE_COUNT];
     int64_t start_wall_s;
     struct timespec start_mono;
 };
@@ -35,6 +37,18 @@ struct metrics {
 static const char *const metrics_outcome_codes[] = {
 #define X(id, http, code) code,
     CALL_OUTCOMES(X)
+#undef X
+};
+
+static const char *const metrics_transport_labels[] = {
+#define X(id, label) label,
+    METRICS_TRANSPORTS(X)
+#undef X
+};
+
+static const char *const metrics_cut_cause_labels[] = {
+#define X(id, label) label,
+    METRICS_CUT_CAUSES(X)
 #undef X
 };
 
@@ -97,6 +111,18 @@ void metrics_requests_count(metrics_requests *t, size_t route, unsigned status) 
 uint64_t metrics_requests_get(const metrics_requests *t, size_t route, unsigned status) {
     if (!t || route >= t->route_count) return 0;
     return atomic_load_explicit(&t->counts[metrics_slot(t, route, status)], memory_order_relaxed);
+}
+
+uint64_t metrics_stream_cut(metrics *m, metrics_transport t, metrics_cut_cause cause) {
+    if (!m || (unsigned)t >= METRICS_TRANSPORT_COUNT || (unsigned)cause >= METRICS_CUT_CAUSE_COUNT)
+        return 0;
+    return atomic_fetch_add_explicit(&m->stream_cuts[t][cause], 1, memory_order_relaxed) + 1;
+}
+
+uint64_t metrics_stream_cuts(const metrics *m, metrics_transport t, metrics_cut_cause cause) {
+    if (!m || (unsigned)t >= METRICS_TRANSPORT_COUNT || (unsigned)cause >= METRICS_CUT_CAUSE_COUNT)
+        return 0;
+    return atomic_load_explicit(&m->stream_cuts[t][cause], memory_order_relaxed);
 }
 
 int metrics_label_value(strbuf *out, const char *s) {
@@ -313,6 +339,18 @@ static void metrics_render_requests(mout *out, const metrics_requests *t) {
         }
 }
 
+/* Every series, zeros too: a cut is rare, and rate() needs the series before the first. */
+static void metrics_render_stream_cuts(mout *out, const metrics *m) {
+    metrics_family(out, "nodex_stream_cuts_total", "counter",
+                   "Streams cut off because their client fell behind, by transport and cause.");
+    for (size_t t = 0; t < METRICS_TRANSPORT_COUNT; t++)
+        for (size_t c = 0; c < METRICS_CUT_CAUSE_COUNT; c++)
+            mput(out, "nodex_stream_cuts_total{transport=\"%s\",cause=\"%s\"} %llu\n",
+                 metrics_transport_labels[t], metrics_cut_cause_labels[c],
+                 (unsigned long long)atomic_load_explicit(&m->stream_cuts[t][c],
+                                                          memory_order_relaxed));
+}
+
 static size_t metrics_open_fds(void) {
     DIR *d = opendir("/proc/self/fd");
     if (!d) return 0;
@@ -366,6 +404,7 @@ int metrics_render(const metrics *m, gateway *gw, strbuf *sb) {
     pthread_mutex_lock((pthread_mutex_t *)&m->mu);
     for (const metrics_requests *t = m->tables; t; t = t->next) metrics_render_requests(&out, t);
     pthread_mutex_unlock((pthread_mutex_t *)&m->mu);
+    metrics_render_stream_cuts(&out, m);
     metrics_render_process(m, gw, &out);
     return out.failed ? -1 : 0;
 }

@@ -1,4 +1,5 @@
-/* metrics: Prometheus text exposition of the gateway: C-nodes, transports' requests, process. */
+/* metrics: Prometheus text exposition of the gateway: C-nodes, transports' requests and stream
+ * cuts, process. */
 #ifndef NODEX_METRICS_H
 #define NODEX_METRICS_H
 
@@ -38,10 +39,39 @@ void metrics_requests_count(metrics_requests *t, size_t route, unsigned status);
 /* The count of one series (for tests). */
 uint64_t metrics_requests_get(const metrics_requests *t, size_t route, unsigned status);
 
+/* The transports, and why a stream was cut off, each from one list: id, label value. */
+#define METRICS_TRANSPORTS(X)                                                                      \
+    X(METRICS_HTTP, "http")                                                                        \
+    X(METRICS_GRPC, "grpc")
+#define METRICS_CUT_CAUSES(X)                                                                      \
+    X(METRICS_CUT_UNREAD_BYTES, "unread_bytes") /* the client left more than the cap unread */
+
+typedef enum metrics_transport {
+#define X(id, label) id,
+    METRICS_TRANSPORTS(X)
+#undef X
+        METRICS_TRANSPORT_COUNT
+} metrics_transport;
+
+typedef enum metrics_cut_cause {
+#define X(id, label) id,
+    METRICS_CUT_CAUSES(X)
+#undef X
+        METRICS_CUT_CAUSE_COUNT
+} metrics_cut_cause;
+
+/* Counts one stream (HTTP /events or call stream, gRPC server stream) that `t` cut off for
+ * `cause`: nodex_stream_cuts_total. Returns the count of that series now (for logs). Lock-free,
+ * any thread; out-of-range values are ignored (0 returned). */
+uint64_t metrics_stream_cut(metrics *m, metrics_transport t, metrics_cut_cause cause);
+/* The count of one stream-cut series. Any thread. */
+uint64_t metrics_stream_cuts(const metrics *m, metrics_transport t, metrics_cut_cause cause);
+
 /* Appends the whole exposition: per C-node and instance (state, calls by outcome, latency
  * histogram, in flight, waiting, restarts, dropped messages by cause, bytes), every
- * transport's requests, and the process (RSS, descriptors, start time, uptime); `gw` NULL leaves
- * out the C-nodes and readiness. Returns 0, or -1 when out of memory. Any thread. */
+ * transport's requests, stream cuts by transport and cause, and the process (RSS, descriptors,
+ * start time, uptime); `gw` NULL leaves out the C-nodes and readiness. Returns 0, or -1 when out of
+ * memory. Any thread. */
 int metrics_render(const metrics *m, gateway *gw, strbuf *out);
 
 /* Appends `s` as a label value (backslash, quote and newline escaped). Returns 0 or -1. */

@@ -4,6 +4,7 @@ and the W3C trace context, on HTTP and gRPC alike."""
 import json
 import os
 import signal
+import socket
 
 import grpc
 import pytest
@@ -11,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import nodex_harness as nx
 from nodex_harness import atom, tup
-from test_grpc_server import GrpcNodexd, pb, A, B, T, P, status_of
+from test_grpc_server import GrpcNodexd, pb, pb_grpc, A, B, I, T, P, status_of
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
@@ -258,4 +259,60 @@ def test_metrics_need_a_token_when_auth_is_on(session, tmp_path):
         d.token = "s3cret-metrics-token"
         assert "nodex_cnode_up" in d.request("GET", "/metrics").body.decode()
     finally:
+        d.close()
+
+
+def stream_cuts(d):
+    f = scrape(d)
+    return {t: sample(f, "nodex_stream_cuts", "nodex_stream_cuts_total", transport=t,
+                      cause="unread_bytes") for t in ("http", "grpc")}
+
+
+def test_a_stream_whose_client_never_reads_is_cut_and_counted_once_per_transport(session):
+    """nodex_stream_cuts_total: a real cut on each transport moves its series by exactly one."""
+    d = GrpcNodexd(session, [nx.test_cnode_spec("tagged", reply_filter={"tag": "reply"})],
+                   grpc_cfg={"max_stream_pending_bytes": 1 << 20})
+    d.start()
+    ch = None
+    try:
+        d.wait_up("tagged")
+        assert stream_cuts(d) == {"http": 0, "grpc": 0}  # listed before the first cut
+        flood = tup(atom("flood"), 400, 100000)  # 40 MB for the client
+        # HTTP: a call stream whose client reads nothing (tiny receive buffer) past the 8 MiB cap
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect((nx.HOST, d.port))
+        body = json.dumps(flood).encode()
+        s.sendall(b"POST /cnodes/tagged/stream HTTP/1.1\r\nHost: " + f"{nx.HOST}:{d.port}".encode() +
+                  b"\r\nContent-Type: application/json\r\nContent-Length: " +
+                  str(len(body)).encode() + b"\r\n\r\n" + body)
+        try:
+            nx.wait_until(lambda: stream_cuts(d)["http"] > 0, 60 * nx.SLOW, interval=0.1,
+                          what="the HTTP stream cut off")
+            # the cut ended the call behind it: the rest of the flood is dropped, never cut again
+            nx.wait_until(lambda: d.info("tagged")["in_flight"] == 0, 60 * nx.SLOW,
+                          what="the HTTP call to end")
+            assert stream_cuts(d) == {"http": 1, "grpc": 0}
+        finally:
+            s.close()
+        assert "http: call stream cut off" in d.log_text() and "(1 so far)" in d.log_text()
+        # gRPC: a CallStream whose client's windows never grow and who reads nothing
+        ch = grpc.insecure_channel(f"{nx.HOST}:{d.grpc_port}",
+                                   options=[("grpc.http2.bdp_probe", 0),
+                                            ("grpc.http2.lookahead_bytes", 65536)])
+        it = pb_grpc.GatewayStub(ch).CallStream(pb.CallRequest(
+            cnode="tagged", request=P(T(A("flood"), I(400), I(100000))), timeout_ms=120000),
+            timeout=120)
+        nx.wait_until(lambda: stream_cuts(d)["grpc"] > 0, 60 * nx.SLOW, interval=0.1,
+                      what="the gRPC stream cut off")
+        nx.wait_until(lambda: d.info("tagged")["in_flight"] == 0, 60 * nx.SLOW,
+                      what="the gRPC call to end")
+        with pytest.raises(grpc.RpcError) as ei:
+            for _ in it:
+                pass
+        assert ei.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, ei.value
+        assert stream_cuts(d) == {"http": 1, "grpc": 1}
+    finally:
+        if ch:
+            ch.close()
         d.close()

@@ -1,4 +1,5 @@
-/* test_metrics: request tables (bounded statuses, ignored routes), label escaping, exposition. */
+/* test_metrics: request tables (bounded statuses, ignored routes), stream cuts, label escaping,
+ * exposition. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -71,6 +72,29 @@ static void test_the_process_is_described(void **state) {
     metrics_free(m);
 }
 
+static void test_stream_cuts_are_counted_by_transport_and_cause_zeros_listed(void **state) {
+    (void)state;
+    metrics *m = metrics_new();
+    assert_non_null(m);
+    assert_int_equal(metrics_stream_cut(m, METRICS_GRPC, METRICS_CUT_UNREAD_BYTES), 1);
+    assert_int_equal(metrics_stream_cut(m, METRICS_GRPC, METRICS_CUT_UNREAD_BYTES), 2);
+    assert_int_equal(metrics_stream_cut(m, METRICS_TRANSPORT_COUNT, METRICS_CUT_UNREAD_BYTES), 0);
+    assert_int_equal(metrics_stream_cut(m, METRICS_HTTP, METRICS_CUT_CAUSE_COUNT), 0);
+    assert_int_equal(metrics_stream_cut(NULL, METRICS_HTTP, METRICS_CUT_UNREAD_BYTES), 0);
+    assert_int_equal(metrics_stream_cuts(m, METRICS_GRPC, METRICS_CUT_UNREAD_BYTES), 2);
+    assert_int_equal(metrics_stream_cuts(m, METRICS_HTTP, METRICS_CUT_UNREAD_BYTES), 0);
+    strbuf sb = {0};
+    assert_int_equal(metrics_render(m, NULL, &sb), 0);
+    assert_non_null(strstr(sb.data, "# TYPE nodex_stream_cuts_total counter\n"));
+    assert_non_null(strstr(
+        sb.data, "\nnodex_stream_cuts_total{transport=\"grpc\",cause=\"unread_bytes\"} 2\n"));
+    /* a series is there before its first cut (rate() and alerts need it) */
+    assert_non_null(strstr(
+        sb.data, "\nnodex_stream_cuts_total{transport=\"http\",cause=\"unread_bytes\"} 0\n"));
+    strbuf_free(&sb);
+    metrics_free(m);
+}
+
 static void test_label_values_are_escaped(void **state) {
     (void)state;
     strbuf sb = {0};
@@ -83,6 +107,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_requests_are_counted_by_route_and_status),
         cmocka_unit_test(test_the_process_is_described),
+        cmocka_unit_test(test_stream_cuts_are_counted_by_transport_and_cause_zeros_listed),
         cmocka_unit_test(test_label_values_are_escaped),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
