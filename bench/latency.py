@@ -105,13 +105,13 @@ def nodexd_case(d, pid, cnode_pid, port, runner, body, conc, dur, session, workd
     return r
 
 
-def one_round(session, nh, args, ebin, daemons, bodies, servers, workdir, pids_seen):
+def one_round(session, nh, args, ebin, daemons, bodies, servers, workdir, pids_seen, odd):
     dur = max(1, round(args.duration))  # wrk and h2load take whole seconds
     cases = {}
     erl = B.bench_erlang(session, nh, ebin, int(dur * 1000), [16], pids_seen)
     cases["erl.cnode_direct"] = erl["erl.cnode_direct"]
     cases.update(B.bench_raw_ei(session, nh, args.build_dir, int(dur * 1000), [1], pids_seen))
-    for prefix, d, grpc_port, cnode_pid in daemons:
+    for prefix, d, grpc_port, cnode_pid in daemons[::-1] if odd else daemons:  # alternate
         for proto, port, runner in (("http", d.port, B.run_wrk), ("grpc", grpc_port, B.run_h2load)):
             cases[f"{prefix}{proto}.16B.c1"] = nodexd_case(d, d.proc.pid, cnode_pid, port, runner,
                                                            bodies[proto], 1, dur, session, workdir)
@@ -207,7 +207,8 @@ def main():
                                           extra, f"ceiling_{label}")
         for i in range(args.rounds):
             B.log(f"round {i + 1} of {args.rounds}")
-            c = one_round(session, nh, args, ebin, daemons, bodies, servers, workdir, pids_seen)
+            c = one_round(session, nh, args, ebin, daemons, bodies, servers, workdir, pids_seen,
+                          i % 2 == 1)
             res["rounds"].append({"cases": c, "targets": targets(c),
                                   "load_avg": [round(x, 2) for x in os.getloadavg()]})
         if probes:  # a pass of its own: a uprobe hit costs microseconds, so no latency from it

@@ -113,7 +113,7 @@ def test_bench_smoke(tmp_path):
                                        "http_pool_suspend", "http_suspend"], res["ceilings"]
     for server, info in res["ceilings"].items():
         assert info["exit_status"] == 0, f"ceiling server {server} did not stop cleanly: {info}"
-    for key in ("idle_mib", "load_peak_mib", "after_mib"):
+    for key in ("idle_mib", "load_peak_mib", "after_mib", "settled_mib"):
         assert res["rss"][key] > 0, key
     for fmt in ("json", "text", "etf"):
         assert res["term_codec"][fmt]["parse_us"] > 0 and res["term_codec"][fmt]["render_us"] > 0
