@@ -53,7 +53,7 @@ static void grpc_health_watch_update(grpc_health_watch *w) {
     pthread_mutex_unlock(&w->mu);
 }
 
-/* A lifecycle event (loop thread): any of them may change the status. */
+/* A lifecycle event or the drain's start (loop thread): any of them may change the status. */
 static void grpc_health_on_event(const gateway_event *ev, void *ctx) {
     (void)ev;
     grpc_health_watch_update(ctx);
@@ -85,7 +85,7 @@ grpc_health_watch *grpc_health_watch_new(service *svc, const service_principal *
 
 void grpc_health_watch_free(grpc_health_watch *w) {
     if (!w) return;
-    service_unwatch(w->svc, w->sub_id); /* waits for a running callback */
+    service_unwatch_health(w->svc, w->sub_id); /* waits for a running callback */
     pthread_mutex_destroy(&w->mu);
     free(w->name);
     free(w);

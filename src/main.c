@@ -137,6 +137,7 @@ static void on_drain(void *arg) {
     started_ctx *s = arg;
     sdnotify_stopping();
     sdnotify_status("draining: finishing calls in flight");
+    service_drain_began(s->svc); /* health watches report NOT_SERVING now */
     http_api_drain(s->http);
     grpc_api_drain(s->grpc);
 }

@@ -14,6 +14,7 @@
 #include <time.h>
 
 #include "auth.h"
+#include "events.h"
 #include "routing.h"
 #include "strbuf.h"
 #include "term_common.h"
@@ -28,6 +29,8 @@ struct service {
     size_t old_auth_count;
     term_limits limits;
     metrics *metrics; /* the transports count their requests here; GET /metrics renders it */
+    events *health;   /* health watches: the gateway's lifecycle events, and the drain's start */
+    uint64_t health_feed; /* the gateway subscription that feeds `health` */
 };
 
 const service_principal service_anonymous = {.name = "anonymous", .all = true};
@@ -108,6 +111,13 @@ static service_status service_of_gateway(gateway_error e) {
     return SERVICE_UNAVAILABLE;
 }
 
+/* A lifecycle event (loop thread): on to the health watches, which read their status again. */
+static void service_feed_health(const gateway_event *ev, void *ctx) {
+    service *s = ctx;
+    gateway_event copy = *ev;
+    events_emit(s->health, &copy);
+}
+
 service *service_new(const config *cfg, gateway *gw, char *err, size_t err_len) {
     service *s = calloc(1, sizeof *s);
     if (!s) {
@@ -132,11 +142,19 @@ service *service_new(const config *cfg, gateway *gw, char *err, size_t err_len) 
     }
     atomic_init(&s->auth, a);
     pthread_mutex_init(&s->reload_mu, NULL);
+    if (!(s->health = events_new()) ||
+        !(s->health_feed = gateway_subscribe(gw, service_feed_health, s))) {
+        snprintf(err, err_len, "out of memory");
+        service_free(s);
+        return NULL;
+    }
     return s;
 }
 
 void service_free(service *s) {
     if (!s) return;
+    if (s->health_feed) gateway_unsubscribe(s->gw, s->health_feed);
+    events_free(s->health);
     auth_free(atomic_load(&s->auth));
     for (size_t i = 0; i < s->old_auth_count; i++) auth_free(s->old_auths[i]);
     free(s->old_auths);
@@ -702,7 +720,7 @@ service_status service_health_check(service *s, const service_principal *p, cons
     gateway_cnode_info info;
     if (gateway_cnode_info_by_name(s->gw, cnode, &info) != 0)
         return service_fail(err, SERVICE_NOT_FOUND, "no C-node named '%.64s'", cnode);
-    *serving = info.instances_up > 0;
+    *serving = info.instances_up > 0 && !gateway_draining(s->gw); /* draining: calls refused */
     return service_ok(err);
 }
 
@@ -754,9 +772,22 @@ service_status service_watch_health(service *s, const service_principal *p, gate
                                     void *ctx, uint64_t *id, service_error *err) {
     *id = 0;
     if (service_authorize(s, p, SERVICE_OP_HEALTH, NULL, err) != SERVICE_OK) return err->status;
-    *id = gateway_subscribe(s->gw, fn, ctx);
+    *id = events_subscribe(s->health, fn, ctx);
     if (!*id) return service_fail(err, SERVICE_NO_MEMORY, "out of memory");
     return service_ok(err);
+}
+
+void service_unwatch_health(service *s, uint64_t id) {
+    if (id) events_unsubscribe(s->health, id);
+}
+
+void service_drain_began(service *s) {
+    /* no node changed state: an event of the gateway itself, which only health watches get */
+    gateway_event ev = {.state = CNODE_STOPPED};
+    snprintf(ev.name, sizeof ev.name, "%s", gateway_node_name(s->gw));
+    snprintf(ev.node, sizeof ev.node, "%s", gateway_node_name(s->gw));
+    snprintf(ev.reason, sizeof ev.reason, "draining");
+    events_emit(s->health, &ev);
 }
 
 void service_unwatch(service *s, uint64_t id) {

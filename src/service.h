@@ -261,9 +261,9 @@ service_status service_get_cnode(service *s, const service_principal *p, const c
  * `not_ready` (may be NULL), the names of those that are not (malloc'd array of config-owned
  * names, the caller frees the array). */
 bool service_health(service *s, const char ***not_ready, size_t *count);
-/* Whether `cnode` serves (*serving: an instance of it is up), or with `cnode` NULL the whole
- * gateway (*serving: service_health's readiness). A probe: `p` may be NULL. SERVICE_NOT_FOUND
- * for a name that is no C-node. */
+/* Whether `cnode` serves (*serving: an instance of it is up and nodexd is not draining), or
+ * with `cnode` NULL the whole gateway (*serving: service_health's readiness). A probe: `p` may be
+ * NULL. SERVICE_NOT_FOUND for a name that is no C-node. */
 service_status service_health_check(service *s, const service_principal *p, const char *cnode,
                                     bool *serving, service_error *err);
 /* Subscribes `fn` to lifecycle events (gateway_subscribe's contract); with `include_current`,
@@ -271,11 +271,18 @@ service_status service_health_check(service *s, const service_principal *p, cons
  * before this returns: subscribe first, so nothing between is lost). *id for service_unwatch. */
 service_status service_watch(service *s, const service_principal *p, bool include_current,
                              gateway_event_fn fn, void *ctx, uint64_t *id, service_error *err);
-/* Subscribes `fn` to lifecycle events for a health watch (gateway_subscribe's contract, no
- * current states): a probe, `p` may be NULL. *id for service_unwatch. */
+/* Subscribes `fn` for a health watch (gateway_subscribe's contract, no current states): every
+ * lifecycle event, and one more when the drain begins (service_drain_began), for health reads
+ * NOT_SERVING from then on. A probe, `p` may be NULL. *id for service_unwatch_health. */
 service_status service_watch_health(service *s, const service_principal *p, gateway_event_fn fn,
                                     void *ctx, uint64_t *id, service_error *err);
-/* Ends a subscription (gateway_unsubscribe's contract; 0 is ignored). */
+/* Ends a health watch's subscription (gateway_unsubscribe's contract; 0 is ignored). */
+void service_unwatch_health(service *s, uint64_t id);
+/* The drain began (gateway_on_drain's callback calls it, on the loop thread): every health watch
+ * is called at once with an event of the gateway itself (its node name, state stopped, reason
+ * "draining") and reads NOT_SERVING, rather than learning it when its stream ends. */
+void service_drain_began(service *s);
+/* Ends a subscription of service_watch (gateway_unsubscribe's contract; 0 is ignored). */
 void service_unwatch(service *s, uint64_t id);
 
 #endif

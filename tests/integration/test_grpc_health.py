@@ -1,6 +1,7 @@
 """test_grpc_health: the standard grpc.health.v1.Health service (Check and Watch) on nodexd, with
 Debian's python3-grpcio: the gateway's and each C-node's status, a SIGKILLed C-node seen going
-down and up again, unknown names, the probe without a token, and Watch streams at shutdown."""
+down and up again, unknown names, the probe without a token, and Watch streams at the drain's
+start (NOT_SERVING while calls still run) and at shutdown."""
 
 import os
 import signal
@@ -10,7 +11,7 @@ import pytest
 
 import nodex_harness as nx
 from test_auth import token_file
-from test_grpc_server import GrpcNodexd, pb, status_of
+from test_grpc_server import GrpcNodexd, pb, status_of, A, P, T
 
 grpc = pytest.importorskip("grpc")
 import grpc_std as std  # noqa: E402
@@ -198,4 +199,48 @@ def test_watch_streams_end_at_shutdown(session):
             assert w.end in (S.UNAVAILABLE, S.CANCELLED), w.end
             w.thread.join(timeout=30)
     finally:
+        d.close()
+
+
+def test_watches_open_at_sigterm_get_not_serving_while_a_call_still_runs(session):
+    """The drain (SIGTERM) turns every Watch NOT_SERVING at its start, the server's and each
+    C-node's, before the calls in flight end and long before the streams do."""
+    # "held" answers {pong, T}, which its reply filter never takes: a call to it stays in flight
+    # while the C-node goes on answering ticks
+    d = GrpcNodexd(session, [nx.test_cnode_spec("t"), nx.test_cnode_spec("pool", instances=2),
+                             nx.test_cnode_spec("held", reply_filter={"tag": "reply"},
+                                                max_call_timeout_ms=600000)],
+                   extra={"shutdown": {"drain_ms": 600000}})
+    d.start()
+    watchers = {}
+    try:
+        for name in ("t", "pool", "held"):
+            d.wait_up(name)
+        nx.wait_until(lambda: check(d, "").status == std.SERVING, 10 * nx.SLOW, what="serving")
+        watchers = {name: Watcher(d, name) for name in ("", "nodex.v1.Gateway", "t", "pool", "nope")}
+        for name, w in watchers.items():
+            w.wait_sequence(std.SERVICE_UNKNOWN if name == "nope" else std.SERVING,
+                            what=f"the first status of {name!r}")
+        held = d.stub.Call.future(pb.CallRequest(cnode="held", request=P(
+            T(A("ping"), A("x"))), timeout_ms=600000), timeout=900)
+        nx.wait_until(lambda: d.info("held")["in_flight"] == 1, 10 * nx.SLOW, what="in flight")
+        d.send_signal(signal.SIGTERM)
+        for name in ("", "nodex.v1.Gateway", "t", "pool"):
+            watchers[name].wait_sequence(std.SERVING, std.NOT_SERVING,
+                                         what=f"{name!r} at the drain's start")
+        # the drain, not the shutdown: the call still runs, nodexd too, the streams are open
+        assert not held.done() and d.proc.poll() is None
+        assert all(w.end is None for w in watchers.values())
+        assert watchers["nope"].statuses == [std.SERVICE_UNKNOWN]
+        assert "draining" in d.log_text()
+        d.send_signal(signal.SIGINT)  # a second signal ends the drain at once
+        with pytest.raises(grpc.RpcError) as ei:
+            held.result(timeout=60)
+        assert ei.value.code() == S.UNAVAILABLE, ei.value
+        assert d.proc.wait(timeout=15 * nx.SLOW) == 0
+        for w in watchers.values():
+            w.wait(lambda x: x.end is not None, "the end of the stream")
+    finally:
+        for w in watchers.values():
+            w.close()
         d.close()
