@@ -1371,6 +1371,24 @@ static void gcall_dispatch(gcall *g) {
     if (req) term_pb_unpacked_free(req);
 }
 
+/* Starts RECV_CLOSE_ON_SERVER, the only signal of cancellation, once the request is on its way
+ * (out of the call's latency): a client that cancelled before is reported at once. Under g->mu,
+ * since the loop may already be starting the reply batch. */
+static void gcall_watch_close(gcall *g) {
+    grpc_op op;
+    memset(&op, 0, sizeof op);
+    op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+    op.data.recv_close_on_server.cancelled = &g->cancelled;
+    gcall_ref(g);
+    pthread_mutex_lock(&g->mu);
+    GTAG_HANDOFF(&g->close_tag);
+    if (grpc_call_start_batch(g->call, &op, 1, &g->close_tag, NULL) != GRPC_CALL_OK) {
+        atomic_fetch_sub(&g->refs, 1);
+        g->dead = true;
+    }
+    pthread_mutex_unlock(&g->mu);
+}
+
 /* A call arrived (cq thread). */
 static void on_request(gtag *t, bool ok) {
     gcall *g = container_of(t, gcall, req_tag);
@@ -1387,17 +1405,6 @@ static void on_request(gtag *t, bool ok) {
     bool over = ++api->live_count > api->cfg->grpc_max_in_flight;
     pthread_mutex_unlock(&api->mu);
     if (g->method == M_UNREGISTERED) g->deadline = g->details.deadline;
-    /* RECV_CLOSE_ON_SERVER first: the only signal of cancellation. */
-    grpc_op op;
-    memset(&op, 0, sizeof op);
-    op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
-    op.data.recv_close_on_server.cancelled = &g->cancelled;
-    gcall_ref(g);
-    GTAG_HANDOFF(&g->close_tag);
-    if (grpc_call_start_batch(g->call, &op, 1, &g->close_tag, NULL) != GRPC_CALL_OK) {
-        atomic_fetch_sub(&g->refs, 1);
-        g->dead = true;
-    }
     g->started_us = dist_now_us();
     if (g->payload) g->bytes_in = grpc_byte_buffer_length(g->payload);
     size_t id_len = 0, tp_len = 0, ts_len = 0;
@@ -1427,6 +1434,7 @@ static void on_request(gtag *t, bool ok) {
         else
             gcall_dispatch(g);
     }
+    gcall_watch_close(g);
     /* The slot is posted again once the request is on its way (the other slots and gRPC's own
      * queue take calls meanwhile): its allocation and gRPC's bookkeeping are not in the
      * call's latency. */
