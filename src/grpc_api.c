@@ -29,35 +29,41 @@
 #include "term_pb.h"
 #include "tls.h"
 
-/* The methods of nodex.v1.Gateway, from one list: id, name, request message, handler. Every
- * method takes one request message (unary or server-streaming). */
+/* The methods of nodex.v1.Gateway, from one list: id, name, request message, handler, the
+ * operation it runs (authorized before its message is decoded). Every method takes one request
+ * message (unary or server-streaming). */
 #define GRPC_METHODS(X)                                                                            \
-    X(M_CALL, "Call", nodex__v1__call_request, m_call)                                             \
-    X(M_CALL_STREAM, "CallStream", nodex__v1__call_request, m_call_stream)                         \
-    X(M_CAST, "Cast", nodex__v1__cast_request, m_cast)                                             \
-    X(M_LIST_CNODES, "ListCnodes", nodex__v1__list_cnodes_request, m_list_cnodes)                  \
-    X(M_GET_CNODE, "GetCnode", nodex__v1__get_cnode_request, m_get_cnode)                          \
-    X(M_WATCH, "Watch", nodex__v1__watch_request, m_watch)                                         \
-    X(M_RPC, "Rpc", nodex__v1__rpc_request, m_rpc)                                                 \
-    X(M_LIST_NODES, "ListNodes", nodex__v1__list_nodes_request, m_list_nodes)                      \
-    X(M_SPAWN_NODES, "SpawnNodes", nodex__v1__spawn_nodes_request, m_spawn_nodes)                  \
-    X(M_STOP_NODE, "StopNode", nodex__v1__stop_node_request, m_stop_node)                          \
-    X(M_RESTART_CNODE, "RestartCnode", nodex__v1__restart_cnode_request, m_restart_cnode)          \
-    X(M_LOAD_MODULE, "LoadModule", nodex__v1__load_module_request, m_load_module)                  \
-    X(M_HEALTH, "Health", nodex__v1__health_request, m_health)
+    X(M_CALL, "Call", nodex__v1__call_request, m_call, SERVICE_OP_CALL)                            \
+    X(M_CALL_STREAM, "CallStream", nodex__v1__call_request, m_call_stream, SERVICE_OP_STREAM)      \
+    X(M_CAST, "Cast", nodex__v1__cast_request, m_cast, SERVICE_OP_CAST)                            \
+    X(M_LIST_CNODES, "ListCnodes", nodex__v1__list_cnodes_request, m_list_cnodes,                  \
+      SERVICE_OP_LIST_CNODES)                                                                      \
+    X(M_GET_CNODE, "GetCnode", nodex__v1__get_cnode_request, m_get_cnode, SERVICE_OP_GET_CNODE)    \
+    X(M_WATCH, "Watch", nodex__v1__watch_request, m_watch, SERVICE_OP_WATCH)                       \
+    X(M_RPC, "Rpc", nodex__v1__rpc_request, m_rpc, SERVICE_OP_RPC)                                 \
+    X(M_LIST_NODES, "ListNodes", nodex__v1__list_nodes_request, m_list_nodes,                      \
+      SERVICE_OP_LIST_NODES)                                                                       \
+    X(M_SPAWN_NODES, "SpawnNodes", nodex__v1__spawn_nodes_request, m_spawn_nodes,                  \
+      SERVICE_OP_SPAWN)                                                                            \
+    X(M_STOP_NODE, "StopNode", nodex__v1__stop_node_request, m_stop_node, SERVICE_OP_STOP)         \
+    X(M_RESTART_CNODE, "RestartCnode", nodex__v1__restart_cnode_request, m_restart_cnode,          \
+      SERVICE_OP_RESTART)                                                                          \
+    X(M_LOAD_MODULE, "LoadModule", nodex__v1__load_module_request, m_load_module, SERVICE_OP_LOAD) \
+    X(M_HEALTH, "Health", nodex__v1__health_request, m_health, SERVICE_OP_HEALTH)
 
 /* The standard services nodexd serves beside it (grpc.health.v1.Health, server reflection v1
  * and v1alpha, whose messages are the same on the wire): id, full path, request message,
- * handler, whether the client streams requests (the handler then reads them itself). */
+ * handler, whether the client streams requests (the handler then reads them itself), the
+ * operation. */
 #define GRPC_STD_METHODS(X)                                                                        \
     X(M_HEALTH_CHECK, "/grpc.health.v1.Health/Check", grpc__health__v1__health_check_request,      \
-      m_health_check, false)                                                                       \
+      m_health_check, false, SERVICE_OP_HEALTH)                                                    \
     X(M_HEALTH_WATCH, "/grpc.health.v1.Health/Watch", grpc__health__v1__health_check_request,      \
-      m_health_watch, false)                                                                       \
+      m_health_watch, false, SERVICE_OP_HEALTH)                                                    \
     X(M_REFLECTION, "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",                   \
-      grpc__reflection__v1__server_reflection_request, m_reflection, true)                         \
+      grpc__reflection__v1__server_reflection_request, m_reflection, true, SERVICE_OP_REFLECTION)  \
     X(M_REFLECTION_V1ALPHA, "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",      \
-      grpc__reflection__v1__server_reflection_request, m_reflection, true)
+      grpc__reflection__v1__server_reflection_request, m_reflection, true, SERVICE_OP_REFLECTION)
 
 enum {
 #define X(id, name, msg, fn, ...) id,
@@ -197,11 +203,13 @@ static const struct {
     const ProtobufCMessageDescriptor *request;
     method_fn handler;
     bool streaming; /* requests come as a stream: no request message at the start */
+    service_op op;
 } grpc_methods[M_COUNT] = {
-#define X(id, name, msg, fn) [id] = {GRPC_SERVICE_PREFIX name, &msg##__descriptor, fn, false},
+#define X(id, name, msg, fn, op)                                                                   \
+    [id] = {GRPC_SERVICE_PREFIX name, &msg##__descriptor, fn, false, op},
     GRPC_METHODS(X)
 #undef X
-#define X(id, path, msg, fn, streaming) [id] = {path, &msg##__descriptor, fn, streaming},
+#define X(id, path, msg, fn, streaming, op) [id] = {path, &msg##__descriptor, fn, streaming, op},
         GRPC_STD_METHODS(X)
 #undef X
 };
@@ -1361,13 +1369,19 @@ static ProtobufCMessage *gcall_decode(gcall *g, grpc_byte_buffer *bb) {
     return req;
 }
 
-/* Decodes the request message and runs the method's handler (which reads streamed requests
- * itself). */
+/* Authenticates the call, authorizes its operation, decodes the request message and runs the
+ * method's handler (which reads streamed requests itself). */
 static void gcall_dispatch(gcall *g) {
+    if (!method_is_probe(g->method) && !gcall_authenticate(g)) return;
+    /* Before the message is decoded: who may not run the method's operation at all gets
+     * PERMISSION_DENIED whatever it sent; the operation authorizes its target itself. */
+    service_error e;
+    if (service_authorize_op(g->api->svc, gcall_principal(g), grpc_methods[g->method].op, &e) !=
+        SERVICE_OK)
+        return gcall_fail_with(g, &e);
     ProtobufCMessage *req = NULL;
     if (!grpc_methods[g->method].streaming && !(req = gcall_decode(g, g->payload))) return;
-    if (method_is_probe(g->method) || gcall_authenticate(g))
-        grpc_methods[g->method].handler(g, req);
+    grpc_methods[g->method].handler(g, req);
     if (req) term_pb_unpacked_free(req);
 }
 

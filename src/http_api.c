@@ -498,16 +498,16 @@ static enum MHD_Result http_call_begin(http_request *req, const char *name, requ
     snprintf(req->target, sizeof req->target, "%s", name);
     req->have_response = true;
     int wait = http_wait_query(conn);
-    if (wait < 0)
-        return http_error(req, MHD_HTTP_BAD_REQUEST, "bad_request", "wait must be true or false");
     req->creq = (service_call_req){.op = op,
                                    .cnode = req->target,
                                    .timeout_ms = http_timeout_query(conn),
                                    .deadline_left_ms = -1,
-                                   .no_wait = !wait};
+                                   .no_wait = wait == 0};
     service_error e;
     if (service_call_check(req->api->svc, http_principal(req), &req->creq, &e) != SERVICE_OK)
         return http_fail(req, &e);
+    if (wait < 0) /* after the check: who may not call the C-node learns nothing from it */
+        return http_error(req, MHD_HTTP_BAD_REQUEST, "bad_request", "wait must be true or false");
     if (!http_negotiate(req, op == SERVICE_OP_STREAM)) return MHD_YES;
     req->timeout_ms = req->creq.timeout_used;
     req->have_response = false;
@@ -778,13 +778,16 @@ static enum MHD_Result http_load_begin(http_request *req, const char *node, cons
     req->out = HTTP_FORMAT_JSON;
     snprintf(req->target, sizeof req->target, "%s", node);
     snprintf(req->module, sizeof req->module, "%s", module);
-    if (req->too_large)
-        return http_error(req, MHD_HTTP_CONTENT_TOO_LARGE, "payload_too_large",
-                          "request body over %zu bytes", api->cfg->max_body_bytes);
     req->rreq = (service_rpc_req){.node = req->target,
                                   .module = req->module,
                                   .timeout_ms = http_timeout_query(conn),
                                   .deadline_left_ms = -1};
+    service_error e;
+    if (service_load_check(api->svc, http_principal(req), &req->rreq, &e) != SERVICE_OK)
+        return http_fail(req, &e);
+    if (req->too_large)
+        return http_error(req, MHD_HTTP_CONTENT_TOO_LARGE, "payload_too_large",
+                          "request body over %zu bytes", api->cfg->max_body_bytes);
     service_call_pid(api->svc, &req->call);
     return http_rpc_submit(req, req->body.data, req->body.len);
 }
@@ -923,9 +926,7 @@ static enum MHD_Result http_watch_begin(http_request *req) {
     if (acc && !ndjson && !strstr(acc, "text/event-stream") && !strstr(acc, "*/*"))
         return http_error(req, MHD_HTTP_NOT_ACCEPTABLE, "not_acceptable",
                           "Accept must allow text/event-stream or application/x-ndjson");
-    service_error e;
-    if (service_authorize(api->svc, http_principal(req), SERVICE_OP_WATCH, NULL, &e) != SERVICE_OK)
-        return http_fail(req, &e);
+    service_error e; /* authorized by http_dispatch (watch has no target) */
     http_watch *w = calloc(1, sizeof *w);
     if (!w || !(w->stream = http_stream_new(conn, http_resumed, api))) {
         free(w);
@@ -1215,6 +1216,31 @@ static enum MHD_Result http_send_asset(http_request *req, http_route_kind kind) 
 /* ------------------------------------------------------------------------------------------ */
 /* Routing */
 
+/* The operation a route runs (false: none, the status page and unmatched paths). */
+static bool http_op_of_route(http_route_kind kind, service_op *op) {
+    switch (kind) {
+    case HTTP_ROUTE_HEALTHZ:
+    case HTTP_ROUTE_READYZ: *op = SERVICE_OP_HEALTH; return true;
+    case HTTP_ROUTE_METRICS: *op = SERVICE_OP_METRICS; return true;
+    case HTTP_ROUTE_CNODES: *op = SERVICE_OP_LIST_CNODES; return true;
+    case HTTP_ROUTE_CNODE: *op = SERVICE_OP_GET_CNODE; return true;
+    case HTTP_ROUTE_CNODE_CALL: *op = SERVICE_OP_CALL; return true;
+    case HTTP_ROUTE_CNODE_CAST: *op = SERVICE_OP_CAST; return true;
+    case HTTP_ROUTE_CNODE_STREAM: *op = SERVICE_OP_STREAM; return true;
+    case HTTP_ROUTE_CNODE_RESTART: *op = SERVICE_OP_RESTART; return true;
+    case HTTP_ROUTE_EVENTS: *op = SERVICE_OP_WATCH; return true;
+    case HTTP_ROUTE_NODES: *op = SERVICE_OP_LIST_NODES; return true;
+    case HTTP_ROUTE_NODES_SPAWN: *op = SERVICE_OP_SPAWN; return true;
+    case HTTP_ROUTE_NODE_STOP: *op = SERVICE_OP_STOP; return true;
+    case HTTP_ROUTE_NODE_RPC: *op = SERVICE_OP_RPC; return true;
+    case HTTP_ROUTE_NODE_LOAD: *op = SERVICE_OP_LOAD; return true;
+    case HTTP_ROUTE_OPENAPI: *op = SERVICE_OP_DESCRIBE; return true;
+    case HTTP_ROUTE_STATUS_PAGE:
+    case HTTP_ROUTE_NOT_FOUND: break;
+    }
+    return false;
+}
+
 static enum MHD_Result http_dispatch(http_request *req, const char *url, const char *method) {
     http_api *api = req->api;
     struct MHD_Connection *conn = req->conn;
@@ -1223,6 +1249,13 @@ static enum MHD_Result http_dispatch(http_request *req, const char *url, const c
         return http_preflight(req); /* the Origin passed http_admit */
     const http_route r = req->route;
     if (r.allow) return http_method_not_allowed(req, r.allow);
+    /* Before any argument (body, query, Accept) is looked at: who may not run the operation at
+     * all gets 403 whatever they sent; the operation authorizes its target itself. */
+    service_op op;
+    service_error e;
+    if (http_op_of_route(r.kind, &op) &&
+        service_authorize_op(api->svc, http_principal(req), op, &e) != SERVICE_OK)
+        return http_fail(req, &e);
     enum MHD_Result ret;
     strbuf sb = {0};
     switch (r.kind) {
@@ -1236,7 +1269,6 @@ static enum MHD_Result http_dispatch(http_request *req, const char *url, const c
                          "application/json", &sb);
     }
     case HTTP_ROUTE_METRICS: {
-        service_error e;
         if (service_metrics_render(api->svc, http_principal(req), &sb, &e) != SERVICE_OK) {
             strbuf_free(&sb);
             return http_fail(req, &e);

@@ -306,11 +306,12 @@ static bool service_atom_ok(const char *s) {
 service_status service_call_check(service *s, const service_principal *p, service_call_req *r,
                                   service_error *err) {
     r->checked_for = NULL;
+    /* the name asked for first: who may not call it learns nothing, not even whether it exists */
+    if (service_authorize(s, p, r->op, r->cnode, err) != SERVICE_OK) return err->status;
     const config_cnode *cn = r->cnode ? config_find_cnode(atomic_load(&s->cnodes), r->cnode) : NULL;
     if (!cn)
         return service_fail(err, SERVICE_NOT_FOUND, "no C-node named '%.64s'",
                             r->cnode ? r->cnode : "");
-    if (service_authorize(s, p, r->op, cn->name, err) != SERVICE_OK) return err->status;
     r->name = cn->name;
     r->timeout_used = 0;
     if (r->op != SERVICE_OP_CAST &&
@@ -372,11 +373,10 @@ service_status service_call(service *s, const service_principal *p, service_call
 
 service_status service_restart_cnode(service *s, const service_principal *p, const char *name,
                                      service_error *err) {
+    if (service_authorize(s, p, SERVICE_OP_RESTART, name, err) != SERVICE_OK) return err->status;
     const config_cnode *cn = name ? config_find_cnode(atomic_load(&s->cnodes), name) : NULL;
     if (!cn)
         return service_fail(err, SERVICE_NOT_FOUND, "no C-node named '%.64s'", name ? name : "");
-    if (service_authorize(s, p, SERVICE_OP_RESTART, cn->name, err) != SERVICE_OK)
-        return err->status;
     gateway_error ge = gateway_restart_cnode(s->gw, cn->name);
     if (ge != GATEWAY_OK)
         return service_fail(err, service_of_gateway(ge), "cannot restart C-node %s (%s)", cn->name,
@@ -415,9 +415,8 @@ service_status service_call_outcome(const call *c, const char *what, const char 
 /* ------------------------------------------------------------------------------------------ */
 /* rpc and code loading */
 
-/* service_authorize for a principal holding `op` on at least one target (any pattern). */
-static service_status service_authorize_some(const service *s, const service_principal *p,
-                                             service_op op, service_error *err) {
+service_status service_authorize_op(const service *s, const service_principal *p, service_op op,
+                                    service_error *err) {
     bool open;
     if (service_gate(s, p, op, &open, err) != SERVICE_OK || !p) return err->status;
     if (open || service_granted(p, op, NULL, true)) return service_ok(err);
@@ -438,7 +437,7 @@ static service_status service_rpc_check_op(service *s, const service_principal *
                  (op == SERVICE_OP_LOAD || service_atom_ok(r->function));
     if (!names) {
         /* who may not run it at all learns nothing about names */
-        if (service_authorize_some(s, p, op, err) != SERVICE_OK) return err->status;
+        if (service_authorize_op(s, p, op, err) != SERVICE_OK) return err->status;
         return service_fail(err, SERVICE_BAD_REQUEST,
                             op == SERVICE_OP_LOAD
                                 ? "node and module must be names of 1 to 255 characters"
@@ -463,6 +462,11 @@ static service_status service_rpc_check_op(service *s, const service_principal *
                             r->node);
     return service_timeout(r->timeout_ms, s->cfg->rpc_timeout_ms, s->cfg->max_rpc_timeout_ms,
                            r->deadline_left_ms, &r->timeout_used, err);
+}
+
+service_status service_load_check(service *s, const service_principal *p, service_rpc_req *r,
+                                  service_error *err) {
+    return service_rpc_check_op(s, p, SERVICE_OP_LOAD, r, err);
 }
 
 service_status service_rpc_check(service *s, const service_principal *p, service_rpc_req *r,

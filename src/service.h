@@ -158,6 +158,13 @@ bool service_op_is_probe(service_op op);
  * below calls it first; transports need it only to fail early. */
 service_status service_authorize(const service *s, const service_principal *p, service_op op,
                                  const char *target, service_error *err);
+/* service_authorize for `op` on some target: refuses unless `p` holds `op` with any pattern (or
+ * `op` is open). What a transport asks first, before it reads a request's arguments (an HTTP
+ * body, query or Accept header, a gRPC message), so that a principal who may not run `op` at all
+ * gets SERVICE_PERMISSION_DENIED whatever the arguments, and learns nothing from their checks;
+ * the operation then authorizes its target itself, before its own argument checks. */
+service_status service_authorize_op(const service *s, const service_principal *p, service_op op,
+                                    service_error *err);
 
 /* --- calls, casts, streams to C-nodes ---------------------------------------------------- */
 
@@ -177,9 +184,10 @@ typedef struct service_call_req {
     const service_principal *checked_for; /* passed the check for this principal */
 } service_call_req;
 
-/* Checks `r` before its term exists (so HTTP can answer before reading a body): the C-node,
- * the permission, the timeout. Sets r->name, r->timeout_used and r->checked_for; `r` must not
- * change between it and the service_call it spares its check. */
+/* Checks `r` before its term exists (so HTTP can answer before reading a body): the permission
+ * for the name asked for (before whether it exists), the C-node, the timeout. Sets r->name,
+ * r->timeout_used and r->checked_for; `r` must not change between it and the service_call it spares
+ * its check. */
 service_status service_call_check(service *s, const service_principal *p, service_call_req *r,
                                   service_error *err);
 /* A fresh pid for `c` (any thread): set it before encoding a term that refers to self(). */
@@ -199,7 +207,8 @@ service_status service_call_outcome(const call *c, const char *what, const char 
                                     unsigned timeout_ms, service_error *err);
 
 /* Restarts every instance of C-node `name` now (out of `failed` too), with a clean restart
- * record; needs cnodes.restart. SERVICE_OK once asked (the gateway acts on it). */
+ * record; needs cnodes.restart on `name` (checked before whether it exists). SERVICE_OK once asked
+ * (the gateway acts on it). */
 service_status service_restart_cnode(service *s, const service_principal *p, const char *name,
                                      service_error *err);
 
@@ -220,6 +229,10 @@ typedef struct service_rpc_req {
  * change after it; service_rpc then does not check again. */
 service_status service_rpc_check(service *s, const service_principal *p, service_rpc_req *r,
                                  service_error *err);
+/* service_rpc_check for a code load (r->module, no function): what service_load checks first,
+ * for a transport to run before it reads the module's bytes. */
+service_status service_load_check(service *s, const service_principal *p, service_rpc_req *r,
+                                  service_error *err);
 /* rpc:call with `args`, an encoded list (no version byte). Same call contract as service_call. */
 service_status service_rpc(service *s, const service_principal *p, service_rpc_req *r, call *c,
                            const char *args, size_t args_len, service_error *err);

@@ -370,6 +370,59 @@ static void test_grants_name_their_targets_with_globs(void **state) {
     free(all);
 }
 
+static void
+test_a_principal_without_the_permission_gets_forbidden_even_with_a_malformed_body(void **state) {
+    (void)state;
+    service_principal none = {.name = "eve"};
+    const service_grant g = {.op = SERVICE_OP_CALL, .pattern = "t"};
+    service_principal only_t = {.name = "tom", .grants = &g, .grant_count = 1};
+    service_error e;
+    /* the gate transports ask before reading arguments: a grant of the operation on anything */
+    const service_op ops[] = {SERVICE_OP_CALL,  SERVICE_OP_CAST, SERVICE_OP_STREAM,
+                              SERVICE_OP_WATCH, SERVICE_OP_RPC,  SERVICE_OP_LOAD,
+                              SERVICE_OP_SPAWN, SERVICE_OP_STOP, SERVICE_OP_RESTART};
+    for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++)
+        assert_refused(service_authorize_op(svc, &none, ops[i], &e), &e, SERVICE_PERMISSION_DENIED,
+                       service_op_name(ops[i]));
+    assert_int_equal(service_authorize_op(svc, &only_t, SERVICE_OP_CALL, &e), SERVICE_OK);
+    assert_refused(service_authorize_op(svc, &only_t, SERVICE_OP_CAST, &e), &e,
+                   SERVICE_PERMISSION_DENIED, "'cast'");
+    assert_refused(service_authorize_op(svc, NULL, SERVICE_OP_CALL, &e), &e,
+                   SERVICE_UNAUTHENTICATED, "call");
+    assert_int_equal(service_authorize_op(svc, NULL, SERVICE_OP_HEALTH, &e), SERVICE_OK);
+    assert_int_equal(service_authorize_op(svc, &none, SERVICE_OP_LIST_CNODES, &e), SERVICE_OK);
+    /* a C-node that does not exist, an unreadable timeout: 403, not 404 or 400 */
+    service_call_req r = {.op = SERVICE_OP_CALL, .cnode = "nosuch", .deadline_left_ms = -1};
+    assert_refused(service_call_check(svc, &none, &r, &e), &e, SERVICE_PERMISSION_DENIED,
+                   "'call' for nosuch");
+    assert_refused(service_call_check(svc, &only_t, &r, &e), &e, SERVICE_PERMISSION_DENIED,
+                   "'call' for nosuch");
+    r.cnode = NULL;
+    assert_refused(service_call_check(svc, &none, &r, &e), &e, SERVICE_PERMISSION_DENIED, "eve");
+    r = (service_call_req){.op = SERVICE_OP_CAST,
+                           .cnode = "t",
+                           .timeout_ms = SERVICE_TIMEOUT_INVALID,
+                           .deadline_left_ms = -1};
+    assert_refused(service_call(svc, &only_t, &r, NULL, "\x6a", 1, &e), &e,
+                   SERVICE_PERMISSION_DENIED, "'cast' for t");
+    r.op = SERVICE_OP_CALL; /* with the permission, the timeout is what is wrong */
+    assert_refused(service_call_check(svc, &only_t, &r, &e), &e, SERVICE_BAD_REQUEST, "timeout_ms");
+    assert_refused(service_restart_cnode(svc, &none, "nosuch", &e), &e, SERVICE_PERMISSION_DENIED,
+                   "cnodes.restart");
+    assert_refused(service_restart_cnode(svc, &service_anonymous, "nosuch", &e), &e,
+                   SERVICE_NOT_FOUND, "nosuch");
+    /* a load checked before its bytes are read; bad names and no count say nothing either */
+    service_rpc_req l = {.node = "a@127.0.0.1", .module = "m", .deadline_left_ms = -1};
+    assert_refused(service_load_check(svc, &none, &l, &e), &e, SERVICE_PERMISSION_DENIED,
+                   "modules.load");
+    l.module = "";
+    assert_refused(service_load_check(svc, &none, &l, &e), &e, SERVICE_PERMISSION_DENIED, "eve");
+    assert_refused(service_load_check(svc, &service_anonymous, &l, &e), &e, SERVICE_BAD_REQUEST,
+                   "names");
+    assert_refused(service_spawn_nodes(svc, &none, 0, never_called, NULL, &e), &e,
+                   SERVICE_PERMISSION_DENIED, "nodes.spawn");
+}
+
 static void test_rpc_load_and_spawn_are_off_unless_switched_on(void **state) {
     (void)state;
     config_error cerr;
@@ -924,6 +977,8 @@ int main(void) {
         cmocka_unit_test(test_health_check_serves_the_gateway_and_each_cnode_without_a_principal),
         cmocka_unit_test(test_the_api_description_needs_a_principal_and_no_grant),
         cmocka_unit_test(test_grants_name_their_targets_with_globs),
+        cmocka_unit_test(
+            test_a_principal_without_the_permission_gets_forbidden_even_with_a_malformed_body),
         cmocka_unit_test(test_rpc_load_and_spawn_are_off_unless_switched_on),
         cmocka_unit_test(test_rpc_to_a_node_nodexd_does_not_know_is_refused),
         cmocka_unit_test(test_call_to_an_unknown_cnode_is_not_found),

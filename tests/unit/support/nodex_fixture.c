@@ -444,6 +444,11 @@ int fixture_http_gateway_start(fixture_gateway *f, fixture_http *h, int max_body
              "  listen: null\n"
              "erlang_nodes:\n"
              "  erl: /nonexistent/erl\n" /* POST /nodes can never start anything here */
+             /* on, so their routes get as far as their bodies (the switches are checked first) */
+             "  rpc: true\n"
+             "  load_modules: true\n"
+             "  spawn: true\n"
+             "  rpc_nodes: [\"*@127.0.0.1\"]\n"
              "log:\n"
              "  level: error\n"
              "cnodes:\n"
