@@ -258,10 +258,7 @@ static void test_watch_reports_each_change_once_when_a_cnode_is_killed(void **st
 static void test_watch_of_an_unknown_name_reports_service_unknown_once(void **state) {
     (void)state;
     reports r;
-    reports_init(&r);
-    service_error e;
-    grpc_health_watch *w = grpc_health_watch_new(svc, NULL, "nope", on_report, &r, &e);
-    assert_non_null(w);
+    grpc_health_watch *w = watch_start("nope", &r);
     kill_and_wait_up("victim"); /* events go by: still unknown, nothing more */
     grpc_health_watch_free(w);
     assert_int_equal(r.n, 1);
@@ -272,10 +269,7 @@ static void test_watch_of_an_unknown_name_reports_service_unknown_once(void **st
 static void test_a_freed_watch_reports_nothing_more(void **state) {
     (void)state;
     reports r;
-    reports_init(&r);
-    service_error e;
-    grpc_health_watch *w = grpc_health_watch_new(svc, NULL, "victim", on_report, &r, &e);
-    assert_non_null(w);
+    grpc_health_watch *w = watch_start("victim", &r);
     grpc_health_watch_free(w);
     grpc_health_watch_free(NULL);
     kill_and_wait_up("victim");
