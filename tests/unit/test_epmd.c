@@ -87,10 +87,40 @@ static bool nul_list_has(const char *buf, ssize_t len, const char *item) {
     return false;
 }
 
-/* The `epmd -daemon` whose environment has ERL_EPMD_PORT=port, or 0. */
+/* The inode of a TCP socket listening on port (IPv4 or IPv6), or 0. */
+static unsigned long listener_inode(int port) {
+    static const char *const tables[] = {"/proc/net/tcp", "/proc/net/tcp6"};
+    for (size_t t = 0; t < sizeof tables / sizeof tables[0]; t++) {
+        FILE *f = fopen(tables[t], "r");
+        if (!f) continue;
+        char line[512];
+        unsigned long found = 0;
+        while (!found && fgets(line, sizeof line, f)) {
+            /* "  sl  local_address rem_address   st tx_queue:rx_queue tr:tm->when retrnsmt uid
+             * timeout inode": local is HEXADDR:HEXPORT, st 0A is LISTEN. */
+            char local[64], remote[64], st[8];
+            unsigned long inode = 0;
+            if (sscanf(line, "%*s %63s %63s %7s %*s %*s %*s %*s %*s %lu", local, remote, st,
+                       &inode) != 4)
+                continue;
+            const char *colon = strrchr(local, ':');
+            if (colon && strcmp(st, "0A") == 0 && strtol(colon + 1, NULL, 16) == port)
+                found = inode;
+        }
+        fclose(f);
+        if (found) return found;
+    }
+    return 0;
+}
+
+/* The epmd process that holds the socket listening on port, or 0. Found by the socket, not by
+ * name: `epmd -daemon` forks twice, and its intermediates (same argv, same environment) may not
+ * have exited yet when the daemon starts to answer. */
 static pid_t find_epmd_daemon(int port) {
-    char want[32];
-    snprintf(want, sizeof want, "ERL_EPMD_PORT=%d", port);
+    unsigned long inode = listener_inode(port);
+    if (inode == 0) return 0;
+    char want[64];
+    snprintf(want, sizeof want, "socket:[%lu]", inode);
     DIR *d = opendir("/proc");
     assert_non_null(d);
     pid_t found = 0;
@@ -100,8 +130,14 @@ static pid_t find_epmd_daemon(int port) {
         if (pid <= 0) continue;
         ssize_t n = read_proc(pid, "cmdline", buf, sizeof buf);
         if (n <= 0 || !strstr(buf, "epmd") || !nul_list_has(buf, n, "-daemon")) continue;
-        n = read_proc(pid, "environ", buf, sizeof buf);
-        if (n > 0 && nul_list_has(buf, n, want) && pid_alive(pid)) found = pid;
+        for (int fd = 0; fd < 64 && !found; fd++) {
+            char link[64], target[64];
+            snprintf(link, sizeof link, "/proc/%d/fd/%d", (int)pid, fd);
+            ssize_t m = readlink(link, target, sizeof target - 1);
+            if (m <= 0) continue;
+            target[m] = '\0';
+            if (strcmp(target, want) == 0 && pid_alive(pid)) found = pid;
+        }
     }
     closedir(d);
     return found;
