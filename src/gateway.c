@@ -25,6 +25,7 @@
 #include "child.h"
 #include "conns.h"
 #include "dist.h"
+#include "entry.h"
 #include "events.h"
 #include "ei_sock.h"
 #include "log.h"
@@ -35,9 +36,7 @@
 #include "supervisor.h"
 #include "template.h"
 
-#define GW_OUTPUT_LINES_PER_S 100  /* C-node output lines logged per second and process */
-#define GW_OUTPUT_LINE_MAX    1024 /* bytes of one output line in the log */
-#define GW_SWEEP_MS           50   /* supervisor timers and ticks are checked this often */
+#define GW_SWEEP_MS 50 /* supervisor timers and ticks are checked this often */
 /* Calls and casts to a C-node with this much input waiting get 503 overloaded (backpressure). */
 #define GW_BACKLOG_SOFT_MAX    ((size_t)32 << 20)
 #define GW_BUSY_POLL_MAX_CALLS 2 /* the loop busy-polls after traffic only with this few calls */
@@ -62,68 +61,14 @@ const char *gateway_error_code(gateway_error e) {
     return gateway_error_codes[e];
 }
 
-typedef struct gw_cnode gw_cnode;
 typedef struct gw_group gw_group;
-
-/* What a supervised entry is. C-nodes come from the config; Erlang nodes come and go. */
-typedef enum gw_entry_kind {
-    ENTRY_CNODE, /* a configured C-node */
-    ENTRY_CHILD, /* a child Erlang node started by nodexd */
-    ENTRY_PEER,  /* another node of the cluster, connected for rpc or because it connected */
-} gw_entry_kind;
-
-struct gw_cnode {
-    const config_cnode *cfg;
-    gateway *gw;
-    log_limiter output_limit; /* its stdout/stderr lines in the log */
-    gw_entry_kind kind;
-    unsigned instance;      /* C-nodes: 1..cfg->instances */
-    gw_group *group;        /* C-nodes: the configured C-node it is an instance of */
-    config_cnode own_cfg;   /* children and peers: their synthesized config (cfg points here) */
-    unsigned child_index;   /* children: N of <prefix>N */
-    bool removing;          /* being stopped for good: retire instead of restarting */
-    bool stop_requested;    /* gateway_stop_node asked; the loop acts on it (guarded by mu) */
-    bool retired;           /* off the list; freed once nothing refers to it (gw_free_retired) */
-    unsigned stop_stage;    /* SUPERVISOR_STOPPING: 0 asked to stop, 1 SIGTERM sent */
-    gw_cnode *next;         /* in gw->nodes (Erlang nodes only) */
-    gw_cnode *retired_next; /* in gw->retired */
-    char *executable;       /* resolved path; NULL for adopt */
-    char sname[MAXATOMLEN];
-    char hostname[MAXATOMLEN];
-    char node[MAXNODELEN * 4]; /* the node name it has in the cluster */
-    char *ready_line;
-    /* supervisor (loop thread) */
-    supervisor_entry sup; /* phase, its deadline, restarts (supervisor's accessors) */
-    bool ready_seen;
-    bool kill_sent;
-    child *proc;
-    loop_watch *out_watch[2]; /* stdout, stderr */
-    conns_conn *conn;         /* its connection, owned by conns */
-    unsigned connect_generation;
-    unsigned connectors; /* conns_connect attempts not yet reported back: they hold `cn` */
-    /* shared with API threads: guarded by gw->mu */
-    cnode_state state;
-    dist_conn *live;       /* the connection calls use; a reference is held */
-    routing_owner route;   /* its calls in flight and their counters (routing's accessors) */
-    routing_owner waiting; /* a C-node's first instance: calls held until an instance is up */
-    uint64_t ignored[DIST_CTL_KINDS]; /* control messages dropped on its closed connections */
-    uint64_t bytes_in, bytes_out;     /* received and sent on its closed connections */
-    unsigned calls_sent;              /* to this process since it started (calls_per_process) */
-    bool draining;          /* took its calls_per_process: no more calls, recycled when idle */
-    bool restart_requested; /* gateway_restart_cnode asked; the loop acts on it */
-    pid_t os_pid;
-    unsigned restarts;
-    char last_exit[96];
-    char last_error[192];
-    int64_t up_since_ms;
-};
 
 /* A configured C-node: its instances, made from one config_cnode. A reload that removes or
  * changes it takes it off gw->groups (no thread finds it from then on) and onto gw->retired_groups,
  * where its instances finish their calls in flight and stop; it is freed once all have. */
 struct gw_group {
     const config_cnode *cfg; /* lives as long as the process (configs are kept until exit) */
-    gw_cnode *inst;          /* cfg->instances entries */
+    entry *inst;             /* cfg->instances entries */
     size_t index;            /* in gw->groups while not removed */
     bool removed;            /* on gw->retired_groups (loop thread; set under mu) */
     bool started;            /* its instances were started (loop thread) */
@@ -159,8 +104,8 @@ struct gateway {
     gw_group **groups; /* the configured C-nodes, in config order: changed by the loop under mu */
     size_t group_count;
     gw_group *retired_groups; /* removed or replaced by a reload, still stopping (loop thread) */
-    gw_cnode *nodes;      /* Erlang nodes: prepended under mu by any thread, unlinked by the loop */
-    gw_cnode *retired;    /* unlinked entries (loop thread), freed by gw_free_retired */
+    entry *nodes;         /* Erlang nodes: prepended under mu by any thread, unlinked by the loop */
+    entry *retired;       /* unlinked entries (loop thread), freed by gw_free_retired */
     size_t retired_count; /* entries on gw->retired (guarded by mu) */
     size_t node_count;    /* entries on gw->nodes (guarded by mu) */
     unsigned child_max_index;
@@ -173,6 +118,7 @@ struct gateway {
     bool draining;        /* SIGTERM came: calls in flight finish, no new ones, not ready */
     uint32_t ref_counter; /* gen_call references (routing_make_ref) */
     events *events;
+    entry_host host; /* what its entries act with (set up once, read by the loop) */
 };
 
 /* ------------------------------------------------------------------------------------------ */
@@ -209,9 +155,9 @@ static char *gw_resolve_executable(const char *name, char *err, size_t err_len) 
 /* ------------------------------------------------------------------------------------------ */
 /* Entries: configured C-nodes, then Erlang nodes */
 
-static gw_cnode *gw_nodes_head(gateway *gw) {
+static entry *gw_nodes_head(gateway *gw) {
     pthread_mutex_lock(&gw->mu);
-    gw_cnode *head = gw->nodes;
+    entry *head = gw->nodes;
     pthread_mutex_unlock(&gw->mu);
     return head;
 }
@@ -225,7 +171,7 @@ static gw_group *gw_group_next(gateway *gw, const gw_group *g) {
 
 /* The entry after `prev` (NULL: the first): every C-node instance, then the Erlang nodes. Loop
  * thread: the only one that adds groups, unlinks entries and frees either. */
-static gw_cnode *gw_entry_next(gateway *gw, gw_cnode *prev) {
+static entry *gw_entry_next(gateway *gw, entry *prev) {
     gw_group *g;
     if (!prev) {
         g = gw_group_next(gw, NULL);
@@ -238,21 +184,20 @@ static gw_cnode *gw_entry_next(gateway *gw, gw_cnode *prev) {
     return g ? &g->inst[0] : gw_nodes_head(gw);
 }
 
-static void gw_cnode_disconnect(gw_cnode *cn);
 static void gw_group_free(gw_group *g);
 
 /* Takes an Erlang-node entry off the list for good: no thread can find it from now on. Its
  * connection (a child that exited before its connection was seen lost) is closed and its calls
  * failed; the memory goes once no connector attempt refers to it (gw_free_retired). Loop
  * thread. */
-static void gw_entry_retire(gw_cnode *cn) {
+static void gw_entry_retire(entry *cn) {
     gateway *gw = cn->gw;
     if (cn->kind == ENTRY_CNODE || cn->retired) return;
     cn->connect_generation++;
-    gw_cnode_disconnect(cn);
+    entry_disconnect(cn);
     routing_fail_owner(gw->routing, &cn->route, CALL_UNAVAILABLE, "the node was forgotten");
     pthread_mutex_lock(&gw->mu);
-    for (gw_cnode **pp = &gw->nodes; *pp; pp = &(*pp)->next) {
+    for (entry **pp = &gw->nodes; *pp; pp = &(*pp)->next) {
         if (*pp == cn) {
             *pp = cn->next;
             gw->node_count--;
@@ -268,8 +213,8 @@ static void gw_entry_retire(gw_cnode *cn) {
 }
 
 /* Finds an Erlang-node entry by node name (caller holds mu). */
-static gw_cnode *gw_find_node_locked(gateway *gw, const char *node) {
-    for (gw_cnode *cn = gw->nodes; cn; cn = cn->next)
+static entry *gw_find_node_locked(gateway *gw, const char *node) {
+    for (entry *cn = gw->nodes; cn; cn = cn->next)
         if (strcmp(cn->node, node) == 0) return cn;
     return NULL;
 }
@@ -277,480 +222,8 @@ static gw_cnode *gw_find_node_locked(gateway *gw, const char *node) {
 /* ------------------------------------------------------------------------------------------ */
 /* Supervisor */
 
-/* "cnode" or "node", for log lines. */
-static const char *gw_what(const gw_cnode *cn) {
-    return cn->kind == ENTRY_CNODE ? "cnode" : "node";
-}
-
-/* A configured C-node's first instance: where its waiting calls are held. */
-static gw_cnode *gw_group_first(gw_cnode *cn) {
-    return &cn->group->inst[0];
-}
-
-/* True while an instance of the C-node whose first instance is `first` may still come up, so
- * a call may wait for it: none has failed or stopped for good (caller holds mu). */
-static bool gw_group_may_come_up_locked(const gw_cnode *first) {
-    for (unsigned i = 0; i < first->cfg->instances; i++)
-        if (first[i].state != CNODE_FAILED && first[i].state != CNODE_STOPPED) return true;
-    return false;
-}
-
-/* A C-node that took its calls_per_process and has none left in flight goes down as planned:
- * it is started again at once, and not counted as a failure. */
-static bool gw_cnode_recycle_due(gw_cnode *cn) {
-    if (cn->kind != ENTRY_CNODE) return false;
-    pthread_mutex_lock(&cn->gw->mu);
-    bool due = cn->draining && routing_owner_in_flight(&cn->route) == 0;
-    pthread_mutex_unlock(&cn->gw->mu);
-    return due;
-}
-
-/* Loop thread (the only writer of the fields read here). */
-static void gw_emit(gateway *gw, const gw_cnode *cn, cnode_state s) {
-    gateway_event ev = {.erlang_node = cn->kind != ENTRY_CNODE, .state = s, .os_pid = cn->os_pid};
-    snprintf(ev.name, sizeof ev.name, "%s", cn->cfg->name);
-    snprintf(ev.node, sizeof ev.node, "%s", cn->node);
-    if (s == CNODE_DOWN || s == CNODE_FAILED || s == CNODE_RESTARTING)
-        snprintf(ev.reason, sizeof ev.reason, "%s", cn->last_error);
-    events_emit(gw->events, &ev);
-}
-
-static void gw_set_state(gw_cnode *cn, cnode_state s) {
-    if (cn->state == s) return;
-    log_info("%s %s: %s -> %s", gw_what(cn), cn->cfg->name, cnode_state_name(cn->state),
-             cnode_state_name(s));
-    pthread_mutex_lock(&cn->gw->mu);
-    cn->state = s;
-    cn->up_since_ms = s == CNODE_UP ? dist_now_ms() : 0;
-    pthread_mutex_unlock(&cn->gw->mu);
-    gw_emit(cn->gw, cn, s);
-}
-
-static void gw_set_error(gw_cnode *cn, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void gw_set_error(gw_cnode *cn, const char *fmt, ...) {
-    char msg[sizeof cn->last_error];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    pthread_mutex_lock(&cn->gw->mu);
-    memcpy(cn->last_error, msg, sizeof msg);
-    pthread_mutex_unlock(&cn->gw->mu);
-}
-
-static void gw_cnode_close_output(gw_cnode *cn) {
-    for (int s = 0; s < 2; s++) {
-        loop_watch_remove(cn->gw->loop, cn->out_watch[s]);
-        cn->out_watch[s] = NULL;
-    }
-}
-
-/* Drops the C-node's connection (if any) from the call path and closes it. */
-static void gw_cnode_disconnect(gw_cnode *cn) {
-    gateway *gw = cn->gw;
-    pthread_mutex_lock(&gw->mu);
-    dist_conn *live = cn->live;
-    cn->live = NULL;
-    for (int k = 0; live && k < DIST_CTL_KINDS; k++)
-        cn->ignored[k] += dist_ignored_count(live, (dist_ignored_control)k);
-    if (live) {
-        cn->bytes_in += dist_bytes_in(live);
-        cn->bytes_out += dist_bytes_out(live);
-    }
-    pthread_mutex_unlock(&gw->mu);
-    if (live) dist_conn_unref(live);
-    if (cn->conn) {
-        conns_close(gw->conns, cn->conn);
-        cn->conn = NULL;
-    }
-}
-
-static void gw_cnode_start(gw_cnode *cn);
-
-/* Calls waiting for a C-node none of whose instances can come up any more fail now. */
-static void gw_group_fail_waiting(gw_cnode *cn) {
-    if (cn->kind != ENTRY_CNODE) return;
-    gw_cnode *first = gw_group_first(cn);
-    pthread_mutex_lock(&cn->gw->mu);
-    bool hopeless = !gw_group_may_come_up_locked(first);
-    pthread_mutex_unlock(&cn->gw->mu);
-    if (!hopeless) return;
-    char detail[200];
-    snprintf(detail, sizeof detail, "C-node %.64s is %s: %.100s", cn->cfg->name,
-             cnode_state_name(cn->state), cn->last_error);
-    routing_fail_owner(cn->gw->routing, &first->waiting, CALL_UNAVAILABLE, detail);
-}
-
-/* Restart decision once the C-node is gone (process reaped, or never had one). */
-static void gw_cnode_after_exit(gw_cnode *cn, bool normal_exit) {
-    const config_cnode *cfg = cn->cfg;
-    bool for_good = cn->gw->shutting_down || cn->removing;
-    switch (supervisor_entry_after_exit(&cn->sup, cfg, normal_exit, for_good,
-                                        cn->kind == ENTRY_PEER, dist_now_ms())) {
-    case SUPERVISOR_DO_START: gw_cnode_start(cn); break;
-    case SUPERVISOR_DO_RETIRE:
-        gw_set_state(cn, CNODE_STOPPED);
-        if (!cn->gw->shutting_down) gw_entry_retire(cn);
-        break;
-    case SUPERVISOR_DO_SET_STOPPED:
-        gw_set_state(cn, CNODE_STOPPED);
-        gw_group_fail_waiting(cn);
-        break;
-    case SUPERVISOR_DO_SET_FAILED:
-        log_error("%s %s: failed: more than %u restarts in %u s (last: %s)%s", gw_what(cn),
-                  cfg->name, cfg->max_restarts, cfg->max_seconds, cn->last_error,
-                  cfg->retry_failed_after_ms ? "; trying again after retry_failed_after_ms" : "");
-        gw_set_state(cn, CNODE_FAILED);
-        gw_group_fail_waiting(cn);
-        break;
-    case SUPERVISOR_DO_SET_RESTARTING: gw_set_state(cn, CNODE_RESTARTING); break;
-    default: break;
-    }
-}
-
-/* The C-node is lost or failed to start: fail its calls, stop its process, then decide. */
-static void gw_cnode_down(gw_cnode *cn, bool kill_now, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void gw_cnode_down(gw_cnode *cn, bool kill_now, const char *fmt, ...) {
-    char reason[160];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(reason, sizeof reason, fmt, ap);
-    va_end(ap);
-    const char *what = cn->kind == ENTRY_CNODE ? "C-node" : "node";
-    if (gw_cnode_recycle_due(cn)) supervisor_entry_restart_soon(&cn->sup);
-    if (supervisor_entry_restart_due(&cn->sup))
-        log_info("%s %s: restarting: %s", what, cn->cfg->name, reason);
-    else
-        log_warn("%s %s: down: %s", what, cn->cfg->name, reason);
-    gw_set_error(cn, "%s", reason);
-    cn->connect_generation++; /* any connector still running is now stale */
-    gw_cnode_disconnect(cn);
-    char detail[200];
-    snprintf(detail, sizeof detail, "%s %s went down during the call: %s", what, cn->cfg->name,
-             reason);
-    routing_fail_owner(cn->gw->routing, &cn->route, CALL_UNAVAILABLE, detail);
-    if (cn->proc && !child_exited(cn->proc)) {
-        child_signal(cn->proc, kill_now ? SIGKILL : SIGTERM);
-        cn->kill_sent = kill_now;
-        supervisor_entry_stopping(&cn->sup, dist_now_ms() + cn->cfg->shutdown_timeout_ms);
-        gw_set_state(cn, CNODE_DOWN);
-        return;
-    }
-    gw_set_state(cn, CNODE_DOWN);
-    gw_cnode_after_exit(cn, false);
-}
-
-/* Reaps the process once it exited; records how. Returns true if it had exited. */
-static bool gw_cnode_reap(gw_cnode *cn) {
-    int status;
-    if (!cn->proc || !child_poll_exit(cn->proc, &status)) return false;
-    char how[96];
-    child_describe_status(status, how, sizeof how);
-    gw_cnode_close_output(cn);
-    /* Read what is left in the pipes so the last lines are logged. */
-    child_free(cn->proc);
-    cn->proc = NULL;
-    pthread_mutex_lock(&cn->gw->mu);
-    snprintf(cn->last_exit, sizeof cn->last_exit, "%s", how);
-    cn->os_pid = 0;
-    pthread_mutex_unlock(&cn->gw->mu);
-    bool normal = WIFEXITED(status) && WEXITSTATUS(status) == 0;
-    switch (supervisor_entry_phase(&cn->sup)) {
-    case SUPERVISOR_SPAWNED:
-        log_warn("%s %s: exited before it was up: %s", gw_what(cn), cn->cfg->name, how);
-        gw_set_error(cn, "exited before it was up: %s", how);
-        gw_cnode_disconnect(cn);
-        routing_fail_owner(cn->gw->routing, &cn->route, CALL_UNAVAILABLE, "C-node exited");
-        gw_set_state(cn, CNODE_DOWN);
-        gw_cnode_after_exit(cn, normal);
-        break;
-    case SUPERVISOR_UP:
-    case SUPERVISOR_CONNECTING:
-        if (gw_cnode_recycle_due(cn)) supervisor_entry_restart_soon(&cn->sup);
-        if (supervisor_entry_restart_due(&cn->sup))
-            log_info("%s %s: process %s; starting again", gw_what(cn), cn->cfg->name, how);
-        else
-            log_warn("%s %s: process %s", gw_what(cn), cn->cfg->name, how);
-        gw_set_error(cn, "process %s", how);
-        cn->connect_generation++;
-        gw_cnode_disconnect(cn);
-        routing_fail_owner(cn->gw->routing, &cn->route, CALL_UNAVAILABLE,
-                           "C-node process exited during the call");
-        gw_set_state(cn, CNODE_DOWN);
-        gw_cnode_after_exit(cn, normal);
-        break;
-    case SUPERVISOR_STOPPING: gw_cnode_after_exit(cn, normal && !cn->kill_sent); break;
-    default: break;
-    }
-    return true;
-}
-
-/* Sends a call that waited (its message in c->outbox) on `dc`, its monitor first (gen_call). */
-static void gw_send_outbox(dist_conn *dc, const config_cnode *cfg, call *c) {
-    if (c->monitored) dist_send_monitor(dc, &c->pid, cfg->registered_name, &c->ref);
-    dist_send_reg(dc, &c->pid, cfg->registered_name, NULL, 0, c->outbox, c->outbox_len);
-    free(c->outbox);
-    c->outbox = NULL;
-    c->outbox_len = 0;
-}
-
-/* An instance that is up takes the calls waiting for its C-node, oldest first, as many as
- * max_in_flight and calls_per_process leave room for. Loop thread. */
-static void gw_flush_waiting(gw_cnode *cn) {
-    gateway *gw = cn->gw;
-    const config_cnode *cfg = cn->cfg;
-    gw_cnode *first = gw_group_first(cn);
-    call **taken = NULL;
-    size_t n = 0;
-    pthread_mutex_lock(&gw->mu);
-    dist_conn *dc = cn->live;
-    size_t in_flight = routing_owner_in_flight(&cn->route);
-    size_t room = in_flight < cfg->max_in_flight ? cfg->max_in_flight - in_flight : 0;
-    if (cfg->calls_per_process) {
-        size_t left = cn->calls_sent < cfg->calls_per_process
-                          ? (size_t)(cfg->calls_per_process - cn->calls_sent)
-                          : 0;
-        if (left < room) room = left;
-    }
-    if (dc && cn->state == CNODE_UP && !cn->draining && room &&
-        routing_owner_in_flight(&first->waiting))
-        n = routing_owner_take_locked(&first->waiting, &cn->route, room, &taken);
-    cn->calls_sent += (unsigned)n;
-    if (cfg->calls_per_process && cn->calls_sent >= cfg->calls_per_process) cn->draining = true;
-    for (size_t i = 0; i < n; i++)
-        taken[i]->monitored = cfg->protocol == CNODE_PROTOCOL_GEN_CALL && cfg->monitor;
-    if (n) dist_conn_ref(dc);
-    pthread_mutex_unlock(&gw->mu);
-    /* Only this thread ends calls, so the taken ones stay valid after the unlock. */
-    for (size_t i = 0; i < n; i++) gw_send_outbox(dc, cfg, taken[i]);
-    if (n) dist_conn_unref(dc);
-    free(taken);
-}
-
-static void gw_cnode_became_up(gw_cnode *cn) {
-    gateway *gw = cn->gw;
-    supervisor_entry_up(&cn->sup);
-    dist_conn *dc = conns_dist(cn->conn);
-    dist_conn_ref(dc);
-    /* Calls that waited for this connection (rpc to a node not yet connected) go out now.
-     * Only this thread unregisters calls, so the pointers stay valid after the unlock. */
-    call **waiting;
-    pthread_mutex_lock(&gw->mu);
-    cn->live = dc;
-    cn->last_error[0] = '\0';
-    size_t n = routing_owner_outboxes_locked(&cn->route, &waiting);
-    pthread_mutex_unlock(&gw->mu);
-    gw_set_state(cn, CNODE_UP);
-    for (size_t i = 0; i < n; i++) gw_send_outbox(dc, cn->cfg, waiting[i]);
-    free(waiting);
-    /* Out of memory for the list: the waiting calls time out (504) rather than hang. */
-    if (cn->kind == ENTRY_CNODE) gw_flush_waiting(cn);
-}
-
-static void gw_start_connector(gw_cnode *cn) {
-    unsigned generation = ++cn->connect_generation;
-    supervisor_entry_connecting(&cn->sup, cn->cfg, dist_now_ms());
-    /* A C-node we just started ("to") may need a moment to appear in epmd: retry briefly.
-     * An adopted node or a peer is there or not: one attempt (adoption retries with backoff). */
-    bool retry = cn->cfg->direction == CNODE_DIRECTION_TO;
-    if (conns_connect(cn->gw->conns, cn, generation, cn->node, cn->cfg->connect_timeout_ms,
-                      retry) == 0)
-        cn->connectors++; /* the attempt refers to cn until gw_on_connected */
-    else
-        gw_cnode_down(cn, true, "%s",
-                      errno == ENOMEM ? "out of memory starting a connection"
-                                      : "cannot start a connector thread");
-}
-
-static void gw_on_child_line(void *ctx, int stream, const char *line, size_t len) {
-    gw_cnode *cn = ctx;
-    /* a chatty or hostile process cannot flood the log: lines capped, and a rate per process */
-    uint64_t suppressed = 0;
-    if (log_limiter_allow(&cn->output_limit, dist_now_ms(), &suppressed)) {
-        if (suppressed)
-            log_warn("[%s] %llu output lines not logged (over %d a second)", cn->cfg->name,
-                     (unsigned long long)suppressed, GW_OUTPUT_LINES_PER_S);
-        if (len > GW_OUTPUT_LINE_MAX)
-            log_info("[%s%s] %.*s... (%zu bytes)", cn->cfg->name, stream ? " stderr" : "",
-                     GW_OUTPUT_LINE_MAX, line, len);
-        else
-            log_info("[%s%s] %.*s", cn->cfg->name, stream ? " stderr" : "", (int)len, line);
-    }
-    if (cn->ready_seen || supervisor_entry_phase(&cn->sup) != SUPERVISOR_SPAWNED) return;
-    if (strlen(cn->ready_line) != len || memcmp(cn->ready_line, line, len) != 0) return;
-    cn->ready_seen = true;
-    if (cn->cfg->direction == CNODE_DIRECTION_TO) {
-        gw_start_connector(cn);
-    } else if (cn->conn) {
-        gw_cnode_became_up(cn);
-    }
-    /* direction back without a connection yet: wait for it within the spawn timeout */
-}
-
-static void gw_on_child_stdout(void *ctx, unsigned ready);
-static void gw_on_child_stderr(void *ctx, unsigned ready);
-
-static void gw_cnode_spawn(gw_cnode *cn) {
-    gateway *gw = cn->gw;
-    const config_cnode *cfg = cn->cfg;
-    const template_var vars[] = {
-        {"sname", cn->sname},         {"hostname", cn->hostname},      {"cookie", gw->cookie},
-        {"gateway_sname", gw->sname}, {"gateway_node", gw->node_name}, {"name", cfg->name},
-        {"node", cn->node},
-    };
-    size_t nvars = sizeof vars / sizeof vars[0];
-    size_t argc = cfg->arg_count;
-    char **argv = calloc(argc + 2, sizeof *argv);
-    char **envp = calloc(cfg->env_count + 1, sizeof *envp);
-    bool ok = argv && envp;
-    if (ok) argv[0] = cn->executable;
-    for (size_t i = 0; ok && i < argc; i++)
-        ok = (argv[i + 1] = template_expand(cfg->args[i], vars, nvars, NULL)) != NULL;
-    for (size_t i = 0; ok && i < cfg->env_count; i++) {
-        char *v = template_expand(cfg->env[i].value, vars, nvars, NULL);
-        ok = v && asprintf(&envp[i], "%s=%s", cfg->env[i].name, v) >= 0;
-        if (!ok) envp[i] = NULL;
-        free(v);
-    }
-    child *proc = NULL;
-    if (ok) {
-        child_spec spec = {
-            .argv = (const char *const *)argv, .env = (const char *const *)envp, .cwd = cfg->cwd};
-        proc = child_spawn(&spec);
-    }
-    int spawn_errno = errno;
-    for (size_t i = 1; argv && i <= argc; i++) free(argv[i]);
-    for (size_t i = 0; envp && i < cfg->env_count; i++) free(envp[i]);
-    free(argv);
-    free(envp);
-    if (!proc) {
-        gw_set_error(cn, "cannot start %s: %s", cn->executable,
-                     ok ? strerror(spawn_errno) : "out of memory");
-        gw_set_state(cn, CNODE_DOWN);
-        gw_cnode_after_exit(cn, false);
-        return;
-    }
-    cn->proc = proc;
-    cn->ready_seen = false;
-    cn->kill_sent = false;
-    cn->out_watch[0] = loop_watch_add(gw->loop, child_output_fd(proc, 0), gw_on_child_stdout, cn);
-    cn->out_watch[1] = loop_watch_add(gw->loop, child_output_fd(proc, 1), gw_on_child_stderr, cn);
-    pthread_mutex_lock(&gw->mu);
-    cn->os_pid = child_pid(proc);
-    pthread_mutex_unlock(&gw->mu);
-    supervisor_entry_spawned(&cn->sup, cfg, dist_now_ms());
-    log_info("%s %s: started %s as pid %d (node %s)", gw_what(cn), cfg->name, cn->executable,
-             (int)cn->os_pid, cn->node);
-}
-
-static void gw_cnode_start(gw_cnode *cn) {
-    pthread_mutex_lock(&cn->gw->mu);
-    if (supervisor_entry_restarting(&cn->sup)) cn->restarts++;
-    cn->calls_sent = 0; /* a new process: a fresh calls_per_process */
-    cn->draining = false;
-    pthread_mutex_unlock(&cn->gw->mu);
-    if (cn->state == CNODE_STARTING)
-        gw_emit(cn->gw, cn, CNODE_STARTING); /* a first start */
-    else
-        gw_set_state(cn, CNODE_STARTING);
-    if (cn->cfg->direction == CNODE_DIRECTION_ADOPT)
-        gw_start_connector(cn);
-    else
-        gw_cnode_spawn(cn);
-}
-
-static void gw_send_init_stop(gw_cnode *cn);
-
-/* Stops a child node for good: init:stop (a {stop, stop} message to `init`), then SIGTERM,
- * then SIGKILL, each after half the shutdown timeout; then the entry is retired. */
-static void gw_child_stop(gw_cnode *cn) {
-    cn->removing = true;
-    cn->connect_generation++;
-    if (cn->conn) gw_send_init_stop(cn);
-    gw_set_error(cn, "stopped on request");
-    routing_fail_owner(cn->gw->routing, &cn->route, CALL_UNAVAILABLE, "the node is being stopped");
-    if (cn->proc && !child_exited(cn->proc)) {
-        cn->stop_stage = cn->conn ? 0 : 1;
-        if (!cn->conn) child_signal(cn->proc, SIGTERM);
-        supervisor_entry_stopping(&cn->sup, dist_now_ms() + cn->cfg->shutdown_timeout_ms / 2 + 1);
-        gw_set_state(cn, CNODE_DOWN);
-        return; /* the connection closes when the node exits */
-    }
-    gw_cnode_disconnect(cn);
-    gw_set_state(cn, CNODE_DOWN);
-    gw_cnode_after_exit(cn, true);
-}
-
-/* Phase deadlines: spawn timeout, connect timeout, kill escalation, backoff. */
-static void gw_cnode_timers(gw_cnode *cn, int64_t now) {
-    switch (supervisor_entry_timer(&cn->sup, now)) {
-    case SUPERVISOR_DO_SPAWN_TIMEOUT:
-        gw_cnode_down(cn, true,
-                      cn->ready_seen ? "ready line seen but no connection within %u ms"
-                                     : "no ready line within %u ms (spawn_inactive_timeout)",
-                      cn->cfg->spawn_inactive_timeout_ms);
-        break;
-    case SUPERVISOR_DO_CONNECT_TIMEOUT:
-        gw_cnode_down(cn, true, "could not connect to %s in time", cn->node);
-        break;
-    case SUPERVISOR_DO_ESCALATE:
-        if (!cn->proc || child_exited(cn->proc)) break;
-        if (cn->stop_stage == 0 && cn->kind == ENTRY_CHILD) {
-            /* init:stop was not enough: SIGTERM (which also runs init:stop in the VM) */
-            child_signal(cn->proc, SIGTERM);
-            cn->stop_stage = 1;
-            supervisor_entry_stopping_until(&cn->sup, now + cn->cfg->shutdown_timeout_ms / 2 + 1);
-            break;
-        }
-        log_warn("%s: did not exit in time; SIGKILL", cn->cfg->name);
-        child_signal(cn->proc, SIGKILL);
-        cn->kill_sent = true;
-        break;
-    case SUPERVISOR_DO_START: gw_cnode_start(cn); break;
-    case SUPERVISOR_DO_RETRY: /* retry_failed_after_ms passed: a fresh try, as after a restart */
-        log_info("%s %s: trying again after %u ms failed", gw_what(cn), cn->cfg->name,
-                 cn->cfg->retry_failed_after_ms);
-        gw_cnode_start(cn);
-        break;
-    default: break;
-    }
-}
-
-/* gateway_restart_cnode, on the loop: start the instance again now, with a clean restart
- * record; one that runs is stopped first (its calls in flight fail, waiting ones wait). */
-static void gw_cnode_restart(gw_cnode *cn) {
-    log_info("cnode %s: restart requested", cn->cfg->name);
-    switch (supervisor_entry_restart(&cn->sup)) {
-    case SUPERVISOR_DO_START: gw_cnode_start(cn); break;
-    case SUPERVISOR_DO_TAKE_DOWN: gw_cnode_down(cn, false, "restart requested"); break;
-    default: break;
-    }
-}
-
-/* A C-node instance's periodic duties: a restart asked for, a process to recycle, calls that
- * wait while it has room. */
-static void gw_cnode_service(gw_cnode *cn) {
-    pthread_mutex_lock(&cn->gw->mu);
-    bool restart = cn->restart_requested;
-    cn->restart_requested = false;
-    pthread_mutex_unlock(&cn->gw->mu);
-    if (restart) {
-        gw_cnode_restart(cn);
-        return;
-    }
-    if (supervisor_entry_phase(&cn->sup) != SUPERVISOR_UP) return;
-    if (gw_cnode_recycle_due(cn)) {
-        supervisor_entry_restart_soon(&cn->sup);
-        gw_cnode_down(cn, false, "recycled after %u calls (calls_per_process)",
-                      cn->cfg->calls_per_process);
-        return;
-    }
-    gw_flush_waiting(cn);
-}
-
 /* The configured `back` C-node instance named `node` (loop thread). */
-static gw_cnode *gw_cnode_by_node(gateway *gw, const char *node) {
+static entry *gw_cnode_by_node(gateway *gw, const char *node) {
     for (size_t i = 0; i < gw->group_count; i++) {
         gw_group *g = gw->groups[i];
         if (g->cfg->direction != CNODE_DIRECTION_BACK) continue;
@@ -760,31 +233,16 @@ static gw_cnode *gw_cnode_by_node(gateway *gw, const char *node) {
     return NULL;
 }
 
-/* Drops the entry's connection reference and closes its connection, at gateway_free. */
-static void gw_entry_close(gw_cnode *cn) {
-    if (cn->live) dist_conn_unref(cn->live);
-    if (cn->conn) conns_close(cn->gw->conns, cn->conn);
-    cn->live = NULL;
-    cn->conn = NULL;
-}
-
-static void gw_entry_free(gw_cnode *cn) {
-    nodes_config_free(&cn->own_cfg);
-    child_free(cn->proc);
-    free(cn->executable);
-    free(cn->ready_line);
-    free(cn);
-}
-
 /* Makes an Erlang-node entry, not linked yet (any thread). Children get a process spec; peers
  * are connected to (or were accepted). Returns NULL when out of memory or when the child's
  * `erl` cannot be found. */
-static gw_cnode *gw_node_entry_make(gateway *gw, gw_entry_kind kind, const char *node) {
-    gw_cnode *cn = calloc(1, sizeof *cn);
+static entry *gw_node_entry_make(gateway *gw, entry_kind kind, const char *node) {
+    entry *cn = calloc(1, sizeof *cn);
     if (!cn) return NULL;
     config_cnode *o = &cn->own_cfg;
     cn->gw = gw;
-    log_limiter_init(&cn->output_limit, GW_OUTPUT_LINES_PER_S, 1000);
+    cn->host = &gw->host;
+    log_limiter_init(&cn->output_limit, ENTRY_OUTPUT_LINES_PER_S, 1000);
     cn->kind = kind;
     cn->cfg = o;
     routing_owner_init(&cn->route, o, cn->node);
@@ -796,7 +254,7 @@ static gw_cnode *gw_node_entry_make(gateway *gw, gw_entry_kind kind, const char 
     snprintf(cn->hostname, sizeof cn->hostname, "%s", at ? at + 1 : "");
     if (nodes_config(gw->cfg, kind == ENTRY_CHILD, node, gw->child_home, o, &cn->executable,
                      &cn->ready_line) != 0) {
-        gw_entry_free(cn);
+        entry_free(cn);
         return NULL;
     }
     return cn;
@@ -805,10 +263,10 @@ static gw_cnode *gw_node_entry_make(gateway *gw, gw_entry_kind kind, const char 
 /* Links an entry from gw_node_entry_make, or frees it and returns the entry that already exists
  * for its node (another thread made it meanwhile: one entry per node). Caller holds mu; the
  * entry stays valid while it does (only the loop retires entries, under mu). */
-static gw_cnode *gw_node_entry_link_locked(gateway *gw, gw_cnode *cn) {
-    gw_cnode *existing = gw_find_node_locked(gw, cn->node);
+static entry *gw_node_entry_link_locked(gateway *gw, entry *cn) {
+    entry *existing = gw_find_node_locked(gw, cn->node);
     if (existing) {
-        gw_entry_free(cn);
+        entry_free(cn);
         return existing;
     }
     cn->next = gw->nodes;
@@ -818,8 +276,8 @@ static gw_cnode *gw_node_entry_link_locked(gateway *gw, gw_cnode *cn) {
 }
 
 /* gw_node_entry_make and link. Loop thread (the pointer stays valid: only it retires). */
-static gw_cnode *gw_node_entry_new(gateway *gw, gw_entry_kind kind, const char *node) {
-    gw_cnode *cn = gw_node_entry_make(gw, kind, node);
+static entry *gw_node_entry_new(gateway *gw, entry_kind kind, const char *node) {
+    entry *cn = gw_node_entry_make(gw, kind, node);
     if (!cn) return NULL;
     pthread_mutex_lock(&gw->mu);
     cn = gw_node_entry_link_locked(gw, cn);
@@ -830,8 +288,8 @@ static gw_cnode *gw_node_entry_new(gateway *gw, gw_entry_kind kind, const char *
 /* Frees retired entries no connector attempt refers to any more. A retired child has been
  * reported by the spawn tracker (stopped), which then no longer holds it. Loop thread. */
 static void gw_free_retired(gateway *gw) {
-    for (gw_cnode **pp = &gw->retired; *pp;) {
-        gw_cnode *cn = *pp;
+    for (entry **pp = &gw->retired; *pp;) {
+        entry *cn = *pp;
         if (cn->connectors || nodes_spawns_holds(gw->spawns, cn)) {
             pp = &cn->retired_next;
             continue;
@@ -840,7 +298,7 @@ static void gw_free_retired(gateway *gw) {
         pthread_mutex_lock(&gw->mu);
         gw->retired_count--;
         pthread_mutex_unlock(&gw->mu);
-        gw_entry_free(cn);
+        entry_free(cn);
     }
 }
 
@@ -850,7 +308,7 @@ static bool gw_group_done(gateway *gw, const gw_group *g) {
     bool done = true;
     pthread_mutex_lock(&gw->mu);
     for (unsigned i = 0; i < g->cfg->instances && done; i++) {
-        const gw_cnode *cn = &g->inst[i];
+        const entry *cn = &g->inst[i];
         done = !cn->proc && !cn->conn && !cn->live && !cn->connectors &&
                supervisor_entry_phase(&cn->sup) == SUPERVISOR_STOPPED &&
                !routing_owner_in_flight(&cn->route) && !routing_owner_in_flight(&cn->waiting);
@@ -875,7 +333,7 @@ static void gw_free_retired_groups(gateway *gw) {
 
 /* Attaches a connection to its entry (both ways). Peers tick at their own net_ticktime, which
  * we cannot know: they get node.peer_tick_time_ms; C-nodes and children the tick time. */
-static void gw_attach(gw_cnode *cn, conns_conn *c) {
+static void gw_attach(entry *cn, conns_conn *c) {
     int64_t silence = cn->kind == ENTRY_PEER ? (int64_t)cn->gw->cfg->peer_tick_time_ms : 0;
     conns_set_owner(c, cn, silence);
     cn->conn = c;
@@ -885,7 +343,7 @@ static void gw_attach(gw_cnode *cn, conns_conn *c) {
  * entry is already connecting to it, this connection serves it. */
 static void gw_accept_peer(gateway *gw, conns_conn *gc, const char *node) {
     pthread_mutex_lock(&gw->mu);
-    gw_cnode *cn = gw_find_node_locked(gw, node);
+    entry *cn = gw_find_node_locked(gw, node);
     pthread_mutex_unlock(&gw->mu);
     if (cn && cn->conn) {
         log_warn("node %s connected twice; closing the new connection", node);
@@ -899,14 +357,14 @@ static void gw_accept_peer(gateway *gw, conns_conn *gc, const char *node) {
     log_info("node %s connected", node);
     cn->connect_generation++; /* a connector of ours still running is now stale */
     gw_attach(cn, gc);
-    gw_cnode_became_up(cn);
+    entry_became_up(cn);
 }
 
 /* conns: a connector's attempt for `owner` ended. */
 static void gw_on_connected(void *ctx, void *owner, unsigned generation, int fd, const char *peer,
                             const char *error) {
     gateway *gw = ctx;
-    gw_cnode *cn = owner;
+    entry *cn = owner;
     conns_conn *gc;
     cn->connectors--;
     bool current = !cn->retired && generation == cn->connect_generation &&
@@ -914,20 +372,20 @@ static void gw_on_connected(void *ctx, void *owner, unsigned generation, int fd,
     if (!current) {
         if (fd >= 0) ei_close_connection(fd);
     } else if (fd < 0) {
-        gw_cnode_down(cn, cn->cfg->direction != CNODE_DIRECTION_ADOPT, "%s", error);
+        entry_down(cn, cn->cfg->direction != CNODE_DIRECTION_ADOPT, "%s", error);
     } else if ((gc = conns_add(gw->conns, fd, peer)) != NULL) {
         gw_attach(cn, gc);
-        log_info("%s %s: connected to %s", gw_what(cn), cn->cfg->name, peer);
-        gw_cnode_became_up(cn);
+        log_info("%s %s: connected to %s", entry_what(cn), cn->cfg->name, peer);
+        entry_became_up(cn);
     } else {
-        gw_cnode_down(cn, true, "cannot watch the connection");
+        entry_down(cn, true, "cannot watch the connection");
     }
 }
 
 /* conns: a node connected in: a `back` C-node we started, or a peer. */
 static void gw_on_accepted(void *ctx, int fd, const char *peer) {
     gateway *gw = ctx;
-    gw_cnode *cn = gw_cnode_by_node(gw, peer);
+    entry *cn = gw_cnode_by_node(gw, peer);
     if (cn && (supervisor_entry_phase(&cn->sup) != SUPERVISOR_SPAWNED || cn->conn)) {
         log_warn("connection from %s while it is not expected; closed", peer);
         ei_close_connection(fd);
@@ -937,7 +395,7 @@ static void gw_on_accepted(void *ctx, int fd, const char *peer) {
     if (gc && cn) {
         gw_attach(cn, gc);
         log_info("cnode %s: connected back from %s", cn->cfg->name, peer);
-        if (cn->ready_seen) gw_cnode_became_up(cn);
+        if (cn->ready_seen) entry_became_up(cn);
     } else if (gc) {
         gw_accept_peer(gw, gc, peer);
     }
@@ -947,7 +405,7 @@ static void gw_on_accepted(void *ctx, int fd, const char *peer) {
  * drops (by_peer): give it the shutdown timeout, then it is killed; a silent one is killed now. */
 static void gw_on_lost(void *ctx, void *owner, const char *peer, const char *why, bool by_peer) {
     (void)ctx;
-    gw_cnode_down(owner, !by_peer, "%s: %s", peer, why);
+    entry_down(owner, !by_peer, "%s: %s", peer, why);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -957,7 +415,7 @@ static void gw_on_lost(void *ctx, void *owner, const char *peer, const char *why
  * keep one monitor per call for as long as the process lives. */
 static void gw_on_monitor_end(call *c, routing_owner *o, void *ctx) {
     gateway *gw = ctx;
-    gw_cnode *cn = (gw_cnode *)(void *)((char *)o - offsetof(gw_cnode, route));
+    entry *cn = (entry *)(void *)((char *)o - offsetof(entry, route));
     pthread_mutex_lock(&gw->mu);
     dist_conn *dc = cn->live;
     if (dc) dist_conn_ref(dc);
@@ -979,7 +437,7 @@ static void gw_answer_net_kernel(dist_conn *dc, const dist_message *m) {
 static void gw_on_message(void *ctx, conns_conn *gc, const dist_message *m) {
     gateway *gw = ctx;
     dist_conn *dc = conns_dist(gc);
-    gw_cnode *owner = conns_owner(gc);
+    entry *owner = conns_owner(gc);
     if (!m->to_pid) {
         if (m->to_name && strcmp(m->to_name, "net_kernel") == 0)
             gw_answer_net_kernel(dc, m);
@@ -994,30 +452,10 @@ static void gw_on_message(void *ctx, conns_conn *gc, const dist_message *m) {
 /* ------------------------------------------------------------------------------------------ */
 /* The loop */
 
-static void gw_on_child_output(gw_cnode *cn, int stream) {
-    if (!cn->proc) return;
-    int r = child_read_lines(cn->proc, stream, gw_on_child_line, cn);
-    if (r <= 0) { /* out of epoll while the fd is open, then closed */
-        loop_watch_remove(cn->gw->loop, cn->out_watch[stream]);
-        cn->out_watch[stream] = NULL;
-        child_close_output(cn->proc, stream);
-    }
-}
-
-static void gw_on_child_stdout(void *ctx, unsigned ready) {
-    (void)ready;
-    gw_on_child_output(ctx, 0);
-}
-
-static void gw_on_child_stderr(void *ctx, unsigned ready) {
-    (void)ready;
-    gw_on_child_output(ctx, 1);
-}
-
 static void gw_reap_all(gateway *gw) {
-    for (gw_cnode *cn = gw_entry_next(gw, NULL), *nx; cn; cn = nx) {
+    for (entry *cn = gw_entry_next(gw, NULL), *nx; cn; cn = nx) {
         nx = gw_entry_next(gw, cn);
-        gw_cnode_reap(cn);
+        entry_reap(cn);
     }
 }
 
@@ -1079,22 +517,15 @@ static void gw_on_wake(void *ctx) {
     loop_timer_arm(gw->sweep, 0);
 }
 
-/* Tells a child node's `init` to stop, from a fresh pid. */
-static void gw_send_init_stop(gw_cnode *cn) {
-    erlang_pid from;
-    gateway_make_pid(cn->gw, &from);
-    nodes_send_init_stop(conns_dist(cn->conn), &from);
-}
-
 /* Stops everything: C-nodes get SIGTERM (and their connection closed: Nodex C-nodes then exit
  * 0); child Erlang nodes get init:stop, then SIGTERM at half their shutdown timeout; whatever
  * still runs at its shutdown timeout gets SIGKILL. Every process is reaped. */
 static void gw_stop_all(gateway *gw) {
     int64_t start = dist_now_ms();
-    for (gw_cnode *cn = gw_entry_next(gw, NULL); cn; cn = gw_entry_next(gw, cn)) {
+    for (entry *cn = gw_entry_next(gw, NULL); cn; cn = gw_entry_next(gw, cn)) {
         cn->connect_generation++;
-        if (cn->kind == ENTRY_CHILD && cn->conn) gw_send_init_stop(cn);
-        gw_cnode_disconnect(cn);
+        if (cn->kind == ENTRY_CHILD && cn->conn) entry_send_init_stop(cn);
+        entry_disconnect(cn);
         routing_fail_owner(cn->gw->routing, &cn->route, CALL_SHUTDOWN,
                            "the gateway is shutting down");
         routing_fail_owner(cn->gw->routing, &cn->waiting, CALL_SHUTDOWN,
@@ -1109,9 +540,9 @@ static void gw_stop_all(gateway *gw) {
     for (;;) {
         bool running = false;
         int64_t waited = dist_now_ms() - start;
-        for (gw_cnode *cn = gw_entry_next(gw, NULL); cn; cn = gw_entry_next(gw, cn)) {
+        for (entry *cn = gw_entry_next(gw, NULL); cn; cn = gw_entry_next(gw, cn)) {
             if (!cn->proc) continue;
-            gw_cnode_reap(cn);
+            entry_reap(cn);
             if (!cn->proc) continue;
             running = true;
             unsigned t = cn->cfg->shutdown_timeout_ms;
@@ -1127,16 +558,16 @@ static void gw_stop_all(gateway *gw) {
         if (!running) break;
         usleep(10000);
     }
-    for (gw_cnode *cn = gw_entry_next(gw, NULL); cn; cn = gw_entry_next(gw, cn)) {
+    for (entry *cn = gw_entry_next(gw, NULL); cn; cn = gw_entry_next(gw, cn)) {
         supervisor_entry_stopped(&cn->sup);
-        gw_set_state(cn, CNODE_STOPPED);
+        entry_set_state(cn, CNODE_STOPPED);
     }
     conns_close_all(gw->conns);
 }
 
 /* nodes_spawns: a child as the spawn tracker sees it (loop thread, the writer of these). */
 static void gw_child_status(const void *child, nodes_child_status *out) {
-    const gw_cnode *cn = child;
+    const entry *cn = child;
     out->state = cn->state;
     out->node = cn->node;
     out->last_error = cn->last_error;
@@ -1150,7 +581,7 @@ static void gw_check_spawns(gateway *gw) {
 /* Starts every instance of a C-node. */
 static void gw_group_start(gw_group *g) {
     g->started = true;
-    for (unsigned i = 0; i < g->cfg->instances; i++) gw_cnode_start(&g->inst[i]);
+    for (unsigned i = 0; i < g->cfg->instances; i++) entry_start(&g->inst[i]);
 }
 
 /* True while a group that is still stopping has an instance with one of `g`'s node names: the
@@ -1163,52 +594,31 @@ static bool gw_group_blocked(gateway *gw, const gw_group *g) {
     return false;
 }
 
-/* An instance of a C-node a reload removed or replaced: no new call reaches it; it stops for
- * good once it has no call in flight (those finish within their own deadlines). */
-static void gw_cnode_retire_service(gw_cnode *cn) {
-    switch (supervisor_entry_phase(&cn->sup)) {
-    case SUPERVISOR_STOPPING:
-    case SUPERVISOR_STOPPED: return; /* on its way out, or out */
-    case SUPERVISOR_UP: {
-        pthread_mutex_lock(&cn->gw->mu);
-        size_t in_flight = routing_owner_in_flight(&cn->route);
-        pthread_mutex_unlock(&cn->gw->mu);
-        if (in_flight) return;
-    } /* fall through */
-    case SUPERVISOR_SPAWNED:
-    case SUPERVISOR_CONNECTING: gw_cnode_down(cn, false, "removed from the configuration"); return;
-    default: /* not started, waiting to restart, or failed: nothing runs */
-        supervisor_entry_stopped(&cn->sup);
-        gw_set_state(cn, CNODE_STOPPED);
-        return;
-    }
-}
-
 /* Starts new Erlang-node entries, acts on stop requests and runs every phase timer. */
 static void gw_service_entries(gateway *gw, int64_t now) {
-    for (gw_cnode *cn = gw_entry_next(gw, NULL), *nx; cn; cn = nx) {
+    for (entry *cn = gw_entry_next(gw, NULL), *nx; cn; cn = nx) {
         nx = gw_entry_next(gw, cn);
         if (cn->kind != ENTRY_CNODE) {
             pthread_mutex_lock(&gw->mu);
             bool stop = cn->stop_requested && !cn->removing;
             pthread_mutex_unlock(&gw->mu);
             if (stop) {
-                gw_child_stop(cn);
+                entry_child_stop(cn);
                 continue;
             }
             if (supervisor_entry_phase(&cn->sup) == SUPERVISOR_IDLE) {
-                gw_cnode_start(cn);
+                entry_start(cn);
                 continue;
             }
         } else if (cn->group->removed) {
-            gw_cnode_retire_service(cn);
+            entry_retire_service(cn);
         } else if (!cn->group->started) {
             if (cn->instance == 1 && !gw_group_blocked(gw, cn->group)) gw_group_start(cn->group);
             continue; /* a reload's group waits until the one it replaces has stopped */
         } else {
-            gw_cnode_service(cn);
+            entry_service(cn);
         }
-        gw_cnode_timers(cn, now);
+        entry_timers(cn, now);
     }
     gw_check_spawns(gw);
 }
@@ -1229,7 +639,7 @@ int gateway_run(gateway *gw, void (*on_started)(void *ctx), void *ctx) {
     for (unsigned i = 0; i < gw->cfg->child_count; i++) {
         char node[MAXNODELEN * 4];
         nodes_child_name(gw->cfg, ++gw->child_max_index, gw->hostname, node, sizeof node);
-        gw_cnode *cn = gw_node_entry_new(gw, ENTRY_CHILD, node);
+        entry *cn = gw_node_entry_new(gw, ENTRY_CHILD, node);
         if (!cn)
             log_error("cannot set up child node %s (is %s installed?)", node,
                       gw->cfg->erl_executable);
@@ -1327,11 +737,12 @@ static int gw_split_node(gateway *gw, const char *node, char *err, size_t err_le
     return 0;
 }
 
-static int gw_cnode_init(gateway *gw, gw_cnode *cn, const config_cnode *cfg, unsigned instance,
+static int gw_cnode_init(gateway *gw, entry *cn, const config_cnode *cfg, unsigned instance,
                          char *err, size_t err_len) {
     cn->cfg = cfg;
     cn->gw = gw;
-    log_limiter_init(&cn->output_limit, GW_OUTPUT_LINES_PER_S, 1000);
+    cn->host = &gw->host;
+    log_limiter_init(&cn->output_limit, ENTRY_OUTPUT_LINES_PER_S, 1000);
     cn->instance = instance;
     routing_owner_init(&cn->route, cfg, cn->node);
     routing_owner_init(&cn->waiting, cfg, cn->node);
@@ -1401,8 +812,8 @@ static int gw_cnode_init(gateway *gw, gw_cnode *cn, const config_cnode *cfg, uns
 static void gw_group_free(gw_group *g) {
     if (!g) return;
     for (unsigned i = 0; g->inst && i < g->cfg->instances; i++) {
-        gw_cnode *cn = &g->inst[i];
-        gw_entry_close(cn);
+        entry *cn = &g->inst[i];
+        entry_close(cn);
         child_free(cn->proc);
         free(cn->executable);
         free(cn->ready_line);
@@ -1422,6 +833,7 @@ static gw_group *gw_group_new(gateway *gw, const config_cnode *cfg, char *err, s
     }
     for (unsigned i = 0; i < cfg->instances; i++) {
         g->inst[i].group = g;
+        g->inst[i].first = &g->inst[0];
         if (gw_cnode_init(gw, &g->inst[i], cfg, i + 1, err, err_len) != 0) {
             gw_group_free(g);
             return NULL;
@@ -1522,6 +934,16 @@ gateway *gateway_new(const config *cfg, const char *cookie, char *err, size_t er
         snprintf(err, err_len, "out of memory");
         goto fail;
     }
+    gw->host = (entry_host){.mu = &gw->mu,
+                            .loop = gw->loop,
+                            .conns = gw->conns,
+                            .routing = gw->routing,
+                            .events = gw->events,
+                            .cookie = gw->cookie,
+                            .sname = gw->sname,
+                            .node_name = gw->node_name,
+                            .shutting_down = &gw->shutting_down,
+                            .retire = gw_entry_retire};
     if (conns_start_acceptors(gw->conns, gw->listen_fd, GW_ACCEPTORS) != 0) {
         snprintf(err, err_len, "cannot start the acceptor threads");
         goto fail;
@@ -1595,15 +1017,15 @@ void gateway_free(gateway *gw) {
         next = g->retired_next;
         gw_group_free(g);
     }
-    for (gw_cnode *cn = gw->nodes, *next; cn; cn = next) {
+    for (entry *cn = gw->nodes, *next; cn; cn = next) {
         next = cn->next;
-        gw_entry_close(cn);
-        gw_entry_free(cn);
+        entry_close(cn);
+        entry_free(cn);
     }
-    for (gw_cnode *cn = gw->retired, *next; cn; cn = next) {
+    for (entry *cn = gw->retired, *next; cn; cn = next) {
         next = cn->retired_next;
-        gw_entry_close(cn);
-        gw_entry_free(cn);
+        entry_close(cn);
+        entry_free(cn);
     }
     gw->nodes = gw->retired = NULL;
     nodes_spawns_free(gw->spawns);
@@ -1636,7 +1058,7 @@ void gateway_make_pid(gateway *gw, erlang_pid *pid) {
 
 /* The first instance of the configured C-node `name`, or NULL. Caller holds mu, and uses the
  * entry only while it does: a reload may retire the group once it is released. */
-static gw_cnode *gw_find_cnode_locked(gateway *gw, const char *name) {
+static entry *gw_find_cnode_locked(gateway *gw, const char *name) {
     for (size_t i = 0; i < gw->group_count; i++)
         if (strcmp(gw->groups[i]->cfg->name, name) == 0) return &gw->groups[i]->inst[0];
     return NULL;
@@ -1644,10 +1066,10 @@ static gw_cnode *gw_find_cnode_locked(gateway *gw, const char *name) {
 
 /* The instance a call goes to: the least loaded one that is up and takes calls, or NULL.
  * Caller holds mu. */
-static gw_cnode *gw_pick_instance(gw_cnode *first) {
-    gw_cnode *best = NULL;
+static entry *gw_pick_instance(entry *first) {
+    entry *best = NULL;
     for (unsigned i = 0; i < first->cfg->instances; i++) {
-        gw_cnode *cn = first + i;
+        entry *cn = first + i;
         if (cn->state != CNODE_UP || !cn->live || cn->draining) continue;
         if (!best || routing_owner_in_flight(&cn->route) < routing_owner_in_flight(&best->route))
             best = cn;
@@ -1656,11 +1078,11 @@ static gw_cnode *gw_pick_instance(gw_cnode *first) {
 }
 
 /* No instance is up: the call waits in the C-node's queue, its message kept in c->outbox,
- * until one comes up (gw_flush_waiting) or its deadline passes (504, ROUTING_NOT_SENT). */
-static gateway_error gw_call_wait_locked(gateway *gw, gw_cnode *first, call *c, const char *prefix,
+ * until one comes up (entry_flush_waiting) or its deadline passes (504, ROUTING_NOT_SENT). */
+static gateway_error gw_call_wait_locked(gateway *gw, entry *first, call *c, const char *prefix,
                                          size_t plen, const char *msg, size_t msg_len) {
     const config_cnode *cfg = first->cfg;
-    if (!cfg->max_waiting || !gw_group_may_come_up_locked(first)) return GATEWAY_UNAVAILABLE;
+    if (!cfg->max_waiting || !entry_group_may_come_up_locked(first)) return GATEWAY_UNAVAILABLE;
     if (routing_owner_in_flight(&first->waiting) >= cfg->max_waiting) return GATEWAY_OVERLOADED;
     c->outbox = malloc(plen + msg_len ? plen + msg_len : 1);
     if (!c->outbox) return GATEWAY_NO_MEMORY;
@@ -1683,7 +1105,7 @@ gateway_error gateway_call(gateway *gw, const char *name, call *c, const char *m
     int plen = 0;
     int64_t now = dist_now_ms(); /* read before taking mu: the lock is held as briefly as can be */
     pthread_mutex_lock(&gw->mu);
-    gw_cnode *first = gw_find_cnode_locked(gw, name);
+    entry *first = gw_find_cnode_locked(gw, name);
     if (!first) {
         pthread_mutex_unlock(&gw->mu);
         return GATEWAY_NOT_FOUND;
@@ -1701,7 +1123,7 @@ gateway_error gateway_call(gateway *gw, const char *name, call *c, const char *m
         ei_encode_pid(prefix, &plen, &c->pid);
         ei_encode_ref(prefix, &plen, &c->ref);
     }
-    gw_cnode *cn = gw_pick_instance(first);
+    entry *cn = gw_pick_instance(first);
     gateway_error e = GATEWAY_OK;
     dist_conn *dc = cn ? cn->live : NULL;
     bool waiting = false;
@@ -1751,13 +1173,13 @@ bool gateway_cancel(gateway *gw, call *c) {
 gateway_error gateway_cast(gateway *gw, const char *name, const char *msg, size_t msg_len) {
     erlang_pid from;
     pthread_mutex_lock(&gw->mu);
-    gw_cnode *first = gw_find_cnode_locked(gw, name);
+    entry *first = gw_find_cnode_locked(gw, name);
     if (!first) {
         pthread_mutex_unlock(&gw->mu);
         return GATEWAY_NOT_FOUND;
     }
     const config_cnode *cfg = first->cfg;
-    gw_cnode *cn = gw_pick_instance(first);
+    entry *cn = gw_pick_instance(first);
     dist_conn *dc = cn && !gw->shutting_down && !gw->draining ? cn->live : NULL;
     bool behind = dc && dist_pending_bytes(dc) > GW_BACKLOG_SOFT_MAX;
     if (dc && !behind) dist_conn_ref(dc);
@@ -1783,7 +1205,7 @@ size_t gateway_cnode_count(gateway *gw) {
 }
 
 /* Fills `out` from one instance (caller holds mu). */
-static void gw_instance_info_locked(const gw_cnode *cn, int64_t now, gateway_cnode_info *out) {
+static void gw_instance_info_locked(const entry *cn, int64_t now, gateway_cnode_info *out) {
     out->name = cn->cfg->name;
     out->instance = cn->instance;
     out->instances = cn->cfg->instances;
@@ -1812,7 +1234,7 @@ static void gw_instance_info_locked(const gw_cnode *cn, int64_t now, gateway_cno
 
 /* A C-node's snapshot: a pool reads as its first instance, with the counters summed and the
  * best state (caller holds mu). */
-static void gw_group_info_locked(const gw_cnode *first, gateway_cnode_info *out) {
+static void gw_group_info_locked(const entry *first, gateway_cnode_info *out) {
     int64_t now = dist_now_ms();
     gw_instance_info_locked(first, now, out);
     /* A pool reads as its first instance, with the counters summed and the best state. */
@@ -1860,7 +1282,7 @@ int gateway_cnode_instance_at(gateway *gw, size_t index, unsigned instance,
 
 gateway_error gateway_restart_cnode(gateway *gw, const char *name) {
     pthread_mutex_lock(&gw->mu);
-    gw_cnode *first = gw_find_cnode_locked(gw, name);
+    entry *first = gw_find_cnode_locked(gw, name);
     if (!first) {
         pthread_mutex_unlock(&gw->mu);
         return GATEWAY_NOT_FOUND;
@@ -1876,7 +1298,7 @@ gateway_error gateway_restart_cnode(gateway *gw, const char *name) {
 
 int gateway_cnode_info_by_name(gateway *gw, const char *name, gateway_cnode_info *out) {
     pthread_mutex_lock(&gw->mu);
-    const gw_cnode *first = gw_find_cnode_locked(gw, name);
+    const entry *first = gw_find_cnode_locked(gw, name);
     if (first) gw_group_info_locked(first, out);
     pthread_mutex_unlock(&gw->mu);
     return first ? 0 : -1;
@@ -2029,11 +1451,11 @@ gateway_error gateway_rpc(gateway *gw, const char *node, call *c, const char *mo
     /* Everything about the entry happens under mu: the loop retires (and later frees) entries
      * under it, so the pointer is not used once it is released. */
     pthread_mutex_lock(&gw->mu);
-    gw_cnode *cn = gw_find_node_locked(gw, node);
+    entry *cn = gw_find_node_locked(gw, node);
     if (!cn && !gw->shutting_down && !gw->draining) {
         /* Not known yet: connect on demand (the loop starts it). */
         pthread_mutex_unlock(&gw->mu);
-        gw_cnode *fresh = gw_node_entry_make(gw, ENTRY_PEER, node);
+        entry *fresh = gw_node_entry_make(gw, ENTRY_PEER, node);
         pthread_mutex_lock(&gw->mu);
         if (fresh) cn = gw_node_entry_link_locked(gw, fresh); /* or the one a racer made */
         if (!cn) e = GATEWAY_NO_MEMORY;
@@ -2080,7 +1502,7 @@ gateway_error gateway_rpc(gateway *gw, const char *node, call *c, const char *mo
 
 bool gateway_node_known(gateway *gw, const char *node) {
     pthread_mutex_lock(&gw->mu);
-    const gw_cnode *cn = gw_find_node_locked(gw, node);
+    const entry *cn = gw_find_node_locked(gw, node);
     bool known = cn && (cn->kind == ENTRY_CHILD || cn->live);
     pthread_mutex_unlock(&gw->mu);
     return known;
@@ -2096,14 +1518,14 @@ void gateway_node_entries(gateway *gw, size_t *listed, size_t *retired) {
 int gateway_list_nodes(gateway *gw, gateway_node_info **out) {
     pthread_mutex_lock(&gw->mu);
     size_t n = 0;
-    for (gw_cnode *cn = gw->nodes; cn; cn = cn->next) n++;
+    for (entry *cn = gw->nodes; cn; cn = cn->next) n++;
     gateway_node_info *list = calloc(n ? n : 1, sizeof *list);
     if (!list) {
         pthread_mutex_unlock(&gw->mu);
         return -1;
     }
     size_t i = 0;
-    for (gw_cnode *cn = gw->nodes; cn; cn = cn->next, i++) {
+    for (entry *cn = gw->nodes; cn; cn = cn->next, i++) {
         gateway_node_info *ni = &list[i];
         snprintf(ni->node, sizeof ni->node, "%s", cn->node);
         ni->connected = cn->live != NULL;
@@ -2122,7 +1544,7 @@ gateway_error gateway_spawn_nodes(gateway *gw, unsigned count, gateway_spawn_fn 
     if (!r) return GATEWAY_NO_MEMORY;
     pthread_mutex_lock(&gw->mu);
     size_t children = 0;
-    for (gw_cnode *cn = gw->nodes; cn; cn = cn->next)
+    for (entry *cn = gw->nodes; cn; cn = cn->next)
         children += cn->kind == ENTRY_CHILD && !cn->removing && !cn->stop_requested;
     gateway_error e = GATEWAY_OK;
     if (gw->shutting_down || gw->draining)
@@ -2138,7 +1560,7 @@ gateway_error gateway_spawn_nodes(gateway *gw, unsigned count, gateway_spawn_fn 
     }
     /* The entries are made first and linked together with the request's submission, under mu:
      * until then no other thread sees them, and from then on the tracker holds them. */
-    gw_cnode **made = calloc(count, sizeof *made);
+    entry **made = calloc(count, sizeof *made);
     for (unsigned i = 0; made && i < count; i++) {
         char node[MAXNODELEN * 4];
         nodes_child_name(gw->cfg, first + i, gw->hostname, node, sizeof node);
@@ -2156,7 +1578,7 @@ gateway_error gateway_spawn_nodes(gateway *gw, unsigned count, gateway_spawn_fn 
     if (e == GATEWAY_OK) nodes_spawns_submit(gw->spawns, r);
     pthread_mutex_unlock(&gw->mu);
     if (e != GATEWAY_OK) {
-        for (unsigned i = 0; made && i < count && made[i]; i++) gw_entry_free(made[i]);
+        for (unsigned i = 0; made && i < count && made[i]; i++) entry_free(made[i]);
         nodes_spawn_discard(r);
     }
     free(made);
@@ -2166,7 +1588,7 @@ gateway_error gateway_spawn_nodes(gateway *gw, unsigned count, gateway_spawn_fn 
 
 gateway_error gateway_stop_node(gateway *gw, const char *node) {
     pthread_mutex_lock(&gw->mu);
-    gw_cnode *cn = gw_find_node_locked(gw, node);
+    entry *cn = gw_find_node_locked(gw, node);
     gateway_error e =
         cn && cn->kind == ENTRY_CHILD && !cn->removing ? GATEWAY_OK : GATEWAY_NOT_FOUND;
     if (e == GATEWAY_OK) cn->stop_requested = true;
