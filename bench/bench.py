@@ -339,11 +339,21 @@ def check_grpc(port, data, token=None, ca_file=None):
         raise RuntimeError(f"gRPC sanity call failed: {reply[:200]!r}")
 
 
+def _stat_fields(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()
+
+
 def cpu_seconds(pid):
     """utime + stime of process `pid` (all its threads), in seconds, from /proc/PID/stat."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
+    fields = _stat_fields(pid)
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def page_faults(pid):
+    """Minor + major page faults of process `pid` so far (/proc/PID/stat)."""
+    fields = _stat_fields(pid)
+    return int(fields[7]) + int(fields[9])
 
 
 class CpuMeter:
@@ -360,14 +370,17 @@ class CpuMeter:
 
     def __enter__(self):
         self.t0 = {k: cpu_seconds(p) for k, p in self.pids.items()}
+        self.faults0 = page_faults(self.pids["cpu"])
         return self
 
     def __exit__(self, *exc):
         self.used = {k: cpu_seconds(p) - self.t0[k] for k, p in self.pids.items()}
+        self.faults = page_faults(self.pids["cpu"]) - self.faults0
 
     def add_per_call(self, r):
         for k, secs in self.used.items():
             r[f"{k}_us_per_call"] = secs * 1e6 / r["calls"] if r["calls"] else 0.0
+        r["faults_per_call"] = self.faults / r["calls"] if r["calls"] else 0.0
         return r
 
 
@@ -447,8 +460,8 @@ def settled_rss(d, pid, quiet_s=2.0, limit_s=60.0):
     case, but the calls they left behind (64 x 1 MiB take seconds, and what was queued for the
     C-node is still written after its callers are gone) are still served, so 2 s after the last
     case nodexd still holds their buffers. This waits until no call has been in flight for
-    `quiet_s` and the RSS no longer falls (less than 0.5 MiB over a second; the janitor trims the
-    heap once a second), at most `limit_s`."""
+    `quiet_s` and the RSS no longer falls (less than 0.5 MiB over a second; the heap janitor
+    trims within a second of nodexd going idle), at most `limit_s`."""
     t0 = time.monotonic()
     quiet_since, last = None, (t0, rss_mib(pid))
     while time.monotonic() - t0 < limit_s:

@@ -3,7 +3,6 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
-#include <malloc.h>
 #include <limits.h>
 #include <poll.h>
 #include <pthread.h>
@@ -978,7 +977,6 @@ static void http_watch_free(http_api *api, http_watch *w) {
 /* Keep-alives and cleanup of watch streams; never called with MHD's locks held. */
 static void *http_janitor_main(void *arg) {
     http_api *api = arg;
-    int ticks = 0;
     while (!atomic_load(&api->stopping)) {
         usleep(200000);
         int64_t now = http_now_ms();
@@ -987,12 +985,6 @@ static void *http_janitor_main(void *arg) {
             log_info("http: cut connections past http.header_timeout_ms or body_timeout_ms (%llu "
                      "header, %llu body timeouts so far)",
                      (unsigned long long)st.header_timeouts, (unsigned long long)st.body_timeouts);
-        }
-        /* After a burst (HTTP or gRPC), hand freed heap back to the kernel: glibc keeps it
-         * otherwise. Once a second at most, and only when a few MiB lie free. */
-        if (++ticks >= 5) {
-            ticks = 0;
-            if (mallinfo2().fordblks > (4u << 20)) malloc_trim(0);
         }
         pthread_mutex_lock(&api->watch_mu);
         for (http_watch **pp = &api->watches; *pp;) {

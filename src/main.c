@@ -1,6 +1,5 @@
 /* main: nodexd's command line: load the config, join the cluster, serve HTTP until signalled. */
 #include <getopt.h>
-#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +10,7 @@
 #include "epmd.h"
 #include "gateway.h"
 #include "grpc_api.h"
+#include "heap.h"
 #include "http_api.h"
 #include "log.h"
 #include "sdnotify.h"
@@ -201,9 +201,9 @@ int main(int argc, char **argv) {
     }
     log_set_level(cfg->log_level);
     log_set_format(cfg->log_format);
-    /* Large request and reply buffers go straight to mmap and back to the kernel when freed:
-     * without a fixed threshold glibc raises it after the first big free and keeps the memory. */
-    mallopt(M_MMAP_THRESHOLD, 256 * 1024);
+    /* Freed request and reply buffers stay in the heap for the next call (bench/README.md,
+     * "Large payloads"); the janitor hands the heap back once the burst is over. */
+    if (heap_tune() != 0) log_warn("heap: glibc refused the malloc thresholds");
     /* A gateway holds a descriptor per client and per node: take all the kernel allows. */
     struct rlimit nofile;
     if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
@@ -221,6 +221,7 @@ int main(int argc, char **argv) {
     http_api *http = NULL;
     grpc_api *grpc = NULL;
     service *svc = NULL;
+    heap_janitor *heap = NULL;
     started_ctx sctx = {0}; /* what the loop's callbacks see; its reloaded configs freed at out */
     if (cookie_resolve(cfg->cookie, cfg->cookie_env, cfg->cookie_file, 1, cookie, sizeof cookie,
                        err, sizeof err) != 0) {
@@ -270,10 +271,14 @@ int main(int argc, char **argv) {
     sctx = (started_ctx){http, grpc, gw, svc, cfg, NULL, 0};
     gateway_on_reload(gw, on_reload, &sctx);
     gateway_on_drain(gw, on_drain, &sctx);
+    /* Any transport's burst: once a second, trims when idle after 4 MiB were faulted in. */
+    heap = heap_janitor_start(1000, 4u << 20, 20, heap_usage_now(), err, sizeof err);
+    if (!heap) log_warn("%s: freed heap stays with the process", err);
     rc = gateway_run(gw, on_started, &sctx) == 0 ? 0 : 1;
     sdnotify_stopping();
     log_info("stopped");
 out:
+    heap_janitor_stop(heap);
     /* gateway_run failed every pending call (CALL_SHUTDOWN): stop the servers, then the gateway. */
     grpc_api_stop(grpc);
     http_api_stop(http);
