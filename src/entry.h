@@ -17,30 +17,37 @@
 #include "gateway.h"
 #include "log.h"
 #include "loop.h"
+#include "nodes.h"
 #include "routing.h"
 #include "supervisor.h"
 
-/* Threading: every function runs on the loop thread (the only writer of an entry's supervisor
- * fields) unless it says otherwise. The fields under "shared with API threads" are read by
- * other threads under host->mu and written by the loop under it. The gateway owns the entries'
- * memory (C-node instances in its groups, Erlang nodes on its list) and links them; an entry
- * owns its process, its output watches and its connection. */
+/* The record is opaque: other modules act on an entry only through these functions.
+ * Threading: every function runs on the loop thread (the only writer of an entry) unless it
+ * says otherwise; `_locked` ones may run on any thread and need host->mu held (they read or set
+ * what API threads share: state, connection, calls, requests). Ownership: the gateway owns the
+ * C-node arrays (entry_array_new/free, one per configured C-node); an entry_list owns its
+ * Erlang-node entries; an entry owns its process, its output watches and its connection. */
 
 #define ENTRY_OUTPUT_LINES_PER_S 100  /* output lines logged per second and process */
 #define ENTRY_OUTPUT_LINE_MAX    1024 /* bytes of one output line in the log */
 
 typedef struct entry entry;
+typedef struct entry_list entry_list;
 
-/* What entries act with: the gateway's shared parts, fixed for the gateway's life. */
+/* What entries act with: the gateway's shared parts, fixed for the gateway's life (the names
+ * from the start, the rest once the gateway has made them, before any entry starts). */
 typedef struct entry_host {
-    pthread_mutex_t *mu; /* guards the shared fields of every entry, and routing */
+    pthread_mutex_t *mu; /* guards the shared fields of every entry, routing and `ec`'s pids */
+    const config *cfg;   /* the gateway's (erl for children, peer_tick_time_ms) */
+    ei_cnode *ec;        /* the node, for fresh pids */
     loop *loop;
     conns *conns;
     routing *routing;
     events *events;
-    const char *cookie, *sname, *node_name; /* the gateway's, for the C-nodes' args and env */
-    const bool *shutting_down;              /* true once the gateway stops: no restarts */
-    void (*retire)(entry *e); /* takes an Erlang-node entry off the gateway's list for good */
+    entry_list *nodes; /* the Erlang nodes: an entry stopped for good is retired from it */
+    const char *cookie, *sname, *hostname, *node_name; /* the gateway's */
+    const char *child_home;    /* HOME with .erlang.cookie for child nodes */
+    const bool *shutting_down; /* true once the gateway stops: no restarts */
 } entry_host;
 
 /* What a supervised entry is. C-nodes come from the config; Erlang nodes come and go. */
@@ -50,74 +57,22 @@ typedef enum entry_kind {
     ENTRY_PEER,  /* another node of the cluster, connected for rpc or because it connected */
 } entry_kind;
 
-struct entry {
-    const config_cnode *cfg;
-    gateway *gw;              /* its gateway (for gateway_make_pid) */
-    const entry_host *host;   /* what it acts with */
-    log_limiter output_limit; /* its stdout/stderr lines in the log */
-    entry_kind kind;
-    unsigned instance;      /* C-nodes: 1..cfg->instances */
-    struct gw_group *group; /* C-nodes: the configured C-node it is an instance of (gateway's) */
-    entry *first;           /* C-nodes: its C-node's first instance, where waiting calls are held */
-    config_cnode own_cfg;   /* children and peers: their synthesized config (cfg points here) */
-    unsigned child_index;   /* children: N of <prefix>N */
-    bool removing;          /* being stopped for good: retire instead of restarting */
-    bool stop_requested;    /* gateway_stop_node asked; the loop acts on it (guarded by host->mu) */
-    bool retired;           /* off the list; freed once nothing refers to it (gw_free_retired) */
-    unsigned stop_stage;    /* SUPERVISOR_STOPPING: 0 asked to stop, 1 SIGTERM sent */
-    entry *next;            /* in gw->nodes (Erlang nodes only) */
-    entry *retired_next;    /* in gw->retired */
-    char *executable;       /* resolved path; NULL for adopt */
-    char sname[MAXATOMLEN];
-    char hostname[MAXATOMLEN];
-    char node[MAXNODELEN * 4]; /* the node name it has in the cluster */
-    char *ready_line;
-    /* supervisor (loop thread) */
-    supervisor_entry sup; /* phase, its deadline, restarts (supervisor's accessors) */
-    bool ready_seen;
-    bool kill_sent;
-    child *proc;
-    loop_watch *out_watch[2]; /* stdout, stderr */
-    conns_conn *conn;         /* its connection, owned by conns */
-    unsigned connect_generation;
-    unsigned connectors; /* conns_connect attempts not yet reported back: they hold `cn` */
-    /* shared with API threads: guarded by host->mu */
-    cnode_state state;
-    dist_conn *live;       /* the connection calls use; a reference is held */
-    routing_owner route;   /* its calls in flight and their counters (routing's accessors) */
-    routing_owner waiting; /* a C-node's first instance: calls held until an instance is up */
-    uint64_t ignored[DIST_CTL_KINDS]; /* control messages dropped on its closed connections */
-    uint64_t bytes_in, bytes_out;     /* received and sent on its closed connections */
-    unsigned calls_sent;              /* to this process since it started (calls_per_process) */
-    bool draining;          /* took its calls_per_process: no more calls, recycled when idle */
-    bool restart_requested; /* gateway_restart_cnode asked; the loop acts on it */
-    pid_t os_pid;
-    unsigned restarts;
-    char last_exit[96];
-    char last_error[192];
-    int64_t up_since_ms;
+/* The Erlang-node entries: listed ones (found by node name), and retired ones waiting until
+ * nothing refers to them. The gateway embeds it zeroed; its fields are entry.c's. Linked and
+ * searched under host->mu by any thread; unlinked and freed by the loop. */
+struct entry_list {
+    entry *head, *retired;
+    size_t count, retired_count;
 };
 
-/* "cnode" or "node", for log lines. */
-const char *entry_what(const entry *cn);
-/* True while an instance of the C-node whose first instance is `first` may still come up, so a
- * call may wait for it: none has failed or stopped for good. Caller holds host->mu. */
-bool entry_group_may_come_up_locked(const entry *first);
-/* Sets the state (under host->mu), logs the change and emits its event; no-op if unchanged. */
-void entry_set_state(entry *cn, cnode_state s);
-/* Drops the entry's connection from the call path (folding its counters in) and closes it. */
-void entry_disconnect(entry *cn);
+/* Life cycle (loop thread) */
+
 /* The entry is lost or failed to start: fails its calls, stops its process (SIGKILL with
  * `kill_now`, else SIGTERM), then decides on a restart. */
 void entry_down(entry *cn, bool kill_now, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* Reaps the process once it exited, records how and acts on it. True if it had exited. */
 bool entry_reap(entry *cn);
-/* An instance that is up takes the calls waiting for its C-node, oldest first, as many as
- * max_in_flight and calls_per_process leave room for. */
-void entry_flush_waiting(entry *cn);
-/* Its connection (cn->conn) is up: calls go through, those that waited for it are sent. */
-void entry_became_up(entry *cn);
 /* Starts it: spawns its process (or connects, for adopt and peers); STARTING. */
 void entry_start(entry *cn);
 /* Stops a child node for good: init:stop, then SIGTERM, then SIGKILL, each after half the
@@ -129,11 +84,134 @@ void entry_timers(entry *cn, int64_t now);
 void entry_service(entry *cn);
 /* A C-node instance a reload removed or replaced: stops once it has no call in flight. */
 void entry_retire_service(entry *cn);
-/* Tells a child node's `init` to stop, from a fresh pid (its connection must be there). */
-void entry_send_init_stop(entry *cn);
-/* Drops the connection reference and closes the connection, at gateway_free. */
-void entry_close(entry *cn);
-/* Frees an Erlang-node entry (calloc'ed) and what it holds. */
+
+/* Set-up and tear-down */
+
+/* An array of `n` zeroed C-node entries (one configured C-node's instances), or NULL. */
+entry *entry_array_new(unsigned n);
+/* Instance i (0-based) of the array that starts with `first`. */
+entry *entry_at(entry *first, unsigned i);
+/* Sets up instance `instance` (1-based) of C-node `cfg` in the array `first` (from
+ * entry_array_new), owned by the gateway's `group`: its node name, ready line, resolved
+ * executable. Not started. Returns 0, or -1 with err. Loop thread or before the loop runs. */
+int entry_init_cnode(entry *first, unsigned instance, const entry_host *h, const config_cnode *cfg,
+                     void *group, char *err, size_t err_len);
+/* Frees an array of `n` C-node entries and what each holds (closing its connection). */
+void entry_array_free(entry *first, unsigned n);
+/* A new Erlang-node entry for `node`, not linked yet (any thread); children (numbered
+ * `child_index`) get their `erl` process spec. NULL when out of memory or `erl` is missing. */
+entry *entry_new_node(const entry_host *h, entry_kind kind, const char *node, unsigned child_index);
+/* Frees an Erlang-node entry that was never linked. */
 void entry_free(entry *cn);
+
+/* What it is (any thread: fixed at set-up) */
+
+entry_kind entry_kind_of(const entry *cn);
+const config_cnode *entry_cfg(const entry *cn);
+/* Its node name in the cluster. */
+const char *entry_node(const entry *cn);
+/* C-nodes: 1..instances; 0 for Erlang nodes. */
+unsigned entry_instance(const entry *cn);
+/* C-nodes: the group given to entry_init_cnode. */
+void *entry_group(const entry *cn);
+/* Its calls in flight (routing's owner), for the replies its connection brings. */
+routing_owner *entry_route(entry *cn);
+
+/* The Erlang-node list */
+
+/* The listed entry for `node`, or NULL. Caller holds host->mu; the entry stays valid while it
+ * does (only the loop retires entries, under mu). */
+entry *entry_list_find_locked(const entry_list *l, const char *node);
+/* Links `cn` (from entry_new_node), or frees it and returns the entry already listed for its
+ * node (another thread made it meanwhile: one entry per node). Caller holds host->mu. */
+entry *entry_list_link_locked(entry_list *l, entry *cn);
+/* The first listed entry (takes mu), or NULL; then entry_list_next. Loop thread. */
+entry *entry_list_first(const entry_host *h);
+entry *entry_list_next(const entry *cn);
+/* Frees retired entries no connector attempt and no spawn request refers to. Loop thread. */
+void entry_list_free_retired(entry_list *l, const entry_host *h, nodes_spawns *spawns);
+/* Listed and retired entries in memory. Caller holds host->mu. */
+void entry_list_counts_locked(const entry_list *l, size_t *listed, size_t *retired);
+/* Children listed and not being stopped. Caller holds host->mu. */
+size_t entry_list_children_locked(const entry_list *l);
+/* A snapshot of every listed node: how many, with *out malloc'd (caller frees), or -1. Caller
+ * holds host->mu. */
+int entry_list_info_locked(const entry_list *l, gateway_node_info **out);
+/* Closes and frees every entry, listed and retired (gateway_free). */
+void entry_list_free(entry_list *l);
+
+/* Shared state, read and changed by API threads: the caller holds host->mu */
+
+/* The connection calls use, or NULL (no reference taken). */
+dist_conn *entry_live_locked(const entry *cn);
+/* The instance a call goes to: the least loaded one that is up and takes calls, or NULL. */
+entry *entry_pick_instance_locked(entry *first);
+/* Registers call `c` on instance `cn` unless it is at max_in_flight or its connection has more
+ * than `backlog_max` bytes waiting; on GATEWAY_OK *dc is its connection, referenced (the caller
+ * sends, then unrefs) and the call counts towards calls_per_process. */
+gateway_error entry_take_call_locked(entry *cn, call *c, size_t backlog_max, dist_conn **dc);
+/* No instance of C-node `first` is up: holds the call (its message, prefix + msg, copied to
+ * c->outbox) until one is (entry_flush_waiting) or its deadline passes. UNAVAILABLE when none
+ * may come up or max_waiting is 0, OVERLOADED when max_waiting calls already wait. */
+gateway_error entry_hold_call_locked(entry *first, call *c, const char *prefix, size_t plen,
+                                     const char *msg, size_t msg_len);
+/* An Erlang node takes an rpc: it is neither being stopped nor down (connected, or starting). */
+bool entry_takes_rpc_locked(const entry *cn);
+/* A child, or a connected peer. */
+bool entry_node_known_locked(const entry *cn);
+/* Asks the loop to stop a child node for good; false when `cn` is not a child or already
+ * stopping. */
+bool entry_request_stop_locked(entry *cn);
+/* Asks the loop to restart every instance of C-node `first`. */
+void entry_group_request_restart_locked(entry *first);
+/* Every instance of C-node `first` that should run runs (up, or stopped for good). */
+bool entry_group_ready_locked(const entry *first);
+/* Marks every instance of C-node `first` as removed by a reload: stopped for good. */
+void entry_group_set_removing_locked(entry *first);
+/* True once nothing of it runs or refers to it: process reaped, connection closed, connector
+ * attempts reported, calls ended. */
+bool entry_done_locked(const entry *cn);
+/* Fills `out` from one instance, its uptime as of `now`. */
+void entry_info_locked(const entry *cn, int64_t now, gateway_cnode_info *out);
+/* A C-node's snapshot: its first instance's, with the counters summed, the best state, and the
+ * calls that ended while waiting. */
+void entry_group_info_locked(const entry *first, gateway_cnode_info *out);
+
+/* Connections (loop thread) */
+
+/* conns: a connector's attempt for `cn` ended, with fd or error; stale generations are dropped. */
+void entry_on_connected(entry *cn, unsigned generation, int fd, const char *peer,
+                        const char *error);
+/* True when a connection in from its node is expected now (a `back` C-node just spawned). */
+bool entry_expects_connection(const entry *cn);
+/* A `back` C-node connected in: up once its ready line came too. */
+void entry_connected_back(entry *cn, conns_conn *c);
+/* A peer connected in: it serves this entry, unless the entry has a connection already (then
+ * the new one is closed). */
+void entry_peer_connected(entry *cn, conns_conn *c);
+/* routing: a gen_call ended with its monitor open: DEMONITOR_P on its entry's connection.
+ * `ctx` is the entry_host. */
+void entry_on_monitor_end(call *c, routing_owner *o, void *ctx);
+
+/* Supervision (loop thread) */
+
+/* True while it waits to be started for the first time. */
+bool entry_idle(const entry *cn);
+/* Takes the stop request of gateway_stop_node: true once, when one is pending. */
+bool entry_take_stop_request(entry *cn);
+/* nodes_spawns: a child as the spawn tracker sees it. */
+void entry_child_status(const void *child, nodes_child_status *out);
+/* The gateway stops: its calls fail (CALL_SHUTDOWN), its connection closes, C-nodes and peers
+ * get SIGTERM, children init:stop (SIGTERM from entry_stop_wait). */
+void entry_stop_begin(entry *cn);
+/* `waited` ms after entry_stop_begin: reaps, escalates (SIGTERM at half the shutdown timeout,
+ * SIGKILL at it). True while its process still runs. */
+bool entry_stop_wait(entry *cn, int64_t waited);
+/* The stop is over: STOPPED. */
+void entry_stop_end(entry *cn);
+/* Makes a fresh pid of the node (any thread; takes host->mu). */
+void entry_host_make_pid(const entry_host *h, erlang_pid *pid);
+/* Fails the calls waiting for C-node `first` (a reload removed or replaced it). */
+void entry_fail_waiting(entry *first, const char *detail);
 
 #endif

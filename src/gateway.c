@@ -22,7 +22,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "child.h"
 #include "conns.h"
 #include "dist.h"
 #include "entry.h"
@@ -33,8 +32,6 @@
 #include "nodes.h"
 #include "routing.h"
 #include "sdnotify.h"
-#include "supervisor.h"
-#include "template.h"
 
 #define GW_SWEEP_MS 50 /* supervisor timers and ticks are checked this often */
 /* Calls and casts to a C-node with this much input waiting get 503 overloaded (backpressure). */
@@ -104,10 +101,7 @@ struct gateway {
     gw_group **groups; /* the configured C-nodes, in config order: changed by the loop under mu */
     size_t group_count;
     gw_group *retired_groups; /* removed or replaced by a reload, still stopping (loop thread) */
-    entry *nodes;         /* Erlang nodes: prepended under mu by any thread, unlinked by the loop */
-    entry *retired;       /* unlinked entries (loop thread), freed by gw_free_retired */
-    size_t retired_count; /* entries on gw->retired (guarded by mu) */
-    size_t node_count;    /* entries on gw->nodes (guarded by mu) */
+    entry_list nodes;         /* Erlang nodes: linked under mu by any thread, retired by the loop */
     unsigned child_max_index;
     char *child_home;     /* private HOME holding .erlang.cookie for child nodes */
     nodes_spawns *spawns; /* POST /nodes requests in progress */
@@ -128,39 +122,8 @@ static void gw_wake(gateway *gw) {
     loop_wake(gw->loop);
 }
 
-/* Looks for a bare executable name beside nodexd, then in ../libexec/nodex. */
-static char *gw_resolve_executable(const char *name, char *err, size_t err_len) {
-    if (strchr(name, '/')) {
-        if (access(name, X_OK) == 0) return strdup(name);
-        snprintf(err, err_len, "executable %s: %s", name, strerror(errno));
-        return NULL;
-    }
-    char self[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-    if (n > 0) {
-        self[n] = '\0';
-        char *slash = strrchr(self, '/');
-        if (slash) *slash = '\0';
-        const char *const dirs[] = {"%s/%s", "%s/../libexec/nodex/%s"};
-        for (size_t i = 0; i < 2; i++) {
-            char path[PATH_MAX * 2];
-            snprintf(path, sizeof path, dirs[i], self, name);
-            if (access(path, X_OK) == 0) return realpath(path, NULL);
-        }
-    }
-    snprintf(err, err_len, "executable %s: not found beside nodexd or in ../libexec/nodex", name);
-    return NULL;
-}
-
 /* ------------------------------------------------------------------------------------------ */
 /* Entries: configured C-nodes, then Erlang nodes */
-
-static entry *gw_nodes_head(gateway *gw) {
-    pthread_mutex_lock(&gw->mu);
-    entry *head = gw->nodes;
-    pthread_mutex_unlock(&gw->mu);
-    return head;
-}
 
 /* The group after `g` (NULL: the first): the configured ones, then those still stopping. */
 static gw_group *gw_group_next(gateway *gw, const gw_group *g) {
@@ -175,49 +138,18 @@ static entry *gw_entry_next(gateway *gw, entry *prev) {
     gw_group *g;
     if (!prev) {
         g = gw_group_next(gw, NULL);
-    } else if (prev->kind == ENTRY_CNODE) {
-        if (prev->instance < prev->group->cfg->instances) return &prev->group->inst[prev->instance];
-        g = gw_group_next(gw, prev->group);
+    } else if (entry_kind_of(prev) == ENTRY_CNODE) {
+        gw_group *pg = entry_group(prev);
+        unsigned i = entry_instance(prev); /* 1-based: the next one's index */
+        if (i < pg->cfg->instances) return entry_at(pg->inst, i);
+        g = gw_group_next(gw, pg);
     } else {
-        return prev->next;
+        return entry_list_next(prev);
     }
-    return g ? &g->inst[0] : gw_nodes_head(gw);
+    return g ? g->inst : entry_list_first(&gw->host);
 }
 
 static void gw_group_free(gw_group *g);
-
-/* Takes an Erlang-node entry off the list for good: no thread can find it from now on. Its
- * connection (a child that exited before its connection was seen lost) is closed and its calls
- * failed; the memory goes once no connector attempt refers to it (gw_free_retired). Loop
- * thread. */
-static void gw_entry_retire(entry *cn) {
-    gateway *gw = cn->gw;
-    if (cn->kind == ENTRY_CNODE || cn->retired) return;
-    cn->connect_generation++;
-    entry_disconnect(cn);
-    routing_fail_owner(gw->routing, &cn->route, CALL_UNAVAILABLE, "the node was forgotten");
-    pthread_mutex_lock(&gw->mu);
-    for (entry **pp = &gw->nodes; *pp; pp = &(*pp)->next) {
-        if (*pp == cn) {
-            *pp = cn->next;
-            gw->node_count--;
-            break;
-        }
-    }
-    cn->retired = true;
-    gw->retired_count++;
-    pthread_mutex_unlock(&gw->mu);
-    cn->retired_next = gw->retired;
-    gw->retired = cn;
-    log_info("node %s: forgotten", cn->node);
-}
-
-/* Finds an Erlang-node entry by node name (caller holds mu). */
-static entry *gw_find_node_locked(gateway *gw, const char *node) {
-    for (entry *cn = gw->nodes; cn; cn = cn->next)
-        if (strcmp(cn->node, node) == 0) return cn;
-    return NULL;
-}
 
 /* ------------------------------------------------------------------------------------------ */
 /* Supervisor */
@@ -228,78 +160,21 @@ static entry *gw_cnode_by_node(gateway *gw, const char *node) {
         gw_group *g = gw->groups[i];
         if (g->cfg->direction != CNODE_DIRECTION_BACK) continue;
         for (unsigned k = 0; k < g->cfg->instances; k++)
-            if (strcmp(g->inst[k].node, node) == 0) return &g->inst[k];
+            if (strcmp(entry_node(entry_at(g->inst, k)), node) == 0) return entry_at(g->inst, k);
     }
     return NULL;
 }
 
-/* Makes an Erlang-node entry, not linked yet (any thread). Children get a process spec; peers
- * are connected to (or were accepted). Returns NULL when out of memory or when the child's
- * `erl` cannot be found. */
-static entry *gw_node_entry_make(gateway *gw, entry_kind kind, const char *node) {
-    entry *cn = calloc(1, sizeof *cn);
-    if (!cn) return NULL;
-    config_cnode *o = &cn->own_cfg;
-    cn->gw = gw;
-    cn->host = &gw->host;
-    log_limiter_init(&cn->output_limit, ENTRY_OUTPUT_LINES_PER_S, 1000);
-    cn->kind = kind;
-    cn->cfg = o;
-    routing_owner_init(&cn->route, o, cn->node);
-    supervisor_entry_init(&cn->sup);
-    cn->state = CNODE_STARTING;
-    snprintf(cn->node, sizeof cn->node, "%s", node);
-    const char *at = strchr(node, '@');
-    snprintf(cn->sname, sizeof cn->sname, "%.*s", at ? (int)(at - node) : 0, node);
-    snprintf(cn->hostname, sizeof cn->hostname, "%s", at ? at + 1 : "");
-    if (nodes_config(gw->cfg, kind == ENTRY_CHILD, node, gw->child_home, o, &cn->executable,
-                     &cn->ready_line) != 0) {
-        entry_free(cn);
-        return NULL;
-    }
-    return cn;
-}
-
-/* Links an entry from gw_node_entry_make, or frees it and returns the entry that already exists
- * for its node (another thread made it meanwhile: one entry per node). Caller holds mu; the
- * entry stays valid while it does (only the loop retires entries, under mu). */
-static entry *gw_node_entry_link_locked(gateway *gw, entry *cn) {
-    entry *existing = gw_find_node_locked(gw, cn->node);
-    if (existing) {
-        entry_free(cn);
-        return existing;
-    }
-    cn->next = gw->nodes;
-    gw->nodes = cn;
-    gw->node_count++;
-    return cn;
-}
-
-/* gw_node_entry_make and link. Loop thread (the pointer stays valid: only it retires). */
-static entry *gw_node_entry_new(gateway *gw, entry_kind kind, const char *node) {
-    entry *cn = gw_node_entry_make(gw, kind, node);
+/* A new Erlang-node entry, linked (or the one already listed for its node). Loop thread (the
+ * pointer stays valid: only it retires). */
+static entry *gw_node_entry_new(gateway *gw, entry_kind kind, const char *node,
+                                unsigned child_index) {
+    entry *cn = entry_new_node(&gw->host, kind, node, child_index);
     if (!cn) return NULL;
     pthread_mutex_lock(&gw->mu);
-    cn = gw_node_entry_link_locked(gw, cn);
+    cn = entry_list_link_locked(&gw->nodes, cn);
     pthread_mutex_unlock(&gw->mu);
     return cn;
-}
-
-/* Frees retired entries no connector attempt refers to any more. A retired child has been
- * reported by the spawn tracker (stopped), which then no longer holds it. Loop thread. */
-static void gw_free_retired(gateway *gw) {
-    for (entry **pp = &gw->retired; *pp;) {
-        entry *cn = *pp;
-        if (cn->connectors || nodes_spawns_holds(gw->spawns, cn)) {
-            pp = &cn->retired_next;
-            continue;
-        }
-        *pp = cn->retired_next;
-        pthread_mutex_lock(&gw->mu);
-        gw->retired_count--;
-        pthread_mutex_unlock(&gw->mu);
-        entry_free(cn);
-    }
 }
 
 /* True once nothing of a retired group's runs or refers to it: processes reaped, connections
@@ -307,12 +182,8 @@ static void gw_free_retired(gateway *gw) {
 static bool gw_group_done(gateway *gw, const gw_group *g) {
     bool done = true;
     pthread_mutex_lock(&gw->mu);
-    for (unsigned i = 0; i < g->cfg->instances && done; i++) {
-        const entry *cn = &g->inst[i];
-        done = !cn->proc && !cn->conn && !cn->live && !cn->connectors &&
-               supervisor_entry_phase(&cn->sup) == SUPERVISOR_STOPPED &&
-               !routing_owner_in_flight(&cn->route) && !routing_owner_in_flight(&cn->waiting);
-    }
+    for (unsigned i = 0; i < g->cfg->instances && done; i++)
+        done = entry_done_locked(entry_at(g->inst, i));
     pthread_mutex_unlock(&gw->mu);
     return done;
 }
@@ -331,74 +202,40 @@ static void gw_free_retired_groups(gateway *gw) {
     }
 }
 
-/* Attaches a connection to its entry (both ways). Peers tick at their own net_ticktime, which
- * we cannot know: they get node.peer_tick_time_ms; C-nodes and children the tick time. */
-static void gw_attach(entry *cn, conns_conn *c) {
-    int64_t silence = cn->kind == ENTRY_PEER ? (int64_t)cn->gw->cfg->peer_tick_time_ms : 0;
-    conns_set_owner(c, cn, silence);
-    cn->conn = c;
-}
-
 /* A node connected in that is not a C-node of ours: a peer (an Erlang node, usually). If an
  * entry is already connecting to it, this connection serves it. */
 static void gw_accept_peer(gateway *gw, conns_conn *gc, const char *node) {
     pthread_mutex_lock(&gw->mu);
-    entry *cn = gw_find_node_locked(gw, node);
+    entry *cn = entry_list_find_locked(&gw->nodes, node);
     pthread_mutex_unlock(&gw->mu);
-    if (cn && cn->conn) {
-        log_warn("node %s connected twice; closing the new connection", node);
+    if (!cn && !(cn = gw_node_entry_new(gw, ENTRY_PEER, node, 0))) {
         conns_close(gw->conns, gc);
         return;
     }
-    if (!cn && !(cn = gw_node_entry_new(gw, ENTRY_PEER, node))) {
-        conns_close(gw->conns, gc);
-        return;
-    }
-    log_info("node %s connected", node);
-    cn->connect_generation++; /* a connector of ours still running is now stale */
-    gw_attach(cn, gc);
-    entry_became_up(cn);
+    entry_peer_connected(cn, gc);
 }
 
 /* conns: a connector's attempt for `owner` ended. */
 static void gw_on_connected(void *ctx, void *owner, unsigned generation, int fd, const char *peer,
                             const char *error) {
-    gateway *gw = ctx;
-    entry *cn = owner;
-    conns_conn *gc;
-    cn->connectors--;
-    bool current = !cn->retired && generation == cn->connect_generation &&
-                   supervisor_entry_phase(&cn->sup) == SUPERVISOR_CONNECTING;
-    if (!current) {
-        if (fd >= 0) ei_close_connection(fd);
-    } else if (fd < 0) {
-        entry_down(cn, cn->cfg->direction != CNODE_DIRECTION_ADOPT, "%s", error);
-    } else if ((gc = conns_add(gw->conns, fd, peer)) != NULL) {
-        gw_attach(cn, gc);
-        log_info("%s %s: connected to %s", entry_what(cn), cn->cfg->name, peer);
-        entry_became_up(cn);
-    } else {
-        entry_down(cn, true, "cannot watch the connection");
-    }
+    (void)ctx;
+    entry_on_connected(owner, generation, fd, peer, error);
 }
 
 /* conns: a node connected in: a `back` C-node we started, or a peer. */
 static void gw_on_accepted(void *ctx, int fd, const char *peer) {
     gateway *gw = ctx;
     entry *cn = gw_cnode_by_node(gw, peer);
-    if (cn && (supervisor_entry_phase(&cn->sup) != SUPERVISOR_SPAWNED || cn->conn)) {
+    if (cn && !entry_expects_connection(cn)) {
         log_warn("connection from %s while it is not expected; closed", peer);
         ei_close_connection(fd);
         return;
     }
     conns_conn *gc = conns_add(gw->conns, fd, peer);
-    if (gc && cn) {
-        gw_attach(cn, gc);
-        log_info("cnode %s: connected back from %s", cn->cfg->name, peer);
-        if (cn->ready_seen) entry_became_up(cn);
-    } else if (gc) {
+    if (gc && cn)
+        entry_connected_back(cn, gc);
+    else if (gc)
         gw_accept_peer(gw, gc, peer);
-    }
 }
 
 /* conns: the connection of `owner` is lost. The process usually exits right after its connection
@@ -410,20 +247,6 @@ static void gw_on_lost(void *ctx, void *owner, const char *peer, const char *why
 
 /* ------------------------------------------------------------------------------------------ */
 /* Replies */
-
-/* routing: a gen_call ended with its monitor open: DEMONITOR_P, so the target's node does not
- * keep one monitor per call for as long as the process lives. */
-static void gw_on_monitor_end(call *c, routing_owner *o, void *ctx) {
-    gateway *gw = ctx;
-    entry *cn = (entry *)(void *)((char *)o - offsetof(entry, route));
-    pthread_mutex_lock(&gw->mu);
-    dist_conn *dc = cn->live;
-    if (dc) dist_conn_ref(dc);
-    pthread_mutex_unlock(&gw->mu);
-    if (!dc) return;
-    dist_send_demonitor(dc, &c->pid, cn->cfg->registered_name, &c->ref);
-    dist_conn_unref(dc);
-}
 
 /* net_adm:ping/1 asks net_kernel {'$gen_call', {From, Tag}, {is_auth, Node}}: answer
  * {Tag, yes} to From, as an Erlang node does (Tag may be [alias | Ref]: copied verbatim). */
@@ -446,7 +269,7 @@ static void gw_on_message(void *ctx, conns_conn *gc, const dist_message *m) {
                       m->to_name ? m->to_name : "?", dc->peer);
         return;
     }
-    routing_on_message(gw->routing, owner ? &owner->route : NULL, m);
+    routing_on_message(gw->routing, owner ? entry_route(owner) : NULL, m);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -522,55 +345,17 @@ static void gw_on_wake(void *ctx) {
  * still runs at its shutdown timeout gets SIGKILL. Every process is reaped. */
 static void gw_stop_all(gateway *gw) {
     int64_t start = dist_now_ms();
-    for (entry *cn = gw_entry_next(gw, NULL); cn; cn = gw_entry_next(gw, cn)) {
-        cn->connect_generation++;
-        if (cn->kind == ENTRY_CHILD && cn->conn) entry_send_init_stop(cn);
-        entry_disconnect(cn);
-        routing_fail_owner(cn->gw->routing, &cn->route, CALL_SHUTDOWN,
-                           "the gateway is shutting down");
-        routing_fail_owner(cn->gw->routing, &cn->waiting, CALL_SHUTDOWN,
-                           "the gateway is shutting down");
-        cn->stop_stage = 0;
-        if (cn->proc && cn->kind != ENTRY_CHILD) {
-            child_signal(cn->proc, SIGTERM);
-            cn->stop_stage = 1;
-        }
-        supervisor_entry_stopping(&cn->sup, INT64_MAX); /* the loop's timers no longer run */
-    }
+    for (entry *cn = gw_entry_next(gw, NULL); cn; cn = gw_entry_next(gw, cn)) entry_stop_begin(cn);
     for (;;) {
         bool running = false;
         int64_t waited = dist_now_ms() - start;
-        for (entry *cn = gw_entry_next(gw, NULL); cn; cn = gw_entry_next(gw, cn)) {
-            if (!cn->proc) continue;
-            entry_reap(cn);
-            if (!cn->proc) continue;
-            running = true;
-            unsigned t = cn->cfg->shutdown_timeout_ms;
-            if (cn->stop_stage == 0 && waited >= t / 2) {
-                child_signal(cn->proc, SIGTERM);
-                cn->stop_stage = 1;
-            } else if (cn->stop_stage == 1 && waited >= t) {
-                log_warn("%s: did not stop in %u ms; SIGKILL", cn->cfg->name, t);
-                child_signal(cn->proc, SIGKILL);
-                cn->stop_stage = 2;
-            }
-        }
+        for (entry *cn = gw_entry_next(gw, NULL); cn; cn = gw_entry_next(gw, cn))
+            running |= entry_stop_wait(cn, waited);
         if (!running) break;
         usleep(10000);
     }
-    for (entry *cn = gw_entry_next(gw, NULL); cn; cn = gw_entry_next(gw, cn)) {
-        supervisor_entry_stopped(&cn->sup);
-        entry_set_state(cn, CNODE_STOPPED);
-    }
+    for (entry *cn = gw_entry_next(gw, NULL); cn; cn = gw_entry_next(gw, cn)) entry_stop_end(cn);
     conns_close_all(gw->conns);
-}
-
-/* nodes_spawns: a child as the spawn tracker sees it (loop thread, the writer of these). */
-static void gw_child_status(const void *child, nodes_child_status *out) {
-    const entry *cn = child;
-    out->state = cn->state;
-    out->node = cn->node;
-    out->last_error = cn->last_error;
 }
 
 /* Reports spawn requests whose children are all up, or of which one went down. */
@@ -581,7 +366,7 @@ static void gw_check_spawns(gateway *gw) {
 /* Starts every instance of a C-node. */
 static void gw_group_start(gw_group *g) {
     g->started = true;
-    for (unsigned i = 0; i < g->cfg->instances; i++) entry_start(&g->inst[i]);
+    for (unsigned i = 0; i < g->cfg->instances; i++) entry_start(entry_at(g->inst, i));
 }
 
 /* True while a group that is still stopping has an instance with one of `g`'s node names: the
@@ -590,7 +375,9 @@ static bool gw_group_blocked(gateway *gw, const gw_group *g) {
     for (const gw_group *old = gw->retired_groups; old; old = old->retired_next)
         for (unsigned i = 0; i < old->cfg->instances; i++)
             for (unsigned k = 0; k < g->cfg->instances; k++)
-                if (strcmp(old->inst[i].node, g->inst[k].node) == 0) return true;
+                if (strcmp(entry_node(entry_at(old->inst, i)), entry_node(entry_at(g->inst, k))) ==
+                    0)
+                    return true;
     return false;
 }
 
@@ -598,22 +385,20 @@ static bool gw_group_blocked(gateway *gw, const gw_group *g) {
 static void gw_service_entries(gateway *gw, int64_t now) {
     for (entry *cn = gw_entry_next(gw, NULL), *nx; cn; cn = nx) {
         nx = gw_entry_next(gw, cn);
-        if (cn->kind != ENTRY_CNODE) {
-            pthread_mutex_lock(&gw->mu);
-            bool stop = cn->stop_requested && !cn->removing;
-            pthread_mutex_unlock(&gw->mu);
-            if (stop) {
+        gw_group *g = entry_group(cn);
+        if (entry_kind_of(cn) != ENTRY_CNODE) {
+            if (entry_take_stop_request(cn)) {
                 entry_child_stop(cn);
                 continue;
             }
-            if (supervisor_entry_phase(&cn->sup) == SUPERVISOR_IDLE) {
+            if (entry_idle(cn)) {
                 entry_start(cn);
                 continue;
             }
-        } else if (cn->group->removed) {
+        } else if (g->removed) {
             entry_retire_service(cn);
-        } else if (!cn->group->started) {
-            if (cn->instance == 1 && !gw_group_blocked(gw, cn->group)) gw_group_start(cn->group);
+        } else if (!g->started) {
+            if (entry_instance(cn) == 1 && !gw_group_blocked(gw, g)) gw_group_start(g);
             continue; /* a reload's group waits until the one it replaces has stopped */
         } else {
             entry_service(cn);
@@ -629,7 +414,7 @@ static void gw_sweep(void *ctx) {
     int64_t now = dist_now_ms();
     gw_service_entries(gw, now);
     conns_tick(gw->conns, now);
-    if (gw->retired) gw_free_retired(gw);
+    entry_list_free_retired(&gw->nodes, &gw->host, gw->spawns);
     if (gw->retired_groups) gw_free_retired_groups(gw);
     loop_timer_arm(gw->sweep, now + GW_SWEEP_MS);
 }
@@ -639,12 +424,9 @@ int gateway_run(gateway *gw, void (*on_started)(void *ctx), void *ctx) {
     for (unsigned i = 0; i < gw->cfg->child_count; i++) {
         char node[MAXNODELEN * 4];
         nodes_child_name(gw->cfg, ++gw->child_max_index, gw->hostname, node, sizeof node);
-        entry *cn = gw_node_entry_new(gw, ENTRY_CHILD, node);
-        if (!cn)
+        if (!gw_node_entry_new(gw, ENTRY_CHILD, node, gw->child_max_index))
             log_error("cannot set up child node %s (is %s installed?)", node,
                       gw->cfg->erl_executable);
-        else
-            cn->child_index = gw->child_max_index;
     }
     gw_service_entries(gw, dist_now_ms());
     if (on_started) on_started(ctx);
@@ -737,88 +519,10 @@ static int gw_split_node(gateway *gw, const char *node, char *err, size_t err_le
     return 0;
 }
 
-static int gw_cnode_init(gateway *gw, entry *cn, const config_cnode *cfg, unsigned instance,
-                         char *err, size_t err_len) {
-    cn->cfg = cfg;
-    cn->gw = gw;
-    cn->host = &gw->host;
-    log_limiter_init(&cn->output_limit, ENTRY_OUTPUT_LINES_PER_S, 1000);
-    cn->instance = instance;
-    routing_owner_init(&cn->route, cfg, cn->node);
-    routing_owner_init(&cn->waiting, cfg, cn->node);
-    supervisor_entry_init(&cn->sup);
-    cn->state = CNODE_STARTING;
-    snprintf(cn->hostname, sizeof cn->hostname, "%s", cfg->hostname ? cfg->hostname : gw->hostname);
-    const template_var base[] = {{"name", cfg->name},
-                                 {"gateway_sname", gw->sname},
-                                 {"hostname", cn->hostname},
-                                 {"gateway_node", gw->node_name}};
-    char *sname =
-        template_expand(cfg->sname ? cfg->sname : "{gateway_sname}_{name}", base, 4, NULL);
-    if (!sname || strlen(sname) + 12 >= sizeof cn->sname) {
-        snprintf(err, err_len, "cnode %s: bad sname", cfg->name);
-        free(sname);
-        return -1;
-    }
-    /* A pool's instances need distinct node names: <sname>_<instance>. */
-    if (cfg->instances > 1)
-        snprintf(cn->sname, sizeof cn->sname, "%s_%u", sname, instance);
-    else
-        snprintf(cn->sname, sizeof cn->sname, "%s", sname);
-    free(sname);
-    const template_var vars[] = {{"name", cfg->name},
-                                 {"gateway_sname", gw->sname},
-                                 {"hostname", cn->hostname},
-                                 {"gateway_node", gw->node_name},
-                                 {"sname", cn->sname}};
-    if (cfg->node && cfg->instances > 1) {
-        snprintf(err, err_len, "cnode %s: `node` names one node, so `instances` must be 1",
-                 cfg->name);
-        return -1;
-    }
-    if (cfg->node) {
-        char *node = template_expand(cfg->node, vars, 5, NULL);
-        if (!node || strlen(node) >= sizeof cn->node || !strchr(node, '@')) {
-            snprintf(err, err_len, "cnode %s: bad node name", cfg->name);
-            free(node);
-            return -1;
-        }
-        snprintf(cn->node, sizeof cn->node, "%s", node);
-        free(node);
-    } else {
-        snprintf(cn->node, sizeof cn->node, "%s@%s", cn->sname, cn->hostname);
-    }
-    const template_var rvars[] = {{"name", cfg->name},        {"gateway_sname", gw->sname},
-                                  {"hostname", cn->hostname}, {"gateway_node", gw->node_name},
-                                  {"sname", cn->sname},       {"node", cn->node}};
-    cn->ready_line = template_expand(cfg->ready_line ? cfg->ready_line : "{sname}@{hostname} ready",
-                                     rvars, 6, NULL);
-    if (!cn->ready_line) {
-        snprintf(err, err_len, "cnode %s: bad ready_line", cfg->name);
-        return -1;
-    }
-    if (cfg->direction != CNODE_DIRECTION_ADOPT) {
-        char why[256];
-        cn->executable = gw_resolve_executable(cfg->executable, why, sizeof why);
-        if (!cn->executable) {
-            snprintf(err, err_len, "cnode %s: %s", cfg->name, why);
-            return -1;
-        }
-    }
-    return 0;
-}
-
 /* Frees a group and what its instances hold. */
 static void gw_group_free(gw_group *g) {
     if (!g) return;
-    for (unsigned i = 0; g->inst && i < g->cfg->instances; i++) {
-        entry *cn = &g->inst[i];
-        entry_close(cn);
-        child_free(cn->proc);
-        free(cn->executable);
-        free(cn->ready_line);
-    }
-    free(g->inst);
+    entry_array_free(g->inst, g->cfg->instances);
     free(g);
 }
 
@@ -826,15 +530,13 @@ static void gw_group_free(gw_group *g) {
 static gw_group *gw_group_new(gateway *gw, const config_cnode *cfg, char *err, size_t err_len) {
     gw_group *g = calloc(1, sizeof *g);
     if (g) g->cfg = cfg;
-    if (!g || !(g->inst = calloc(cfg->instances, sizeof *g->inst))) {
+    if (!g || !(g->inst = entry_array_new(cfg->instances))) {
         snprintf(err, err_len, "out of memory");
         free(g);
         return NULL;
     }
     for (unsigned i = 0; i < cfg->instances; i++) {
-        g->inst[i].group = g;
-        g->inst[i].first = &g->inst[0];
-        if (gw_cnode_init(gw, &g->inst[i], cfg, i + 1, err, err_len) != 0) {
+        if (entry_init_cnode(g->inst, i + 1, &gw->host, cfg, g, err, err_len) != 0) {
             gw_group_free(g);
             return NULL;
         }
@@ -858,11 +560,23 @@ gateway *gateway_new(const config *cfg, const char *cookie, char *err, size_t er
     }
     if (gw_split_node(gw, cfg->node_name, err, err_len) != 0) goto fail;
     if (!(gw->routing = routing_new(&gw->mu, gw->node_name)) ||
-        !(gw->spawns = nodes_spawns_new(gw_child_status))) {
+        !(gw->spawns = nodes_spawns_new(entry_child_status))) {
         snprintf(err, err_len, "out of memory");
         goto fail;
     }
-    routing_set_monitor_end(gw->routing, gw_on_monitor_end, gw);
+    /* What the entries act with; the loop, conns and child_home follow once made. */
+    gw->host = (entry_host){.mu = &gw->mu,
+                            .cfg = cfg,
+                            .ec = &gw->ec,
+                            .routing = gw->routing,
+                            .events = gw->events,
+                            .nodes = &gw->nodes,
+                            .cookie = gw->cookie,
+                            .sname = gw->sname,
+                            .hostname = gw->hostname,
+                            .node_name = gw->node_name,
+                            .shutting_down = &gw->shutting_down};
+    routing_set_monitor_end(gw->routing, entry_on_monitor_end, &gw->host);
     if (ei_init() != 0) {
         snprintf(err, err_len, "ei_init failed");
         goto fail;
@@ -934,16 +648,9 @@ gateway *gateway_new(const config *cfg, const char *cookie, char *err, size_t er
         snprintf(err, err_len, "out of memory");
         goto fail;
     }
-    gw->host = (entry_host){.mu = &gw->mu,
-                            .loop = gw->loop,
-                            .conns = gw->conns,
-                            .routing = gw->routing,
-                            .events = gw->events,
-                            .cookie = gw->cookie,
-                            .sname = gw->sname,
-                            .node_name = gw->node_name,
-                            .shutting_down = &gw->shutting_down,
-                            .retire = gw_entry_retire};
+    gw->host.loop = gw->loop;
+    gw->host.conns = gw->conns;
+    gw->host.child_home = gw->child_home;
     if (conns_start_acceptors(gw->conns, gw->listen_fd, GW_ACCEPTORS) != 0) {
         snprintf(err, err_len, "cannot start the acceptor threads");
         goto fail;
@@ -1017,17 +724,7 @@ void gateway_free(gateway *gw) {
         next = g->retired_next;
         gw_group_free(g);
     }
-    for (entry *cn = gw->nodes, *next; cn; cn = next) {
-        next = cn->next;
-        entry_close(cn);
-        entry_free(cn);
-    }
-    for (entry *cn = gw->retired, *next; cn; cn = next) {
-        next = cn->retired_next;
-        entry_close(cn);
-        entry_free(cn);
-    }
-    gw->nodes = gw->retired = NULL;
+    entry_list_free(&gw->nodes);
     nodes_spawns_free(gw->spawns);
     nodes_home_remove(gw->child_home);
     if (gw->conns) conns_close_all(gw->conns);
@@ -1051,50 +748,15 @@ void gateway_free(gateway *gw) {
 /* The call path (any thread) */
 
 void gateway_make_pid(gateway *gw, erlang_pid *pid) {
-    pthread_mutex_lock(&gw->mu);
-    ei_make_pid(&gw->ec, pid);
-    pthread_mutex_unlock(&gw->mu);
+    entry_host_make_pid(&gw->host, pid);
 }
 
 /* The first instance of the configured C-node `name`, or NULL. Caller holds mu, and uses the
  * entry only while it does: a reload may retire the group once it is released. */
 static entry *gw_find_cnode_locked(gateway *gw, const char *name) {
     for (size_t i = 0; i < gw->group_count; i++)
-        if (strcmp(gw->groups[i]->cfg->name, name) == 0) return &gw->groups[i]->inst[0];
+        if (strcmp(gw->groups[i]->cfg->name, name) == 0) return gw->groups[i]->inst;
     return NULL;
-}
-
-/* The instance a call goes to: the least loaded one that is up and takes calls, or NULL.
- * Caller holds mu. */
-static entry *gw_pick_instance(entry *first) {
-    entry *best = NULL;
-    for (unsigned i = 0; i < first->cfg->instances; i++) {
-        entry *cn = first + i;
-        if (cn->state != CNODE_UP || !cn->live || cn->draining) continue;
-        if (!best || routing_owner_in_flight(&cn->route) < routing_owner_in_flight(&best->route))
-            best = cn;
-    }
-    return best;
-}
-
-/* No instance is up: the call waits in the C-node's queue, its message kept in c->outbox,
- * until one comes up (entry_flush_waiting) or its deadline passes (504, ROUTING_NOT_SENT). */
-static gateway_error gw_call_wait_locked(gateway *gw, entry *first, call *c, const char *prefix,
-                                         size_t plen, const char *msg, size_t msg_len) {
-    const config_cnode *cfg = first->cfg;
-    if (!cfg->max_waiting || !entry_group_may_come_up_locked(first)) return GATEWAY_UNAVAILABLE;
-    if (routing_owner_in_flight(&first->waiting) >= cfg->max_waiting) return GATEWAY_OVERLOADED;
-    c->outbox = malloc(plen + msg_len ? plen + msg_len : 1);
-    if (!c->outbox) return GATEWAY_NO_MEMORY;
-    memcpy(c->outbox, prefix, plen);
-    memcpy(c->outbox + plen, msg, msg_len);
-    c->outbox_len = plen + msg_len;
-    if (routing_register_locked(gw->routing, &first->waiting, c) != 0) {
-        free(c->outbox);
-        c->outbox = NULL;
-        return GATEWAY_NO_MEMORY;
-    }
-    return GATEWAY_OK;
 }
 
 gateway_error gateway_call(gateway *gw, const char *name, call *c, const char *msg, size_t msg_len,
@@ -1110,7 +772,7 @@ gateway_error gateway_call(gateway *gw, const char *name, call *c, const char *m
         pthread_mutex_unlock(&gw->mu);
         return GATEWAY_NOT_FOUND;
     }
-    const config_cnode *cfg = first->cfg; /* configs outlive every call */
+    const config_cnode *cfg = entry_cfg(first); /* configs outlive every call */
     c->deadline_ms = now + (timeout_ms ? timeout_ms : cfg->call_timeout_ms);
     bool gen_call = cfg->protocol == CNODE_PROTOCOL_GEN_CALL;
     if (gen_call) {
@@ -1123,28 +785,19 @@ gateway_error gateway_call(gateway *gw, const char *name, call *c, const char *m
         ei_encode_pid(prefix, &plen, &c->pid);
         ei_encode_ref(prefix, &plen, &c->ref);
     }
-    entry *cn = gw_pick_instance(first);
+    entry *cn = entry_pick_instance_locked(first);
     gateway_error e = GATEWAY_OK;
-    dist_conn *dc = cn ? cn->live : NULL;
+    dist_conn *dc = NULL;
     bool waiting = false;
     if (gw->shutting_down || gw->draining)
         e = GATEWAY_SHUTTING_DOWN;
     else if (!cn && wait)
-        waiting = (e = gw_call_wait_locked(gw, first, c, prefix, (size_t)plen, msg, msg_len)) ==
+        waiting = (e = entry_hold_call_locked(first, c, prefix, (size_t)plen, msg, msg_len)) ==
                   GATEWAY_OK;
     else if (!cn)
         e = GATEWAY_UNAVAILABLE;
-    else if (routing_owner_in_flight(&cn->route) >= cfg->max_in_flight ||
-             dist_pending_bytes(dc) > GW_BACKLOG_SOFT_MAX)
-        e = GATEWAY_OVERLOADED; /* too many calls, or the C-node does not take its input */
-    else if (routing_register_locked(gw->routing, &cn->route, c) != 0)
-        e = GATEWAY_NO_MEMORY;
-    else {
-        dist_conn_ref(dc);
+    else if ((e = entry_take_call_locked(cn, c, GW_BACKLOG_SOFT_MAX, &dc)) == GATEWAY_OK)
         c->monitored = gen_call && cfg->monitor; /* the monitor goes out first, below */
-        if (cfg->calls_per_process && ++cn->calls_sent >= cfg->calls_per_process)
-            cn->draining = true; /* its last call: the next ones wait for the next process */
-    }
     /* The loop may be sleeping past this call's deadline if it is now the earliest. */
     bool wake = e == GATEWAY_OK && routing_next_deadline_locked(gw->routing) == c->deadline_ms;
     /* Once unlocked the loop may end (and its owner free) the call at any time: from here on
@@ -1178,9 +831,9 @@ gateway_error gateway_cast(gateway *gw, const char *name, const char *msg, size_
         pthread_mutex_unlock(&gw->mu);
         return GATEWAY_NOT_FOUND;
     }
-    const config_cnode *cfg = first->cfg;
-    entry *cn = gw_pick_instance(first);
-    dist_conn *dc = cn && !gw->shutting_down && !gw->draining ? cn->live : NULL;
+    const config_cnode *cfg = entry_cfg(first);
+    entry *cn = entry_pick_instance_locked(first);
+    dist_conn *dc = cn && !gw->shutting_down && !gw->draining ? entry_live_locked(cn) : NULL;
     bool behind = dc && dist_pending_bytes(dc) > GW_BACKLOG_SOFT_MAX;
     if (dc && !behind) dist_conn_ref(dc);
     ei_make_pid(&gw->ec, &from);
@@ -1204,68 +857,10 @@ size_t gateway_cnode_count(gateway *gw) {
     return n;
 }
 
-/* Fills `out` from one instance (caller holds mu). */
-static void gw_instance_info_locked(const entry *cn, int64_t now, gateway_cnode_info *out) {
-    out->name = cn->cfg->name;
-    out->instance = cn->instance;
-    out->instances = cn->cfg->instances;
-    out->instances_up = cn->state == CNODE_UP;
-    out->state = cn->state;
-    snprintf(out->node, sizeof out->node, "%s", cn->node);
-    out->os_pid = cn->os_pid;
-    out->restarts = cn->restarts;
-    snprintf(out->last_exit, sizeof out->last_exit, "%s", cn->last_exit);
-    snprintf(out->last_error, sizeof out->last_error, "%s", cn->last_error);
-    out->in_flight = routing_owner_in_flight(&cn->route);
-    out->uptime_ms = cn->state == CNODE_UP ? now - cn->up_since_ms : 0;
-    out->calls_total = routing_owner_calls_total(&cn->route);
-    out->waiting = routing_owner_in_flight(&cn->waiting);
-    for (int k = 0; k < DIST_CTL_KINDS; k++)
-        out->ignored_controls[k] =
-            cn->ignored[k] + (cn->live ? dist_ignored_count(cn->live, (dist_ignored_control)k) : 0);
-    out->dropped_messages = routing_owner_dropped(&cn->route);
-    out->stats = *routing_owner_stats(&cn->route);
-    memset(&out->waited, 0, sizeof out->waited);
-    out->bytes_in = cn->bytes_in + (cn->live ? dist_bytes_in(cn->live) : 0);
-    out->bytes_out = cn->bytes_out + (cn->live ? dist_bytes_out(cn->live) : 0);
-    out->direction = cn->cfg->direction;
-    out->protocol = cn->cfg->protocol;
-}
-
-/* A C-node's snapshot: a pool reads as its first instance, with the counters summed and the
- * best state (caller holds mu). */
-static void gw_group_info_locked(const entry *first, gateway_cnode_info *out) {
-    int64_t now = dist_now_ms();
-    gw_instance_info_locked(first, now, out);
-    /* A pool reads as its first instance, with the counters summed and the best state. */
-    for (unsigned i = 1; i < first->cfg->instances; i++) {
-        gateway_cnode_info one;
-        gw_instance_info_locked(first + i, now, &one);
-        out->instances_up += one.instances_up;
-        out->restarts += one.restarts;
-        out->in_flight += one.in_flight;
-        out->waiting += one.waiting;
-        for (int k = 0; k < DIST_CTL_KINDS; k++)
-            out->ignored_controls[k] += one.ignored_controls[k];
-        out->calls_total += one.calls_total;
-        out->dropped_messages += one.dropped_messages;
-        routing_stats_add(&out->stats, &one.stats);
-        out->bytes_in += one.bytes_in;
-        out->bytes_out += one.bytes_out;
-        if (out->state != CNODE_UP && one.state == CNODE_UP) {
-            out->state = CNODE_UP;
-            out->uptime_ms = one.uptime_ms;
-        }
-    }
-    out->waited = *routing_owner_stats(&first->waiting); /* calls never sent */
-    routing_stats_add(&out->stats, &out->waited);
-    out->instance = 0;
-}
-
 int gateway_cnode_info_at(gateway *gw, size_t index, gateway_cnode_info *out) {
     pthread_mutex_lock(&gw->mu);
     bool known = index < gw->group_count;
-    if (known) gw_group_info_locked(&gw->groups[index]->inst[0], out);
+    if (known) entry_group_info_locked(gw->groups[index]->inst, out);
     pthread_mutex_unlock(&gw->mu);
     return known ? 0 : -1;
 }
@@ -1275,7 +870,7 @@ int gateway_cnode_instance_at(gateway *gw, size_t index, unsigned instance,
     pthread_mutex_lock(&gw->mu);
     const gw_group *g = index < gw->group_count ? gw->groups[index] : NULL;
     bool known = g && instance >= 1 && instance <= g->cfg->instances;
-    if (known) gw_instance_info_locked(&g->inst[instance - 1], dist_now_ms(), out);
+    if (known) entry_info_locked(entry_at(g->inst, instance - 1), dist_now_ms(), out);
     pthread_mutex_unlock(&gw->mu);
     return known ? 0 : -1;
 }
@@ -1288,8 +883,7 @@ gateway_error gateway_restart_cnode(gateway *gw, const char *name) {
         return GATEWAY_NOT_FOUND;
     }
     bool stopping = gw->shutting_down || gw->draining;
-    for (unsigned i = 0; i < first->cfg->instances && !stopping; i++)
-        first[i].restart_requested = true;
+    if (!stopping) entry_group_request_restart_locked(first);
     pthread_mutex_unlock(&gw->mu);
     if (stopping) return GATEWAY_SHUTTING_DOWN;
     gw_wake(gw);
@@ -1299,7 +893,7 @@ gateway_error gateway_restart_cnode(gateway *gw, const char *name) {
 int gateway_cnode_info_by_name(gateway *gw, const char *name, gateway_cnode_info *out) {
     pthread_mutex_lock(&gw->mu);
     const entry *first = gw_find_cnode_locked(gw, name);
-    if (first) gw_group_info_locked(first, out);
+    if (first) entry_group_info_locked(first, out);
     pthread_mutex_unlock(&gw->mu);
     return first ? 0 : -1;
 }
@@ -1307,13 +901,8 @@ int gateway_cnode_info_by_name(gateway *gw, const char *name, gateway_cnode_info
 bool gateway_is_ready(gateway *gw) {
     bool ready = true;
     pthread_mutex_lock(&gw->mu);
-    for (size_t i = 0; i < gw->group_count && ready; i++) {
-        const gw_group *g = gw->groups[i];
-        for (unsigned k = 0; k < g->cfg->instances && ready; k++) {
-            cnode_state st = g->inst[k].state;
-            ready = st == CNODE_STOPPED || st == CNODE_UP; /* every one that should run runs */
-        }
-    }
+    for (size_t i = 0; i < gw->group_count && ready; i++)
+        ready = entry_group_ready_locked(gw->groups[i]->inst);
     if (gw->shutting_down || gw->draining) ready = false;
     pthread_mutex_unlock(&gw->mu);
     return ready;
@@ -1370,8 +959,10 @@ int gateway_reload_cnodes(gateway *gw, const config *next, gateway_reload_counts
             continue;
         }
         if (!(groups[i] = gw_group_new(gw, want, err, err_len))) {
+            /* The new ones, each in groups[] once (the analyzer assumes two slots may alias). */
             for (size_t k = 0; k < i; k++)
-                if (groups[k]->cfg == &next->cnodes[k]) gw_group_free(groups[k]);
+                if (groups[k]->cfg == &next->cnodes[k]) /* NOLINT(clang-analyzer-unix.Malloc) */
+                    gw_group_free(groups[k]);
             free(groups);
             return -1;
         }
@@ -1383,7 +974,7 @@ int gateway_reload_cnodes(gateway *gw, const config *next, gateway_reload_counts
         gw_group *g = was[i];
         if (gw_group_listed(groups, n, g)) continue;
         g->removed = true; /* from now on no call, cast or lookup finds it */
-        for (unsigned k = 0; k < g->cfg->instances; k++) g->inst[k].removing = true;
+        entry_group_set_removing_locked(g->inst);
         g->retired_next = gw->retired_groups;
         gw->retired_groups = g;
     }
@@ -1419,7 +1010,7 @@ int gateway_reload_cnodes(gateway *gw, const config *next, gateway_reload_counts
         char detail[160];
         snprintf(detail, sizeof detail, "C-node %.64s was %s by a reload", g->cfg->name,
                  replaced ? "reconfigured" : "removed");
-        routing_fail_owner(gw->routing, &g->inst[0].waiting, CALL_UNAVAILABLE, detail);
+        entry_fail_waiting(g->inst, detail);
     }
     free(was);
     loop_timer_arm(gw->sweep, 0); /* new groups start, old ones stop, in this iteration */
@@ -1451,23 +1042,22 @@ gateway_error gateway_rpc(gateway *gw, const char *node, call *c, const char *mo
     /* Everything about the entry happens under mu: the loop retires (and later frees) entries
      * under it, so the pointer is not used once it is released. */
     pthread_mutex_lock(&gw->mu);
-    entry *cn = gw_find_node_locked(gw, node);
+    entry *cn = entry_list_find_locked(&gw->nodes, node);
     if (!cn && !gw->shutting_down && !gw->draining) {
         /* Not known yet: connect on demand (the loop starts it). */
         pthread_mutex_unlock(&gw->mu);
-        entry *fresh = gw_node_entry_make(gw, ENTRY_PEER, node);
+        entry *fresh = entry_new_node(&gw->host, ENTRY_PEER, node, 0);
         pthread_mutex_lock(&gw->mu);
-        if (fresh) cn = gw_node_entry_link_locked(gw, fresh); /* or the one a racer made */
+        if (fresh) cn = entry_list_link_locked(&gw->nodes, fresh); /* or the one a racer made */
         if (!cn) e = GATEWAY_NO_MEMORY;
     }
     if (e == GATEWAY_OK && (gw->shutting_down || gw->draining))
         e = GATEWAY_SHUTTING_DOWN;
-    else if (e == GATEWAY_OK &&
-             (cn->removing || cn->stop_requested || (!cn->live && cn->state != CNODE_STARTING)))
+    else if (e == GATEWAY_OK && !entry_takes_rpc_locked(cn))
         e = GATEWAY_UNAVAILABLE;
     if (e == GATEWAY_OK) {
-        c->deadline_ms = dist_now_ms() + (timeout_ms ? timeout_ms : cn->cfg->call_timeout_ms);
-        dc = cn->live;
+        c->deadline_ms = dist_now_ms() + (timeout_ms ? timeout_ms : entry_cfg(cn)->call_timeout_ms);
+        dc = entry_live_locked(cn);
         if (!dc) { /* waits in the call until the node is connected */
             c->outbox = x.buff;
             c->outbox_len = (size_t)x.index;
@@ -1475,7 +1065,7 @@ gateway_error gateway_rpc(gateway *gw, const char *node, call *c, const char *mo
         } else {
             dist_conn_ref(dc);
         }
-        if (routing_register_locked(gw->routing, &cn->route, c) != 0) {
+        if (routing_register_locked(gw->routing, entry_route(cn), c) != 0) {
             e = GATEWAY_NO_MEMORY;
             if (!dc) { /* hand the message back: the call is not registered */
                 x.buff = c->outbox;
@@ -1502,50 +1092,30 @@ gateway_error gateway_rpc(gateway *gw, const char *node, call *c, const char *mo
 
 bool gateway_node_known(gateway *gw, const char *node) {
     pthread_mutex_lock(&gw->mu);
-    const entry *cn = gw_find_node_locked(gw, node);
-    bool known = cn && (cn->kind == ENTRY_CHILD || cn->live);
+    const entry *cn = entry_list_find_locked(&gw->nodes, node);
+    bool known = cn && entry_node_known_locked(cn);
     pthread_mutex_unlock(&gw->mu);
     return known;
 }
 
 void gateway_node_entries(gateway *gw, size_t *listed, size_t *retired) {
     pthread_mutex_lock(&gw->mu);
-    *listed = gw->node_count;
-    *retired = gw->retired_count;
+    entry_list_counts_locked(&gw->nodes, listed, retired);
     pthread_mutex_unlock(&gw->mu);
 }
 
 int gateway_list_nodes(gateway *gw, gateway_node_info **out) {
     pthread_mutex_lock(&gw->mu);
-    size_t n = 0;
-    for (entry *cn = gw->nodes; cn; cn = cn->next) n++;
-    gateway_node_info *list = calloc(n ? n : 1, sizeof *list);
-    if (!list) {
-        pthread_mutex_unlock(&gw->mu);
-        return -1;
-    }
-    size_t i = 0;
-    for (entry *cn = gw->nodes; cn; cn = cn->next, i++) {
-        gateway_node_info *ni = &list[i];
-        snprintf(ni->node, sizeof ni->node, "%s", cn->node);
-        ni->connected = cn->live != NULL;
-        ni->child = cn->kind == ENTRY_CHILD;
-        ni->state = cn->state;
-        ni->os_pid = cn->os_pid;
-        ni->restarts = cn->restarts;
-    }
+    int n = entry_list_info_locked(&gw->nodes, out);
     pthread_mutex_unlock(&gw->mu);
-    *out = list;
-    return (int)n;
+    return n;
 }
 
 gateway_error gateway_spawn_nodes(gateway *gw, unsigned count, gateway_spawn_fn done, void *ctx) {
     nodes_spawn *r = nodes_spawn_new(count, done, ctx);
     if (!r) return GATEWAY_NO_MEMORY;
     pthread_mutex_lock(&gw->mu);
-    size_t children = 0;
-    for (entry *cn = gw->nodes; cn; cn = cn->next)
-        children += cn->kind == ENTRY_CHILD && !cn->removing && !cn->stop_requested;
+    size_t children = entry_list_children_locked(&gw->nodes);
     gateway_error e = GATEWAY_OK;
     if (gw->shutting_down || gw->draining)
         e = GATEWAY_SHUTTING_DOWN;
@@ -1564,17 +1134,16 @@ gateway_error gateway_spawn_nodes(gateway *gw, unsigned count, gateway_spawn_fn 
     for (unsigned i = 0; made && i < count; i++) {
         char node[MAXNODELEN * 4];
         nodes_child_name(gw->cfg, first + i, gw->hostname, node, sizeof node);
-        if (!(made[i] = gw_node_entry_make(gw, ENTRY_CHILD, node))) {
+        if (!(made[i] = entry_new_node(&gw->host, ENTRY_CHILD, node, first + i))) {
             e = GATEWAY_UNAVAILABLE; /* `erl` not found, or out of memory */
             break;
         }
-        made[i]->child_index = first + i;
     }
     if (!made) e = GATEWAY_NO_MEMORY;
     pthread_mutex_lock(&gw->mu);
     if (e == GATEWAY_OK && gw->shutting_down) e = GATEWAY_SHUTTING_DOWN;
     for (unsigned i = 0; e == GATEWAY_OK && i < count; i++)
-        nodes_spawn_add(r, gw_node_entry_link_locked(gw, made[i]));
+        nodes_spawn_add(r, entry_list_link_locked(&gw->nodes, made[i]));
     if (e == GATEWAY_OK) nodes_spawns_submit(gw->spawns, r);
     pthread_mutex_unlock(&gw->mu);
     if (e != GATEWAY_OK) {
@@ -1588,10 +1157,8 @@ gateway_error gateway_spawn_nodes(gateway *gw, unsigned count, gateway_spawn_fn 
 
 gateway_error gateway_stop_node(gateway *gw, const char *node) {
     pthread_mutex_lock(&gw->mu);
-    entry *cn = gw_find_node_locked(gw, node);
-    gateway_error e =
-        cn && cn->kind == ENTRY_CHILD && !cn->removing ? GATEWAY_OK : GATEWAY_NOT_FOUND;
-    if (e == GATEWAY_OK) cn->stop_requested = true;
+    entry *cn = entry_list_find_locked(&gw->nodes, node);
+    gateway_error e = cn && entry_request_stop_locked(cn) ? GATEWAY_OK : GATEWAY_NOT_FOUND;
     pthread_mutex_unlock(&gw->mu);
     if (e == GATEWAY_OK) gw_wake(gw);
     return e;

@@ -1,4 +1,4 @@
-/* gateway: the hidden Erlang node: event loop, C-node supervision and the multiplexed call path. */
+/* gateway: the hidden Erlang node: the composition of loop, entries, connections and routing. */
 #ifndef NODEX_GATEWAY_H
 #define NODEX_GATEWAY_H
 
