@@ -22,6 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cnodes.h"
 #include "conns.h"
 #include "dist.h"
 #include "entry.h"
@@ -58,20 +59,6 @@ const char *gateway_error_code(gateway_error e) {
     return gateway_error_codes[e];
 }
 
-typedef struct gw_group gw_group;
-
-/* A configured C-node: its instances, made from one config_cnode. A reload that removes or
- * changes it takes it off gw->groups (no thread finds it from then on) and onto gw->retired_groups,
- * where its instances finish their calls in flight and stop; it is freed once all have. */
-struct gw_group {
-    const config_cnode *cfg; /* lives as long as the process (configs are kept until exit) */
-    entry *inst;             /* cfg->instances entries */
-    size_t index;            /* in gw->groups while not removed */
-    bool removed;            /* on gw->retired_groups (loop thread; set under mu) */
-    bool started;            /* its instances were started (loop thread) */
-    gw_group *retired_next;
-};
-
 struct gateway {
     const config *cfg;
     ei_cnode ec;         /* the node: pids, refs, the acceptors' handshakes */
@@ -98,10 +85,8 @@ struct gateway {
     int64_t watchdog_ms;
     conns *conns; /* distribution connections, acceptors and connectors */
     atomic_bool stop_requested;
-    gw_group **groups; /* the configured C-nodes, in config order: changed by the loop under mu */
-    size_t group_count;
-    gw_group *retired_groups; /* removed or replaced by a reload, still stopping (loop thread) */
-    entry_list nodes;         /* Erlang nodes: linked under mu by any thread, retired by the loop */
+    cnodes *cnodes;   /* the configured C-nodes */
+    entry_list nodes; /* Erlang nodes: linked under mu by any thread, retired by the loop */
     unsigned child_max_index;
     char *child_home;     /* private HOME holding .erlang.cookie for child nodes */
     nodes_spawns *spawns; /* POST /nodes requests in progress */
@@ -125,44 +110,12 @@ static void gw_wake(gateway *gw) {
 /* ------------------------------------------------------------------------------------------ */
 /* Entries: configured C-nodes, then Erlang nodes */
 
-/* The group after `g` (NULL: the first): the configured ones, then those still stopping. */
-static gw_group *gw_group_next(gateway *gw, const gw_group *g) {
-    if (!g) return gw->group_count ? gw->groups[0] : gw->retired_groups;
-    if (g->removed) return g->retired_next;
-    return g->index + 1 < gw->group_count ? gw->groups[g->index + 1] : gw->retired_groups;
-}
-
 /* The entry after `prev` (NULL: the first): every C-node instance, then the Erlang nodes. Loop
  * thread: the only one that adds groups, unlinks entries and frees either. */
 static entry *gw_entry_next(gateway *gw, entry *prev) {
-    gw_group *g;
-    if (!prev) {
-        g = gw_group_next(gw, NULL);
-    } else if (entry_kind_of(prev) == ENTRY_CNODE) {
-        gw_group *pg = entry_group(prev);
-        unsigned i = entry_instance(prev); /* 1-based: the next one's index */
-        if (i < pg->cfg->instances) return entry_at(pg->inst, i);
-        g = gw_group_next(gw, pg);
-    } else {
-        return entry_list_next(prev);
-    }
-    return g ? g->inst : entry_list_first(&gw->host);
-}
-
-static void gw_group_free(gw_group *g);
-
-/* ------------------------------------------------------------------------------------------ */
-/* Supervisor */
-
-/* The configured `back` C-node instance named `node` (loop thread). */
-static entry *gw_cnode_by_node(gateway *gw, const char *node) {
-    for (size_t i = 0; i < gw->group_count; i++) {
-        gw_group *g = gw->groups[i];
-        if (g->cfg->direction != CNODE_DIRECTION_BACK) continue;
-        for (unsigned k = 0; k < g->cfg->instances; k++)
-            if (strcmp(entry_node(entry_at(g->inst, k)), node) == 0) return entry_at(g->inst, k);
-    }
-    return NULL;
+    if (prev && entry_kind_of(prev) != ENTRY_CNODE) return entry_list_next(prev);
+    entry *next = cnodes_next(gw->cnodes, prev);
+    return next ? next : entry_list_first(&gw->host);
 }
 
 /* A new Erlang-node entry, linked (or the one already listed for its node). Loop thread (the
@@ -175,31 +128,6 @@ static entry *gw_node_entry_new(gateway *gw, entry_kind kind, const char *node,
     cn = entry_list_link_locked(&gw->nodes, cn);
     pthread_mutex_unlock(&gw->mu);
     return cn;
-}
-
-/* True once nothing of a retired group's runs or refers to it: processes reaped, connections
- * closed, connector attempts reported, calls ended (loop thread). */
-static bool gw_group_done(gateway *gw, const gw_group *g) {
-    bool done = true;
-    pthread_mutex_lock(&gw->mu);
-    for (unsigned i = 0; i < g->cfg->instances && done; i++)
-        done = entry_done_locked(entry_at(g->inst, i));
-    pthread_mutex_unlock(&gw->mu);
-    return done;
-}
-
-/* Frees the groups a reload retired that have stopped (loop thread). */
-static void gw_free_retired_groups(gateway *gw) {
-    for (gw_group **pp = &gw->retired_groups; *pp;) {
-        gw_group *g = *pp;
-        if (!gw_group_done(gw, g)) {
-            pp = &g->retired_next;
-            continue;
-        }
-        *pp = g->retired_next;
-        log_info("cnode %s: the instances a reload retired have stopped", g->cfg->name);
-        gw_group_free(g);
-    }
 }
 
 /* A node connected in that is not a C-node of ours: a peer (an Erlang node, usually). If an
@@ -225,7 +153,7 @@ static void gw_on_connected(void *ctx, void *owner, unsigned generation, int fd,
 /* conns: a node connected in: a `back` C-node we started, or a peer. */
 static void gw_on_accepted(void *ctx, int fd, const char *peer) {
     gateway *gw = ctx;
-    entry *cn = gw_cnode_by_node(gw, peer);
+    entry *cn = cnodes_back_instance(gw->cnodes, peer);
     if (cn && !entry_expects_connection(cn)) {
         log_warn("connection from %s while it is not expected; closed", peer);
         ei_close_connection(fd);
@@ -363,45 +291,19 @@ static void gw_check_spawns(gateway *gw) {
     nodes_spawns_check(gw->spawns, gw->shutting_down);
 }
 
-/* Starts every instance of a C-node. */
-static void gw_group_start(gw_group *g) {
-    g->started = true;
-    for (unsigned i = 0; i < g->cfg->instances; i++) entry_start(entry_at(g->inst, i));
-}
-
-/* True while a group that is still stopping has an instance with one of `g`'s node names: the
- * name is taken (epmd, the C-node's own checks) until that process is gone. */
-static bool gw_group_blocked(gateway *gw, const gw_group *g) {
-    for (const gw_group *old = gw->retired_groups; old; old = old->retired_next)
-        for (unsigned i = 0; i < old->cfg->instances; i++)
-            for (unsigned k = 0; k < g->cfg->instances; k++)
-                if (strcmp(entry_node(entry_at(old->inst, i)), entry_node(entry_at(g->inst, k))) ==
-                    0)
-                    return true;
-    return false;
-}
-
-/* Starts new Erlang-node entries, acts on stop requests and runs every phase timer. */
+/* The C-nodes' duties, then the Erlang nodes': new ones start, stop requests are acted on;
+ * every phase timer runs. */
 static void gw_service_entries(gateway *gw, int64_t now) {
-    for (entry *cn = gw_entry_next(gw, NULL), *nx; cn; cn = nx) {
-        nx = gw_entry_next(gw, cn);
-        gw_group *g = entry_group(cn);
-        if (entry_kind_of(cn) != ENTRY_CNODE) {
-            if (entry_take_stop_request(cn)) {
-                entry_child_stop(cn);
-                continue;
-            }
-            if (entry_idle(cn)) {
-                entry_start(cn);
-                continue;
-            }
-        } else if (g->removed) {
-            entry_retire_service(cn);
-        } else if (!g->started) {
-            if (entry_instance(cn) == 1 && !gw_group_blocked(gw, g)) gw_group_start(g);
-            continue; /* a reload's group waits until the one it replaces has stopped */
-        } else {
-            entry_service(cn);
+    cnodes_service(gw->cnodes, now);
+    for (entry *cn = entry_list_first(&gw->host), *nx; cn; cn = nx) {
+        nx = entry_list_next(cn);
+        if (entry_take_stop_request(cn)) {
+            entry_child_stop(cn);
+            continue;
+        }
+        if (entry_idle(cn)) {
+            entry_start(cn);
+            continue;
         }
         entry_timers(cn, now);
     }
@@ -415,12 +317,11 @@ static void gw_sweep(void *ctx) {
     gw_service_entries(gw, now);
     conns_tick(gw->conns, now);
     entry_list_free_retired(&gw->nodes, &gw->host, gw->spawns);
-    if (gw->retired_groups) gw_free_retired_groups(gw);
     loop_timer_arm(gw->sweep, now + GW_SWEEP_MS);
 }
 
 int gateway_run(gateway *gw, void (*on_started)(void *ctx), void *ctx) {
-    for (size_t i = 0; i < gw->group_count; i++) gw_group_start(gw->groups[i]);
+    cnodes_start(gw->cnodes);
     for (unsigned i = 0; i < gw->cfg->child_count; i++) {
         char node[MAXNODELEN * 4];
         nodes_child_name(gw->cfg, ++gw->child_max_index, gw->hostname, node, sizeof node);
@@ -519,31 +420,6 @@ static int gw_split_node(gateway *gw, const char *node, char *err, size_t err_le
     return 0;
 }
 
-/* Frees a group and what its instances hold. */
-static void gw_group_free(gw_group *g) {
-    if (!g) return;
-    entry_array_free(g->inst, g->cfg->instances);
-    free(g);
-}
-
-/* A configured C-node's instances, set up but not started. NULL with err. */
-static gw_group *gw_group_new(gateway *gw, const config_cnode *cfg, char *err, size_t err_len) {
-    gw_group *g = calloc(1, sizeof *g);
-    if (g) g->cfg = cfg;
-    if (!g || !(g->inst = entry_array_new(cfg->instances))) {
-        snprintf(err, err_len, "out of memory");
-        free(g);
-        return NULL;
-    }
-    for (unsigned i = 0; i < cfg->instances; i++) {
-        if (entry_init_cnode(g->inst, i + 1, &gw->host, cfg, g, err, err_len) != 0) {
-            gw_group_free(g);
-            return NULL;
-        }
-    }
-    return g;
-}
-
 gateway *gateway_new(const config *cfg, const char *cookie, char *err, size_t err_len) {
     gateway *gw = calloc(1, sizeof *gw);
     if (!gw) {
@@ -620,14 +496,7 @@ gateway *gateway_new(const config *cfg, const char *cookie, char *err, size_t er
                  gw->node_name);
         goto fail;
     }
-    if (!(gw->groups = calloc(cfg->cnode_count ? cfg->cnode_count : 1, sizeof *gw->groups))) {
-        snprintf(err, err_len, "out of memory");
-        goto fail;
-    }
-    for (size_t i = 0; i < cfg->cnode_count; i++, gw->group_count++) {
-        if (!(gw->groups[i] = gw_group_new(gw, &cfg->cnodes[i], err, err_len))) goto fail;
-        gw->groups[i]->index = i;
-    }
+    if (!(gw->cnodes = cnodes_new(&gw->host, cfg, err, err_len))) goto fail;
     if (nodes_home_create(gw->cookie, &gw->child_home, err, err_len) != 0) goto fail;
     static const int signals[] = {SIGTERM, SIGINT, SIGCHLD, SIGHUP};
     if (!(gw->loop = loop_new(signals, sizeof signals / sizeof signals[0], err, err_len)))
@@ -719,11 +588,7 @@ void gateway_free(gateway *gw) {
     if (!gw) return;
     atomic_store(&gw->stop_requested, true);
     bool connectors_left = gw->conns && !conns_stop(gw->conns);
-    for (size_t i = 0; i < gw->group_count; i++) gw_group_free(gw->groups[i]);
-    for (gw_group *g = gw->retired_groups, *next; g; g = next) {
-        next = g->retired_next;
-        gw_group_free(g);
-    }
+    cnodes_free(gw->cnodes);
     entry_list_free(&gw->nodes);
     nodes_spawns_free(gw->spawns);
     nodes_home_remove(gw->child_home);
@@ -732,7 +597,6 @@ void gateway_free(gateway *gw) {
     if (gw->publish_fd >= 0) ei_close_connection(gw->publish_fd);
     if (gw->listen_fd >= 0) ei_close_connection(gw->listen_fd);
     routing_free(gw->routing);
-    free(gw->groups);
     free(gw->cookie);
     /* A connector still uses conns, the loop and gw's stop flag: leave them (the process is
      * exiting). */
@@ -751,14 +615,6 @@ void gateway_make_pid(gateway *gw, erlang_pid *pid) {
     entry_host_make_pid(&gw->host, pid);
 }
 
-/* The first instance of the configured C-node `name`, or NULL. Caller holds mu, and uses the
- * entry only while it does: a reload may retire the group once it is released. */
-static entry *gw_find_cnode_locked(gateway *gw, const char *name) {
-    for (size_t i = 0; i < gw->group_count; i++)
-        if (strcmp(gw->groups[i]->cfg->name, name) == 0) return gw->groups[i]->inst;
-    return NULL;
-}
-
 gateway_error gateway_call(gateway *gw, const char *name, call *c, const char *msg, size_t msg_len,
                            unsigned timeout_ms, bool wait) {
     c->key = dist_pid_key(&c->pid);
@@ -767,7 +623,7 @@ gateway_error gateway_call(gateway *gw, const char *name, call *c, const char *m
     int plen = 0;
     int64_t now = dist_now_ms(); /* read before taking mu: the lock is held as briefly as can be */
     pthread_mutex_lock(&gw->mu);
-    entry *first = gw_find_cnode_locked(gw, name);
+    entry *first = cnodes_find_locked(gw->cnodes, name);
     if (!first) {
         pthread_mutex_unlock(&gw->mu);
         return GATEWAY_NOT_FOUND;
@@ -826,7 +682,7 @@ bool gateway_cancel(gateway *gw, call *c) {
 gateway_error gateway_cast(gateway *gw, const char *name, const char *msg, size_t msg_len) {
     erlang_pid from;
     pthread_mutex_lock(&gw->mu);
-    entry *first = gw_find_cnode_locked(gw, name);
+    entry *first = cnodes_find_locked(gw->cnodes, name);
     if (!first) {
         pthread_mutex_unlock(&gw->mu);
         return GATEWAY_NOT_FOUND;
@@ -852,32 +708,32 @@ gateway_error gateway_cast(gateway *gw, const char *name, const char *msg, size_
 
 size_t gateway_cnode_count(gateway *gw) {
     pthread_mutex_lock(&gw->mu);
-    size_t n = gw->group_count;
+    size_t n = cnodes_count_locked(gw->cnodes);
     pthread_mutex_unlock(&gw->mu);
     return n;
 }
 
 int gateway_cnode_info_at(gateway *gw, size_t index, gateway_cnode_info *out) {
     pthread_mutex_lock(&gw->mu);
-    bool known = index < gw->group_count;
-    if (known) entry_group_info_locked(gw->groups[index]->inst, out);
+    entry *first = cnodes_at_locked(gw->cnodes, index);
+    if (first) entry_group_info_locked(first, out);
     pthread_mutex_unlock(&gw->mu);
-    return known ? 0 : -1;
+    return first ? 0 : -1;
 }
 
 int gateway_cnode_instance_at(gateway *gw, size_t index, unsigned instance,
                               gateway_cnode_info *out) {
     pthread_mutex_lock(&gw->mu);
-    const gw_group *g = index < gw->group_count ? gw->groups[index] : NULL;
-    bool known = g && instance >= 1 && instance <= g->cfg->instances;
-    if (known) entry_info_locked(entry_at(g->inst, instance - 1), dist_now_ms(), out);
+    entry *first = cnodes_at_locked(gw->cnodes, index);
+    bool known = first && instance >= 1 && instance <= entry_cfg(first)->instances;
+    if (known) entry_info_locked(entry_at(first, instance - 1), dist_now_ms(), out);
     pthread_mutex_unlock(&gw->mu);
     return known ? 0 : -1;
 }
 
 gateway_error gateway_restart_cnode(gateway *gw, const char *name) {
     pthread_mutex_lock(&gw->mu);
-    entry *first = gw_find_cnode_locked(gw, name);
+    entry *first = cnodes_find_locked(gw->cnodes, name);
     if (!first) {
         pthread_mutex_unlock(&gw->mu);
         return GATEWAY_NOT_FOUND;
@@ -892,7 +748,7 @@ gateway_error gateway_restart_cnode(gateway *gw, const char *name) {
 
 int gateway_cnode_info_by_name(gateway *gw, const char *name, gateway_cnode_info *out) {
     pthread_mutex_lock(&gw->mu);
-    const entry *first = gw_find_cnode_locked(gw, name);
+    const entry *first = cnodes_find_locked(gw->cnodes, name);
     if (first) entry_group_info_locked(first, out);
     pthread_mutex_unlock(&gw->mu);
     return first ? 0 : -1;
@@ -901,8 +757,8 @@ int gateway_cnode_info_by_name(gateway *gw, const char *name, gateway_cnode_info
 bool gateway_is_ready(gateway *gw) {
     bool ready = true;
     pthread_mutex_lock(&gw->mu);
-    for (size_t i = 0; i < gw->group_count && ready; i++)
-        ready = entry_group_ready_locked(gw->groups[i]->inst);
+    for (size_t i = 0; i < cnodes_count_locked(gw->cnodes) && ready; i++)
+        ready = entry_group_ready_locked(cnodes_at_locked(gw->cnodes, i));
     if (gw->shutting_down || gw->draining) ready = false;
     pthread_mutex_unlock(&gw->mu);
     return ready;
@@ -919,100 +775,9 @@ void gateway_unsubscribe(gateway *gw, uint64_t id) {
 /* ------------------------------------------------------------------------------------------ */
 /* Reload (loop thread) */
 
-/* The configured group named `name`, or NULL (loop thread: the only writer of gw->groups). */
-static gw_group *gw_group_by_name(gateway *gw, const char *name) {
-    for (size_t i = 0; i < gw->group_count; i++)
-        if (strcmp(gw->groups[i]->cfg->name, name) == 0) return gw->groups[i];
-    return NULL;
-}
-
-/* True when `g` is one of the `n` groups in `list`. */
-static bool gw_group_listed(gw_group *const *list, size_t n, const gw_group *g) {
-    for (size_t i = 0; i < n; i++)
-        if (list[i] == g) return true;
-    return false;
-}
-
-/* True when one of the `n` groups in `list` is named `name`. */
-static bool gw_group_named(gw_group *const *list, size_t n, const char *name) {
-    for (size_t i = 0; i < n; i++)
-        if (strcmp(list[i]->cfg->name, name) == 0) return true;
-    return false;
-}
-
 int gateway_reload_cnodes(gateway *gw, const config *next, gateway_reload_counts *out, char *err,
                           size_t err_len) {
-    *out = (gateway_reload_counts){0};
-    size_t n = next->cnode_count;
-    gw_group **groups = calloc(n ? n : 1, sizeof *groups);
-    if (!groups) {
-        snprintf(err, err_len, "out of memory");
-        return -1;
-    }
-    /* Everything new is set up first: a C-node that cannot be (its executable is gone) refuses
-     * the whole reload, and nothing has changed yet. */
-    for (size_t i = 0; i < n; i++) {
-        const config_cnode *want = &next->cnodes[i];
-        gw_group *had = gw_group_by_name(gw, want->name);
-        if (had && had->cfg->fingerprint == want->fingerprint) {
-            groups[i] = had; /* unchanged: it runs on, untouched */
-            continue;
-        }
-        if (!(groups[i] = gw_group_new(gw, want, err, err_len))) {
-            /* The new ones, each in groups[] once (the analyzer assumes two slots may alias). */
-            for (size_t k = 0; k < i; k++)
-                if (groups[k]->cfg == &next->cnodes[k]) /* NOLINT(clang-analyzer-unix.Malloc) */
-                    gw_group_free(groups[k]);
-            free(groups);
-            return -1;
-        }
-    }
-    pthread_mutex_lock(&gw->mu);
-    gw_group **was = gw->groups;
-    size_t was_count = gw->group_count;
-    for (size_t i = 0; i < was_count; i++) {
-        gw_group *g = was[i];
-        if (gw_group_listed(groups, n, g)) continue;
-        g->removed = true; /* from now on no call, cast or lookup finds it */
-        entry_group_set_removing_locked(g->inst);
-        g->retired_next = gw->retired_groups;
-        gw->retired_groups = g;
-    }
-    for (size_t i = 0; i < n; i++) groups[i]->index = i;
-    gw->groups = groups;
-    gw->group_count = n;
-    pthread_mutex_unlock(&gw->mu);
-    for (size_t i = 0; i < n; i++) {
-        if (groups[i]->cfg != &next->cnodes[i]) {
-            out->kept++;
-            continue;
-        }
-        bool had = gw_group_named(was, was_count, groups[i]->cfg->name);
-        if (had)
-            out->changed++;
-        else
-            out->added++;
-        log_info("reload: cnode %s %s", groups[i]->cfg->name,
-                 had ? "changed: its instances finish their calls in flight and stop, then the "
-                       "new ones start (calls meanwhile wait: max_waiting)"
-                     : "added: starting");
-    }
-    for (size_t i = 0; i < was_count; i++) {
-        gw_group *g = was[i];
-        if (!g->removed) continue;
-        bool replaced = gw_group_named(groups, n, g->cfg->name);
-        if (!replaced) {
-            out->removed++;
-            log_info("reload: cnode %s removed: its instances finish their calls in flight and "
-                     "stop",
-                     g->cfg->name);
-        }
-        char detail[160];
-        snprintf(detail, sizeof detail, "C-node %.64s was %s by a reload", g->cfg->name,
-                 replaced ? "reconfigured" : "removed");
-        entry_fail_waiting(g->inst, detail);
-    }
-    free(was);
+    if (cnodes_reload(gw->cnodes, next, out, err, err_len) != 0) return -1;
     loop_timer_arm(gw->sweep, 0); /* new groups start, old ones stop, in this iteration */
     return 0;
 }
