@@ -1094,7 +1094,7 @@ bool entry_idle(const entry *cn) {
     return supervisor_entry_phase(&cn->sup) == SUPERVISOR_IDLE;
 }
 
-bool entry_take_stop_request(entry *cn) {
+bool entry_stop_requested(const entry *cn) {
     pthread_mutex_lock(cn->host->mu);
     bool stop = cn->stop_requested && !cn->removing;
     pthread_mutex_unlock(cn->host->mu);

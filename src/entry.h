@@ -197,8 +197,8 @@ void entry_on_monitor_end(call *c, routing_owner *o, void *ctx);
 
 /* True while it waits to be started for the first time. */
 bool entry_idle(const entry *cn);
-/* Takes the stop request of gateway_stop_node: true once, when one is pending. */
-bool entry_take_stop_request(entry *cn);
+/* True when gateway_stop_node asked for a stop that has not begun (entry_child_stop begins it). */
+bool entry_stop_requested(const entry *cn);
 /* nodes_spawns: a child as the spawn tracker sees it. */
 void entry_child_status(const void *child, nodes_child_status *out);
 /* The gateway stops: its calls fail (CALL_SHUTDOWN), its connection closes, C-nodes and peers

@@ -297,7 +297,7 @@ static void gw_service_entries(gateway *gw, int64_t now) {
     cnodes_service(gw->cnodes, now);
     for (entry *cn = entry_list_first(&gw->host), *nx; cn; cn = nx) {
         nx = entry_list_next(cn);
-        if (entry_take_stop_request(cn)) {
+        if (entry_stop_requested(cn)) {
             entry_child_stop(cn);
             continue;
         }
