@@ -232,15 +232,32 @@ static void mhd_log(void *cls, const char *fmt, va_list ap) {
 }
 
 static int usage(void) {
-    fprintf(stderr, "usage: http_echo [--threads N (0: one loop thread)] [--suspend]\n");
+    fprintf(stderr, "usage: http_echo [--threads N (0: one loop thread)] [--suspend] "
+                    "[--tls CERT_PEM KEY_PEM]\n");
     return 2;
+}
+
+/* A whole PEM file, NUL-terminated (MHD takes the certificate and key from memory), or NULL. */
+static char *read_pem(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    char *buf = malloc(65536);
+    size_t n = buf ? fread(buf, 1, 65535, f) : 0;
+    fclose(f);
+    if (buf) buf[n] = '\0';
+    return buf;
 }
 
 int main(int argc, char **argv) {
     unsigned threads = 2;
+    char *cert = NULL, *key = NULL; /* --tls: HTTPS as nodexd's (its priorities, GnuTLS) */
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--suspend") == 0) {
             suspend_mode = true;
+        } else if (strcmp(argv[i], "--tls") == 0 && i + 2 < argc) {
+            cert = read_pem(argv[++i]);
+            key = read_pem(argv[++i]);
+            if (!cert || !key) return usage();
         } else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) {
             char *end;
             unsigned long n = strtoul(argv[++i], &end, 10);
@@ -269,11 +286,17 @@ int main(int argc, char **argv) {
     /* The same daemon as src/http_api.c http_api_start (defaults of http.connection_timeout_s
      * and http.max_connections). */
     unsigned flags = (on_loop ? 0 : MHD_USE_INTERNAL_POLLING_THREAD) | MHD_USE_EPOLL |
-                     MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
-    struct MHD_OptionItem pool[] = {
-        {on_loop ? MHD_OPTION_END : MHD_OPTION_THREAD_POOL_SIZE, (intptr_t)threads, NULL},
-        {MHD_OPTION_END, 0, NULL},
-    };
+                     MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG | (cert ? MHD_USE_TLS : 0);
+    struct MHD_OptionItem pool[5];
+    size_t np = 0;
+    if (!on_loop) pool[np++] = (struct MHD_OptionItem){MHD_OPTION_THREAD_POOL_SIZE, threads, NULL};
+    if (cert) {
+        pool[np++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_CERT, 0, cert};
+        pool[np++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_KEY, 0, key};
+        pool[np++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_PRIORITIES, 0,
+                                             (void *)"NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2"};
+    }
+    pool[np] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
     struct MHD_Daemon *d = MHD_start_daemon(
         flags, 0, NULL, NULL, handler, NULL, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
         MHD_OPTION_ARRAY, pool, MHD_OPTION_NOTIFY_COMPLETED, completed, NULL,
@@ -286,8 +309,8 @@ int main(int argc, char **argv) {
         rc = 1;
     } else {
         const union MHD_DaemonInfo *info = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
-        printf("http_echo ready port=%u threads=%u suspend=%d\n", info ? (unsigned)info->port : 0,
-               threads, (int)suspend_mode);
+        printf("http_echo ready port=%u threads=%u suspend=%d tls=%d\n",
+               info ? (unsigned)info->port : 0, threads, (int)suspend_mode, cert != NULL);
         fflush(stdout);
         if (on_loop) {
             rc = run_loop(d, &set);
@@ -311,5 +334,7 @@ int main(int argc, char **argv) {
         if (left) fprintf(stderr, "http_echo: %zu resumed requests not completed at stop\n", left);
     }
     if (d) MHD_stop_daemon(d);
+    free(cert);
+    free(key);
     return rc;
 }

@@ -2,7 +2,7 @@
 """bench/scale.py: the scale benchmarks behind bench/scale.sh and bench/netns.sh (stdlib only).
 
   scale.py scale --build-dir DIR --load BIN --pidfile F [--count 1000] [--calls-per-cnode 10]
-                 [--sleep-ms 500] [--pool-duration 5] [--out DIR]
+                 [--sleep-ms 1000] [--pool-duration 5] [--out DIR]
   scale.py netns --build-dir DIR --load BIN --pidfile F --ns-a NS --ns-b NS --ip-a IP --ip-b IP
                  [--duration 5] [--out DIR]
 
@@ -342,7 +342,7 @@ def scale(a):
         mon.start()
         burst = run_load(a.load, ["--port", d.port, "--conns", a.count * a.calls_per_cnode,
                                   "--cnodes", a.count, "--prefix", "c", "--burst",
-                                  "--sleep-ms", a.sleep_ms, "--timeout-ms", 10000], timeout=180)
+                                  "--sleep-ms", a.sleep_ms, "--timeout-ms", 30000], timeout=180)
         time.sleep(0.3)
         stop.set()
         mon.join()
@@ -650,7 +650,11 @@ def main():
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
     ap.add_argument("--count", type=int, default=1000)
     ap.add_argument("--calls-per-cnode", type=int, default=10)
-    ap.add_argument("--sleep-ms", type=int, default=500)
+    # Each test_cnode serves its calls one after another: with 10 per C-node the last ends at
+    # 10 x sleep. A sleep of 1 s leaves the ~0.6 s the 10,000 requests take to go out before
+    # the first replies come, so all are in flight at once (500 ms: the first 1,000 were back
+    # before the last were sent, peak 8,000); the calls' timeout covers the 10 s.
+    ap.add_argument("--sleep-ms", type=int, default=1000)
     ap.add_argument("--http-threads", type=int, default=2)
     # 10,000 load connections plus the monitor's GET /cnodes: a little over the default 10000.
     ap.add_argument("--max-connections", type=int, default=10100)
