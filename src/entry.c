@@ -11,6 +11,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "child.h"
+#include "log.h"
+#include "supervisor.h"
 #include "template.h"
 
 struct entry {

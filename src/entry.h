@@ -9,22 +9,19 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "child.h"
 #include "config.h"
 #include "conns.h"
 #include "dist.h"
 #include "events.h"
 #include "gateway.h"
-#include "log.h"
 #include "loop.h"
 #include "nodes.h"
 #include "routing.h"
-#include "supervisor.h"
 
 /* The record is opaque: other modules act on an entry only through these functions.
  * Threading: every function runs on the loop thread (the only writer of an entry) unless it
  * says otherwise; `_locked` ones may run on any thread and need host->mu held (they read or set
- * what API threads share: state, connection, calls, requests). Ownership: the gateway owns the
+ * what API threads share: state, connection, calls, requests). Ownership: cnodes.c owns the
  * C-node arrays (entry_array_new/free, one per configured C-node); an entry_list owns its
  * Erlang-node entries; an entry owns its process, its output watches and its connection. */
 

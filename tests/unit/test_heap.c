@@ -19,11 +19,19 @@
 #define MIB  (1u << 20)
 #define BUFS 16 /* 1 MiB buffers of a burst: 16 MiB, well above the janitor's min_free here */
 
-/* AddressSanitizer brings its own allocator: glibc's thresholds and statistics do not apply. */
-#if defined(__SANITIZE_ADDRESS__)
-#define SKIP_UNDER_ASAN() skip()
+/* AddressSanitizer and ThreadSanitizer bring their own allocators: glibc's thresholds and
+ * statistics do not apply there (the plain build runs these tests). */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__) /* gcc */
+#define SANITIZER_ALLOCATOR 1
+#elif defined(__has_feature) /* clang */
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define SANITIZER_ALLOCATOR 1
+#endif
+#endif
+#ifdef SANITIZER_ALLOCATOR
+#define SKIP_UNDER_SANITIZER_ALLOCATOR() skip()
 #else
-#define SKIP_UNDER_ASAN() ((void)0)
+#define SKIP_UNDER_SANITIZER_ALLOCATOR() ((void)0)
 #endif
 
 /* This process's resident set, bytes (/proc/self/statm). */
@@ -54,7 +62,7 @@ static void burst(void) {
 
 static void test_buffers_below_the_mmap_threshold_stay_in_the_heap_when_freed(void **state) {
     (void)state;
-    SKIP_UNDER_ASAN();
+    SKIP_UNDER_SANITIZER_ALLOCATOR();
     assert_int_equal(heap_tune(), 0);
     heap_trim();
     size_t mapped = mallinfo2().hblkhd;
@@ -72,7 +80,7 @@ static void test_buffers_below_the_mmap_threshold_stay_in_the_heap_when_freed(vo
 
 static void test_a_trim_hands_the_free_heap_back_to_the_kernel(void **state) {
     (void)state;
-    SKIP_UNDER_ASAN();
+    SKIP_UNDER_SANITIZER_ALLOCATOR();
     assert_int_equal(heap_tune(), 0);
     burst();
     size_t before = rss_bytes();
@@ -88,7 +96,7 @@ static void *burst_thread(void *arg) {
 
 static void test_a_trim_reaches_what_other_threads_freed(void **state) {
     (void)state;
-    SKIP_UNDER_ASAN();
+    SKIP_UNDER_SANITIZER_ALLOCATOR();
     assert_int_equal(heap_tune(), 0);
     heap_trim();
     size_t before = rss_bytes();
@@ -104,7 +112,7 @@ static void test_a_trim_reaches_what_other_threads_freed(void **state) {
 
 static void test_the_janitor_trims_once_when_idle_after_a_burst(void **state) {
     (void)state;
-    SKIP_UNDER_ASAN();
+    SKIP_UNDER_SANITIZER_ALLOCATOR();
     assert_int_equal(heap_tune(), 0);
     char err[128];
     /* 1 MiB free and 256 pages faulted in make a trim worth it; busy above 2% of a CPU. */
