@@ -34,8 +34,11 @@ bool access_request_id_valid(const char *s, size_t len) {
 void access_request_id_new(char out[ACCESS_REQUEST_ID_GENERATED + 1]) {
     pthread_once(&access_once, access_seed);
     uint64_t n = atomic_fetch_add_explicit(&access_counter, 1, memory_order_relaxed);
-    snprintf(out, ACCESS_REQUEST_ID_GENERATED + 1, "%016llx%016llx",
-             (unsigned long long)access_prefix, (unsigned long long)n);
+    static const char hex[] = "0123456789abcdef";
+    const uint64_t words[2] = {access_prefix, n};
+    for (int w = 0; w < 2; w++)
+        for (int i = 0; i < 16; i++) out[w * 16 + i] = hex[(words[w] >> (60 - 4 * i)) & 15];
+    out[ACCESS_REQUEST_ID_GENERATED] = '\0';
 }
 
 static bool access_lower_hex(const char *s, size_t n, bool *all_zero) {

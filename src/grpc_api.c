@@ -784,7 +784,7 @@ static void call_common(gcall *g, const Nodex__V1__CallRequest *r, bool stream) 
     service_error e;
     if (service_call_check(api->svc, gcall_principal(g), &q, &e) != SERVICE_OK)
         return gcall_fail_with(g, &e);
-    snprintf(g->target, sizeof g->target, "%s", q.name);
+    strbuf_copy_str(g->target, sizeof g->target, q.name);
     g->timeout_ms = q.timeout_used;
     g->as_etf = r->reply_as_etf;
     call *c = &g->gc;

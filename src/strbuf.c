@@ -54,7 +54,8 @@ int strbuf_printf(strbuf *sb, const char *fmt, ...) {
 #define BYTES_ONES  0x0101010101010101ull
 #define BYTES_HIGHS 0x8080808080808080ull
 
-/* Non-zero when a byte of w is zero / below b (b <= 0x80): exact as a yes/no answer. */
+/* Non-zero when a byte of w is zero / below b (b <= 0x80): exact as a yes/no answer, and the
+ * lowest set bit marks the first such byte (a borrow only ever flags bytes above it). */
 static inline uint64_t bytes_has_zero(uint64_t w) {
     return (w - BYTES_ONES) & ~w & BYTES_HIGHS;
 }
@@ -68,8 +69,13 @@ size_t strbuf_json_plain_prefix(const char *s, size_t n, bool ascii_only) {
         uint64_t w;
         memcpy(&w, s + i, sizeof w);
         uint64_t special = bytes_has_less(w, 0x20) | bytes_has_zero(w ^ (BYTES_ONES * '"')) |
-                           bytes_has_zero(w ^ (BYTES_ONES * '\\'));
-        if (special | (ascii_only ? w & BYTES_HIGHS : 0)) break;
+                           bytes_has_zero(w ^ (BYTES_ONES * '\\')) |
+                           (ascii_only ? w & BYTES_HIGHS : 0);
+#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+        if (special) return i + (size_t)__builtin_clzll(special) / 8;
+#else /* the first byte in memory is the lowest */
+        if (special) return i + (size_t)__builtin_ctzll(special) / 8;
+#endif
     }
     for (; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
@@ -107,6 +113,13 @@ int strbuf_json_string(strbuf *sb, const char *s, size_t len) {
         if (strbuf_puts(sb, esc) != 0) return -1;
     }
     return strbuf_putc(sb, '"');
+}
+
+size_t strbuf_copy_str(char *dst, size_t cap, const char *src) {
+    size_t n = strnlen(src, cap - 1);
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+    return n;
 }
 
 void strbuf_reset(strbuf *sb) {

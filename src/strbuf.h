@@ -28,6 +28,10 @@ int strbuf_json_string(strbuf *sb, const char *s, size_t len);
 /* Length of the longest prefix of s[0..n) that a JSON string carries as is: no '"', no '\\', no
  * control character and, with ascii_only, no byte >= 0x80. Scans a word at a time. */
 size_t strbuf_json_plain_prefix(const char *s, size_t n, bool ascii_only);
+/* Copies the NUL-terminated `src` into dst[cap] (cap >= 1), cut to cap - 1 bytes and always
+ * NUL-terminated, as snprintf(dst, cap, "%s", src) does without its formatting cost (it runs
+ * per request). Returns the bytes copied. */
+size_t strbuf_copy_str(char *dst, size_t cap, const char *src);
 /* Empties the buffer, keeping its memory. */
 void strbuf_reset(strbuf *sb);
 /* Hands the data to the caller (who frees it with free()); the strbuf becomes empty. */

@@ -17,6 +17,9 @@ typedef struct jpath {
     size_t idx;
 } jpath;
 
+/* Tag offsets a parse keeps on the stack (no malloc per request); more move to the heap. */
+#define JSCAN_INLINE_TAGS 16
+
 typedef struct jparser {
     const char *s;
     size_t n, i;
@@ -28,6 +31,7 @@ typedef struct jparser {
     strbuf aux;   /* base64 output scratch, reused */
     size_t *tags; /* sorted '{' offsets of the one-member objects whose key starts with '$' */
     size_t tag_count;
+    size_t *inline_tags; /* term_from_json's JSCAN_INLINE_TAGS on its stack: `tags` until more */
 } jparser;
 
 static void path_format(const jpath *path, char *out, size_t cap) {
@@ -301,7 +305,8 @@ static int jcmp_offset(const void *a, const void *b) {
  * Returns 0, or -1 when out of memory. */
 static int jtags_scan(jparser *p) {
     if (!memchr(p->s, '$', p->n)) return 0;
-    size_t cap_levels = (size_t)p->max_depth + 2, depth = 0, overflow = 0, cap_tags = 0;
+    size_t cap_levels = (size_t)p->max_depth + 2, depth = 0, overflow = 0;
+    size_t cap_tags = JSCAN_INLINE_TAGS;
     jscan_level inline_stack[JSCAN_INLINE_LEVELS];
     jscan_level *stack = inline_stack;
     size_t cap = cap_levels < JSCAN_INLINE_LEVELS ? cap_levels : JSCAN_INLINE_LEVELS;
@@ -337,12 +342,14 @@ static int jtags_scan(jparser *p) {
             jscan_level *l = &stack[--depth];
             if (!l->object || !l->dollar || l->commas) continue;
             if (p->tag_count == cap_tags) {
-                size_t n = cap_tags ? 2 * cap_tags : 16;
-                size_t *t = realloc(p->tags, n * sizeof *t);
+                size_t n = 2 * cap_tags;
+                size_t *t = malloc(n * sizeof *t);
                 if (!t) {
                     if (stack != inline_stack) free(stack);
                     return -1;
                 }
+                memcpy(t, p->tags, p->tag_count * sizeof *t);
+                if (p->tags != p->inline_tags) free(p->tags);
                 p->tags = t;
                 cap_tags = n;
             }
@@ -352,7 +359,15 @@ static int jtags_scan(jparser *p) {
         }
     }
     if (stack != inline_stack) free(stack);
-    if (p->tag_count) qsort(p->tags, p->tag_count, sizeof *p->tags, jcmp_offset);
+    if (p->tag_count > JSCAN_INLINE_TAGS) {
+        qsort(p->tags, p->tag_count, sizeof *p->tags, jcmp_offset);
+    } else { /* a few: insertion sort, cheaper than qsort's set-up */
+        for (size_t i = 1; i < p->tag_count; i++) {
+            size_t v = p->tags[i], j = i;
+            for (; j > 0 && p->tags[j - 1] > v; j--) p->tags[j] = p->tags[j - 1];
+            p->tags[j] = v;
+        }
+    }
     return 0;
 }
 
@@ -532,7 +547,7 @@ static int jobject(jparser *p, const jpath *path, unsigned depth) {
         jws(p);
         if (jis_tag_object(p, brace)) {
             char tag[48];
-            snprintf(tag, sizeof tag, "%s", p->str.data);
+            strbuf_copy_str(tag, sizeof tag, p->str.data);
             jpath here = {path, tag, strlen(tag), 0};
             if (jtag(p, &here, depth, tag) != 0) return -1;
             return jexpect(p, path, '}');
@@ -601,6 +616,8 @@ int term_from_json(const char *json, size_t len, const term_limits *limits, cons
                          len, lim.max_bytes);
     jparser p = {
         .s = json, .n = len, .max_depth = lim.max_depth, .self = self, .x = out, .err = err};
+    size_t inline_tags[JSCAN_INLINE_TAGS];
+    p.tags = p.inline_tags = inline_tags;
     int start = out->index;
     int rc = jtags_scan(&p) == 0 ? jvalue(&p, NULL, 0) : jnomem(&p);
     if (rc == 0) {
@@ -612,7 +629,7 @@ int term_from_json(const char *json, size_t len, const term_limits *limits, cons
                        lim.max_bytes);
     strbuf_free(&p.str);
     strbuf_free(&p.aux);
-    free(p.tags);
+    if (p.tags != p.inline_tags) free(p.tags);
     return rc == 0 ? term_ok(err) : -1;
 }
 

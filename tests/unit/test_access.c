@@ -3,6 +3,8 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -48,6 +50,21 @@ static void test_made_request_ids_are_hex_and_never_repeat(void **state) {
     assert_int_equal(strlen(a), ACCESS_REQUEST_ID_GENERATED);
     assert_int_equal(strspn(a, "0123456789abcdef"), ACCESS_REQUEST_ID_GENERATED);
     assert_true(access_request_id_valid(a, strlen(a)));
+}
+
+/* The id is the process's 64-bit prefix then a counter, each as 16 hex digits, most significant
+ * first: consecutive ids share the prefix and count up by one. */
+static void test_made_request_ids_are_the_prefix_then_the_counter_in_hex(void **state) {
+    (void)state;
+    char a[ACCESS_REQUEST_ID_GENERATED + 1], b[ACCESS_REQUEST_ID_GENERATED + 1];
+    access_request_id_new(a);
+    access_request_id_new(b);
+    assert_memory_equal(a, b, 16);
+    unsigned long long ca = strtoull(a + 16, NULL, 16), cb = strtoull(b + 16, NULL, 16);
+    assert_int_equal(cb, ca + 1);
+    char hex[17];
+    snprintf(hex, sizeof hex, "%016llx", cb);
+    assert_string_equal(b + 16, hex);
 }
 
 #define TP "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -112,6 +129,7 @@ int main(void) {
         cmocka_unit_test(test_a_safe_client_request_id_is_kept),
         cmocka_unit_test(test_an_unsafe_or_long_request_id_is_replaced),
         cmocka_unit_test(test_made_request_ids_are_hex_and_never_repeat),
+        cmocka_unit_test(test_made_request_ids_are_the_prefix_then_the_counter_in_hex),
         cmocka_unit_test(test_a_valid_traceparent_is_kept_with_its_tracestate),
         cmocka_unit_test(test_a_malformed_traceparent_drops_the_trace_context),
         cmocka_unit_test(test_a_long_tracestate_is_cut_at_a_member_and_a_bad_one_dropped),

@@ -354,15 +354,27 @@ static void test_timeout_ms_is_validated(void **state) {
     fixture_http_response_free(&r);
 }
 
+/* A connection to the fixture's HTTP server, for several requests (close c->fd, free c). */
+static fixture_conn *keep_alive_conn(void) {
+    fixture_conn *c = calloc(1, sizeof *c);
+    assert_non_null(c);
+    c->fd = fixture_http_connect(fixture_http_fe.port);
+    return c;
+}
+
+/* POST /cnodes/t/call with the fixture's ping as JSON; returns its length. */
+static int ping_call_request(char *out, size_t cap) {
+    return snprintf(out, cap,
+                    "POST /cnodes/t/call HTTP/1.1\r\nHost: localhost\r\nContent-Type: "
+                    "application/json\r\nContent-Length: %zu\r\n\r\n%s",
+                    strlen(fixture_ping_json), fixture_ping_json);
+}
+
 static void test_keep_alive_serves_three_requests_on_one_socket(void **state) {
     (void)state;
-    fixture_conn *c = calloc(1, sizeof *c);
-    c->fd = fixture_http_connect(fixture_http_fe.port);
+    fixture_conn *c = keep_alive_conn();
     char req[512];
-    int n = snprintf(req, sizeof req,
-                     "POST /cnodes/t/call HTTP/1.1\r\nHost: localhost\r\nContent-Type: "
-                     "application/json\r\nContent-Length: %zu\r\n\r\n%s",
-                     strlen(fixture_ping_json), fixture_ping_json);
+    int n = ping_call_request(req, sizeof req);
     const char *get = "GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n";
     fixture_response r;
     fixture_send_all(c->fd, get, strlen(get));
@@ -392,6 +404,38 @@ static void test_keep_alive_serves_three_requests_on_one_socket(void **state) {
     fixture_http_read_response(c, &r);
     assert_string_equal(r.body.data, "{\"status\":\"ok\"}");
     fixture_http_response_free(&r);
+    close(c->fd);
+    free(c);
+}
+
+/* Request state is reused from one request to the next (a spare pool): what one request set
+ * (its X-Request-Id, an error, a body) must not reach the next on the same connection. */
+static void test_a_request_after_an_error_one_carries_nothing_of_it(void **state) {
+    (void)state;
+    fixture_conn *c = keep_alive_conn();
+    char call[512];
+    int n = ping_call_request(call, sizeof call);
+    const char *bad = "POST /cnodes/t/call HTTP/1.1\r\nHost: localhost\r\nX-Request-Id: "
+                      "first-request\r\nContent-Type: application/json\r\nContent-Length: "
+                      "5\r\n\r\n{\"a\":";
+    fixture_response r;
+    char id[128];
+    for (int round = 0; round < 3; round++) {
+        fixture_send_all(c->fd, bad, strlen(bad));
+        fixture_http_read_response(c, &r);
+        fixture_assert_http_error(&r, 400, "bad_syntax");
+        assert_string_equal(fixture_http_header(&r, "X-Request-Id", id, sizeof id),
+                            "first-request");
+        fixture_http_response_free(&r);
+        fixture_send_all(c->fd, call, (size_t)n);
+        fixture_http_read_response(c, &r);
+        assert_int_equal(r.status, 200);
+        assert_string_equal(r.body.data, fixture_pong_json);
+        assert_non_null(fixture_http_header(&r, "X-Request-Id", id, sizeof id));
+        assert_int_equal(strlen(id), 32); /* made for this request, not the one before */
+        assert_int_equal(strspn(id, "0123456789abcdef"), 32);
+        fixture_http_response_free(&r);
+    }
     close(c->fd);
     free(c);
 }
@@ -490,6 +534,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_timeout_ms_is_validated, fixture_http_setup,
                                         fixture_http_teardown),
         cmocka_unit_test_setup_teardown(test_keep_alive_serves_three_requests_on_one_socket,
+                                        fixture_http_setup, fixture_http_teardown),
+        cmocka_unit_test_setup_teardown(test_a_request_after_an_error_one_carries_nothing_of_it,
                                         fixture_http_setup, fixture_http_teardown),
         cmocka_unit_test_setup_teardown(test_get_cnodes_lists_every_field, fixture_http_setup,
                                         fixture_http_teardown),

@@ -263,6 +263,48 @@ static void test_json_plain_prefix_stops_at_each_special_byte_at_every_offset(vo
     }
 }
 
+/* Several specials in one word, and bytes next to them that make the word-at-a-time test flag
+ * bytes above a real one (0x01 after 0x00 borrows): the first special byte is always found. */
+static void test_json_plain_prefix_finds_the_first_of_several_specials_in_a_word(void **state) {
+    (void)state;
+    unsigned seed = 7;
+    unsigned char buf[64];
+    for (int round = 0; round < 20000; round++) {
+        size_t len = (size_t)(rand_r(&seed) % (int)sizeof buf);
+        for (size_t i = 0; i < len; i++) {
+            int r = rand_r(&seed) % 16;
+            buf[i] = r < 2   ? (unsigned char)(rand_r(&seed) % 0x22)
+                     : r < 3 ? (unsigned char)"\"\\\x01\x21\x5d"[rand_r(&seed) % 5]
+                     : r < 4 ? (unsigned char)(0x80 + rand_r(&seed) % 0x80)
+                             : (unsigned char)('a' + r);
+        }
+        for (int ascii = 0; ascii < 2; ascii++) {
+            size_t want = 0;
+            while (want < len && buf[want] >= 0x20 && buf[want] != '"' && buf[want] != '\\' &&
+                   !(ascii && buf[want] >= 0x80))
+                want++;
+            assert_int_equal(strbuf_json_plain_prefix((const char *)buf, len, ascii), want);
+        }
+    }
+}
+
+static void test_copy_str_cuts_to_the_buffer_and_terminates(void **state) {
+    (void)state;
+    char out[8];
+    memset(out, 'x', sizeof out);
+    assert_int_equal(strbuf_copy_str(out, sizeof out, "abc"), 3);
+    assert_string_equal(out, "abc");
+    assert_int_equal(strbuf_copy_str(out, sizeof out, "1234567"), 7); /* exactly fits */
+    assert_string_equal(out, "1234567");
+    assert_int_equal(strbuf_copy_str(out, sizeof out, "123456789"), 7); /* cut */
+    assert_string_equal(out, "1234567");
+    assert_int_equal(strbuf_copy_str(out, sizeof out, ""), 0);
+    assert_string_equal(out, "");
+    char one[1] = {'x'};
+    assert_int_equal(strbuf_copy_str(one, sizeof one, "abc"), 0);
+    assert_int_equal(one[0], '\0');
+}
+
 /* The escaping a byte at a time, as RFC 8259 says: the reference for the fast one. */
 static void json_string_reference(strbuf *sb, const unsigned char *s, size_t len) {
     strbuf_putc(sb, '"');
@@ -389,6 +431,8 @@ int main(void) {
         cmocka_unit_test(test_printf_long_output_over_256_bytes_is_complete),
         cmocka_unit_test(test_json_string_plain_text_is_quoted),
         cmocka_unit_test(test_json_plain_prefix_stops_at_each_special_byte_at_every_offset),
+        cmocka_unit_test(test_json_plain_prefix_finds_the_first_of_several_specials_in_a_word),
+        cmocka_unit_test(test_copy_str_cuts_to_the_buffer_and_terminates),
         cmocka_unit_test(test_json_string_matches_a_byte_at_a_time_reference_on_random_bytes),
         cmocka_unit_test(test_json_string_escapes_quote_and_backslash),
         cmocka_unit_test(test_json_string_escapes_named_control_chars),

@@ -264,6 +264,31 @@ static void test_tags_deeper_than_the_scan_stack_on_the_c_stack_parse(void **sta
     free(text);
 }
 
+/* Tag objects close inner first, so their offsets come out of order: up to 16 are kept (and
+ * sorted) on the stack, more on the heap. Both sides of the boundary parse the same. */
+static void test_tags_around_the_sixteen_kept_on_the_stack_parse(void **state) {
+    (void)state;
+    const size_t counts[] = {1, 7, 8, 9, 20};
+    for (size_t k = 0; k < sizeof counts / sizeof counts[0]; k++) {
+        strbuf json = {0}, text = {0};
+        strbuf_putc(&json, '[');
+        strbuf_putc(&text, '[');
+        for (size_t i = 0; i < counts[k]; i++) { /* two tags each: the tuple and its atom */
+            if (i) {
+                strbuf_putc(&json, ',');
+                strbuf_putc(&text, ',');
+            }
+            strbuf_printf(&json, "{\"$tuple\":[{\"$atom\":\"a%zu\"},%zu]}", i, i);
+            strbuf_printf(&text, "{a%zu,%zu}", i, i);
+        }
+        strbuf_putc(&json, ']');
+        strbuf_putc(&text, ']');
+        expect_text(json.data, text.data);
+        strbuf_free(&json);
+        strbuf_free(&text);
+    }
+}
+
 static void test_input_over_max_bytes_is_413(void **state) {
     (void)state;
     const term_limits small = {512, 8};
@@ -403,6 +428,7 @@ int main(void) {
         cmocka_unit_test(test_invalid_json_is_a_syntax_error),
         cmocka_unit_test(test_depth_100000_is_an_error_not_a_stack_overflow),
         cmocka_unit_test(test_depth_limit_is_configurable),
+        cmocka_unit_test(test_tags_around_the_sixteen_kept_on_the_stack_parse),
         cmocka_unit_test(test_input_over_max_bytes_is_413),
         cmocka_unit_test(test_reply_mapping_to_json),
         cmocka_unit_test(test_reply_decoding_ignores_trailing_bytes),
