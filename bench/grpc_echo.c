@@ -1,4 +1,6 @@
-/* grpc_echo: gRPC core set up like nodexd's gRPC API, echoing unary calls: the library ceiling. */
+/* grpc_echo: gRPC core set up like nodexd's gRPC API, echoing unary calls: the library ceiling.
+ * --tls CERT_PEM KEY_PEM: gRPC over TLS with the server credentials of nodexd's grpc.tls. */
+#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -23,6 +25,7 @@
 #define MAX_MESSAGE         (8 << 20) /* nodexd's grpc.max_message_bytes default */
 #define STOP_GRACE_MS       1000
 #define THREAD_STACK        (8u << 20)
+#define MAX_PEM             (1u << 20) /* nodexd's limit on a TLS PEM file */
 
 #define container_of(p, type, member) ((type *)(void *)((char *)(p)-offsetof(type, member)))
 
@@ -75,6 +78,13 @@ static struct {
     size_t live;       /* calls arrived and not yet freed */
     bool shutdown_done;
 } srv;
+
+/* --tls: the PEM files, served to gRPC through a certificate config fetcher as nodexd's grpc.tls
+ * serves them (src/grpc_api.c grpc_tls_credentials, without client_ca_file). */
+static struct {
+    char *cert, *key;
+    atomic_bool served; /* gRPC has the config */
+} tls;
 
 static void on_request(tag *t, bool ok);
 static void on_close(tag *t, bool ok);
@@ -297,8 +307,60 @@ static void *cq_thread(void *arg) {
 
 static int usage(void) {
     fprintf(stderr,
-            "usage: grpc_echo [--threads N] [--split-status] [--reply-thread direct|bounce]\n");
+            "usage: grpc_echo [--threads N] [--split-status] [--reply-thread direct|bounce] "
+            "[--tls CERT_PEM KEY_PEM]\n");
     return 2;
+}
+
+/* A whole PEM file, NUL-terminated (gRPC takes the certificate and key as strings), or NULL with
+ * the reason on stderr. */
+static char *read_pem(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        fprintf(stderr, "grpc_echo: cannot open %s: %s\n", path, strerror(errno));
+        return NULL;
+    }
+    char *buf = malloc(MAX_PEM + 1);
+    size_t n = buf ? fread(buf, 1, MAX_PEM + 1, f) : 0;
+    const char *why = !buf          ? "out of memory"
+                      : ferror(f)   ? "read error"
+                      : n == 0      ? "empty file"
+                      : n > MAX_PEM ? "larger than 1 MiB"
+                                    : NULL;
+    fclose(f);
+    if (why) {
+        fprintf(stderr, "grpc_echo: cannot read %s: %s\n", path, why);
+        free(buf);
+        return NULL;
+    }
+    buf[n] = '\0';
+    return buf;
+}
+
+/* gRPC asks before every handshake, as it asks nodexd's fetcher: the config once, then
+ * "unchanged" (nodexd's answer until a reload). */
+static grpc_ssl_certificate_config_reload_status
+tls_fetch(void *user_data, grpc_ssl_server_certificate_config **config) {
+    (void)user_data;
+    if (atomic_load(&tls.served)) return GRPC_SSL_CERTIFICATE_CONFIG_RELOAD_UNCHANGED;
+    grpc_ssl_pem_key_cert_pair pair = {.private_key = tls.key, .cert_chain = tls.cert};
+    /* gRPC asserts that a fetched config has roots: no client certificate is asked for, so the
+     * chain stands in, as in nodexd. */
+    *config = grpc_ssl_server_certificate_config_create(tls.cert, &pair, 1); /* copies */
+    if (!*config) return GRPC_SSL_CERTIFICATE_CONFIG_RELOAD_FAIL;
+    atomic_store(&tls.served, true);
+    return GRPC_SSL_CERTIFICATE_CONFIG_RELOAD_NEW;
+}
+
+/* Insecure credentials, or with --tls nodexd's for grpc.tls without client_ca_file: no client
+ * certificate requested, gRPC's own protocol floor (TLS 1.2) and ciphers (nodexd sets none for
+ * gRPC). NULL if gRPC refuses them. */
+static grpc_server_credentials *server_credentials(void) {
+    if (!tls.cert) return grpc_insecure_server_credentials_create();
+    grpc_ssl_server_credentials_options *opts =
+        grpc_ssl_server_credentials_create_options_using_config_fetcher(
+            GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE, tls_fetch, NULL);
+    return opts ? grpc_ssl_server_credentials_create_with_options(opts) : NULL; /* takes opts */
 }
 
 int main(int argc, char **argv) {
@@ -319,10 +381,20 @@ int main(int argc, char **argv) {
             unsigned long n = strtoul(argv[++i], &end, 10);
             if (*end || n < 1 || n > 64) return usage();
             threads = (unsigned)n;
+        } else if (strcmp(argv[i], "--tls") == 0 && i + 2 < argc && !tls.cert) {
+            tls.cert = read_pem(argv[++i]);
+            tls.key = tls.cert ? read_pem(argv[++i]) : NULL;
+            if (!tls.key) {
+                free(tls.cert);
+                return 1;
+            }
         } else {
+            free(tls.cert);
+            free(tls.key);
             return usage();
         }
     }
+    atomic_init(&tls.served, false);
     /* Before grpc_init: its threads inherit the mask; main waits for the signal. */
     sigset_t set;
     sigemptyset(&set);
@@ -359,12 +431,17 @@ int main(int argc, char **argv) {
     grpc_server_register_completion_queue(srv.server, srv.cq, NULL);
     srv.method = grpc_server_register_method(srv.server, CALL_METHOD, NULL,
                                              GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
-    grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
-    int port = grpc_server_add_http2_port(srv.server, "127.0.0.1:0", creds);
-    grpc_server_credentials_release(creds);
+    grpc_server_credentials *creds = server_credentials();
+    int port = creds ? grpc_server_add_http2_port(srv.server, "127.0.0.1:0", creds) : 0;
+    if (creds) grpc_server_credentials_release(creds);
     int rc = 0;
     if (port == 0) {
-        fprintf(stderr, "grpc_echo: cannot listen on 127.0.0.1\n");
+        /* with TLS, gRPC builds its TLS context from the first fetched config here */
+        fprintf(stderr, "grpc_echo: %s\n",
+                !creds     ? "gRPC refused the TLS credentials"
+                : tls.cert ? "cannot listen with TLS on 127.0.0.1 (are CERT_PEM and KEY_PEM a "
+                             "PEM certificate and its unencrypted key?)"
+                           : "cannot listen on 127.0.0.1");
         grpc_server_destroy(srv.server);
         grpc_completion_queue_shutdown(srv.cq);
         while (grpc_completion_queue_next(srv.cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
@@ -374,6 +451,8 @@ int main(int argc, char **argv) {
         grpc_shutdown_blocking();
         pthread_cond_destroy(&srv.cv);
         pthread_mutex_destroy(&srv.mu);
+        free(tls.cert);
+        free(tls.key);
         return 1;
     }
     grpc_server_start(srv.server);
@@ -397,8 +476,8 @@ int main(int argc, char **argv) {
     for (int k = 0; posted && k < REQUESTS_PER_METHOD; k++)
         posted = post_request(true) == 0 && post_request(false) == 0;
     if (posted) {
-        printf("grpc_echo ready port=%d threads=%u split_status=%d reply_thread=%d\n", port,
-               threads, (int)split_status, (int)reply_mode);
+        printf("grpc_echo ready port=%d threads=%u split_status=%d reply_thread=%d tls=%d\n", port,
+               threads, (int)split_status, (int)reply_mode, tls.cert != NULL);
         fflush(stdout);
         int sig = 0;
         sigwait(&set, &sig);
@@ -451,5 +530,7 @@ int main(int argc, char **argv) {
     if (srv.live) fprintf(stderr, "grpc_echo: %zu calls still live at exit\n", srv.live);
     pthread_cond_destroy(&srv.cv);
     pthread_mutex_destroy(&srv.mu);
+    free(tls.cert);
+    free(tls.key);
     return rc;
 }
