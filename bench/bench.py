@@ -716,6 +716,14 @@ CEILINGS = (  # (label, server binary, extra argv, protocol, concurrencies: None
 )
 
 
+# The same servers over TLS (`--tls CERT KEY`, a certificate made for the run): what TLS costs the
+# libraries alone, beside what it costs nodexd (https_token / grpcs_token against http / grpc).
+TLS_CEILINGS = (  # (label, server binary, extra argv, protocol, concurrencies)
+    ("https", "http_echo", ["--threads", "0"], "http", [64]),
+    ("grpcs", "grpc_echo", ["--threads", "2"], "grpc", [64]),
+)  # the smoke run uses 16 in flight (see secure_conc in main)
+
+
 def start_echo(session, argv, name, timeout=20.0):
     """Starts a ceiling server as a session process (ended by pid, seen by the leftover check);
     returns it and the port from its `<name> ready port=N` line."""
@@ -738,33 +746,46 @@ def start_echo(session, argv, name, timeout=20.0):
     return p, int(m.group(1))
 
 
-def check_grpc_echo(port, data):
+def check_grpc_echo(port, data, ca_file=None):
     import grpc
     msg = grpc_call_message(data)
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+    if ca_file:
+        with open(ca_file, "rb") as f:
+            creds = grpc.ssl_channel_credentials(root_certificates=f.read())
+        ch = grpc.secure_channel(f"127.0.0.1:{port}", creds)
+    else:
+        ch = grpc.insecure_channel(f"127.0.0.1:{port}")
+    with ch:
         reply = ch.unary_unary("/nodex.v1.Gateway/Call")(msg, timeout=30)
     if reply != msg:
         raise RuntimeError(f"gRPC echo sanity call failed: {reply[:200]!r}")
 
 
-def bench_ceilings(session, nh, build, conc_list, dur_s, workdir):
+def bench_ceilings(session, nh, build, conc_list, dur_s, workdir, tls_conc=(64,)):
     """The ceiling.* cases: 16 B payload, the same request bodies, tools and parameters as
     nodexd's cases. Returns the cases and, per server, its command line and exit status."""
+    import tls_pki
     data = payload_bytes(16)
     bodies = write_bodies(workdir, "ceiling_", 16)
+    pki = tls_pki.Pki(os.path.join(workdir, "pki_ceiling"), "Bench ceiling CA")
+    cert, key, _ = pki.issue("echo", "/CN=localhost")
     cases, servers = {}, {}
-    for label, exe, extra, proto, only in CEILINGS:
+    runs = [(label, exe, extra, proto, only, False) for label, exe, extra, proto, only in CEILINGS]
+    runs += [(label, exe, extra + ["--tls", cert, key], proto, list(tls_conc), True)
+             for label, exe, extra, proto, _only in TLS_CEILINGS]
+    for label, exe, extra, proto, only, tls in runs:
         argv = [os.path.join(build, "bench", exe)] + extra
-        cmd = " ".join([exe] + argv[1:])
+        cmd = " ".join([exe] + [os.path.basename(a) if a in (cert, key) else a for a in argv[1:]])
         concs = only or conc_list
         p, port = start_echo(session, argv, f"ceiling_{label}")
         try:
-            (check_http if proto == "http" else check_grpc_echo)(port, data)
+            (check_http if proto == "http" else check_grpc_echo)(
+                port, data, ca_file=pki.ca_cert if tls else None)
             for conc in concs:
                 runner = run_wrk if proto == "http" else run_h2load
                 r = measure_case(p.pid, None, runner, None, session, port, bodies[proto], conc,
-                                 dur_s, workdir)
-                r.update(payload_bytes=16, server=cmd)
+                                 dur_s, workdir, tls=tls)
+                r.update(payload_bytes=16, server=cmd, tls=tls)
                 cases[f"ceiling.{label}.c{conc}"] = r
                 log_case(f"ceiling.{label}.c{conc}", r)
         finally:
@@ -834,6 +855,32 @@ def cpu_bounds(cases, small):
     return out
 
 
+def tls_bounds(cases, small):
+    """The TLS targets against what TLS costs the libraries alone (kind "tls_floor",
+    informational): a nodexd whose TLS added no more CPU per call than it adds to http_echo /
+    grpc_echo (ceiling.https / grpcs against ceiling.http / grpc, same run and number in flight:
+    64, 16 in a smoke run) would cost (its plaintext CPU + that) per call; over the goal, no
+    nodexd on these libraries passes."""
+    out = []
+    for label, proto, tls in (("HTTPS", "http", "https"), ("gRPC-TLS", "grpc", "grpcs")):
+        conc = max((int(k.rsplit(".c", 1)[1]) for k in cases if k.startswith(f"ceiling.{tls}.")),
+                   default=None)
+        nd, lib_tls, lib_plain = (f"{proto}.{small}.c{conc}", f"ceiling.{tls}.c{conc}",
+                                  f"ceiling.{proto}.c{conc}")
+        if not all(k in cases and "cpu_us_per_call" in cases[k] for k in (nd, lib_tls, lib_plain)):
+            continue
+        plain = cases[nd]["cpu_us_per_call"]
+        added = cases[lib_tls]["cpu_us_per_call"] - cases[lib_plain]["cpu_us_per_call"]
+        bound = (plain + added) / plain if plain else float("inf")
+        out.append({"name": f"{label} + token CPU per call @{conc} / plaintext: the least a nodexd "
+                            f"whose TLS costs what it costs the library alone can reach "
+                            f"(TLS adds {added:.1f} µs per call to {lib_plain.split('.')[1]}_echo)",
+                    "value": round(bound, 3), "unit": "x", "target": "<= 1.15", "pass": None,
+                    "kind": "tls_floor", "within_reach": bound <= 1.15,
+                    "library_tls_us": round(added, 3)})
+    return out
+
+
 def compute_targets(cases, rss, small):
     t = []
     erl64 = cases["erl.cnode_direct_p64"]["throughput_per_s"]
@@ -886,6 +933,7 @@ def compute_targets(cases, rss, small):
              cases[f"{plain}.{small}.c{conc}"]["cpu_us_per_call"])
         add(f"{label} + token CPU per call @{conc} / plaintext", x, "x", "<= 1.15", x <= 1.15)
     t += cpu_bounds(cases, small)
+    t += tls_bounds(cases, small)
     add("nodexd RSS idle", rss["idle_mib"], "MiB", "<= 16", rss["idle_mib"] <= 16)
     add(f"nodexd RSS peak under 64-connection load ({small} and 1KiB payloads)",
         rss["load_peak_mib"], "MiB", "<= 64", rss["load_peak_mib"] <= 64)
@@ -919,7 +967,10 @@ CPU_SERVERS = (  # (case prefix, what serves it), in the order of the CPU table
     ("grpc_token", "nodexd gRPC + token"), ("grpcs_token", "nodexd gRPC-TLS + token"),
     ("mochiweb", "Erlang front: mochiweb + jiffy"), ("mochiweb_etf", "Erlang front: mochiweb, ETF"),
     ("raw_ei", "raw_ei_bench (ei, no HTTP)"), ("ceiling.http", "http_echo (MHD, no backend)"),
+    ("ceiling.http_suspend", "http_echo, suspend/resume per request"),
+    ("ceiling.https", "http_echo over TLS (MHD + GnuTLS)"),
     ("ceiling.grpc", "grpc_echo (gRPC core, no backend)"),
+    ("ceiling.grpcs", "grpc_echo over TLS (gRPC core + its TLS)"),
     ("ceiling.grpc_reply_thread", "grpc_echo, replies from another thread"),
 )
 
@@ -1035,7 +1086,7 @@ def write_markdown(res, path):
         L += ["", "Plaintext, no token (the baseline): " + ", ".join(
             f"{k} {r['cpu_us_per_call']:.1f} µs CPU/call" for k, r in base) + "."]
     ceil = sorted((k for k in c if k.startswith("ceiling.")),
-                  key=lambda k: ([x[0] for x in CEILINGS].index(k.split(".")[1]),
+                  key=lambda k: ([x[0] for x in CEILINGS + TLS_CEILINGS].index(k.split(".")[1]),
                                  c[k]["concurrency"]))
     if ceil:
         small = res["meta"]["small_payload"]
@@ -1052,7 +1103,8 @@ def write_markdown(res, path):
             r = c[k]
             label = k.split(".")[1]
             proto = {"grpc": "grpc", "grpc_reply_thread": "grpc", "http_pool": "http_pool",
-                     "http_pool_suspend": "http_pool"}.get(label, "http")
+                     "http_pool_suspend": "http_pool", "https": "https_token",
+                     "grpcs": "grpcs_token"}.get(label, "http")
             nd = c.get(f"{proto}.{small}.c{r['concurrency']}")
             nd_thr = f"{fmt(nd['throughput_per_s'], 0)}" if nd else "–"
             ratio = f"{nd['throughput_per_s'] / r['throughput_per_s']:.2f}" if nd and \
@@ -1086,7 +1138,9 @@ def write_markdown(res, path):
           "informational too: on two saturated CPUs calls/s goes as 1 ÷ the CPU µs per call of "
           "everything that runs (server, C-node, load tool), so a nodexd at its floor (its "
           "library alone + raw_ei_bench's ei client) can reach at most the ratio shown; "
-          "\"CPU-per-call ratio now\" is the same ratio with nodexd's measured CPU.", "",
+          "\"CPU-per-call ratio now\" is the same ratio with nodexd's measured CPU. Rows marked *TLS "
+          "floor* set nodexd's plaintext CPU per call plus what TLS adds to the library alone "
+          "(`http_echo` / `grpc_echo` with `--tls`, same run) against its plaintext CPU.", "",
           "| target | measured | goal | result |", "|---|---|---|---|"]
     for t in res["targets"]:
         if t.get("kind") == "bound":
@@ -1096,8 +1150,9 @@ def write_markdown(res, path):
                      f"{t['cpu_now']:.2f}) | {t['value']:.2f} {t['unit']} | (nodexd's target "
                      f"{t['target']} {t['unit']}) | {result} |")
             continue
-        if t.get("kind") == "ceiling":
-            result = "ceiling: target " + ("within reach" if t["within_reach"] else "out of reach")
+        if t.get("kind") in ("ceiling", "tls_floor"):
+            result = ("ceiling" if t["kind"] == "ceiling" else "TLS floor") + ": target " + (
+                "within reach" if t["within_reach"] else "out of reach")
             L.append(f"| {t['name']} | {t['value']:.2f} {t['unit']} | (nodexd's target "
                      f"{t['target']} {t['unit']}) | {result} |")
             continue
@@ -1244,7 +1299,9 @@ def main():
                     "git": git, "small_payload": small,
                     "payloads": payloads, "concurrency": conc,
                     "http_format": "application/json", "grpc_payload": "Term (structured)",
-                    "ceilings": {c[0]: " ".join(c[2]) for c in CEILINGS}},
+                    "ceilings": {**{c[0]: " ".join(c[2]) for c in CEILINGS},
+                                 **{c[0]: " ".join(c[2] + ["--tls", "CERT", "KEY"])
+                                    for c in TLS_CEILINGS}}},
            "cases": {}}
     res["meta"]["load_avg_start"] = [round(x, 2) for x in os.getloadavg()]
     t_start = time.monotonic()
@@ -1288,7 +1345,7 @@ def main():
                                                    pids_seen))
         log("library ceilings: http_echo (loop, pool; with and without suspend), grpc_echo")
         ceil_cases, res["ceilings"] = bench_ceilings(session, nh, args.build_dir, conc, load_dur,
-                                                     workdir)
+                                                     workdir, tls_conc=secure_conc[-1:])
         res["cases"].update(ceil_cases)
         add_ceiling_ratios(res["cases"])
         if not smoke and not args.no_profile and shutil.which("valgrind"):

@@ -31,6 +31,7 @@ CEILING_CASES = (
     [f"ceiling.{lib}.c{c}" for lib in ("http", "grpc") for c in (1, 16, 64)]
     + [f"ceiling.{lib}.c64" for lib in ("http_suspend", "http_pool", "http_pool_suspend")]
     + [f"ceiling.grpc_reply_thread.c{c}" for c in (1, 64)]
+    + [f"ceiling.{lib}.c16" for lib in ("https", "grpcs")]  # over TLS: 16 in flight in a smoke run
 )
 
 
@@ -109,8 +110,8 @@ def test_bench_smoke(tmp_path):
     assert "## CPU per call (16 B, same run)" in md_cpu
     assert "## nodexd against the Erlang front (mochiweb, 16 B, same wrk runs)" in md_cpu
     assert all(f"| {case} |" in md_cpu for case in FRONT_CASES)
-    assert sorted(res["ceilings"]) == ["grpc", "grpc_reply_thread", "http", "http_pool",
-                                       "http_pool_suspend", "http_suspend"], res["ceilings"]
+    assert sorted(res["ceilings"]) == ["grpc", "grpc_reply_thread", "grpcs", "http", "http_pool",
+                                       "http_pool_suspend", "http_suspend", "https"], res["ceilings"]
     for server, info in res["ceilings"].items():
         assert info["exit_status"] == 0, f"ceiling server {server} did not stop cleanly: {info}"
     for key in ("idle_mib", "load_peak_mib", "after_mib", "settled_mib"):
@@ -132,8 +133,13 @@ def test_bench_smoke(tmp_path):
     bounds = [t for t in res["targets"] if t["kind"] == "bound"]
     assert len(bounds) == 2 and all(t["value"] > 0 and isinstance(t["within_reach"], bool)
                                     for t in bounds), bounds
+    # what TLS costs the libraries alone, against the TLS targets
+    floors = [t for t in res["targets"] if t["kind"] == "tls_floor"]
+    assert [t["name"].split(" ")[0] for t in floors] == ["HTTPS", "gRPC-TLS"], floors
+    assert all(t["value"] > 0 and isinstance(t["within_reach"], bool) for t in floors), floors
     assert res["leftovers"] == [], res["leftovers"]
     md = (out / "results.md").read_text()
+    assert "TLS floor: target" in md
     assert "## Targets" in md and ("PASS" in md or "FAIL" in md)
     assert "## Library ceilings (no backend at all)" in md and "ceiling: target" in md
     assert "## The cost of a token and of TLS (16 B, same run)" in md
