@@ -834,11 +834,14 @@ def cpu_bounds(cases, small):
     saturated CPUs calls/s is about CPUs ÷ (CPU µs per call of everything that runs), so with
     nodexd at its floor (its library alone plus raw_ei_bench's ei client per call), the ratio to
     the other side can be at most (other side's CPU per call) ÷ (nodexd floor + its C-node + its
-    load tool). Below the goal, the target is out of reach of any nodexd on this machine."""
+    load tool). Below the goal, the target is out of reach of any nodexd on this machine. For
+    gRPC the library part is grpc_echo replying from another thread (ceiling.grpc_reply_thread):
+    nodexd's reply comes in on its loop thread, and handing it back to a cq thread costs more
+    (bench/README, "tried, not kept")."""
     out = []
     for name, nd, other, lib, goal in (
             ("gRPC @64 vs grpc_echo", f"grpc.{small}.c64", "ceiling.grpc.c64",
-             "ceiling.grpc.c64", 0.8),
+             "ceiling.grpc_reply_thread.c64", 0.8),
             ("HTTP @64 vs the mochiweb front", f"http.{small}.c64", f"mochiweb.{small}.c64",
              "ceiling.http.c64", 2.5)):
         if not all(k in cases and "load_cpu_us_per_call" in cases[k] for k in (nd, other, lib)):
@@ -887,9 +890,9 @@ def compute_targets(cases, rss, small):
     erl_p50 = cases["erl.cnode_direct"]["p50_us"]
     raw64 = cases["raw_ei.c64"]["throughput_per_s"]
 
-    def add(name, value, unit, target, ok):
+    def add(name, value, unit, target, ok, kind="target"):
         t.append({"name": name, "value": round(value, 3), "unit": unit, "target": target,
-                  "pass": bool(ok), "kind": "target"})
+                  "pass": bool(ok), "kind": kind})
 
     def ceiling(name, case, value, unit, target, within):
         # informational: what the library alone reaches, against nodexd's own target
@@ -898,16 +901,19 @@ def compute_targets(cases, rss, small):
                       "target": target, "pass": None, "kind": "ceiling",
                       "within_reach": bool(within(value(cases[case])))})
 
+    # Issue 17 retired the throughput targets against the Erlang node's 64 processes and the raw
+    # ei floor (a three-process path against a two-process one on two CPUs) and replaced gRPC's
+    # p50 target: those rows stay, graded but marked retired ("kind": "retired").
     for proto, label, lat_budget in (("http", "HTTP", 30), ("grpc", "gRPC", 60)):
         thr = cases[f"{proto}.{small}.c64"]["throughput_per_s"]
         add(f"{label} throughput @64 / Erlang 64-process throughput", thr / erl64, "x",
-            ">= 1.0", thr / erl64 >= 1.0)
+            ">= 1.0", thr / erl64 >= 1.0, "retired")
         diff = cases[f"{proto}.{small}.c1"]["p50_us"] - erl_p50
         add(f"{label} p50 @1 minus Erlang-direct p50", diff, "us", f"<= +{lat_budget}",
-            diff <= lat_budget)
+            diff <= lat_budget, "target" if proto == "http" else "retired")
         added = raw64 / thr - 1.0 if thr else float("inf")
         add(f"{label} cost added over the raw-ei floor @64 (raw/nodexd - 1)", added * 100, "%",
-            "<= 30", added <= 0.30)
+            "<= 30", added <= 0.30, "retired")
     # issue 17: against the user's alternative (the mochiweb front) and the library + ei floors
     http64, grpc64 = cases[f"http.{small}.c64"], cases[f"grpc.{small}.c64"]
     front64 = cases[f"mochiweb.{small}.c64"]
@@ -1156,8 +1162,11 @@ def write_markdown(res, path):
             L.append(f"| {t['name']} | {t['value']:.2f} {t['unit']} | (nodexd's target "
                      f"{t['target']} {t['unit']}) | {result} |")
             continue
+        verdict = "PASS" if t["pass"] else "FAIL"
+        if t.get("kind") == "retired":
+            verdict = f"retired by issue 17 ({verdict.lower()})"
         L.append(f"| {t['name']} | {t['value']:.2f} {t['unit']} | {t['target']} {t['unit']} | "
-                 f"{'PASS' if t['pass'] else 'FAIL'} |")
+                 f"{verdict} |")
     prof = res.get("profile")
     if prof:
         L += ["", f"## Profile: nodexd under 64-connection HTTP load ({prof['tool']}, "
