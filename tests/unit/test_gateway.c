@@ -634,6 +634,15 @@ static void test_rpcs_to_unknown_nodes_leave_no_entries_or_threads_behind(void *
         }
         gateway_node_entries(fx.gw, &listed, &retired);
         if (listed + retired > held_max) held_max = listed + retired;
+        /* The wave's connector threads end after their hand-off, a little after their calls
+         * are answered: wait for them, so the next wave's count is its own. */
+        int64_t wave_deadline = fixture_now_ms() + 10000;
+        while (thread_count() > threads_before) {
+            if (fixture_now_ms() > wave_deadline)
+                fail_msg("%zu threads 10 s after a wave's calls ended (%zu before)", thread_count(),
+                         threads_before);
+            fixture_sleep_ms(2);
+        }
     }
     /* Freed at the loop's next sweeps; connector threads end right after their hand-off. */
     int64_t deadline = fixture_now_ms() + 30000;
