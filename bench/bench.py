@@ -718,10 +718,11 @@ CEILINGS = (  # (label, server binary, extra argv, protocol, concurrencies: None
 
 # The same servers over TLS (`--tls CERT KEY`, a certificate made for the run): what TLS costs the
 # libraries alone, beside what it costs nodexd (https_token / grpcs_token against http / grpc).
-TLS_CEILINGS = (  # (label, server binary, extra argv, protocol, concurrencies)
-    ("https", "http_echo", ["--threads", "0"], "http", [64]),
-    ("grpcs", "grpc_echo", ["--threads", "2"], "grpc", [64]),
-)  # the smoke run uses 16 in flight (see secure_conc in main)
+# They run at bench_ceilings' `tls_conc`: 64 in flight, 16 in a smoke run (as nodexd's TLS cases).
+TLS_CEILINGS = (  # (label, server binary, extra argv, protocol)
+    ("https", "http_echo", ["--threads", "0"], "http"),
+    ("grpcs", "grpc_echo", ["--threads", "2"], "grpc"),
+)
 
 
 def start_echo(session, argv, name, timeout=20.0):
@@ -772,7 +773,7 @@ def bench_ceilings(session, nh, build, conc_list, dur_s, workdir, tls_conc=(64,)
     cases, servers = {}, {}
     runs = [(label, exe, extra, proto, only, False) for label, exe, extra, proto, only in CEILINGS]
     runs += [(label, exe, extra + ["--tls", cert, key], proto, list(tls_conc), True)
-             for label, exe, extra, proto, _only in TLS_CEILINGS]
+             for label, exe, extra, proto in TLS_CEILINGS]
     for label, exe, extra, proto, only, tls in runs:
         argv = [os.path.join(build, "bench", exe)] + extra
         cmd = " ".join([exe] + [os.path.basename(a) if a in (cert, key) else a for a in argv[1:]])
