@@ -320,16 +320,19 @@ def check_etf(port, data):
         raise RuntimeError(f"HTTP ETF sanity call failed: {r.status} {body[:200]!r}")
 
 
+def grpc_channel(port, ca_file=None, options=None):
+    """A channel to 127.0.0.1:port; over TLS trusting `ca_file` when given."""
+    import grpc
+    if not ca_file:
+        return grpc.insecure_channel(f"127.0.0.1:{port}", options=options)
+    with open(ca_file, "rb") as f:
+        creds = grpc.ssl_channel_credentials(root_certificates=f.read())
+    return grpc.secure_channel(f"127.0.0.1:{port}", creds, options=options)
+
+
 def check_grpc(port, data, token=None, ca_file=None):
     """One real gRPC call; over TLS trusting `ca_file` when given, with the token as metadata."""
-    import grpc
-    options = [("grpc.max_receive_message_length", 8 * MIB)]
-    if ca_file:
-        with open(ca_file, "rb") as f:
-            creds = grpc.ssl_channel_credentials(root_certificates=f.read())
-        ch = grpc.secure_channel(f"127.0.0.1:{port}", creds, options=options)
-    else:
-        ch = grpc.insecure_channel(f"127.0.0.1:{port}", options=options)
+    ch = grpc_channel(port, ca_file, [("grpc.max_receive_message_length", 8 * MIB)])
     metadata = (("authorization", f"Bearer {token}"),) if token else None
     with ch:
         reply = ch.unary_unary("/nodex.v1.Gateway/Call")(grpc_call_message(data), timeout=30,
@@ -748,15 +751,8 @@ def start_echo(session, argv, name, timeout=20.0):
 
 
 def check_grpc_echo(port, data, ca_file=None):
-    import grpc
     msg = grpc_call_message(data)
-    if ca_file:
-        with open(ca_file, "rb") as f:
-            creds = grpc.ssl_channel_credentials(root_certificates=f.read())
-        ch = grpc.secure_channel(f"127.0.0.1:{port}", creds)
-    else:
-        ch = grpc.insecure_channel(f"127.0.0.1:{port}")
-    with ch:
+    with grpc_channel(port, ca_file) as ch:
         reply = ch.unary_unary("/nodex.v1.Gateway/Call")(msg, timeout=30)
     if reply != msg:
         raise RuntimeError(f"gRPC echo sanity call failed: {reply[:200]!r}")

@@ -1,6 +1,5 @@
 /* grpc_echo: gRPC core set up like nodexd's gRPC API, echoing unary calls: the library ceiling.
  * --tls CERT_PEM KEY_PEM: gRPC over TLS with the server credentials of nodexd's grpc.tls. */
-#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -19,13 +18,14 @@
 #include <grpc/slice.h>
 #include <grpc/support/time.h>
 
+#include "echo_tls.h"
+
 #define CALL_METHOD         "/nodex.v1.Gateway/Call"
 #define REQUESTS_PER_METHOD 4         /* request slots posted (as nodexd posts per method) */
 #define MAX_CONCURRENT      1000      /* nodexd's grpc.max_concurrent_streams default */
 #define MAX_MESSAGE         (8 << 20) /* nodexd's grpc.max_message_bytes default */
 #define STOP_GRACE_MS       1000
 #define THREAD_STACK        (8u << 20)
-#define MAX_PEM             (1u << 20) /* nodexd's limit on a TLS PEM file */
 
 #define container_of(p, type, member) ((type *)(void *)((char *)(p)-offsetof(type, member)))
 
@@ -82,7 +82,7 @@ static struct {
 /* --tls: the PEM files, served to gRPC through a certificate config fetcher as nodexd's grpc.tls
  * serves them (src/grpc_api.c grpc_tls_credentials, without client_ca_file). */
 static struct {
-    char *cert, *key;
+    tls_pem pem;        /* cert and key; cert NULL without --tls */
     atomic_bool served; /* gRPC has the config */
 } tls;
 
@@ -312,41 +312,16 @@ static int usage(void) {
     return 2;
 }
 
-/* A whole PEM file, NUL-terminated (gRPC takes the certificate and key as strings), or NULL with
- * the reason on stderr. */
-static char *read_pem(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        fprintf(stderr, "grpc_echo: cannot open %s: %s\n", path, strerror(errno));
-        return NULL;
-    }
-    char *buf = malloc(MAX_PEM + 1);
-    size_t n = buf ? fread(buf, 1, MAX_PEM + 1, f) : 0;
-    const char *why = !buf          ? "out of memory"
-                      : ferror(f)   ? "read error"
-                      : n == 0      ? "empty file"
-                      : n > MAX_PEM ? "larger than 1 MiB"
-                                    : NULL;
-    fclose(f);
-    if (why) {
-        fprintf(stderr, "grpc_echo: cannot read %s: %s\n", path, why);
-        free(buf);
-        return NULL;
-    }
-    buf[n] = '\0';
-    return buf;
-}
-
 /* gRPC asks before every handshake, as it asks nodexd's fetcher: the config once, then
  * "unchanged" (nodexd's answer until a reload). */
 static grpc_ssl_certificate_config_reload_status
 tls_fetch(void *user_data, grpc_ssl_server_certificate_config **config) {
     (void)user_data;
     if (atomic_load(&tls.served)) return GRPC_SSL_CERTIFICATE_CONFIG_RELOAD_UNCHANGED;
-    grpc_ssl_pem_key_cert_pair pair = {.private_key = tls.key, .cert_chain = tls.cert};
+    grpc_ssl_pem_key_cert_pair pair = {.private_key = tls.pem.key, .cert_chain = tls.pem.cert};
     /* gRPC asserts that a fetched config has roots: no client certificate is asked for, so the
      * chain stands in, as in nodexd. */
-    *config = grpc_ssl_server_certificate_config_create(tls.cert, &pair, 1); /* copies */
+    *config = grpc_ssl_server_certificate_config_create(tls.pem.cert, &pair, 1); /* copies */
     if (!*config) return GRPC_SSL_CERTIFICATE_CONFIG_RELOAD_FAIL;
     atomic_store(&tls.served, true);
     return GRPC_SSL_CERTIFICATE_CONFIG_RELOAD_NEW;
@@ -356,7 +331,7 @@ tls_fetch(void *user_data, grpc_ssl_server_certificate_config **config) {
  * certificate requested, gRPC's own protocol floor (TLS 1.2) and ciphers (nodexd sets none for
  * gRPC). NULL if gRPC refuses them. */
 static grpc_server_credentials *server_credentials(void) {
-    if (!tls.cert) return grpc_insecure_server_credentials_create();
+    if (!tls.pem.cert) return grpc_insecure_server_credentials_create();
     grpc_ssl_server_credentials_options *opts =
         grpc_ssl_server_credentials_create_options_using_config_fetcher(
             GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE, tls_fetch, NULL);
@@ -381,16 +356,11 @@ int main(int argc, char **argv) {
             unsigned long n = strtoul(argv[++i], &end, 10);
             if (*end || n < 1 || n > 64) return usage();
             threads = (unsigned)n;
-        } else if (strcmp(argv[i], "--tls") == 0 && i + 2 < argc && !tls.cert) {
-            tls.cert = read_pem(argv[++i]);
-            tls.key = tls.cert ? read_pem(argv[++i]) : NULL;
-            if (!tls.key) {
-                free(tls.cert);
-                return 1;
-            }
+        } else if (strcmp(argv[i], "--tls") == 0 && i + 2 < argc && !tls.pem.cert) {
+            if (echo_tls_load("grpc_echo", argv[i + 1], argv[i + 2], &tls.pem) != 0) return 1;
+            i += 2;
         } else {
-            free(tls.cert);
-            free(tls.key);
+            tls_pem_clear(&tls.pem);
             return usage();
         }
     }
@@ -438,10 +408,10 @@ int main(int argc, char **argv) {
     if (port == 0) {
         /* with TLS, gRPC builds its TLS context from the first fetched config here */
         fprintf(stderr, "grpc_echo: %s\n",
-                !creds     ? "gRPC refused the TLS credentials"
-                : tls.cert ? "cannot listen with TLS on 127.0.0.1 (are CERT_PEM and KEY_PEM a "
-                             "PEM certificate and its unencrypted key?)"
-                           : "cannot listen on 127.0.0.1");
+                !creds         ? "gRPC refused the TLS credentials"
+                : tls.pem.cert ? "cannot listen with TLS on 127.0.0.1 (are CERT_PEM and KEY_PEM a "
+                                 "PEM certificate and its unencrypted key?)"
+                               : "cannot listen on 127.0.0.1");
         grpc_server_destroy(srv.server);
         grpc_completion_queue_shutdown(srv.cq);
         while (grpc_completion_queue_next(srv.cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
@@ -451,8 +421,7 @@ int main(int argc, char **argv) {
         grpc_shutdown_blocking();
         pthread_cond_destroy(&srv.cv);
         pthread_mutex_destroy(&srv.mu);
-        free(tls.cert);
-        free(tls.key);
+        tls_pem_clear(&tls.pem);
         return 1;
     }
     grpc_server_start(srv.server);
@@ -477,7 +446,7 @@ int main(int argc, char **argv) {
         posted = post_request(true) == 0 && post_request(false) == 0;
     if (posted) {
         printf("grpc_echo ready port=%d threads=%u split_status=%d reply_thread=%d tls=%d\n", port,
-               threads, (int)split_status, (int)reply_mode, tls.cert != NULL);
+               threads, (int)split_status, (int)reply_mode, tls.pem.cert != NULL);
         fflush(stdout);
         int sig = 0;
         sigwait(&set, &sig);
@@ -530,7 +499,6 @@ int main(int argc, char **argv) {
     if (srv.live) fprintf(stderr, "grpc_echo: %zu calls still live at exit\n", srv.live);
     pthread_cond_destroy(&srv.cv);
     pthread_mutex_destroy(&srv.mu);
-    free(tls.cert);
-    free(tls.key);
+    tls_pem_clear(&tls.pem);
     return rc;
 }

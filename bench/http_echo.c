@@ -21,6 +21,8 @@
 #include <arpa/inet.h>
 #include <microhttpd.h>
 
+#include "echo_tls.h"
+
 #define MAX_BODY      (8u << 20) /* nodexd's default max_body_bytes; over it: 413 */
 #define STOP_GRACE_MS 2000       /* how long resumed requests may take to complete at stop */
 
@@ -237,27 +239,15 @@ static int usage(void) {
     return 2;
 }
 
-/* A whole PEM file, NUL-terminated (MHD takes the certificate and key from memory), or NULL. */
-static char *read_pem(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    char *buf = malloc(65536);
-    size_t n = buf ? fread(buf, 1, 65535, f) : 0;
-    fclose(f);
-    if (buf) buf[n] = '\0';
-    return buf;
-}
-
 int main(int argc, char **argv) {
     unsigned threads = 2;
-    char *cert = NULL, *key = NULL; /* --tls: HTTPS as nodexd's (its priorities, GnuTLS) */
+    tls_pem pem = {0}; /* --tls: HTTPS as nodexd's (its priorities, GnuTLS) */
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--suspend") == 0) {
             suspend_mode = true;
-        } else if (strcmp(argv[i], "--tls") == 0 && i + 2 < argc) {
-            cert = read_pem(argv[++i]);
-            key = read_pem(argv[++i]);
-            if (!cert || !key) return usage();
+        } else if (strcmp(argv[i], "--tls") == 0 && i + 2 < argc && !pem.cert) {
+            if (echo_tls_load("http_echo", argv[i + 1], argv[i + 2], &pem) != 0) return 1;
+            i += 2;
         } else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) {
             char *end;
             unsigned long n = strtoul(argv[++i], &end, 10);
@@ -286,15 +276,15 @@ int main(int argc, char **argv) {
     /* The same daemon as src/http_api.c http_api_start (defaults of http.connection_timeout_s
      * and http.max_connections). */
     unsigned flags = (on_loop ? 0 : MHD_USE_INTERNAL_POLLING_THREAD) | MHD_USE_EPOLL |
-                     MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG | (cert ? MHD_USE_TLS : 0);
+                     MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG | (pem.cert ? MHD_USE_TLS : 0);
     struct MHD_OptionItem pool[5];
     size_t np = 0;
     if (!on_loop) pool[np++] = (struct MHD_OptionItem){MHD_OPTION_THREAD_POOL_SIZE, threads, NULL};
-    if (cert) {
-        pool[np++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_CERT, 0, cert};
-        pool[np++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_KEY, 0, key};
-        pool[np++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_PRIORITIES, 0,
-                                             (void *)"NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2"};
+    if (pem.cert) {
+        pool[np++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_CERT, 0, pem.cert};
+        pool[np++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_KEY, 0, pem.key};
+        pool[np++] =
+            (struct MHD_OptionItem){MHD_OPTION_HTTPS_PRIORITIES, 0, (void *)TLS_PRIORITIES};
     }
     pool[np] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
     struct MHD_Daemon *d = MHD_start_daemon(
@@ -310,7 +300,7 @@ int main(int argc, char **argv) {
     } else {
         const union MHD_DaemonInfo *info = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
         printf("http_echo ready port=%u threads=%u suspend=%d tls=%d\n",
-               info ? (unsigned)info->port : 0, threads, (int)suspend_mode, cert != NULL);
+               info ? (unsigned)info->port : 0, threads, (int)suspend_mode, pem.cert != NULL);
         fflush(stdout);
         if (on_loop) {
             rc = run_loop(d, &set);
@@ -334,7 +324,6 @@ int main(int argc, char **argv) {
         if (left) fprintf(stderr, "http_echo: %zu resumed requests not completed at stop\n", left);
     }
     if (d) MHD_stop_daemon(d);
-    free(cert);
-    free(key);
+    tls_pem_clear(&pem);
     return rc;
 }
